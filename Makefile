@@ -1,0 +1,27 @@
+# Two commands on a fresh clone (only Python 3.11 needed): `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -c "import toloka.client, crowdkit.aggregation"
+	touch $(STAMP)
+
+run: $(STAMP)  ## the whole flow on the local Toloka, scored against the synthetic truth
+	$(PY) -m crowdboxes demo $(ARGS)
+
+test: $(STAMP)  ## the test suite
+	$(PY) -m pytest -q $(ARGS)
+
+bench: $(STAMP)  ## every benchmark (prints tables; slow)
+	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache runs .demo

@@ -1,0 +1,3 @@
+from crowdboxes.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""The CSV artifacts steps pass to each other: the product's public contract.
+
+Each :class:`Contract` names a file and its columns. Columns may be added in later versions, never
+renamed or removed. Readers check required columns and report the file, row and field of a bad value.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from crowdboxes.stepkit import StepError, atomic_path
+
+
+@dataclass(frozen=True)
+class Contract:
+    file_name: str
+    columns: tuple[str, ...]
+
+    def path(self, folder: str | os.PathLike) -> Path:
+        return Path(folder) / self.file_name
+
+
+PROJECTS = Contract("projects.csv", ("role", "toloka_id", "key", "name"))
+IMAGES = Contract("images.csv", ("image_id", "file_name", "url", "width", "height", "sha256"))
+REJECTED_IMAGES = Contract("rejected_images.csv", ("file_name", "reason"))
+POOL = Contract("pool.csv", ("pool_id", "role", "project_id", "tasks", "overlap", "reward_per_assignment",
+                             "estimated_cost"))
+TASKS = Contract("tasks.csv", ("task_id", "pool_id", "image_id", "url"))
+ANSWERS = Contract("answers.csv", ("assignment_id", "task_id", "image_id", "worker_id", "status",
+                                   "submitted_at", "label", "x", "y", "w", "h"))
+VERIFICATIONS = Contract("verifications.csv", ("image_id", "assignment_id", "worker_id", "verdict", "ok_votes",
+                                               "bad_votes", "attempt", "outcome"))
+BOXES = Contract("boxes.csv", ("image_id", "label", "x", "y", "w", "h", "score", "support"))
+WORKERS = Contract("workers.csv", ("worker_id", "answers", "skill"))
+
+
+def read_csv(path: str | os.PathLike, contract: Contract, **kwargs) -> pd.DataFrame:
+    """Read ``path`` and check it has the contract's columns; StepError naming what is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise StepError(f"input file {path} does not exist")
+    try:
+        frame = pd.read_csv(path, keep_default_na=True, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise StepError(f"{path}: file is empty (expected header {','.join(contract.columns)})") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise StepError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in contract.columns if c not in frame.columns]
+    if missing:
+        raise StepError(f"{path}: missing column(s) {', '.join(missing)}")
+    return frame
+
+
+def require_numeric(frame: pd.DataFrame, path: str | os.PathLike, columns: tuple[str, ...],
+                    allow_empty: bool = False) -> pd.DataFrame:
+    """Convert ``columns`` to numbers; StepError naming the first bad row (1-based data row) and field."""
+    for column in columns:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() & (frame[column].notna() if allow_empty else True)
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise StepError(f"{path}: row {row + 2}, field {column!r}: "
+                            f"{frame[column].iloc[row]!r} is not a number")
+        frame[column] = values
+    return frame
+
+
+def write_csv(frame: pd.DataFrame, folder: str | os.PathLike, contract: Contract) -> Path:
+    """Write ``frame`` atomically with the contract's columns first, then any extra ones."""
+    missing = [c for c in contract.columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{contract.file_name}: frame lacks column(s) {', '.join(missing)}")
+    extra = [c for c in frame.columns if c not in contract.columns]
+    target = contract.path(folder)
+    with atomic_path(target) as tmp:
+        frame[list(contract.columns) + extra].to_csv(tmp, index=False)
+    return target
