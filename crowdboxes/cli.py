@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from crowdboxes.stepkit import run_step
+
 COMMANDS = {
     "synth": ("crowdboxes.synth.cli", "generate synthetic road-sign scenes with true boxes"),
     "contact-sheet": ("crowdboxes.synth.contact_sheet", "draw scenes with their boxes into one figure"),
@@ -36,4 +38,4 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    return run_step(module.main, rest)

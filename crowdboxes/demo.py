@@ -1,0 +1,190 @@
+"""``python -m crowdboxes demo``: the whole flow on the local Toloka, scored against the truth.
+
+What it does, in order:
+
+1. generates synthetic street scenes with their true boxes (``crowdboxes synth``);
+2. starts a local S3-compatible store (moto, loopback) and the local Toloka with a simulated crowd
+   that knows the true boxes;
+3. runs ``traffic_signs_annotation.yaml`` with the local flow runner, pointing the steps at those
+   servers through param overrides (the YAML itself is the one users import in cnvrg);
+4. stops the servers and prints where the COCO file is and its quality against the truth.
+
+Nothing here is needed on cnvrg; it is the rehearsal and the product's end-to-end check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from crowdboxes.stepkit import StepError, run_step
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FLOW_YAML = REPO_ROOT / "traffic_signs_annotation.yaml"
+DEMO_BUCKET = "crowdboxes-demo"
+# moto accepts any credentials; these are placeholders, not secrets.
+FAKE_AWS = {"AWS_ACCESS_KEY_ID": "local-demo", "AWS_SECRET_ACCESS_KEY": "local-demo-key",
+            "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m crowdboxes demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=40, help="synthetic images to annotate (default 40)")
+    parser.add_argument("--seed", type=int, default=7, help="seed for the scenes and the crowd")
+    parser.add_argument("--workers", type=int, default=40, help="simulated crowd size")
+    parser.add_argument("--speed", type=float, default=200.0,
+                        help="how many times faster than real time the crowd works")
+    parser.add_argument("--mode", default="overlap", help="overlap, verify or overlap+verify")
+    parser.add_argument("--overlap", default="3", help="drawers per image in overlap modes")
+    parser.add_argument("--method", default="lean_em", help="aggregation method")
+    parser.add_argument("--workdir", default=".demo", help="where scenes, server state and runs go")
+    parser.add_argument("--min-ap50", type=float, default=None,
+                        help="exit non-zero when AP50 ends below this (used by the tests)")
+    return parser
+
+
+def _start_server(stack: ExitStack, name: str, args: list[str], env: dict, ready_file: Path,
+                  log_path: Path, timeout: float = 60.0) -> str:
+    """Start ``python -m crowdboxes <args>`` and return the URL it writes into ``ready_file``."""
+    ready_file.unlink(missing_ok=True)
+    log = stack.enter_context(open(log_path, "wb"))
+    proc = subprocess.Popen([sys.executable, "-m", "crowdboxes", *args, "--ready-file", str(ready_file)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    stack.callback(stop)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready_file.exists() and (url := ready_file.read_text().strip()):
+            return url
+        if proc.poll() is not None:
+            raise StepError(f"{name} exited with code {proc.returncode} before it was ready; see {log_path}")
+        time.sleep(0.1)
+    raise StepError(f"{name} was not ready after {timeout:.0f} s; see {log_path}")
+
+
+def _create_bucket(endpoint_url: str) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint_url, **{k.lower(): v for k, v in FAKE_AWS.items()
+                                                         if k != "AWS_DEFAULT_REGION"},
+                      region_name=FAKE_AWS["AWS_DEFAULT_REGION"])
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    if DEMO_BUCKET not in existing:
+        s3.create_bucket(Bucket=DEMO_BUCKET)
+
+
+def _latest_output(runs_dir: Path, slug: str) -> Path:
+    index = runs_dir / "latest.json"
+    if not index.is_file():
+        raise StepError(f"the flow runner left no {index}")
+    latest = json.loads(index.read_text())
+    if slug not in latest:
+        raise StepError(f"{index}: no successful run of task {slug!r}")
+    return Path(latest[slug]) / "output"
+
+
+def _coco_boxes(coco: dict) -> "pd.DataFrame":
+    """One row per annotation, keyed by the image's file name (how the flow and the truth agree)."""
+    import pandas as pd
+
+    from crowdboxes.classes import CLASS_BY_ID
+
+    names = {im["id"]: Path(im["file_name"]).name for im in coco["images"]}
+    return pd.DataFrame([{"image_id": names[a["image_id"]], "label": CLASS_BY_ID[a["category_id"]].name,
+                          "x": a["bbox"][0], "y": a["bbox"][1], "w": a["bbox"][2], "h": a["bbox"][3],
+                          "score": a.get("score", 1.0)} for a in coco["annotations"]],
+                        columns=["image_id", "label", "x", "y", "w", "h", "score"])
+
+
+def _score(coco_path: Path, truth_path: Path) -> dict:
+    from crowdboxes.evaluation import evaluate
+
+    pred, true = (json.loads(p.read_text()) for p in (coco_path, truth_path))
+    return evaluate(_coco_boxes(pred), _coco_boxes(true))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.count < 1:
+        raise StepError(f"--count {args.count}: need at least one image")
+    started = time.monotonic()
+    workdir = (REPO_ROOT / args.workdir).resolve() if not Path(args.workdir).is_absolute() else Path(args.workdir)
+    run_tag = time.strftime("%Y%m%d-%H%M%S")
+    scenes = workdir / "scenes" / f"seed{args.seed}-n{args.count}"
+    runs_dir = workdir / "runs"
+    state_dir = workdir / "toloka-state" / run_tag
+    logs = workdir / "logs" / run_tag
+    for folder in (runs_dir, state_dir, logs):
+        folder.mkdir(parents=True, exist_ok=True)
+
+    truth_path = scenes / "truth.coco.json"
+    if not truth_path.is_file():
+        print(f"[demo] generating {args.count} synthetic scenes in {scenes}", flush=True)
+        subprocess.run([sys.executable, "-m", "crowdboxes", "synth", "--count", str(args.count),
+                        "--seed", str(args.seed), "--out", str(scenes)], check=True, cwd=REPO_ROOT)
+
+    # A throwaway token for this local run only; it is passed by environment, never by argument.
+    env = {**os.environ, **FAKE_AWS, "toloka_token": f"local-{secrets.token_hex(16)}"}
+    with ExitStack() as stack:
+        print("[demo] starting the local S3 store and the local Toloka", flush=True)
+        s3_url = _start_server(stack, "local S3", ["local-s3", "--port", "0"], env,
+                               logs / "s3.ready", logs / "local_s3.log")
+        _create_bucket(s3_url)
+        toloka_url = _start_server(
+            stack, "local Toloka",
+            ["local-toloka", "serve", "--host", "127.0.0.1", "--port", "0", "--state", str(state_dir),
+             "--token-env", "toloka_token", "--ground-truth", str(truth_path), "--seed", str(args.seed),
+             "--workers", str(args.workers), "--speed", str(args.speed)],
+            env, logs / "toloka.ready", logs / "local_toloka.log")
+        print(f"[demo] local Toloka at {toloka_url}, S3 at {s3_url}", flush=True)
+
+        overrides = {
+            "toloka_env": toloka_url, "s3_endpoint_url": s3_url, "s3_bucket": DEMO_BUCKET,
+            "s3_prefix": f"demo/{run_tag}/", "mode": args.mode, "overlap": args.overlap,
+            "method": args.method, "poll_seconds": "1", "project_key": f"demo-{run_tag}",
+            "dataset_root": str(workdir / "datasets"),
+        }
+        command = [sys.executable, "-m", "crowdboxes", "flow", "run", str(FLOW_YAML),
+                   "--runs-dir", str(runs_dir), "--data", f"road_signs={scenes}"]
+        for key, value in overrides.items():
+            command += ["--set", f"{key}={value}"]
+        flow = subprocess.run(command, env=env, cwd=REPO_ROOT)
+        if flow.returncode != 0:
+            raise StepError(f"the flow failed (exit {flow.returncode}); logs under {runs_dir}")
+
+    coco_path = _latest_output(runs_dir, "export") / "annotations.coco.json"
+    if not coco_path.is_file():
+        raise StepError(f"the export step wrote no {coco_path}")
+    metrics = _score(coco_path, truth_path)
+    minutes = (time.monotonic() - started) / 60
+    print()
+    print(f"COCO annotations: {coco_path}")
+    print(f"quality vs synthetic truth ({metrics['n_true']} true boxes, {metrics['n_pred']} predicted): "
+          f"AP50 {metrics['AP50']:.3f}  AP {metrics['AP']:.3f}  mean IoU {metrics['mean_iou']:.3f}  "
+          f"recall {metrics['recall']:.3f}  precision {metrics['precision']:.3f}")
+    print(f"wall time {minutes:.1f} min")
+    (workdir / "last_demo.json").write_text(json.dumps({"coco": str(coco_path), **metrics}, indent=2, default=float))
+    if args.min_ap50 is not None and metrics["AP50"] < args.min_ap50:
+        raise StepError(f"AP50 {metrics['AP50']:.3f} is below the required {args.min_ap50}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_step(main))
