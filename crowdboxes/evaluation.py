@@ -1,0 +1,313 @@
+"""Score boxes against a ground truth: COCO AP (pycocotools) and Hungarian-matched P / R / IoU.
+
+``evaluate(pred_boxes, true_boxes)`` takes two long frames with ``image_id, label, x, y, w, h`` (pixels,
+COCO ``[x, y, w, h]``); predictions may carry a ``score`` (missing = 1). Image ids and labels may be any
+hashable values: they are mapped to the integers pycocotools needs here, in one place.
+
+Conventions (box-aggregation.md section 3):
+
+* ``AP`` = COCO AP@[.5:.95] (mean over IoU thresholds 0.50, 0.55, ..., 0.95 and over classes that have
+  ground truth), ``AP50`` / ``AP75`` at one threshold, ``AP_agnostic`` the same with every label mapped to
+  one class (``params.useCats = 0``), which separates localisation from class errors.
+* Matched metrics: per image, a one-to-one Hungarian assignment between predictions and true boxes; a pair
+  is a true positive (TP) if IoU >= 0.5 and, for the class-aware numbers, the labels agree.
+  ``precision = TP / n_pred``, ``recall = TP / n_true``, ``mean_iou`` = mean IoU over TPs (pure
+  localisation), ``mean_iou_penalized`` = sum of TP IoUs / (TP + FP + FN) (the AWS convention).
+* Images with truth but no predictions count (all their boxes are misses). Predictions on an image the
+  truth does not know are an error naming the image, not silently ignored.
+
+``python -m crowdboxes evaluate --pred annotations.coco.json --truth truth.coco.json [--json]`` scores two
+COCO files, matching images by ``file_name``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+
+from crowdboxes.geometry import iou_matrix
+from crowdboxes.stepkit import StepError
+
+BOX_COLUMNS = ("image_id", "label", "x", "y", "w", "h")
+MATCH_IOU = 0.5
+# Size buckets of COCO, by box area in px^2.
+SMALL_AREA, LARGE_AREA = 32 ** 2, 96 ** 2
+
+METRIC_KEYS = ("AP", "AP50", "AP75", "AP_agnostic", "AP50_agnostic", "AP_small", "AP_medium", "AP_large",
+               "precision", "recall", "f1", "mean_iou", "mean_iou_penalized", "precision_agnostic",
+               "recall_agnostic", "mean_iou_agnostic", "recall_small", "recall_medium", "recall_large",
+               "n_pred", "n_true", "n_images")
+
+
+def _check_frame(frame: pd.DataFrame, what: str, with_score: bool) -> pd.DataFrame:
+    missing = [c for c in BOX_COLUMNS if c not in frame.columns]
+    if missing:
+        raise StepError(f"{what} boxes: missing column(s) {', '.join(missing)}")
+    columns = list(BOX_COLUMNS) + (["score"] if with_score and "score" in frame.columns else [])
+    out = frame[columns].copy()
+    for column in ("x", "y", "w", "h") + (("score",) if "score" in out.columns else ()):
+        values = pd.to_numeric(out[column], errors="coerce")
+        bad = values.isna() & out[column].notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise StepError(f"{what} boxes: row {row}, field {column!r}: {out[column].iloc[row]!r} is not a number")
+        out[column] = values.astype(float)
+    if with_score:
+        out["score"] = out["score"].fillna(1.0) if "score" in out.columns else 1.0
+    return out
+
+
+def _coco_ap(pred: pd.DataFrame, true: pd.DataFrame, image_ids: list[int], agnostic: bool) -> dict:
+    """COCO AP numbers via pycocotools; NaN where COCO has nothing to average (no truth)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    nan = {"AP": math.nan, "AP50": math.nan, "AP75": math.nan, "AP_small": math.nan, "AP_medium": math.nan,
+           "AP_large": math.nan}
+    if true.empty:
+        return nan
+    if pred.empty:  # pycocotools' loadRes cannot take an empty list; every true box is a miss
+        zero = {k: 0.0 for k in nan}
+        # a size bucket with no true boxes stays undefined, as COCO would report it
+        areas = (true["w"] * true["h"]).to_numpy()
+        for key, mask in (("AP_small", areas < SMALL_AREA), ("AP_medium", (areas >= SMALL_AREA) & (areas <= LARGE_AREA)),
+                          ("AP_large", areas > LARGE_AREA)):
+            if not mask.any():
+                zero[key] = math.nan
+        return zero
+    cat_ids = sorted(set(true["cat"]) | set(pred["cat"]))
+    gt_dataset = {
+        "images": [{"id": int(i)} for i in image_ids],
+        "categories": [{"id": int(c), "name": str(c)} for c in cat_ids],
+        "annotations": [
+            {"id": n + 1, "image_id": int(r.img), "category_id": int(r.cat), "bbox": [r.x, r.y, r.w, r.h],
+             "area": float(r.w * r.h), "iscrowd": 0}
+            for n, r in enumerate(true.itertuples(index=False))
+        ],
+    }
+    detections = [{"image_id": int(r.img), "category_id": int(r.cat), "bbox": [r.x, r.y, r.w, r.h],
+                   "score": float(r.score)} for r in pred.itertuples(index=False)]
+    # pycocotools narrates every stage on stdout; the caller only wants the numbers
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = gt_dataset
+        gt.createIndex()
+        dt = gt.loadRes(detections)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.imgIds = [int(i) for i in image_ids]
+        if agnostic:
+            ev.params.useCats = 0
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = [math.nan if s < 0 else float(s) for s in ev.stats]
+    return {"AP": stats[0], "AP50": stats[1], "AP75": stats[2], "AP_small": stats[3], "AP_medium": stats[4],
+            "AP_large": stats[5]}
+
+
+def match_image(pred_xywh: np.ndarray, true_xywh: np.ndarray, pred_labels=None, true_labels=None,
+                threshold: float = MATCH_IOU) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-to-one matching of one image's predictions to its true boxes.
+
+    Returns ``(pred_index, true_index, iou)`` of the matched pairs with IoU >= ``threshold`` (and equal
+    labels when both label arrays are given). The assignment maximises the number of such pairs first and
+    their total IoU second: plain "maximise total IoU" can trade one eligible pair for two ineligible ones.
+    """
+    empty = (np.empty(0, int), np.empty(0, int), np.empty(0, float))
+    if len(pred_xywh) == 0 or len(true_xywh) == 0:
+        return empty
+    iou = iou_matrix(pred_xywh, true_xywh)
+    eligible = iou >= threshold
+    if pred_labels is not None and true_labels is not None:
+        eligible &= np.asarray(pred_labels)[:, None] == np.asarray(true_labels)[None, :]
+    if not eligible.any():
+        return empty
+    bonus = min(iou.shape) + 1.0  # > any possible sum of IoUs, so the pair count dominates
+    gain = np.where(eligible, iou + bonus, 0.0)
+    rows, cols = linear_sum_assignment(-gain)
+    keep = eligible[rows, cols]
+    return rows[keep], cols[keep], iou[rows[keep], cols[keep]]
+
+
+def _matched(pred: pd.DataFrame, true: pd.DataFrame, class_aware: bool) -> tuple[int, float, np.ndarray]:
+    """(TP count, sum of TP IoUs, per-true-box matched flag in ``true`` order)."""
+    tp, iou_sum = 0, 0.0
+    hit = np.zeros(len(true), dtype=bool)
+    pred_groups = {k: g for k, g in pred.groupby("img", sort=False)}
+    for img, tg in true.groupby("img", sort=False):
+        pg = pred_groups.get(img)
+        if pg is None:
+            continue
+        rows, cols, ious = match_image(
+            pg[["x", "y", "w", "h"]].to_numpy(), tg[["x", "y", "w", "h"]].to_numpy(),
+            pg["cat"].to_numpy() if class_aware else None, tg["cat"].to_numpy() if class_aware else None)
+        tp += len(cols)
+        iou_sum += float(ious.sum())
+        hit[tg.index.to_numpy()[cols]] = True  # ``true`` has a 0..n-1 index
+    return tp, iou_sum, hit
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a) / float(b) if b else math.nan
+
+
+def evaluate(pred_boxes: pd.DataFrame, true_boxes: pd.DataFrame, images=None) -> dict:
+    """Score ``pred_boxes`` against ``true_boxes`` (see the module docstring for every number).
+
+    ``images``: optional ids of every image in the truth, including images with no true box (a prediction
+    there is a false positive, not an unknown image). Rows whose box is all-NaN (a worker who drew nothing)
+    are ignored as boxes. Undefined ratios (e.g. precision with no prediction) are NaN.
+    """
+    pred = _check_frame(pred_boxes, "predicted", with_score=True)
+    true = _check_frame(true_boxes, "true", with_score=False)
+    true_images = set(true["image_id"]) | set(images if images is not None else ())
+    unknown = sorted({str(i) for i in set(pred["image_id"]) - true_images})
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise StepError(f"predictions on {len(unknown)} image(s) absent from the truth: {shown}")
+    box = ["x", "y", "w", "h"]
+    pred = pred[pred[box].notna().all(axis=1)].reset_index(drop=True)
+    true = true[true[box].notna().all(axis=1)].reset_index(drop=True)
+
+    # integer ids for pycocotools; one mapping for both frames so equal values stay equal
+    image_codes = {v: n + 1 for n, v in enumerate(sorted(true_images, key=str))}
+    labels = sorted(set(pred["label"].astype(str)) | set(true["label"].astype(str)))
+    label_codes = {v: n + 1 for n, v in enumerate(labels)}
+    for frame in (pred, true):
+        frame["img"] = frame["image_id"].map(image_codes).astype(int)
+        frame["cat"] = frame["label"].astype(str).map(label_codes).astype(int)
+    image_ids = sorted(image_codes.values())
+
+    result = _coco_ap(pred, true, image_ids, agnostic=False)
+    agnostic = _coco_ap(pred, true, image_ids, agnostic=True)
+    result["AP_agnostic"], result["AP50_agnostic"] = agnostic["AP"], agnostic["AP50"]
+
+    n_pred, n_true = len(pred), len(true)
+    tp, iou_sum, hit = _matched(pred, true, class_aware=True)
+    tp_a, iou_sum_a, _ = _matched(pred, true, class_aware=False)
+    precision, recall = _ratio(tp, n_pred), _ratio(tp, n_true)
+    result.update({
+        "precision": precision,
+        "recall": recall,
+        "f1": _ratio(2 * tp, n_pred + n_true),  # = 2PR / (P + R)
+        "mean_iou": _ratio(iou_sum, tp),
+        "mean_iou_penalized": _ratio(iou_sum, n_pred + n_true - tp),
+        "precision_agnostic": _ratio(tp_a, n_pred),
+        "recall_agnostic": _ratio(tp_a, n_true),
+        "mean_iou_agnostic": _ratio(iou_sum_a, tp_a),
+    })
+    areas = (true["w"] * true["h"]).to_numpy()
+    for name, mask in (("small", areas < SMALL_AREA), ("medium", (areas >= SMALL_AREA) & (areas <= LARGE_AREA)),
+                       ("large", areas > LARGE_AREA)):
+        result[f"recall_{name}"] = _ratio(hit[mask].sum(), mask.sum())
+    result.update({"n_pred": n_pred, "n_true": n_true, "n_images": len(image_ids)})
+    return {k: result[k] for k in METRIC_KEYS}
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+def _load_coco(path: str, what: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise StepError(f"{what} file {p} does not exist")
+    try:
+        coco = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StepError(f"{p}: not valid JSON ({exc})") from None
+    for key in ("images", "annotations"):
+        if not isinstance(coco.get(key), list):
+            raise StepError(f"{p}: no {key!r} list (not a COCO file)")
+    return coco
+
+
+def _coco_frame(coco: dict, path: str, key_of) -> tuple[pd.DataFrame, list]:
+    """(boxes keyed by ``key_of(file_name)``, keys of every image in the file)."""
+    from crowdboxes.classes import CLASS_BY_ID
+
+    names = {c.id: c.name for c in CLASS_BY_ID.values()}
+    names.update({c["id"]: c["name"] for c in coco.get("categories", []) if "id" in c and "name" in c})
+    keys = {}
+    for n, image in enumerate(coco["images"]):
+        if "id" not in image or "file_name" not in image:
+            raise StepError(f"{path}: images[{n}] lacks 'id' or 'file_name'")
+        keys[image["id"]] = key_of(image["file_name"])
+    rows = []
+    for n, a in enumerate(coco["annotations"]):
+        bbox = a.get("bbox")
+        if a.get("image_id") not in keys:
+            raise StepError(f"{path}: annotations[{n}]: image_id {a.get('image_id')!r} is not in 'images'")
+        if not (isinstance(bbox, list) and len(bbox) == 4):
+            raise StepError(f"{path}: annotations[{n}]: 'bbox' must be [x, y, w, h], got {bbox!r}")
+        if a.get("category_id") not in names:
+            raise StepError(f"{path}: annotations[{n}]: unknown category_id {a.get('category_id')!r}")
+        rows.append({"image_id": keys[a["image_id"]], "label": names[a["category_id"]], "x": bbox[0],
+                     "y": bbox[1], "w": bbox[2], "h": bbox[3], "score": a.get("score", 1.0)})
+    return pd.DataFrame(rows, columns=list(BOX_COLUMNS) + ["score"]), list(keys.values())
+
+
+def evaluate_coco_files(pred_path: str, truth_path: str) -> dict:
+    """Score two COCO files; images are matched by ``file_name`` (by base name when only that agrees)."""
+    truth = _load_coco(truth_path, "truth")
+    pred = _load_coco(pred_path, "predictions")
+    truth_names = [im.get("file_name") for im in truth["images"]]
+    exact = set(truth_names)
+    base_count = pd.Series([Path(str(n)).name for n in truth_names]).value_counts()
+
+    def pred_key(name: str) -> str:
+        # exports often store bare file names while the truth keeps folders (or the reverse)
+        if name in exact:
+            return name
+        base = Path(str(name)).name
+        if base_count.get(base, 0) == 1:
+            return next(n for n in truth_names if Path(str(n)).name == base)
+        return name
+
+    true_frame, true_keys = _coco_frame(truth, truth_path, lambda n: n)
+    pred_frame, _ = _coco_frame(pred, pred_path, pred_key)
+    return evaluate(pred_frame, true_frame, images=true_keys)
+
+
+def _format(value) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from crowdboxes.stepkit import StepArgumentParser
+
+    parser = StepArgumentParser(prog="python -m crowdboxes evaluate",
+                                description="score a COCO file of boxes against a COCO ground truth")
+    parser.add_argument("--pred", required=True, help="COCO JSON with the boxes to score (e.g. annotations.coco.json)")
+    parser.add_argument("--truth", required=True, help="COCO JSON with the true boxes")
+    parser.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = evaluate_coco_files(args.pred, args.truth)
+    if args.json:
+        # JSON has no NaN: undefined numbers become null
+        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}))
+        return 0
+    width = max(map(len, result))
+    print(f"{'metric':<{width}}  value")
+    for key, value in result.items():
+        print(f"{key:<{width}}  {_format(value)}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from crowdboxes.stepkit import run_step
+
+    sys.exit(run_step(main))
