@@ -1,0 +1,34 @@
+"""Aggregation of crowd bounding boxes: one module per method, a registry, and ``get_aggregator``.
+
+Methods (``get_aggregator(name, **params)``):
+
+* ``lean_em`` (default, ours): worker reliability by EM without ground truth, precision-weighted boxes,
+  calibrated existence scores.
+* ``iou_cluster``: SageMaker Ground Truth's consolidation (IoU clustering, majority, average).
+* ``wbf``: Weighted Boxes Fusion (Solovyev et al.), class-aware as packaged or class-agnostic.
+* ``best_verified``: the Toloka tutorial's "one drawer plus verifiers" (needs verification verdicts).
+"""
+
+from __future__ import annotations
+
+from .base import BaseBoxAggregator
+from .iou_cluster import IoUClustering
+
+__all__ = ["BaseBoxAggregator", "IoUClustering", "METHODS", "DEFAULT_METHOD", "get_aggregator"]
+
+METHODS: dict[str, type[BaseBoxAggregator]] = {
+    "iou_cluster": IoUClustering,
+}
+DEFAULT_METHOD = "iou_cluster"
+
+
+def get_aggregator(name: str = DEFAULT_METHOD, **params) -> BaseBoxAggregator:
+    """A new aggregator called ``name`` built with ``params``; ValueError naming the known methods otherwise."""
+    try:
+        cls = METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown aggregation method {name!r}; known: {', '.join(METHODS)}") from None
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ValueError(f"bad parameters for aggregation method {name!r}: {exc}") from None

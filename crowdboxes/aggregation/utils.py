@@ -1,0 +1,379 @@
+"""Helpers shared by the box aggregators: input validation, clipping, grouping by image, matching across workers.
+
+Everything here works on whole arrays: answers are sorted by (image, worker, input row) once, images are then
+contiguous slices described by ``offsets`` (image ``g`` owns rows ``offsets[g]:offsets[g+1]``), and per-image
+work is done with ``np.bincount`` / sorting over all images at once instead of a Python loop per image.
+"""
+
+from __future__ import annotations
+
+import attr
+import numpy as np
+import pandas as pd
+
+from crowdboxes.geometry import clip_to_image
+
+__all__ = [
+    "ANSWER_COLUMNS",
+    "PreparedAnswers",
+    "prepare_answers",
+    "paired_iou",
+    "candidate_pairs",
+    "match_boxes",
+    "group_offsets",
+    "majority_label",
+    "agreement_skills",
+    "boxes_frame",
+    "empty_boxes_frame",
+]
+
+ANSWER_COLUMNS = ("task", "worker", "x", "y", "w", "h", "label")
+BOX_COLUMNS = ("task", "label", "x", "y", "w", "h", "score", "support")
+_COORDS = ("x", "y", "w", "h")
+
+
+@attr.s(slots=True)
+class PreparedAnswers:
+    """Valid answer boxes as arrays, sorted by (image, worker, input row).
+
+    ``task`` / ``worker`` / ``label`` are integer codes into ``task_names`` / ``worker_names`` / ``label_names``
+    (labels sorted by name, so "first label" in a tie rule means alphabetically first). ``seen_task`` /
+    ``seen_worker`` list every (image, worker) pair that answered the image, including workers who drew
+    nothing; ``n_seen[g]`` is how many workers answered image ``g``.
+    """
+
+    task: np.ndarray = attr.ib()
+    worker: np.ndarray = attr.ib()
+    boxes: np.ndarray = attr.ib()  # (n, 4) pixels x, y, w, h, clipped when image sizes were given
+    label: np.ndarray = attr.ib()
+    row: np.ndarray = attr.ib()  # 0-based position of the box in the input frame
+    offsets: np.ndarray = attr.ib()  # (n_tasks + 1,) box offsets per image
+    task_names: pd.Index = attr.ib()
+    worker_names: pd.Index = attr.ib()
+    label_names: np.ndarray = attr.ib()
+    seen_task: np.ndarray = attr.ib()
+    seen_worker: np.ndarray = attr.ib()
+    n_seen: np.ndarray = attr.ib()
+    problems: list = attr.ib()
+
+    @property
+    def n_boxes(self) -> int:
+        return len(self.task)
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.task_names)
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.worker_names)
+
+
+def _problem(problems: list, rows: np.ndarray, mask: np.ndarray, reason) -> np.ndarray:
+    """Record ``reason`` (a string or a per-row array of strings) for the rows in ``mask``; returns ``mask``."""
+    if mask.any():
+        idx = np.flatnonzero(mask)
+        reasons = [reason] * len(idx) if isinstance(reason, str) else reason(idx)
+        problems.extend(zip(rows[idx].tolist(), reasons))
+    return mask
+
+
+def prepare_answers(answers: pd.DataFrame, images: pd.DataFrame | None = None) -> PreparedAnswers:
+    """Validate ``answers`` and turn them into sorted arrays; bad rows become ``problems``, never exceptions.
+
+    Args:
+        answers: long frame with ``task, worker, x, y, w, h, label``; a row whose four coordinates are all NaN
+            means "the worker saw the image and drew nothing".
+        images: optional frame with ``task, width, height``; when given, boxes are clipped to the image and
+            answers for tasks not listed are rejected as unknown image ids.
+
+    Returns:
+        PreparedAnswers. ``problems`` lists ``(row_number, reason)`` with ``row_number`` the 0-based position in
+        ``answers`` (add 2 for the line of a CSV file with a header), sorted by row.
+
+    Raises:
+        ValueError: only for a missing column (a schema error, not a row error).
+    """
+    missing = [c for c in ANSWER_COLUMNS if c not in answers.columns]
+    if missing:
+        raise ValueError(f"answers lack column(s) {', '.join(missing)}; need {', '.join(ANSWER_COLUMNS)}")
+    n = len(answers)
+    rows = np.arange(n)
+    problems: list[tuple[int, str]] = []
+    task = answers["task"].to_numpy()
+    worker = answers["worker"].to_numpy()
+    bad = _problem(problems, rows, pd.isna(task), "missing task (image id)")
+    bad |= _problem(problems, rows, pd.isna(worker) & ~bad, "missing worker id")
+
+    sizes = None
+    if images is not None:
+        for col in ("task", "width", "height"):
+            if col not in images.columns:
+                raise ValueError(f"images lack column {col!r}; need task, width, height")
+        images = images.drop_duplicates("task", keep="first")
+        known = pd.Index(images["task"])
+        pos = known.get_indexer(pd.Index(task))
+        unknown = (pos < 0) & ~bad
+        if unknown.any():
+            _problem(problems, rows, unknown, lambda idx: [f"unknown image id {task[r]!r}" for r in idx])
+        bad |= unknown
+        width = pd.to_numeric(images["width"], errors="coerce").to_numpy(dtype=np.float64)
+        height = pd.to_numeric(images["height"], errors="coerce").to_numpy(dtype=np.float64)
+        sizes = (pos, width, height)
+
+    seen = ~bad  # the worker answered a known image, whatever the box looks like
+    coords = np.empty((n, 4), dtype=np.float64)
+    nonnum = np.zeros(n, dtype=bool)
+    for k, col in enumerate(_COORDS):
+        raw = answers[col]
+        num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        m = seen & np.isnan(num) & raw.notna().to_numpy() & ~nonnum
+        _problem(problems, rows, m, f"non-numeric {col}")
+        nonnum |= m
+        coords[:, k] = num
+    bad |= nonnum
+    nan = np.isnan(coords)
+    empty = nan.all(axis=1) & ~nonnum
+    partial = seen & ~bad & nan.any(axis=1) & ~empty
+    _problem(problems, rows, partial,
+             lambda idx: [f"NaN in {', '.join(c for c, m in zip(_COORDS, nan[r]) if m)}" for r in idx])
+    bad |= partial
+    live = seen & ~nan.any(axis=1)
+    bad |= _problem(problems, rows, live & ~np.isfinite(coords).all(axis=1), "infinite coordinate")
+    live &= ~bad
+    bad |= _problem(problems, rows, live & ((coords[:, 2] < 0) | (coords[:, 3] < 0)), "negative width or height")
+    live &= ~bad
+    bad |= _problem(problems, rows, live & ((coords[:, 2] == 0) | (coords[:, 3] == 0)), "zero-size box")
+    live &= ~bad
+    label = answers["label"].to_numpy()
+    bad |= _problem(problems, rows, live & pd.isna(label), "box without a label")
+    live &= ~bad
+
+    if sizes is not None:
+        pos, width, height = sizes
+        p = pos[live]
+        wi, hi = width[p], height[p]
+        ok_size = np.isfinite(wi) & np.isfinite(hi) & (wi > 0) & (hi > 0)
+        # Only images with a usable size are clipped; the rest keep the boxes as drawn.
+        idx = np.flatnonzero(live)[ok_size]
+        if len(idx):
+            clipped = _clip_many(coords[idx], wi[ok_size], hi[ok_size])
+            coords[idx] = clipped
+            outside = np.zeros(n, dtype=bool)
+            outside[idx] = (clipped[:, 2] <= 0) | (clipped[:, 3] <= 0)
+            bad |= _problem(problems, rows, outside, "box outside the image")
+            live &= ~outside
+
+    # Codes: tasks/workers over every row that saw a known image (so empty images still exist).
+    task_codes, task_names = pd.factorize(pd.Series(task[seen]), sort=False)
+    worker_codes, worker_names = pd.factorize(pd.Series(worker[seen]), sort=False)
+    t_all = np.full(n, -1, dtype=np.int64)
+    w_all = np.full(n, -1, dtype=np.int64)
+    t_all[seen] = task_codes
+    w_all[seen] = worker_codes
+    n_tasks, n_workers = len(task_names), len(worker_names)
+
+    pair = np.unique(t_all[seen] * max(n_workers, 1) + w_all[seen])
+    seen_task = pair // max(n_workers, 1)
+    seen_worker = pair % max(n_workers, 1)
+    n_seen = np.bincount(seen_task, minlength=n_tasks)
+
+    bt, bw = t_all[live], w_all[live]
+    label_codes, label_names = pd.factorize(pd.Series(label[live]).astype(str), sort=True)
+    brow = rows[live]
+    order = np.lexsort((brow, bw, bt))
+    bt, bw, brow = bt[order], bw[order], brow[order]
+    boxes = coords[live][order]
+    label_codes = np.asarray(label_codes, dtype=np.int64)[order]
+    offsets = group_offsets(bt, n_tasks)
+    problems.sort(key=lambda p: p[0])
+    return PreparedAnswers(task=bt, worker=bw, boxes=boxes, label=label_codes, row=brow, offsets=offsets,
+                           task_names=pd.Index(task_names), worker_names=pd.Index(worker_names),
+                           label_names=np.asarray(label_names, dtype=object), seen_task=seen_task,
+                           seen_worker=seen_worker, n_seen=n_seen, problems=problems)
+
+
+def _clip_many(boxes: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
+    """``geometry.clip_to_image`` for boxes of many images at once (per-box width/height)."""
+    if np.ndim(width) == 0 or (np.all(width == width[0]) and np.all(height == height[0])):
+        return clip_to_image(boxes, float(np.ravel(width)[0]), float(np.ravel(height)[0]))
+    # clip_to_image clips to one rectangle; clip each distinct image size with it (few distinct sizes in practice)
+    out = np.empty_like(boxes)
+    size_code, uniq = pd.factorize(pd.Series(width.astype(str)) + "x" + pd.Series(height.astype(str)))
+    if len(uniq) <= 64:
+        for k in range(len(uniq)):
+            m = size_code == k
+            out[m] = clip_to_image(boxes[m], float(width[m][0]), float(height[m][0]))
+        return out
+    x1 = np.clip(boxes[:, 0], 0, width)
+    y1 = np.clip(boxes[:, 1], 0, height)
+    x2 = np.clip(boxes[:, 0] + boxes[:, 2], 0, width)
+    y2 = np.clip(boxes[:, 1] + boxes[:, 3], 0, height)
+    return np.column_stack([x1, y1, x2 - x1, y2 - y1])
+
+
+def group_offsets(sorted_codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Offsets of each group in an array sorted by group code: group g is ``[off[g], off[g+1])``."""
+    off = np.zeros(n_groups + 1, dtype=np.int64)
+    np.cumsum(np.bincount(sorted_codes, minlength=n_groups), out=off[1:])
+    return off
+
+
+def paired_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise IoU of boxes ``a[k]`` and ``b[k]`` (both (n, 4) x, y, w, h); 0 where the union is empty."""
+    ix = np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
+    iy = np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
+    inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
+    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def candidate_pairs(offsets: np.ndarray, boxes: np.ndarray, worker: np.ndarray, iou_thr: float,
+                    chunk_pairs: int = 4_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All ordered pairs (i, j) of boxes of the same image, from different workers, with IoU >= ``iou_thr``.
+
+    Pairs are generated per image from ``offsets`` in chunks of about ``chunk_pairs`` so that memory stays
+    bounded; returns ``(i, j, iou)`` with both directions present.
+    """
+    sizes = np.diff(offsets)
+    multi = np.flatnonzero(sizes >= 2)
+    if not len(multi):
+        e = np.empty(0, dtype=np.int64)
+        return e, e, np.empty(0)
+    cost = np.cumsum(sizes[multi].astype(np.int64) ** 2)
+    out_i, out_j, out_v = [], [], []
+    start = 0
+    while start < len(multi):
+        base = cost[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(cost, base + chunk_pairs, side="right")))
+        g = multi[start:stop]
+        gs, gn = offsets[g], sizes[g]
+        box_start = np.repeat(gs, gn)  # per box of the chunk: its image start and size
+        box_n = np.repeat(gn, gn)
+        box_idx = box_start + (np.arange(gn.sum()) - np.repeat(np.cumsum(gn) - gn, gn))
+        i = np.repeat(box_idx, box_n)
+        k = np.arange(len(i)) - np.repeat(np.cumsum(box_n) - box_n, box_n)
+        j = np.repeat(box_start, box_n) + k
+        keep = (i < j) & (worker[i] != worker[j])
+        i, j = i[keep], j[keep]
+        v = paired_iou(boxes[i], boxes[j])
+        keep = v >= iou_thr
+        out_i += [i[keep], j[keep]]
+        out_j += [j[keep], i[keep]]
+        out_v += [v[keep], v[keep]]
+        start = stop
+    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_v)
+
+
+def match_boxes(prep: PreparedAnswers, iou_thr: float = 0.5, seed_weight: np.ndarray | None = None
+                ) -> tuple[np.ndarray, int]:
+    """Group the boxes of each image into objects, at most one box per worker per object.
+
+    Greedy, all images at once, one object per image per round:
+
+    1. Among boxes not yet grouped, link i-j when they come from different workers and IoU >= ``iou_thr``;
+       for every (box i, other worker w) keep only w's best box (highest IoU, then earliest input row).
+    2. Per image, the seed is the box linked to the most workers (weighted by ``seed_weight[w]`` if given),
+       ties broken by the larger sum of IoUs to those boxes, then by the earliest input row.
+    3. The seed and each linked worker's best box form one object; repeat until no links remain.
+    4. Every box left alone is an object of its own (support 1).
+
+    Returns:
+        ``(cluster, n_clusters)``: the object id of every box of ``prep`` (ids are dense, 0..n_clusters-1,
+        ordered by image then creation round).
+    """
+    n = prep.n_boxes
+    cluster = np.full(n, -1, dtype=np.int64)
+    if n == 0:
+        return cluster, 0
+    i, j, v = candidate_pairs(prep.offsets, prep.boxes, prep.worker, iou_thr)
+    wj = prep.worker[j]
+    # Sorted once by (i, worker of j, -IoU, row of j): the first pair of each (i, worker) run is that worker's
+    # best box for i; boolean filtering keeps the order, so rounds never re-sort the pairs.
+    order = np.lexsort((prep.row[j], -v, wj, i))
+    i, j, v, wj = i[order], j[order], v[order], wj[order]
+    weight = None if seed_weight is None else np.asarray(seed_weight, dtype=np.float64)
+    while len(i):
+        first = np.ones(len(i), dtype=bool)
+        first[1:] = (i[1:] != i[:-1]) | (wj[1:] != wj[:-1])
+        fi, fj, fv = i[first], j[first], v[first]
+        deg = np.bincount(fi, weights=None if weight is None else weight[prep.worker[fj]], minlength=n)
+        ious = np.bincount(fi, weights=fv, minlength=n)
+        cand = np.unique(fi)
+        # per image: max degree, then max IoU sum, then min row -> the last after an ascending lexsort
+        o = np.lexsort((-prep.row[cand], ious[cand], deg[cand], prep.task[cand]))
+        cand = cand[o]
+        last = np.ones(len(cand), dtype=bool)
+        last[:-1] = prep.task[cand[1:]] != prep.task[cand[:-1]]
+        seeds = cand[last]
+        is_seed = np.zeros(n, dtype=bool)
+        is_seed[seeds] = True
+        m = is_seed[fi]
+        members, of_seed = fj[m], fi[m]
+        cluster[seeds] = seeds  # provisional: the seed's box index names the object
+        cluster[members] = of_seed
+        taken = is_seed
+        taken[members] = True
+        keep = ~(taken[i] | taken[j])
+        i, j, v, wj = i[keep], j[keep], v[keep], wj[keep]
+    alone = cluster < 0
+    cluster[alone] = np.flatnonzero(alone)
+    # dense ids ordered by (image, first appearance)
+    uniq, dense = np.unique(cluster, return_inverse=True)
+    return dense.astype(np.int64), len(uniq)
+
+
+def majority_label(cluster: np.ndarray, label: np.ndarray, n_clusters: int, n_labels: int,
+                   weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(Weighted) vote of the boxes' labels per object; ties go to the label that sorts first.
+
+    Returns ``(label_code, share)`` per object, share = winning votes / all votes.
+    """
+    votes = np.bincount(cluster * n_labels + label, weights=weight,
+                        minlength=n_clusters * n_labels).reshape(n_clusters, n_labels)
+    best = votes.argmax(axis=1)  # argmax returns the first maximum: the alphabetically first label
+    total = votes.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total > 0, votes[np.arange(n_clusters), best] / total, 0.0)
+    return best, share
+
+
+def agreement_skills(prep: PreparedAnswers, kept_box: np.ndarray, objects_per_task: np.ndarray) -> pd.Series:
+    """A worker's F1 against the consensus, for aggregators without a worker model.
+
+    ``kept_box[b]`` says box b is part of an output object; ``objects_per_task[g]`` counts output objects of
+    image g. Precision = kept boxes / drawn boxes; recall = kept boxes / output objects on the images the worker
+    answered. A worker who drew nothing where objects were found gets 0; one who only saw images without
+    objects and drew nothing gets NaN (no evidence either way).
+    """
+    nw = prep.n_workers
+    drawn = np.bincount(prep.worker, minlength=nw).astype(np.float64)
+    kept = np.bincount(prep.worker, weights=kept_box.astype(np.float64), minlength=nw)
+    expected = np.bincount(prep.seen_worker, weights=np.asarray(objects_per_task, dtype=np.float64)[prep.seen_task],
+                           minlength=nw)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(drawn > 0, kept / drawn, np.nan)
+        recall = np.where(expected > 0, np.minimum(kept / expected, 1.0), np.nan)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    f1 = np.where(np.isnan(precision) & np.isnan(recall), np.nan, f1)
+    f1 = np.where(np.isnan(precision) & (recall == 0), 0.0, f1)  # drew nothing where there was something
+    f1 = np.where(np.isnan(recall) & (precision == 0), 0.0, f1)  # drew only boxes nobody confirmed
+    return pd.Series(f1, index=prep.worker_names, name="skill").rename_axis("worker")
+
+
+def boxes_frame(prep: PreparedAnswers, task: np.ndarray, label: np.ndarray, boxes: np.ndarray,
+                score: np.ndarray, support: np.ndarray) -> pd.DataFrame:
+    """The ``boxes_`` frame from per-object arrays (codes), sorted by image then score (highest first)."""
+    order = np.lexsort((-score, task))
+    return pd.DataFrame({
+        "task": np.asarray(prep.task_names)[task[order]] if len(order) else np.empty(0, dtype=object),
+        "label": prep.label_names[label[order]] if len(order) else np.empty(0, dtype=object),
+        "x": boxes[order, 0], "y": boxes[order, 1], "w": boxes[order, 2], "h": boxes[order, 3],
+        "score": score[order].astype(np.float64), "support": support[order].astype(np.int64),
+    })
+
+
+def empty_boxes_frame() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object if c in ("task", "label") else
+                                      (np.int64 if c == "support" else np.float64)) for c in BOX_COLUMNS})
