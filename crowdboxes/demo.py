@@ -100,26 +100,6 @@ def _latest_output(runs_dir: Path, slug: str) -> Path:
     return Path(latest[slug]) / "output"
 
 
-def _coco_boxes(coco: dict) -> "pd.DataFrame":
-    """One row per annotation, keyed by the image's file name (how the flow and the truth agree)."""
-    import pandas as pd
-
-    from crowdboxes.classes import CLASS_BY_ID
-
-    names = {im["id"]: Path(im["file_name"]).name for im in coco["images"]}
-    return pd.DataFrame([{"image_id": names[a["image_id"]], "label": CLASS_BY_ID[a["category_id"]].name,
-                          "x": a["bbox"][0], "y": a["bbox"][1], "w": a["bbox"][2], "h": a["bbox"][3],
-                          "score": a.get("score", 1.0)} for a in coco["annotations"]],
-                        columns=["image_id", "label", "x", "y", "w", "h", "score"])
-
-
-def _score(coco_path: Path, truth_path: Path) -> dict:
-    from crowdboxes.evaluation import evaluate
-
-    pred, true = (json.loads(p.read_text()) for p in (coco_path, truth_path))
-    return evaluate(_coco_boxes(pred), _coco_boxes(true))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.count < 1:
@@ -172,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     coco_path = _latest_output(runs_dir, "export") / "annotations.coco.json"
     if not coco_path.is_file():
         raise StepError(f"the export step wrote no {coco_path}")
-    metrics = _score(coco_path, truth_path)
+    from crowdboxes.evaluation import evaluate_coco_files
+
+    metrics = evaluate_coco_files(str(coco_path), str(truth_path))
     minutes = (time.monotonic() - started) / 60
     print()
     print(f"COCO annotations: {coco_path}")
