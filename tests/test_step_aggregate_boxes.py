@@ -1,0 +1,99 @@
+"""Aggregate Boxes run as cnvrg runs it: a subprocess with string params, CSVs in, CSVs out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+STEP = REPO / "steps" / "aggregate_boxes.py"
+
+HEADER = "assignment_id,task_id,image_id,worker_id,status,submitted_at,label,x,y,w,h\n"
+
+
+def run(tmp_path, answers: str, *extra, images: str | None = None):
+    (tmp_path / "answers.csv").write_text(answers)
+    (tmp_path / "images.csv").write_text(images or
+                                         "image_id,file_name,url,width,height,sha256\n"
+                                         "a,a.jpg,http://x/a.jpg,100,100,s1\n"
+                                         "b,b.jpg,http://x/b.jpg,200,100,s2\n")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(STEP), "--answers_csv", str(tmp_path / "answers.csv"),
+                           "--images_csv", str(tmp_path / "images.csv"), "--output_dir", str(out), *extra],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    return proc, out
+
+
+ANSWERS = HEADER + "".join([
+    # image a: three workers agree on a stop sign; w4's answer was rejected and must not count
+    "as1,t1,a,w1,ACCEPTED,2026-11-23T09:00:00Z,stop,10,10,20,20\n",
+    "as2,t1,a,w2,SUBMITTED,2026-11-23T09:00:01Z,stop,12,10,20,20\n",
+    "as3,t1,a,w3,ACCEPTED,2026-11-23T09:00:02Z,yield,11,10,20,20\n",
+    "as4,t1,a,w4,REJECTED,2026-11-23T09:00:03Z,stop,60,60,30,30\n",
+    # image b: w1 drew nothing, w2 drew a box outside the image (skipped with a warning), w3 drew nothing
+    "as5,t2,b,w1,ACCEPTED,2026-11-23T09:00:04Z,,,,,\n",
+    "as6,t2,b,w2,ACCEPTED,2026-11-23T09:00:05Z,parking,500,500,10,10\n",
+    "as7,t2,b,w3,ACCEPTED,2026-11-23T09:00:06Z,,,,,\n",
+])
+
+
+def test_iou_cluster_boxes_and_workers(tmp_path):
+    proc, out = run(tmp_path, ANSWERS, "--method", "iou_cluster")
+    assert proc.returncode == 0, proc.stderr
+    boxes = pd.read_csv(out / "boxes.csv")
+    assert list(boxes.columns) == ["image_id", "label", "x", "y", "w", "h", "score", "support"]
+    # the mean of the three corners: x = (10+12+11)/3 = 11; the rejected box at (60,60) is ignored
+    assert boxes.values.tolist() == [["a", "stop", 11.0, 10.0, 20.0, 20.0, 1.0, 3]]
+    workers = pd.read_csv(out / "workers.csv").set_index("worker_id")
+    assert list(workers.columns[:2]) == ["answers", "skill"]
+    assert workers.loc["w1", "answers"] == 2 and workers.loc["w1", "boxes"] == 1
+    assert workers.loc["w1", "empty_answers"] == 1
+    assert workers.loc["w4", "answers"] == 0 and workers.loc["w4", "rejected_assignments"] == 1
+    assert pd.isna(workers.loc["w4", "skill"])
+    assert workers.loc["w1", "skill"] == pytest.approx(1.0)
+    # line 7 of answers.csv (as6) is the box outside image b: reported, not fatal
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "answers.csv line 7:" in warnings[0]
+    assert "cnvrg_tag_boxes: 1" in proc.stdout and "cnvrg_tag_problem_rows: 1" in proc.stdout
+
+
+def test_unknown_method_lists_valid_names(tmp_path):
+    proc, out = run(tmp_path, ANSWERS, "--method", "magic")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "magic" in lines[0] and "iou_cluster" in lines[0]
+    assert not (out / "boxes.csv").exists()
+
+
+@pytest.mark.parametrize("answers, message", [
+    (HEADER.replace(",status", "") + "as1,t1,a,w1,2026,stop,1,1,2,2\n", "missing column(s) status"),
+    (HEADER + "as1,t1,a,w1,ACCEPTED,2026,stop,1,one,2,2\n", "row 2, field 'y': 'one' is not a number"),
+    (HEADER + "as1,t1,a,w1,ACCEPTED,2026,stop,1,1,2,2\nas1,t1,a,w1,DONE,2026,stop,1,1,2,2\n",
+     "row 3, field 'status': 'DONE'"),
+])
+def test_bad_answers_fail_with_one_line(tmp_path, answers, message):
+    proc, _ = run(tmp_path, answers, "--method", "iou_cluster")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+
+
+def test_missing_images_file_is_named(tmp_path):
+    (tmp_path / "answers.csv").write_text(ANSWERS)
+    proc = subprocess.run([sys.executable, str(STEP), "--answers_csv", str(tmp_path / "answers.csv"),
+                           "--images_csv", str(tmp_path / "nope.csv"), "--method", "iou_cluster",
+                           "--output_dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "nope.csv does not exist" in proc.stderr
+
+
+def test_nothing_drawn_anywhere_gives_empty_boxes(tmp_path):
+    answers = HEADER + "as1,t1,a,w1,ACCEPTED,2026,,,,,\nas2,t1,a,w2,ACCEPTED,2026,,,,,\n"
+    proc, out = run(tmp_path, answers, "--method", "iou_cluster")
+    assert proc.returncode == 0, proc.stderr
+    assert pd.read_csv(out / "boxes.csv").empty
+    workers = pd.read_csv(out / "workers.csv")
+    assert workers["answers"].tolist() == [1, 1] and workers["empty_answers"].tolist() == [1, 1]
