@@ -174,13 +174,14 @@ class FlowRunner:
 
     def __init__(self, flow: Flow, project_dir: str | Path | None = None, runs_dir: str | Path = "runs",
                  data: dict[str, str | Path] | None = None, overrides: list[str] | None = None,
-                 env_file: str | Path | None = None, out: TextIO | None = None, python: str | None = None,
-                 check_steps: bool = True):
+                 env_file: str | Path | None = None, out: TextIO | None = None, err: TextIO | None = None,
+                 python: str | None = None, check_steps: bool = True):
         self.flow = flow
         self.project_dir = Path(project_dir or (flow.path.parent if flow.path else Path.cwd())).resolve()
         self.runs_dir = Path(runs_dir).resolve()
         self.data = {k: Path(v).resolve() for k, v in (data or {}).items()}
         self.out = out or sys.stdout
+        self.err = err or sys.stderr
         self.python = python or sys.executable
         self.check_steps = check_steps
         for task, key, value in parse_overrides(list(overrides or []), flow):
@@ -326,7 +327,7 @@ class FlowRunner:
                 with self._lock:
                     log.write(line + "\n")
                     log.flush()
-                    print(f"[{task.slug}] {line}", file=sys.stderr if is_err else self.out, flush=True)
+                    print(f"[{task.slug}] {line}", file=self.err if is_err else self.out, flush=True)
                     if line.strip():
                         (last_err if is_err else last_out)[:] = [line.strip()]
                     if m := TAG_RE.match(line):
