@@ -290,3 +290,25 @@ def test_linechart_forms():
         "Acc", {"x": "Epoch", "y": "Accuracy", "group": "val", "value": 0.7})
     assert parse_linechart("cnvrg_linechart_Loss key: epoch") is None
     assert parse_linechart("progress 50%") is None
+
+
+def test_shipped_flow_commands_resolve_every_mount(tmp_path):
+    flow = load_flow(Path(__file__).resolve().parent.parent / "traffic_signs_annotation.yaml")
+    (tmp_path / "empty.env").write_text("")
+    runner = FlowRunner(flow, runs_dir=tmp_path / "runs", out=io.StringIO(), env_file=tmp_path / "empty.env",
+                        overrides=["s3_bucket=local-bucket"])
+    folders = {t.slug: tmp_path / "w" / t.slug for t in flow.tasks}
+    data = {"road_signs": tmp_path / "images"}
+    for t in flow.order():
+        if t.type != "exec":
+            continue
+        parents = {p.slug: folders[p.slug] for p in flow.parents(t.title) if p.type == "exec"}
+        argv = runner.build_command(t, parents, data, {})
+        assert argv[:2] == [sys.executable, f"steps/{t.slug}.py"]
+        assert not any(w.startswith(("/input/", "/data/")) for w in argv), argv
+    launch = runner.build_command(flow.task("Launch Pool"), {s: folders[s] for s in ("create_project", "upload_images")},
+                                  data, {})
+    assert launch[launch.index("--projects_csv") + 1] == str(folders["create_project"] / "output" / "projects.csv")
+    upload = runner.build_command(flow.task("Upload Images"), {}, data, {})
+    assert upload[upload.index("--images_dir") + 1] == str(tmp_path / "images")
+    assert upload[upload.index("--s3_bucket") + 1] == "local-bucket"

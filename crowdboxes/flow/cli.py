@@ -16,7 +16,7 @@ import sys
 
 from crowdboxes.flow.runner import FlowRunner
 from crowdboxes.flow.spec import FlowError, check_flow, load_flow
-from crowdboxes.stepkit import StepError
+from crowdboxes.stepkit import StepError, redact
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "validate":
         problems = check_flow(flow, args.project_dir, check_steps=not args.no_step_check)
         for problem in problems:
-            print(f"error: {args.file}: {problem}", file=sys.stderr)
+            print(redact(f"error: {args.file}: {problem}"), file=sys.stderr)
         if problems:
             return 2
         order = flow.order()
