@@ -1,0 +1,71 @@
+"""Create Project: get-or-create the Toloka projects and skills of one annotation job.
+
+Reads ``detection_project.json``, ``skills.json`` and (if present) ``verification_project.json``
+from --config_dir, checks them all, then finds each object again by its stable key
+(``crowdboxes:<project_key>:<role>`` in the project's private comment; skills by exact name) or
+creates it. Re-running the step never creates anything twice.
+
+Inputs:
+  --config_dir   folder with detection_project.json, skills.json [, verification_project.json]
+  --project_key  names the job (letters, digits, . _ -); a new key makes new projects and skills
+  --toloka_env   production | sandbox | URL of a Toloka API (e.g. the local Toloka)
+  --token_env    name of the environment variable holding the Toloka token (default toloka_token)
+Outputs (in --output_dir):
+  projects.csv   role, toloka_id, key, name, created
+                 roles: detection_project, [verification_project], drawer_skill, verifier_skill, control_skill
+  stdout: cnvrg_tag_detection_project_id, cnvrg_tag_verification_project_id, cnvrg_tag_<skill role>_id,
+          cnvrg_tag_objects_created
+Sample command:
+  toloka_token=... python steps/create_project.py --config_dir configs --project_key road-signs \
+      --toloka_env sandbox --output_dir out/create_project
+Troubleshooting:
+  * "environment variable 'toloka_token' ... is not set": add the cnvrg project secret (or export it).
+  * "configs/detection_project.json: invalid JSON at line L, column C": fix that spot in the file.
+  * "label value 'x' is not a class": the image-annotation labels must be names from crowdboxes/classes.py.
+  * "warning: detection_project N already exists and differs from the config": projects are never
+    changed behind your back; edit it in Toloka, or use a new --project_key for a fresh project.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from crowdboxes.artifacts import PROJECTS, write_csv  # noqa: E402
+from crowdboxes.stepkit import cnvrg_tag, output_dir, run_step, step_parser  # noqa: E402
+
+
+def build_parser():
+    parser = step_parser("create_project", "Get-or-create the Toloka projects and skills from configs.")
+    parser.add_argument("--config_dir", default="configs", help="folder with the project/skill configs")
+    parser.add_argument("--project_key", default="road-signs", help="stable name of this annotation job")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from crowdboxes import projects
+    from crowdboxes.toloka_access import connect
+
+    out = output_dir(args.output_dir)
+    # read and check every config before touching Toloka (and before needing the token)
+    config_dir = Path(args.config_dir)
+    projects.object_key(args.project_key, "detection")
+    projects.validate_detection_project(projects.load_project_config(config_dir / projects.DETECTION_PROJECT_FILE),
+                                        config_dir / projects.DETECTION_PROJECT_FILE)
+    projects.load_skill_configs(config_dir / projects.SKILLS_FILE, args.project_key)
+    client = connect(args.toloka_env, args.token_env)
+    rows = projects.ensure_projects(client, config_dir, args.project_key)
+    path = write_csv(rows, out, PROJECTS)
+    print(f"wrote {path} ({len(rows)} rows)")
+    for row in rows.itertuples(index=False):
+        cnvrg_tag(f"{row.role}_id", row.toloka_id)
+    cnvrg_tag("objects_created", int(rows["created"].sum()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_step(main))
