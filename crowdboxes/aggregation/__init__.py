@@ -12,14 +12,20 @@ Methods (``get_aggregator(name, **params)``):
 from __future__ import annotations
 
 from .base import BaseBoxAggregator
+from .best_verified import BestVerified
 from .iou_cluster import IoUClustering
+from .lean_em import LeanEM
+from .wbf import WeightedBoxesFusion
 
-__all__ = ["BaseBoxAggregator", "IoUClustering", "METHODS", "DEFAULT_METHOD", "get_aggregator"]
+__all__ = ["BaseBoxAggregator", "BestVerified", "IoUClustering", "LeanEM", "WeightedBoxesFusion", "METHODS", "DEFAULT_METHOD", "get_aggregator"]
 
 METHODS: dict[str, type[BaseBoxAggregator]] = {
+    "lean_em": LeanEM,
     "iou_cluster": IoUClustering,
+    "wbf": WeightedBoxesFusion,
+    "best_verified": BestVerified,
 }
-DEFAULT_METHOD = "iou_cluster"
+DEFAULT_METHOD = "lean_em"
 
 
 def get_aggregator(name: str = DEFAULT_METHOD, **params) -> BaseBoxAggregator:

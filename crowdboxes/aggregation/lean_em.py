@@ -1,0 +1,317 @@
+"""LeanEM: crowd box aggregation with per-worker miss rate, false-positive rate and boundary sigma, fitted by EM."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attr
+import numpy as np
+import pandas as pd
+
+from .base import BaseBoxAggregator
+from .utils import PreparedAnswers, boxes_frame, majority_label, match_boxes
+
+__all__ = ["LeanEM"]
+
+_TINY = 1e-12
+
+
+@attr.s
+class LeanEM(BaseBoxAggregator):
+    r"""Lean-crowdsourcing-style EM over matched crowd boxes (the default aggregator).
+
+    **Matching.** Per image, boxes of different workers with IoU $\ge$ ``iou_thr`` are grouped into candidate
+    objects $c$, at most one box per worker per object (``utils.match_boxes``, class-agnostic: workers who
+    disagree on the class still vote for the same object). With ``refine_matching`` the grouping is redone
+    once after EM, with seeds ranked by the fitted worker reliability, and EM is run again.
+
+    **Model.** Worker $w$ has a miss rate $m_w$ (draws no box for a real object), a false-positive rate
+    $f_w$ (has a box at a candidate that is not a real object), a boundary scale $\sigma_w$ (fraction of the
+    object side) and a class accuracy $a_w$. Let $z_c \in \{0, 1\}$ say candidate $c$ is a real object
+    (prior $\pi$), $S_c$ the workers with a box in $c$ and $A_c$ the other workers who answered the image:
+
+    $$\operatorname{logit} P(z_c = 1) = \operatorname{logit}\pi
+      + \sum_{w \in S_c} \log\frac{1 - m_w}{f_w} + \sum_{w \in A_c} \log\frac{m_w}{1 - f_w}.$$
+
+    A worker who misses most objects ($m_w \to 1$) thus barely counts against an object when silent, and one
+    who draws junk ($f_w$ large) barely counts for it; the posterior $p_c$ is the box ``score``.
+
+    Each box edge $e \in \{x_1, y_1, x_2, y_2\}$ of worker $w$ is $\mathcal{N}(\mu_{c,e},\, v_{w,c,e})$ with
+    $v_{w,c,e} = \sigma_w^2 S_{c,e}^2 + \sigma_{px}^2$ ($S$ = the object's width for $x$ edges, height for
+    $y$ edges; $\sigma_{px}$ = ``pixel_sigma``, the pixel floor of human boxes). The object is the
+    precision-weighted mean $\mu_{c,e} = \sum_b \lambda_{b,e} e_b$, $\lambda_{b,e} \propto 1/v_{b,e}$.
+
+    **EM.** Initialise $p_c$ = share of the image's workers with a box in $c$, then alternate
+
+    * M-step (Beta priors of strength ``prior_strength`` around ``prior_miss`` / ``prior_fp``):
+      $m_w = \frac{\alpha_m + \sum_{c \in A_w} p_c}{\alpha_m + \beta_m + \sum_{c \in S_w \cup A_w} p_c}$,
+      $f_w = \frac{\alpha_f + \sum_{c \in S_w} (1 - p_c)}{\alpha_f + \beta_f + \sum_{c \in S_w \cup A_w}(1 - p_c)}$,
+      $\pi = \frac{1 + \sum_c p_c}{2 + C}$;
+      $\sigma_w^2 = \frac{\nu_0 \sigma_0^2 + \sum p_c \sum_e (r_{b,e}^2/(1 - \lambda_{b,e}) - \sigma_{px}^2)/S_{c,e}^2}
+      {\nu_0 + 4\sum p_c}$ over $w$'s boxes in candidates with $\ge 2$ boxes ($r$ = residual to $\mu$; the
+      $1-\lambda$ factor undoes the shrinkage of a residual to a mean that contains the box itself);
+      $a_w$ = $p$-weighted expected agreement of $w$'s labels with the class posterior (Beta prior 0.8, 2).
+    * E-step: $p_c$ from the formula above, $\mu_c$ from the new $\sigma_w$, and the class posterior
+      $P(y_c = k) \propto \rho_k \prod_{b \in c} a_{w_b}^{[l_b = k]} ((1 - a_{w_b})/(K - 1))^{[l_b \ne k]}$
+      (one-coin Dawid-Skene, skill-weighted vote); ``label_method="dawid_skene"`` instead runs crowd-kit's
+      ``DawidSkene`` on the kept objects' labels after EM.
+
+    until no $p_c$ moves by more than ``tol`` (at most ``n_iter`` rounds).
+
+    **Rules.** An object is output when $p_c \ge$ ``min_score`` (equality keeps it). A class tie goes to the
+    alphabetically first label. An image that every worker left empty yields no box and no evidence about the
+    workers (there was nothing to miss and nothing drawn). Matching ties follow ``utils.match_boxes``.
+    ``skills_`` is the F1 of a worker's recall $1 - m_w$ and box precision $E[\text{real} \mid \text{box}]$
+    (prior-smoothed, so always defined).
+
+    S. Branson, G. Van Horn, P. Perona. Lean Crowdsourcing: Combining Humans and Machines in an Online System.
+    *CVPR 2017*, 7474-7483. <https://doi.org/10.1109/CVPR.2017.647>
+
+    Examples:
+        >>> import pandas as pd
+        >>> from crowdboxes.aggregation import LeanEM
+        >>> answers = pd.DataFrame({"task": ["a"] * 3, "worker": ["w1", "w2", "w3"], "x": [10, 10, 10],
+        ...                         "y": [10, 10, 10], "w": [20, 20, 20], "h": [20, 20, 20],
+        ...                         "label": ["stop"] * 3})
+        >>> LeanEM().fit_predict(answers)[["task", "label", "x", "y", "w", "h", "support"]]
+          task label     x     y     w     h  support
+        0    a  stop  10.0  10.0  20.0  20.0        3
+    """
+
+    iou_thr: float = attr.ib(default=0.5)
+    """Minimum IoU for two workers' boxes to be candidates for the same object."""
+
+    min_score: float = attr.ib(default=0.5)
+    """Objects with posterior existence probability below this are not output."""
+
+    n_iter: int = attr.ib(default=50)
+    """The maximum number of EM iterations (per matching pass)."""
+
+    tol: float = attr.ib(default=1e-4)
+    """EM stops when no object's existence probability changes by more than this."""
+
+    prior_miss: float = attr.ib(default=0.1)
+    """Prior mean of a worker's miss rate (Lean Crowdsourcing's ``prob_fn_prior``)."""
+
+    prior_fp: float = attr.ib(default=0.1)
+    """Prior mean of a worker's false-positive rate (``prob_fp_prior``)."""
+
+    prior_strength: float = attr.ib(default=5.0)
+    """Pseudo-count of the Beta priors on miss and false-positive rates."""
+
+    prior_sigma: float = attr.ib(default=0.05)
+    """Prior boundary sigma, as a fraction of the object side."""
+
+    sigma_strength: float = attr.ib(default=5.0)
+    """Pseudo-count (degrees of freedom) of the prior on sigma."""
+
+    pixel_sigma: float = attr.ib(default=1.0)
+    """Pixel floor of edge noise, added in quadrature."""
+
+    label_method: Literal["one_coin", "dawid_skene"] = attr.ib(default="one_coin")
+    """``one_coin``: skill-weighted vote inside EM; ``dawid_skene``: crowd-kit DawidSkene on kept objects."""
+
+    refine_matching: bool = attr.ib(default=True)
+    """Redo the matching once with reliability-ranked seeds, then re-run EM."""
+
+    workers_: pd.DataFrame = attr.ib(init=False)
+    """Per worker: ``miss_rate, fp_rate, sigma, label_accuracy, images, boxes``."""
+
+    prior_: float = attr.ib(init=False)
+    """Fitted prior probability that a candidate object is real."""
+
+    n_iter_: int = attr.ib(init=False)
+    """EM iterations run (all passes)."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.label_method not in ("one_coin", "dawid_skene"):
+            raise ValueError(f"label_method must be one_coin or dawid_skene, not {self.label_method!r}")
+
+    # ----------------------------------------------------------------------------------------------- fitting
+    def _fit_prepared(self, prep: PreparedAnswers) -> None:
+        nw = prep.n_workers
+        corners = np.column_stack([prep.boxes[:, 0], prep.boxes[:, 1], prep.boxes[:, 0] + prep.boxes[:, 2],
+                                   prep.boxes[:, 1] + prep.boxes[:, 3]])
+        params = None
+        self.n_iter_ = 0
+        cluster, nc = match_boxes(prep, self.iou_thr)
+        state = self._em(prep, corners, cluster, nc, params)
+        if self.refine_matching:
+            reliability = np.log(np.maximum(1 - state["miss"], _TINY) / np.maximum(state["fp"], _TINY))
+            weight = np.clip(reliability, 0.01, None)
+            cluster2, nc2 = match_boxes(prep, self.iou_thr, seed_weight=weight)
+            if not np.array_equal(cluster2, cluster):
+                cluster, nc = cluster2, nc2
+                state = self._em(prep, corners, cluster, nc, state)
+        p, mu, q = state["p"], state["mu"], state["q"]
+        ctask = state["ctask"]
+        support = np.bincount(cluster, minlength=nc)
+        keep = p >= self.min_score
+        if self.label_method == "dawid_skene":
+            label = self._dawid_skene_labels(prep, cluster, nc, keep, q.argmax(axis=1))
+        else:
+            label = q.argmax(axis=1)  # argmax keeps the first maximum: the alphabetically first label
+        boxes = np.column_stack([mu[:, 0], mu[:, 1], mu[:, 2] - mu[:, 0], mu[:, 3] - mu[:, 1]])
+        self.boxes_ = boxes_frame(prep, ctask[keep], label[keep], boxes[keep], p[keep], support[keep])
+        self.prior_ = float(state["pi"])
+
+        a_p = 0.9 * self.prior_strength
+        real = np.bincount(prep.worker, weights=p[cluster], minlength=nw)
+        drawn = np.bincount(prep.worker, minlength=nw)
+        precision = (a_p + real) / (self.prior_strength + drawn)
+        recall = 1 - state["miss"]
+        skill = 2 * precision * recall / np.maximum(precision + recall, _TINY)
+        self.skills_ = pd.Series(skill, index=prep.worker_names, name="skill").rename_axis("worker")
+        self.workers_ = pd.DataFrame({
+            "miss_rate": state["miss"], "fp_rate": state["fp"], "sigma": np.sqrt(state["sigma2"]),
+            "label_accuracy": state["acc"], "images": np.bincount(prep.seen_worker, minlength=nw),
+            "boxes": drawn}, index=prep.worker_names).rename_axis("worker")
+
+    def _em(self, prep: PreparedAnswers, corners: np.ndarray, cluster: np.ndarray, nc: int,
+            warm: dict | None) -> dict:
+        nw, nt, nl = prep.n_workers, prep.n_tasks, len(prep.label_names)
+        bw = prep.worker
+        ctask = np.zeros(nc, dtype=np.int64)
+        ctask[cluster] = prep.task
+        support = np.bincount(cluster, minlength=nc)
+        multi = support[cluster] >= 2  # boxes whose residual says something about the worker
+        s = self.prior_strength
+        a_m, b_m = self.prior_miss * s, (1 - self.prior_miss) * s
+        a_f, b_f = self.prior_fp * s, (1 - self.prior_fp) * s
+        px2 = self.pixel_sigma ** 2
+
+        if warm is None:
+            p = np.clip(support / np.maximum(prep.n_seen[ctask], 1), 0.05, 0.95)
+            sigma2 = np.full(nw, self.prior_sigma ** 2)
+            q = np.zeros((nc, nl))
+            lab, _ = majority_label(cluster, prep.label, nc, nl)
+            q[np.arange(nc), lab] = 1.0
+        else:
+            # warm start: worker parameters carry over, objects are new
+            sigma2 = warm["sigma2"]
+            p = None
+            q = None
+        mu = self._weighted_mean(corners, cluster, nc, bw, sigma2, None, px2)
+
+        miss = fp = acc = pi = None
+        if warm is not None:
+            miss, fp, acc, pi, rho = warm["miss"], warm["fp"], warm["acc"], warm["pi"], warm["rho"]
+            p = self._existence(prep, cluster, ctask, nc, miss, fp, pi)
+            q = self._label_posterior(prep, cluster, nc, nl, acc, rho)
+
+        for it in range(self.n_iter):
+            self.n_iter_ += 1
+            # ---- M-step
+            pg = np.bincount(ctask, weights=p, minlength=nt)
+            fg = np.bincount(ctask, weights=1 - p, minlength=nt)
+            tot_real = np.bincount(prep.seen_worker, weights=pg[prep.seen_task], minlength=nw)
+            tot_fake = np.bincount(prep.seen_worker, weights=fg[prep.seen_task], minlength=nw)
+            hit = np.bincount(bw, weights=p[cluster], minlength=nw)
+            junk = np.bincount(bw, weights=1 - p[cluster], minlength=nw)
+            miss = (a_m + np.maximum(tot_real - hit, 0)) / (a_m + b_m + tot_real)
+            fp = (a_f + junk) / (a_f + b_f + tot_fake)
+            pi = (1 + p.sum()) / (2 + nc)
+            sigma2 = self._sigma2(corners, cluster, nc, bw, nw, mu, sigma2, p, multi, px2)
+            acc, rho = self._label_m_step(prep, cluster, nl, nw, p, q)
+            # ---- E-step
+            mu = self._weighted_mean(corners, cluster, nc, bw, sigma2, mu, px2)
+            p_new = self._existence(prep, cluster, ctask, nc, miss, fp, pi)
+            q = self._label_posterior(prep, cluster, nc, nl, acc, rho)
+            delta = np.abs(p_new - p).max() if nc else 0.0
+            p = p_new
+            if delta <= self.tol:
+                break
+        return {"p": p, "mu": mu, "q": q, "ctask": ctask, "miss": miss, "fp": fp, "sigma2": sigma2,
+                "acc": acc, "pi": pi, "rho": rho}
+
+    # ------------------------------------------------------------------------------------------------ pieces
+    @staticmethod
+    def _existence(prep, cluster, ctask, nc, miss, fp, pi) -> np.ndarray:
+        """Posterior that each candidate is a real object (formula in the class docstring)."""
+        nt = prep.n_tasks
+        silent = np.log(np.maximum(miss, _TINY)) - np.log(np.maximum(1 - fp, _TINY))
+        drew = np.log(np.maximum(1 - miss, _TINY)) - np.log(np.maximum(fp, _TINY))
+        per_task = np.bincount(prep.seen_task, weights=silent[prep.seen_worker], minlength=nt)
+        logit = (np.log(pi) - np.log1p(-pi) + per_task[ctask]
+                 + np.bincount(cluster, weights=(drew - silent)[prep.worker], minlength=nc))
+        return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+
+    @staticmethod
+    def _variances(cluster, bw, sigma2, mu, corners, px2) -> np.ndarray:
+        if mu is None:  # first pass: object size from the plain mean is close enough
+            side = None
+        else:
+            side = np.column_stack([mu[:, 2] - mu[:, 0], mu[:, 3] - mu[:, 1]])
+        if side is None:
+            wb = corners[:, 2] - corners[:, 0]
+            hb = corners[:, 3] - corners[:, 1]
+            side_b = np.column_stack([wb, hb])
+        else:
+            side_b = side[cluster]
+        side_b = np.maximum(side_b, 1.0)
+        s2 = sigma2[bw][:, None]
+        v = np.empty_like(corners)
+        v[:, [0, 2]] = s2 * side_b[:, [0]] ** 2 + px2
+        v[:, [1, 3]] = s2 * side_b[:, [1]] ** 2 + px2
+        return v
+
+    def _weighted_mean(self, corners, cluster, nc, bw, sigma2, mu, px2) -> np.ndarray:
+        prec = 1.0 / self._variances(cluster, bw, sigma2, mu, corners, px2)
+        out = np.empty((nc, 4))
+        for k in range(4):
+            out[:, k] = (np.bincount(cluster, weights=prec[:, k] * corners[:, k], minlength=nc)
+                         / np.bincount(cluster, weights=prec[:, k], minlength=nc))
+        return out
+
+    def _sigma2(self, corners, cluster, nc, bw, nw, mu, sigma2, p, multi, px2) -> np.ndarray:
+        var = self._variances(cluster, bw, sigma2, mu, corners, px2)
+        prec = 1.0 / var
+        lam = prec / np.stack([np.bincount(cluster, weights=prec[:, k], minlength=nc) for k in range(4)],
+                              axis=1)[cluster]
+        lam = np.minimum(lam, 0.95)
+        side = np.maximum(np.column_stack([mu[:, 2] - mu[:, 0], mu[:, 3] - mu[:, 1]]), 1.0)[cluster]
+        side = side[:, [0, 1, 0, 1]]
+        r2 = (corners - mu[cluster]) ** 2 / (1 - lam)
+        frac2 = (np.maximum(r2 - px2, 0.0) / side ** 2).sum(axis=1)
+        wgt = p[cluster] * multi
+        num = np.bincount(bw, weights=wgt * frac2, minlength=nw)
+        den = np.bincount(bw, weights=wgt, minlength=nw) * 4
+        nu = self.sigma_strength
+        return np.maximum((nu * self.prior_sigma ** 2 + num) / (nu + den), 0.005 ** 2)
+
+    @staticmethod
+    def _label_m_step(prep, cluster, nl, nw, p, q):
+        agree = q[cluster, prep.label]
+        wgt = p[cluster]
+        acc = (1.6 + np.bincount(prep.worker, weights=wgt * agree, minlength=nw)) / (
+            2.0 + np.bincount(prep.worker, weights=wgt, minlength=nw))
+        rho = (1.0 + (p[:, None] * q).sum(axis=0)) / (nl + p.sum())
+        return acc, rho
+
+    @staticmethod
+    def _label_posterior(prep, cluster, nc, nl, acc, rho) -> np.ndarray:
+        if nl == 1:
+            return np.ones((nc, 1))
+        acc = np.clip(acc, 1e-6, 1 - 1e-6)
+        wrong = np.log((1 - acc) / (nl - 1))
+        bonus = np.log(acc) - wrong
+        logq = np.bincount(cluster, weights=wrong[prep.worker], minlength=nc)[:, None] + np.log(rho)[None, :]
+        logq += np.bincount(cluster * nl + prep.label, weights=bonus[prep.worker],
+                            minlength=nc * nl).reshape(nc, nl)
+        logq -= logq.max(axis=1, keepdims=True)
+        q = np.exp(logq)
+        return q / q.sum(axis=1, keepdims=True)
+
+    @staticmethod
+    def _dawid_skene_labels(prep, cluster, nc, keep, fallback) -> np.ndarray:
+        from crowdkit.aggregation import DawidSkene
+
+        label = fallback.copy()
+        box_keep = keep[cluster]
+        if not box_keep.any():
+            return label
+        data = pd.DataFrame({"task": cluster[box_keep], "worker": prep.worker[box_keep],
+                             "label": prep.label[box_keep]})
+        agg = DawidSkene(n_iter=100).fit_predict(data)
+        label[agg.index.to_numpy(dtype=np.int64)] = agg.to_numpy(dtype=np.int64)
+        return label
