@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from crowdboxes.artifacts import ANSWERS
+from crowdboxes.quality_settings import toloka_fee
 from crowdboxes.stepkit import cnvrg_linechart
 
 JOURNAL_NAME = "wait_pool_journal.jsonl"
@@ -38,10 +39,6 @@ EVENT_FIELDS = ("submitted", "accepted", "rejected")
 COLLECTED_STATUSES = ("SUBMITTED", "ACCEPTED", "REJECTED")
 DONE_CLOSE_REASONS = ("COMPLETED", "EXPIRED", "MANUAL")
 BATCH_SIZE = 1000  # what toloka-kit's AssignmentCursor asks for
-
-# Toloka's commission on top of the reward (requester guide, "dynamic pricing"): 30 %, at least $0.005.
-TOLOKA_FEE_RATE = 0.30
-TOLOKA_MIN_FEE = 0.005
 
 EPOCH = dt.datetime(1970, 1, 1)
 
@@ -69,11 +66,6 @@ def iso(value) -> str | None:
 
 def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-def toloka_fee(reward: float) -> float:
-    """Toloka's fee for one paid assignment: max(rate x reward, minimum)."""
-    return max(TOLOKA_FEE_RATE * reward, TOLOKA_MIN_FEE) if reward > 0 else 0.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,7 +322,7 @@ class AnswerCollector:
     def spent_estimate(self, pool_id: str | None = None) -> tuple[float, float]:
         """(rewards, fees) in USD of the accepted assignments collected so far."""
         rewards = [r["reward"] for r in self.records(pool_id) if r["status"] == "ACCEPTED"]
-        return round(sum(rewards), 6), round(sum(toloka_fee(x) for x in rewards), 6)
+        return round(sum(rewards), 6), round(sum(toloka_fee(x) for x in rewards if x > 0), 6)
 
 
 # --------------------------------------------------------------------------------------------------

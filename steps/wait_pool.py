@@ -45,11 +45,11 @@ if __package__ in (None, ""):
 
 from crowdboxes import answers as ans  # noqa: E402
 from crowdboxes.artifacts import ANSWERS, IMAGES, POOL, TASKS, read_csv, require_numeric, write_csv  # noqa: E402
+from crowdboxes.quality_settings import VERDICT_METHODS  # noqa: E402
 from crowdboxes.stepkit import (StepError, cnvrg_tag, output_dir, run_step, step_parser,  # noqa: E402
                                 write_text_atomic)
 
 SUMMARY_NAME = "wait_summary.json"
-VERDICT_METHODS = ("majority", "dawid_skene")
 
 
 def _none_or(convert):

@@ -219,9 +219,3 @@ def test_pool_state_done_reasons():
     api.remaining["t2"] = 0
     assert ans.pool_state(api, "7", 4, 3) == (False, "OPEN")  # too few answers: tasks not even read
     assert ans.pool_state(api, "7", 4, 4) == (True, "OPEN with no remaining tasks")
-
-
-def test_fee_rule():
-    assert ans.toloka_fee(0.01) == pytest.approx(0.005)
-    assert ans.toloka_fee(0.10) == pytest.approx(0.03)
-    assert ans.toloka_fee(0.0) == 0.0
