@@ -6,9 +6,11 @@ literature). For a worker *w* and a true box of width *W* and height *H*:
 * **Edge noise.** Each edge moves by :math:`\\varepsilon \\sim N(b_w s S,\\ \\sqrt{\\sigma_{px}^2 + (\\sigma_w S)^2})`
   with :math:`S = W` for x-edges, :math:`S = H` for y-edges, :math:`s = -1` for left/top and :math:`+1` for
   right/bottom (so :math:`b_w > 0` is a looser box), and the standard deviation times 1.4 on the right/bottom
-  edges (the drag direction). :math:`\\sigma_{px} \\approx 1`-1.5 px is a pixel floor;
-  :math:`\\sigma_w \\sim U(0.015, 0.03)` for careful workers, up to 0.06 for sloppy ones;
-  :math:`b_w \\sim N(0.01, 0.02)`.
+  edges (the drag direction). :math:`\\sigma_{px} \\approx 1`-1.5 px is a pixel floor
+  (measured on 640 px images; times the image's long side / 640 for smaller images, at least 0.5, because
+  they are enlarged on screen);
+  :math:`\\sigma_w \\sim U(0.012, 0.025)` for careful workers (Toloka's best-of-crowd is 0.017), 0.04-0.06 for
+  sloppy ones; :math:`b_w \\sim N(0.01, 0.015)` (careful) or :math:`N(0.03, 0.02)` (sloppy).
 * **Misses.** :math:`p_{miss,w} \\sim Beta(2, 18)` (mean 0.10), doubled for small boxes
   (:math:`\\sqrt{WH} < 32` px, the COCO "small" bucket), times 1.5 for occluded signs; the
   ``small_misser`` skips most small signs (0.5-0.8).
@@ -54,6 +56,10 @@ DEFAULT_MIX = {"careful": 0.50, "sloppy": 0.20, "small_misser": 0.10, "spammer_e
                "spammer_random": 0.05, "verifier_always_ok": 0.05, "slow": 0.05}
 
 SMALL_PX = 32.0  # sqrt(area) below this is COCO "small"
+# The pixel floor was measured on ~640 px COCO images. A smaller image is enlarged on screen, so its floor
+# in image pixels shrinks (down to half); a larger one is zoomed into, so it stays.
+DISPLAY_PX = 640.0
+DISPLAY_SCALE_RANGE = (0.5, 1.0)
 RIGHT_BOTTOM_NOISE = 1.4  # right/bottom edges are ~40 % noisier (drag direction)
 SMALL_GROSS_FACTOR = 2.5  # 4 % gross errors -> 10 % for small signs
 OCCLUDED_MISS_FACTOR = 1.5
@@ -159,7 +165,7 @@ def _draw_profile(worker_id: str, kind: str, rng: np.random.Generator) -> Worker
         verify_accuracy=clip(rng.normal(0.9, 0.03), 0.8, 0.98),
     )
     if kind in ("sloppy", "verifier_always_ok"):
-        base.update(sigma_px=float(rng.uniform(1.5, 2.5)), sigma_frac=float(rng.uniform(0.04, 0.06)),
+        base.update(sigma_px=float(rng.uniform(1.2, 2.0)), sigma_frac=float(rng.uniform(0.04, 0.06)),
                     bias=clip(rng.normal(0.03, 0.02), -0.02, 0.08), p_miss=float(rng.beta(3, 12)),
                     gross_rate=float(rng.uniform(0.06, 0.10)), fp_rate=float(rng.gamma(1.0, 0.3)),
                     class_accuracy=clip(rng.normal(0.8, 0.05), 0.6, 0.95),
@@ -268,9 +274,11 @@ def _drawn_for_true_boxes(true_xywh, true_code, occluded, img_w, img_h, worker, 
     p_miss = np.where(occluded & (p_miss < 1), np.minimum(0.95, p_miss * OCCLUDED_MISS_FACTOR), p_miss)
     kept = rng.random(n) >= p_miss
 
-    # edge noise: sd = sqrt(sigma_px^2 + (sigma_w * S)^2), x1.4 on right/bottom; mean = bias * S outwards
-    sx = np.sqrt(p["sigma_px"] ** 2 + (p["sigma_frac"] * w) ** 2)
-    sy = np.sqrt(p["sigma_px"] ** 2 + (p["sigma_frac"] * h) ** 2)
+    # edge noise: sd = sqrt(sigma_px^2 + (sigma_w * S)^2), x1.4 on right/bottom; mean = bias * S outwards.
+    # the pixel floor is a screen/mouse limit, smaller in image pixels for images enlarged on screen
+    floor = p["sigma_px"] * np.clip(np.maximum(img_w, img_h) / DISPLAY_PX, *DISPLAY_SCALE_RANGE)
+    sx = np.sqrt(floor ** 2 + (p["sigma_frac"] * w) ** 2)
+    sy = np.sqrt(floor ** 2 + (p["sigma_frac"] * h) ** 2)
     z = rng.standard_normal((n, 4))
     x1 = x - p["bias"] * w + z[:, 0] * sx
     y1 = y - p["bias"] * h + z[:, 1] * sy
@@ -475,8 +483,12 @@ class Crowd:
             if scheme in ("http", "https"):
                 import requests
 
-                response = requests.get(url, timeout=self.FETCH_TIMEOUT)
-                return response.content if response.status_code == 200 else None
+                with requests.Session() as session:
+                    # a proxy from the environment must not swallow loopback requests (local S3, tests)
+                    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+                    session.trust_env = host not in ("127.0.0.1", "localhost", "::1")
+                    response = session.get(url, timeout=self.FETCH_TIMEOUT)
+                    return response.content if response.status_code == 200 else None
         except Exception:  # any network/file failure means "the worker could not load the image"
             return None
         return None
