@@ -244,3 +244,12 @@ def parse_settings(mode="overlap", verifiers=None, max_attempts=None, verdict_me
     return QualitySettings(mode=mode, verifiers=n_verifiers, max_attempts=attempts, verdict_method=method,
                            budget=cap, detection_reward=det_reward, verification_pool_config=pool_config,
                            verification_pool_path=pool_path)
+
+
+def loop_settings(verifiers=None, max_attempts=None, verdict_method=None, budget=None,
+                  mode="verify") -> QualitySettings:
+    """The settings the verification loop needs (wait_pool's parameters), checked the same way."""
+    return QualitySettings(mode=parse_mode(mode), verifiers=_positive_int("verifiers", verifiers, 3),
+                           max_attempts=_positive_int("max_attempts", max_attempts, 3),
+                           verdict_method=parse_verdict_method(verdict_method),
+                           budget=_money("budget", budget, allow_none=True))

@@ -1,0 +1,770 @@
+"""The verification round: every drawing is judged by other workers, then accepted or redrawn.
+
+Toloka's road-sign recipe (toloka-kit's object-detection notebook), made restartable:
+
+1. A ``toloka.streaming.Pipeline`` watches the detection pool's SUBMITTED assignments. Each drawn
+   image becomes a verification task ``{image, outlines, assignment_id}`` with overlap
+   ``verifiers`` in the verification pool; the drawer gets the drawer skill, which the
+   verification pool's filter excludes. Drawings of control images are scored against the known
+   boxes instead (:mod:`crowdboxes.control_tasks`).
+2. It watches the verification pool's SUBMITTED assignments. When an image has ``verifiers``
+   verdicts they are aggregated with crowd-kit (skill-weighted ``MajorityVote`` or
+   ``DawidSkene``). **Tie rule: an exact tie (P(OK) = P(BAD)) is BAD**: paying for a drawing
+   nobody could vouch for is worse than paying for one more drawing.
+3. The detection assignment is accepted (all its images OK) or rejected with a public comment
+   naming the problem. A rejection raises the image's task overlap so another worker redraws it,
+   at most ``max_attempts`` drawings per image slot; the detection pool is re-opened if it had
+   closed.
+
+Exactly once: the cursors are persisted by a token-free storage in ``state_dir`` (toloka-kit's
+JSONLocalStorage would pickle the client and with it the token), and everything the handlers did
+is in a ledger there. Replayed events are recognised by assignment id; before accepting or
+rejecting, the assignment's status is read from Toloka and a non-SUBMITTED one is only recorded;
+verification tasks already in the pool are found by their ``assignment_id`` input at start; the
+raised overlap is an absolute target (base + rejected drawings), so re-applying it is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import attr
+import numpy as np
+import pandas as pd
+
+from crowdboxes.artifacts import VERIFICATIONS, write_csv
+from crowdboxes.budget import BudgetGuard
+from crowdboxes.control_tasks import ControlScorer, ControlSet
+from crowdboxes.quality_settings import QualitySettings, loop_settings
+from crowdboxes.stepkit import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LAG = dt.timedelta(seconds=60)  # toloka-kit's default: the API is eventually consistent
+DEFAULT_PERIOD = dt.timedelta(seconds=60)
+DEFAULT_SKILL = 50.0  # a verifier we know nothing about (skills are 0..100 on Toloka)
+LEDGER_NAME = "verification_ledger.json"
+CURSORS_NAME = "verification_cursors.json"
+
+ACCEPT_COMMENT = "Thank you! Other workers checked your outlines and found them correct."
+REJECT_COMMENTS = {
+    "missed_sign": "Other workers found a road sign that was not outlined.",
+    "loose_box": "Other workers found a rectangle that does not fit its road sign tightly.",
+    "wrong_object": "Other workers found a rectangle around something that is not a road sign.",
+    "wrong_class": "Other workers found a road sign with the wrong type.",
+    "": "Other workers found the outlines incomplete or incorrect.",
+}
+CONTROL_REJECT_COMMENT = "Your outlines on a control photo did not match its road signs."
+
+
+# ---------------------------------------------------------------------------------------------
+# verdict aggregation
+
+def aggregate_verdicts(votes: pd.DataFrame, method: str = "majority", skills: pd.Series | None = None) -> pd.DataFrame:
+    """Aggregate OK/BAD votes per task.
+
+    Args:
+        votes: columns ``task, worker, label`` (label OK|BAD), optionally ``reason``.
+        method: ``majority`` (crowd-kit ``MajorityVote``, weighted by ``skills`` when given:
+            :math:`P(OK) = \\sum_{w: OK} s_w / \\sum_w s_w`) or ``dawid_skene`` (crowd-kit
+            ``DawidSkene`` over all tasks given, so it learns each verifier's confusion matrix).
+        skills: Series by worker (any positive scale); missing workers get the mean skill.
+
+    Returns:
+        DataFrame indexed by task with ``verdict`` (OK|BAD; a tie is BAD), ``p_ok``,
+        ``ok_votes``, ``bad_votes`` and ``reason`` (the most named reason among BAD votes).
+    """
+    from crowdkit.aggregation import DawidSkene, MajorityVote
+
+    columns = ["verdict", "p_ok", "ok_votes", "bad_votes", "reason"]
+    if votes.empty:
+        return pd.DataFrame(columns=columns)
+    data = votes[["task", "worker", "label"]].astype({"task": str, "worker": str, "label": str})
+    if method == "majority":
+        if skills is not None and len(skills):
+            skills = skills.astype(float).clip(lower=1e-6)
+            skills.index = skills.index.astype(str)
+            default = float(skills.mean())
+        else:
+            skills, default = None, None
+        model = MajorityVote(on_missing_skill="value", default_skill=default or 1.0)
+        probas = model.fit(data, skills).probas_
+    elif method == "dawid_skene":
+        probas = DawidSkene(n_iter=100).fit(data).probas_
+    else:
+        raise ValueError(f"unknown verdict method {method!r}")
+    probas = probas.reindex(columns=["OK", "BAD"], fill_value=0.0).fillna(0.0)
+    counts = data.groupby(["task", "label"]).size().unstack(fill_value=0).reindex(columns=["OK", "BAD"], fill_value=0)
+    out = pd.DataFrame(index=probas.index)
+    out["p_ok"] = probas["OK"]
+    # the explicit tie rule: OK only with strictly more (weighted) support than BAD
+    out["verdict"] = np.where(probas["OK"] - probas["BAD"] > 1e-9, "OK", "BAD")
+    out["ok_votes"] = counts["OK"].reindex(out.index).fillna(0).astype(int)
+    out["bad_votes"] = counts["BAD"].reindex(out.index).fillna(0).astype(int)
+    reasons = {}
+    if "reason" in votes.columns:
+        bad = votes[(votes["label"] == "BAD") & votes["reason"].notna() & (votes["reason"].astype(str) != "")]
+        for task, group in bad.groupby(bad["task"].astype(str)):
+            reasons[task] = Counter(group["reason"].astype(str)).most_common(1)[0][0]
+    out["reason"] = [reasons.get(t, "") if v == "BAD" else "" for t, v in zip(out.index, out["verdict"])]
+    return out[columns]
+
+
+# ---------------------------------------------------------------------------------------------
+# persistent state
+
+class Ledger:
+    """What the loop has done, in ``state_dir``: saved atomically after every handler call."""
+
+    def __init__(self, state_dir: str | os.PathLike):
+        self.path = Path(state_dir) / LEDGER_NAME
+        data = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
+        self.items: dict = data.get("items", {})  # "<assignment>|<task>" -> one drawn image
+        self.assignments: dict = data.get("assignments", {})  # detection assignment -> outcome
+        self.votes: dict = data.get("votes", {})  # verification assignment -> [[item, worker, label, reason]]
+        self.tasks: dict = data.get("tasks", {})  # detection task -> base overlap, rejected count
+        self.drawers: list = data.get("drawers", [])
+        self.banned: dict = data.get("banned", {})
+        self.control: list = data.get("control", [])  # [worker, assignment, f1, tp, fp, fn]
+        self.vtask_items: dict = data.get("vtask_items", {})  # verification task -> item key
+        self.budget_stopped: bool = data.get("budget_stopped", False)
+        self.resumed = bool(data)
+
+    def save(self) -> None:
+        data = {k: getattr(self, k) for k in ("items", "assignments", "votes", "tasks", "drawers", "banned",
+                                               "control", "vtask_items", "budget_stopped")}
+        write_text_atomic(self.path, json.dumps(data, indent=1, sort_keys=True))
+
+
+def item_key(assignment_id: str, task_id: str) -> str:
+    return f"{assignment_id}|{task_id}"
+
+
+class CursorStorage:
+    """A toloka.streaming storage that keeps only cursor positions, as JSON (no client, no token).
+
+    Pipeline calls ``save`` after each observer run and ``load`` at start; observers must be
+    :class:`ResumableAssignmentsObserver` (their ``inject`` accepts the saved dict).
+    """
+
+    def __init__(self, state_dir: str | os.PathLike):
+        self.path = Path(state_dir) / CURSORS_NAME
+
+    def _read(self) -> dict:
+        return json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
+
+    def lock(self, key):
+        from contextlib import nullcontext
+
+        return nullcontext()
+
+    def save(self, base_key: str, data: dict) -> None:
+        stored = self._read()
+        for key, observer in data.items():
+            state = getattr(observer, "cursor_states", None)
+            if state is not None:
+                stored[key] = state()
+        write_text_atomic(self.path, json.dumps(stored, indent=1, sort_keys=True))
+
+    def load(self, base_key: str, keys):
+        stored = self._read()
+        return {k: stored[k] for k in keys if k in stored} or None
+
+    def cleanup(self, base_key, keys, lock) -> None:
+        pass  # keep the positions: a re-run after the pools finished must not replay everything
+
+
+def _resumable_observer_class():
+    from toloka.client import structure, unstructure
+    from toloka.client.search_requests import AssignmentSearchRequest
+    from toloka.streaming import AssignmentsObserver
+
+    class ResumableAssignmentsObserver(AssignmentsObserver):
+        """AssignmentsObserver whose cursors are saved/restored as plain JSON."""
+
+        def cursor_states(self) -> dict:
+            out = {}
+            for event_type, consumer in self._callbacks.items():
+                request, _prev, seen = consumer.cursor._get_state()
+                out[event_type.value] = {"request": unstructure(request), "seen_ids": sorted(seen)}
+            return out
+
+        def inject(self, injection) -> None:
+            if not isinstance(injection, dict):
+                return
+            for event_type, consumer in self._callbacks.items():
+                state = injection.get(event_type.value)
+                if state:
+                    request = structure(state["request"], AssignmentSearchRequest)
+                    consumer.cursor._set_state((request, None, set(state["seen_ids"])))
+
+    return ResumableAssignmentsObserver
+
+
+# ---------------------------------------------------------------------------------------------
+
+@attr.s(auto_attribs=True)
+class LoopOutcome:
+    """What wait_pool needs (``done``, ``state``, ``polls``) plus the QC figures."""
+
+    done: bool
+    state: str
+    polls: int
+    images_total: int = 0
+    images_done: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    banned: int = 0
+    spent_usd: float = 0.0
+    budget_stopped: bool = False
+
+
+def _outlines(solution) -> list:
+    value = (solution.output_values or {}).get("result") if solution is not None else None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError:
+            value = []
+    return value if isinstance(value, list) else []
+
+
+class VerificationLoop:
+    """The handlers and their state; :func:`run_verification_loop` wires them into a Pipeline."""
+
+    def __init__(self, client, detection_pool_id: str, verification_pool_id: str, images: pd.DataFrame,
+                 settings: QualitySettings, state_dir, *, tasks: pd.DataFrame | None = None,
+                 skill_ids: dict | None = None, control: ControlSet | None = None,
+                 control_threshold: float = 0.5, ban_reject_rate: float = 0.7, ban_min_judged: int = 3,
+                 budget_guard: BudgetGuard | None = None):
+        self.client = client
+        self.detection_pool_id, self.verification_pool_id = str(detection_pool_id), str(verification_pool_id)
+        self.settings = settings
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(self.state_dir)
+        self.skill_ids = {k: str(v) for k, v in (skill_ids or {}).items() if v is not None and str(v) != "nan"}
+        self.control = control or ControlSet()
+        self.control_threshold = control_threshold
+        self.ban_reject_rate, self.ban_min_judged = ban_reject_rate, ban_min_judged
+        self.guard = budget_guard
+        images = images.copy()
+        self.image_by_url = {str(r.url): r for r in images.itertuples(index=False)} if "url" in images else {}
+        self.task_image = {}
+        self.real_tasks: set[str] = set()
+        if tasks is not None and len(tasks):
+            for r in tasks.itertuples(index=False):
+                self.task_image[str(r.task_id)] = str(r.image_id)
+                if str(getattr(r, "kind", "real")) != "control" and str(r.url) not in self.control:
+                    self.real_tasks.add(str(r.task_id))
+        self.project_id = None
+        self.changed = False
+
+    # ----------------------------------------------------------------- start-up reconciliation
+
+    def reconcile(self) -> None:
+        """Index verification tasks already in the pool (a crash may have lost their ledger entry)."""
+        self.project_id = str(self.client.get_pool(self.detection_pool_id).project_id)
+        for task in self.client.get_tasks(pool_id=self.verification_pool_id):
+            values = task.input_values or {}
+            aid, url = str(values.get("assignment_id", "")), values.get("image")
+            for key, item in self.ledger.items.items():
+                if item["assignment_id"] == aid and item["url"] == url and not item.get("vtask_id"):
+                    item["vtask_id"] = task.id
+                    self.ledger.vtask_items[task.id] = key
+        self.ledger.save()
+
+    # ----------------------------------------------------------------- detection submitted
+
+    def on_detection_submitted(self, events) -> None:
+        self.handle_detection([e.assignment for e in events])
+
+    def handle_detection(self, assignments) -> None:
+        from toloka.client import Task
+
+        new_vtasks, new_items = [], []
+        for a in assignments:
+            if a.id in self.ledger.assignments:
+                continue  # a replayed event
+            worker = str(a.user_id)
+            keys = []
+            for task, solution in zip(a.tasks, a.solutions or [None] * len(a.tasks)):
+                url = (task.input_values or {}).get("image")
+                key = item_key(a.id, task.id)
+                meta = self.ledger.tasks.setdefault(task.id, {"base": int(task.overlap or 1), "rejected": 0,
+                                                              "drawings": 0, "url": url})
+                meta["drawings"] += 1
+                outlines = _outlines(solution)
+                item = {"assignment_id": a.id, "task_id": task.id, "url": url, "worker_id": worker,
+                        "image_id": self.task_image.get(task.id) or self._image_id(url), "attempt": meta["drawings"],
+                        "outlines": outlines, "kind": "control" if url in self.control else "verify",
+                        "verdict": None, "reason": "", "ok_votes": 0, "bad_votes": 0, "vtask_id": None}
+                if item["kind"] == "control":
+                    score = self.control.score(url, outlines)
+                    item.update(verdict="OK" if score.f1 >= self.control_threshold else "BAD", f1=score.f1,
+                                reason="" if score.f1 >= self.control_threshold else
+                                ("missed_sign" if score.fn else "wrong_object" if score.fp else "loose_box"))
+                    self.ledger.control.append([worker, a.id, score.f1, score.tp, score.fp, score.fn])
+                else:
+                    new_items.append(key)
+                self.ledger.items[key] = item
+                keys.append(key)
+            self.ledger.assignments[a.id] = {"worker_id": worker, "items": keys, "outcome": None,
+                                             "status_seen": str(getattr(a.status, "value", a.status))}
+            self._mark_drawer(worker)
+            self.changed = True
+        existing = {(it["assignment_id"], it["url"]) for it in self.ledger.items.values() if it.get("vtask_id")}
+        for key in new_items:
+            item = self.ledger.items[key]
+            if (item["assignment_id"], item["url"]) in existing:
+                continue
+            if self.ledger.budget_stopped:
+                item["verdict_note"] = "budget"  # never verified: the cap was reached
+                continue
+            new_vtasks.append((key, Task(pool_id=self.verification_pool_id, overlap=self.settings.verifiers,
+                                         input_values={"image": item["url"], "outlines": item["outlines"],
+                                                       "assignment_id": item["assignment_id"]})))
+        if new_vtasks:
+            created = self.client.create_tasks([t for _, t in new_vtasks], allow_defaults=True, open_pool=True)
+            for idx, task in created.items.items():
+                key = new_vtasks[int(idx)][0]
+                self.ledger.items[key]["vtask_id"] = task.id
+                self.ledger.vtask_items[task.id] = key
+        self._control_bans()
+        self.decide_ready()
+        self.ledger.save()
+
+    def _image_id(self, url):
+        row = self.image_by_url.get(str(url))
+        if row is not None:
+            return str(row.image_id)
+        return self.control.image_ids.get(url, "")
+
+    def _mark_drawer(self, worker: str) -> None:
+        skill = self.skill_ids.get("drawer_skill")
+        if not skill or worker in self.ledger.drawers:
+            return
+        self.client.set_user_skill(skill_id=skill, user_id=worker, value=1)
+        self.ledger.drawers.append(worker)
+
+    # ----------------------------------------------------------------- verification submitted
+
+    def on_verification_submitted(self, events) -> None:
+        self.handle_verification([e.assignment for e in events])
+
+    def handle_verification(self, assignments) -> None:
+        for va in assignments:
+            if va.id in self.ledger.votes:
+                continue
+            rows = []
+            for task, solution in zip(va.tasks, va.solutions or []):
+                key = self.ledger.vtask_items.get(task.id)
+                if key is None:  # created by a run whose ledger was lost: find the item by its inputs
+                    values = task.input_values or {}
+                    key = next((k for k, it in self.ledger.items.items()
+                                if it["assignment_id"] == values.get("assignment_id")
+                                and it["url"] == values.get("image")), None)
+                if key is None:
+                    continue
+                out = solution.output_values or {}
+                rows.append([key, str(va.user_id), str(out.get("verdict", "")), str(out.get("reason") or "")])
+            self.ledger.votes[va.id] = rows
+            self.changed = True
+        self.decide_ready()
+        self.ledger.save()
+
+    # ----------------------------------------------------------------- decisions
+
+    def _votes_frame(self) -> pd.DataFrame:
+        rows = [r for rows in self.ledger.votes.values() for r in rows if r[2] in ("OK", "BAD")]
+        return pd.DataFrame(rows, columns=["task", "worker", "label", "reason"])
+
+    def _skills(self, votes: pd.DataFrame) -> pd.Series | None:
+        """Verifier skills: Toloka's verifier skill where set, else agreement with past decisions."""
+        skills = {}
+        decided = {k: it["verdict"] for k, it in self.ledger.items.items()
+                   if it["kind"] == "verify" and it.get("decided")}
+        if not votes.empty:
+            for worker, group in votes.groupby("worker"):
+                known = group[group["task"].isin(decided)]
+                agree = sum(decided[t] == lab for t, lab in zip(known["task"], known["label"]))
+                skills[worker] = 100.0 * (agree + 1) / (len(known) + 2)  # Laplace: 50 with no history
+        skill_id = self.skill_ids.get("verifier_skill")
+        if skill_id:
+            try:
+                for us in self.client.get_user_skills(skill_id=skill_id):
+                    value = us.exact_value if us.exact_value is not None else us.value
+                    if value is not None:
+                        skills[str(us.user_id)] = float(value)
+            except Exception as exc:  # weights are an optimisation; agreement stays
+                logger.warning("cannot read verifier skills: %s", type(exc).__name__)
+        return pd.Series(skills, dtype=float) if skills else None
+
+    def decide_ready(self, final: bool = False) -> None:
+        """Aggregate items with all their verdicts (``final``: any verdicts), then decide assignments."""
+        votes = self._votes_frame()
+        counts = votes.groupby("task").size() if not votes.empty else pd.Series(dtype=int)
+        need = self.settings.verifiers
+        ready = [k for k, it in self.ledger.items.items() if it["kind"] == "verify" and not it.get("decided")
+                 and counts.get(k, 0) >= (1 if final else need)]
+        if ready:
+            skills = self._skills(votes) if self.settings.verdict_method == "majority" else None
+            data = votes if self.settings.verdict_method == "dawid_skene" else votes[votes["task"].isin(ready)]
+            result = aggregate_verdicts(data, self.settings.verdict_method, skills)
+            for key in ready:
+                row = result.loc[key]
+                self.ledger.items[key].update(verdict=str(row["verdict"]), reason=str(row["reason"]),
+                                              ok_votes=int(row["ok_votes"]), bad_votes=int(row["bad_votes"]),
+                                              p_ok=float(row["p_ok"]), decided=True)
+        for aid, entry in self.ledger.assignments.items():
+            if entry["outcome"] is None:
+                items = [self.ledger.items[k] for k in entry["items"]]
+                if all(it.get("decided") or it["kind"] == "control" for it in items):
+                    self._decide(aid, entry, items)
+
+    def _decide(self, aid: str, entry: dict, items: list) -> None:
+        from toloka.client.exceptions import IncorrectActionsApiError
+
+        ok = all(it["verdict"] == "OK" for it in items)
+        reasons = [it["reason"] for it in items if it["verdict"] == "BAD"]
+        if ok:
+            comment = ACCEPT_COMMENT
+        elif all(it["kind"] == "control" for it in items if it["verdict"] == "BAD"):
+            comment = CONTROL_REJECT_COMMENT
+        else:
+            comment = REJECT_COMMENTS.get(Counter(reasons).most_common(1)[0][0] if reasons else "", REJECT_COMMENTS[""])
+        status = self._status(aid)
+        if status == "SUBMITTED":
+            try:
+                if ok:
+                    self.client.accept_assignment(aid, comment)
+                else:
+                    self.client.reject_assignment(aid, comment)
+                status = "ACCEPTED" if ok else "REJECTED"
+            except IncorrectActionsApiError:
+                status = self._status(aid)  # someone (or an earlier run) got there first
+        entry["outcome"] = {"ACCEPTED": "accepted", "REJECTED": "rejected"}.get(status, status.lower())
+        entry["comment"] = comment
+        entry["decided_at"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        self.changed = True
+        if entry["outcome"] == "rejected":
+            for it in items:
+                self._redraw(it)
+        self._drawer_ban(entry["worker_id"])
+
+    def _status(self, aid: str) -> str:
+        a = self.client.get_assignment(aid)
+        return str(getattr(a.status, "value", a.status))
+
+    def _redraw(self, item: dict) -> None:
+        meta = self.ledger.tasks[item["task_id"]]
+        meta["rejected"] = sum(1 for it in self.ledger.items.values() if it["task_id"] == item["task_id"]
+                               and self.ledger.assignments.get(it["assignment_id"], {}).get("outcome") == "rejected")
+        allowed = meta["base"] * (self.settings.max_attempts - 1)
+        if meta["rejected"] > allowed:
+            item["redraw"] = "attempts_exhausted"
+            return
+        if self.ledger.budget_stopped or (self.guard is not None and not self.guard.may_spend(1, self.detection_pool_id)):
+            self.ledger.budget_stopped = self.ledger.budget_stopped or self.guard is not None
+            item["redraw"] = "budget"
+            return
+        target = meta["base"] + meta["rejected"]
+        self.client.patch_task(item["task_id"], overlap=target)
+        item["redraw"] = f"overlap {target}"
+        pool = self.client.get_pool(self.detection_pool_id)
+        if not pool.is_open():
+            self.client.open_pool(self.detection_pool_id)
+
+    # ----------------------------------------------------------------- bans
+
+    def _ban(self, worker: str, reason: str, skill_value: float | None = None) -> None:
+        if worker in self.ledger.banned:
+            return
+        from toloka.client.user_restriction import ProjectUserRestriction
+
+        self.ledger.banned[worker] = reason
+        self.changed = True
+        skill = self.skill_ids.get("control_skill")
+        if skill and skill_value is not None:
+            try:
+                self.client.set_user_skill(skill_id=skill, user_id=worker, value=round(float(skill_value), 2))
+            except Exception as exc:
+                logger.warning("cannot set control skill of %s: %s", worker, type(exc).__name__)
+        try:
+            self.client.set_user_restriction(ProjectUserRestriction(
+                user_id=worker, project_id=self.project_id, private_comment=reason))
+        except Exception as exc:
+            logger.warning("cannot restrict %s: %s", worker, type(exc).__name__)
+
+    def _control_bans(self) -> None:
+        if not self.ledger.control:
+            return
+        frame = pd.DataFrame(self.ledger.control, columns=["worker", "assignment", "f1", "tp", "fp", "fn"])
+        scorer = ControlScorer(threshold=self.control_threshold).fit(frame)
+        for worker in scorer.banned():
+            self._ban(worker, f"control F1 {scorer.scores_.loc[worker, 'f1']:.2f}",
+                      skill_value=100.0 * scorer.scores_.loc[worker, "f1"])
+
+    def _drawer_ban(self, worker: str) -> None:
+        outcomes = [e["outcome"] for e in self.ledger.assignments.values()
+                    if e["worker_id"] == worker and e["outcome"] in ("accepted", "rejected")]
+        if len(outcomes) >= self.ban_min_judged:
+            rate = outcomes.count("rejected") / len(outcomes)
+            if rate >= self.ban_reject_rate:
+                self._ban(worker, f"{rate:.0%} of {len(outcomes)} drawings rejected by verifiers")
+
+    # ----------------------------------------------------------------- progress and results
+
+    def image_status(self) -> dict:
+        """Per real detection task: accepted | final (attempts/budget exhausted) | pending."""
+        status = {}
+        accepted = Counter()
+        for it in self.ledger.items.values():
+            outcome = self.ledger.assignments.get(it["assignment_id"], {}).get("outcome")
+            if outcome == "accepted":
+                accepted[it["task_id"]] += 1
+        for task_id in self.real_tasks or set(self.ledger.tasks):
+            meta = self.ledger.tasks.get(task_id)
+            if meta is None:
+                status[task_id] = "pending"
+                continue
+            if accepted[task_id] >= meta["base"]:
+                status[task_id] = "accepted"
+            elif any(it.get("redraw") in ("attempts_exhausted", "budget") for it in self.ledger.items.values()
+                     if it["task_id"] == task_id):
+                status[task_id] = "final"
+            else:
+                status[task_id] = "pending"
+        return status
+
+    def counts(self) -> dict:
+        outcomes = [e["outcome"] for e in self.ledger.assignments.values()]
+        return {"submitted": len(outcomes), "accepted": outcomes.count("accepted"),
+                "rejected": outcomes.count("rejected"), "pending_review": outcomes.count(None),
+                "banned": len(self.ledger.banned)}
+
+    def complete(self) -> bool:
+        status = self.image_status()
+        return bool(status) and all(s != "pending" for s in status.values())
+
+    def verifications_frame(self) -> pd.DataFrame:
+        rows = []
+        for key, it in self.ledger.items.items():
+            entry = self.ledger.assignments.get(it["assignment_id"], {})
+            outcome = entry.get("outcome")
+            if outcome == "rejected" and it.get("redraw", "").startswith("overlap"):
+                outcome = "redraw"
+            elif outcome == "rejected":
+                outcome = "rejected_final"
+            rows.append({"image_id": it["image_id"], "assignment_id": it["assignment_id"],
+                         "worker_id": it["worker_id"], "verdict": it["verdict"] or "",
+                         "ok_votes": it["ok_votes"], "bad_votes": it["bad_votes"], "attempt": it["attempt"],
+                         "outcome": outcome or "pending", "reason": it["reason"], "task_id": it["task_id"],
+                         "kind": it["kind"], "p_ok": it.get("p_ok", ""), "control_f1": it.get("f1", ""),
+                         "method": self.settings.verdict_method if it["kind"] == "verify" else "control_iou",
+                         "redraw": it.get("redraw", ""), "decided_at": entry.get("decided_at", "")})
+        columns = list(VERIFICATIONS.columns) + ["reason", "task_id", "kind", "p_ok", "control_f1", "method",
+                                                 "redraw", "decided_at"]
+        frame = pd.DataFrame(rows, columns=columns)
+        return frame.sort_values(["image_id", "attempt", "assignment_id"], kind="stable").reset_index(drop=True)
+
+    def sweep(self) -> bool:
+        """Feed every assignment on Toloka through the handlers once more (no lag); True if anything changed."""
+        self.changed = False
+        det = list(self.client.get_assignments(pool_id=self.detection_pool_id,
+                                               status=["SUBMITTED", "ACCEPTED", "REJECTED"]))
+        self.handle_detection([a for a in det if a.id not in self.ledger.assignments])
+        ver = list(self.client.get_assignments(pool_id=self.verification_pool_id, status=["SUBMITTED", "ACCEPTED"]))
+        self.handle_verification([a for a in ver if a.id not in self.ledger.votes])
+        return self.changed
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _skill_ids_from_projects(projects_csv) -> dict:
+    if projects_csv is None:
+        return {}
+    from crowdboxes.artifacts import PROJECTS, read_csv
+
+    frame = read_csv(projects_csv, PROJECTS, dtype={"toloka_id": str})
+    return {str(r.role): str(r.toloka_id) for r in frame.itertuples(index=False) if str(r.role).endswith("_skill")}
+
+
+def run_verification_loop(client, detection_pool_id: str, verification_pool_id: str, images: pd.DataFrame,
+                          settings: QualitySettings | None = None, state_dir=None, *, tasks: pd.DataFrame | None = None,
+                          projects_csv=None, skill_ids: dict | None = None, control: ControlSet | None = None,
+                          output_dir=None, cursor_time_lag: dt.timedelta | float | None = None,
+                          period: dt.timedelta | float | None = None, poll_seconds: float | None = None,
+                          deadline: float | None = None, progress=None, collector=None,
+                          verdict_method=None, verifiers=None, max_attempts=None, budget=None,
+                          control_threshold: float = 0.5, max_rounds: int = 20) -> LoopOutcome:
+    """Run detection -> verification -> accept/reject/redraw until every image is resolved.
+
+    Args:
+        images: images.csv frame (``image_id, url, width, height``). ``tasks``: tasks.csv frame
+            (``task_id, image_id, url``, optional ``kind`` = control).
+        settings: a :class:`QualitySettings`; or give ``verdict_method, verifiers, max_attempts,
+            budget`` (as wait_pool does) and it is built here.
+        state_dir: ledger and cursor positions (default ``output_dir/verification_state``); re-running
+            with the same folder resumes without acting on any assignment twice.
+        cursor_time_lag, period: toloka-kit's defaults (60 s, 60 s) suit real Toloka; on the local
+            Toloka use 0 s / 1 s. ``poll_seconds`` sets ``period`` when ``period`` is not given.
+        deadline: a ``time.monotonic()`` value; the loop returns ``done=False`` after it.
+        budget: USD cap (BudgetGuard over both pools); pools close when it is reached.
+
+    Writes ``verifications.csv`` (and ``qc_summary.json``) to ``output_dir`` when given.
+    """
+    from toloka.streaming import Pipeline
+
+    if settings is None:
+        settings = loop_settings(verifiers=verifiers, max_attempts=max_attempts, verdict_method=verdict_method,
+                                 budget=budget)
+    if state_dir is None:
+        if output_dir is None:
+            raise ValueError("state_dir or output_dir is required")
+        state_dir = Path(output_dir) / "verification_state"
+    lag = cursor_time_lag if cursor_time_lag is not None else (collector.lag if collector is not None else DEFAULT_LAG)
+    lag = lag if isinstance(lag, dt.timedelta) else dt.timedelta(seconds=float(lag))
+    if period is None:
+        period = dt.timedelta(seconds=float(poll_seconds)) if poll_seconds else DEFAULT_PERIOD
+    period = period if isinstance(period, dt.timedelta) else dt.timedelta(seconds=float(period))
+
+    ids = dict(_skill_ids_from_projects(projects_csv))
+    ids.update(skill_ids or {})
+    guard = None
+    if settings.budget is not None:
+        guard = BudgetGuard(client, settings.budget)
+        guard.add_pool(detection_pool_id, float(client.get_pool(detection_pool_id).reward_per_assignment))
+        guard.add_pool(verification_pool_id, float(client.get_pool(verification_pool_id).reward_per_assignment))
+    loop = VerificationLoop(client, detection_pool_id, verification_pool_id, images, settings, state_dir,
+                            tasks=tasks, skill_ids=ids, control=control, control_threshold=control_threshold,
+                            budget_guard=guard)
+    loop.reconcile()
+    Observer = _resumable_observer_class()
+    polls = 0
+    timed_out = False
+
+    class _Deadline(Exception):
+        pass
+
+    from toloka.streaming.observer import BaseObserver
+
+    class Supervisor(BaseObserver):
+        """Budget, progress, completion and deadline, once per pipeline iteration."""
+
+        async def __call__(self) -> None:
+            nonlocal polls
+            polls += 1
+            if guard is not None and not loop.ledger.budget_stopped and guard.check():
+                loop.ledger.budget_stopped = True
+                loop.ledger.save()
+            _report(loop, guard, progress)
+            if loop.complete() or loop.ledger.budget_stopped:
+                _close(client, [detection_pool_id, verification_pool_id])
+            if deadline is not None and time.monotonic() > deadline:
+                raise _Deadline()
+
+        def inject(self, injection) -> None:
+            pass
+
+    class _Pipeline(Pipeline):
+        MIN_SLEEP_SECONDS = min(10.0, max(0.2, period.total_seconds()))
+
+    state = "running"
+    for _ in range(max_rounds):
+        pipeline = _Pipeline(period=period, storage=CursorStorage(state_dir), name="crowdboxes-verification")
+        pipeline.register(Observer(client, detection_pool_id, cursor_time_lag=lag)).on_submitted(
+            loop.on_detection_submitted)
+        pipeline.register(Observer(client, verification_pool_id, cursor_time_lag=lag)).on_submitted(
+            loop.on_verification_submitted)
+        pipeline.register(Supervisor(name="supervisor"))
+        try:
+            asyncio.run(pipeline.run())
+        except Exception as exc:  # the Pipeline wraps callback errors; a deadline is ours
+            if _is_deadline(exc, _Deadline):
+                timed_out = True
+                break
+            raise
+        changed = loop.sweep()  # events inside the lag window when the pools closed
+        if loop.complete() or loop.ledger.budget_stopped:
+            break
+        if not changed and not _anything_open(client, [detection_pool_id, verification_pool_id]):
+            loop.decide_ready(final=True)  # verifiers ran out: decide on the verdicts there are
+            loop.ledger.save()
+            if not loop.sweep() and not _anything_open(client, [detection_pool_id, verification_pool_id]):
+                break
+    if loop.complete() or loop.ledger.budget_stopped:
+        _close(client, [detection_pool_id, verification_pool_id])
+    spent = _report(loop, guard, progress)
+    status = loop.image_status()
+    counts = loop.counts()
+    state = "budget_stopped" if loop.ledger.budget_stopped else ("timed_out" if timed_out else
+                                                                 "completed" if loop.complete() else "incomplete")
+    outcome = LoopOutcome(done=not timed_out, state=state, polls=polls, images_total=len(status),
+                          images_done=sum(s != "pending" for s in status.values()), accepted=counts["accepted"],
+                          rejected=counts["rejected"], banned=counts["banned"], spent_usd=spent,
+                          budget_stopped=loop.ledger.budget_stopped)
+    if output_dir is not None:
+        write_csv(loop.verifications_frame(), output_dir, VERIFICATIONS)
+        write_text_atomic(Path(output_dir) / "qc_summary.json",
+                          json.dumps({**attr.asdict(outcome), "banned_workers": loop.ledger.banned}, indent=2) + "\n")
+    return outcome
+
+
+def _is_deadline(exc, kind) -> bool:
+    if isinstance(exc, kind):
+        return True
+    inner = getattr(exc, "exceptions", None) or []
+    return any(_is_deadline(e, kind) for e in inner)
+
+
+def _anything_open(client, pool_ids) -> bool:
+    from toloka.client import Assignment
+
+    for pool_id in pool_ids:
+        if client.get_pool(pool_id).is_open():
+            return True
+        if client.find_assignments(pool_id=pool_id, status=[Assignment.ACTIVE], limit=1).items:
+            return True
+    return False
+
+
+def _close(client, pool_ids) -> None:
+    for pool_id in pool_ids:
+        try:
+            if client.get_pool(pool_id).is_open():
+                client.close_pool(pool_id)
+        except Exception as exc:
+            logger.warning("cannot close pool %s: %s", pool_id, type(exc).__name__)
+
+
+def _report(loop: VerificationLoop, guard: BudgetGuard | None, progress) -> float:
+    spent = guard.spent_ if guard is not None else 0.0
+    if guard is None:
+        try:
+            spent = _spent_now(loop)
+        except Exception:
+            spent = 0.0
+    status = loop.image_status()
+    done = sum(s != "pending" for s in status.values())
+    counts = loop.counts()
+    if progress is not None:
+        progress.update(done, counts, spent, "budget_stopped" if loop.ledger.budget_stopped else "running")
+    else:
+        logger.info("images %d/%d done, accepted %d, rejected %d, spent $%.2f, banned %d", done, len(status),
+                    counts["accepted"], counts["rejected"], spent, counts["banned"])
+    return spent
+
+
+def _spent_now(loop: VerificationLoop) -> float:
+    guard = BudgetGuard(loop.client, None)
+    for pool_id in (loop.detection_pool_id, loop.verification_pool_id):
+        guard.add_pool(pool_id, float(loop.client.get_pool(pool_id).reward_per_assignment))
+    return guard.measure()[0]
