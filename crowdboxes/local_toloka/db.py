@@ -1,0 +1,106 @@
+"""SQLite storage of the local Toloka: one file ``toloka.sqlite3`` in the state folder.
+
+WAL mode, one transaction per request or scheduler step: a ``kill -9`` loses at most the request
+in flight (committed WAL frames survive a process crash; ``synchronous=NORMAL`` only risks the tail
+on power loss). Objects are stored as JSON documents plus the columns that filters and sorts need.
+Timestamps are fixed-width naive-UTC strings (``YYYY-MM-DDTHH:MM:SS.ffffff``), so string order is
+time order once every query value has been parsed and re-formatted (:func:`fmt_ts`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+DB_NAME = "toloka.sqlite3"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS projects(id INTEGER PRIMARY KEY, status TEXT, created TEXT, doc TEXT);
+CREATE TABLE IF NOT EXISTS skills(id INTEGER PRIMARY KEY, name TEXT, created TEXT, doc TEXT);
+CREATE TABLE IF NOT EXISTS pools(id INTEGER PRIMARY KEY, project_id INTEGER, status TEXT, created TEXT,
+    last_started TEXT, complete_at TEXT, doc TEXT);
+CREATE TABLE IF NOT EXISTS tasks(seq INTEGER PRIMARY KEY, id TEXT UNIQUE, pool_id INTEGER, created TEXT,
+    overlap INTEGER, infinite INTEGER NOT NULL DEFAULT 0, issued INTEGER NOT NULL DEFAULT 0, doc TEXT);
+CREATE INDEX IF NOT EXISTS tasks_pool ON tasks(pool_id, seq);
+CREATE TABLE IF NOT EXISTS assignments(seq INTEGER PRIMARY KEY, id TEXT UNIQUE, pool_id INTEGER,
+    task_suite_id TEXT, user_id TEXT, status TEXT, created TEXT, submitted TEXT, accepted TEXT,
+    rejected TEXT, skipped TEXT, expired TEXT, due TEXT, plan TEXT, sim_seconds REAL,
+    auto_accept_at TEXT, cost TEXT, paid INTEGER NOT NULL DEFAULT 0, doc TEXT);
+CREATE INDEX IF NOT EXISTS asg_pool_status ON assignments(pool_id, status);
+CREATE INDEX IF NOT EXISTS asg_pool_submitted ON assignments(pool_id, submitted);
+CREATE INDEX IF NOT EXISTS asg_pool_accepted ON assignments(pool_id, accepted);
+CREATE INDEX IF NOT EXISTS asg_pool_user ON assignments(pool_id, user_id);
+CREATE INDEX IF NOT EXISTS asg_status_due ON assignments(status, due);
+CREATE INDEX IF NOT EXISTS asg_status_auto ON assignments(status, auto_accept_at);
+CREATE INDEX IF NOT EXISTS asg_suite ON assignments(task_suite_id);
+CREATE TABLE IF NOT EXISTS assignment_tasks(assignment_seq INTEGER, pos INTEGER, task_seq INTEGER,
+    pool_id INTEGER, user_id TEXT, output TEXT, PRIMARY KEY(assignment_seq, pos));
+CREATE INDEX IF NOT EXISTS at_task ON assignment_tasks(task_seq);
+CREATE INDEX IF NOT EXISTS at_pool_user ON assignment_tasks(pool_id, user_id, task_seq);
+CREATE TABLE IF NOT EXISTS operations(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE, type TEXT,
+    status TEXT, submitted TEXT, doc TEXT, request TEXT, log TEXT);
+CREATE TABLE IF NOT EXISTS user_skills(id INTEGER PRIMARY KEY, skill_id INTEGER, user_id TEXT,
+    created TEXT, modified TEXT, doc TEXT, UNIQUE(skill_id, user_id));
+CREATE TABLE IF NOT EXISTS restrictions(id INTEGER PRIMARY KEY, user_id TEXT, scope TEXT,
+    project_id INTEGER, pool_id INTEGER, created TEXT, will_expire TEXT, doc TEXT);
+CREATE INDEX IF NOT EXISTS restr_user ON restrictions(user_id);
+CREATE TABLE IF NOT EXISTS charges(seq INTEGER PRIMARY KEY AUTOINCREMENT, pool_id INTEGER,
+    assignment_id TEXT, amount TEXT, created TEXT);
+"""
+
+
+def connect(state_dir: str | Path) -> sqlite3.Connection:
+    state = Path(state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    # Autocommit mode: the backend opens BEGIN IMMEDIATE / COMMIT itself.
+    conn = sqlite3.connect(str(state / DB_NAME), check_same_thread=False, isolation_level=None,
+                           timeout=30.0)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+def utcnow() -> dt.datetime:
+    """Wall-clock UTC (naive), truncated to milliseconds like the real API's timestamps."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def fmt_ts(value: dt.datetime) -> str:
+    """Storage form: fixed width, so string comparison is datetime comparison."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def out_ts(stored: str | None) -> str | None:
+    """API form: naive UTC with milliseconds, ``2022-11-22T16:08:41.802``."""
+    return stored[:23] if stored else None
+
+
+def parse_ts(text: str) -> dt.datetime:
+    """Parse an ISO-8601 value as toloka-kit sends it (naive = UTC; 0..6 fraction digits; Z/offsets)."""
+    value = str(text).strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    if "T" in value:
+        head, sep, tail = value.partition("T")
+        # Pad/trim the fraction to 6 digits so fromisoformat accepts any precision.
+        time_part, tz = tail, ""
+        for mark in ("+", "-"):
+            if mark in tail:
+                time_part, _, rest = tail.partition(mark)
+                tz = mark + rest
+                break
+        if "." in time_part:
+            whole, frac = time_part.split(".", 1)
+            time_part = f"{whole}.{(frac + '000000')[:6]}"
+        value = f"{head}{sep}{time_part}{tz}"
+    parsed = dt.datetime.fromisoformat(value)
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return parsed

@@ -1,0 +1,115 @@
+"""Toloka API errors: a ``code`` picks toloka-kit's exception class, the HTTP status only its retrying.
+
+Body shape (toloka-api.md 3.1): ``{"request_id", "code", "message", "payload"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+
+class TolokaError(Exception):
+    """An API error the backend raises; :func:`error_body` turns it into the JSON Toloka sends."""
+
+    status = 400
+    code = "VALIDATION_ERROR"
+    message = "Validation error"
+
+    def __init__(self, message: str | None = None, payload=None, *, code: str | None = None,
+                 status: int | None = None):
+        self.message = message or self.message
+        self.payload = payload
+        if code:
+            self.code = code
+        if status:
+            self.status = status
+        super().__init__(f"{self.code}: {self.message}")
+
+    def body(self) -> dict:
+        return error_body(self.code, self.message, self.payload)
+
+
+def error_body(code: str, message: str, payload=None) -> dict:
+    return {"request_id": str(uuid.uuid4()), "code": code, "message": message, "payload": payload}
+
+
+def error_json(code: str, message: str, payload=None) -> bytes:
+    return json.dumps(error_body(code, message, payload)).encode()
+
+
+def field_error(code: str, message: str, params=None) -> dict:
+    """One entry of a per-field validation map: ``{"code", "message"[, "params"]}``."""
+    entry = {"code": code, "message": message}
+    if params is not None:
+        entry["params"] = params
+    return entry
+
+
+class ValidationError(TolokaError):
+    """400 VALIDATION_ERROR; ``payload`` maps a field path to ``field_error(...)``."""
+
+    status = 400
+    code = "VALIDATION_ERROR"
+    message = "Validation failed"
+
+    @classmethod
+    def field(cls, path: str, code: str, message: str, params=None) -> "ValidationError":
+        return cls(f"Validation failed: {path}: {message}", {path: field_error(code, message, params)})
+
+
+class DoesNotExist(TolokaError):
+    status = 404
+    code = "DOES_NOT_EXIST"
+    message = "Object does not exist"
+
+
+class AuthenticationError(TolokaError):
+    status = 401
+    code = "AUTHENTICATION_ERROR"
+    message = "Authentication failed: missing or wrong Authorization header"
+
+
+class AccessDenied(TolokaError):
+    status = 403
+    code = "ACCESS_DENIED"
+    message = "Access denied"
+
+
+class IncorrectAction(TolokaError):
+    """409 with one of Toloka's InternalErrorCodes (toloka-kit raises IncorrectActionsApiError)."""
+
+    status = 409
+    code = "INAPPROPRIATE_STATUS"
+    message = "This or related resource is in inappropriate status, operation is not allowed"
+
+
+def inappropriate_status(appropriate: list[str], code: str = "INAPPROPRIATE_STATUS") -> IncorrectAction:
+    return IncorrectAction(
+        "This or related resource is in inappropriate status, operation is not allowed",
+        {"appropriate_statuses": appropriate}, code=code)
+
+
+class TooManyRequests(TolokaError):
+    # No payload.interval on purpose: toloka-kit 1.2.3 crashes on interval=MIN (toloka-api.md 3.2).
+    status = 429
+    code = "TOO_MANY_REQUESTS"
+    message = "Too many requests"
+
+
+class InternalError(TolokaError):
+    status = 500
+    code = "INTERNAL_ERROR"
+    message = "Internal error"
+
+
+class ServiceUnavailable(TolokaError):
+    status = 503
+    code = "REMOTE_SERVICE_UNAVAILABLE"
+    message = "Remote service unavailable"
+
+
+class MethodNotAllowed(TolokaError):
+    status = 405
+    code = "METHOD_NOT_ALLOWED"
+    message = "Method not allowed"

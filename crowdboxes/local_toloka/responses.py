@@ -1,0 +1,269 @@
+"""HTTP -> backend: each handler reads the request, calls :class:`models.Backend`, returns ``(status, body)``.
+
+``body`` is a dict/list (sent as JSON), a str (sent as text, the TSV) or None (empty body, e.g. the
+204 "pool already in that state" answer of open/close/archive).
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from crowdboxes.local_toloka.exceptions import ValidationError
+
+
+def _params(request) -> dict:
+    return {k: v for k, v in request.args.items()}
+
+
+def _json(request, *, required=True):
+    """The parsed JSON body; a body that is not JSON is a 400 VALIDATION_ERROR, never a 500."""
+    data = request.get_data(cache=True)
+    if not data.strip():
+        if required:
+            raise ValidationError.field("body", "NOT_NULL_BODY", "Request body is required")
+        return None
+    try:
+        return json.loads(data, parse_float=Decimal)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError.field("body", "JSON_EXPECTED", f"Malformed JSON: {exc}") from None
+
+
+def _op(result):
+    """Pool actions: a finished operation (202), or 204 when the pool already was in that state."""
+    return (204, None) if result is None else (202, result)
+
+
+# ---- requester, projects, skills ------------------------------------------------------------------
+
+def get_requester(ctx, request):
+    return 200, ctx.backend.get_requester()
+
+
+def find_projects(ctx, request):
+    return 200, ctx.backend.find_projects(_params(request))
+
+
+def create_project(ctx, request):
+    return 201, ctx.backend.create_project(_json(request))
+
+
+def get_project(ctx, request, project_id):
+    return 200, ctx.backend.get_project(project_id)
+
+
+def update_project(ctx, request, project_id):
+    return 200, ctx.backend.update_project(project_id, _json(request))
+
+
+def archive_project(ctx, request, project_id):
+    return 202, ctx.backend.archive_project(project_id)
+
+
+def find_skills(ctx, request):
+    return 200, ctx.backend.find_skills(_params(request))
+
+
+def create_skill(ctx, request):
+    return 201, ctx.backend.create_skill(_json(request))
+
+
+def get_skill(ctx, request, skill_id):
+    return 200, ctx.backend.get_skill(skill_id)
+
+
+# ---- pools ----------------------------------------------------------------------------------------
+
+def find_pools(ctx, request):
+    return 200, ctx.backend.find_pools(_params(request))
+
+
+def create_pool(ctx, request):
+    return 201, ctx.backend.create_pool(_json(request))
+
+
+def get_pool(ctx, request, pool_id):
+    return 200, ctx.backend.get_pool(pool_id)
+
+
+def update_pool(ctx, request, pool_id):
+    return 200, ctx.backend.update_pool(pool_id, _json(request))
+
+
+def patch_pool(ctx, request, pool_id):
+    return 200, ctx.backend.patch_pool(pool_id, _json(request))
+
+
+def open_pool(ctx, request, pool_id):
+    return _op(ctx.backend.open_pool(pool_id))
+
+
+def close_pool(ctx, request, pool_id):
+    return _op(ctx.backend.close_pool(pool_id))
+
+
+def close_pool_for_update(ctx, request, pool_id):
+    return _op(ctx.backend.close_pool(pool_id, reason="FOR_UPDATE"))
+
+
+def archive_pool(ctx, request, pool_id):
+    return _op(ctx.backend.archive_pool(pool_id))
+
+
+# ---- tasks, operations --------------------------------------------------------------------------------
+
+def find_tasks(ctx, request):
+    return 200, ctx.backend.find_tasks(_params(request))
+
+
+def create_tasks(ctx, request):
+    # toloka-kit sends no body at all for create_tasks([]) (toloka-api.md 1.1)
+    return ctx.backend.create_tasks(_json(request, required=False), _params(request))
+
+
+def get_task(ctx, request, task_id):
+    return 200, ctx.backend.get_task(task_id)
+
+
+def patch_task(ctx, request, task_id):
+    return 200, ctx.backend.patch_task(task_id, _json(request))
+
+
+def patch_task_overlap_or_min(ctx, request, task_id):
+    return 200, ctx.backend.patch_task(task_id, _json(request), overlap_or_min=True)
+
+
+def find_operations(ctx, request):
+    return 200, ctx.backend.find_operations(_params(request))
+
+
+def get_operation(ctx, request, operation_id):
+    return 200, ctx.backend.get_operation(operation_id)
+
+
+def get_operation_log(ctx, request, operation_id):
+    return 200, ctx.backend.get_operation_log(operation_id)
+
+
+# ---- assignments ----------------------------------------------------------------------------------------
+
+def find_assignments(ctx, request):
+    return 200, ctx.backend.find_assignments(_params(request))
+
+
+def get_assignment(ctx, request, assignment_id):
+    return 200, ctx.backend.get_assignment(assignment_id)
+
+
+def patch_assignment(ctx, request, assignment_id):
+    return 200, ctx.backend.patch_assignment(assignment_id, _json(request))
+
+
+def assignments_tsv(ctx, request, pool_id):
+    return 200, ctx.backend.assignments_tsv(pool_id, _params(request))
+
+
+# ---- user skills, restrictions, analytics ----------------------------------------------------------------
+
+def find_user_skills(ctx, request):
+    return 200, ctx.backend.find_user_skills(_params(request))
+
+
+def set_user_skill(ctx, request):
+    return 201, ctx.backend.set_user_skill(_json(request))
+
+
+def get_user_skill(ctx, request, user_skill_id):
+    return 200, ctx.backend.get_user_skill(user_skill_id)
+
+
+def delete_user_skill(ctx, request, user_skill_id):
+    ctx.backend.delete_user_skill(user_skill_id)
+    return 204, None
+
+
+def find_user_restrictions(ctx, request):
+    return 200, ctx.backend.find_user_restrictions(_params(request))
+
+
+def set_user_restriction(ctx, request):
+    return 201, ctx.backend.set_user_restriction(_json(request))
+
+
+def get_user_restriction(ctx, request, restriction_id):
+    return 200, ctx.backend.get_user_restriction(restriction_id)
+
+
+def delete_user_restriction(ctx, request, restriction_id):
+    ctx.backend.delete_user_restriction(restriction_id)
+    return 204, None
+
+
+def analytics(ctx, request):
+    return 202, ctx.backend.analytics(_json(request))
+
+
+# ---- /_local admin ----------------------------------------------------------------------------------------
+
+def local_stats(ctx, request):
+    return 200, ctx.stats_snapshot()
+
+
+def local_stats_reset(ctx, request):
+    ctx.reset_stats()
+    return 200, ctx.stats_snapshot()
+
+
+def _crowd_state(ctx):
+    sched = ctx.scheduler
+    return {"speed": ctx.backend.speed, "paused": bool(sched and sched.paused),
+            "workers": [] if sched is None else [
+                {"worker_id": p.worker_id, "kind": getattr(p, "kind", None), **sched.attrs[p.worker_id]}
+                for p in sched.profiles],
+            "scheduler_errors": 0 if sched is None else sched.errors,
+            "last_error": None if sched is None else sched.last_error}
+
+
+def local_crowd(ctx, request):
+    return 200, _crowd_state(ctx)
+
+
+def local_set_crowd(ctx, request):
+    """``{"speed": simulated seconds per real second, "paused": bool}`` (both optional)."""
+    body = _json(request)
+    if not isinstance(body, dict):
+        raise ValidationError.field("body", "OBJECT_EXPECTED", "A JSON object is expected")
+    if "speed" in body:
+        speed = body["speed"]
+        if isinstance(speed, bool) or not isinstance(speed, (int, float, Decimal)) or speed <= 0:
+            raise ValidationError.field("speed", "VALUE_LESS_THAN_MIN", "speed must be a positive number")
+        ctx.backend.speed = float(speed)
+    if "paused" in body:
+        if ctx.scheduler is not None:
+            ctx.scheduler.paused = bool(body["paused"])
+    ctx.backend.changed.set()
+    return 200, _crowd_state(ctx)
+
+
+def local_set_balance(ctx, request):
+    body = _json(request)
+    if not isinstance(body, dict) or "balance" not in body:
+        raise ValidationError.field("balance", "VALUE_REQUIRED", "balance is required")
+    try:
+        value = Decimal(str(body["balance"]))
+    except Exception:
+        raise ValidationError.field("balance", "FLOAT_EXPECTED", "A number is expected") from None
+    return 200, ctx.backend.set_balance(value)
+
+
+def local_faults(ctx, request):
+    return 200, ctx.faults.as_dict()
+
+
+def local_set_faults(ctx, request):
+    """``{"error_rate": 0..1, "rate_limit": requests/s (0 = off), "latency_ms": n}``."""
+    body = _json(request)
+    if not isinstance(body, dict):
+        raise ValidationError.field("body", "OBJECT_EXPECTED", "A JSON object is expected")
+    ctx.faults.update(**body)
+    return 200, ctx.faults.as_dict()

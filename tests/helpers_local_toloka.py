@@ -1,0 +1,135 @@
+"""Start the local Toloka as a subprocess for tests and benchmarks.
+
+``start_local_toloka(tmp_path, token, **options) -> LocalTolokaHandle`` with ``.url``, ``.stop()``,
+``.kill()``, ``.state_dir``, ``.client()`` (a toloka-kit ``TolokaClient``), ``.admin(method, path, json)``.
+Options become ``serve`` flags (``workers=5`` -> ``--workers 5``; ``fault_error_rate=0.3`` ->
+``--fault-error-rate 0.3``); ``state_dir=`` reuses a state folder (restart after ``kill()``).
+
+This module is also a tiny deterministic crowd (``crowd_module="helpers_local_toloka"``) for tests of
+the scheduling that must not depend on the real noise model: worker ``kind`` "good" draws one box
+labelled ``stop``, "bad" draws nothing; a verifier says OK iff the outlines are not empty. Each task
+takes 30 simulated seconds times the worker's ``speed``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TOKEN_ENV = "LOCAL_TOLOKA_TEST_TOKEN"
+
+
+class LocalTolokaHandle:
+    def __init__(self, proc, url, state_dir, token, log_path):
+        self.proc, self.url, self.state_dir, self.token, self.log_path = proc, url, Path(state_dir), token, log_path
+
+    def client(self, **kwargs):
+        from toloka.client import TolokaClient
+
+        kwargs.setdefault("timeout", 30.0)
+        return TolokaClient(self.token, url=self.url, **kwargs)
+
+    def admin(self, method: str, path: str, json=None):
+        response = requests.request(method, f"{self.url}{path}", json=json,
+                                    headers={"Authorization": f"OAuth {self.token}"}, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def stop(self, timeout=15.0) -> int | None:
+        """SIGTERM and wait (clean shutdown)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def kill(self) -> int | None:
+        """``kill -9``: no chance to clean up."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return Path(self.log_path).read_text(errors="replace") if Path(self.log_path).exists() else ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def start_local_toloka(tmp_path, token: str, *, state_dir=None, timeout: float = 30.0, **options) -> LocalTolokaHandle:
+    tmp_path = Path(tmp_path)
+    state_dir = Path(state_dir) if state_dir is not None else tmp_path / "toloka_state"
+    run_dir = tmp_path / "toloka_run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stamp = f"{time.time_ns()}"
+    ready = run_dir / f"ready-{stamp}.txt"
+    log_path = run_dir / f"server-{stamp}.log"
+    args = [sys.executable, "-m", "crowdboxes", "local-toloka", "serve", "--host", "127.0.0.1", "--port", "0",
+            "--state", str(state_dir), "--token-env", TOKEN_ENV, "--ready-file", str(ready)]
+    for key, value in options.items():
+        if value is None:
+            continue
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    env = {**os.environ, TOKEN_ENV: token,
+           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready.exists() and (url := ready.read_text().strip()):
+            return LocalTolokaHandle(proc, url, state_dir, token, log_path)
+        if proc.poll() is not None:
+            raise RuntimeError(f"local Toloka exited with {proc.returncode}: {log_path.read_text(errors='replace')}")
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"local Toloka not ready after {timeout} s: {log_path.read_text(errors='replace')}")
+
+
+# ------------------------------------------------------------------ a deterministic crowd for tests
+
+@dataclass(frozen=True)
+class FakeProfile:
+    worker_id: str
+    kind: str = "good"
+    speed: float = 1.0
+
+
+def make_workforce(n: int, seed: int, mix=None) -> list[FakeProfile]:
+    """Workers ``f01``...; every 4th is "bad" when ``seed`` is odd, all are good when it is even."""
+    return [FakeProfile(f"f{i + 1:02d}", "bad" if seed % 2 and i % 4 == 3 else "good") for i in range(int(n))]
+
+
+def seconds_for(profile, n_tasks, rng, kind="detection", n_boxes=None) -> float:
+    return 30.0 * n_tasks * profile.speed
+
+
+GOOD_BOX = {"shape": "rectangle", "left": 0.1, "top": 0.2, "width": 0.3, "height": 0.4, "label": "stop"}
+
+
+class Crowd:
+    def __init__(self, truth_index, seed=0):
+        self.truth, self.seed = truth_index, seed
+
+    def solve(self, profile, task_input: dict):
+        image = str(task_input.get("image", ""))
+        if "unloadable" in image:
+            return None
+        if "outlines" in task_input:
+            ok = bool(task_input["outlines"])
+            return {"verdict": "OK" if ok else "BAD", "reason": "" if ok else "missed_sign"}
+        return {"result": [dict(GOOD_BOX)] if profile.kind == "good" else []}
