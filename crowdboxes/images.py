@@ -41,8 +41,8 @@ class ImageRules:
     """Limits an image must meet to be sent to the crowd."""
 
     max_image_mb: float = 20.0
-    min_side: int = 64
-    max_side: int = 8000
+    min_side: int = 32
+    max_side: int = 8192
     formats: tuple[str, ...] = tuple(FORMATS)
 
 

@@ -180,7 +180,7 @@ def build_detection_pool(config: dict, settings: PoolSettings, *, project_id: st
     name = data.get("private_name") or "Road signs: detection"
     data.update(
         project_id=str(project_id), private_comment=key,
-        private_name=f"{name} ({settings.mode}, overlap {settings.detection_overlap})"[:200],
+        private_name=f"{name} [mode {settings.mode}, overlap {settings.detection_overlap}]"[:200],
         reward_per_assignment=settings.reward,
         assignment_max_duration_seconds=settings.time_per_suite,
         auto_accept_solutions=settings.auto_accept,
@@ -339,22 +339,34 @@ def will_expire_at(expiry_days: float, now: datetime | None = None) -> datetime:
     return now + timedelta(days=expiry_days)
 
 
-def check_url_expiry(images: pd.DataFrame, pool_expires: datetime, path) -> None:
-    """Refuse presigned URLs that stop working before the pool closes (workers would see no image)."""
+def url_expiry_limit(images: pd.DataFrame, path) -> datetime | None:
+    """When the first presigned image URL stops working (images.csv ``url_expires_at``), else None."""
     if "url_expires_at" not in images.columns:
-        return
+        return None
     values = images["url_expires_at"].dropna().astype(str).str.strip()
-    values = values[values != ""]
+    values = values[(values != "") & (values.str.lower() != "nan")]
     if values.empty:
-        return
-    expiries = pd.to_datetime(values, utc=True, errors="coerce")
+        return None
+    expiries = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
     if expiries.isna().any():
         row = int(expiries.isna().to_numpy().nonzero()[0][0])
-        raise StepError(f"{path}: field 'url_expires_at' {values.iloc[row]!r} is not a date")
-    first = expiries.min().to_pydatetime()
-    if first < pool_expires:
-        days = (pool_expires - datetime.now(timezone.utc)).total_seconds() / 86400
-        raise StepError(f"{path}: image URLs expire at {first:%Y-%m-%d %H:%M} UTC, before the pool would "
-                        f"({pool_expires:%Y-%m-%d %H:%M} UTC); lower --expiry_days below "
-                        f"{(first - datetime.now(timezone.utc)).total_seconds() / 86400:.2f} or re-run Upload "
-                        f"Images with --url_expiry_days above {days:.2f} (or --url_mode public)")
+        raise StepError(f"{path}: row {values.index[row] + 2}, field 'url_expires_at' {values.iloc[row]!r} is not a date")
+    return expiries.min().to_pydatetime()
+
+
+def fit_expiry_to_urls(will_expire: datetime, url_limit: datetime | None, path, *, min_hours: float = 1.0,
+                       now: datetime | None = None, log=print) -> datetime:
+    """The pool's expiry, moved earlier to when its image URLs die (workers would see broken images).
+
+    Refuses when the URLs leave the pool less than ``min_hours`` to run.
+    """
+    if url_limit is None or url_limit >= will_expire:
+        return will_expire
+    now = now or datetime.now(timezone.utc)
+    if url_limit - now < timedelta(hours=min_hours):
+        raise StepError(f"{path}: image URLs expire at {url_limit:%Y-%m-%d %H:%M} UTC, less than {min_hours:g} h "
+                        f"from now; re-run Upload Images (fresh presigned URLs) or use --url_mode public")
+    if will_expire - url_limit > timedelta(hours=1):
+        log(f"warning: the pool will expire at {url_limit:%Y-%m-%d %H:%M} UTC, when the presigned image URLs "
+            f"do, not after --expiry_days; use --url_mode public for longer pools")
+    return url_limit

@@ -13,7 +13,7 @@ Inputs:
   --s3_endpoint_url  S3-compatible endpoint (MinIO, local store); none = AWS
   --url_mode         presigned (signed GET URLs that expire; at most 7 days) | public (bucket must allow
                      anonymous reads)
-  --url_expiry_days  lifetime of presigned URLs; Launch Pool refuses a pool that outlives them
+  --url_expiry_days  lifetime of presigned URLs (at most 7); Launch Pool ends the pool when they expire
   --max_workers      parallel uploads; --max_image_mb, --min_side, --max_side: limits per image
 Outputs (in --output_dir):
   images.csv           image_id (first 16 hex of sha256), file_name (relative to --images_dir), url, width,
@@ -55,8 +55,8 @@ def build_parser():
     parser.add_argument("--url_expiry_days", default="7")
     parser.add_argument("--max_workers", default="8")
     parser.add_argument("--max_image_mb", default="20")
-    parser.add_argument("--min_side", default="64")
-    parser.add_argument("--max_side", default="8000")
+    parser.add_argument("--min_side", default="32")
+    parser.add_argument("--max_side", default="8192")
     return parser
 
 
