@@ -27,7 +27,7 @@ from crowdboxes.truth import sha256_bytes, write_coco
 
 TRUTH_JSON = "truth.coco.json"
 TRUTH_CSV = "truth.csv"
-MIN_SIDE = 64
+MIN_SIDE = 128
 _SCENE_NAME = re.compile(r"^scene_\d+\.jpg$")
 
 

@@ -292,8 +292,12 @@ class SceneSpec:
     labels: list[str]  # the classes of the signs to draw (empty = a scene without signs)
 
 
-def render_scene(spec: SceneSpec, rng: np.random.Generator) -> tuple[bytes, list[PlacedSign]]:
-    """JPEG bytes of the scene and its signs (true boxes = full outlines, visible fraction counted)."""
+def render_scene(spec: SceneSpec, rng: np.random.Generator, plates: bool = True) -> tuple[bytes, list[PlacedSign]]:
+    """JPEG bytes of the scene and its signs (true boxes = full outlines, visible fraction counted).
+
+    ``plates=False`` draws the same scene with the sign plates left out (posts stay), so tests can
+    find the plates' pixels as the difference of the two pictures.
+    """
     width, height = spec.width, spec.height
     light = str(rng.choice(list(LIGHTS), p=[0.45, 0.25, 0.15, 0.15]))
     cam = _Camera(vx=width * rng.uniform(0.32, 0.68), vy=height * rng.uniform(0.34, 0.5),
@@ -331,7 +335,7 @@ def render_scene(spec: SceneSpec, rng: np.random.Generator) -> tuple[bytes, list
     for thing in sorted(things, key=lambda t: -t.depth):
         if thing.kind == "sign":
             i = thing.params["i"]
-            patches[i] = _draw_sign(p, rng, cam, signs[i], _SIGN_LABEL0 + i, height)
+            patches[i] = _draw_sign(p, rng, cam, signs[i], _SIGN_LABEL0 + i, plates)
         elif thing.kind in ("tree", "foliage"):
             _draw_tree(p, thing.params, 1)
         else:
@@ -403,6 +407,10 @@ def _free_spot(cam, placed, w, h, depth, width, height, margin):
             pole = _pole_rect(cam, x, y, w, h, depth, height)
             if _fits((x, y, x + w, y + h), pole, placed):
                 return x, y, pole
+    for y in range(margin, height - h - margin, max(h // 2, 1)):  # last resort: posts may cross plates
+        for x in range(margin, width - w - margin, max(w // 2, 1)):
+            if not any(_boxes_overlap((x, y, x + w, y + h), other.box, 3) for other in placed):
+                return x, y, _pole_rect(cam, x, y, w, h, depth, height)
     raise ValueError(f"no room for a {w}x{h} sign in a {width}x{height} image")
 
 
@@ -473,11 +481,12 @@ def _scenery(rng, cam, sides, road_half, walk, width, signs) -> list[_Thing]:
     return keep
 
 
-def _draw_sign(p, rng, cam, sign: PlacedSign, label, height) -> Image.Image:
+def _draw_sign(p, rng, cam, sign: PlacedSign, label, plates=True) -> Image.Image:
     # the post first: the plate hides its top end
     p.rectangle(sign.pole, _jitter(rng, (120, 124, 128), 14), 1)
     patch = render_sign(sign.label, sign.w, sign.h, rng)
-    p.image.paste(patch, (sign.x, sign.y), patch)
+    if plates:
+        p.image.paste(patch, (sign.x, sign.y), patch)
     p.labels.paste(label, (sign.x, sign.y, sign.x + sign.w, sign.y + sign.h),
                    patch.getchannel("A").point(lambda a: 255 if a >= 128 else 0))
     return patch
