@@ -233,12 +233,12 @@ def parse_settings(mode="overlap", verifiers=None, max_attempts=None, verdict_me
 
     if cap is not None:
         cheapest = [assignment_price(det_reward)] if det_reward is not None else []
-        if cheapest and cap < cheapest[0]:
+        if cheapest and cap < cheapest[0] - 1e-9:
             raise StepError(f"--budget {budget!r} is below the price of one assignment "
                             f"(${det_reward:g} reward + ${toloka_fee(det_reward):g} fee = ${cheapest[0]:.4f})")
         if pool_config is not None and det_reward is not None:
             pair = assignment_price(det_reward) + assignment_price(float(pool_config["reward_per_assignment"]))
-            if cap < pair:
+            if cap < pair - 1e-9:
                 raise StepError(f"--budget {budget!r} cannot pay for one drawing and its verification "
                                 f"(${pair:.4f} with fees)")
     return QualitySettings(mode=mode, verifiers=n_verifiers, max_attempts=attempts, verdict_method=method,
