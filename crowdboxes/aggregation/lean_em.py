@@ -58,7 +58,14 @@ class LeanEM(BaseBoxAggregator):
 
     until no $p_c$ moves by more than ``tol`` (at most ``n_iter`` rounds).
 
-    **Rules.** An object is output when $p_c \ge$ ``min_score`` (equality keeps it). A class tie goes to the
+    **Output.** An object is output when $p_c \ge$ ``min_score`` (equality keeps it), with its most probable
+    class and ``score`` $= p_c$. With ``label_alternatives`` it is also output under every other label that one
+    of its boxes carries, with ``score`` $= p_c P(y_c = k)$ (the posterior that a sign *of that class* is
+    there) when that reaches ``min_score``; since $P(y_c = k) \le 1/2$ for a non-winning class, this never
+    happens for ``min_score`` $\ge 0.5$ (one box per object), while a ranked output (small ``min_score``)
+    keeps the runner-up classes for AP, as class-aware detectors do.
+
+    **Rules.** A class tie goes to the
     alphabetically first label. An image that every worker left empty yields no box and no evidence about the
     workers (there was nothing to miss and nothing drawn). Matching ties follow ``utils.match_boxes``.
     ``skills_`` is the F1 of a worker's recall $1 - m_w$ and box precision $E[\text{real} \mid \text{box}]$
@@ -111,6 +118,9 @@ class LeanEM(BaseBoxAggregator):
     label_method: Literal["one_coin", "dawid_skene"] = attr.ib(default="one_coin")
     """``one_coin``: skill-weighted vote inside EM; ``dawid_skene``: crowd-kit DawidSkene on kept objects."""
 
+    label_alternatives: bool = attr.ib(default=True)
+    """Also output an object under each other label one of its boxes carries, scored $p_c\\,P(y_c = k)$."""
+
     refine_matching: bool = attr.ib(default=True)
     """Redo the matching once with reliability-ranked seeds, then re-run EM."""
 
@@ -152,7 +162,17 @@ class LeanEM(BaseBoxAggregator):
         else:
             label = q.argmax(axis=1)  # argmax keeps the first maximum: the alphabetically first label
         boxes = np.column_stack([mu[:, 0], mu[:, 1], mu[:, 2] - mu[:, 0], mu[:, 3] - mu[:, 1]])
-        self.boxes_ = boxes_frame(prep, ctask[keep], label[keep], boxes[keep], p[keep], support[keep])
+        obj, lab, sc = np.flatnonzero(keep), label[keep], p[keep]
+        if self.label_alternatives and len(prep.label_names) > 1:
+            # other labels some member drew, scored P(exists, class k) = p_c q_ck < p_c
+            pairs = np.unique(cluster * len(prep.label_names) + prep.label)
+            c_alt, k_alt = pairs // len(prep.label_names), pairs % len(prep.label_names)
+            s_alt = p[c_alt] * q[c_alt, k_alt]
+            alt = (k_alt != label[c_alt]) & (s_alt >= self.min_score)
+            obj = np.concatenate([obj, c_alt[alt]])
+            lab = np.concatenate([lab, k_alt[alt]])
+            sc = np.concatenate([sc, s_alt[alt]])
+        self.boxes_ = boxes_frame(prep, ctask[obj], lab, boxes[obj], sc, support[obj])
         self.prior_ = float(state["pi"])
 
         a_p = 0.9 * self.prior_strength

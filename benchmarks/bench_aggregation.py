@@ -1,0 +1,350 @@
+"""Box aggregation benchmark: quality and crowd cost of every method, plus speed and memory at 1M boxes.
+
+Quality: for a fixed seed, a simulated crowd (``crowdboxes.local_toloka.crowd``: 40 workers, k drawers per
+image, a share of spammers) draws on
+
+* ``synth``: the truth of helper A's synthetic scenes (``python -m crowdboxes synth``, cached by seed/count);
+* ``road``: the real box geometry of ``/work/shared/data/road-sign-detection`` (when present).
+
+Every method runs in this process on the same answers and is scored with ``crowdboxes.evaluation.evaluate``.
+AP / AP50 use each method's full scored output (lean_em with ``min_score=0``, i.e. every candidate with its
+posterior; wbf as packaged); precision, recall and mean IoU are taken at the operating point score >= 0.5
+(for lean_em that is exactly its default output). Crowd cost per image = drawing assignments x (reward + 30 %
+fee, at least $0.005) plus, for best_verified, the verification judgements (a suite of
+``--verify-tasks-per-suite`` judgements costs one verification reward + fee).
+
+best_verified follows the Toloka tutorial: the image's drawers are asked in turn; each drawing is judged by
+``--verifiers`` other workers (``crowd.judge_outlines``) and the loop stops at the first drawing with a
+majority OK, so it pays only for the drawings and judgements it used (at most k drawings).
+
+Speed: 100,000 images with about 10 answer boxes each (random sign geometry, 5 drawers, the same crowd model)
+are aggregated by each fast method in a fresh child process; seconds and peak RSS against the targets
+(30 s, 4 GB).
+
+Usage: ``python benchmarks/bench_aggregation.py`` (about 3-5 minutes on 2 cores);
+``--quick`` (small synth set, no road, speed at 200k boxes), ``--skip-speed``, ``--datasets synth``,
+``--speed-boxes 1000000``, ``--synth-count 600``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from crowdboxes.aggregation import get_aggregator  # noqa: E402
+from crowdboxes.evaluation import evaluate  # noqa: E402
+from crowdboxes.local_toloka import crowd  # noqa: E402
+from crowdboxes.truth import boxes_frame, images_frame, load_coco, voc_folder_to_coco  # noqa: E402
+
+ROAD_DIR = Path("/work/shared/data/road-sign-detection")
+SPAM_KINDS = ("spammer_empty", "spammer_random")
+TARGET_SECONDS = 30.0
+TARGET_RSS_GB = 4.0
+# (row name, registry name, params); lean_em's ranked output = every candidate with its posterior
+METHODS = (
+    ("lean_em", "lean_em", {"min_score": 0.0}),
+    ("iou_cluster", "iou_cluster", {}),
+    ("wbf", "wbf", {}),
+    ("wbf_agnostic", "wbf", {"class_aware": False}),
+    ("best_verified", "best_verified", {}),
+)
+BASELINES = ("iou_cluster", "wbf", "wbf_agnostic", "best_verified")
+
+
+def assignment_cost(reward: float) -> float:
+    """Toloka: reward plus a 30 % fee of at least $0.005."""
+    return reward + max(0.3 * reward, 0.005)
+
+
+def workforce(n: int, seed: int, spam: float) -> list:
+    """The default crowd mix with ``spam`` of it replaced by the two spammer kinds (half each)."""
+    base = {k: v for k, v in crowd.DEFAULT_MIX.items() if k not in SPAM_KINDS}
+    total = sum(base.values())
+    mix = {k: v / total * (1 - spam) for k, v in base.items()}
+    mix.update({k: spam / len(SPAM_KINDS) for k in SPAM_KINDS})
+    return crowd.make_workforce(n, seed, mix={k: v for k, v in mix.items() if v > 0})
+
+
+def synth_truth(count: int, seed: int, cache: Path) -> dict:
+    out = cache / f"synth-{seed}-{count}"
+    coco_path = out / "truth.coco.json"
+    if not coco_path.is_file():
+        subprocess.run([sys.executable, "-m", "crowdboxes", "synth", "--count", str(count), "--seed", str(seed),
+                        "--out", str(out)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return load_coco(coco_path)
+
+
+def verify_loop(answers: pd.DataFrame, coco: dict, team: list, verifiers: int, seed: int
+                ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Toloka's draw -> verify -> redraw loop over the k drawings each image already has.
+
+    Returns the drawings used, their verification votes (task, worker=drawer, verdict) and counts.
+    """
+    rng = np.random.default_rng([seed, 0xBE57])
+    truth = boxes_frame(coco)
+    by_image = {k: g for k, g in truth.groupby("image_id", sort=False)}
+    size = {im["id"]: (im["width"], im["height"]) for im in coco["images"]}
+    profiles = np.array(team, dtype=object)
+    used_rows, votes = [], []
+    n_draw = n_verify = 0
+    for image_id, rows in answers.groupby("task", sort=False):
+        true = by_image.get(image_id, truth.iloc[:0])[["x", "y", "w", "h", "label"]]
+        width, height = size[image_id]
+        drawers = list(dict.fromkeys(rows["assignment_id"]))
+        taken = set(rows["worker"])
+        for assignment in drawers:
+            drawing = rows[rows["assignment_id"] == assignment]
+            drawer = drawing["worker"].iloc[0]
+            outlines = [tuple(r) for r in drawing[["x", "y", "w", "h", "label"]].dropna().itertuples(index=False)]
+            n_draw += 1
+            used_rows.append(drawing)
+            pool = [p for p in profiles if p.worker_id not in taken]
+            chosen = rng.choice(len(pool), size=min(verifiers, len(pool)), replace=False)
+            ok = 0
+            for c in chosen:
+                verdict, _ = crowd.judge_outlines(pool[c], outlines, true, width, height, rng)
+                votes.append((image_id, drawer, verdict))
+                ok += verdict == "OK"
+            n_verify += len(chosen)
+            if ok * 2 > len(chosen):
+                break
+    verifications = pd.DataFrame(votes, columns=["task", "worker", "verdict"])
+    return pd.concat(used_rows, ignore_index=True), verifications, {"drawings": n_draw, "judgements": n_verify}
+
+
+def score(boxes: pd.DataFrame, true: pd.DataFrame, image_ids) -> dict:
+    pred = boxes.rename(columns={"task": "image_id"})
+    full = evaluate(pred, true, images=image_ids)
+    operating = evaluate(pred[pred["score"] >= 0.5], true, images=image_ids)
+    return {"AP": full["AP"], "AP50": full["AP50"], "recall": operating["recall"],
+            "precision": operating["precision"], "mean_iou": operating["mean_iou"]}
+
+
+def quality(datasets: dict, drawers: list[int], spams: list[float], args) -> pd.DataFrame:
+    draw_cost = assignment_cost(args.draw_reward)
+    judge_cost = assignment_cost(args.verify_reward) / args.verify_tasks_per_suite
+    rows = []
+    for name, coco in datasets.items():
+        true = boxes_frame(coco)
+        images = images_frame(coco)
+        image_ids = images["image_id"]
+        img = images.rename(columns={"image_id": "task"})[["task", "width", "height"]]
+        n_img = len(images)
+        for spam in spams:
+            team = workforce(args.workers, args.seed, spam)
+            for k in drawers:
+                raw = crowd.simulate_answers(coco, team, k, args.seed)
+                answers = raw.rename(columns={"image_id": "task", "worker_id": "worker"})
+                for row_name, method, params in METHODS:
+                    extra = {}
+                    if method == "best_verified":
+                        used, verifications, counts = verify_loop(answers, coco, team, args.verifiers, args.seed)
+                        data = used
+                        extra["verifications"] = verifications
+                        cost = (counts["drawings"] * draw_cost + counts["judgements"] * judge_cost) / n_img
+                    else:
+                        data = answers
+                        cost = k * draw_cost
+                    aggregator = get_aggregator(method, **params)
+                    start = time.perf_counter()
+                    boxes = aggregator.fit_predict(data, img, **extra)
+                    seconds = time.perf_counter() - start
+                    rows.append({"dataset": name, "drawers": k, "spammers": spam, "method": row_name,
+                                 **score(boxes, true, image_ids), "cost_per_image": cost,
+                                 "s_per_100k": seconds / max(len(data), 1) * 1e5})
+                print(f"  done {name} spammers={spam:.0%} drawers={k}", file=sys.stderr, flush=True)
+    return pd.DataFrame(rows)
+
+
+def verdicts(table: pd.DataFrame) -> list[str]:
+    lines, all_ok = [], True
+    for (ds, spam), g in table.groupby(["dataset", "spammers"], sort=False):
+        for k, gk in g.groupby("drawers"):
+            ours = gk[gk["method"] == "lean_em"].iloc[0]
+            base = gk[gk["method"].isin(BASELINES)]
+            best_ap, best_ap50 = base["AP"].max(), base["AP50"].max()
+            ok = ours["AP"] > best_ap and ours["AP50"] > best_ap50
+            all_ok &= ok
+            lines.append(f"{ds:6} spam {spam:4.0%} k={k}: lean_em AP {ours['AP']:.3f} vs best baseline "
+                         f"{best_ap:.3f} ({ours['AP'] - best_ap:+.3f}); AP50 {ours['AP50']:.3f} vs {best_ap50:.3f} "
+                         f"({ours['AP50'] - best_ap50:+.3f}) -> {'beats' if ok else 'DOES NOT beat'}")
+        ks = sorted(g["drawers"].unique())
+        if len(ks) >= 2:
+            lo, hi = ks[0], ks[-1]
+            ours = g[(g["method"] == "lean_em") & (g["drawers"] == lo)].iloc[0]
+            base = g[g["method"].isin(BASELINES) & (g["drawers"] == hi)]
+            ok = ours["AP"] >= base["AP"].max() and ours["AP50"] >= base["AP50"].max()
+            all_ok &= ok
+            lines.append(f"{ds:6} spam {spam:4.0%}: lean_em k={lo} AP {ours['AP']:.3f} / AP50 {ours['AP50']:.3f} vs best "
+                         f"baseline k={hi} {base['AP'].max():.3f} / {base['AP50'].max():.3f} -> "
+                         f"{'matches or beats' if ok else 'BELOW'}")
+    lines.append("ALL QUALITY CRITERIA MET" if all_ok else "SOME QUALITY CRITERIA NOT MET")
+    return lines
+
+
+def plot(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(table["dataset"].unique())
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
+    markers = {3: "o", 5: "s"}
+    for ax, ds in zip(axes[0], names):
+        g = table[table["dataset"] == ds]
+        for method, gm in g.groupby("method", sort=False):
+            mean = gm.groupby("drawers").agg(AP=("AP", "mean"), cost=("cost_per_image", "mean"))
+            line, = ax.plot(mean["cost"], mean["AP"], "-", label=method)
+            for k, r in mean.iterrows():
+                ax.plot(r["cost"], r["AP"], markers.get(k, "^"), color=line.get_color())
+                ax.annotate(f"k={k}", (r["cost"], r["AP"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.set_title(f"{ds}: COCO AP vs crowd cost (mean over spammer shares)")
+        ax.set_xlabel("crowd cost per image, USD")
+        ax.set_ylabel("AP@[.5:.95]")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ speed
+
+def speed_answers(n_boxes: int, seed: int) -> pd.DataFrame:
+    """About ``n_boxes`` answer rows: 5 drawers per image on ~2 random signs per image (crowd model)."""
+    rng = np.random.default_rng(seed)
+    n_img = max(1, n_boxes // 10)
+    per = rng.poisson(1.2, n_img) + 1
+    img_id = np.repeat(np.arange(n_img), per)
+    side = np.exp(rng.uniform(np.log(14), np.log(140), len(img_id)))
+    aspect = rng.uniform(0.8, 1.25, len(img_id))
+    w, h = side * aspect, side / aspect
+    x = rng.uniform(0, 800 - w)
+    y = rng.uniform(0, 600 - h)
+    labels = np.array(crowd.CLASS_NAMES)[rng.integers(0, len(crowd.CLASS_NAMES), len(img_id))]
+    coco = {"images": [{"id": int(i), "file_name": f"{i}.jpg", "width": 800, "height": 600} for i in range(n_img)],
+            "categories": [{"id": n + 1, "name": c} for n, c in enumerate(crowd.CLASS_NAMES)],
+            "annotations": []}
+    cat = {c: n + 1 for n, c in enumerate(crowd.CLASS_NAMES)}
+    coco["annotations"] = [{"id": n, "image_id": int(i), "bbox": [float(a), float(b), float(c), float(d)],
+                            "category_id": cat[lab]} for n, (i, a, b, c, d, lab) in
+                           enumerate(zip(img_id, x, y, w, h, labels))]
+    raw = crowd.simulate_answers(coco, workforce(40, seed, 0.1), 5, seed)
+    return raw.rename(columns={"image_id": "task", "worker_id": "worker"})[
+        ["task", "worker", "x", "y", "w", "h", "label"]]
+
+
+def speed_child(path: str, method: str) -> None:
+    """Child process: load the answers, aggregate once, print seconds and peak RSS as JSON."""
+    answers = pd.read_pickle(path)
+    images = pd.DataFrame({"task": np.unique(answers["task"].to_numpy()), "width": 800, "height": 600})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    boxes = get_aggregator(method).fit_predict(answers, images)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"seconds": seconds, "peak_gb": peak / 1024 ** 2, "input_gb": before / 1024 ** 2,
+                      "rows": len(answers), "boxes": int(answers["x"].notna().sum()), "out": len(boxes)}))
+
+
+def speed(n_boxes: int, seed: int, methods: list[str]) -> pd.DataFrame:
+    answers = speed_answers(n_boxes, seed)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "answers.pkl")
+        answers.to_pickle(path)
+        del answers
+        for method in methods:
+            out = subprocess.run([sys.executable, __file__, "--speed-child", path, method], capture_output=True,
+                                 text=True, cwd=ROOT)
+            if out.returncode:
+                raise SystemExit(f"speed child for {method} failed: {out.stderr.strip().splitlines()[-1]}")
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append({"method": method, "answer_rows": r["rows"], "boxes": r["boxes"], "output_boxes": r["out"],
+                         "seconds": r["seconds"], "x_target_time": r["seconds"] / TARGET_SECONDS,
+                         "peak_rss_gb": r["peak_gb"], "x_target_rss": r["peak_gb"] / TARGET_RSS_GB,
+                         "rss_before_fit_gb": r["input_gb"]})
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=40)
+    parser.add_argument("--datasets", default="synth,road", help="comma list of synth, road")
+    parser.add_argument("--synth-count", type=int, default=600)
+    parser.add_argument("--drawers", default="3,5")
+    parser.add_argument("--spammers", default="0,0.1,0.25")
+    parser.add_argument("--verifiers", type=int, default=3)
+    parser.add_argument("--draw-reward", type=float, default=0.01, help="USD per drawing assignment")
+    parser.add_argument("--verify-reward", type=float, default=0.01, help="USD per verification suite")
+    parser.add_argument("--verify-tasks-per-suite", type=int, default=10)
+    parser.add_argument("--speed-boxes", type=int, default=1_000_000)
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="150 synth scenes, no road, speed at 200k boxes")
+    parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "crowdboxes-bench-cache"))
+    parser.add_argument("--plot", default=str(ROOT / "img" / "aggregation_ap_vs_cost.png"))
+    parser.add_argument("--speed-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.speed_child:
+        speed_child(*args.speed_child)
+        return 0
+    if args.quick:
+        args.synth_count, args.datasets, args.speed_boxes = 150, "synth", 200_000
+    pd.set_option("display.width", 200)
+
+    if not args.skip_quality:
+        datasets = {}
+        wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        if "synth" in wanted:
+            datasets["synth"] = synth_truth(args.synth_count, args.seed, Path(args.cache))
+        if "road" in wanted:
+            if ROAD_DIR.is_dir():
+                datasets["road"] = voc_folder_to_coco(ROAD_DIR)
+            else:
+                print(f"(road skipped: {ROAD_DIR} absent)")
+        drawers = [int(x) for x in args.drawers.split(",")]
+        spams = [float(x) for x in args.spammers.split(",")]
+        start = time.perf_counter()
+        table = quality(datasets, drawers, spams, args)
+        sizes = ", ".join(f"{n}: {len(c['images'])} images, {len(c['annotations'])} signs"
+                          for n, c in datasets.items())
+        print(f"\nQuality (seed {args.seed}; {sizes}; "
+              f"{args.workers} workers; AP/AP50 on the full ranked output, P/R/mIoU at score >= 0.5; "
+              f"{time.perf_counter() - start:.0f} s)")
+        shown = table.copy()
+        shown["spammers"] = (shown["spammers"] * 100).round().astype(int).astype(str) + "%"
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}",
+                              formatters={"cost_per_image": "${:.4f}".format, "s_per_100k": "{:.2f}".format}))
+        print()
+        for line in verdicts(table):
+            print(line)
+        plot(table, Path(args.plot))
+        print(f"wrote {args.plot}")
+
+    if not args.skip_speed:
+        res = speed(args.speed_boxes, args.seed, ["lean_em", "iou_cluster", "wbf"])
+        print(f"\nSpeed and memory ({args.speed_boxes:,} target answer boxes, one fresh process per method; "
+              f"targets {TARGET_SECONDS:.0f} s and {TARGET_RSS_GB:.0f} GB peak RSS)")
+        print(res.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
