@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="max /api requests per second before 429 TOO_MANY_REQUESTS (0 = off)")
     serve.add_argument("--fault-latency-ms", type=float, default=0.0, help="latency added to each /api request")
     serve.add_argument("--fault-seed", type=int, default=0)
+    serve.add_argument("--fault-max-streak", type=int, default=3,
+                       help="at most this many injected 500/503 in a row (toloka-kit retries 3 times)")
     serve.add_argument("--tick-seconds", type=float, default=0.05, help="crowd loop period (real seconds)")
     serve.add_argument("--solve-threads", type=int, default=4, help="threads answering tasks (image fetches)")
     serve.add_argument("--crowd-module", default=DEFAULT_CROWD,
@@ -91,7 +93,8 @@ def serve(args) -> int:
     backend = Backend(args.state, balance=args.balance, speed=args.speed)
     scheduler = Scheduler(backend, crowd_module, workers=args.workers, seed=args.seed, truth=truth,
                           tick_seconds=args.tick_seconds, solve_threads=args.solve_threads)
-    faults = Faults(args.fault_error_rate, args.fault_rate_limit, args.fault_latency_ms, args.fault_seed)
+    faults = Faults(args.fault_error_rate, args.fault_rate_limit, args.fault_latency_ms, args.fault_seed,
+                    args.fault_max_streak)
     app = LocalToloka(backend, token, scheduler=scheduler, faults=faults)
     server = make_server(app, args.host, args.port)
     url = f"http://{args.host}:{server.server_port}"

@@ -34,18 +34,26 @@ log = logging.getLogger("crowdboxes.local_toloka")
 
 
 class Faults:
-    """Injected failures: ``error_rate`` share of 500/503, ``rate_limit`` requests/s, ``latency_ms``."""
+    """Injected failures: ``error_rate`` share of 500/503, ``rate_limit`` requests/s, ``latency_ms``.
 
-    def __init__(self, error_rate=0.0, rate_limit=0.0, latency_ms=0.0, seed=0):
+    At most ``max_streak`` 500/503 in a row (default 3): toloka-kit retries 3 times, so with the
+    default a single client always gets through, and a test of "retries absorb faults" cannot flake.
+    """
+
+    SETTINGS = ("error_rate", "rate_limit", "latency_ms", "max_streak")
+
+    def __init__(self, error_rate=0.0, rate_limit=0.0, latency_ms=0.0, seed=0, max_streak=3):
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
         self.error_rate = self.rate_limit = self.latency_ms = 0.0
+        self.max_streak = 3.0
+        self._streak = 0
         self._window = collections.deque()
-        self.update(error_rate=error_rate, rate_limit=rate_limit, latency_ms=latency_ms)
+        self.update(error_rate=error_rate, rate_limit=rate_limit, latency_ms=latency_ms, max_streak=max_streak)
 
     def update(self, **values):
         for key, value in values.items():
-            if key not in {"error_rate", "rate_limit", "latency_ms"}:
+            if key not in self.SETTINGS:
                 raise TolokaError(f"Unknown fault setting {key!r}", {key: {"code": "VALUE_NOT_ALLOWED"}})
             try:
                 number = float(value)
@@ -56,7 +64,7 @@ class Faults:
             setattr(self, key, number)
 
     def as_dict(self):
-        return {"error_rate": self.error_rate, "rate_limit": self.rate_limit, "latency_ms": self.latency_ms}
+        return {key: getattr(self, key) for key in self.SETTINGS}
 
     def check(self):
         """Raise the injected error for this request, if any (after the injected latency)."""
@@ -70,10 +78,12 @@ class Faults:
                 if len(self._window) >= self.rate_limit:
                     raise TooManyRequests("Too many requests: rate limit exceeded", None)
                 self._window.append(now)
-            if self.error_rate and self.rng.random() < self.error_rate:
+            if self.error_rate and self._streak < self.max_streak and self.rng.random() < self.error_rate:
+                self._streak += 1
                 if self.rng.random() < 0.5:
                     raise InternalError("Injected internal error")
                 raise ServiceUnavailable("Injected service unavailability")
+            self._streak = 0
 
 
 class LocalToloka:
