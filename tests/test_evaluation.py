@@ -197,3 +197,59 @@ def test_cli_missing_file_fails_with_one_line(tmp_path, capsys):
     code = cli_main(["evaluate", "--pred", str(tmp_path / "nope.json"), "--truth", str(truth)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "nope.json" in err[0]
+
+
+def test_ap_equals_one_plain_pycocotools_run():
+    """Per-category evaluation over each category's images gives COCO's own numbers (random case with
+    misses, false positives on empty images, a class without truth and all size buckets)."""
+    import contextlib
+    import io
+
+    import numpy as np
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rng = np.random.default_rng(7)
+    labels = ["stop", "yield", "parking", "warning"]
+    true_rows, pred_rows = [], []
+    for image in range(60):
+        for _ in range(rng.integers(0, 4)):
+            side = float(np.exp(rng.uniform(np.log(12), np.log(150))))
+            box = [float(rng.uniform(0, 400)), float(rng.uniform(0, 300)), side, side * rng.uniform(0.8, 1.2)]
+            label = labels[rng.integers(0, 3)]  # "warning" never occurs in the truth
+            true_rows.append((image, label, *box))
+            if rng.random() < 0.8:
+                jitter = rng.normal(0, 0.08 * side, 4)
+                pred_label = label if rng.random() < 0.85 else labels[rng.integers(0, 4)]
+                pred_rows.append((image, pred_label, *(np.array(box) + jitter), float(rng.random())))
+        for _ in range(rng.poisson(0.5)):
+            pred_rows.append((image, labels[rng.integers(0, 4)], *rng.uniform(0, 300, 2), 20.0, 20.0,
+                              float(rng.random())))
+    truth = pd.DataFrame(true_rows, columns=COLUMNS)
+    pred = pd.DataFrame(pred_rows, columns=COLUMNS + ["score"])
+
+    def plain(use_cats):
+        code = {name: i + 1 for i, name in enumerate(labels)}
+        gt = COCO()
+        gt.dataset = {"images": [{"id": i} for i in range(60)],
+                      "categories": [{"id": c, "name": n} for n, c in code.items()],
+                      "annotations": [{"id": n + 1, "image_id": r.image_id, "category_id": code[r.label],
+                                       "bbox": [r.x, r.y, r.w, r.h], "area": r.w * r.h, "iscrowd": 0}
+                                      for n, r in enumerate(truth.itertuples())]}
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt.createIndex()
+            dt = gt.loadRes([{"image_id": r.image_id, "category_id": code[r.label], "bbox": [r.x, r.y, r.w, r.h],
+                              "score": r.score} for r in pred.itertuples()])
+            ev = COCOeval(gt, dt, "bbox")
+            ev.params.useCats = use_cats
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        return ev.stats
+
+    r = evaluate(pred, truth, images=list(range(60)))
+    stats = plain(1)
+    for key, index in (("AP", 0), ("AP50", 1), ("AP75", 2), ("AP_small", 3), ("AP_medium", 4), ("AP_large", 5)):
+        assert r[key] == pytest.approx(stats[index], abs=1e-12), key
+    assert r["AP_agnostic"] == pytest.approx(plain(0)[0], abs=1e-12)
+    assert 0.2 < r["AP"] < 0.9  # a non-trivial case

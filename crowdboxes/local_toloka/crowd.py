@@ -464,6 +464,8 @@ class Crowd:
     def __init__(self, truth_index, seed: int = 0):
         from crowdboxes.truth import TruthIndex
 
+        if truth_index is None:  # no ground truth: every image is "no sign here"
+            truth_index = {"images": [], "annotations": []}
         self.truth = truth_index if isinstance(truth_index, TruthIndex) else TruthIndex(truth_index)
         self.seed = int(seed)
         # boxes_frame rows follow the COCO annotation order; ``occluded`` is an annotation key
