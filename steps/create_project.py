@@ -35,7 +35,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crowdboxes.artifacts import PROJECTS, write_csv  # noqa: E402
-from crowdboxes.stepkit import cnvrg_tag, output_dir, run_step, step_parser  # noqa: E402
+from crowdboxes.stepkit import StepError, cnvrg_tag, output_dir, read_token, run_step, step_parser  # noqa: E402
 
 
 def build_parser():
@@ -51,8 +51,12 @@ def main(argv=None) -> int:
     from crowdboxes.toloka_access import connect
 
     out = output_dir(args.output_dir)
-    # read and check every config before touching Toloka (and before needing the token)
     config_dir = Path(args.config_dir)
+    # cheap checks first: a missing token or folder fails in a moment, before toloka-kit is imported
+    if not config_dir.is_dir():
+        raise StepError(f"--config_dir {config_dir} is not a folder")
+    read_token(args.token_env)
+    # read and check every config before touching Toloka
     projects.object_key(args.project_key, "detection")
     projects.validate_detection_project(projects.load_project_config(config_dir / projects.DETECTION_PROJECT_FILE),
                                         config_dir / projects.DETECTION_PROJECT_FILE)

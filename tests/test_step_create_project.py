@@ -1,0 +1,182 @@
+"""Create Project: the shipped configs are toloka-kit JSON, and re-running creates nothing twice."""
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from crowdboxes import projects, stepkit
+from crowdboxes.classes import SIGN_CLASSES
+from crowdboxes.stepkit import StepError
+from helpers_local_toloka import start_local_toloka
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "configs"
+TOKEN = "create-project-test-token-5f1e2d"
+
+
+def run_step(args, env, timeout=60):
+    """The step as cnvrg runs it: a separate process."""
+    return subprocess.run([sys.executable, str(REPO / "steps" / "create_project.py"), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_inprocess(args, env, monkeypatch, capsys):
+    """The same ``main`` through ``run_step`` in this process (saves toloka-kit's 2 s import per run)."""
+    spec = importlib.util.spec_from_file_location("create_project_step", REPO / "steps" / "create_project.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name in ("toloka_token", "MY_TOLOKA"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    code = stepkit.run_step(module.main, args)
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+# --- configs ----------------------------------------------------------------------------------
+
+def test_shipped_configs_structure_with_toloka_kit():
+    from toloka.client import Pool, Project, Skill
+
+    project = Project.from_json((CONFIGS / "detection_project.json").read_text())
+    assert project.task_spec.input_spec["image"].type.value == "url"
+    assert project.task_spec.output_spec["result"].type.value == "json"
+    view = json.loads(json.loads(project.to_json())["task_spec"]["view_spec"]["config"])
+    annotation = next(item for item in view["view"]["items"] if item["type"] == "field.image-annotation")
+    assert [(label["value"], label["label"]) for label in annotation["labels"]] == \
+        [(c.name, c.title) for c in SIGN_CLASSES]
+    assert annotation["shapes"] == {"rectangle": True} and annotation["data"]["path"] == "result"
+    # an empty answer is allowed only with the "no signs" box ticked
+    assert annotation["validation"]["type"] == "condition.any"
+
+    pool = Pool.from_json((CONFIGS / "detection_pool.json").read_text())
+    collectors = {type(c.collector_config).__name__ for c in pool.quality_control.configs}
+    assert {"AssignmentSubmitTime", "AcceptanceRate", "AnswerCount"} <= collectors
+    assert pool.mixer_config.real_tasks_count == 1 and pool.filter is not None
+
+    skills = json.loads((CONFIGS / "skills.json").read_text())
+    assert set(skills) == set(projects.SKILL_ROLES)
+    for body in skills.values():
+        assert "{project_key}" in Skill.from_json(json.dumps(body)).name
+
+
+def test_project_validation_names_the_problem(tmp_path):
+    data = json.loads((CONFIGS / "detection_project.json").read_text())
+    config = json.loads(data["task_spec"]["view_spec"]["config"])
+    annotation = next(i for i in config["view"]["items"] if i["type"] == "field.image-annotation")
+    annotation["labels"][0]["value"] = "moose_crossing"
+    data["task_spec"]["view_spec"]["config"] = config  # the editable object form is accepted too
+    path = tmp_path / "detection_project.json"
+    path.write_text(json.dumps(data))
+    project = projects.load_project_config(path)
+    with pytest.raises(StepError, match="label value 'moose_crossing' is not a class"):
+        projects.validate_detection_project(project, path)
+
+    data["task_spec"]["output_spec"] = {"boxes": {"type": "json", "required": True}}
+    path.write_text(json.dumps(data))
+    with pytest.raises(StepError, match="output_spec needs field 'result' of type json"):
+        projects.validate_detection_project(projects.load_project_config(path), path)
+
+    path.write_text('{\n  "public_name": "x",\n  "task_spec": {,}\n}')
+    with pytest.raises(StepError, match=r"invalid JSON at line 3, column 17"):
+        projects.load_project_config(path)
+    with pytest.raises(StepError, match="--project_key 'bad key!'"):
+        projects.object_key("bad key!", "detection")
+
+
+# --- against the local Toloka -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def toloka(tmp_path_factory):
+    with start_local_toloka(tmp_path_factory.mktemp("toloka"), TOKEN, workers=2, seed=2,
+                            crowd_module="helpers_local_toloka") as handle:
+        yield handle
+
+
+def _env(**extra):
+    return {**os.environ, "toloka_token": TOKEN, **extra}
+
+
+TOKEN_ENV = {"toloka_token": TOKEN}
+
+
+def _outputs(result, out: Path) -> str:
+    return result.stdout + result.stderr + "".join(p.read_text() for p in out.glob("*") if p.is_file())
+
+
+def test_rerun_finds_everything_and_creates_nothing(toloka, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    args = ["--toloka_env", toloka.url, "--config_dir", str(CONFIGS), "--project_key", "rerun-test",
+            "--output_dir", str(out)]
+    first = run_step(args, _env())
+    assert first.returncode == 0, first.stderr
+    rows1 = pd.read_csv(out / "projects.csv", dtype=str)
+    assert list(rows1.columns[:4]) == ["role", "toloka_id", "key", "name"]
+    assert list(rows1["role"]) == ["detection_project", "verification_project", "drawer_skill",
+                                   "verifier_skill", "control_skill"]
+    assert list(rows1["created"]) == ["True"] * 5
+    assert rows1.set_index("role").loc["detection_project", "key"] == "crowdboxes:rerun-test:detection"
+    assert "cnvrg_tag_objects_created: 5" in first.stdout
+
+    second = run_step(args, _env())
+    assert second.returncode == 0, second.stderr
+    rows2 = pd.read_csv(out / "projects.csv", dtype=str)
+    assert list(rows2["toloka_id"]) == list(rows1["toloka_id"]) and list(rows2["created"]) == ["False"] * 5
+    assert "cnvrg_tag_objects_created: 0" in second.stdout
+
+    client = toloka.client()
+    keyed = [p for p in client.get_projects(status="ACTIVE") if p.private_comment == "crowdboxes:rerun-test:detection"]
+    assert [p.id for p in keyed] == [rows1.set_index("role").loc["detection_project", "toloka_id"]]
+    drawer_name = rows1.set_index("role").loc["drawer_skill", "name"]
+    assert drawer_name == "crowdboxes rerun-test: drew road-sign outlines"
+    assert len(list(client.get_skills(name=drawer_name))) == 1
+    assert TOKEN not in _outputs(first, out) + _outputs(second, out)
+
+    # another job key gets its own projects and skills
+    other = run_inprocess(["--toloka_env", toloka.url, "--config_dir", str(CONFIGS), "--project_key", "other-job",
+                           "--output_dir", str(tmp_path / "other")], TOKEN_ENV, monkeypatch, capsys)
+    assert other.returncode == 0, other.stderr
+    rows3 = pd.read_csv(tmp_path / "other" / "projects.csv", dtype=str)
+    assert set(rows3["toloka_id"][:2]).isdisjoint(rows1["toloka_id"][:2])
+
+
+def test_changed_config_warns_and_keeps_the_project(toloka, tmp_path, monkeypatch, capsys):
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIGS, configs)
+    args = ["--toloka_env", toloka.url, "--config_dir", str(configs), "--project_key", "drift-test",
+            "--output_dir", str(tmp_path / "out")]
+    assert run_inprocess(args, TOKEN_ENV, monkeypatch, capsys).returncode == 0
+    first_id = pd.read_csv(tmp_path / "out" / "projects.csv", dtype=str)["toloka_id"][0]
+    data = json.loads((configs / "detection_project.json").read_text())
+    data["public_instructions"] += "<p>New rule.</p>"
+    (configs / "detection_project.json").write_text(json.dumps(data))
+    result = run_inprocess(args, TOKEN_ENV, monkeypatch, capsys)
+    assert result.returncode == 0, result.stderr
+    assert "differs from the config in public_instructions" in result.stdout
+    assert pd.read_csv(tmp_path / "out" / "projects.csv", dtype=str)["toloka_id"][0] == first_id
+
+
+def test_token_problems_are_one_line_naming_the_variable(toloka, tmp_path, monkeypatch, capsys):
+    env = {k: v for k, v in _env().items() if k != "toloka_token"}
+    args = ["--toloka_env", toloka.url, "--config_dir", str(CONFIGS), "--output_dir", str(tmp_path / "out")]
+    missing = run_step(args, env)  # as a process: exit code 2 and exactly one line
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "environment variable 'toloka_token'" in missing.stderr
+    wrong = run_inprocess(args + ["--token_env", "MY_TOLOKA"], {"MY_TOLOKA": "wrong-token-value-123"},
+                          monkeypatch, capsys)
+    assert wrong.returncode == 2 and "'MY_TOLOKA'" in wrong.stderr and "wrong-token-value-123" not in wrong.stderr
+    empty_dir = tmp_path / "empty_configs"
+    empty_dir.mkdir()
+    bad_config = run_inprocess(["--toloka_env", toloka.url, "--config_dir", str(empty_dir),
+                                "--output_dir", str(tmp_path / "out")], TOKEN_ENV, monkeypatch, capsys)
+    assert bad_config.returncode == 2 and "detection_project.json does not exist" in bad_config.stderr
+    assert not (tmp_path / "out" / "projects.csv").exists()
