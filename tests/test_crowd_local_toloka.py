@@ -1,0 +1,144 @@
+"""The real simulated crowd inside the local Toloka: images fetched over loopback HTTP, boxes returned in
+the image-annotation format, verdicts on outlines, all driven through toloka-kit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import hashlib
+import http.server
+import io
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crowdboxes.classes import class_by_name, coco_categories
+from crowdboxes.geometry import iou_matrix, normalized_to_pixels
+
+from helpers_local_toloka import start_local_toloka
+
+TOKEN = "crowd-e2e-token-91c2"
+SIGNS = {"a.png": [(60, 40, 120, 120, "stop"), (400, 250, 90, 90, "parking")],
+         "b.png": [(200, 100, 150, 150, "yield")]}
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def scenes(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    truth = {"images": [], "annotations": [], "categories": coco_categories()}
+    for n, (name, boxes) in enumerate(SIGNS.items()):
+        buf = io.BytesIO()
+        Image.new("RGB", (640, 480), (40 + 50 * n, 100, 90)).save(buf, format="PNG")
+        (folder / name).write_bytes(buf.getvalue())
+        truth["images"].append({"id": n + 1, "file_name": name, "width": 640, "height": 480,
+                                "sha256": hashlib.sha256(buf.getvalue()).hexdigest()})
+        for x, y, w, h, label in boxes:
+            truth["annotations"].append({"id": len(truth["annotations"]) + 1, "image_id": n + 1, "iscrowd": 0,
+                                         "category_id": class_by_name(label).id, "bbox": [x, y, w, h],
+                                         "area": w * h})
+    truth_path = tmp_path / "truth.coco.json"
+    truth_path.write_text(json.dumps(truth))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(_QuietHandler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", truth_path
+    server.shutdown()
+    server.server_close()
+
+
+def _project(client, spec):
+    import toloka.client as toloka
+    from toloka.client import structure
+
+    return client.create_project(structure({"public_name": "p", "public_description": "d", "task_spec": spec},
+                                           toloka.Project))
+
+
+def _pool(client, project_id, overlap):
+    import toloka.client as toloka
+    from toloka.client import structure
+
+    will_expire = (dt.datetime.utcnow() + dt.timedelta(days=2)).isoformat()
+    return client.create_pool(structure({
+        "project_id": project_id, "private_name": "p", "reward_per_assignment": 0.02,
+        "assignment_max_duration_seconds": 3600, "will_expire": will_expire, "auto_accept_solutions": True,
+        "defaults": {"default_overlap_for_new_task_suites": overlap},
+        "mixer_config": {"real_tasks_count": 1, "golden_tasks_count": 0, "training_tasks_count": 0}},
+        toloka.Pool))
+
+
+def _solutions(client, pool_id, expected, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = [a for a in client.get_assignments(pool_id=pool_id)
+                if a.status.value in ("SUBMITTED", "ACCEPTED")]
+        if len(done) >= expected:
+            return done
+        time.sleep(0.2)
+    raise AssertionError(f"pool {pool_id}: fewer than {expected} assignments submitted in {timeout} s")
+
+
+def test_real_crowd_draws_and_judges_through_the_local_toloka(tmp_path, scenes):
+    import toloka.client as toloka
+
+    url, truth_path = scenes
+    overlap = 10
+    handle = start_local_toloka(tmp_path, TOKEN, workers=20, speed=2000, seed=5, ground_truth=str(truth_path))
+    try:
+        client = handle.client()
+        detection = _project(client, {
+            "input_spec": {"image": {"type": "url", "required": True}},
+            "output_spec": {"result": {"type": "json", "required": True}},
+            "view_spec": {"type": "classic", "markup": "x", "script": "", "styles": ""}})
+        pool = _pool(client, detection.id, overlap)
+        client.create_tasks([toloka.Task(pool_id=pool.id, input_values={"image": f"{url}/{name}"}) for name in SIGNS],
+                            allow_defaults=True)
+        client.open_pool(pool.id)
+        done = _solutions(client, pool.id, overlap * len(SIGNS))
+
+        found = {name: 0 for name in SIGNS}
+        for assignment in done:
+            name = assignment.tasks[0].input_values["image"].rsplit("/", 1)[1]
+            result = assignment.solutions[0].output_values["result"]
+            assert isinstance(result, list)
+            for shape in result:
+                assert shape["shape"] == "rectangle" and shape["label"]
+                assert 0 <= shape["left"] <= 1 and 0 <= shape["top"] <= 1
+            if result:
+                drawn = normalized_to_pixels([[s["left"], s["top"], s["width"], s["height"]] for s in result], 640, 480)
+                true = np.array([b[:4] for b in SIGNS[name]], dtype=float)
+                found[name] += int((iou_matrix(drawn, true).max(axis=0) >= 0.5).sum())
+        # default mix: ~77 % of workers find a given large sign (10 % spammers, 25 % sloppy-ish); expect ~23
+        # of 30, and the bound leaves > 3 sd for the scheduler's choice of workers
+        assert sum(found.values()) >= 15
+
+        verification = _project(client, {
+            "input_spec": {"image": {"type": "url", "required": True}, "outlines": {"type": "json", "required": True},
+                           "assignment_id": {"type": "string", "required": True}},
+            "output_spec": {"verdict": {"type": "string", "required": True, "allowed_values": ["OK", "BAD"]},
+                            "reason": {"type": "string", "required": False}},
+            "view_spec": {"type": "classic", "markup": "x", "script": "", "styles": ""}})
+        vpool = _pool(client, verification.id, overlap)
+        # the stop sign's exact outline, but the parking sign left out: a BAD outline (missed_sign)
+        stop = {"shape": "rectangle", "left": 60 / 640, "top": 40 / 480, "width": 120 / 640, "height": 120 / 480,
+                "label": "stop"}
+        client.create_tasks([toloka.Task(pool_id=vpool.id, input_values={
+            "image": f"{url}/a.png", "outlines": [stop], "assignment_id": "x1"})], allow_defaults=True)
+        client.open_pool(vpool.id)
+        verdicts = [a.solutions[0].output_values for a in _solutions(client, vpool.id, overlap)]
+        assert all(v["verdict"] in ("OK", "BAD") for v in verdicts)
+        # ~78 % say BAD (careful 0.9, sloppy 0.75, spammers 0.5, always-OK 0): expect ~8 of 10
+        assert sum(v["verdict"] == "BAD" for v in verdicts) >= 4
+        assert any(v.get("reason") == "missed_sign" for v in verdicts)
+    finally:
+        handle.stop()
