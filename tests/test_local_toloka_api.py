@@ -287,6 +287,37 @@ def test_raw_bad_input_never_500(server):
     assert api_key.status_code == 200
 
 
+def test_rate_limit_concurrency_and_clean_shutdown(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    headers = {"Authorization": f"OAuth {TOKEN}"}
+    server.admin("POST", "/_local/faults", {"rate_limit": 5})
+    answers = [requests.get(server.url + "/api/v1/requester", headers=headers, timeout=10) for _ in range(12)]
+    limited = [r for r in answers if r.status_code == 429]
+    assert len(limited) >= 6
+    for r in limited:  # toloka-kit 1.2.3 crashes on Retry-After or payload.interval=MIN
+        assert "Retry-After" not in r.headers and r.json()["code"] == "TOO_MANY_REQUESTS"
+        assert not (r.json()["payload"] or {}).get("interval")
+    server.admin("POST", "/_local/faults", {"rate_limit": 0})
+
+    client = server.client()
+    project = client.create_project(_structure(client, toloka.Project, DETECTION_PROJECT))
+    pool = client.create_pool(_structure(client, toloka.Pool, detection_pool(project.id, "1")))
+
+    def upload(i):
+        batch = [toloka.Task(pool_id=pool.id, input_values={"image": f"https://c/{i}-{j}.png"}) for j in range(25)]
+        created = client.create_tasks(batch, allow_defaults=True)
+        list(client.get_tasks(pool_id=pool.id))
+        return len(created.items)
+
+    with ThreadPoolExecutor(8) as pool_of_threads:
+        assert sum(pool_of_threads.map(upload, range(16))) == 400
+    ids = [t.id for t in client.get_tasks(pool_id=pool.id)]
+    assert len(ids) == len(set(ids)) == 400
+    assert "500" not in server.admin("GET", "/_local/stats")["statuses"]
+    assert server.stop() == 0  # SIGTERM: clean exit
+
+
 def test_kill_9_and_restart_loses_nothing(tmp_path):
     server = start_local_toloka(tmp_path, TOKEN, workers=6, speed=100, seed=2, crowd_module=FAKE)
     try:
@@ -333,7 +364,7 @@ def test_kill_9_and_restart_loses_nothing(tmp_path):
 
 def test_injected_500s_are_absorbed_by_client_retries(tmp_path):
     server = start_local_toloka(tmp_path, TOKEN, workers=4, speed=600, seed=2, crowd_module=FAKE,
-                                fault_error_rate=0.3, fault_seed=7)
+                                fault_error_rate=0.3, fault_seed=7, fault_max_streak=2)
     try:
         client = server.client()
         project = client.create_project(_structure(client, toloka.Project, DETECTION_PROJECT))
@@ -344,7 +375,7 @@ def test_injected_500s_are_absorbed_by_client_retries(tmp_path):
         client.create_tasks([toloka.Task(pool_id=pool.id, input_values={"image": f"https://i/{i}.jpg"})
                              for i in range(3)], allow_defaults=True)
         client.open_pool(pool.id)
-        _wait(lambda: client.get_pool(pool.id).status == toloka.Pool.Status.CLOSED, timeout=60, period=0.3)
+        _wait(lambda: client.get_pool(pool.id).status == toloka.Pool.Status.CLOSED, timeout=60, period=1.0)
         assert len(client.get_assignments_df(pool.id)) == 3
         injected = server.admin("GET", "/_local/stats")["injected_faults"]
         assert sum(injected.values()) > 0 and set(injected) <= {"500", "503"}

@@ -1,0 +1,358 @@
+"""The local Toloka backend and crowd scheduler in-process (no HTTP): rules, transitions, QC, money."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import types
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+
+import helpers_local_toloka as fake
+from crowdboxes.local_toloka.db import fmt_ts, parse_ts, utcnow
+from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError
+from crowdboxes.local_toloka.models import Backend, cost_for
+from crowdboxes.local_toloka.scheduler import Scheduler, passes_filter
+
+PROJECT = {"public_name": "p", "task_spec": {
+    "input_spec": {"image": {"type": "url", "required": True}, "note": {"type": "string", "required": False}},
+    "output_spec": {"result": {"type": "json"}},
+    "view_spec": {"type": "classic", "markup": "x"}}}
+
+
+def pool_spec(project_id, **extra):
+    spec = {"project_id": project_id, "private_name": "p", "reward_per_assignment": 0.02,
+            "assignment_max_duration_seconds": 600,
+            "will_expire": fmt_ts(utcnow() + dt.timedelta(days=1)),
+            "defaults": {"default_overlap_for_new_task_suites": 1},
+            "mixer_config": {"real_tasks_count": 1, "golden_tasks_count": 0, "training_tasks_count": 0}}
+    spec.update(extra)
+    return spec
+
+
+@pytest.fixture()
+def backend(tmp_path):
+    b = Backend(tmp_path / "state", speed=1e6)
+    yield b
+    b.close()
+
+
+def make_pool(backend, n_tasks=3, **extra):
+    project = backend.create_project(PROJECT)
+    pool = backend.create_pool(pool_spec(project["id"], **extra))
+    if n_tasks:
+        status, _ = backend.create_tasks([{"pool_id": pool["id"], "input_values": {"image": f"https://i/{i}.png"}}
+                                          for i in range(n_tasks)], {"allow_defaults": "true"})
+        assert status == 201
+    return project, pool
+
+
+def run_crowd(backend, module=fake, workers=4, seed=2, steps=30, until=None):
+    sched = Scheduler(backend, module, workers=workers, seed=seed, solve_threads=1)
+    for _ in range(steps):
+        sched.step()
+        if until and until():
+            break
+        time.sleep(0.002)
+    return sched
+
+
+def assignments(backend, pool_id, **params):
+    return backend.find_assignments({"pool_id": pool_id, "limit": "1000", **params})["items"]
+
+
+def test_pool_defaults_and_transitions(backend):
+    project, pool = make_pool(backend, n_tasks=0)
+    assert pool["status"] == "CLOSED" and pool["auto_accept_solutions"] is True and pool["priority"] == 0
+    assert pool["auto_accept_period_day"] == 21
+    with pytest.raises(IncorrectAction) as err:
+        backend.open_pool(pool["id"])
+    assert err.value.code == "EMPTY_POOL"
+    backend.create_tasks({"pool_id": pool["id"], "input_values": {"image": "https://x/1.png"}}, {})
+    assert backend.open_pool(pool["id"])["type"] == "POOL.OPEN"
+    assert backend.open_pool(pool["id"]) is None  # 204: already open
+    with pytest.raises(IncorrectAction):
+        backend.archive_pool(pool["id"])
+    assert backend.close_pool(pool["id"])["type"] == "POOL.CLOSE"
+    assert backend.get_pool(pool["id"])["last_close_reason"] == "MANUAL"
+    assert backend.archive_pool(pool["id"])["type"] == "POOL.ARCHIVE"
+    with pytest.raises(IncorrectAction) as err:
+        backend.open_pool(pool["id"])
+    assert err.value.payload == {"appropriate_statuses": ["CLOSED"]}
+    assert backend.archive_project(project["id"])["parameters"] == {"project_id": project["id"]}
+    with pytest.raises(DoesNotExist):
+        backend.get_pool("12345")
+    project = backend.create_project(PROJECT)
+    for broken, field in (({"reward_per_assignment": 0.001}, "reward_per_assignment"),
+                          ({"defaults": {}}, "defaults.default_overlap_for_new_task_suites"),
+                          ({"will_expire": "soon"}, "will_expire"),
+                          ({"project_id": "999"}, "project_id")):
+        with pytest.raises(ValidationError) as err:
+            backend.create_pool({**pool_spec(project["id"]), **broken})
+        assert list(err.value.payload) == [field]
+
+
+def test_task_validation_ids_and_range_queries(backend):
+    _, pool = make_pool(backend, n_tasks=0)
+    status, result = backend.create_tasks(
+        [{"pool_id": pool["id"], "input_values": {"image": "https://ok/a.png"}},
+         {"pool_id": pool["id"], "input_values": {"note": "x"}},
+         {"pool_id": pool["id"], "input_values": {"image": "https://ok/b.png", "note": 5}},
+         {"pool_id": "777", "input_values": {"image": "https://ok/c.png"}}],
+        {"skip_invalid_items": "true", "allow_defaults": "true"})
+    assert status == 201 and list(result["items"]) == ["0"]
+    assert result["validation_errors"]["1"]["input_values.image"]["code"] == "VALUE_REQUIRED"
+    assert result["validation_errors"]["2"]["input_values.note"]["code"] == "STRING_EXPECTED"
+    assert result["validation_errors"]["3"]["pool_id"]["code"] == "ENTITY_DOES_NOT_EXIST"
+    with pytest.raises(ValidationError) as err:  # without skip_invalid_items nothing is created
+        backend.create_tasks([{"pool_id": pool["id"], "input_values": {"image": "https://ok/x.png"}},
+                              {"pool_id": pool["id"], "input_values": {}}], {})
+    assert list(err.value.payload) == ["1"]
+    # ids: fixed width, string order = creation order, even past 9 -> 10 and 15 -> 16
+    _, res = backend.create_tasks([{"pool_id": pool["id"], "input_values": {"image": f"https://ok/{i}.png"}}
+                                   for i in range(20)], {"allow_defaults": "true"})
+    ids = [res["items"][str(i)]["id"] for i in range(20)]
+    assert ids == sorted(ids) and len({len(i) for i in ids}) == 1
+    found = backend.find_tasks({"pool_id": pool["id"], "id_gte": ids[3], "id_lte": ids[12], "sort": "id"})
+    assert [t["id"] for t in found["items"]] == ids[3:13] and found["has_more"] is False
+    page = backend.find_tasks({"pool_id": pool["id"], "sort": "id", "limit": "5", "id_gt": ids[14]})
+    assert [t["id"] for t in page["items"]] == ids[15:20] and page["has_more"] is False
+    page = backend.find_tasks({"pool_id": pool["id"], "sort": "id", "limit": "5"})
+    assert page["has_more"] is True and len(page["items"]) == 5
+    task = backend.get_task(ids[0])
+    assert task["overlap"] == 1 and task["remaining_overlap"] == 1 and task["infinite_overlap"] is False
+    patched = backend.patch_task(ids[0], {"overlap": 4, "infinite_overlap": False})
+    assert patched["overlap"] == 4 and patched["remaining_overlap"] == 4
+
+
+def test_async_batch_operation_log_and_idempotency(backend):
+    _, pool = make_pool(backend, n_tasks=0)
+    items = [{"__item_idx": str(i), "pool_id": pool["id"], "input_values": {"image": f"https://b/{i}.png"}}
+             for i in range(3)] + [{"__item_idx": "3", "pool_id": pool["id"], "input_values": {}}]
+    status, op = backend.create_tasks(items, {"async_mode": "true", "operation_id": "op-1",
+                                              "allow_defaults": "true", "skip_invalid_items": "true",
+                                              "open_pool": "true"})
+    assert status == 202 and op["id"] == "op-1" and op["type"] == "TASK.BATCH_CREATE" and op["status"] == "SUCCESS"
+    assert op["details"]["success_count"] == 3 and op["details"]["not_valid_count"] == 1
+    log = backend.get_operation_log("op-1")
+    created = [e for e in log if e["type"] == "TASK_CREATE"]
+    assert [e["input"]["__item_idx"] for e in created] == ["0", "1", "2"]
+    assert all(e["output"]["task_id"] for e in created)
+    failed = [e for e in log if e["type"] == "TASK_VALIDATE"]
+    assert failed[0]["input"]["__item_idx"] == "3" and "input_values.image" in failed[0]["output"]
+    assert [e["success"] for e in log if e["type"] == "POOL_OPEN"] == [True]
+    assert backend.get_pool(pool["id"])["status"] == "OPEN"
+    with pytest.raises(IncorrectAction) as err:
+        backend.create_tasks(items, {"async_mode": "true", "operation_id": "op-1"})
+    assert err.value.code == "OPERATION_ALREADY_EXISTS"
+    # a big batch runs in the background and finishes
+    big = [{"__item_idx": str(i), "pool_id": pool["id"], "input_values": {"image": f"https://b/{i}.png"}}
+           for i in range(2500)]
+    _, op = backend.create_tasks(big, {"async_mode": "true", "operation_id": "op-big", "allow_defaults": "true"})
+    deadline = time.monotonic() + 20
+    while backend.get_operation("op-big")["status"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert backend.get_operation("op-big")["details"]["success_count"] == 2500
+
+
+def test_crowd_mixer_overlap_and_no_repeats(backend):
+    _, pool = make_pool(backend, n_tasks=7, mixer_config={"real_tasks_count": 3, "golden_tasks_count": 0,
+                                                           "training_tasks_count": 0},
+                        defaults={"default_overlap_for_new_task_suites": 2})
+    backend.open_pool(pool["id"])
+    run_crowd(backend, workers=3)
+    done = assignments(backend, pool["id"])
+    # 7 tasks x overlap 2 = 14 slots; suites of exactly 3 (no force_last_assignment) -> 4 suites, 2 slots left
+    assert sorted(len(a["tasks"]) for a in done) == [3, 3, 3, 3]
+    assert all(a["status"] == "ACCEPTED" for a in done)
+    pairs = [(a["user_id"], t["id"]) for a in done for t in a["tasks"]]
+    assert len(pairs) == len(set(pairs))
+    assert backend.get_pool(pool["id"])["status"] == "OPEN"  # a partial suite waits for more tasks
+    spec = backend.get_pool(pool["id"])
+    spec["mixer_config"]["force_last_assignment"] = True
+    backend.update_pool(pool["id"], spec)
+    run_crowd(backend, workers=3, until=lambda: backend.get_pool(pool["id"])["status"] == "CLOSED")
+    final = backend.get_pool(pool["id"])
+    assert final["status"] == "CLOSED" and final["last_close_reason"] == "COMPLETED"
+    sizes = sorted(len(a["tasks"]) for a in assignments(backend, pool["id"]))
+    assert sum(sizes) == 14 and sizes[0] < 3
+
+
+def test_filters_languages_and_skill_null():
+    ru = {"and": [{"or": [{"category": "profile", "key": "languages", "operator": "IN", "value": "RU"}]}]}
+    en = {"and": [{"or": [{"category": "profile", "key": "languages", "operator": "IN", "value": "EN"}]}]}
+    no_skill = {"and": [{"or": [{"category": "skill", "key": "7", "operator": "EQ", "value": None}]}]}
+    high = {"and": [{"or": [{"category": "skill", "key": "7", "operator": "GTE", "value": 80}]}]}
+    attrs = {"languages": ["EN"]}
+    assert passes_filter(en, attrs, {}) and not passes_filter(ru, attrs, {})
+    assert passes_filter(no_skill, attrs, {}) and not passes_filter(no_skill, attrs, {"7": 1.0})
+    assert passes_filter(high, attrs, {"7": 90.0}) and not passes_filter(high, attrs, {}) \
+        and not passes_filter(high, attrs, {"7": 50.0})
+
+
+def test_skill_filter_keeps_skilled_workers_out(backend):
+    skill = backend.create_skill({"name": "drawer"})
+    flt = {"and": [{"or": [{"category": "skill", "key": skill["id"], "operator": "EQ", "value": None}]}]}
+    _, pool = make_pool(backend, n_tasks=4, filter=flt, defaults={"default_overlap_for_new_task_suites": 4})
+    for worker in ("f01", "f02"):
+        backend.set_user_skill({"skill_id": skill["id"], "user_id": worker, "value": 1})
+    backend.open_pool(pool["id"])
+    run_crowd(backend, workers=4)
+    assert {a["user_id"] for a in assignments(backend, pool["id"])} == {"f03", "f04"}
+    languages = {"and": [{"or": [{"category": "profile", "key": "languages", "operator": "IN", "value": "DE"}]}]}
+    _, german = make_pool(backend, n_tasks=2, filter=languages)
+    backend.open_pool(german["id"])
+    run_crowd(backend, workers=4, steps=5)
+    assert assignments(backend, german["id"]) == []
+
+
+@dataclass(frozen=True)
+class SlowProfile:
+    worker_id: str
+    kind: str = "good"
+    speed: float = 3.0  # 90 simulated seconds per task
+
+
+def test_slow_worker_expires_and_task_returns(backend):
+    slow = types.SimpleNamespace(make_workforce=lambda n, seed: [SlowProfile(f"s{i}") for i in range(n)],
+                                 Crowd=fake.Crowd, seconds_for=fake.seconds_for)
+    _, pool = make_pool(backend, n_tasks=1, assignment_max_duration_seconds=60)
+    backend.open_pool(pool["id"])
+    run_crowd(backend, module=slow, workers=2, steps=10)
+    done = assignments(backend, pool["id"])
+    assert {a["status"] for a in done} == {"EXPIRED"} and len({a["user_id"] for a in done}) == 2
+    assert all(a.get("expired") and "solutions" not in a for a in done)
+    task = backend.get_task(done[0]["tasks"][0]["id"])
+    assert task["remaining_overlap"] == 1  # the slot went back to the pool
+
+
+def test_unloadable_image_is_skipped(backend):
+    project = backend.create_project(PROJECT)
+    pool = backend.create_pool(pool_spec(project["id"]))
+    backend.create_tasks([{"pool_id": pool["id"], "input_values": {"image": "https://x/unloadable.png"}}], {})
+    backend.open_pool(pool["id"])
+    run_crowd(backend, workers=2, steps=10)
+    assert {a["status"] for a in assignments(backend, pool["id"])} == {"SKIPPED"}
+
+
+def test_fast_submit_and_acceptance_rate_restrictions(backend):
+    qc = {"configs": [
+        {"collector_config": {"type": "ASSIGNMENT_SUBMIT_TIME",
+                              "parameters": {"history_size": 5, "fast_submit_threshold_seconds": 40}},
+         "rules": [{"conditions": [{"key": "fast_submitted_count", "operator": "GT", "value": 1}],
+                    "action": {"type": "RESTRICTION_V2", "parameters": {"scope": "POOL", "duration": 1,
+                                                                        "duration_unit": "DAYS"}}}]}]}
+    _, pool = make_pool(backend, n_tasks=6, quality_control=qc)
+    backend.open_pool(pool["id"])
+    run_crowd(backend, workers=1)
+    # the fake worker needs 30 s < 40 s: banned from the pool after its second fast submit
+    assert len(assignments(backend, pool["id"])) == 2
+    bans = backend.find_user_restrictions({"user_id": "f01"})["items"]
+    assert [(b["scope"], b["pool_id"]) for b in bans] == [("POOL", pool["id"])]
+    assert parse_ts(bans[0]["will_expire"]) > parse_ts(bans[0]["created"])
+
+    qc = {"configs": [{"collector_config": {"type": "ACCEPTANCE_RATE"},
+                       "rules": [{"conditions": [{"key": "total_assignments_count", "operator": "GT", "value": 1},
+                                                 {"key": "rejected_assignments_rate", "operator": "GT", "value": 35}],
+                                  "action": {"type": "RESTRICTION_V2",
+                                             "parameters": {"scope": "ALL_PROJECTS", "duration": 15,
+                                                            "duration_unit": "DAYS"}}}]}]}
+    _, reviewed = make_pool(backend, n_tasks=3, quality_control=qc, auto_accept_solutions=False)
+    backend.open_pool(reviewed["id"])
+    run_crowd(backend, workers=1, seed=4, steps=10)
+    first, second = assignments(backend, reviewed["id"], status="SUBMITTED", sort="id")[:2]
+    backend.patch_assignment(first["id"], {"status": "ACCEPTED", "public_comment": "ok"})
+    assert backend.find_user_restrictions({"scope": "ALL_PROJECTS"})["items"] == []
+    backend.patch_assignment(second["id"], {"status": "REJECTED", "public_comment": "bad"})
+    assert [r["user_id"] for r in backend.find_user_restrictions({"scope": "ALL_PROJECTS"})["items"]] == ["f01"]
+    with pytest.raises(IncorrectAction) as err:
+        backend.patch_assignment(first["id"], {"status": "REJECTED", "public_comment": "changed my mind"})
+    assert err.value.code == "INAPPROPRIATE_STATUS"
+    after = backend.patch_assignment(second["id"], {"status": "ACCEPTED", "public_comment": "sorry"})
+    assert after["status"] == "ACCEPTED" and after["public_comment"] == "sorry" and after["rejected"]
+
+
+def test_money_fee_and_not_enough_balance(tmp_path):
+    assert cost_for(Decimal("0.01")) == Decimal("0.015")  # fee floor $0.005
+    assert cost_for(Decimal("0.10")) == Decimal("0.13")  # 30 %
+    backend = Backend(tmp_path / "s", speed=1e6, balance="0.05")
+    try:
+        project = backend.create_project(PROJECT)
+        pool = backend.create_pool(pool_spec(project["id"], reward_per_assignment=0.1))
+        backend.create_tasks([{"pool_id": pool["id"], "input_values": {"image": "https://m/1.png"}}], {})
+        with pytest.raises(IncorrectAction) as err:
+            backend.open_pool(pool["id"])
+        assert err.value.code == "NOT_ENOUGH_BALANCE"
+        backend.set_balance("0.3")  # enough for two assignments of $0.13
+        backend.create_tasks([{"pool_id": pool["id"], "input_values": {"image": f"https://m/{i}.png"}}
+                              for i in range(2, 6)], {})
+        backend.open_pool(pool["id"])
+        run_crowd(backend, workers=4, steps=10)
+        done = assignments(backend, pool["id"])
+        assert len(done) == 2 and {a["status"] for a in done} == {"ACCEPTED"}
+        assert backend.get_pool(pool["id"])["last_close_reason"] == "NOT_ENOUGH_BALANCE"
+        assert Decimal(str(backend.get_requester()["balance"])) == Decimal("0.04")
+    finally:
+        backend.close()
+
+
+def test_review_period_auto_accept_and_expiry(tmp_path):
+    backend = Backend(tmp_path / "s", speed=86400 * 20)  # a day of review = 0.05 s
+    try:
+        project = backend.create_project(PROJECT)
+        pool = backend.create_pool(pool_spec(project["id"], auto_accept_solutions=False, auto_accept_period_day=1))
+        backend.create_tasks([{"pool_id": pool["id"], "input_values": {"image": "https://r/1.png"}}], {})
+        backend.open_pool(pool["id"])
+        run_crowd(backend, workers=1, steps=3)
+        (a,) = assignments(backend, pool["id"])
+        assert a["status"] == "SUBMITTED"
+        time.sleep(0.1)
+        run_crowd(backend, workers=1, steps=2)
+        (a,) = assignments(backend, pool["id"])
+        assert a["status"] == "ACCEPTED" and parse_ts(a["accepted"]) > parse_ts(a["submitted"])
+        # a pool past will_expire closes as EXPIRED
+        soon = backend.create_pool(pool_spec(project["id"], will_expire=fmt_ts(utcnow() + dt.timedelta(seconds=0.3))))
+        backend.create_tasks([{"pool_id": soon["id"], "input_values": {"image": "https://r/2.png"}}], {})
+        backend.open_pool(soon["id"])
+        backend.speed = 1e-3  # nobody finishes in time
+        time.sleep(0.35)
+        run_crowd(backend, workers=1, steps=1)
+        assert backend.get_pool(soon["id"])["last_close_reason"] == "EXPIRED"
+    finally:
+        backend.close()
+
+
+def test_assignment_time_filters_parse_datetimes(backend):
+    _, pool = make_pool(backend, n_tasks=3, auto_accept_solutions=False)
+    backend.open_pool(pool["id"])
+    run_crowd(backend, workers=3, steps=5)
+    items = assignments(backend, pool["id"], sort="submitted")
+    first = items[0]
+    stamp = first["submitted"]  # milliseconds, e.g. ...50.724
+    padded = stamp + "000"       # what toloka-kit sends back: ...50.724000
+    got = assignments(backend, pool["id"], submitted_gte=padded, sort="submitted")
+    assert first["id"] in [a["id"] for a in got]
+    assert assignments(backend, pool["id"], accepted_gte="1970-01-01T00:00:00") == []  # nulls excluded
+    later = parse_ts(stamp) + dt.timedelta(microseconds=500)
+    assert first["id"] not in [a["id"] for a in assignments(backend, pool["id"], submitted_gte=later.isoformat())]
+    assert len(assignments(backend, pool["id"], status="SUBMITTED,ACCEPTED")) == 3
+    desc = assignments(backend, pool["id"], sort="-submitted,id")
+    assert [a["submitted"] for a in desc] == sorted((a["submitted"] for a in desc), reverse=True)
+    with pytest.raises(ValidationError):
+        assignments(backend, pool["id"], sort="reward")
+
+
+def test_state_survives_reopen(tmp_path):
+    backend = Backend(tmp_path / "s", speed=1e6)
+    _, pool = make_pool(backend, n_tasks=2)
+    backend.open_pool(pool["id"])
+    run_crowd(backend, workers=2, steps=5)
+    before = (backend.get_requester()["balance"], assignments(backend, pool["id"]))
+    backend.close()
+    again = Backend(tmp_path / "s", speed=1e6)
+    try:
+        assert (again.get_requester()["balance"], assignments(again, pool["id"])) == before
+    finally:
+        again.close()
