@@ -405,3 +405,13 @@ def test_profile_is_a_value_object():
     with pytest.raises(Exception):
         w.kind = "sloppy"
     assert crowd_mod.KINDS == tuple(DEFAULT_MIX)
+
+
+def test_simulate_answers_edge_cases():
+    workers = make_workforce(5, 0)
+    empty = simulate_answers({"images": [], "annotations": []}, workers, 3, seed=0)
+    assert list(empty.columns) == list(ANSWERS.columns) and empty.empty
+    # string image ids (file names) pass through; an image without signs still gets its k answers
+    one = simulate_answers({"images": [{"id": "x.jpg", "file_name": "x.jpg", "width": 100, "height": 80}],
+                            "annotations": []}, workers, 3, seed=0)
+    assert set(one.image_id) == {"x.jpg"} and one.assignment_id.nunique() == 3

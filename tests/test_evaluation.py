@@ -253,3 +253,11 @@ def test_ap_equals_one_plain_pycocotools_run():
         assert r[key] == pytest.approx(stats[index], abs=1e-12), key
     assert r["AP_agnostic"] == pytest.approx(plain(0)[0], abs=1e-12)
     assert 0.2 < r["AP"] < 0.9  # a non-trivial case
+
+
+def test_rows_without_a_box_are_not_predictions():
+    # answers.csv style: a worker who drew nothing leaves a row with empty label and box
+    pred = pd.concat([TRUTH, pd.DataFrame([("b.jpg", None, None, None, None, None)], columns=COLUMNS)],
+                     ignore_index=True)
+    r = evaluate(pred, TRUTH)
+    assert r["n_pred"] == 3 and r["precision"] == 1.0 and r["AP"] == pytest.approx(1.0)
