@@ -102,7 +102,9 @@ def test_boxes_are_where_the_sign_pixels_are():
         spec, rng = scene_spec(options, i)
         without, same = render_scene(spec, rng, plates=False)
         assert [(s.x, s.y, s.w, s.h) for s in same] == [(s.x, s.y, s.w, s.h) for s in signs]
-        changed = np.abs(_decode(with_plates) - _decode(without)).sum(axis=2) > 60
+        difference = np.abs(_decode(with_plates) - _decode(without)).sum(axis=2)
+        changed = difference > 60
+        faint = difference > 24  # also dark plates on dark walls, for the visible share
         pad = 6
         for s in signs:
             box = np.zeros_like(changed)
@@ -125,11 +127,14 @@ def test_boxes_are_where_the_sign_pixels_are():
                 assert xs.min() - s.x <= tol and s.x + s.w - 1 - xs.max() <= tol, (i, s)
                 assert ys.min() - s.y <= tol and s.y + s.h - 1 - ys.max() <= tol, (i, s)
             shape = (np.asarray(render_sign(s.label, s.w, s.h, np.random.default_rng(0)).getchannel("A")) >= 128)
-            share = inside / shape.sum()
-            if s.visible < 0.9 and max(s.w, s.h) >= 16:
-                hidden += 1
-                assert -0.15 <= share - s.visible <= 0.3, (i, s, share)
-    assert checked >= 40 and hidden >= 5
+            share = (faint[s.y:s.y + s.h, s.x:s.x + s.w] & shape).sum() / shape.sum()
+            # small plates measure roughly (JPEG, colours close to the background); large ones closely
+            if max(s.w, s.h) >= 40:
+                assert abs(share - s.visible) <= 0.1, (i, s, share)
+                hidden += s.visible < 0.9
+            else:
+                assert -0.25 <= share - s.visible <= 0.3, (i, s, share)
+    assert checked >= 40 and hidden >= 4
 
 
 def test_scene_look_matches_the_class(small_set):

@@ -62,6 +62,9 @@ def render_sheet(truth_path, images_dir, count: int = 12, columns: int = 4, tile
         scale = tile_width / picture.width
         tile = picture.resize((tile_width, max(1, round(picture.height * scale))), Image.Resampling.LANCZOS)
         draw = ImageDraw.Draw(tile)
+        # the name first, so that boxes in the corner stay visible
+        draw.rectangle((0, 0, draw.textlength(row.file_name, font=font) + 6, 16), fill=(0, 0, 0))
+        draw.text((3, 1), row.file_name, fill=(255, 255, 255), font=font)
         for box in boxes[boxes.image_id == row.image_id].itertuples():
             rect = (box.x * scale - 1, box.y * scale - 1, (box.x + box.w) * scale, (box.y + box.h) * scale)
             colour = _colour(box.label)
@@ -73,8 +76,6 @@ def render_sheet(truth_path, images_dir, count: int = 12, columns: int = 4, tile
             text_box = draw.textbbox((rect[0], text_y), box.label, font=font)
             draw.rectangle(text_box, fill=(0, 0, 0))
             draw.text((rect[0], text_y), box.label, fill=colour, font=font)
-        draw.rectangle((0, 0, draw.textlength(row.file_name, font=font) + 6, 16), fill=(0, 0, 0))
-        draw.text((3, 1), row.file_name, fill=(255, 255, 255), font=font)
         tiles.append(tile)
     columns = max(1, min(columns, len(tiles)))
     rows = -(-len(tiles) // columns)
@@ -96,6 +97,8 @@ def build_parser() -> StepArgumentParser:
     parser.add_argument("--count", type=int, default=12)
     parser.add_argument("--columns", type=int, default=4)
     parser.add_argument("--tile-width", type=int, default=400)
+    parser.add_argument("--colors", type=int, default=256,
+                        help="palette size of the PNG (keeps the committed figure small); 0 = full colour")
     return parser
 
 
@@ -104,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("count", "columns", "tile_width"):
         if getattr(args, name) < 1:
             raise StepError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 1 or more")
+    if not 0 <= args.colors <= 256:
+        raise StepError(f"--colors {args.colors}: must be 0 (full colour) or 1..256")
     sheet = render_sheet(args.truth, args.images, args.count, args.columns, args.tile_width)
+    if args.colors:
+        sheet = sheet.quantize(args.colors, method=Image.Quantize.FASTOCTREE)
     try:
         with atomic_path(args.out) as tmp:
             sheet.save(tmp, format="PNG", optimize=True)

@@ -94,13 +94,14 @@ class _Painter:
 
 
 def _jitter(rng, colour, spread=12):
-    return tuple(int(np.clip(c + rng.integers(-spread, spread + 1), 0, 255)) for c in colour)
+    shifts = rng.integers(-spread, spread + 1, size=3)
+    return tuple(min(255, max(0, int(c) + int(d))) for c, d in zip(colour, shifts))
 
 
 def _grey(rng, level, spread=18, tint=4):
     # one brightness shift for all channels plus a slight tint: greys stay grey
     base = level + rng.integers(-spread, spread + 1)
-    return tuple(int(np.clip(base + rng.integers(-tint, tint + 1), 0, 255)) for _ in range(3))
+    return tuple(min(255, max(0, int(base + d))) for d in rng.integers(-tint, tint + 1, size=3))
 
 
 def _mix(a, b, t):
@@ -231,7 +232,7 @@ def _facades(p, rng, cam, side, x_plane):
 @dataclass
 class _Thing:
     depth: float
-    kind: str  # tree | lamp | sign | occluder
+    kind: str  # tree | foliage | lamp | car | sign
     params: dict
     bbox: tuple = (0, 0, 0, 0)  # screen extent, for keeping scenery out of signs' way
 
@@ -278,6 +279,48 @@ def _lamp_shapes(rng, cam, X, Z, side):
 def _draw_lamp(p, shapes, label):
     p.rectangle(shapes["pole"], shapes["colour"], label)
     p.rectangle(shapes["arm"], shapes["colour"], label)
+
+
+CAR_COLOURS = [(180, 30, 30), (30, 60, 140), (220, 220, 220), (40, 40, 44), (150, 150, 156), (200, 160, 40),
+               (60, 110, 70), (110, 40, 40)]
+
+
+def _car_shapes(rng, cam, X, Z):
+    """A car seen from behind: body, cabin with rear window, wheels, tail lights, and the side
+    that faces the camera axis (a box in perspective)."""
+    half, length = rng.uniform(0.85, 1.0), rng.uniform(3.8, 4.8)
+    body_top, roof = rng.uniform(0.85, 1.0), rng.uniform(1.35, 1.6)
+    paint = _jitter(rng, CAR_COLOURS[int(rng.integers(len(CAR_COLOURS)))], 14)
+    near_x = X - half if X > 0 else X + half  # the side we can see
+    side = [cam.project(near_x, 0.25, Z), cam.project(near_x, 0.25, Z + length),
+            cam.project(near_x, body_top, Z + length), cam.project(near_x, body_top, Z)]
+    cabin_side = [cam.project(near_x * 0.97, body_top, Z + 0.8), cam.project(near_x * 0.97, body_top, Z + length - 1),
+                  cam.project(near_x * 0.97, roof, Z + length - 1.4), cam.project(near_x * 0.97, roof, Z + 1.2)]
+    polys = [(side, _mix(paint, (0, 0, 0), 0.3)), (cabin_side, (40, 46, 54))]
+    rects = [
+        ((*cam.project(X - half + 0.05, 0.4, Z), *cam.project(X - half + 0.45, 0.0, Z)), (20, 20, 20)),
+        ((*cam.project(X + half - 0.45, 0.4, Z), *cam.project(X + half - 0.05, 0.0, Z)), (20, 20, 20)),
+        ((*cam.project(X - half, body_top, Z), *cam.project(X + half, 0.25, Z)), paint),
+        ((*cam.project(X - half * 0.8, roof, Z + 1.0), *cam.project(X + half * 0.8, body_top, Z + 1.0)),
+         _mix(paint, (0, 0, 0), 0.15)),
+        ((*cam.project(X - half * 0.7, roof - 0.08, Z + 1.0), *cam.project(X + half * 0.7, body_top + 0.08, Z + 1.0)),
+         (50, 58, 68)),
+        ((*cam.project(X - half + 0.05, body_top - 0.1, Z), *cam.project(X - half + 0.3, body_top - 0.3, Z)),
+         (200, 30, 30)),
+        ((*cam.project(X + half - 0.3, body_top - 0.1, Z), *cam.project(X + half - 0.05, body_top - 0.3, Z)),
+         (200, 30, 30)),
+    ]
+    points = [pt for poly, _ in polys for pt in poly] + [(r[0], r[1]) for r, _ in rects] + \
+        [(r[2], r[3]) for r, _ in rects]
+    xs, ys = [pt[0] for pt in points], [pt[1] for pt in points]
+    return {"polys": polys, "rects": rects}, (min(xs), min(ys), max(xs), max(ys))
+
+
+def _draw_car(p, shapes, label):
+    for poly, colour in shapes["polys"]:
+        p.polygon(poly, colour, label)
+    for rect, colour in shapes["rects"]:
+        p.rectangle(rect, colour, label)
 
 
 def _boxes_overlap(a, b, pad=0.0):
@@ -338,6 +381,8 @@ def render_scene(spec: SceneSpec, rng: np.random.Generator, plates: bool = True)
             patches[i] = _draw_sign(p, rng, cam, signs[i], _SIGN_LABEL0 + i, plates)
         elif thing.kind in ("tree", "foliage"):
             _draw_tree(p, thing.params, 1)
+        elif thing.kind == "car":
+            _draw_car(p, thing.params, 1)
         else:
             _draw_lamp(p, thing.params, 1)
 
@@ -390,10 +435,10 @@ def _place_signs(spec, rng, cam, road_half, walk) -> list[PlacedSign]:
             if _fits((x, y, x + w, y + h), pole, placed):
                 break
         else:
-            # no free spot found: the smallest size at the first free place of a grid scan
+            # no free spot found: the smallest size at a random free place
             w, h = box_size(name, MIN_SIGN_PX)
             depth = cam.f * METRES.get(name, DEFAULT_METRES) / max(w, h)
-            x, y, pole = _free_spot(cam, placed, w, h, depth, width, height, margin)
+            x, y, pole = _free_spot(rng, cam, placed, w, h, depth, width, height, margin)
         occluder = None
         if rng.random() < OCCLUDE_SHARE and max(w, h) >= 16:
             occluder = "pole" if rng.random() < 0.5 else "foliage"
@@ -401,16 +446,20 @@ def _place_signs(spec, rng, cam, road_half, walk) -> list[PlacedSign]:
     return placed
 
 
-def _free_spot(cam, placed, w, h, depth, width, height, margin):
-    for y in range(margin, height - h - margin, max(h // 2, 1)):
-        for x in range(margin, width - w - margin, max(w // 2, 1)):
-            pole = _pole_rect(cam, x, y, w, h, depth, height)
-            if _fits((x, y, x + w, y + h), pole, placed):
-                return x, y, pole
-    for y in range(margin, height - h - margin, max(h // 2, 1)):  # last resort: posts may cross plates
-        for x in range(margin, width - w - margin, max(w // 2, 1)):
-            if not any(_boxes_overlap((x, y, x + w, y + h), other.box, 3) for other in placed):
-                return x, y, _pole_rect(cam, x, y, w, h, depth, height)
+def _free_spot(rng, cam, placed, w, h, depth, width, height, margin):
+    """A random free grid place for a smallest-size sign (only crowded, small pictures get here)."""
+    spots = [(x, y) for y in range(margin, height - h - margin, max(h // 2, 1))
+             for x in range(margin, width - w - margin, max(w // 2, 1))]
+    order = rng.permutation(len(spots))
+    for k in order:
+        x, y = spots[k]
+        pole = _pole_rect(cam, x, y, w, h, depth, height)
+        if _fits((x, y, x + w, y + h), pole, placed):
+            return x, y, pole
+    for k in order:  # last resort: posts may cross plates
+        x, y = spots[k]
+        if not any(_boxes_overlap((x, y, x + w, y + h), other.box, 3) for other in placed):
+            return x, y, _pole_rect(cam, x, y, w, h, depth, height)
     raise ValueError(f"no room for a {w}x{h} sign in a {width}x{height} image")
 
 
@@ -472,6 +521,11 @@ def _scenery(rng, cam, sides, road_half, walk, width, signs) -> list[_Thing]:
             X = side * (road_half + rng.uniform(0.3, 0.8))
             shapes, bbox = _lamp_shapes(rng, cam, X, Z, side)
             things.append(_Thing(Z, "lamp", shapes, bbox))
+    for _ in range(int(rng.integers(0, 5))):
+        lane = rng.choice([-0.5, 0.5]) * road_half + rng.normal(0, 0.3)
+        Z = rng.uniform(7, 70)
+        shapes, bbox = _car_shapes(rng, cam, lane, Z)
+        things.append(_Thing(Z, "car", shapes, bbox))
     keep = []
     for thing in things:
         blocks = any(thing.depth < s.depth and _boxes_overlap(thing.bbox, (s.x, s.y, s.x + s.w, s.y + s.h))
