@@ -52,7 +52,7 @@ if __package__ in (None, ""):
 import pandas as pd  # noqa: E402
 
 from crowdboxes.artifacts import IMAGES, POOL, PROJECTS, TASKS, Contract, read_csv, write_csv  # noqa: E402
-from crowdboxes.stepkit import StepError, cnvrg_tag, output_dir, run_step, step_parser  # noqa: E402
+from crowdboxes.stepkit import StepError, cnvrg_tag, output_dir, read_token, run_step, step_parser  # noqa: E402
 
 CONTROL = Contract("control.csv", ("image_id", "url"))
 
@@ -128,6 +128,7 @@ def main(argv=None) -> int:
     if not pools.is_none(args.control_csv):
         control = read_control(args.control_csv)
         wanted = pd.concat([wanted, control[["image_id", "url"]].assign(control=True)], ignore_index=True)
+    read_token(args.token_env)  # fail fast, before toloka-kit's slow import
     config_path = Path(args.config_dir) / pools.DETECTION_POOL_FILE
     config = pools.load_pool_config(config_path)
     will_expire = pools.fit_expiry_to_urls(pools.will_expire_at(settings.expiry_days),
