@@ -133,6 +133,13 @@ def test_occluded_signs_are_missed_more():
     best = _best_matches(_answers_of("careful", truth), truth)
     found = best.iou >= 0.5
     assert found[best.occluded].mean() < found[~best.occluded].mean() - 0.03
+    # with a measured visible fraction (synth scenes): the more hidden, the more misses
+    for n, a in enumerate(truth["annotations"]):
+        a["visible"] = 0.4 if n % 2 else 0.95
+    best = _best_matches(_answers_of("careful", truth), truth)
+    mostly_hidden = (best.image_id % 2 == 0).to_numpy()  # annotation n belongs to image n + 1
+    found = (best.iou >= 0.5).to_numpy()
+    assert found[mostly_hidden].mean() < found[~mostly_hidden].mean() - 0.08
 
 
 def test_spammer_empty_draws_nothing():
@@ -415,3 +422,13 @@ def test_simulate_answers_edge_cases():
     one = simulate_answers({"images": [{"id": "x.jpg", "file_name": "x.jpg", "width": 100, "height": 80}],
                             "annotations": []}, workers, 3, seed=0)
     assert set(one.image_id) == {"x.jpg"} and one.assignment_id.nunique() == 3
+
+
+def test_crowd_reads_visibility_from_the_truth_annotations(served):
+    url, _, truth = served
+    hidden = {**truth, "annotations": [{**a, "occluded": True, "visible": 0.3} if a["id"] == 2 else a
+                                       for a in truth["annotations"]]}
+    crowd = Crowd(hidden, seed=0)
+    sha, _, _ = crowd.image_info(f"{url}/scene1.png")
+    _, _, rows = crowd._truth_for(f"{url}/scene1.png", sha)
+    assert rows["visible"].tolist() == [1.0, pytest.approx(0.3)]

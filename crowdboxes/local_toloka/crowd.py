@@ -12,7 +12,9 @@ literature). For a worker *w* and a true box of width *W* and height *H*:
   :math:`\\sigma_w \\sim U(0.012, 0.025)` for careful workers (Toloka's best-of-crowd is 0.017), 0.04-0.06 for
   sloppy ones; :math:`b_w \\sim N(0.01, 0.015)` (careful) or :math:`N(0.03, 0.02)` (sloppy).
 * **Misses.** :math:`p_{miss,w} \\sim Beta(2, 18)` (mean 0.10), doubled for small boxes
-  (:math:`\\sqrt{WH} < 32` px, the COCO "small" bucket), times 1.5 for occluded signs; the
+  (:math:`\\sqrt{WH} < 32` px, the COCO "small" bucket), and times :math:`1 + 2.5 h` for a sign with a
+  hidden fraction :math:`h` (annotation ``visible`` = 1 - h; ``occluded`` without it counts as h = 0.2,
+  i.e. x1.5); the
   ``small_misser`` skips most small signs (0.5-0.8).
 * **Gross errors** (box on the wrong object or wildly off, IoU < 0.5): 3-5 % of medium/large boxes,
   2.5 times that (about 10 %) for small ones.
@@ -62,7 +64,8 @@ DISPLAY_PX = 640.0
 DISPLAY_SCALE_RANGE = (0.5, 1.0)
 RIGHT_BOTTOM_NOISE = 1.4  # right/bottom edges are ~40 % noisier (drag direction)
 SMALL_GROSS_FACTOR = 2.5  # 4 % gross errors -> 10 % for small signs
-OCCLUDED_MISS_FACTOR = 1.5
+HIDDEN_MISS_SLOPE = 2.5  # miss probability x (1 + 2.5 * hidden fraction)
+OCCLUDED_HIDDEN = 0.2  # hidden fraction assumed for ``occluded`` without ``visible`` (-> x1.5)
 NOTICEABLE_PX = 20.0  # a verifier notices a missing sign whose shorter side is at least this
 LOOSE_IOU = 0.5  # below this IoU with its sign an outline is "loose"
 ON_OBJECT_IOU = 0.1  # an outline overlapping a sign this much is "on" it (else it is on nothing)
@@ -260,10 +263,11 @@ def _random_rects(img_w: np.ndarray, img_h: np.ndarray, small_share, rng) -> np.
     return np.column_stack([x, y, w, h])
 
 
-def _drawn_for_true_boxes(true_xywh, true_code, occluded, img_w, img_h, worker, params, confusion, rng):
+def _drawn_for_true_boxes(true_xywh, true_code, hidden, img_w, img_h, worker, params, confusion, rng):
     """The kernel: for each (worker, true box) pair, whether it is drawn, the drawn box and its label.
 
-    All arguments are per pair (``worker`` indexes ``params``). Returns ``(kept, boxes, codes)``.
+    All arguments are per pair (``worker`` indexes ``params``; ``hidden`` is the occluded fraction of the
+    sign). Returns ``(kept, boxes, codes)``.
     """
     n = len(true_xywh)
     x, y, w, h = (true_xywh[:, i] for i in range(4))
@@ -271,7 +275,7 @@ def _drawn_for_true_boxes(true_xywh, true_code, occluded, img_w, img_h, worker, 
     small = np.sqrt(w * h) < SMALL_PX
 
     p_miss = np.where(small, p["p_miss_small"], p["p_miss"])
-    p_miss = np.where(occluded & (p_miss < 1), np.minimum(0.95, p_miss * OCCLUDED_MISS_FACTOR), p_miss)
+    p_miss = np.where(p_miss < 1, np.minimum(0.95, p_miss * (1 + HIDDEN_MISS_SLOPE * hidden)), p_miss)
     kept = rng.random(n) >= p_miss
 
     # edge noise: sd = sqrt(sigma_px^2 + (sigma_w * S)^2), x1.4 on right/bottom; mean = bias * S outwards.
@@ -336,35 +340,52 @@ def _extra_boxes(assign_worker, assign_w, assign_h, params, n_classes, rng):
     return owner, boxes, codes
 
 
+def _hidden_fraction(visible, occluded) -> np.ndarray:
+    """Hidden fraction per sign from ``visible`` (0..1, may be NaN) and ``occluded`` flags."""
+    occluded = np.asarray(occluded, dtype=bool)
+    visible = np.asarray(visible, dtype=float)
+    guess = np.where(occluded, OCCLUDED_HIDDEN, 0.0)
+    return np.where(np.isfinite(visible), np.clip(1.0 - visible, 0.0, 1.0), guess)
+
+
+def _annotation_hidden(annotations) -> np.ndarray:
+    return _hidden_fraction([np.nan if a.get("visible") is None else a["visible"] for a in annotations],
+                            [bool(a.get("occluded", False)) for a in annotations]).reshape(-1)
+
+
 def _as_truth(true_boxes) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(xywh, labels, occluded) from a frame with ``x, y, w, h, label[, occluded]`` or (x, y, w, h, label) tuples."""
+    """(xywh, labels, hidden fraction) from a frame with ``x, y, w, h, label[, occluded, visible]`` or
+    ``(x, y, w, h, label)`` tuples."""
     if isinstance(true_boxes, pd.DataFrame):
         xywh = true_boxes[["x", "y", "w", "h"]].to_numpy(dtype=float)
         labels = true_boxes["label"].astype(str).tolist() if "label" in true_boxes else [CLASS_NAMES[0]] * len(xywh)
+        n = len(xywh)
         occluded = (true_boxes["occluded"].fillna(False).astype(bool).to_numpy() if "occluded" in true_boxes
-                    else np.zeros(len(xywh), bool))
-        return xywh.reshape(-1, 4), labels, occluded
+                    else np.zeros(n, bool))
+        visible = (pd.to_numeric(true_boxes["visible"], errors="coerce").to_numpy(dtype=float)
+                   if "visible" in true_boxes else np.full(n, np.nan))
+        return xywh.reshape(-1, 4), labels, _hidden_fraction(visible, occluded).reshape(-1)
     rows = list(true_boxes or [])
     xywh = np.array([r[:4] for r in rows], dtype=float).reshape(-1, 4)
     labels = [str(r[4]) if len(r) > 4 and r[4] is not None else CLASS_NAMES[0] for r in rows]
-    return xywh, labels, np.zeros(len(rows), bool)
+    return xywh, labels, np.zeros(len(rows))
 
 
 def draw_boxes(profile: WorkerProfile, true_boxes, width: float, height: float,
                rng: np.random.Generator) -> list[tuple[float, float, float, float, str]]:
     """What ``profile`` draws on an image of ``width`` x ``height`` px with ``true_boxes``.
 
-    ``true_boxes``: a frame with ``x, y, w, h, label`` (optional ``occluded``) or ``(x, y, w, h, label)``
+    ``true_boxes``: a frame with ``x, y, w, h, label`` (optional ``occluded``, ``visible``) or ``(x, y, w, h, label)``
     tuples. Returns ``(x, y, w, h, label)`` pixel boxes: the true boxes it saw (noisy, possibly relabelled
     or grossly wrong), then its false positives / random boxes.
     """
-    xywh, labels, occluded = _as_truth(true_boxes)
+    xywh, labels, hidden = _as_truth(true_boxes)
     table, confusion = _label_table(labels)
     code = {name: i for i, name in enumerate(table)}
     params = _params([profile])
     n = len(xywh)
     kept, boxes, codes = _drawn_for_true_boxes(
-        xywh, np.array([code[x] for x in labels], dtype=int), occluded, np.full(n, float(width)),
+        xywh, np.array([code[x] for x in labels], dtype=int), hidden, np.full(n, float(width)),
         np.full(n, float(height)), np.zeros(n, int), params, confusion, rng)
     _, extra, extra_codes = _extra_boxes(np.zeros(1, int), np.array([float(width)]), np.array([float(height)]),
                                          params, len(CLASS_NAMES), rng)
@@ -468,9 +489,9 @@ class Crowd:
             truth_index = {"images": [], "annotations": []}
         self.truth = truth_index if isinstance(truth_index, TruthIndex) else TruthIndex(truth_index)
         self.seed = int(seed)
-        # boxes_frame rows follow the COCO annotation order; ``occluded`` is an annotation key
+        # boxes_frame rows follow the COCO annotation order; ``occluded``/``visible`` are annotation keys
         annotations = self.truth.coco.get("annotations", [])
-        self._occluded = np.array([bool(a.get("occluded", False)) for a in annotations], dtype=bool)
+        self._hidden = _annotation_hidden(annotations)
         self._images: OrderedDict[str, tuple[str, int, int]] = OrderedDict()  # url -> (sha256, w, h)
         self._seen: dict[tuple, int] = {}
         self._lock = threading.Lock()
@@ -527,8 +548,8 @@ class Crowd:
         if found is None:
             return None
         width, height, rows = found
-        if "occluded" not in rows.columns and len(self._occluded) == len(self.truth.boxes):
-            rows = rows.assign(occluded=self._occluded[rows.index.to_numpy()])
+        if "visible" not in rows.columns and len(self._hidden) == len(self.truth.boxes):
+            rows = rows.assign(visible=1.0 - self._hidden[rows.index.to_numpy()])
         return float(width), float(height), rows
 
     def _rng(self, profile: WorkerProfile, task_input: dict) -> np.random.Generator:
@@ -631,9 +652,9 @@ def simulate_answers(truth_coco: dict, workforce: list[WorkerProfile], drawers_p
     ann_img = np.array([position[a["image_id"]] for a in anns], dtype=np.int64)
     ann_xywh = np.array([a["bbox"] for a in anns], dtype=float).reshape(-1, 4)
     ann_code = np.array([code[x] for x in ann_labels], dtype=np.int64)
-    ann_occ = np.array([bool(a.get("occluded", False)) for a in anns], dtype=bool)
+    ann_hidden = _annotation_hidden(anns)
     order = np.argsort(ann_img, kind="stable")
-    ann_img, ann_xywh, ann_code, ann_occ = ann_img[order], ann_xywh[order], ann_code[order], ann_occ[order]
+    ann_img, ann_xywh, ann_code, ann_hidden = ann_img[order], ann_xywh[order], ann_code[order], ann_hidden[order]
     per_image = np.bincount(ann_img, minlength=n_img)
     first_ann = np.cumsum(per_image) - per_image
 
@@ -651,7 +672,7 @@ def simulate_answers(truth_coco: dict, workforce: list[WorkerProfile], drawers_p
     offset = np.arange(len(p_assign)) - np.repeat(np.cumsum(counts) - counts, counts)
     p_ann = first_ann[a_img][p_assign] + offset
     kept, boxes, codes = _drawn_for_true_boxes(
-        ann_xywh[p_ann], ann_code[p_ann], ann_occ[p_ann], img_w[a_img][p_assign], img_h[a_img][p_assign],
+        ann_xywh[p_ann], ann_code[p_ann], ann_hidden[p_ann], img_w[a_img][p_assign], img_h[a_img][p_assign],
         a_worker[p_assign], params, confusion, rng)
     e_assign, e_boxes, e_codes = _extra_boxes(a_worker, img_w[a_img], img_h[a_img], params, len(CLASS_NAMES), rng)
 
