@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
@@ -76,6 +77,17 @@ def _enum_value(value):
     return getattr(value, "value", value)
 
 
+def _plain(value):
+    """A JSON-able copy: toloka-kit parses numbers in responses as Decimal."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
 def snapshot(assignment) -> dict:
     """The parts of a toloka-kit ``Assignment`` the flow needs, as a JSON-able dict."""
     tasks = list(assignment.tasks or [])
@@ -91,8 +103,8 @@ def snapshot(assignment) -> dict:
         "accepted": iso(assignment.accepted),
         "rejected": iso(assignment.rejected),
         "tasks": [{"id": str(t.id) if t.id is not None else None,
-                   "image": (t.input_values or {}).get("image")} for t in tasks],
-        "outputs": [dict(s.output_values or {}) if s is not None else None for s in solutions],
+                   "image": _plain((t.input_values or {}).get("image"))} for t in tasks],
+        "outputs": [_plain(dict(s.output_values or {})) if s is not None else None for s in solutions],
     }
     record["modified"] = max(t for t in (record["submitted"], record["accepted"], record["rejected"], "") if t)
     return record
@@ -422,13 +434,10 @@ def wait_for_pool(client, pool_id: str, collector: AnswerCollector, progress: Pr
         progress.update(counts["task_answers"], counts, rewards + fees, state)
         if done:
             return WaitOutcome(True, state, polls)
-        if deadline is not None and time.monotonic() + poll_seconds > deadline:
-            remaining = deadline - time.monotonic()
-            if remaining > 0:
-                sleep(remaining)
-            collector.poll()
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
             return WaitOutcome(False, state, polls)
-        sleep(poll_seconds)
+        sleep(poll_seconds if remaining is None else min(poll_seconds, remaining))
 
 
 # --------------------------------------------------------------------------------------------------

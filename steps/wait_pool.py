@@ -157,10 +157,9 @@ def main(argv=None) -> int:
     write_csv(frame, out, ANSWERS)
     counts = collector.counts(pool_id)
     rewards, fees = collector.spent_estimate(pool_id)
-    analytics = ans.spent_from_analytics(client, pool_id) if outcome.done else None
-    spent_source = "estimate"
-    if analytics is not None:
-        rewards, spent_source = analytics, "analytics"
+    spent = rewards + fees
+    if hasattr(outcome, "spent_usd"):  # the verification loop's figure covers both pools
+        spent = float(outcome.spent_usd)
     finished_wall = ans.now_utc()
     summary = {
         "pool_ids": {"detection": pool_id, **({"verification": str(verification["pool_id"])} if verification is not None
@@ -170,10 +169,11 @@ def main(argv=None) -> int:
         "answer_rows": int(len(frame)),
         "images_answered": int(frame["image_id"].nunique()),
         "expected_task_answers": expected,
-        "spent_usd": round(rewards + fees, 4),
-        "spent_reward_usd": round(rewards, 4),
-        "spent_fee_usd": round(fees, 4),
-        "spent_source": spent_source,
+        "spent_usd": round(spent, 4),
+        "detection_reward_usd": round(rewards, 4),
+        "detection_fee_usd": round(fees, 4),
+        # Toloka's own figure for the detection pool (documented as rewards without the fee)
+        "toloka_spent_budget_usd": ans.spent_from_analytics(client, pool_id) if outcome.done else None,
         "pool_state": outcome.state,
         "timed_out": not outcome.done,
         "polls": outcome.polls,

@@ -219,3 +219,208 @@ def test_pool_state_done_reasons():
     api.remaining["t2"] = 0
     assert ans.pool_state(api, "7", 4, 3) == (False, "OPEN")  # too few answers: tasks not even read
     assert ans.pool_state(api, "7", 4, 4) == (True, "OPEN with no remaining tasks")
+
+
+# ------------------------------------------------------------------ end to end against the local Toloka
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from helpers_local_toloka import start_local_toloka  # noqa: E402
+from toloka.client import Project  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+STEP = REPO / "steps" / "wait_pool.py"
+TOKEN = "wait-pool-test-token-4242"
+TOKEN_ENV = "G_WAIT_POOL_TOKEN"
+# the helpers' deterministic crowd: "good" workers draw this rectangle, every 4th worker ("bad") nothing
+GOOD = (0.1, 0.2, 0.3, 0.4)
+
+
+@pytest.fixture(scope="module")
+def toloka(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("toloka")
+    handle = start_local_toloka(tmp, TOKEN, workers=4, speed=30, seed=1, crowd_module="helpers_local_toloka")
+    client = handle.client()
+    project = client.create_project(Project.structure({
+        "public_name": "boxes", "public_description": "outline signs", "assignments_issuing_type": "AUTOMATED",
+        "task_spec": {"input_spec": {"image": {"type": "url", "required": True}},
+                      "output_spec": {"result": {"type": "json", "required": True}},
+                      "view_spec": {"type": "tb", "lock": {"core": "1.0.0", "view.text": "1.0.0"},
+                                    "config": json.dumps({"view": {"type": "view.text", "content": "x"}})}}}))
+    yield handle, client, project.id
+    handle.stop()
+
+
+def make_pool(client, project_id, folder: Path, n_tasks: int, overlap: int, *, auto_accept=True, open_pool=True):
+    """A detection pool with ``n_tasks`` one-task suites, and the pool/tasks/images CSVs Launch Pool would write."""
+    pool = client.create_pool(Pool.structure({
+        "project_id": project_id, "private_name": f"wait test {folder.name}", "reward_per_assignment": 0.01,
+        "assignment_max_duration_seconds": 600, "auto_accept_solutions": auto_accept,
+        "will_expire": (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1)).isoformat(),
+        "defaults": {"default_overlap_for_new_task_suites": overlap, "default_overlap_for_new_tasks": overlap},
+        "mixer_config": {"real_tasks_count": 1, "golden_tasks_count": 0, "training_tasks_count": 0}}))
+    urls = [f"http://127.0.0.1:9/{folder.name}/img{i}.jpg" for i in range(n_tasks)]
+    created = client.create_tasks([Task(pool_id=pool.id, input_values={"image": u}, overlap=overlap) for u in urls],
+                                  allow_defaults=True)
+    by_url = {t.input_values["image"]: t.id for t in created.items.values()}
+    folder.mkdir(parents=True, exist_ok=True)
+    images = pd.DataFrame({"image_id": [f"im{i}" for i in range(n_tasks)],
+                           "file_name": [f"img{i}.jpg" for i in range(n_tasks)], "url": urls,
+                           "width": [200 + 40 * i for i in range(n_tasks)],
+                           "height": [100 + 20 * i for i in range(n_tasks)], "sha256": ["0" * 64] * n_tasks})
+    images.to_csv(folder / "images.csv", index=False)
+    pd.DataFrame({"task_id": [by_url[u] for u in urls], "pool_id": pool.id, "image_id": images["image_id"],
+                  "url": urls}).to_csv(folder / "tasks.csv", index=False)
+    pd.DataFrame([{"pool_id": pool.id, "role": "detection_pool", "project_id": project_id, "tasks": n_tasks,
+                   "overlap": overlap, "reward_per_assignment": 0.01, "estimated_cost": 0.015 * n_tasks * overlap,
+                   "mode": "overlap"}]).to_csv(folder / "pool.csv", index=False)
+    if open_pool:
+        client.open_pool(pool.id)
+    return pool.id, images
+
+
+def step_command(handle, folder: Path, out: Path, *extra):
+    return [sys.executable, str(STEP), "--toloka_env", handle.url, "--token_env", TOKEN_ENV,
+            "--pool_csv", str(folder / "pool.csv"), "--tasks_csv", str(folder / "tasks.csv"),
+            "--images_csv", str(folder / "images.csv"), "--projects_csv", "none", "--output_dir", str(out),
+            "--poll_seconds", "0.5", "--timeout_hours", "0.05", "--verdict_method", "majority", "--verifiers", "3",
+            "--max_attempts", "3", "--budget", "none", *extra]
+
+
+def step_env():
+    return {**os.environ, TOKEN_ENV: TOKEN, "PYTHONPATH": str(REPO)}
+
+
+def run_step_process(handle, folder, out, *extra, timeout=60):
+    proc = subprocess.run(step_command(handle, folder, out, *extra), capture_output=True, text=True,
+                          timeout=timeout, env=step_env(), cwd=folder)
+    assert TOKEN not in proc.stdout + proc.stderr
+    return proc
+
+
+def expected_rows(client, pool_id, images):
+    """answers.csv rows computed independently from the server's assignments."""
+    size = {u: (w, h, i) for u, w, h, i in zip(images["url"], images["width"], images["height"], images["image_id"])}
+    rows = []
+    for a in client.get_assignments(pool_id=pool_id, status=["SUBMITTED", "ACCEPTED", "REJECTED"]):
+        w, h, image_id = size[a.tasks[0].input_values["image"]]
+        result = a.solutions[0].output_values["result"]
+        box = (GOOD[0] * w, GOOD[1] * h, GOOD[2] * w, GOOD[3] * h) if result else (None,) * 4
+        rows.append((a.id, image_id, a.user_id, a.status.value, "stop" if result else None, *box))
+    return sorted(rows)
+
+
+def rows_of(frame):
+    out = []
+    for r in frame.itertuples(index=False):
+        label = None if pd.isna(r.label) else r.label
+        box = tuple(None if pd.isna(v) else pytest.approx(v) for v in (r.x, r.y, r.w, r.h))
+        out.append((r.assignment_id, r.image_id, r.worker_id, r.status, label, *box))
+    return sorted(out, key=lambda t: t[0])
+
+
+def test_small_pool_end_to_end(toloka, tmp_path):
+    handle, client, project_id = toloka
+    pool_id, images = make_pool(client, project_id, tmp_path / "in", n_tasks=6, overlap=2)
+    proc = run_step_process(handle, tmp_path / "in", tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    answers = pd.read_csv(tmp_path / "out" / "answers.csv", dtype={"assignment_id": str, "worker_id": str})
+    assert list(answers.columns[:11]) == list(ans.ANSWERS.columns)
+    assert len(answers) == 12  # 6 images x overlap 2, one row each (one box or nothing)
+    assert rows_of(answers) == expected_rows(client, pool_id, images)
+    assert answers.loc[answers["worker_id"] == "f04", "label"].isna().all()  # the "bad" worker drew nothing
+    summary = json.loads((tmp_path / "out" / "wait_summary.json").read_text())
+    assert summary["counts"]["submitted"] == 12 and summary["counts"]["accepted"] == 12
+    assert summary["counts"]["rejected"] == 0 and summary["timed_out"] is False
+    assert summary["spent_usd"] == pytest.approx(12 * (0.01 + 0.005))
+    assert summary["pool_ids"] == {"detection": pool_id} and summary["images_answered"] == 6
+    charts = [line for line in proc.stdout.splitlines() if line.startswith("cnvrg_linechart_Progress value: ")]
+    assert charts and float(charts[-1].split(": ")[1]) == 100.0
+    assert "cnvrg_tag_submitted: 12" in proc.stdout and "cnvrg_linechart_Spent value: " in proc.stdout
+    assert any("answers (" in line for line in proc.stderr.splitlines())  # the progress line without a TTY
+
+
+def test_killed_mid_way_resumes_to_the_same_answers(toloka, tmp_path):
+    handle, client, project_id = toloka
+    folder = tmp_path / "in"
+    pool_id, images = make_pool(client, project_id, folder, n_tasks=12, overlap=2, auto_accept=False)
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen(step_command(handle, folder, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=step_env(), cwd=folder)
+    journal = out / ans.JOURNAL_NAME
+    deadline = time.monotonic() + 30
+    collected = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.exists():
+            collected = journal.read_text().count('"k":"a"')
+            if collected >= 4:
+                break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(10)
+    assert 4 <= collected < 24, "the step should be killed while the pool is still running"
+    assert client.get_pool(pool_id).status.value == "OPEN"
+    # the requester reviews while the step is down: two rejected, the rest accepted
+    while client.get_pool(pool_id).status.value == "OPEN":
+        time.sleep(0.2)
+    submitted = sorted(client.get_assignments(pool_id=pool_id, status="SUBMITTED"), key=lambda a: a.id)
+    assert len(submitted) == 24
+    for n, a in enumerate(submitted):
+        if n in (3, 10):
+            client.reject_assignment(a.id, "box misses the sign")
+        else:
+            client.accept_assignment(a.id, "ok")
+
+    resumed = run_step_process(handle, folder, out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stderr
+    fresh = run_step_process(handle, folder, tmp_path / "uninterrupted")
+    assert fresh.returncode == 0, fresh.stderr
+    a = (out / "answers.csv").read_bytes()
+    assert a == (tmp_path / "uninterrupted" / "answers.csv").read_bytes()
+    answers = pd.read_csv(out / "answers.csv", dtype={"assignment_id": str, "worker_id": str})
+    assert rows_of(answers) == expected_rows(client, pool_id, images)
+    assert (answers["status"] == "REJECTED").sum() == 2 and len(answers) == 24
+    summary = json.loads((out / "wait_summary.json").read_text())
+    assert summary["counts"] == {"submitted": 24, "accepted": 22, "rejected": 2, "pending_review": 0,
+                                 "task_answers": 22}
+    assert summary["spent_usd"] == pytest.approx(22 * 0.015)
+
+
+def test_timeout_keeps_what_was_collected_and_fails_with_one_line(toloka, tmp_path):
+    handle, client, project_id = toloka
+    make_pool(client, project_id, tmp_path / "in", n_tasks=2, overlap=1, open_pool=False)  # never finishes
+    started = time.monotonic()
+    proc = run_step_process(handle, tmp_path / "in", tmp_path / "out", "--timeout_hours", "0.0004")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: wait_pool: timed out after 0.0004 h") and "re-run" in lines[-1]
+    assert len([line for line in lines if line.startswith("error:")]) == 1
+    assert time.monotonic() - started < 20
+    assert pd.read_csv(tmp_path / "out" / "answers.csv").empty
+    assert json.loads((tmp_path / "out" / "wait_summary.json").read_text())["timed_out"] is True
+
+
+@pytest.mark.parametrize("pool_csv, message", [
+    ("pool_id,role,project_id,tasks,overlap,reward_per_assignment\n1,detection_pool,1,2,1,0.01\n",
+     "missing column(s) estimated_cost"),
+    ("pool_id,role,project_id,tasks,overlap,reward_per_assignment,estimated_cost\n1,verification_pool,1,2,1,0.01,1\n",
+     "no row with role 'detection'"),
+    ("pool_id,role,project_id,tasks,overlap,reward_per_assignment,estimated_cost\n1,detection_pool,1,two,1,0.01,1\n",
+     "row 2, field 'tasks': 'two' is not a number"),
+])
+def test_bad_pool_csv_fails_with_one_line(tmp_path, pool_csv, message):
+    (tmp_path / "pool.csv").write_text(pool_csv)
+    (tmp_path / "tasks.csv").write_text("task_id,pool_id,image_id,url\n")
+    (tmp_path / "images.csv").write_text("image_id,file_name,url,width,height,sha256\n")
+    proc = subprocess.run([sys.executable, str(STEP), "--toloka_env", "http://127.0.0.1:9", "--token_env", TOKEN_ENV,
+                           "--pool_csv", str(tmp_path / "pool.csv"), "--tasks_csv", str(tmp_path / "tasks.csv"),
+                           "--images_csv", str(tmp_path / "images.csv"), "--output_dir", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=60, env=step_env())
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
