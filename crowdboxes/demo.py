@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                         "--seed", str(args.seed), "--out", str(scenes)], check=True, cwd=REPO_ROOT)
 
     # A throwaway token for this local run only; it is passed by environment, never by argument.
-    env = {**os.environ, **FAKE_AWS, "toloka_token": f"local-{secrets.token_hex(16)}"}
+    env = {**os.environ, **FAKE_AWS, "toloka_token": f"local-{secrets.token_hex(16)}",
+           "CROWDBOXES_DATASETS": str(workdir / "datasets")}
     with ExitStack() as stack:
         print("[demo] starting the local S3 store and the local Toloka", flush=True)
         s3_url = _start_server(stack, "local S3", ["local-s3", "--port", "0"], env,
@@ -139,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
             "toloka_env": toloka_url, "s3_endpoint_url": s3_url, "s3_bucket": DEMO_BUCKET,
             "s3_prefix": f"demo/{run_tag}/", "mode": args.mode, "overlap": args.overlap,
             "method": args.method, "poll_seconds": "1", "project_key": f"demo-{run_tag}",
-            "dataset_root": str(workdir / "datasets"),
         }
         command = [sys.executable, "-m", "crowdboxes", "flow", "run", str(FLOW_YAML),
                    "--runs-dir", str(runs_dir), "--data", f"road_signs={scenes}"]
