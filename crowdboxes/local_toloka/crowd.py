@@ -182,7 +182,7 @@ def _draw_profile(worker_id: str, kind: str, rng: np.random.Generator) -> Worker
         speed = 3.0
     elif kind == "spammer_empty":
         base.update(p_miss=1.0, p_miss_small=1.0, fp_rate=0.0, verify_accuracy=0.5)
-        speed = 0.1
+        speed = 0.3  # ~2 s to open a task and submit it empty: what Toloka's fast-response rules catch
     elif kind == "spammer_random":
         base.update(p_miss=1.0, p_miss_small=1.0, fp_rate=0.0, random_boxes=2.0, class_accuracy=0.0,
                     verify_accuracy=0.5)
