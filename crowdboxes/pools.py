@@ -273,8 +273,10 @@ def upload_tasks(client, pool_id: str, wanted: pd.DataFrame, *, batch_size: int,
                 found[key] = task
         return found
 
-    wanted = wanted.drop_duplicates(subset=["image_id"]).reset_index(drop=True)
     keys = [_wanted_key(row, use_image_id) for _, row in wanted.iterrows()]
+    first = ~pd.Series(keys).duplicated().to_numpy()  # one task per image, the first row wins
+    wanted = wanted[first].reset_index(drop=True)
+    keys = [k for k, keep in zip(keys, first) if keep]
     present = existing_by_key()
     missing = [i for i, key in enumerate(keys) if key not in present]
     already = len(wanted) - len(missing)

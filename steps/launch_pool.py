@@ -17,7 +17,8 @@ Inputs:
   --auto_accept    true | false (false: you review, unreviewed work is accepted after --review_days, 1-21)
   --languages      comma list of worker languages (EN,DE) or none; --expiry_days  pool closes after it
   --adult_content  true | false; --budget  USD cap for the whole job or none; --batch_size  tasks per request
-  --control_csv    none, or a CSV with image_id, url of control images (known boxes) to add as tasks
+  --control_csv    none, or control images with known boxes (crowdboxes.control_tasks format: url, width,
+                   height, label, x, y, w, h[, image_id]); each image becomes one more task (control=true)
   --toloka_env, --token_env  as in every Toloka step
 Outputs (in --output_dir):
   pool.csv   pool_id, role (detection_pool), project_id, tasks, overlap, reward_per_assignment,
@@ -51,11 +52,8 @@ if __package__ in (None, ""):
 
 import pandas as pd  # noqa: E402
 
-from crowdboxes.artifacts import IMAGES, POOL, PROJECTS, TASKS, Contract, read_csv, write_csv  # noqa: E402
+from crowdboxes.artifacts import IMAGES, POOL, PROJECTS, TASKS, read_csv, write_csv  # noqa: E402
 from crowdboxes.stepkit import StepError, cnvrg_tag, output_dir, read_token, run_step, step_parser  # noqa: E402
-
-CONTROL = Contract("control.csv", ("image_id", "url"))
-
 
 def build_parser():
     parser = step_parser("launch_pool", "Create and open the detection pool with one task per image.")
@@ -93,15 +91,6 @@ def read_images(path) -> pd.DataFrame:
     return images
 
 
-def read_control(path) -> pd.DataFrame:
-    control = read_csv(path, CONTROL, dtype={"image_id": str, "url": str})
-    bad = ~control["url"].fillna("").str.match(r"^https?://")
-    if bad.any():
-        row = int(bad.to_numpy().nonzero()[0][0])
-        raise StepError(f"{path}: row {row + 2}, field 'url': {control['url'].iloc[row]!r} is not an http(s) URL")
-    return control
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from crowdboxes import pools, projects
@@ -124,21 +113,22 @@ def main(argv=None) -> int:
     skill_ids = {role: toloka_id for role, toloka_id in ids.items() if role.endswith("_skill")}
     images = read_images(args.images_csv)
     wanted = images[["image_id", "url"]].assign(control=False)
-    control = None
+    control_ids: list[str] = []
     if not pools.is_none(args.control_csv):
-        control = read_control(args.control_csv)
-        wanted = pd.concat([wanted, control[["image_id", "url"]].assign(control=True)], ignore_index=True)
+        from crowdboxes.control_tasks import load_control_csv
+
+        control = load_control_csv(args.control_csv)
+        control_rows = pd.DataFrame({"image_id": [control.image_ids[u] for u in control.images],
+                                     "url": list(control.images), "control": True})
+        control_ids = [pools.url_identity(u) for u in control.images]
+        wanted = pd.concat([wanted, control_rows], ignore_index=True)
     read_token(args.token_env)  # fail fast, before toloka-kit's slow import
     config_path = Path(args.config_dir) / pools.DETECTION_POOL_FILE
     config = pools.load_pool_config(config_path)
     will_expire = pools.fit_expiry_to_urls(pools.will_expire_at(settings.expiry_days),
                                            pools.url_expiry_limit(images, args.images_csv), args.images_csv,
                                            log=lambda m: print(m, file=sys.stderr))
-    if control is not None:
-        will_expire = pools.fit_expiry_to_urls(will_expire, pools.url_expiry_limit(control, args.control_csv),
-                                               args.control_csv, log=lambda m: print(m, file=sys.stderr))
-    image_digest = pools.images_digest(list(images["sha256"]) + ([f"control:{i}" for i in control["image_id"]]
-                                                                  if control is not None else []))
+    image_digest = pools.images_digest(list(images["sha256"]) + [f"control:{u}" for u in control_ids])
     key = pools.pool_key(detection_key, ids["detection_project"], image_digest, config, settings)
     pool_spec = pools.build_detection_pool(config, settings, project_id=ids["detection_project"],
                                            skill_ids=skill_ids, key=key, will_expire=will_expire,

@@ -249,6 +249,32 @@ def test_verify_mode_makes_an_overlap_one_pool(toloka, tmp_path, monkeypatch, ca
     assert toloka.client().get_pool(row.pool_id).defaults.default_overlap_for_new_tasks == 1
 
 
+def test_control_images_become_tasks_once(toloka, tmp_path, monkeypatch, capsys):
+    images_csv = tmp_path / "images.csv"
+    images = write_images(images_csv, "c", n=3)
+    control_csv = tmp_path / "control.csv"
+    pd.DataFrame([
+        {"url": "http://127.0.0.1:9/control/one.png", "width": 100, "height": 80, "label": "stop",
+         "x": 10, "y": 10, "w": 20, "h": 20, "image_id": "ctl-one"},
+        {"url": "http://127.0.0.1:9/control/one.png", "width": 100, "height": 80, "label": "yield",
+         "x": 50, "y": 40, "w": 20, "h": 20, "image_id": "ctl-one"},
+        {"url": "http://127.0.0.1:9/control/empty.png", "width": 100, "height": 80, "label": None,
+         "x": None, "y": None, "w": None, "h": None, "image_id": "ctl-empty"},
+        {"url": images["url"][0], "width": 640, "height": 480, "label": "stop",  # also a normal image
+         "x": 1, "y": 1, "w": 5, "h": 5, "image_id": "ctl-dup"},
+    ]).to_csv(control_csv, index=False)
+    args = launch_args(toloka, images_csv, tmp_path / "out", control_csv=str(control_csv), reward="0.06")
+    for created in (5, 0):
+        result = run_inprocess(args, monkeypatch, capsys)
+        assert result.returncode == 0, result.stderr
+        assert f"cnvrg_tag_tasks_created: {created}" in result.stdout
+    tasks = pd.read_csv(tmp_path / "out" / "tasks.csv", dtype=str)
+    assert len(tasks) == 5 and tasks["task_id"].is_unique
+    control = tasks[tasks["control"] == "True"]
+    assert len(control) == 2 and "ctl-one" in set(control["image_id"])
+    assert set(control["url"]) == {"http://127.0.0.1:9/control/one.png", "http://127.0.0.1:9/control/empty.png"}
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"mode": "fast"}, "--mode 'fast' is not a mode; choose one of overlap, verify, overlap+verify"),
     ({"budget": "0.05"}, "--budget '0.05' is below the price of one assignment"),
