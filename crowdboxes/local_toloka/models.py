@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import io
 import json
 import re
@@ -62,6 +63,17 @@ def _num(value):
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return value
+
+
+@functools.lru_cache(maxsize=65536)
+def _loads_cached(text: str):
+    return json.loads(text)
+
+
+def _doc(text: str | None) -> dict:
+    """Parse a stored JSON object; memoised because listings re-read the same task docs over and over.
+    Returns a shallow copy: renderers only set top-level keys."""
+    return dict(_loads_cached(text or "{}"))
 
 
 def _dumps(obj) -> str:
@@ -816,7 +828,7 @@ class Backend:
 
     @staticmethod
     def _render_task(row) -> dict:
-        doc = json.loads(row["doc"])
+        doc = _doc(row["doc"])
         doc.update(id=row["id"], pool_id=str(row["pool_id"]), created=out_ts(row["created"]))
         if row["infinite"]:
             doc.update(overlap=None, infinite_overlap=True)
@@ -1051,7 +1063,7 @@ class Backend:
                 links.setdefault(link["assignment_seq"], []).append(link)
         out = []
         for row in rows:
-            doc = json.loads(row["doc"])
+            doc = _doc(row["doc"])
             tasks = links.get(row["seq"], [])
             doc.update(id=row["id"], task_suite_id=row["task_suite_id"], pool_id=str(row["pool_id"]),
                        user_id=row["user_id"], status=row["status"], owner=OWNER,
@@ -1060,7 +1072,7 @@ class Backend:
                 if row[field]:
                     doc[field] = out_ts(row[field])
             if row["status"] in {"SUBMITTED", "ACCEPTED", "REJECTED"}:
-                doc["solutions"] = [{"output_values": json.loads(t["output"] or "{}")} for t in tasks]
+                doc["solutions"] = [{"output_values": _doc(t["output"])} for t in tasks]
             out.append(doc)
         return out
 

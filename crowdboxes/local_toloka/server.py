@@ -167,13 +167,16 @@ class LocalToloka:
             return Response(status=status)
         if isinstance(body, str):
             return Response(body, status=status, content_type="text/tab-separated-values; charset=utf-8")
-        return Response(json.dumps(body, default=_json_default), status=status, content_type="application/json")
+        return Response(_ENCODER.encode(body), status=status, content_type="application/json")
 
 
 def _json_default(value):
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+_ENCODER = json.JSONEncoder(default=_json_default, check_circular=False, separators=(",", ":"))
 
 
 def serve(app: LocalToloka, host: str = "127.0.0.1", port: int = 0):
