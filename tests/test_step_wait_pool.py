@@ -347,12 +347,16 @@ def test_small_pool_end_to_end(toloka, tmp_path):
 def test_killed_mid_way_resumes_to_the_same_answers(toloka, tmp_path):
     handle, client, project_id = toloka
     folder = tmp_path / "in"
-    pool_id, images = make_pool(client, project_id, folder, n_tasks=12, overlap=2, auto_accept=False)
+    pool_id, images = make_pool(client, project_id, folder, n_tasks=12, overlap=2, auto_accept=False,
+                                open_pool=False)
     out = tmp_path / "interrupted"
     proc = subprocess.Popen(step_command(handle, folder, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=step_env(), cwd=folder)
     journal = out / ans.JOURNAL_NAME
     deadline = time.monotonic() + 30
+    while not journal.exists() and time.monotonic() < deadline:  # the step is up and polling
+        time.sleep(0.05)
+    client.open_pool(pool_id)  # only now, so the step surely sees the pool half done
     collected = 0
     while time.monotonic() < deadline and proc.poll() is None:
         if journal.exists():
