@@ -64,7 +64,7 @@ def _none_or(convert):
 
 def build_parser():
     parser = step_parser("wait_pool", "Wait for the detection pool and collect its answers.")
-    parser.add_argument("--projects_csv", default="/input/create_project/output/projects.csv")
+    parser.add_argument("--projects_csv", type=_none_or(str), default="/input/create_project/output/projects.csv")
     parser.add_argument("--images_csv", default="/input/upload_images/output/images.csv")
     parser.add_argument("--pool_csv", default="/input/launch_pool/output/pool.csv")
     parser.add_argument("--tasks_csv", default="/input/launch_pool/output/tasks.csv")

@@ -221,6 +221,38 @@ def test_pool_state_done_reasons():
     assert ans.pool_state(api, "7", 4, 4) == (True, "OPEN with no remaining tasks")
 
 
+
+class _Terminal:
+    def __init__(self, tty):
+        self.tty, self.text = tty, ""
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, text):
+        self.text += text
+
+    def flush(self):
+        pass
+
+
+def test_progress_bar_on_a_terminal_and_lines_otherwise(capsys):
+    counts = {"submitted": 3, "accepted": 2, "rejected": 1}
+    terminal = _Terminal(True)
+    bar = ans.Progress(8, "wait_pool 7", stream=terminal)
+    bar.update(2, counts, 0.03, "OPEN")
+    bar.close()
+    assert "wait_pool 7:  25%" in terminal.text and "2/8" in terminal.text and "spent=$0.03" in terminal.text
+    log = _Terminal(False)
+    lines = ans.Progress(8, "wait_pool 7", stream=log)
+    lines.update(2, counts, 0.03, "OPEN")
+    lines.update(8, counts, 0.045, "CLOSED COMPLETED")
+    assert log.text.splitlines()[1].startswith("wait_pool 7: 8/8 answers (100.0%), submitted 3, accepted 2, "
+                                               "rejected 1, spent $0.04, pool CLOSED COMPLETED")
+    stdout = capsys.readouterr().out.splitlines()
+    assert stdout == ["cnvrg_linechart_Progress value: 25.0", "cnvrg_linechart_Spent value: 0.03"] * 2 + [
+        "cnvrg_linechart_Progress value: 100.0", "cnvrg_linechart_Spent value: 0.045"]
+
 # ------------------------------------------------------------------ end to end against the local Toloka
 
 import os  # noqa: E402
