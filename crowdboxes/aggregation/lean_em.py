@@ -22,8 +22,7 @@ class LeanEM(BaseBoxAggregator):
 
     **Matching.** Per image, boxes of different workers with IoU $\ge$ ``iou_thr`` are grouped into candidate
     objects $c$, at most one box per worker per object (``utils.match_boxes``, class-agnostic: workers who
-    disagree on the class still vote for the same object). With ``refine_matching`` the grouping is redone
-    once after EM, with seeds ranked by the fitted worker reliability, and EM is run again.
+    disagree on the class still vote for the same object).
 
     **Model.** Worker $w$ has a miss rate $m_w$ (draws no box for a real object), a false-positive rate
     $f_w$ (has a box at a candidate that is not a real object), a boundary scale $\sigma_w$ (fraction of the
@@ -118,11 +117,11 @@ class LeanEM(BaseBoxAggregator):
     label_method: Literal["one_coin", "dawid_skene"] = attr.ib(default="one_coin")
     """``one_coin``: skill-weighted vote inside EM; ``dawid_skene``: crowd-kit DawidSkene on kept objects."""
 
+    label_evidence: bool = attr.ib(default=True)
+    """Let the labels vote on existence too (false positives' labels follow their own distribution $u$)."""
+
     label_alternatives: bool = attr.ib(default=True)
     """Also output an object under each other label one of its boxes carries, scored $p_c\\,P(y_c = k)$."""
-
-    refine_matching: bool = attr.ib(default=True)
-    """Redo the matching once with reliability-ranked seeds, then re-run EM."""
 
     workers_: pd.DataFrame = attr.ib(init=False)
     """Per worker: ``miss_rate, fp_rate, sigma, label_accuracy, images, boxes``."""
@@ -131,7 +130,7 @@ class LeanEM(BaseBoxAggregator):
     """Fitted prior probability that a candidate object is real."""
 
     n_iter_: int = attr.ib(init=False)
-    """EM iterations run (all passes)."""
+    """EM iterations run."""
 
     def __attrs_post_init__(self) -> None:
         if self.label_method not in ("one_coin", "dawid_skene"):
@@ -142,17 +141,9 @@ class LeanEM(BaseBoxAggregator):
         nw = prep.n_workers
         corners = np.column_stack([prep.boxes[:, 0], prep.boxes[:, 1], prep.boxes[:, 0] + prep.boxes[:, 2],
                                    prep.boxes[:, 1] + prep.boxes[:, 3]])
-        params = None
         self.n_iter_ = 0
         cluster, nc = match_boxes(prep, self.iou_thr)
-        state = self._em(prep, corners, cluster, nc, params)
-        if self.refine_matching:
-            reliability = np.log(np.maximum(1 - state["miss"], _TINY) / np.maximum(state["fp"], _TINY))
-            weight = np.clip(reliability, 0.01, None)
-            cluster2, nc2 = match_boxes(prep, self.iou_thr, seed_weight=weight)
-            if not np.array_equal(cluster2, cluster):
-                cluster, nc = cluster2, nc2
-                state = self._em(prep, corners, cluster, nc, state)
+        state = self._em(prep, corners, cluster, nc)
         p, mu, q = state["p"], state["mu"], state["q"]
         ctask = state["ctask"]
         support = np.bincount(cluster, minlength=nc)
@@ -187,8 +178,7 @@ class LeanEM(BaseBoxAggregator):
             "label_accuracy": state["acc"], "images": np.bincount(prep.seen_worker, minlength=nw),
             "boxes": drawn}, index=prep.worker_names).rename_axis("worker")
 
-    def _em(self, prep: PreparedAnswers, corners: np.ndarray, cluster: np.ndarray, nc: int,
-            warm: dict | None) -> dict:
+    def _em(self, prep: PreparedAnswers, corners: np.ndarray, cluster: np.ndarray, nc: int) -> dict:
         nw, nt, nl = prep.n_workers, prep.n_tasks, len(prep.label_names)
         bw = prep.worker
         ctask = np.zeros(nc, dtype=np.int64)
@@ -200,24 +190,15 @@ class LeanEM(BaseBoxAggregator):
         a_f, b_f = self.prior_fp * s, (1 - self.prior_fp) * s
         px2 = self.pixel_sigma ** 2
 
-        if warm is None:
-            p = np.clip(support / np.maximum(prep.n_seen[ctask], 1), 0.05, 0.95)
-            sigma2 = np.full(nw, self.prior_sigma ** 2)
-            q = np.zeros((nc, nl))
-            lab, _ = majority_label(cluster, prep.label, nc, nl)
-            q[np.arange(nc), lab] = 1.0
-        else:
-            # warm start: worker parameters carry over, objects are new
-            sigma2 = warm["sigma2"]
-            p = None
-            q = None
-        mu = self._weighted_mean(corners, cluster, nc, bw, sigma2, None, px2)
-
-        miss = fp = acc = pi = None
-        if warm is not None:
-            miss, fp, acc, pi, rho = warm["miss"], warm["fp"], warm["acc"], warm["pi"], warm["rho"]
-            p = self._existence(prep, cluster, ctask, nc, miss, fp, pi)
-            q = self._label_posterior(prep, cluster, nc, nl, acc, rho)
+        p = np.clip(support / np.maximum(prep.n_seen[ctask], 1), 0.05, 0.95)
+        sigma2 = np.full(nw, self.prior_sigma ** 2)
+        q = np.zeros((nc, nl))
+        lab, _ = majority_label(cluster, prep.label, nc, nl)
+        q[np.arange(nc), lab] = 1.0
+        # first pass: each box's own size stands in for the object's
+        side_b = np.maximum(np.column_stack([corners[:, 2] - corners[:, 0], corners[:, 3] - corners[:, 1]]), 1.0)
+        mu, prec, psum = self._locate(corners, cluster, nc, side_b, sigma2[bw], px2)
+        side_b = self._sides(mu, cluster)
 
         for it in range(self.n_iter):
             self.n_iter_ += 1
@@ -226,17 +207,20 @@ class LeanEM(BaseBoxAggregator):
             fg = np.bincount(ctask, weights=1 - p, minlength=nt)
             tot_real = np.bincount(prep.seen_worker, weights=pg[prep.seen_task], minlength=nw)
             tot_fake = np.bincount(prep.seen_worker, weights=fg[prep.seen_task], minlength=nw)
-            hit = np.bincount(bw, weights=p[cluster], minlength=nw)
-            junk = np.bincount(bw, weights=1 - p[cluster], minlength=nw)
+            p_box = p[cluster]
+            hit = np.bincount(bw, weights=p_box, minlength=nw)
+            junk = np.bincount(bw, minlength=nw) - hit
             miss = (a_m + np.maximum(tot_real - hit, 0)) / (a_m + b_m + tot_real)
             fp = (a_f + junk) / (a_f + b_f + tot_fake)
             pi = (1 + p.sum()) / (2 + nc)
-            sigma2 = self._sigma2(corners, cluster, nc, bw, nw, mu, sigma2, p, multi, px2)
-            acc, rho = self._label_m_step(prep, cluster, nl, nw, p, q)
+            sigma2 = self._sigma2(corners, cluster, bw, nw, mu, prec, psum, side_b, p_box * multi, px2)
+            acc, rho = self._label_m_step(prep, cluster, nl, nw, p_box, p, q)
+            fake_labels = (1 + np.bincount(prep.label, weights=1 - p_box, minlength=nl)) / (nl + (1 - p_box).sum())
             # ---- E-step
-            mu = self._weighted_mean(corners, cluster, nc, bw, sigma2, mu, px2)
-            p_new = self._existence(prep, cluster, ctask, nc, miss, fp, pi)
-            q = self._label_posterior(prep, cluster, nc, nl, acc, rho)
+            mu, prec, psum = self._locate(corners, cluster, nc, side_b, sigma2[bw], px2)
+            side_b = self._sides(mu, cluster)
+            q, label_llr = self._label_posterior(prep, cluster, nc, nl, acc, rho, fake_labels)
+            p_new = self._existence(prep, cluster, ctask, nc, miss, fp, pi, label_llr if self.label_evidence else 0.0)
             delta = np.abs(p_new - p).max() if nc else 0.0
             p = p_new
             if delta <= self.tol:
@@ -246,81 +230,70 @@ class LeanEM(BaseBoxAggregator):
 
     # ------------------------------------------------------------------------------------------------ pieces
     @staticmethod
-    def _existence(prep, cluster, ctask, nc, miss, fp, pi) -> np.ndarray:
+    def _existence(prep, cluster, ctask, nc, miss, fp, pi, label_llr) -> np.ndarray:
         """Posterior that each candidate is a real object (formula in the class docstring)."""
         nt = prep.n_tasks
         silent = np.log(np.maximum(miss, _TINY)) - np.log(np.maximum(1 - fp, _TINY))
         drew = np.log(np.maximum(1 - miss, _TINY)) - np.log(np.maximum(fp, _TINY))
         per_task = np.bincount(prep.seen_task, weights=silent[prep.seen_worker], minlength=nt)
-        logit = (np.log(pi) - np.log1p(-pi) + per_task[ctask]
+        logit = (np.log(pi) - np.log1p(-pi) + per_task[ctask] + label_llr
                  + np.bincount(cluster, weights=(drew - silent)[prep.worker], minlength=nc))
         return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
 
     @staticmethod
-    def _variances(cluster, bw, sigma2, mu, corners, px2) -> np.ndarray:
-        if mu is None:  # first pass: object size from the plain mean is close enough
-            side = None
-        else:
-            side = np.column_stack([mu[:, 2] - mu[:, 0], mu[:, 3] - mu[:, 1]])
-        if side is None:
-            wb = corners[:, 2] - corners[:, 0]
-            hb = corners[:, 3] - corners[:, 1]
-            side_b = np.column_stack([wb, hb])
-        else:
-            side_b = side[cluster]
-        side_b = np.maximum(side_b, 1.0)
-        s2 = sigma2[bw][:, None]
-        v = np.empty_like(corners)
-        v[:, [0, 2]] = s2 * side_b[:, [0]] ** 2 + px2
-        v[:, [1, 3]] = s2 * side_b[:, [1]] ** 2 + px2
-        return v
+    def _sides(mu: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+        """Width and height of each box's object, at least 1 px."""
+        return np.maximum(np.column_stack([mu[:, 2] - mu[:, 0], mu[:, 3] - mu[:, 1]]), 1.0)[cluster]
 
-    def _weighted_mean(self, corners, cluster, nc, bw, sigma2, mu, px2) -> np.ndarray:
-        prec = 1.0 / self._variances(cluster, bw, sigma2, mu, corners, px2)
-        out = np.empty((nc, 4))
+    @staticmethod
+    def _locate(corners, cluster, nc, side_b, s2_b, px2):
+        """Precision-weighted object corners: ``(mu, prec per box edge, summed prec per object edge)``."""
+        prec = 1.0 / (s2_b[:, None] * side_b[:, [0, 1, 0, 1]] ** 2 + px2)
+        psum = np.empty((nc, 4))
+        mu = np.empty((nc, 4))
         for k in range(4):
-            out[:, k] = (np.bincount(cluster, weights=prec[:, k] * corners[:, k], minlength=nc)
-                         / np.bincount(cluster, weights=prec[:, k], minlength=nc))
-        return out
+            psum[:, k] = np.bincount(cluster, weights=prec[:, k], minlength=nc)
+            mu[:, k] = np.bincount(cluster, weights=prec[:, k] * corners[:, k], minlength=nc) / psum[:, k]
+        return mu, prec, psum
 
-    def _sigma2(self, corners, cluster, nc, bw, nw, mu, sigma2, p, multi, px2) -> np.ndarray:
-        var = self._variances(cluster, bw, sigma2, mu, corners, px2)
-        prec = 1.0 / var
-        lam = prec / np.stack([np.bincount(cluster, weights=prec[:, k], minlength=nc) for k in range(4)],
-                              axis=1)[cluster]
-        lam = np.minimum(lam, 0.95)
-        side = np.maximum(np.column_stack([mu[:, 2] - mu[:, 0], mu[:, 3] - mu[:, 1]]), 1.0)[cluster]
-        side = side[:, [0, 1, 0, 1]]
+    def _sigma2(self, corners, cluster, bw, nw, mu, prec, psum, side_b, wgt, px2) -> np.ndarray:
+        """M-step for the boundary scale (formula in the class docstring)."""
+        lam = np.minimum(prec / psum[cluster], 0.95)
         r2 = (corners - mu[cluster]) ** 2 / (1 - lam)
-        frac2 = (np.maximum(r2 - px2, 0.0) / side ** 2).sum(axis=1)
-        wgt = p[cluster] * multi
+        frac2 = (np.maximum(r2 - px2, 0.0) / side_b[:, [0, 1, 0, 1]] ** 2).sum(axis=1)
         num = np.bincount(bw, weights=wgt * frac2, minlength=nw)
         den = np.bincount(bw, weights=wgt, minlength=nw) * 4
         nu = self.sigma_strength
         return np.maximum((nu * self.prior_sigma ** 2 + num) / (nu + den), 0.005 ** 2)
 
     @staticmethod
-    def _label_m_step(prep, cluster, nl, nw, p, q):
+    def _label_m_step(prep, cluster, nl, nw, wgt, p, q):
         agree = q[cluster, prep.label]
-        wgt = p[cluster]
         acc = (1.6 + np.bincount(prep.worker, weights=wgt * agree, minlength=nw)) / (
             2.0 + np.bincount(prep.worker, weights=wgt, minlength=nw))
         rho = (1.0 + (p[:, None] * q).sum(axis=0)) / (nl + p.sum())
         return acc, rho
 
     @staticmethod
-    def _label_posterior(prep, cluster, nc, nl, acc, rho) -> np.ndarray:
+    def _label_posterior(prep, cluster, nc, nl, acc, rho, fake_labels) -> tuple[np.ndarray, np.ndarray]:
+        """Class posterior per object and the log-likelihood ratio of its labels, real vs false positive.
+
+        Real: $\\sum_k \\rho_k \\prod_b P(l_b \\mid k)$ (one-coin); false positive: $\\prod_b u_{l_b}$.
+        """
         if nl == 1:
-            return np.ones((nc, 1))
+            return np.ones((nc, 1)), np.zeros(nc)
         acc = np.clip(acc, 1e-6, 1 - 1e-6)
         wrong = np.log((1 - acc) / (nl - 1))
         bonus = np.log(acc) - wrong
         logq = np.bincount(cluster, weights=wrong[prep.worker], minlength=nc)[:, None] + np.log(rho)[None, :]
         logq += np.bincount(cluster * nl + prep.label, weights=bonus[prep.worker],
                             minlength=nc * nl).reshape(nc, nl)
-        logq -= logq.max(axis=1, keepdims=True)
-        q = np.exp(logq)
-        return q / q.sum(axis=1, keepdims=True)
+        top = logq.max(axis=1, keepdims=True)
+        q = np.exp(logq - top)
+        total = q.sum(axis=1, keepdims=True)
+        evidence = np.log(total[:, 0]) + top[:, 0]
+        fake = np.bincount(cluster, weights=np.log(fake_labels)[prep.label], minlength=nc)
+        return q / total, evidence - fake
 
     @staticmethod
     def _dawid_skene_labels(prep, cluster, nc, keep, fallback) -> np.ndarray:

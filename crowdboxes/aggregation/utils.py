@@ -266,16 +266,14 @@ def candidate_pairs(offsets: np.ndarray, boxes: np.ndarray, worker: np.ndarray, 
     return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_v)
 
 
-def match_boxes(prep: PreparedAnswers, iou_thr: float = 0.5, seed_weight: np.ndarray | None = None
-                ) -> tuple[np.ndarray, int]:
+def match_boxes(prep: PreparedAnswers, iou_thr: float = 0.5) -> tuple[np.ndarray, int]:
     """Group the boxes of each image into objects, at most one box per worker per object.
 
     Greedy, all images at once, one object per image per round:
 
     1. Among boxes not yet grouped, link i-j when they come from different workers and IoU >= ``iou_thr``;
        for every (box i, other worker w) keep only w's best box (highest IoU, then earliest input row).
-    2. Per image, the seed is the box linked to the most workers (weighted by ``seed_weight[w]`` if given),
-       ties broken by the larger sum of IoUs to those boxes, then by the earliest input row.
+    2. Per image, the seed is the box linked to the most workers, ties broken by the larger sum of IoUs to those boxes, then by the earliest input row.
     3. The seed and each linked worker's best box form one object; repeat until no links remain.
     4. Every box left alone is an object of its own (support 1).
 
@@ -293,14 +291,15 @@ def match_boxes(prep: PreparedAnswers, iou_thr: float = 0.5, seed_weight: np.nda
     # best box for i; boolean filtering keeps the order, so rounds never re-sort the pairs.
     order = np.lexsort((prep.row[j], -v, wj, i))
     i, j, v, wj = i[order], j[order], v[order], wj[order]
-    weight = None if seed_weight is None else np.asarray(seed_weight, dtype=np.float64)
     while len(i):
         first = np.ones(len(i), dtype=bool)
         first[1:] = (i[1:] != i[:-1]) | (wj[1:] != wj[:-1])
         fi, fj, fv = i[first], j[first], v[first]
-        deg = np.bincount(fi, weights=None if weight is None else weight[prep.worker[fj]], minlength=n)
+        deg = np.bincount(fi, minlength=n)
         ious = np.bincount(fi, weights=fv, minlength=n)
-        cand = np.unique(fi)
+        starts = np.ones(len(fi), dtype=bool)
+        starts[1:] = fi[1:] != fi[:-1]
+        cand = fi[starts]  # fi is sorted, so this is np.unique(fi)
         # per image: max degree, then max IoU sum, then min row -> the last after an ascending lexsort
         o = np.lexsort((-prep.row[cand], ious[cand], deg[cand], prep.task[cand]))
         cand = cand[o]
@@ -319,9 +318,11 @@ def match_boxes(prep: PreparedAnswers, iou_thr: float = 0.5, seed_weight: np.nda
         i, j, v, wj = i[keep], j[keep], v[keep], wj[keep]
     alone = cluster < 0
     cluster[alone] = np.flatnonzero(alone)
-    # dense ids ordered by (image, first appearance)
-    uniq, dense = np.unique(cluster, return_inverse=True)
-    return dense.astype(np.int64), len(uniq)
+    # dense ids in box order (so by image): the k-th distinct seed index becomes k
+    is_id = np.zeros(n, dtype=bool)
+    is_id[cluster] = True
+    rank = np.cumsum(is_id) - 1
+    return rank[cluster], int(is_id.sum())
 
 
 def majority_label(cluster: np.ndarray, label: np.ndarray, n_clusters: int, n_labels: int,
