@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS pools(id INTEGER PRIMARY KEY, project_id INTEGER, sta
 CREATE TABLE IF NOT EXISTS tasks(seq INTEGER PRIMARY KEY, id TEXT UNIQUE, pool_id INTEGER, created TEXT,
     overlap INTEGER, infinite INTEGER NOT NULL DEFAULT 0, issued INTEGER NOT NULL DEFAULT 0, doc TEXT);
 CREATE INDEX IF NOT EXISTS tasks_pool ON tasks(pool_id, seq);
+-- tasks with slots left: what the crowd picks from, without scanning the finished ones
+CREATE INDEX IF NOT EXISTS tasks_open ON tasks(pool_id, seq) WHERE infinite = 1 OR overlap > issued;
 CREATE TABLE IF NOT EXISTS assignments(seq INTEGER PRIMARY KEY, id TEXT UNIQUE, pool_id INTEGER,
     task_suite_id TEXT, user_id TEXT, status TEXT, created TEXT, submitted TEXT, accepted TEXT,
     rejected TEXT, skipped TEXT, expired TEXT, due TEXT, plan TEXT, sim_seconds REAL,

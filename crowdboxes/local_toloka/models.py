@@ -1108,7 +1108,7 @@ class Backend:
                 self._reject(row, comment)
             return self._render_assignments([self._assignment_row(assignment_id)])[0]
 
-    def _accept(self, row, comment=None) -> bool:
+    def _accept(self, row, comment=None, at: str | None = None) -> bool:
         """SUBMITTED/REJECTED -> ACCEPTED and pay; False (nothing changed) when the balance is short."""
         cost = Decimal(row["cost"])
         if not row["paid"]:
@@ -1121,8 +1121,9 @@ class Backend:
         doc = json.loads(row["doc"])
         if comment is not None:
             doc["public_comment"] = comment
-        now = fmt_ts(self.now())
-        accepted = row["submitted"] if previous == "SUBMITTED" and row["auto_accept_at"] == row["submitted"] else now
+        # Instant auto-accept shares the submit stamp (as in the real API); anything later is "now", so a
+        # streaming cursor that already moved past the submit time still sees the acceptance.
+        accepted = at or fmt_ts(self.now())
         self.conn.execute("UPDATE assignments SET status = 'ACCEPTED', accepted = ?, paid = 1, auto_accept_at = NULL, "
                           "doc = ? WHERE seq = ?", (accepted, _dumps(doc), row["seq"]))
         self._quality_control(row["pool_id"], row["user_id"], "ACCEPT_AFTER_REJECT" if previous == "REJECTED" else "ACCEPT",
@@ -1452,35 +1453,44 @@ class Backend:
         return []
 
     def _majority_stats(self, pid, params, asg_row):
-        """Majority vote per task once ``answer_threshold`` answers agree; stats for every voter involved."""
+        """Majority vote per task once ``answer_threshold`` answers agree; stats for every voter involved.
+
+        A worker's answer counts (newest first, up to ``history_size``) only on tasks with a majority;
+        it is correct when it equals the majority answer (ties: no majority yet).
+        """
         threshold = int(params.get("answer_threshold", 2))
         history = params.get("history_size") or 10 ** 9
-        task_seqs = [r[0] for r in self.conn.execute("SELECT task_seq FROM assignment_tasks WHERE assignment_seq = ?",
-                                                     (asg_row["seq"],))]
-        voters = set()
-        for seq in task_seqs:
-            voters.update(r[0] for r in self.conn.execute(
-                "SELECT a.user_id FROM assignment_tasks at JOIN assignments a ON a.seq = at.assignment_seq "
-                "WHERE at.task_seq = ? AND a.submitted IS NOT NULL", (seq,)))
+        voters = [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT a.user_id FROM assignment_tasks me JOIN assignment_tasks at ON at.task_seq = me.task_seq "
+            "JOIN assignments a ON a.seq = at.assignment_seq WHERE me.assignment_seq = ? AND a.submitted IS NOT NULL",
+            (asg_row["seq"],))]
+        if not voters:
+            return []
+        marks = ",".join("?" * len(voters))
+        rows = self.conn.execute(
+            f"SELECT at.task_seq, a.user_id, at.output, a.submitted, a.seq FROM assignment_tasks at JOIN assignments a "
+            f"ON a.seq = at.assignment_seq WHERE a.submitted IS NOT NULL AND at.task_seq IN (SELECT at2.task_seq FROM "
+            f"assignment_tasks at2 JOIN assignments a2 ON a2.seq = at2.assignment_seq WHERE a2.pool_id = ? AND "
+            f"a2.user_id IN ({marks}) AND a2.submitted IS NOT NULL)", (pid, *voters)).fetchall()
+        votes, answers = {}, {}
+        for task_seq, uid, output, submitted, seq in rows:
+            key = json.dumps(_loads_cached(output or "{}"), sort_keys=True)
+            tally = votes.setdefault(task_seq, {})
+            tally[key] = tally.get(key, 0) + 1
+            answers.setdefault(uid, []).append((submitted, seq, task_seq, key))
+        majority = {}
+        for task_seq, tally in votes.items():
+            best, n = max(tally.items(), key=lambda kv: kv[1])
+            if n >= threshold and list(tally.values()).count(n) == 1:
+                majority[task_seq] = best
         out = []
         for uid in sorted(voters):
-            answers = self.conn.execute(
-                "SELECT at.task_seq, at.output FROM assignment_tasks at JOIN assignments a ON a.seq = at.assignment_seq "
-                "WHERE a.pool_id = ? AND a.user_id = ? AND a.submitted IS NOT NULL ORDER BY a.submitted DESC, a.seq DESC",
-                (pid, uid)).fetchall()
             total = correct = 0
-            for task_seq, output in answers:
-                votes = {}
-                for (other,) in self.conn.execute(
-                        "SELECT at.output FROM assignment_tasks at JOIN assignments a ON a.seq = at.assignment_seq "
-                        "WHERE at.task_seq = ? AND a.submitted IS NOT NULL", (task_seq,)):
-                    key = json.dumps(json.loads(other or "{}"), sort_keys=True)
-                    votes[key] = votes.get(key, 0) + 1
-                best, n = max(votes.items(), key=lambda kv: kv[1])
-                if n < threshold or list(votes.values()).count(n) > 1:
-                    continue  # no majority yet
+            for _, _, task_seq, key in sorted(answers.get(uid, []), reverse=True):
+                if task_seq not in majority:
+                    continue
                 total += 1
-                correct += json.dumps(json.loads(output or "{}"), sort_keys=True) == best
+                correct += key == majority[task_seq]
                 if total >= history:
                     break
             if total:
@@ -1649,7 +1659,7 @@ class Backend:
                 self._quality_control(row["pool_id"], row["user_id"], "SUBMIT", fresh)
                 fresh = self._assignment_row(row["id"])
                 if fresh["status"] == "SUBMITTED" and fresh["auto_accept_at"] == stamp:
-                    self._accept(fresh)
+                    self._accept(fresh, at=stamp)
             else:
                 column = "expired" if outcome == "EXPIRE" else "skipped"
                 status = "EXPIRED" if outcome == "EXPIRE" else "SKIPPED"
@@ -1701,8 +1711,9 @@ class Backend:
                 continue
             self._close_pool(row["id"], "COMPLETED")
 
-    def can_afford(self, pool_doc) -> bool:
-        return self.balance() - self.reserved_funds() >= cost_for(Decimal(str(pool_doc["reward_per_assignment"])))
+    def can_afford(self, pool_doc, reserved: Decimal | None = None) -> bool:
+        reserved = self.reserved_funds() if reserved is None else reserved
+        return self.balance() - reserved >= cost_for(Decimal(str(pool_doc["reward_per_assignment"])))
 
     def close_for_balance(self, pool_id):
         self._close_pool(pool_id, "NOT_ENOUGH_BALANCE")

@@ -24,9 +24,12 @@ import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
+from decimal import Decimal
+
 import numpy as np
 
 from crowdboxes.local_toloka.db import utcnow
+from crowdboxes.local_toloka.models import cost_for
 
 DEFAULT_WORKER_ATTRS = {"languages": ["EN"], "country": "US", "citizenship": "US", "adult_allowed": True,
                         "client_type": "BROWSER", "user_agent_type": "BROWSER", "os_family": "WINDOWS",
@@ -143,6 +146,7 @@ class Scheduler:
         order = self._rng.permutation(len(idle))
         issued = 0
         closed = set()
+        reserved = backend.reserved_funds()
         for i in order:
             worker = idle[i].worker_id
             for row, doc in pools:
@@ -157,11 +161,12 @@ class Scheduler:
                 tasks = backend.available_tasks(row["id"], worker, size)
                 if not tasks or (len(tasks) < size and not mixer.get("force_last_assignment")):
                     continue
-                if not backend.can_afford(doc):
+                if not backend.can_afford(doc, reserved):
                     backend.close_for_balance(row["id"])
                     closed.add(row["id"])
                     continue
                 backend.issue_suite(row, doc, worker, tasks)
+                reserved += cost_for(Decimal(str(doc["reward_per_assignment"])))
                 issued += 1
                 break
         return issued
