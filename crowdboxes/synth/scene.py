@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from scipy.special import ndtri
 
 from crowdboxes.synth.signs import DEFAULT_METRES, METRES, box_size, render_sign
 
@@ -121,12 +122,12 @@ LIGHTS = {
 def _sky(rng, width, height, horizon, light):
     top, bottom = LIGHTS[light][:2]
     top, bottom = _jitter(rng, top, 10), _jitter(rng, bottom, 10)
-    t = np.linspace(0.0, 1.0, max(int(horizon) + 2, 2))[:, None]
-    column = (np.array(top)[None, :] * (1 - t) + np.array(bottom)[None, :] * t)
-    sky = np.empty((height, width, 3), np.float32)
-    rows = min(height, column.shape[0])
-    sky[:rows] = column[:rows, None, :]
-    sky[rows:] = column[-1]
+    rows = np.arange(height, dtype=np.float32)[:, None]
+    t = np.minimum(rows / max(horizon, 1.0), 1.0)
+    column = np.array(top, np.float32) * (1 - t) + np.array(bottom, np.float32) * t
+    # a one-pixel-wide gradient stretched sideways: cheap and exact
+    sky = Image.fromarray(column.round().astype(np.uint8)[:, None, :], "RGB").resize((width, height),
+                                                                                    Image.Resampling.NEAREST)
     if light != "overcast" and rng.random() < 0.7:  # soft clouds, drawn small and blown up = blurred
         small = Image.new("L", (width // 16 + 1, height // 16 + 1), 0)
         d = ImageDraw.Draw(small)
@@ -134,9 +135,9 @@ def _sky(rng, width, height, horizon, light):
             cx, cy = rng.uniform(0, small.width), rng.uniform(0, max(horizon / 16 * 0.8, 1))
             rx, ry = rng.uniform(2, 8), rng.uniform(0.8, 2.2)
             d.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=int(rng.integers(90, 200)))
-        cloud = np.asarray(small.resize((width, height), Image.Resampling.BICUBIC), np.float32)[..., None] / 255
-        sky = sky * (1 - cloud) + 238 * cloud
-    return Image.fromarray(sky.clip(0, 255).astype(np.uint8), "RGB")
+        cloud = small.resize((width, height), Image.Resampling.BICUBIC)
+        sky = Image.composite(Image.new("RGB", (width, height), (238, 238, 238)), sky, cloud)
+    return sky
 
 
 def _skyline(p, rng, cam, width):
@@ -546,6 +547,9 @@ def _draw_sign(p, rng, cam, sign: PlacedSign, label, plates=True) -> Image.Image
     return patch
 
 
+_NORMAL_QUANTILES = np.asarray(ndtri((np.arange(256) + 0.5) / 256), np.float32)
+
+
 def _finish(image: Image.Image, rng, light) -> bytes:
     """Light, blur, sensor noise and JPEG: the same pixels always give the same bytes."""
     gains = np.array(LIGHTS[light][2], np.float32) * LIGHTS[light][3] * rng.uniform(0.9, 1.1)
@@ -556,10 +560,14 @@ def _finish(image: Image.Image, rng, light) -> bytes:
     shade = np.asarray(field_img.resize((width, height), Image.Resampling.BICUBIC), np.float32) / 500 + 0.8
     if rng.random() < 0.4:
         image = image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.4, 1.4))))
-    pixels = np.asarray(image, np.float32) * gains[None, None, :] * shade[..., None]
+    pixels = np.asarray(image, np.float32)
+    pixels *= shade[..., None] * gains
     sigma = rng.uniform(1.5, 6.0)
-    pixels += rng.standard_normal(pixels.shape, dtype=np.float32) * sigma
-    out = Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "RGB")
+    # Gaussian sensor noise from random bytes through the normal quantile table: 5x faster than
+    # drawing normals, and 256 levels are plenty for noise of a few grey levels
+    pixels += (_NORMAL_QUANTILES * np.float32(sigma))[rng.integers(0, 256, pixels.shape, dtype=np.uint8)]
+    np.clip(pixels, 0, 255, out=pixels)
+    out = Image.fromarray(pixels.astype(np.uint8), "RGB")
     buffer = io.BytesIO()
     out.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False)
     return buffer.getvalue()
