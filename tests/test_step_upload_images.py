@@ -212,3 +212,34 @@ def test_missing_folder_and_missing_credentials(dataset, s3, tmp_path):
                        "--output_dir", str(tmp_path / "out")], env)
     assert result.returncode == 2 and result.stderr.startswith("error: no S3 credentials")
     assert not (tmp_path / "out" / "images.csv").exists()
+
+
+def test_failed_uploads_are_reported_and_retried_alone(dataset, s3, monkeypatch):
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    infos = img.inspect_all(img.scan_folder(dataset), img.ImageRules(), max_workers=2)
+    img.mark_duplicates(infos)
+    good = [i for i in infos if not i.reason]
+    uploader = img.S3Uploader(BUCKET, s3.url, max_workers=2)
+    uploader.check_bucket()
+    real_put = uploader.client.put_object
+    calls = []
+
+    def flaky_put(**kwargs):
+        calls.append(kwargs["Key"])
+        if kwargs["Key"].endswith(".jpg"):
+            raise OSError("connection reset")
+        return real_put(**kwargs)
+
+    monkeypatch.setattr(uploader.client, "put_object", flaky_put)
+    stats = uploader.upload(good, "retry/")
+    assert (stats.uploaded, stats.already_there) == (3, 0)
+    assert stats.failed == [("sub/c.jpg", "connection reset")]
+    calls.clear()
+    again = uploader.upload(good, "retry/")  # still failing: only the missing image is attempted
+    assert (again.uploaded, again.already_there, len(again.failed)) == (0, 3, 1)
+    assert len(calls) == 1 and calls[0].endswith(".jpg")
+    monkeypatch.setattr(uploader.client, "put_object", real_put)
+    final = uploader.upload(good, "retry/")
+    assert (final.uploaded, final.already_there, final.failed) == (1, 3, [])
+    assert len([k for k in s3.objects(BUCKET) if k.startswith("retry/")]) == 4
