@@ -312,3 +312,50 @@ def test_shipped_flow_commands_resolve_every_mount(tmp_path):
     upload = runner.build_command(flow.task("Upload Images"), {}, data, {})
     assert upload[upload.index("--images_dir") + 1] == str(tmp_path / "images")
     assert upload[upload.index("--s3_bucket") + 1] == "local-bucket"
+
+
+RENDEZVOUS = r'''
+import argparse, os, sys, time
+from pathlib import Path
+
+def build_parser():
+    p = argparse.ArgumentParser()
+    p.add_argument("--me")
+    p.add_argument("--other")
+    return p
+
+if __name__ == "__main__":
+    a = build_parser().parse_args()
+    meeting = Path(os.environ["MEETING_DIR"])
+    (meeting / a.me).write_text("here")
+    deadline = time.monotonic() + float(os.environ.get("MEETING_WAIT", "20"))
+    while not (meeting / a.other).exists():  # only a parallel run lets both arrive
+        if time.monotonic() > deadline:
+            print(f"error: {a.other} never came", file=sys.stderr)
+            raise SystemExit(3)
+        time.sleep(0.02)
+    print(f"cnvrg_tag_met: {a.other}")
+'''
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_jobs_run_independent_branches_at_once(tmp_path, monkeypatch, jobs):
+    root = tmp_path / "proj"
+    path = make_project(root, [
+        {**task("A"), "input": "python3 steps/meet.py", "params": [{"key": "me", "values": ["a"]},
+                                                                  {"key": "other", "values": ["b"]}]},
+        {**task("B"), "input": "python3 steps/meet.py", "params": [{"key": "me", "values": ["b"]},
+                                                                  {"key": "other", "values": ["a"]}]},
+        task("After", {"word": "z"})], [("A", "After"), ("B", "After")])
+    (root / "steps" / "meet.py").write_text(RENDEZVOUS)
+    (tmp_path / "meet").mkdir()
+    monkeypatch.setenv("MEETING_DIR", str(tmp_path / "meet"))
+    monkeypatch.setenv("MEETING_WAIT", "20" if jobs == 2 else "0.5")
+    report = runner_for(path, tmp_path, jobs=jobs).run()
+    status = {r.title: r.status for r in report.results}
+    if jobs == 2:
+        assert status == {"A": "succeeded", "B": "succeeded", "After": "succeeded"}
+        assert [r.tags for r in report.results[:2]] == [{"met": "b"}, {"met": "a"}]
+    else:  # serially A waits for B in vain; B then finds A's marker; After is skipped
+        assert status == {"A": "failed", "B": "succeeded", "After": "skipped"}
+        assert report.results[0].error == "exit code 3: error: b never came"

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="local folder mounted as /data/DATASET (repeatable)")
     run.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                      help="override a param in every task that has it, or one task's with \"Title.key=value\"")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="run up to N independent tasks at once, as cnvrg does (default 1: serial, tidy logs)")
     run.add_argument("--env-file", default=None, help="KEY=VALUE secrets file (default: PROJECT/.env if present)")
     return parser
 
@@ -73,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
               + " -> ".join(t.title for t in order))
         return 0
     runner = FlowRunner(flow, project_dir=args.project_dir, runs_dir=args.runs_dir, data=_data_map(args.data),
-                        overrides=args.overrides, env_file=args.env_file, check_steps=not args.no_step_check)
+                        overrides=args.overrides, env_file=args.env_file, check_steps=not args.no_step_check,
+                        jobs=args.jobs)
     report = runner.run(only=args.only)
     if not report.ok:
         raise FlowError(report.failure_line())

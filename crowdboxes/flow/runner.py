@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -175,7 +176,7 @@ class FlowRunner:
     def __init__(self, flow: Flow, project_dir: str | Path | None = None, runs_dir: str | Path = "runs",
                  data: dict[str, str | Path] | None = None, overrides: list[str] | None = None,
                  env_file: str | Path | None = None, out: TextIO | None = None, err: TextIO | None = None,
-                 python: str | None = None, check_steps: bool = True):
+                 python: str | None = None, check_steps: bool = True, jobs: int = 1):
         self.flow = flow
         self.project_dir = Path(project_dir or (flow.path.parent if flow.path else Path.cwd())).resolve()
         self.runs_dir = Path(runs_dir).resolve()
@@ -184,11 +185,15 @@ class FlowRunner:
         self.err = err or sys.stderr
         self.python = python or sys.executable
         self.check_steps = check_steps
+        if jobs < 1:
+            raise FlowError(f"--jobs {jobs}: need at least 1")
+        self.jobs = jobs  # independent branches at once (cnvrg runs them in parallel)
         for task, key, value in parse_overrides(list(overrides or []), flow):
             task.param(key).values = [value]
         self.secrets = self._load_secrets(env_file)
         self.redact = Redactor(self.secrets)
         self._lock = threading.Lock()
+        self._index_lock = threading.Lock()
 
     # -- secrets ---------------------------------------------------------------------------------
     def _load_secrets(self, env_file) -> dict[str, str]:
@@ -220,9 +225,10 @@ class FlowRunner:
             raise FlowError(f"{path}: unreadable index of latest runs: {exc}") from None
 
     def _update_index(self, key: str, value: str, name: str = "latest.json") -> None:
-        index = self._read_index(name)
-        index[key] = value
-        write_text_atomic(self._index_path(name), json.dumps(index, indent=2, sort_keys=True) + "\n")
+        with self._index_lock:  # parallel branches finish concurrently
+            index = self._read_index(name)
+            index[key] = value
+            write_text_atomic(self._index_path(name), json.dumps(index, indent=2, sort_keys=True) + "\n")
 
     # -- work folder ------------------------------------------------------------------------------
     def _code_entries(self) -> list[str]:
@@ -413,6 +419,16 @@ class FlowRunner:
             raise FlowError(f"data task {task.title!r}: dataset folder {folder} does not exist")
         return folder
 
+    def _mount_dataset(self, task: Task, datasets: dict[str, Path]) -> TaskResult:
+        try:
+            datasets[task.dataset] = self._dataset_folder(task)
+        except FlowError as exc:
+            self.say(f"[flow] {exc}")
+            return TaskResult(task.title, task.slug, "failed", error=str(exc))
+        self._update_index(task.dataset, str(datasets[task.dataset]), "latest_data.json")
+        self.say(f"[flow] {task.title}: dataset {task.dataset} at {datasets[task.dataset]}")
+        return TaskResult(task.title, task.slug, "succeeded", workdir=str(datasets[task.dataset]))
+
     def run(self, only: str | None = None) -> RunReport:
         order = self._preflight()
         if only is not None:
@@ -426,31 +442,43 @@ class FlowRunner:
         folders: dict[str, Path] = {}
         datasets: dict[str, Path] = {}
         tags_by_slug: dict[str, dict[str, str]] = {}
-        for task in order:
-            blocked = [p.title for p in self.flow.parents(task.title) if results[p.title].status != "succeeded"]
-            if blocked:
-                results[task.title] = TaskResult(task.title, task.slug, "skipped",
-                                                 error=f"parent {blocked[0]!r} did not succeed")
-                self.say(f"[flow] {task.title}: skipped ({results[task.title].error})")
-                continue
-            if task.type == "data":
-                try:
-                    datasets[task.dataset] = self._dataset_folder(task)
-                except FlowError as exc:
-                    results[task.title] = TaskResult(task.title, task.slug, "failed", error=str(exc))
-                    self.say(f"[flow] {exc}")
-                    continue
-                self._update_index(task.dataset, str(datasets[task.dataset]), "latest_data.json")
-                results[task.title] = TaskResult(task.title, task.slug, "succeeded",
-                                                 workdir=str(datasets[task.dataset]))
-                self.say(f"[flow] {task.title}: dataset {task.dataset} at {datasets[task.dataset]}")
-                continue
-            result = self._run_exec(task, run_dir, run_id, folders, tags_by_slug, datasets)
-            results[task.title] = result
-            folders[task.slug] = Path(result.workdir)
-            tags_by_slug[task.slug] = result.tags
-            self.say(f"[flow] {task.title}: {result.status} in {result.seconds:.1f} s"
-                     + (f" ({result.error})" if result.error else ""))
+        pending = list(order)
+        running: dict[Future, Task] = {}
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            while pending or running:
+                progressed = True
+                while progressed:  # skips and data tasks finish at once and may unblock others
+                    progressed = False
+                    for task in list(pending):
+                        parents = self.flow.parents(task.title)
+                        if any(p.title not in results for p in parents):
+                            continue
+                        blocked = [p.title for p in parents if results[p.title].status != "succeeded"]
+                        if blocked:
+                            pending.remove(task)
+                            results[task.title] = TaskResult(task.title, task.slug, "skipped",
+                                                             error=f"parent {blocked[0]!r} did not succeed")
+                            self.say(f"[flow] {task.title}: skipped ({results[task.title].error})")
+                            progressed = True
+                        elif task.type == "data":
+                            pending.remove(task)
+                            results[task.title] = self._mount_dataset(task, datasets)
+                            progressed = True
+                        elif len(running) < self.jobs:
+                            pending.remove(task)
+                            running[pool.submit(self._run_exec, task, run_dir, run_id, dict(folders),
+                                                dict(tags_by_slug), dict(datasets))] = task
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task = running.pop(future)
+                    result = future.result()
+                    results[task.title] = result
+                    folders[task.slug] = Path(result.workdir)
+                    tags_by_slug[task.slug] = result.tags
+                    self.say(f"[flow] {task.title}: {result.status} in {result.seconds:.1f} s"
+                             + (f" ({result.error})" if result.error else ""))
         report = RunReport(run_id, run_dir, [results[t.title] for t in order])
         self._write_report(report)
         return report
