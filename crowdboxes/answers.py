@@ -32,7 +32,7 @@ import pandas as pd
 
 from crowdboxes.artifacts import ANSWERS
 from crowdboxes.quality_settings import toloka_fee
-from crowdboxes.stepkit import cnvrg_linechart
+from crowdboxes.stepkit import cnvrg_linechart, redact
 
 JOURNAL_NAME = "wait_pool_journal.jsonl"
 JOURNAL_VERSION = 1
@@ -293,7 +293,14 @@ class AnswerCollector:
         changed = []
         for cursor in self.cursors.values():
             before = cursor.record()
-            records, ids = self._merge(cursor.fetch(self.client, upper))
+            saved = (cursor.time, set(cursor.seen), cursor.strictly_after)
+            try:
+                fetched = cursor.fetch(self.client, upper)
+            except BaseException:
+                # a page failed: forget the pages read before it, they are fetched again next time
+                cursor.time, cursor.seen, cursor.strictly_after = saved
+                raise
+            records, ids = self._merge(fetched)
             changed += ids
             after = cursor.record()
             # snapshots first, then the cursor: a crash in between only means fetching them again
@@ -413,6 +420,20 @@ class Progress:
             self.bar.close()
 
 
+MAX_POLL_FAILURES = 10  # consecutive failed polls before the step gives up (the journal keeps everything)
+
+
+def _transient(exc: Exception) -> bool:
+    """Worth another poll: not a rejected token, a missing pool or a refused action."""
+    try:
+        from toloka.client.exceptions import (AccessDeniedApiError, AuthenticationApiError, DoesNotExistApiError,
+                                              ValidationApiError)
+    except ImportError:  # pragma: no cover - toloka-kit is a dependency
+        return True
+    return not isinstance(exc, (AccessDeniedApiError, AuthenticationApiError, DoesNotExistApiError,
+                                ValidationApiError))
+
+
 @dataclass
 class WaitOutcome:
     done: bool
@@ -424,14 +445,26 @@ def wait_for_pool(client, pool_id: str, collector: AnswerCollector, progress: Pr
                   poll_seconds: float, deadline: float | None, expected_answers: int | None,
                   sleep: Callable[[float], None] = time.sleep) -> WaitOutcome:
     """Poll until the pool is done or ``deadline`` (a ``time.monotonic()`` value) passes."""
-    polls = 0
+    polls = failures = 0
+    state = "unknown"
     while True:
         polls += 1
-        collector.poll()
-        counts = collector.counts(pool_id)
-        done, state = pool_state(client, pool_id, expected_answers, counts["task_answers"])
-        rewards, fees = collector.spent_estimate(pool_id)
-        progress.update(counts["task_answers"], counts, rewards + fees, state)
+        try:
+            collector.poll()
+            counts = collector.counts(pool_id)
+            done, state = pool_state(client, pool_id, expected_answers, counts["task_answers"])
+            failures = 0
+        except Exception as exc:
+            # toloka-kit already retried this request; a longer outage should not end a 48-hour wait
+            failures += 1
+            if failures >= MAX_POLL_FAILURES or not _transient(exc):
+                raise
+            print(f"warning: poll {polls} failed ({type(exc).__name__}: {redact(str(exc)).splitlines()[0][:200]}); "
+                  f"{failures} in a row, trying again in {poll_seconds:g} s", file=sys.stderr, flush=True)
+            done = False
+        else:
+            rewards, fees = collector.spent_estimate(pool_id)
+            progress.update(counts["task_answers"], counts, rewards + fees, state)
         if done:
             return WaitOutcome(True, state, polls)
         remaining = None if deadline is None else deadline - time.monotonic()

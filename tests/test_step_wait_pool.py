@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import time
 import types
 
 import pandas as pd
@@ -253,12 +254,76 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise(capsys):
     assert stdout == ["cnvrg_linechart_Progress value: 25.0", "cnvrg_linechart_Spent value: 0.03"] * 2 + [
         "cnvrg_linechart_Progress value: 100.0", "cnvrg_linechart_Spent value: 0.045"]
 
+
+class FlakyApi(FakeAssignmentsApi):
+    """Fails the calls whose 1-based numbers are in ``fail_calls`` (counting every API call)."""
+
+    def __init__(self, *args, fail_calls=(), error=RuntimeError, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fail_calls, self.error, self.n = set(fail_calls), error, 0
+
+    def _tick(self):
+        self.n += 1
+        if self.n in self.fail_calls:
+            raise self.error("connection reset")
+
+    def find_assignments(self, sort=None, limit=None, **filters):
+        self._tick()
+        return super().find_assignments(sort=sort, limit=limit, **filters)
+
+    def get_pool(self, pool_id):
+        self._tick()
+        return super().get_pool(pool_id)
+
+
+def test_failed_page_does_not_advance_the_cursor(tmp_path, monkeypatch):
+    monkeypatch.setattr(ans, "BATCH_SIZE", 3)
+    api = FlakyApi([make_assignment(i, submitted_s=i) for i in range(1, 8)], fail_calls={2})
+    collector = ans.AnswerCollector(api, ["7"], tmp_path, lag_seconds=0)
+    with pytest.raises(RuntimeError):
+        collector.poll()  # page 1 of 3 read, page 2 failed
+    assert collector.snapshots == {}
+    assert len(collector.poll()) == 7
+    assert ans.AnswerCollector(api, ["7"], tmp_path, lag_seconds=0).poll() == []
+
+
+def test_wait_survives_transient_failures_but_not_a_rejected_token(tmp_path, capsys):
+    from toloka.client.exceptions import AuthenticationApiError
+
+    api = FlakyApi([make_assignment(1, submitted_s=1)], pool_status="CLOSED", close_reason="COMPLETED",
+                   fail_calls={1, 5})  # the first poll's first fetch, the second poll's get_pool
+    collector = ans.AnswerCollector(api, ["7"], tmp_path, lag_seconds=0)
+    progress = ans.Progress(1, "w", stream=_Terminal(False))
+    outcome = ans.wait_for_pool(api, "7", collector, progress, poll_seconds=5, deadline=None, expected_answers=1,
+                                sleep=lambda s: None)
+    assert outcome.done and outcome.polls == 3 and len(collector.snapshots) == 1
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: poll")]
+    assert len(warnings) == 2 and "RuntimeError: connection reset" in warnings[0]
+
+    def auth_error(message):
+        return AuthenticationApiError(status_code=401, code="AUTHENTICATION_ERROR", message=message)
+
+    api = FlakyApi(fail_calls={1}, error=auth_error)
+    with pytest.raises(AuthenticationApiError):
+        ans.wait_for_pool(api, "7", ans.AnswerCollector(api, ["7"], tmp_path / "b", lag_seconds=0), progress,
+                          poll_seconds=5, deadline=None, expected_answers=1, sleep=lambda s: None)
+
+
+def test_wait_stops_at_the_deadline(tmp_path):
+    api = FakeAssignmentsApi(pool_status="OPEN")
+    collector = ans.AnswerCollector(api, ["7"], tmp_path, lag_seconds=0)
+    slept = []
+    outcome = ans.wait_for_pool(api, "7", collector, ans.Progress(4, "w", stream=_Terminal(False)),
+                                poll_seconds=0.05, deadline=time.monotonic() + 0.3, expected_answers=4,
+                                sleep=lambda s: (slept.append(s), time.sleep(s)))
+    assert not outcome.done and outcome.state == "OPEN" and outcome.polls >= 2
+    assert all(s <= 0.05 for s in slept)
+
 # ------------------------------------------------------------------ end to end against the local Toloka
 
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from helpers_local_toloka import start_local_toloka  # noqa: E402
