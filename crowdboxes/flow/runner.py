@@ -194,6 +194,7 @@ class FlowRunner:
         self.redact = Redactor(self.secrets)
         self._lock = threading.Lock()
         self._index_lock = threading.Lock()
+        self._entries: list[str] | None = None
 
     # -- secrets ---------------------------------------------------------------------------------
     def _load_secrets(self, env_file) -> dict[str, str]:
@@ -233,6 +234,11 @@ class FlowRunner:
     # -- work folder ------------------------------------------------------------------------------
     def _code_entries(self) -> list[str]:
         """Top-level names cnvrg would check out: git's tracked + unignored files, else visible entries."""
+        if self._entries is None:
+            self._entries = self._list_code_entries()
+        return self._entries
+
+    def _list_code_entries(self) -> list[str]:
         names: set[str] | None = None
         try:
             done = subprocess.run(["git", "-C", str(self.project_dir), "ls-files", "-z", "--cached", "--others",
