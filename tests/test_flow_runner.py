@@ -242,6 +242,9 @@ def test_data_task_maps_to_local_folder_or_fails_with_the_flag_to_use(tmp_path):
     assert {r.title: r.status for r in missing.results} == {"Road Signs": "failed", "Upload": "skipped",
                                                             "Alone": "succeeded"}
     assert "pass --data road_signs=PATH" in missing.failure_line()
+    with pytest.raises(FlowError, match=r"--data road_sign=\.\.\.: no data task has dataset 'road_sign' "
+                                        r"\(datasets: road_signs\)"):
+        runner_for(path, tmp_path, data={"road_sign": images})
 
 
 def test_env_file_secrets_reach_the_step_and_never_the_logs(tmp_path, capsys, monkeypatch):

@@ -181,6 +181,11 @@ class FlowRunner:
         self.project_dir = Path(project_dir or (flow.path.parent if flow.path else Path.cwd())).resolve()
         self.runs_dir = Path(runs_dir).resolve()
         self.data = {k: Path(v).resolve() for k, v in (data or {}).items()}
+        known = sorted({t.dataset for t in flow.tasks if t.type == "data"})
+        for name in self.data:
+            if name not in known:
+                raise FlowError(f"--data {name}=...: no data task has dataset {name!r} "
+                                f"(datasets: {', '.join(known) or 'none'})")
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.python = python or sys.executable
