@@ -265,6 +265,11 @@ def test_env_file_secrets_reach_the_step_and_never_the_logs(tmp_path, capsys, mo
     texts += [p.read_text() for p in (tmp_path / "runs").rglob("*") if p.is_file() and p.suffix in (".txt", ".json")]
     assert all(secret not in t for t in texts)
     assert "debug: token is ***" in (left / "log.txt").read_text()
+    # a secret pasted into a param is refused before anything runs, without showing it
+    with pytest.raises(FlowError) as info:
+        runner_for(path, tmp_path / "again", overrides=[f"Left.word=x{secret}"]).run()
+    assert str(info.value).startswith("task 'Left' param 'word': its value contains a secret (x***)")
+    assert not (tmp_path / "again").exists()
 
 
 def test_env_file_parsing_and_git_ignore_guard(tmp_path):

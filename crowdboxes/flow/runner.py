@@ -407,6 +407,10 @@ class FlowRunner:
     # -- whole runs -------------------------------------------------------------------------------
     def _preflight(self) -> list[Task]:
         problems = check_flow(self.flow, self.project_dir, self.check_steps)
+        # params are shown in cnvrg's UI and exported to children: a secret must travel by env var name
+        problems += [f"task {t.title!r} param {p.key!r}: its value contains a secret ({self.redact(p.value)}); "
+                     "pass the name of the env var that holds it instead (like --token_env)"
+                     for t in self.flow.tasks for p in t.params if p.values and self.redact(p.value) != p.value]
         if problems:
             more = f" (and {len(problems) - 1} more; see `flow validate`)" if len(problems) > 1 else ""
             raise FlowError(f"{problems[0]}{more}")
