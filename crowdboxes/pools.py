@@ -86,8 +86,9 @@ def parse_languages(value) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class PoolSettings:
-    """The step's pool params, checked. ``overlap`` is what the user asked for; the detection pool
-    uses :attr:`detection_overlap` (1 when the mode is plain ``verify``)."""
+    """The step's pool params, checked. ``overlap`` and ``auto_accept`` are what the user asked for;
+    the detection pool uses :attr:`detection_overlap` (1 when the mode is plain ``verify``) and
+    :attr:`detection_auto_accept` (false whenever verification decides what is paid)."""
 
     mode: str
     reward: float
@@ -104,10 +105,16 @@ class PoolSettings:
     def detection_overlap(self) -> int:
         return 1 if self.mode == "verify" else self.overlap
 
+    @property
+    def detection_auto_accept(self) -> bool:
+        # with verification, the verdicts accept or reject drawings: they must wait SUBMITTED
+        return False if "verify" in self.mode else self.auto_accept
+
     def key_material(self) -> dict:
         data = asdict(self)
         data["languages"] = list(self.languages)
         data["detection_overlap"] = self.detection_overlap
+        data["detection_auto_accept"] = self.detection_auto_accept
         return data
 
 
@@ -183,7 +190,7 @@ def build_detection_pool(config: dict, settings: PoolSettings, *, project_id: st
         private_name=f"{name} [mode {settings.mode}, overlap {settings.detection_overlap}]"[:200],
         reward_per_assignment=settings.reward,
         assignment_max_duration_seconds=settings.time_per_suite,
-        auto_accept_solutions=settings.auto_accept,
+        auto_accept_solutions=settings.detection_auto_accept,
         auto_accept_period_day=settings.review_days,
         may_contain_adult_content=settings.adult_content,
         defaults={"default_overlap_for_new_task_suites": settings.detection_overlap,

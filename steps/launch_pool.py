@@ -14,7 +14,8 @@ Inputs:
   --reward         USD per assignment (one task suite), at least 0.005; Toloka adds 30 % (min $0.005)
   --overlap        drawers per image (the detection pool uses 1 in verify mode)
   --tasks_per_suite  images per assignment; --time_per_suite  seconds a worker has for one assignment
-  --auto_accept    true | false (false: you review, unreviewed work is accepted after --review_days, 1-21)
+  --auto_accept    true | false (false: you review, unreviewed work is accepted after --review_days, 1-21);
+                   modes with verify always use false: the verification accepts or rejects each drawing
   --languages      comma list of worker languages (EN,DE) or none; --expiry_days  pool closes after it
   --adult_content  true | false; --budget  USD cap for the whole job or none; --batch_size  tasks per request
   --control_csv    none, or control images with known boxes (crowdboxes.control_tasks format: url, width,
@@ -104,6 +105,10 @@ def main(argv=None) -> int:
         mode=quality.mode, reward=args.reward, overlap=args.overlap, tasks_per_suite=args.tasks_per_suite,
         time_per_suite=args.time_per_suite, auto_accept=args.auto_accept, review_days=args.review_days,
         languages=args.languages, expiry_days=args.expiry_days, adult_content=args.adult_content)
+    if settings.auto_accept and not settings.detection_auto_accept:
+        print(f"note: --mode {quality.mode} reviews every drawing, so the detection pool does not auto-accept "
+              f"(--auto_accept true ignored; unreviewed work is accepted after --review_days {settings.review_days})",
+              file=sys.stderr)
     batch_size = pools.parse_number("batch_size", args.batch_size, minimum=1, maximum=10000, integer=True)
     project_rows = read_csv(args.projects_csv, PROJECTS, dtype=str)
     ids = projects.role_ids(project_rows, args.projects_csv)

@@ -246,7 +246,9 @@ def test_verify_mode_makes_an_overlap_one_pool(toloka, tmp_path, monkeypatch, ca
     assert result.returncode == 0, result.stderr
     row = pd.read_csv(tmp_path / "out" / "pool.csv", dtype=str).iloc[0]
     assert (row["mode"], row.overlap) == ("verify", "1")
-    assert toloka.client().get_pool(row.pool_id).defaults.default_overlap_for_new_tasks == 1
+    pool = toloka.client().get_pool(row.pool_id)
+    assert pool.defaults.default_overlap_for_new_tasks == 1
+    assert pool.auto_accept_solutions is False and "--auto_accept true ignored" in result.stderr
 
 
 def test_control_images_become_tasks_once(toloka, tmp_path, monkeypatch, capsys):
