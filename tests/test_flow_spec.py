@@ -258,3 +258,14 @@ def test_shipped_flow_params_follow_the_contract():
     assert flow.task("Upload Images").param("s3_bucket").value == "my-toloka-images"
     assert flow.task("Aggregate Boxes").param("method").value == "lean_em"
     assert flow.by_slug()["road_signs"].type == "data" and flow.by_slug()["road_signs"].dataset == "road_signs"
+
+
+def test_argv_matches_what_bash_makes_of_the_shipped_lines():
+    import subprocess
+
+    for t in load_flow(SHIPPED).tasks:
+        if t.type != "exec":
+            continue
+        line = t.argv_line()
+        done = subprocess.run(["bash", "-c", f"printf '%s\\n' {line}"], capture_output=True, text=True, check=True)
+        assert done.stdout.splitlines() == t.argv(), t.title
