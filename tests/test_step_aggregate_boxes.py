@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,29 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 STEP = REPO / "steps" / "aggregate_boxes.py"
+
+
+
+def load_step():
+    spec = importlib.util.spec_from_file_location("step_aggregate_boxes", STEP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_in_process(tmp_path, capsys, answers: str, *extra, images_csv=None):
+    """The step's main in this process (error paths: no need to pay for a new interpreter each time)."""
+    from crowdboxes.stepkit import run_step
+
+    (tmp_path / "answers.csv").write_text(answers)
+    (tmp_path / "images.csv").write_text("image_id,file_name,url,width,height,sha256\n"
+                                         "a,a.jpg,http://x/a.jpg,100,100,s1\n")
+    code = run_step(load_step().main, ["--answers_csv", str(tmp_path / "answers.csv"),
+                                       "--images_csv", str(images_csv or tmp_path / "images.csv"),
+                                       "--output_dir", str(tmp_path / "out"), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
 
 HEADER = "assignment_id,task_id,image_id,worker_id,status,submitted_at,label,x,y,w,h\n"
 
@@ -75,25 +99,25 @@ def test_unknown_method_lists_valid_names(tmp_path):
     (HEADER + "as1,t1,a,w1,ACCEPTED,2026,stop,1,1,2,2\nas1,t1,a,w1,DONE,2026,stop,1,1,2,2\n",
      "row 3, field 'status': 'DONE'"),
 ])
-def test_bad_answers_fail_with_one_line(tmp_path, answers, message):
-    proc, _ = run(tmp_path, answers, "--method", "iou_cluster")
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
+def test_bad_answers_fail_with_one_line(tmp_path, capsys, answers, message):
+    code, _, err = run_in_process(tmp_path, capsys, answers, "--method", "iou_cluster")
+    assert code == 2
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert not (tmp_path / "out" / "boxes.csv").exists()
 
 
-def test_missing_images_file_is_named(tmp_path):
-    (tmp_path / "answers.csv").write_text(ANSWERS)
-    proc = subprocess.run([sys.executable, str(STEP), "--answers_csv", str(tmp_path / "answers.csv"),
-                           "--images_csv", str(tmp_path / "nope.csv"), "--method", "iou_cluster",
-                           "--output_dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "nope.csv does not exist" in proc.stderr
+def test_missing_images_file_is_named(tmp_path, capsys):
+    code, _, err = run_in_process(tmp_path, capsys, ANSWERS, "--method", "iou_cluster",
+                                  images_csv=tmp_path / "nope.csv")
+    assert code == 2 and err.strip().splitlines() == [f"error: input file {tmp_path / 'nope.csv'} does not exist"]
 
 
-def test_nothing_drawn_anywhere_gives_empty_boxes(tmp_path):
+def test_nothing_drawn_anywhere_gives_empty_boxes(tmp_path, capsys):
     answers = HEADER + "as1,t1,a,w1,ACCEPTED,2026,,,,,\nas2,t1,a,w2,ACCEPTED,2026,,,,,\n"
-    proc, out = run(tmp_path, answers, "--method", "iou_cluster")
-    assert proc.returncode == 0, proc.stderr
-    assert pd.read_csv(out / "boxes.csv").empty
-    workers = pd.read_csv(out / "workers.csv")
+    code, out_text, err = run_in_process(tmp_path, capsys, answers, "--method", "iou_cluster")
+    assert code == 0, err
+    assert pd.read_csv(tmp_path / "out" / "boxes.csv").empty
+    workers = pd.read_csv(tmp_path / "out" / "workers.csv")
     assert workers["answers"].tolist() == [1, 1] and workers["empty_answers"].tolist() == [1, 1]
+    assert "cnvrg_tag_boxes: 0" in out_text

@@ -514,14 +514,20 @@ def test_timeout_keeps_what_was_collected_and_fails_with_one_line(toloka, tmp_pa
     ("pool_id,role,project_id,tasks,overlap,reward_per_assignment,estimated_cost\n1,detection_pool,1,two,1,0.01,1\n",
      "row 2, field 'tasks': 'two' is not a number"),
 ])
-def test_bad_pool_csv_fails_with_one_line(tmp_path, pool_csv, message):
+def test_bad_pool_csv_fails_with_one_line(tmp_path, capsys, pool_csv, message):
+    import importlib.util
+
+    from crowdboxes.stepkit import run_step
+
+    spec = importlib.util.spec_from_file_location("step_wait_pool", STEP)
+    step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step)
     (tmp_path / "pool.csv").write_text(pool_csv)
     (tmp_path / "tasks.csv").write_text("task_id,pool_id,image_id,url\n")
     (tmp_path / "images.csv").write_text("image_id,file_name,url,width,height,sha256\n")
-    proc = subprocess.run([sys.executable, str(STEP), "--toloka_env", "http://127.0.0.1:9", "--token_env", TOKEN_ENV,
-                           "--pool_csv", str(tmp_path / "pool.csv"), "--tasks_csv", str(tmp_path / "tasks.csv"),
-                           "--images_csv", str(tmp_path / "images.csv"), "--output_dir", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=60, env=step_env())
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
+    code = run_step(step.main, ["--toloka_env", "http://127.0.0.1:9", "--token_env", TOKEN_ENV,
+                                "--pool_csv", str(tmp_path / "pool.csv"), "--tasks_csv", str(tmp_path / "tasks.csv"),
+                                "--images_csv", str(tmp_path / "images.csv"), "--output_dir", str(tmp_path / "out")])
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
