@@ -169,7 +169,7 @@ def create_control_tasks(client, pool_id: str, control: ControlSet, overlap: int
     tasks = [Task(pool_id=str(pool_id), input_values={"image": url}, overlap=int(overlap)) for url in control.images]
     if not tasks:
         return pd.DataFrame(columns=["task_id", "pool_id", "image_id", "url", "kind"])
-    created = client.create_tasks(tasks, allow_defaults=True, open_pool=False)
+    created = client.create_tasks(tasks, allow_defaults=False, open_pool=False)  # keep our overlap
     rows = [{"task_id": t.id, "pool_id": str(pool_id), "image_id": control.image_ids[t.input_values["image"]],
              "url": t.input_values["image"], "kind": "control"} for t in created.items.values()]
     return pd.DataFrame(rows)

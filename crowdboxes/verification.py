@@ -33,6 +33,7 @@ import logging
 import os
 import time
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 import attr
@@ -226,6 +227,17 @@ class LoopOutcome:
     budget_stopped: bool = False
 
 
+def _plain(value):
+    """JSON-safe copy: toloka-kit parses numbers in outputs as Decimal."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
 def _outlines(solution) -> list:
     value = (solution.output_values or {}).get("result") if solution is not None else None
     if isinstance(value, str):
@@ -233,7 +245,7 @@ def _outlines(solution) -> list:
             value = json.loads(value) if value.strip() else []
         except json.JSONDecodeError:
             value = []
-    return value if isinstance(value, list) else []
+    return _plain(value) if isinstance(value, list) else []
 
 
 class VerificationLoop:
@@ -262,7 +274,8 @@ class VerificationLoop:
         if tasks is not None and len(tasks):
             for r in tasks.itertuples(index=False):
                 self.task_image[str(r.task_id)] = str(r.image_id)
-                if str(getattr(r, "kind", "real")) != "control" and str(r.url) not in self.control:
+                is_control = str(getattr(r, "kind", "")) == "control" or str(getattr(r, "control", "")).lower() == "true"
+                if not is_control and str(r.url) not in self.control:
                     self.real_tasks.add(str(r.task_id))
         self.project_id = None
         self.changed = False
@@ -318,7 +331,8 @@ class VerificationLoop:
                 keys.append(key)
             self.ledger.assignments[a.id] = {"worker_id": worker, "items": keys, "outcome": None,
                                              "status_seen": str(getattr(a.status, "value", a.status))}
-            self._mark_drawer(worker)
+            if any(self.ledger.items[k]["kind"] == "verify" for k in keys):
+                self._mark_drawer(worker)  # controls are nobody's work under review: they may still verify
             self.changed = True
         existing = {(it["assignment_id"], it["url"]) for it in self.ledger.items.values() if it.get("vtask_id")}
         for key in new_items:
@@ -332,7 +346,8 @@ class VerificationLoop:
                                          input_values={"image": item["url"], "outlines": item["outlines"],
                                                        "assignment_id": item["assignment_id"]})))
         if new_vtasks:
-            created = self.client.create_tasks([t for _, t in new_vtasks], allow_defaults=True, open_pool=True)
+            # explicit overlap (allow_defaults=False): the pool default may predate a changed --verifiers
+            created = self.client.create_tasks([t for _, t in new_vtasks], allow_defaults=False, open_pool=True)
             for idx, task in created.items.items():
                 key = new_vtasks[int(idx)][0]
                 self.ledger.items[key]["vtask_id"] = task.id
@@ -351,7 +366,7 @@ class VerificationLoop:
         skill = self.skill_ids.get("drawer_skill")
         if not skill or worker in self.ledger.drawers:
             return
-        self.client.set_user_skill(skill_id=skill, user_id=worker, value=1)
+        self.client.set_user_skill(skill_id=skill, user_id=worker, value=Decimal(1))
         self.ledger.drawers.append(worker)
 
     # ----------------------------------------------------------------- verification submitted
@@ -470,17 +485,25 @@ class VerificationLoop:
         allowed = meta["base"] * (self.settings.max_attempts - 1)
         if meta["rejected"] > allowed:
             item["redraw"] = "attempts_exhausted"
+            # a pool rule (CHANGE_OVERLAP on reject) may have raised it anyway: take that back
+            self._set_overlap(item["task_id"], meta["base"] + allowed)
             return
         if self.ledger.budget_stopped or (self.guard is not None and not self.guard.may_spend(1, self.detection_pool_id)):
             self.ledger.budget_stopped = self.ledger.budget_stopped or self.guard is not None
             item["redraw"] = "budget"
             return
         target = meta["base"] + meta["rejected"]
-        self.client.patch_task(item["task_id"], overlap=target)
+        self._set_overlap(item["task_id"], target)
         item["redraw"] = f"overlap {target}"
         pool = self.client.get_pool(self.detection_pool_id)
         if not pool.is_open():
             self.client.open_pool(self.detection_pool_id)
+
+    def _set_overlap(self, task_id: str, overlap: int) -> None:
+        """An absolute overlap (never a delta): applying it twice after a crash changes nothing."""
+        task = self.client.get_task(task_id)
+        if int(task.overlap or 0) != overlap:
+            self.client.patch_task_overlap_or_min(task_id, overlap=overlap, infinite_overlap=False)
 
     # ----------------------------------------------------------------- bans
 
@@ -494,7 +517,8 @@ class VerificationLoop:
         skill = self.skill_ids.get("control_skill")
         if skill and skill_value is not None:
             try:
-                self.client.set_user_skill(skill_id=skill, user_id=worker, value=round(float(skill_value), 2))
+                self.client.set_user_skill(skill_id=skill, user_id=worker,
+                                           value=Decimal(str(round(float(skill_value), 2))))
             except Exception as exc:
                 logger.warning("cannot set control skill of %s: %s", worker, type(exc).__name__)
         try:
@@ -587,6 +611,56 @@ class VerificationLoop:
 
 
 # ---------------------------------------------------------------------------------------------
+# the verification pool
+
+VERIFICATION_POOL_ROLE = "verification_pool"
+
+
+def build_verification_pool(settings: QualitySettings, *, project_id: str, skill_ids: dict, key: str,
+                            will_expire: dt.datetime, config_path=None):
+    """A toloka-kit Pool from ``configs/verification_pool.json``: skills resolved, overlap = verifiers.
+
+    Refuses (StepError) a config whose filter would let drawers verify, after the ``$drawer_skill``
+    placeholder was resolved as well as before.
+    """
+    import copy
+
+    from toloka.client.pool import Pool
+
+    from crowdboxes.quality_settings import check_verification_pool_config, resolve_skill_placeholders
+    from crowdboxes.stepkit import StepError
+
+    path = config_path or settings.verification_pool_path or "verification_pool.json"
+    if settings.verification_pool_config is None:
+        raise StepError(f"--mode {settings.mode}: no verification pool config loaded")
+    data = resolve_skill_placeholders(copy.deepcopy(settings.verification_pool_config), skill_ids)
+    check_verification_pool_config(data, path, drawer_skill_id=skill_ids.get("drawer_skill"))
+    for field in ("id", "status", "created", "owner", "last_close_reason", "last_started", "last_stopped", "type"):
+        data.pop(field, None)
+    data.update(project_id=str(project_id), private_comment=key,
+                defaults={"default_overlap_for_new_task_suites": settings.verifiers,
+                          "default_overlap_for_new_tasks": settings.verifiers})
+    try:
+        pool = Pool.structure(data)
+    except Exception as exc:
+        raise StepError(f"{path}: not a valid toloka-kit Pool ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    pool.will_expire = will_expire.astimezone(dt.timezone.utc).replace(tzinfo=None) if will_expire.tzinfo else will_expire
+    return pool
+
+
+def ensure_verification_pool(client, settings: QualitySettings, *, project_id: str, skill_ids: dict, key: str,
+                             will_expire: dt.datetime):
+    """``(pool, created)``: the verification pool with ``private_comment == key``, else a new one.
+
+    It starts closed and empty; the loop adds tasks with ``open_pool=True`` as drawings arrive.
+    """
+    spec = build_verification_pool(settings, project_id=project_id, skill_ids=skill_ids, key=key,
+                                   will_expire=will_expire)
+    for pool in client.get_pools(project_id=str(project_id)):
+        if pool.private_comment == key and str(getattr(pool.status, "value", pool.status)) != "ARCHIVED":
+            return pool, False
+    return client.create_pool(spec), True
+
 
 def _skill_ids_from_projects(projects_csv) -> dict:
     if projects_csv is None:
