@@ -42,6 +42,7 @@ _SERVER_FIELDS = ("id", "status", "created", "owner", "last_close_reason", "last
                   "type", "project_id", "private_comment", "will_expire")
 _LANG_RE = re.compile(r"^[A-Z]{2}$")
 MAX_REVIEW_DAYS = 21  # Toloka's limit for auto_accept_period_day
+TASK_PAGE = 1000  # tasks per listing request (Toloka allows up to 100 000; its default is 50)
 
 
 def is_none(value) -> bool:
@@ -274,7 +275,7 @@ def upload_tasks(client, pool_id: str, wanted: pd.DataFrame, *, batch_size: int,
 
     def existing_by_key() -> dict[str, object]:
         found = {}
-        for task in client.get_tasks(pool_id=str(pool_id)):
+        for task in client.get_tasks(pool_id=str(pool_id), batch_size=TASK_PAGE):
             key = _task_image_key(task.input_values or {}, use_image_id)
             if key is not None and key not in found:
                 found[key] = task
