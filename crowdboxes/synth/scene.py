@@ -19,10 +19,10 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from scipy.special import ndtri
 
 from crowdboxes.synth.signs import DEFAULT_METRES, METRES, box_size, render_sign
 
@@ -547,7 +547,7 @@ def _draw_sign(p, rng, cam, sign: PlacedSign, label, plates=True) -> Image.Image
     return patch
 
 
-_NORMAL_QUANTILES = np.asarray(ndtri((np.arange(256) + 0.5) / 256), np.float32)
+_NORMAL_QUANTILES = np.array([NormalDist().inv_cdf((k + 0.5) / 256) for k in range(256)], np.float32)
 
 
 def _finish(image: Image.Image, rng, light) -> bytes:
