@@ -197,7 +197,10 @@ class LeanEM(BaseBoxAggregator):
         q[np.arange(nc), lab] = 1.0
         # first pass: each box's own size stands in for the object's
         side_b = np.maximum(np.column_stack([corners[:, 2] - corners[:, 0], corners[:, 3] - corners[:, 1]]), 1.0)
-        mu, prec, psum = self._locate(corners, cluster, nc, side_b, sigma2[bw], px2)
+        ref = np.empty((nc, 4))
+        ref[cluster] = corners
+        delta = corners - ref[cluster]
+        mu, prec, psum = self._locate(ref, delta, cluster, nc, side_b, sigma2[bw], px2)
         side_b = self._sides(mu, cluster)
 
         for it in range(self.n_iter):
@@ -217,13 +220,13 @@ class LeanEM(BaseBoxAggregator):
             acc, rho = self._label_m_step(prep, cluster, nl, nw, p_box, p, q)
             fake_labels = (1 + np.bincount(prep.label, weights=1 - p_box, minlength=nl)) / (nl + (1 - p_box).sum())
             # ---- E-step
-            mu, prec, psum = self._locate(corners, cluster, nc, side_b, sigma2[bw], px2)
+            mu, prec, psum = self._locate(ref, delta, cluster, nc, side_b, sigma2[bw], px2)
             side_b = self._sides(mu, cluster)
             q, label_llr = self._label_posterior(prep, cluster, nc, nl, acc, rho, fake_labels)
             p_new = self._existence(prep, cluster, ctask, nc, miss, fp, pi, label_llr if self.label_evidence else 0.0)
-            delta = np.abs(p_new - p).max() if nc else 0.0
+            change = np.abs(p_new - p).max() if nc else 0.0
             p = p_new
-            if delta <= self.tol:
+            if change <= self.tol:
                 break
         return {"p": p, "mu": mu, "q": q, "ctask": ctask, "miss": miss, "fp": fp, "sigma2": sigma2,
                 "acc": acc, "pi": pi, "rho": rho}
@@ -246,21 +249,32 @@ class LeanEM(BaseBoxAggregator):
         return np.maximum(np.column_stack([mu[:, 2] - mu[:, 0], mu[:, 3] - mu[:, 1]]), 1.0)[cluster]
 
     @staticmethod
-    def _locate(corners, cluster, nc, side_b, s2_b, px2):
-        """Precision-weighted object corners: ``(mu, prec per box edge, summed prec per object edge)``."""
+    def _locate(ref, delta, cluster, nc, side_b, s2_b, px2):
+        """Precision-weighted object corners: ``(mu, prec per box edge, summed prec per object edge)``.
+
+        Means are taken as ``ref + weighted mean of (corner - ref)`` with ``ref`` one member's corners, so
+        identical boxes give back exactly that box (no rounding drift).
+        """
         prec = 1.0 / (s2_b[:, None] * side_b[:, [0, 1, 0, 1]] ** 2 + px2)
         psum = np.empty((nc, 4))
         mu = np.empty((nc, 4))
         for k in range(4):
             psum[:, k] = np.bincount(cluster, weights=prec[:, k], minlength=nc)
-            mu[:, k] = np.bincount(cluster, weights=prec[:, k] * corners[:, k], minlength=nc) / psum[:, k]
+            mu[:, k] = ref[:, k] + np.bincount(cluster, weights=prec[:, k] * delta[:, k], minlength=nc) / psum[:, k]
         return mu, prec, psum
 
     def _sigma2(self, corners, cluster, bw, nw, mu, prec, psum, side_b, wgt, px2) -> np.ndarray:
-        """M-step for the boundary scale (formula in the class docstring)."""
-        lam = np.minimum(prec / psum[cluster], 0.95)
-        r2 = (corners - mu[cluster]) ** 2 / (1 - lam)
-        frac2 = (np.maximum(r2 - px2, 0.0) / side_b[:, [0, 1, 0, 1]] ** 2).sum(axis=1)
+        """M-step for the boundary scale (formula in the class docstring); in place to spare memory."""
+        lam = prec / psum[cluster]
+        np.minimum(lam, 0.95, out=lam)
+        np.subtract(1.0, lam, out=lam)
+        r2 = corners - mu[cluster]
+        np.square(r2, out=r2)
+        r2 /= lam
+        r2 -= px2
+        np.maximum(r2, 0.0, out=r2)
+        r2 /= np.square(side_b)[:, [0, 1, 0, 1]]
+        frac2 = r2.sum(axis=1)
         num = np.bincount(bw, weights=wgt * frac2, minlength=nw)
         den = np.bincount(bw, weights=wgt, minlength=nw) * 4
         nu = self.sigma_strength

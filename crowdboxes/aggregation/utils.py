@@ -39,7 +39,7 @@ class PreparedAnswers:
     ``task`` / ``worker`` / ``label`` are integer codes into ``task_names`` / ``worker_names`` / ``label_names``
     (labels sorted by name, so "first label" in a tie rule means alphabetically first). ``seen_task`` /
     ``seen_worker`` list every (image, worker) pair that answered the image, including workers who drew
-    nothing; ``n_seen[g]`` is how many workers answered image ``g``.
+    nothing (rows rejected as problems do not count); ``n_seen[g]`` is how many workers answered image ``g``.
     """
 
     task: np.ndarray = attr.ib()
@@ -121,7 +121,7 @@ def prepare_answers(answers: pd.DataFrame, images: pd.DataFrame | None = None) -
         height = pd.to_numeric(images["height"], errors="coerce").to_numpy(dtype=np.float64)
         sizes = (pos, width, height)
 
-    seen = ~bad  # the worker answered a known image, whatever the box looks like
+    seen = ~bad  # rows of a known image by a known worker; narrowed to usable rows below
     coords = np.empty((n, 4), dtype=np.float64)
     nonnum = np.zeros(n, dtype=bool)
     for k, col in enumerate(_COORDS):
@@ -164,7 +164,9 @@ def prepare_answers(answers: pd.DataFrame, images: pd.DataFrame | None = None) -
             bad |= _problem(problems, rows, outside, "box outside the image")
             live &= ~outside
 
-    # Codes: tasks/workers over every row that saw a known image (so empty images still exist).
+    # A worker answered an image when it has a usable box or an explicit "nothing" row there; rejected rows
+    # say nothing (they are neither a vote for nor against an object). Empty images still get a code.
+    seen = live | (empty & ~bad)
     task_codes, task_names = pd.factorize(pd.Series(task[seen]), sort=False)
     worker_codes, worker_names = pd.factorize(pd.Series(worker[seen]), sort=False)
     t_all = np.full(n, -1, dtype=np.int64)
@@ -194,22 +196,9 @@ def prepare_answers(answers: pd.DataFrame, images: pd.DataFrame | None = None) -
 
 
 def _clip_many(boxes: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:
-    """``geometry.clip_to_image`` for boxes of many images at once (per-box width/height)."""
-    if np.ndim(width) == 0 or (np.all(width == width[0]) and np.all(height == height[0])):
-        return clip_to_image(boxes, float(np.ravel(width)[0]), float(np.ravel(height)[0]))
-    # clip_to_image clips to one rectangle; clip each distinct image size with it (few distinct sizes in practice)
-    out = np.empty_like(boxes)
-    size_code, uniq = pd.factorize(pd.Series(width.astype(str)) + "x" + pd.Series(height.astype(str)))
-    if len(uniq) <= 64:
-        for k in range(len(uniq)):
-            m = size_code == k
-            out[m] = clip_to_image(boxes[m], float(width[m][0]), float(height[m][0]))
-        return out
-    x1 = np.clip(boxes[:, 0], 0, width)
-    y1 = np.clip(boxes[:, 1], 0, height)
-    x2 = np.clip(boxes[:, 0] + boxes[:, 2], 0, width)
-    y2 = np.clip(boxes[:, 1] + boxes[:, 3], 0, height)
-    return np.column_stack([x1, y1, x2 - x1, y2 - y1])
+    """``geometry.clip_to_image`` for boxes of many images at once: (n, 1) bounds broadcast per box."""
+    return clip_to_image(boxes, np.asarray(width, dtype=np.float64)[:, None],
+                         np.asarray(height, dtype=np.float64)[:, None])
 
 
 def group_offsets(sorted_codes: np.ndarray, n_groups: int) -> np.ndarray:
