@@ -72,7 +72,6 @@ def _check_coco(coco, where: str) -> dict:
             raise StepError(f"{where}: annotations[{i}]: bbox {bbox!r} is not [x, y, w, h] numbers")
         if bbox[2] < 0 or bbox[3] < 0:
             raise StepError(f"{where}: annotations[{i}]: bbox {bbox!r} has a negative width or height")
-    coco.setdefault("categories", coco_categories())
     return coco
 
 
@@ -85,12 +84,16 @@ def load_coco(path: str | os.PathLike) -> dict:
         coco = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StepError(f"{path}: not valid JSON ({exc})") from None
-    return _check_coco(coco, str(path))
+    coco = _check_coco(coco, str(path))
+    coco.setdefault("categories", coco_categories())
+    return coco
 
 
 def write_coco(coco: dict, path: str | os.PathLike) -> Path:
     """Write ``coco`` atomically (a reader never sees half a file); same dict -> same bytes."""
     _check_coco(coco, str(path))
+    if "categories" not in coco:  # a reader needs the label names; the caller's dict stays as it was
+        coco = {**coco, "categories": coco_categories()}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(coco, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return Path(path)

@@ -186,3 +186,13 @@ def test_real_sample_converts_with_its_documented_counts(real_coco, tmp_path):
     digest = hashlib.sha256((REAL_DATA / "images" / "road104.png").read_bytes()).hexdigest()
     width, height, rows = index.lookup(sha256=digest)
     assert (width, height) == (400, 364) and rows["label"].tolist() == ["speed_limit"]
+
+
+def test_missing_categories_are_filled_in_without_touching_the_callers_dict(tmp_path):
+    coco = small_coco()
+    del coco["categories"]
+    write_coco(coco, tmp_path / "t.json")
+    assert "categories" not in coco
+    loaded = load_coco(tmp_path / "t.json")
+    assert loaded["categories"] == coco_categories()
+    assert boxes_frame(loaded)["label"].tolist() == ["stop", "speed_limit", "traffic_light"]
