@@ -30,6 +30,7 @@ from crowdboxes.stepkit import StepError, atomic_path
 IMAGE_COLUMNS = ("image_id", "file_name", "width", "height", "sha256")
 BOX_COLUMNS = ("image_id", "file_name", "label", "x", "y", "w", "h")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -201,7 +202,8 @@ class TruthIndex:
     """Find an image's size and true boxes by file content (sha256) or by file name.
 
     The local Toloka only sees an image URL, so a file-name lookup also tries the URL's last path
-    segment (query string dropped) against the truth's base names.
+    segment (query string dropped) against the truth's base names, and a segment named
+    ``<sha256>.<ext>`` (how the upload step stores images) against the content hashes.
     """
 
     def __init__(self, coco: dict):
@@ -234,6 +236,9 @@ class TruthIndex:
             if found is None:
                 base = PurePosixPath(file_name.split("?", 1)[0].split("#", 1)[0]).name
                 found = self._by_base.get(base)
+                stem = base.rsplit(".", 1)[0].lower()
+                if found is None and _SHA256.fullmatch(stem):  # uploads are stored as <sha256>.<ext>
+                    found = self._by_sha.get(stem)
             return found
         return None
 

@@ -114,6 +114,9 @@ def test_truth_index_by_sha_by_name_and_by_url_basename():
     assert index.lookup(sha256="00" * 32, file_name="a.jpg")[:2] == (100, 80)
     width, height, rows = index.lookup(file_name="empty.jpg")
     assert (width, height) == (10, 10) and len(rows) == 0 and "label" in rows.columns
+    # the upload step stores images as <prefix><sha256>.<ext>
+    assert index.lookup(file_name=f"http://127.0.0.1:9000/b/p/{'cd' * 32}.jpg?X-Amz-Expires=60")[:2] == (50, 40)
+    assert index.lookup(file_name=f"{'00' * 32}.jpg") is None
     assert index.lookup(sha256="00" * 32) is None
     assert index.lookup(file_name="other.jpg") is None
     assert index.lookup() is None
