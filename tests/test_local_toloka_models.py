@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import types
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ def run_crowd(backend, module=fake, workers=4, seed=2, steps=30, until=None):
 
 
 def assignments(backend, pool_id, **params):
-    return backend.find_assignments({"pool_id": pool_id, "limit": "1000", **params})["items"]
+    return json.loads(backend.find_assignments({"pool_id": pool_id, "limit": "1000", **params}))["items"]
 
 
 def test_pool_defaults_and_transitions(backend):

@@ -25,13 +25,19 @@ CREATE TABLE IF NOT EXISTS pools(id INTEGER PRIMARY KEY, project_id INTEGER, sta
 CREATE TABLE IF NOT EXISTS tasks(seq INTEGER PRIMARY KEY, id TEXT UNIQUE, pool_id INTEGER, created TEXT,
     overlap INTEGER, infinite INTEGER NOT NULL DEFAULT 0, issued INTEGER NOT NULL DEFAULT 0, doc TEXT);
 CREATE INDEX IF NOT EXISTS tasks_pool ON tasks(pool_id, seq);
+CREATE INDEX IF NOT EXISTS tasks_pool_id ON tasks(pool_id, id);
 -- tasks with slots left: what the crowd picks from, without scanning the finished ones
 CREATE INDEX IF NOT EXISTS tasks_open ON tasks(pool_id, seq) WHERE infinite = 1 OR overlap > issued;
 CREATE TABLE IF NOT EXISTS assignments(seq INTEGER PRIMARY KEY, id TEXT UNIQUE, pool_id INTEGER,
     task_suite_id TEXT, user_id TEXT, status TEXT, created TEXT, submitted TEXT, accepted TEXT,
     rejected TEXT, skipped TEXT, expired TEXT, due TEXT, plan TEXT, sim_seconds REAL,
     auto_accept_at TEXT, cost TEXT, paid INTEGER NOT NULL DEFAULT 0, doc TEXT);
-CREATE INDEX IF NOT EXISTS asg_pool_status ON assignments(pool_id, status);
+CREATE INDEX IF NOT EXISTS asg_pool_status ON assignments(pool_id, status, id);
+CREATE INDEX IF NOT EXISTS asg_pool_id ON assignments(pool_id, id);
+CREATE INDEX IF NOT EXISTS asg_pool_created ON assignments(pool_id, created);
+CREATE INDEX IF NOT EXISTS asg_pool_rejected ON assignments(pool_id, rejected);
+CREATE INDEX IF NOT EXISTS asg_pool_skipped ON assignments(pool_id, skipped);
+CREATE INDEX IF NOT EXISTS asg_pool_expired ON assignments(pool_id, expired);
 CREATE INDEX IF NOT EXISTS asg_pool_submitted ON assignments(pool_id, submitted);
 CREATE INDEX IF NOT EXISTS asg_pool_accepted ON assignments(pool_id, accepted);
 CREATE INDEX IF NOT EXISTS asg_pool_user ON assignments(pool_id, user_id);

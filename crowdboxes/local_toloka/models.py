@@ -80,6 +80,13 @@ def _dumps(obj) -> str:
     return json.dumps(obj, separators=(",", ":"), default=_num)
 
 
+class RawJSON(str):
+    """A response body that already is JSON text (sent as is)."""
+
+
+JSON_ENCODER = json.JSONEncoder(default=_num, check_circular=False, separators=(",", ":"))
+
+
 # --------------------------------------------------------------------------------------------------
 # Search: filters, ranges, sorting, pagination (toloka-api.md section 2)
 # --------------------------------------------------------------------------------------------------
@@ -151,7 +158,8 @@ def build_search(spec: SearchSpec, params: dict, extra_where=(), extra_args=()):
                 raise ValidationError.field("sort", "VALUE_NOT_ALLOWED",
                                             f"Cannot sort by {field!r}; allowed: {sorted(spec.sorts)}")
             expr = spec.sorts[field]
-            order.append(f"COALESCE({expr}, '') {'DESC' if desc else 'ASC'}")
+            # SQLite puts NULLs first ascending and last descending, like null-as-'' (toloka-kit's mock)
+            order.append(f"{expr} {'DESC' if desc else 'ASC'}")
     order.append(f"{spec.id_column} ASC")
     limit = spec.default_limit
     if params.get("limit") not in (None, ""):
@@ -367,6 +375,7 @@ class Backend:
         self.speed = float(speed)
         self.base_url = "http://127.0.0.1"
         self.changed = threading.Event()  # wakes the scheduler early after a state change
+        self._fragments = {}  # assignment seq -> (what it shows, its JSON); see find_assignments
         with self.transaction():
             if self._meta("balance") is None:
                 self._set_meta("balance", str(Decimal(str(balance)) if balance is not None else DEFAULT_BALANCE))
@@ -1049,9 +1058,8 @@ class Backend:
             raise DoesNotExist(f"Assignment {assignment_id} does not exist")
         return row
 
-    def _render_assignments(self, rows) -> list:
-        if not rows:
-            return []
+    def _assignment_links(self, rows) -> dict:
+        """``{assignment seq: [task rows with pos/output]}`` for ``rows``, in suite order."""
         seqs = [r["seq"] for r in rows]
         links = {}
         for start in range(0, len(seqs), 500):
@@ -1061,29 +1069,55 @@ class Backend:
                     f"ON t.seq = at.task_seq WHERE at.assignment_seq IN ({','.join('?' * len(chunk))}) "
                     f"ORDER BY at.assignment_seq, at.pos", chunk):
                 links.setdefault(link["assignment_seq"], []).append(link)
-        out = []
-        for row in rows:
-            doc = _doc(row["doc"])
-            tasks = links.get(row["seq"], [])
-            doc.update(id=row["id"], task_suite_id=row["task_suite_id"], pool_id=str(row["pool_id"]),
-                       user_id=row["user_id"], status=row["status"], owner=OWNER,
-                       tasks=[self._render_task(t) for t in tasks])
-            for field in ASSIGNMENT_TIME_FIELDS:
-                if row[field]:
-                    doc[field] = out_ts(row[field])
-            if row["status"] in {"SUBMITTED", "ACCEPTED", "REJECTED"}:
-                doc["solutions"] = [{"output_values": _doc(t["output"])} for t in tasks]
-            out.append(doc)
-        return out
+        return links
+
+    def _render_assignment(self, row, tasks) -> dict:
+        doc = _doc(row["doc"])
+        doc.update(id=row["id"], task_suite_id=row["task_suite_id"], pool_id=str(row["pool_id"]),
+                   user_id=row["user_id"], status=row["status"], owner=OWNER,
+                   tasks=[self._render_task(t) for t in tasks])
+        for field in ASSIGNMENT_TIME_FIELDS:
+            if row[field]:
+                doc[field] = out_ts(row[field])
+        if row["status"] in {"SUBMITTED", "ACCEPTED", "REJECTED"}:
+            doc["solutions"] = [{"output_values": _doc(t["output"])} for t in tasks]
+        return doc
+
+    def _render_assignments(self, rows) -> list:
+        if not rows:
+            return []
+        links = self._assignment_links(rows)
+        return [self._render_assignment(row, links.get(row["seq"], [])) for row in rows]
 
     def get_assignment(self, assignment_id) -> dict:
         with self.transaction():
             return self._render_assignments([self._assignment_row(assignment_id)])[0]
 
     def find_assignments(self, params) -> dict:
+        """The search as JSON text (:class:`RawJSON`): listings are the hot path of every observer, so each
+        assignment's JSON is cached until anything it shows (status, times, tasks' overlap, outputs) changes."""
         if not any(params.get(k) for k in ("pool_id", "task_id", "task_suite_id")):
             raise ValidationError.field("pool_id", "VALUE_REQUIRED", "One of pool_id, task_id, task_suite_id is required")
-        return self._search(ASSIGNMENTS, params, self._render_assignments)
+        sql, args, limit = build_search(ASSIGNMENTS, params)
+        with self.transaction():
+            rows = self.conn.execute(sql, args).fetchall()
+            has_more = len(rows) > limit
+            rows = rows[:limit]
+            links = self._assignment_links(rows) if rows else {}
+            parts = []
+            cache = self._fragments
+            for row in rows:
+                tasks = links.get(row["seq"], [])
+                key = (tuple(row), tuple((t["seq"], t["overlap"], t["issued"], t["infinite"], t["doc"], t["output"])
+                                         for t in tasks))
+                hit = cache.get(row["seq"])
+                if hit is None or hit[0] != key:
+                    if len(cache) > 100_000:
+                        cache.clear()
+                    hit = (key, JSON_ENCODER.encode(self._render_assignment(row, tasks)))
+                    cache[row["seq"]] = hit
+                parts.append(hit[1])
+        return RawJSON('{"items":[' + ",".join(parts) + '],"has_more":' + ("true" if has_more else "false") + "}")
 
     def patch_assignment(self, assignment_id, body) -> dict:
         body = _require_object(body)

@@ -28,6 +28,7 @@ from werkzeug.wrappers import Request, Response
 from crowdboxes.local_toloka import responses
 from crowdboxes.local_toloka.exceptions import (AuthenticationError, DoesNotExist, InternalError, MethodNotAllowed,
                                                 ServiceUnavailable, TolokaError, TooManyRequests)
+from crowdboxes.local_toloka.models import RawJSON
 from crowdboxes.local_toloka.urls import URL_MAP
 
 log = logging.getLogger("crowdboxes.local_toloka")
@@ -165,6 +166,8 @@ class LocalToloka:
         self._count(key, status, injected)
         if body is None:
             return Response(status=status)
+        if isinstance(body, RawJSON):
+            return Response(body, status=status, content_type="application/json")
         if isinstance(body, str):
             return Response(body, status=status, content_type="text/tab-separated-values; charset=utf-8")
         return Response(_ENCODER.encode(body), status=status, content_type="application/json")
