@@ -111,6 +111,13 @@ def read_pools(path):
     return pools, detection, verification, mode
 
 
+def total_spent(outcome, collector, pool_id) -> float:
+    """USD spent: the verification loop's figure covers both pools, else the accepted detection assignments."""
+    if getattr(outcome, "spent_usd", None) is not None:
+        return float(outcome.spent_usd)
+    return sum(collector.spent_estimate(pool_id))
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.poll_seconds <= 0:
@@ -148,18 +155,18 @@ def main(argv=None) -> int:
         else:
             outcome = ans.wait_for_pool(client, pool_id, collector, progress, poll_seconds=args.poll_seconds,
                                         deadline=deadline, expected_answers=expected)
+        # the final state of every assignment, with no lag (the last events may be inside the lag window)
+        collector.rescan()
+        final = collector.counts(pool_id)
+        progress.update(final["task_answers"], final, total_spent(outcome, collector, pool_id), outcome.state)
     finally:
         progress.close()
 
-    # the final state of every assignment, with no lag, then the outputs
-    collector.rescan()
     frame, problems = ans.answers_frame(collector.records(pool_id), tasks, images)
     write_csv(frame, out, ANSWERS)
     counts = collector.counts(pool_id)
     rewards, fees = collector.spent_estimate(pool_id)
-    spent = rewards + fees
-    if hasattr(outcome, "spent_usd"):  # the verification loop's figure covers both pools
-        spent = float(outcome.spent_usd)
+    spent = total_spent(outcome, collector, pool_id)
     finished_wall = ans.now_utc()
     summary = {
         "pool_ids": {"detection": pool_id, **({"verification": str(verification["pool_id"])} if verification is not None
