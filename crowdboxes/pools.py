@@ -272,6 +272,8 @@ def upload_tasks(client, pool_id: str, wanted: pd.DataFrame, *, batch_size: int,
     ``tasks`` frame is read back from Toloka, so it is what the pool really holds.
     """
     from toloka.client import Task
+    from toloka.client.batch_create_results import TaskBatchCreateResult
+    from toloka.client.exceptions import FailedOperation, ValidationApiError
 
     def existing_by_key() -> dict[str, object]:
         found = {}
@@ -288,8 +290,7 @@ def upload_tasks(client, pool_id: str, wanted: pd.DataFrame, *, batch_size: int,
     present = existing_by_key()
     missing = [i for i, key in enumerate(keys) if key not in present]
     already = len(wanted) - len(missing)
-    failed: list[tuple[str, str]] = []
-    created = 0
+    reasons: dict[str, str] = {}
     for batch_index, start in enumerate(range(0, len(missing), batch_size)):
         rows = [wanted.iloc[i] for i in missing[start:start + batch_size]]
         tasks = []
@@ -299,17 +300,32 @@ def upload_tasks(client, pool_id: str, wanted: pd.DataFrame, *, batch_size: int,
                 values["image_id"] = str(row["image_id"])
             tasks.append(Task(pool_id=str(pool_id), input_values=values))
         op_id = operation_id(pool_id, batch_index, [r["image_id"] for r in rows])
-        result = client.create_tasks(tasks, async_mode=True, allow_defaults=True, skip_invalid_items=True,
-                                     operation_id=op_id)
+        try:
+            result = client.create_tasks(tasks, async_mode=True, allow_defaults=True, skip_invalid_items=True,
+                                         operation_id=op_id)
+        except ValidationApiError as exc:  # toloka-kit raises when no item of the batch was valid
+            result = TaskBatchCreateResult(items={}, validation_errors=exc.payload or {})
+        except FailedOperation:
+            # the same batch was sent by an earlier run and its operation failed: nothing of it was
+            # created (the listing above found none), so it is safe to send it under a new id
+            log(f"tasks: batch {batch_index + 1}: operation {op_id} failed earlier; sending again")
+            for task in tasks:
+                task._unexpected.pop("__item_idx", None)
+            result = client.create_tasks(tasks, async_mode=True, allow_defaults=True, skip_invalid_items=True,
+                                         operation_id=uuid.uuid4())
+        items = result.items or {}
         for index, errors in (result.validation_errors or {}).items():
-            row = rows[int(index)]
-            detail = "; ".join(f"{f}: {getattr(e, 'message', e)}" for f, e in (errors or {}).items())
-            failed.append((str(row["image_id"]), detail or "rejected by Toloka"))
-        created += len(rows) - len(result.validation_errors or {})
-        log(f"tasks: batch {batch_index + 1}: sent {len(rows)}, "
-            f"{len(rows) - len(result.validation_errors or {})} accepted")
+            errors = errors if isinstance(errors, dict) else {"task": errors}
+            detail = "; ".join(f"{f}: {getattr(e, 'message', None) or (e.get('message') if isinstance(e, dict) else e)}"
+                               for f, e in errors.items())
+            reasons[str(rows[int(index)]["image_id"])] = detail or "rejected by Toloka"
+        log(f"tasks: batch {batch_index + 1}: sent {len(rows)}, {len(items)} created")
 
+    # what the pool really holds decides, not the operation's report
     present = existing_by_key() if missing else present
+    created = sum(keys[i] in present for i in missing)
+    failed = [(str(wanted.iloc[i]["image_id"]), reasons.get(str(wanted.iloc[i]["image_id"]), "not created by Toloka"))
+              for i in missing if keys[i] not in present]
     rows = []
     for (_, row), key in zip(wanted.iterrows(), keys):
         task = present.get(key)

@@ -238,6 +238,22 @@ def test_partial_upload_is_completed_without_duplicates(toloka, tmp_path):
     assert pools.find_pool(client, projects["detection_project"], "crowdboxes:launch-test:detection:pool:partial").id == pool.id
 
 
+def test_invalid_task_inputs_are_reported_per_image(toloka):
+    client = toloka.client()
+    projects = pd.read_csv(toloka.projects_csv, dtype=str).set_index("role")["toloka_id"].to_dict()
+    config = pools.load_pool_config(CONFIGS / "detection_pool.json")
+    pool = client.create_pool(pools.build_detection_pool(
+        config, settings(), project_id=projects["detection_project"], skill_ids=projects,
+        key="crowdboxes:launch-test:detection:pool:invalid", will_expire=datetime.now(timezone.utc) + timedelta(days=1)))
+    wanted = pd.DataFrame({"image_id": ["a", "b", "c"], "control": False,
+                           "url": ["ftp://bad", "http://127.0.0.1:9/x.png", "not a url"]})
+    # batch 1 is half valid; batch 2 has no valid item (toloka-kit raises for that one)
+    result = pools.upload_tasks(client, pool.id, wanted, batch_size=2, use_image_id=False, log=lambda m: None)
+    assert result.created == 1 and list(result.tasks["image_id"]) == ["b"]
+    assert [image_id for image_id, _ in result.failed] == ["a", "c"]
+    assert "Invalid URL 'ftp://bad'" in result.failed[0][1]
+
+
 def test_verify_mode_makes_an_overlap_one_pool(toloka, tmp_path, monkeypatch, capsys):
     images_csv = tmp_path / "images.csv"
     write_images(images_csv, "v", n=3)
