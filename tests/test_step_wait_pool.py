@@ -440,6 +440,32 @@ def test_small_pool_end_to_end(toloka, tmp_path):
     assert "cnvrg_tag_submitted: 12" in proc.stdout and "cnvrg_linechart_Spent value: " in proc.stdout
     assert any("answers (" in line for line in proc.stderr.splitlines())  # the progress line without a TTY
 
+    # downstream, as the flow chains them: aggregate, then export; each image gets the good workers' box
+    agg = subprocess.run([sys.executable, str(REPO / "steps" / "aggregate_boxes.py"), "--answers_csv",
+                          str(tmp_path / "out" / "answers.csv"), "--images_csv", str(tmp_path / "in" / "images.csv"),
+                          "--method", "iou_cluster", "--output_dir", str(tmp_path / "agg")],
+                         capture_output=True, text=True, timeout=60)
+    assert agg.returncode == 0, agg.stderr
+    exp = subprocess.run([sys.executable, str(REPO / "steps" / "export.py"), "--boxes_csv",
+                          str(tmp_path / "agg" / "boxes.csv"), "--images_csv", str(tmp_path / "in" / "images.csv"),
+                          "--wait_summary", str(tmp_path / "out" / "wait_summary.json"), "--dataset", "signs",
+                          "--dataset_root", str(tmp_path / "ds"), "--output_dir", str(tmp_path / "export")],
+                         capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("CNVRG_")})
+    assert exp.returncode == 0, exp.stderr
+    coco = json.loads((tmp_path / "export" / "annotations.coco.json").read_text())
+    drew = answers.dropna(subset=["label"]).groupby("image_id")["worker_id"].nunique()
+    by_file = {im["image_key"]: im for im in coco["images"]}
+    got = {next(k for k, im in by_file.items() if im["id"] == a["image_id"]): a for a in coco["annotations"]}
+    assert sorted(got) == sorted(drew.index)
+    for image_id, a in got.items():
+        w, h = by_file[image_id]["width"], by_file[image_id]["height"]
+        assert a["bbox"] == pytest.approx([GOOD[0] * w, GOOD[1] * h, GOOD[2] * w, GOOD[3] * h], abs=1e-3)
+        assert a["category_id"] == 1 and a["support"] == drew[image_id] and a["score"] == drew[image_id] / 2
+    summary = json.loads((tmp_path / "export" / "summary.json").read_text())
+    assert summary["cost_usd"] == pytest.approx(0.18) and summary["cost_per_accepted_image_usd"] == 0.03
+    assert (tmp_path / "ds" / "signs" / "v1" / "annotations.coco.json").is_file()
+
 
 def test_killed_mid_way_resumes_to_the_same_answers(toloka, tmp_path):
     handle, client, project_id = toloka
