@@ -357,3 +357,41 @@ def test_state_survives_reopen(tmp_path):
         assert (again.get_requester()["balance"], assignments(again, pool["id"])) == before
     finally:
         again.close()
+
+
+def test_interrupted_batch_resumes_after_restart(tmp_path, monkeypatch):
+    import crowdboxes.local_toloka.models as models
+
+    backend = Backend(tmp_path / "s", speed=1e6)
+    _, pool = make_pool(backend, n_tasks=0)
+    items = [{"__item_idx": str(i), "pool_id": pool["id"], "input_values": {"image": f"https://r/{i}.png"}}
+             for i in range(models.INLINE_BATCH + 10)]
+
+    class NoThread:  # the server "dies" before the background worker runs
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def start(self):
+            pass
+
+    monkeypatch.setattr(models.threading, "Thread", NoThread)
+    _, op = backend.create_tasks(items, {"async_mode": "true", "operation_id": "op-crash", "allow_defaults": "true"})
+    assert op["status"] == "RUNNING"
+    backend.close()
+    monkeypatch.undo()
+    again = Backend(tmp_path / "s", speed=1e6)
+    try:
+        op = again.get_operation("op-crash")
+        assert op["status"] == "SUCCESS" and op["details"]["success_count"] == len(items) and "_progress" not in op
+        log = again.get_operation_log("op-crash")
+        assert sorted(int(e["input"]["__item_idx"]) for e in log) == list(range(len(items)))
+        assert again.find_tasks({"pool_id": pool["id"], "limit": "5000"})["has_more"] is False
+        assert len(again.find_tasks({"pool_id": pool["id"], "limit": "5000"})["items"]) == len(items)
+        # one invalid item without skip_invalid_items: the operation fails and creates nothing
+        bad = [{"__item_idx": "0", "pool_id": pool["id"], "input_values": {"image": "https://r/x.png"}},
+               {"__item_idx": "1", "pool_id": pool["id"], "input_values": {}}]
+        _, op = again.create_tasks(bad, {"async_mode": "true", "operation_id": "op-bad"})
+        assert op["status"] == "FAIL" and [e["input"]["__item_idx"] for e in again.get_operation_log("op-bad")] == ["1"]
+        assert len(again.find_tasks({"pool_id": pool["id"], "limit": "5000"})["items"]) == len(items)
+    finally:
+        again.close()

@@ -821,7 +821,9 @@ class Backend:
             row = self.conn.execute("SELECT doc FROM operations WHERE id = ?", (str(op_id),)).fetchone()
             if row is None:
                 raise DoesNotExist(f"Operation {op_id} does not exist")
-            return json.loads(row[0])
+            op = json.loads(row[0])
+            op.pop("_progress", None)
+            return op
 
     def get_operation_log(self, op_id) -> list:
         with self.transaction():
@@ -831,7 +833,12 @@ class Backend:
             return json.loads(row[0] or "[]")
 
     def find_operations(self, params) -> dict:
-        return self._search(OPERATIONS, params, lambda rows: [json.loads(r["doc"]) for r in rows])
+        def render(rows):
+            ops = [json.loads(r["doc"]) for r in rows]
+            for op in ops:
+                op.pop("_progress", None)
+            return ops
+        return self._search(OPERATIONS, params, render)
 
     # ---- tasks ------------------------------------------------------------------------------------
 
@@ -1005,12 +1012,18 @@ class Backend:
         return op
 
     def _resume_operations(self):
-        """Finish batch creations a crash interrupted (all-or-nothing, so re-running is safe)."""
+        """Finish batch creations a crash interrupted; chunks already committed are not redone."""
         rows = self.conn.execute("SELECT id FROM operations WHERE status = 'RUNNING' AND type = 'TASK.BATCH_CREATE'")
         for (op_id,) in rows.fetchall():
             self._run_batch_create(op_id)
 
     def _run_batch_create(self, op_id) -> dict:
+        """Create the tasks of a TASK.BATCH_CREATE operation, ``INLINE_BATCH`` items per transaction.
+
+        Progress (items done, log so far) is committed with each chunk, so other requests are served in
+        between and a restart continues where the crash stopped. Without ``skip_invalid_items`` a
+        validation pass over all items runs first: one bad item means nothing is created.
+        """
         with self.transaction():
             row = self.conn.execute("SELECT * FROM operations WHERE id = ?", (op_id,)).fetchone()
             op = json.loads(row["doc"])
@@ -1018,37 +1031,67 @@ class Backend:
                 return op
             items = json.loads(row["request"])
             params = op["parameters"]
-            pools, prepared, log, valid_idx = {}, [], [], []
-            for idx, item in enumerate(items):
-                values, problem = self._prepare_task(item, pools, params["allow_defaults"])
-                idx_key = str(item.get("__item_idx", idx)) if isinstance(item, dict) else str(idx)
-                echo = item if isinstance(item, dict) else {"__item_idx": idx_key}
-                if problem:
-                    log.append({"type": "TASK_VALIDATE", "success": False, "input": echo, "output": problem})
-                else:
-                    prepared.append(values)
-                    valid_idx.append(echo)
-            invalid = len(items) - len(prepared)
-            details = {"total_count": len(items), "valid_count": len(prepared), "not_valid_count": invalid}
-            if invalid and not params["skip_invalid_items"]:
-                op.update(status="FAIL", details={**details, "success_count": 0, "failed_count": len(items)})
-            else:
-                ids = self._insert_tasks(prepared)
-                for echo, task_id in zip(valid_idx, ids):
+            state = op.pop("_progress", None) or {"done": 0, "valid": 0, "pools": [], "checked": False}
+            log = json.loads(row["log"] or "[]")
+
+        def echo_of(idx, item):
+            return item if isinstance(item, dict) else {"__item_idx": str(idx)}
+
+        if not state["checked"] and not params["skip_invalid_items"]:
+            with self.transaction():
+                pools, bad = {}, []
+                for idx, item in enumerate(items):
+                    _, problem = self._prepare_task(item, pools, params["allow_defaults"])
+                    if problem:
+                        bad.append({"type": "TASK_VALIDATE", "success": False, "input": echo_of(idx, item),
+                                    "output": problem})
+                if bad:
+                    op.update(status="FAIL", progress=100, finished=out_ts(fmt_ts(self.now())),
+                              details={"total_count": len(items), "valid_count": len(items) - len(bad),
+                                       "not_valid_count": len(bad), "success_count": 0, "failed_count": len(items)})
+                    self.conn.execute("UPDATE operations SET status = 'FAIL', doc = ?, log = ?, request = NULL "
+                                      "WHERE id = ?", (_dumps(op), _dumps(bad), op_id))
+                    return op
+        state["checked"] = True
+        while True:
+            with self.transaction():
+                start = state["done"]
+                chunk = items[start:start + INLINE_BATCH]
+                pools, prepared, echoes = {}, [], []
+                for idx, item in enumerate(chunk, start):
+                    values, problem = self._prepare_task(item, pools, params["allow_defaults"])
+                    if problem:
+                        log.append({"type": "TASK_VALIDATE", "success": False, "input": echo_of(idx, item),
+                                    "output": problem})
+                    else:
+                        prepared.append(values)
+                        echoes.append(echo_of(idx, item))
+                for echo, task_id in zip(echoes, self._insert_tasks(prepared)):
                     log.append({"type": "TASK_CREATE", "success": True, "input": echo, "output": {"task_id": task_id}})
-                if params["open_pool"]:
-                    for pool_id in sorted({p[0] for p in prepared}):
-                        entry = {"type": "POOL_OPEN", "input": {"pool_id": str(pool_id)}}
-                        try:
-                            self._open_pool(self._pool_row(pool_id))
-                            log.append({**entry, "success": True, "output": {}})
-                        except TolokaError as exc:
-                            log.append({**entry, "success": False, "output": exc.body()})
-                op.update(status="SUCCESS", details={**details, "success_count": len(ids), "failed_count": invalid})
-            op.update(progress=100, finished=out_ts(fmt_ts(self.now())))
-            self.conn.execute("UPDATE operations SET status = ?, doc = ?, log = ?, request = NULL WHERE id = ?",
-                              (op["status"], _dumps(op), _dumps(log), op_id))
-            return op
+                state["done"] = start + len(chunk)
+                state["valid"] += len(prepared)
+                state["pools"] = sorted(set(state["pools"]) | {p[0] for p in prepared})
+                finished = state["done"] >= len(items)
+                if finished:
+                    if params["open_pool"]:
+                        for pool_id in state["pools"]:
+                            entry = {"type": "POOL_OPEN", "input": {"pool_id": str(pool_id)}}
+                            try:
+                                self._open_pool(self._pool_row(pool_id))
+                                log.append({**entry, "success": True, "output": {}})
+                            except TolokaError as exc:
+                                log.append({**entry, "success": False, "output": exc.body()})
+                    invalid = len(items) - state["valid"]
+                    op.update(status="SUCCESS", progress=100, finished=out_ts(fmt_ts(self.now())),
+                              details={"total_count": len(items), "valid_count": state["valid"],
+                                       "not_valid_count": invalid, "success_count": state["valid"],
+                                       "failed_count": invalid})
+                    self.conn.execute("UPDATE operations SET status = 'SUCCESS', doc = ?, log = ?, request = NULL "
+                                      "WHERE id = ?", (_dumps(op), _dumps(log), op_id))
+                    return op
+                op["progress"] = int(100 * state["done"] / len(items))
+                self.conn.execute("UPDATE operations SET doc = ?, log = ? WHERE id = ?",
+                                  (_dumps({**op, "_progress": state}), _dumps(log), op_id))
 
     # ---- assignments ------------------------------------------------------------------------------
 
