@@ -164,6 +164,14 @@ def test_changed_config_warns_and_keeps_the_project(toloka, tmp_path, monkeypatc
     assert "differs from the config in public_instructions" in result.stdout
     assert pd.read_csv(tmp_path / "out" / "projects.csv", dtype=str)["toloka_id"][0] == first_id
 
+    # without a verification config there is no verification project
+    (configs / "verification_project.json").unlink()
+    result = run_inprocess(["--toloka_env", toloka.url, "--config_dir", str(configs), "--project_key", "no-verify",
+                            "--output_dir", str(tmp_path / "nv")], TOKEN_ENV, monkeypatch, capsys)
+    assert result.returncode == 0, result.stderr
+    assert list(pd.read_csv(tmp_path / "nv" / "projects.csv")["role"]) == [
+        "detection_project", "drawer_skill", "verifier_skill", "control_skill"]
+
 
 def test_token_problems_are_one_line_naming_the_variable(toloka, tmp_path, monkeypatch, capsys):
     env = {k: v for k, v in _env().items() if k != "toloka_token"}
