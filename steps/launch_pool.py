@@ -176,26 +176,32 @@ def main(argv=None) -> int:
     upload = pools.upload_tasks(client, str(pool.id), wanted, batch_size=batch_size, use_image_id=use_image_id)
     print(f"tasks: {upload.created} created, {upload.already_there} already in the pool, {len(upload.failed)} rejected")
 
-    def write_outputs(status: str) -> None:
-        row = {"pool_id": str(pool.id), "role": pools.DETECTION_POOL_ROLE, "project_id": ids["detection_project"],
-               "tasks": len(upload.tasks), "overlap": settings.detection_overlap,
-               "reward_per_assignment": settings.reward, "estimated_cost": round(estimate.detection_cost, 4),
-               "mode": quality.mode, "key": key, "status": status, "tasks_per_suite": settings.tasks_per_suite,
-               "will_expire": f"{(pool.will_expire or will_expire):%Y-%m-%dT%H:%M:%S}",
-               "estimated_total_cost": round(estimate.total, 4),
-               "budget": "" if quality.budget is None else quality.budget}
-        write_csv(pd.DataFrame([row]), out, POOL)
+    # more pools (the verification pool) append their row here; tasks.csv lists the upfront tasks
+    pool_rows: list[dict] = []
+
+    def detection_row(status: str) -> dict:
+        return {"pool_id": str(pool.id), "role": pools.DETECTION_POOL_ROLE, "project_id": ids["detection_project"],
+                "tasks": len(upload.tasks), "overlap": settings.detection_overlap,
+                "reward_per_assignment": settings.reward, "estimated_cost": round(estimate.detection_cost, 4),
+                "mode": quality.mode, "key": key, "status": status, "tasks_per_suite": settings.tasks_per_suite,
+                "will_expire": f"{(pool.will_expire or will_expire):%Y-%m-%dT%H:%M:%S}",
+                "estimated_total_cost": round(estimate.total, 4),
+                "budget": "" if quality.budget is None else quality.budget}
+
+    def write_outputs() -> None:
+        write_csv(pd.DataFrame(pool_rows), out, POOL)
         write_csv(upload.tasks, out, TASKS)
 
     if upload.failed:
-        write_outputs(pools.pool_status(client.get_pool(pool.id)))
+        pool_rows.append(detection_row(pools.pool_status(client.get_pool(pool.id))))
+        write_outputs()
         image_id, reason = upload.failed[0]
         raise StepError(f"{len(upload.failed)} images were rejected by Toloka (first: image_id {image_id}: {reason}); "
                         f"pool {pool.id} was not opened; fix them and re-run (created tasks are kept)")
     what = pools.ensure_open(client, pool, added_tasks=upload.created)
-    status = pools.pool_status(client.get_pool(pool.id))
     print(f"pool {pool.id}: {what}")
-    write_outputs(status)
+    pool_rows.append(detection_row(pools.pool_status(client.get_pool(pool.id))))
+    write_outputs()
     cnvrg_tag("detection_pool_id", pool.id)
     cnvrg_tag("tasks", len(upload.tasks))
     cnvrg_tag("tasks_created", upload.created)
