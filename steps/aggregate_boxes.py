@@ -12,6 +12,7 @@ Inputs:
 Outputs (in --output_dir):
   boxes.csv    image_id, label, x, y, w, h, score, support (pixels; score in [0, 1])
   workers.csv  worker_id, answers (images answered), skill, then boxes, empty_answers, rejected_assignments
+               and the method's own per-worker estimates (lean_em: miss_rate, fp_rate, sigma, label_accuracy)
   stdout: cnvrg_tag_boxes, cnvrg_tag_images_with_boxes, cnvrg_tag_workers, cnvrg_tag_problem_rows
 Sample command:
   python steps/aggregate_boxes.py --answers_csv out/wait_pool/answers.csv \
@@ -62,8 +63,10 @@ def read_answers(path) -> pd.DataFrame:
     return frame
 
 
-def workers_frame(answers: pd.DataFrame, used: pd.DataFrame, skills: pd.Series) -> pd.DataFrame:
-    """Per worker: images answered, skill, boxes drawn, empty answers, rejected assignments."""
+def workers_frame(answers: pd.DataFrame, used: pd.DataFrame, skills: pd.Series,
+                  model: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per worker: images answered, skill, boxes drawn, empty answers, rejected assignments, and the
+    aggregator's own per-worker estimates (``workers_``, e.g. lean_em's miss/false-positive rates)."""
     has_box = used[["x", "y", "w", "h"]].notna().all(axis=1)
     per_worker = pd.DataFrame({
         "answers": used.groupby("worker_id")[["assignment_id", "image_id"]].apply(
@@ -78,7 +81,12 @@ def workers_frame(answers: pd.DataFrame, used: pd.DataFrame, skills: pd.Series) 
     out["rejected_assignments"] = rejected.reindex(workers).fillna(0).astype(int)
     for column in ("answers", "boxes", "empty_answers"):
         out[column] = out[column].fillna(0).astype(int)
-    return out.reset_index()[["worker_id", "answers", "skill", "boxes", "empty_answers", "rejected_assignments"]]
+    out = out[["answers", "skill", "boxes", "empty_answers", "rejected_assignments"]]
+    if isinstance(model, pd.DataFrame) and not model.empty:
+        extra = model.drop(columns=[c for c in model.columns if c in out.columns or c == "images"])
+        extra.index = extra.index.astype(str)
+        out = out.join(extra, how="left")
+    return out.reset_index()
 
 
 def main(argv=None) -> int:
@@ -111,7 +119,7 @@ def main(argv=None) -> int:
     boxes = aggregator.boxes_.rename(columns={"task": "image_id"})
     boxes = boxes[list(BOXES.columns) + [c for c in boxes.columns if c not in BOXES.columns]]
     write_csv(boxes, out, BOXES)
-    workers = workers_frame(answers, used, aggregator.skills_)
+    workers = workers_frame(answers, used, aggregator.skills_, getattr(aggregator, "workers_", None))
     write_csv(workers, out, WORKERS)
 
     cnvrg_tag("boxes", len(boxes))

@@ -121,3 +121,24 @@ def test_nothing_drawn_anywhere_gives_empty_boxes(tmp_path, capsys):
     workers = pd.read_csv(tmp_path / "out" / "workers.csv")
     assert workers["answers"].tolist() == [1, 1] and workers["empty_answers"].tolist() == [1, 1]
     assert "cnvrg_tag_boxes: 0" in out_text
+
+
+def test_aggregator_worker_estimates_become_extra_columns(tmp_path, capsys, monkeypatch):
+    """An aggregator with a ``workers_`` frame (lean_em has one) adds its columns to workers.csv."""
+    import crowdboxes.aggregation as aggregation
+    from crowdboxes.aggregation import IoUClustering
+
+    class WithWorkerModel(IoUClustering):
+        def _fit_prepared(self, prep):
+            super()._fit_prepared(prep)
+            self.workers_ = pd.DataFrame({"miss_rate": [0.25] * prep.n_workers, "boxes": 99, "images": 7},
+                                         index=prep.worker_names).rename_axis("worker")
+
+    monkeypatch.setitem(aggregation.METHODS, "with_model", WithWorkerModel)
+    code, _, err = run_in_process(tmp_path, capsys, ANSWERS, "--method", "with_model")
+    assert code == 0, err
+    workers = pd.read_csv(tmp_path / "out" / "workers.csv").set_index("worker_id")
+    assert list(workers.columns) == ["answers", "skill", "boxes", "empty_answers", "rejected_assignments",
+                                     "miss_rate"]
+    assert workers.loc["w1", "boxes"] == 1 and workers.loc["w1", "miss_rate"] == 0.25  # ours win on a clash
+    assert pd.isna(workers.loc["w4", "miss_rate"])  # only rejected answers: the model never saw w4
