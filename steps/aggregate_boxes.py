@@ -9,6 +9,7 @@ Inputs:
   --answers_csv  answers.csv of Wait Pool (pixels; a row with an empty box = the worker drew nothing)
   --images_csv   images.csv of Upload Images (image_id, width, height)
   --method       lean_em (default) | iou_cluster | wbf | best_verified (whatever the registry offers)
+  --verifications_csv  verifications.csv of Wait Pool for best_verified (``none``: the one beside answers.csv)
 Outputs (in --output_dir):
   boxes.csv    image_id, label, x, y, w, h, score, support (pixels; score in [0, 1])
   workers.csv  worker_id, answers (images answered), skill, then boxes, empty_answers, rejected_assignments
@@ -24,6 +25,7 @@ Troubleshooting:
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 
@@ -33,7 +35,8 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from crowdboxes.artifacts import ANSWERS, BOXES, IMAGES, WORKERS, read_csv, require_numeric, write_csv  # noqa: E402
+from crowdboxes.artifacts import (ANSWERS, BOXES, IMAGES, VERIFICATIONS, WORKERS, read_csv,  # noqa: E402
+                                  require_numeric, write_csv)
 from crowdboxes.stepkit import StepError, cnvrg_tag, output_dir, run_step, step_parser  # noqa: E402
 
 USED_STATUSES = ("SUBMITTED", "ACCEPTED")
@@ -46,7 +49,22 @@ def build_parser():
     parser.add_argument("--answers_csv", default="/input/wait_pool/output/answers.csv")
     parser.add_argument("--images_csv", default="/input/upload_images/output/images.csv")
     parser.add_argument("--method", default="lean_em")
+    parser.add_argument("--verifications_csv", default="none",
+                        help="verifications.csv of Wait Pool, for methods that use verdicts (best_verified); "
+                             "none = the file beside --answers_csv")
     return parser
+
+
+def read_verifications(path, answers: pd.DataFrame) -> pd.DataFrame:
+    """Votes per drawing as the aggregators take them: ``task`` (image), ``worker`` (the drawer), ok/bad votes."""
+    frame = read_csv(path, VERIFICATIONS, dtype={"image_id": str, "assignment_id": str, "worker_id": str})
+    require_numeric(frame, path, ("ok_votes", "bad_votes"))
+    if "kind" in frame.columns:  # control tasks are scored against known boxes, not voted on
+        frame = frame[frame["kind"].astype(str) != "control"]
+    drawer = dict(zip(answers["assignment_id"], answers["worker_id"]))
+    return pd.DataFrame({"task": frame["image_id"].to_numpy(),
+                         "worker": [drawer.get(a, w) for a, w in zip(frame["assignment_id"], frame["worker_id"])],
+                         "ok_votes": frame["ok_votes"].to_numpy(), "bad_votes": frame["bad_votes"].to_numpy()})
 
 
 def read_answers(path) -> pd.DataFrame:
@@ -107,7 +125,18 @@ def main(argv=None) -> int:
                           "h": used["h"].to_numpy(),
                           "label": used["label"].to_numpy(dtype=object, na_value=None)})
     image_frame = pd.DataFrame({"task": images["image_id"], "width": images["width"], "height": images["height"]})
-    aggregator.fit(frame, image_frame)
+    fit_options = {}
+    if "verifications" in inspect.signature(aggregator.fit).parameters:
+        path = (Path(args.answers_csv).with_name(VERIFICATIONS.file_name)
+                if args.verifications_csv.strip().lower() in ("", "none") else Path(args.verifications_csv))
+        if not path.is_file():
+            raise StepError(f"--method {args.method} needs the verification verdicts: {path} does not exist "
+                            f"(run Wait Pool with --mode verify or overlap+verify, or pick another method)")
+        fit_options["verifications"] = read_verifications(path, answers)
+    try:
+        aggregator.fit(frame, image_frame, **fit_options)
+    except ValueError as exc:  # a schema problem the method reports (row problems never raise)
+        raise StepError(f"--method {args.method}: {exc}") from None
 
     csv_lines = used.index.to_numpy() + 2  # header is line 1
     problems = sorted(aggregator.problems_)

@@ -142,3 +142,24 @@ def test_aggregator_worker_estimates_become_extra_columns(tmp_path, capsys, monk
                                      "miss_rate"]
     assert workers.loc["w1", "boxes"] == 1 and workers.loc["w1", "miss_rate"] == 0.25  # ours win on a clash
     assert pd.isna(workers.loc["w4", "miss_rate"])  # only rejected answers: the model never saw w4
+
+
+def test_best_verified_takes_the_verdicts_beside_answers_csv(tmp_path, capsys):
+    answers = HEADER + "".join([
+        "d1,t1,a,w1,ACCEPTED,2026,stop,10,10,20,20\n",
+        "d1,t1,a,w1,ACCEPTED,2026,yield,50,50,10,10\n",
+        "d2,t1,a,w2,ACCEPTED,2026,stop,12,12,30,30\n",
+    ])
+    code, _, err = run_in_process(tmp_path, capsys, answers, "--method", "best_verified")
+    assert code == 2 and "needs the verification verdicts" in err and "verifications.csv does not exist" in err
+    # worker_id in verifications.csv is the drawer; w1's drawing got 3 OK of 3, w2's 1 OK of 3
+    (tmp_path / "verifications.csv").write_text(
+        "image_id,assignment_id,worker_id,verdict,ok_votes,bad_votes,attempt,outcome,kind\n"
+        "a,d1,w1,OK,3,0,1,accepted,verify\n"
+        "a,d2,w2,BAD,1,2,1,rejected_final,verify\n"
+        "a,d3,w9,OK,0,0,1,accepted,control\n")
+    code, _, err = run_in_process(tmp_path, capsys, answers, "--method", "best_verified")
+    assert code == 0, err
+    boxes = pd.read_csv(tmp_path / "out" / "boxes.csv")
+    assert sorted(boxes[["label", "x", "y", "w", "h", "score", "support"]].values.tolist()) == [
+        ["stop", 10.0, 10.0, 20.0, 20.0, 1.0, 1], ["yield", 50.0, 50.0, 10.0, 10.0, 1.0, 1]]
