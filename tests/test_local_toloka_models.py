@@ -395,3 +395,16 @@ def test_interrupted_batch_resumes_after_restart(tmp_path, monkeypatch):
         assert len(again.find_tasks({"pool_id": pool["id"], "limit": "5000"})["items"]) == len(items)
     finally:
         again.close()
+
+
+def test_crowd_failure_skips_instead_of_sticking(backend):
+    class Broken(fake.Crowd):
+        def solve(self, profile, task_input):
+            raise RuntimeError("decoder crashed")
+
+    module = types.SimpleNamespace(make_workforce=fake.make_workforce, Crowd=Broken, seconds_for=fake.seconds_for)
+    _, pool = make_pool(backend, n_tasks=1)
+    backend.open_pool(pool["id"])
+    sched = run_crowd(backend, module=module, workers=2, steps=10)
+    assert {a["status"] for a in assignments(backend, pool["id"])} == {"SKIPPED"}
+    assert sched.errors >= 1 and "decoder crashed" in sched.last_error

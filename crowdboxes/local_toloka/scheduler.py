@@ -186,7 +186,12 @@ class Scheduler:
         created = item["created"]
         if profile is None:  # the workforce shrank across a restart: the worker walks away
             return item["id"], "SKIP", [], SKIP_SECONDS, created + self.backend.sim_to_real(SKIP_SECONDS)
-        outputs = [self.crowd.solve(profile, inputs) for inputs in item["inputs"]]
+        try:
+            outputs = [self.crowd.solve(profile, inputs) for inputs in item["inputs"]]
+        except Exception as exc:  # a task the crowd cannot handle is skipped, never stuck ACTIVE
+            self.errors += 1
+            self.last_error = f"solve {item['id']}: {type(exc).__name__}: {exc}"
+            outputs = [None]
         if any(o is None for o in outputs):
             return item["id"], "SKIP", [], SKIP_SECONDS, created + self.backend.sim_to_real(SKIP_SECONDS)
         kind = "verification" if item["inputs"] and "outlines" in item["inputs"][0] else "detection"
