@@ -408,3 +408,25 @@ def test_crowd_failure_skips_instead_of_sticking(backend):
     sched = run_crowd(backend, module=module, workers=2, steps=10)
     assert {a["status"] for a in assignments(backend, pool["id"])} == {"SKIPPED"}
     assert sched.errors >= 1 and "decoder crashed" in sched.last_error
+
+
+def test_analytics_counts_and_budget(backend):
+    _, pool = make_pool(backend, n_tasks=4, auto_accept_solutions=False,
+                        defaults={"default_overlap_for_new_task_suites": 2})
+    backend.open_pool(pool["id"])
+    run_crowd(backend, workers=1, steps=10)
+    done = assignments(backend, pool["id"], sort="id")
+    assert len(done) == 4  # one worker takes each task once: 4 of the 8 slots
+    backend.patch_assignment(done[0]["id"], {"status": "ACCEPTED", "public_comment": "ok"})
+    backend.patch_assignment(done[1]["id"], {"status": "REJECTED", "public_comment": "no"})
+    names = ["submitted_assignments_count", "approved_assignments_count", "rejected_assignments_count",
+             "spent_budget", "completion_percentage", "real_tasks_count", "unique_submitters_count"]
+    op = backend.analytics([{"subject": "POOL", "subject_id": pool["id"], "name": n} for n in names])
+    got = {v["request"]["name"]: v["result"] for v in op["details"]["value"]}
+    assert op["type"] == "ANALYTICS" and op["status"] == "SUCCESS"
+    assert got["submitted_assignments_count"] == 2 and got["approved_assignments_count"] == 1
+    assert got["rejected_assignments_count"] == 1 and got["spent_budget"] == 0.02  # without the fee
+    assert got["completion_percentage"]["value"] == 50
+    assert got["real_tasks_count"] == 4 and got["unique_submitters_count"] == 1
+    with pytest.raises(ValidationError):
+        backend.analytics([{"subject": "POOL", "subject_id": "999", "name": "spent_budget"}])

@@ -1446,9 +1446,9 @@ class Backend:
             return count(simple[name])
         if name == "real_tasks_count":
             return self.conn.execute("SELECT COUNT(*) FROM tasks WHERE pool_id = ?", (pid,)).fetchone()[0]
-        if name == "spent_budget":
-            return _num(sum((Decimal(r[0]) for r in self.conn.execute(
-                "SELECT amount FROM charges WHERE pool_id = ?", (pid,))), Decimal(0)))
+        if name == "spent_budget":  # rewards paid, excluding Toloka's fee (toloka-kit's docstring)
+            return _num(sum((Decimal(str(_loads_cached(r[0])["reward"])) for r in self.conn.execute(
+                "SELECT doc FROM assignments WHERE pool_id = ? AND paid = 1", (pid,))), Decimal(0)))
         if name in {"unique_workers_count", "unique_submitters_count"}:
             cond = "" if name == "unique_workers_count" else " AND submitted IS NOT NULL"
             return self.conn.execute(f"SELECT COUNT(DISTINCT user_id) FROM assignments WHERE pool_id = ?{cond}",
