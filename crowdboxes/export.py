@@ -87,12 +87,14 @@ def summary(boxes: pd.DataFrame, images: pd.DataFrame, wait_summary: dict | None
     if wait_summary:
         cost = wait_summary.get("spent_usd")
         counts = wait_summary.get("counts") or {}
-        answered = wait_summary.get("images_answered") or len(images)
+        accepted = wait_summary.get("images_accepted")
+        if accepted is None:  # an older wait_summary.json
+            accepted = wait_summary.get("images_answered") or len(images)
         result["cost_usd"] = cost
         result["accepted_assignments"] = counts.get("accepted")
-        result["images_answered"] = answered
-        if cost is not None and answered:
-            result["cost_per_accepted_image_usd"] = round(float(cost) / answered, 5)
+        result["images_accepted"] = accepted
+        if cost is not None and accepted:
+            result["cost_per_accepted_image_usd"] = round(float(cost) / accepted, 5)
         result["crowd_wait_seconds"] = wait_summary.get("duration_seconds")
         started = wait_summary.get("first_started_at") or wait_summary.get("started_at")
         if started:

@@ -175,6 +175,7 @@ def main(argv=None) -> int:
         "counts": counts,
         "answer_rows": int(len(frame)),
         "images_answered": int(frame["image_id"].nunique()),
+        "images_accepted": int(frame.loc[frame["status"] == "ACCEPTED", "image_id"].nunique()),
         "expected_task_answers": expected,
         "spent_usd": round(spent, 4),
         "detection_reward_usd": round(rewards, 4),

@@ -28,7 +28,8 @@ BOXES = ("image_id,label,x,y,w,h,score,support\n"
          "a,stop,10,20,30,40,0.9,3\n"
          "a,parking,100.5,50,20,20,0.2,1\n"
          "b,speed_limit,0,0,80,60,0.75,2\n")
-WAIT = {"spent_usd": 0.39, "counts": {"submitted": 9, "accepted": 8, "rejected": 1}, "images_answered": 3,
+WAIT = {"spent_usd": 0.39, "counts": {"submitted": 9, "accepted": 8, "rejected": 1}, "images_answered": 4,
+        "images_accepted": 3,
         "duration_seconds": 120.0, "first_started_at": "2026-11-23T09:00:00.000000Z"}
 
 

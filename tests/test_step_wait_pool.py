@@ -435,6 +435,7 @@ def test_small_pool_end_to_end(toloka, tmp_path):
     assert summary["counts"]["rejected"] == 0 and summary["timed_out"] is False
     assert summary["spent_usd"] == pytest.approx(12 * (0.01 + 0.005))
     assert summary["pool_ids"] == {"detection": pool_id} and summary["images_answered"] == 6
+    assert summary["images_accepted"] == 6
     charts = [line for line in proc.stdout.splitlines() if line.startswith("cnvrg_linechart_Progress value: ")]
     assert charts and float(charts[-1].split(": ")[1]) == 100.0
     assert "cnvrg_tag_submitted: 12" in proc.stdout and "cnvrg_linechart_Spent value: " in proc.stdout
@@ -516,6 +517,9 @@ def test_killed_mid_way_resumes_to_the_same_answers(toloka, tmp_path):
     assert summary["counts"] == {"submitted": 24, "accepted": 22, "rejected": 2, "pending_review": 0,
                                  "task_answers": 22}
     assert summary["spent_usd"] == pytest.approx(22 * 0.015)
+    rejected_only = set(answers.loc[answers["status"] == "REJECTED", "image_id"]) - set(
+        answers.loc[answers["status"] == "ACCEPTED", "image_id"])
+    assert summary["images_accepted"] == 12 - len(rejected_only)
 
 
 def test_timeout_keeps_what_was_collected_and_fails_with_one_line(toloka, tmp_path):
