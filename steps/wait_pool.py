@@ -159,6 +159,16 @@ def main(argv=None) -> int:
         collector.rescan()
         final = collector.counts(pool_id)
         progress.update(final["task_answers"], final, total_spent(outcome, collector, pool_id), outcome.state)
+    except (Exception, KeyboardInterrupt) as exc:
+        # whatever broke the wait, what was collected so far still reaches answers.csv
+        if isinstance(exc, (StepError, KeyboardInterrupt)):
+            message = str(exc) or "interrupted"
+        else:
+            message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        frame, _ = ans.answers_frame(collector.records(pool_id), tasks, images)
+        write_csv(frame, out, ANSWERS)
+        raise StepError(f"wait_pool: {message} (the {len(collector.snapshots)} assignments collected so far are "
+                        f"in {out / ANSWERS.file_name}; re-run with the same --output_dir to resume)") from None
     finally:
         progress.close()
 

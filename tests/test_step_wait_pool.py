@@ -319,6 +319,39 @@ def test_wait_stops_at_the_deadline(tmp_path):
     assert not outcome.done and outcome.state == "OPEN" and outcome.polls >= 2
     assert all(s <= 0.05 for s in slept)
 
+
+def test_step_writes_collected_answers_when_the_wait_breaks(tmp_path, capsys, monkeypatch):
+    """The step's main with a stand-in client whose token is revoked after the first poll."""
+    import importlib.util
+
+    from toloka.client.exceptions import AuthenticationApiError
+
+    import crowdboxes.toloka_access
+    from crowdboxes.stepkit import run_step
+
+    def revoked(message):
+        return AuthenticationApiError(status_code=401, code="AUTHENTICATION_ERROR", message=message)
+
+    api = FlakyApi([make_assignment(i, submitted_s=i) for i in (1, 2, 3)], fail_calls=set(range(5, 50)),
+                   error=revoked)
+    monkeypatch.setattr(crowdboxes.toloka_access, "connect", lambda env, token_env: api)
+    TASKS.to_csv(tmp_path / "tasks.csv", index=False)
+    IMAGES.to_csv(tmp_path / "images.csv", index=False)
+    (tmp_path / "pool.csv").write_text("pool_id,role,project_id,tasks,overlap,reward_per_assignment,estimated_cost\n"
+                                       "7,detection_pool,1,2,3,0.01,0.09\n")
+    spec = importlib.util.spec_from_file_location("step_wait_pool_b", REPO / "steps" / "wait_pool.py")
+    step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step)
+    code = run_step(step.main, ["--toloka_env", "http://127.0.0.1:9", "--pool_csv", str(tmp_path / "pool.csv"),
+                                "--tasks_csv", str(tmp_path / "tasks.csv"), "--images_csv",
+                                str(tmp_path / "images.csv"), "--output_dir", str(tmp_path / "out"),
+                                "--poll_seconds", "0.01", "--cursor_lag_seconds", "0"])
+    assert code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "AuthenticationApiError" in err[0] and "3 assignments collected so far" in err[0]
+    answers = pd.read_csv(tmp_path / "out" / "answers.csv")
+    assert len(answers) == 3 and set(answers["image_id"]) == {"img1"}
+
 # ------------------------------------------------------------------ end to end against the local Toloka
 
 import os  # noqa: E402
