@@ -117,5 +117,6 @@ def summary_lines(s: dict) -> list[str]:
              f"(score >= {s['min_score']})"]
     lines += [f"  {name:<20} {n}" for name, n in s["boxes_per_class"].items()]
     lines.append(f"cost: {money(s['cost_usd'])}, per accepted image: {money(s['cost_per_accepted_image_usd'])}")
-    lines.append(f"crowd wait: {seconds(s['crowd_wait_seconds'])}, wall time: {seconds(s['wall_time_seconds'])}")
+    lines.append(f"crowd wait: {seconds(s['crowd_wait_seconds'])}, "
+                 f"wall time since Wait Pool started: {seconds(s['wall_time_seconds'])}")
     return lines
