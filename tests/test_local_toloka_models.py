@@ -300,7 +300,7 @@ def test_money_fee_and_not_enough_balance(tmp_path):
 
 
 def test_review_period_auto_accept_and_expiry(tmp_path):
-    backend = Backend(tmp_path / "s", speed=86400 * 20)  # a day of review = 0.05 s
+    backend = Backend(tmp_path / "s", speed=86400 * 2)  # a day of review = 0.5 s
     try:
         project = backend.create_project(PROJECT)
         pool = backend.create_pool(pool_spec(project["id"], auto_accept_solutions=False, auto_accept_period_day=1))
@@ -309,16 +309,16 @@ def test_review_period_auto_accept_and_expiry(tmp_path):
         run_crowd(backend, workers=1, steps=3)
         (a,) = assignments(backend, pool["id"])
         assert a["status"] == "SUBMITTED"
-        time.sleep(0.1)
+        time.sleep(0.6)
         run_crowd(backend, workers=1, steps=2)
         (a,) = assignments(backend, pool["id"])
         assert a["status"] == "ACCEPTED" and parse_ts(a["accepted"]) > parse_ts(a["submitted"])
         # a pool past will_expire closes as EXPIRED
-        soon = backend.create_pool(pool_spec(project["id"], will_expire=fmt_ts(utcnow() + dt.timedelta(seconds=0.3))))
+        soon = backend.create_pool(pool_spec(project["id"], will_expire=fmt_ts(utcnow() + dt.timedelta(seconds=1.0))))
         backend.create_tasks([{"pool_id": soon["id"], "input_values": {"image": "https://r/2.png"}}], {})
         backend.open_pool(soon["id"])
         backend.speed = 1e-3  # nobody finishes in time
-        time.sleep(0.35)
+        time.sleep(1.05)
         run_crowd(backend, workers=1, steps=1)
         assert backend.get_pool(soon["id"])["last_close_reason"] == "EXPIRED"
     finally:
