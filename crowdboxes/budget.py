@@ -1,11 +1,18 @@
-"""Money: a cost estimate before launch and a guard that closes the pools at the budget cap.
+"""Money: a cost estimate before launch and a guard that keeps spending under the budget cap.
 
 Prices come from :mod:`crowdboxes.quality_settings` (reward + Toloka fee per assignment, i.e. per
-task suite). The guard counts what is already owed (SUBMITTED and ACCEPTED assignments; a
-rejected assignment is not paid) plus what is committed (ACTIVE assignments: a worker who took a
-suite is paid if they submit and we accept). It closes every pool as soon as
-``owed + committed + price of the next suite > cap``, so the final bill stays within one suite's
-price of the cap even if a few suites are handed out between two checks.
+task suite). Two mechanisms, because polling alone cannot bound the bill (between two polls a busy
+crowd takes many suites):
+
+* **Reservation** (exact): every assignment Toloka may still issue is a unit of an existing task's
+  overlap, and with verification each drawing also brings ``verifiers`` verification assignments.
+  ``reserved = sum(overlap) * (drawing price + verifiers * verification price)``. At start the
+  overlaps of not-yet-issued tasks are cut (newest first) until ``reserved <= cap``; a redraw is
+  only granted if one more unit still fits. So Toloka can never issue more than the cap pays for.
+* **Measurement** (safety net): ``check()`` counts what is owed (SUBMITTED and ACCEPTED
+  assignments; rejected ones are not paid) plus what is in progress (ACTIVE), and closes every
+  pool as soon as ``owed + in progress + price of the next suite > cap`` — for spending the
+  reservation cannot see (e.g. a pool rule that raises overlaps by itself).
 """
 
 from __future__ import annotations
@@ -106,6 +113,9 @@ class BudgetGuard:
     stopped: bool = False
     spent_: float = 0.0
     committed_: float = 0.0
+    reserved_: float = 0.0
+    trimmed_: list = attr.Factory(list)
+    reserving: bool = False  # set by reserve(): then only a real overshoot closes the pools
 
     def add_pool(self, pool_id: str, reward: float) -> None:
         if all(p.pool_id != str(pool_id) for p in self.pools):
@@ -125,7 +135,10 @@ class BudgetGuard:
         return spent, committed
 
     def would_exceed(self, spent: float, committed: float) -> bool:
-        return self.cap is not None and spent + committed + self.max_suite_price > self.cap + 1e-9
+        if self.cap is None:
+            return False
+        headroom = 0.0 if self.reserving else self.max_suite_price
+        return spent + committed + headroom > self.cap + 1e-9
 
     def check(self) -> bool:
         """Measure; close every pool if the cap is (about to be) reached. True once stopped."""
@@ -156,3 +169,68 @@ class BudgetGuard:
             return True
         price = next((p.price for p in self.pools if p.pool_id == str(pool_id)), self.max_suite_price)
         return self.spent_ + self.committed_ + n_suites * price <= self.cap + 1e-9
+
+
+def slot_price(detection_reward: float, verifiers: int = 0, verification_reward: float | None = None,
+               tasks_per_verification_suite: int = 1) -> float:
+    """What one drawing slot (one unit of a detection task's overlap) can cost, verification included."""
+    price = assignment_price(detection_reward)
+    if verifiers and verification_reward is not None:
+        price += verifiers * assignment_price(verification_reward) / max(1, tasks_per_verification_suite)
+    return price
+
+
+def reserve(client, guard: BudgetGuard, pool_id: str, unit_price: float, control_price: float | None = None,
+            is_control=lambda task: False, cut: bool = True) -> float:
+    """Reserve the cap for every assignment the detection pool may still issue; cut the rest.
+
+    Reads every task of ``pool_id``: ``issued = overlap - remaining_overlap`` units are already
+    spent or in progress and always count; units not issued yet are kept in creation order while
+    they fit under ``guard.cap``, and the overlap of the first task that no longer fits (and all
+    after it) is lowered to what was issued (``patch_task_overlap_or_min``). Returns the reserved
+    amount (also ``guard.reserved_``); the cut task ids go to ``guard.trimmed_``.
+    """
+    tasks = list(client.get_tasks(pool_id=pool_id))
+    prices = [control_price if (control_price is not None and is_control(t)) else unit_price for t in tasks]
+    issued = [int(t.overlap or 0) - int(t.remaining_overlap if t.remaining_overlap is not None else t.overlap or 0)
+              for t in tasks]
+    reserved = sum(max(0, i) * p for i, p in zip(issued, prices))
+    for task, n_issued, price in zip(tasks, issued, prices):
+        remaining = int(task.overlap or 0) - max(0, n_issued)
+        if remaining <= 0:
+            continue
+        fits = remaining if guard.cap is None else int((guard.cap - reserved + 1e-9) // price)
+        keep = max(0, min(remaining, fits))
+        reserved += keep * price
+        if keep < remaining and cut:
+            client.patch_task_overlap_or_min(task.id, overlap=max(0, n_issued) + keep, infinite_overlap=False)
+            guard.trimmed_.append(str(task.id))
+    guard.reserved_ = reserved
+    guard.reserving = True
+    return reserved
+
+
+def grant(guard: BudgetGuard | None, price: float) -> bool:
+    """Reserve one more slot (a redraw) if it fits under the cap."""
+    if guard is None or guard.cap is None:
+        return True
+    if guard.stopped or guard.reserved_ + price > guard.cap + 1e-9:
+        return False
+    guard.reserved_ += price
+    return True
+
+
+def reserve_pool(client, pool_id: str, cap: float | None, detection_reward: float, *, verifiers: int = 0,
+                 verification_reward: float | None = None, control_urls=()) -> BudgetGuard:
+    """Cut the detection pool's overlaps to what ``cap`` pays for, drawing + its verification
+    included; call it before the pool is opened (launch), and the loop calls it again at start.
+
+    Control images cost a drawing only (they are scored, not verified).
+    """
+    guard = BudgetGuard(client, cap)
+    guard.add_pool(pool_id, detection_reward)
+    controls = set(control_urls)
+    reserve(client, guard, pool_id, slot_price(detection_reward, verifiers, verification_reward),
+            control_price=slot_price(detection_reward),
+            is_control=lambda task: (task.input_values or {}).get("image") in controls)
+    return guard

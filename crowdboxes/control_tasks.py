@@ -182,14 +182,15 @@ class ControlScorer:
     """Per-worker control scores and the ban decision (crowd-kit style: fit, fitted attrs end in ``_``).
 
     A worker is banned once they have ``min_tasks`` scored control drawings and their mean F1 is
-    below ``threshold``. A single hopeless drawing bans at once, because that is what spammers do:
-    nothing matched and either something was drawn (random boxes) or two or more signs were
-    missed (an empty answer on a busy image). Missing one sign alone is a careless worker, not a
-    spammer, and only counts through the mean.
+    below ``threshold``, or after ``max_hopeless`` hopeless drawings: nothing matched and either
+    something was drawn (random boxes) or two or more signs were missed (an empty answer on a busy
+    image). That is what spammers do on every image; a careful worker has an occasional hopeless
+    drawing (a slipped rectangle) but not two, and missing one sign alone only counts through the mean.
     """
 
-    threshold: float = 0.5
+    threshold: float = 0.4
     min_tasks: int = 2
+    max_hopeless: int = 2
     scores_: pd.DataFrame = attr.ib(init=False, factory=lambda: pd.DataFrame(columns=["f1", "n", "hopeless"]))
 
     def fit(self, drawings: pd.DataFrame) -> "ControlScorer":
@@ -200,12 +201,12 @@ class ControlScorer:
         hopeless = (drawings["tp"] == 0) & ((drawings["fp"] >= 1) | (drawings["fn"] >= 2))
         grouped = drawings.assign(hopeless=hopeless).groupby("worker")
         self.scores_ = pd.DataFrame({"f1": grouped["f1"].mean(), "n": grouped.size(),
-                                     "hopeless": grouped["hopeless"].any()})
+                                     "hopeless": grouped["hopeless"].sum()})
         return self
 
     def banned(self) -> list[str]:
         s = self.scores_
         if s.empty:
             return []
-        bad = ((s["n"] >= self.min_tasks) & (s["f1"] < self.threshold)) | s["hopeless"].astype(bool)
+        bad = ((s["n"] >= self.min_tasks) & (s["f1"] < self.threshold)) | (s["hopeless"] >= self.max_hopeless)
         return sorted(str(w) for w in s.index[bad])

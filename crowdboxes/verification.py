@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from crowdboxes.artifacts import VERIFICATIONS, write_csv
-from crowdboxes.budget import BudgetGuard
+from crowdboxes.budget import BudgetGuard, grant, reserve, slot_price
 from crowdboxes.control_tasks import ControlScorer, ControlSet
 from crowdboxes.quality_settings import QualitySettings, loop_settings
 from crowdboxes.stepkit import write_text_atomic
@@ -60,6 +60,7 @@ REJECT_COMMENTS = {
     "loose_box": "Other workers found a rectangle that does not fit its road sign tightly.",
     "wrong_object": "Other workers found a rectangle around something that is not a road sign.",
     "wrong_class": "Other workers found a road sign with the wrong type.",
+    "banned": "Your outlines on control photos with known road signs were far off, so this work was not accepted.",
     "": "Other workers found the outlines incomplete or incorrect.",
 }
 CONTROL_REJECT_COMMENT = "Your outlines on a control photo did not match its road signs."
@@ -136,11 +137,12 @@ class Ledger:
         self.control: list = data.get("control", [])  # [worker, assignment, f1, tp, fp, fn]
         self.vtask_items: dict = data.get("vtask_items", {})  # verification task -> item key
         self.budget_stopped: bool = data.get("budget_stopped", False)
+        self.budget_cut: list = data.get("budget_cut", [])  # detection tasks whose overlap the cap cut
         self.resumed = bool(data)
 
     def save(self) -> None:
         data = {k: getattr(self, k) for k in ("items", "assignments", "votes", "tasks", "drawers", "banned",
-                                               "control", "vtask_items", "budget_stopped")}
+                                               "control", "vtask_items", "budget_stopped", "budget_cut")}
         write_text_atomic(self.path, json.dumps(data, indent=1, sort_keys=True))
 
 
@@ -254,7 +256,7 @@ class VerificationLoop:
     def __init__(self, client, detection_pool_id: str, verification_pool_id: str, images: pd.DataFrame,
                  settings: QualitySettings, state_dir, *, tasks: pd.DataFrame | None = None,
                  skill_ids: dict | None = None, control: ControlSet | None = None,
-                 control_threshold: float = 0.5, ban_reject_rate: float = 0.7, ban_min_judged: int = 3,
+                 control_threshold: float = 0.4, ban_reject_rate: float = 0.8, ban_min_judged: int = 3,
                  budget_guard: BudgetGuard | None = None):
         self.client = client
         self.detection_pool_id, self.verification_pool_id = str(detection_pool_id), str(verification_pool_id)
@@ -277,14 +279,26 @@ class VerificationLoop:
                 is_control = str(getattr(r, "kind", "")) == "control" or str(getattr(r, "control", "")).lower() == "true"
                 if not is_control and str(r.url) not in self.control:
                     self.real_tasks.add(str(r.task_id))
-        self.project_id = None
+        self.project_id = self.verification_project_id = None
         self.changed = False
+        self.slot_price = 0.0
 
     # ----------------------------------------------------------------- start-up reconciliation
 
     def reconcile(self) -> None:
-        """Index verification tasks already in the pool (a crash may have lost their ledger entry)."""
-        self.project_id = str(self.client.get_pool(self.detection_pool_id).project_id)
+        """Index verification tasks already in the pool (a crash may have lost their ledger entry);
+        reserve the budget for what the detection pool may still issue (cutting what does not fit)."""
+        det_pool = self.client.get_pool(self.detection_pool_id)
+        self.project_id = str(det_pool.project_id)
+        self.verification_project_id = str(self.client.get_pool(self.verification_pool_id).project_id)
+        if self.guard is not None and self.guard.cap is not None:
+            ver_reward = float(self.client.get_pool(self.verification_pool_id).reward_per_assignment)
+            det_reward = float(det_pool.reward_per_assignment)
+            self.slot_price = slot_price(det_reward, self.settings.verifiers, ver_reward)
+            reserve(self.client, self.guard, self.detection_pool_id, self.slot_price,
+                    control_price=slot_price(det_reward),
+                    is_control=lambda t: (t.input_values or {}).get("image") in self.control)
+            self.ledger.budget_cut = sorted(set(self.ledger.budget_cut) | set(self.guard.trimmed_))
         for task in self.client.get_tasks(pool_id=self.verification_pool_id):
             values = task.input_values or {}
             aid, url = str(values.get("assignment_id", "")), values.get("image")
@@ -488,9 +502,9 @@ class VerificationLoop:
             # a pool rule (CHANGE_OVERLAP on reject) may have raised it anyway: take that back
             self._set_overlap(item["task_id"], meta["base"] + allowed)
             return
-        if self.ledger.budget_stopped or (self.guard is not None and not self.guard.may_spend(1, self.detection_pool_id)):
-            self.ledger.budget_stopped = self.ledger.budget_stopped or self.guard is not None
+        if self.ledger.budget_stopped or not grant(self.guard, self.slot_price):
             item["redraw"] = "budget"
+            self._set_overlap(item["task_id"], meta["base"] + meta["rejected"] - 1)  # undo a pool rule's raise
             return
         target = meta["base"] + meta["rejected"]
         self._set_overlap(item["task_id"], target)
@@ -521,11 +535,28 @@ class VerificationLoop:
                                            value=Decimal(str(round(float(skill_value), 2))))
             except Exception as exc:
                 logger.warning("cannot set control skill of %s: %s", worker, type(exc).__name__)
-        try:
-            self.client.set_user_restriction(ProjectUserRestriction(
-                user_id=worker, project_id=self.project_id, private_comment=reason))
-        except Exception as exc:
-            logger.warning("cannot restrict %s: %s", worker, type(exc).__name__)
+        # a spammer at drawing is no judge either: both projects
+        for project_id in dict.fromkeys(p for p in (self.project_id, self.verification_project_id) if p):
+            try:
+                self.client.set_user_restriction(ProjectUserRestriction(
+                    user_id=worker, project_id=project_id, private_comment=reason))
+            except Exception as exc:
+                logger.warning("cannot restrict %s: %s", worker, type(exc).__name__)
+        self._reject_pending(worker)
+
+    def _reject_pending(self, worker: str) -> None:
+        """A banned worker's drawings still waiting for verdicts are BAD: stop paying verifiers for them."""
+        for item in self.ledger.items.values():
+            entry = self.ledger.assignments.get(item["assignment_id"], {})
+            if item["worker_id"] != worker or entry.get("outcome") is not None or item.get("decided"):
+                continue
+            if item["kind"] == "verify":
+                item.update(verdict="BAD", reason="banned", decided=True)
+                if item.get("vtask_id"):
+                    try:
+                        self.client.patch_task_overlap_or_min(item["vtask_id"], overlap=0, infinite_overlap=False)
+                    except Exception as exc:
+                        logger.warning("cannot stop verification task %s: %s", item["vtask_id"], type(exc).__name__)
 
     def _control_bans(self) -> None:
         if not self.ledger.control:
@@ -549,6 +580,7 @@ class VerificationLoop:
     def image_status(self) -> dict:
         """Per real detection task: accepted | final (attempts/budget exhausted) | pending."""
         status = {}
+        cut = set(self.ledger.budget_cut)
         accepted = Counter()
         for it in self.ledger.items.values():
             outcome = self.ledger.assignments.get(it["assignment_id"], {}).get("outcome")
@@ -557,7 +589,7 @@ class VerificationLoop:
         for task_id in self.real_tasks or set(self.ledger.tasks):
             meta = self.ledger.tasks.get(task_id)
             if meta is None:
-                status[task_id] = "pending"
+                status[task_id] = "final" if task_id in cut else "pending"  # never drawn: the cap
                 continue
             if accepted[task_id] >= meta["base"]:
                 status[task_id] = "accepted"
@@ -678,7 +710,7 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
                           period: dt.timedelta | float | None = None, poll_seconds: float | None = None,
                           deadline: float | None = None, progress=None, collector=None,
                           verdict_method=None, verifiers=None, max_attempts=None, budget=None,
-                          control_threshold: float = 0.5, max_rounds: int = 20) -> LoopOutcome:
+                          control_threshold: float = 0.4, max_rounds: int = 20) -> LoopOutcome:
     """Run detection -> verification -> accept/reject/redraw until every image is resolved.
 
     Args:

@@ -62,7 +62,7 @@ def images_frame(coco: dict, base_url: str) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------ Toloka setup
 
 def create_world(client, images: pd.DataFrame, *, verifiers: int = 3, reward: float = 0.02,
-                 control_urls=(), control_overlap: int = 10):
+                 control_urls=(), control_overlap: int = 10, max_attempts: int = 3):
     """Projects, skills, a detection pool (overlap 1, manual review) with one task per image, the
     verification pool from configs/verification_pool.json. Returns a dict of ids and frames."""
     from toloka.client import Pool, Project, Skill, Task
@@ -89,7 +89,8 @@ def create_world(client, images: pd.DataFrame, *, verifiers: int = 3, reward: fl
     rows = [{"task_id": t.id, "pool_id": det_pool.id, "image_id": by_url.get(t.input_values["image"], "control"),
              "url": t.input_values["image"], "control": t.input_values["image"] in set(control_urls)}
             for t in created.items.values()]
-    settings = parse_settings("verify", verifiers=verifiers, reward=reward, config_dir=CONFIGS)
+    settings = parse_settings("verify", verifiers=verifiers, reward=reward, config_dir=CONFIGS,
+                              max_attempts=max_attempts)
     ver_pool, _ = ensure_verification_pool(client, settings, project_id=ver_project.id, skill_ids=skills,
                                            key="test:verification", will_expire=will_expire)
     return {"detection_pool": str(det_pool.id), "verification_pool": str(ver_pool.id), "skills": skills,
@@ -132,3 +133,44 @@ def merge_truth(a: dict, b: dict, path: Path) -> Path:
               "categories": a["categories"]}
     Path(path).write_text(json.dumps(merged))
     return Path(path)
+
+
+# ------------------------------------------------------------------------------------------------ loop runner
+
+def run_loop(client, world: dict, images: pd.DataFrame, state_dir, out_dir, *, control=None, budget=None,
+             deadline_s: float = 90.0, **kwargs):
+    """``run_verification_loop`` with the test world's ids, lag 0 and a 1 s period."""
+    import time
+
+    import attr as _attr
+
+    from crowdboxes.verification import run_verification_loop
+
+    settings = world["settings"] if budget is None else _attr.evolve(world["settings"], budget=budget)
+    return run_verification_loop(client, world["detection_pool"], world["verification_pool"], images, settings,
+                                 state_dir, tasks=world["tasks"], skill_ids=world["skills"], control=control,
+                                 output_dir=out_dir, cursor_time_lag=0, period=1,
+                                 deadline=time.monotonic() + deadline_s, **kwargs)
+
+
+def _main(argv):
+    """Subprocess entry for the crash test: ``python helpers_quality.py ARGS.json`` (token from env)."""
+    import os
+
+    from toloka.client import TolokaClient
+
+    from crowdboxes.quality_settings import parse_settings
+
+    args = json.loads(Path(argv[0]).read_text())
+    client = TolokaClient(os.environ[args["token_env"]], url=args["url"], timeout=30.0)
+    world = {**args["world"], "tasks": pd.DataFrame(args["world"]["tasks"]),
+             "settings": parse_settings("verify", verifiers=args["verifiers"], reward=args["reward"],
+                                        config_dir=CONFIGS)}
+    images = pd.DataFrame(args["images"])
+    run_loop(client, world, images, args["state_dir"], args["out_dir"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO_ROOT))
+    raise SystemExit(_main(sys.argv[1:]))

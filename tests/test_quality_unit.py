@@ -249,17 +249,23 @@ def test_f1_by_hand():
     assert score_drawing([[5, 0, 10, 10]], [[0, 0, 10, 10]]).tp == 0
 
 
-def test_control_scorer_bans_spammers_at_once_and_careless_by_mean():
-    rows = [("spam_empty", 0.0, 0, 0, 3), ("spam_random", 0.0, 0, 2, 1),
-            ("misser", 0.0, 0, 0, 1), ("misser", 1.0, 2, 0, 0),
-            ("careless", 0.4, 1, 1, 2), ("careless", 0.3, 1, 2, 2),
-            ("good", 1.0, 2, 0, 0), ("good", 0.9, 2, 1, 0)]
+def test_control_scorer_bans_spammers_and_careless_but_not_one_slip():
+    rows = [("spam_empty", 0.0, 0, 0, 3), ("spam_empty", 0.0, 0, 0, 2),
+            ("spam_random", 0.0, 0, 2, 1), ("spam_random", 0.0, 0, 4, 2),
+            ("slipped", 0.0, 0, 2, 2), ("slipped", 1.0, 2, 0, 0),  # one hopeless drawing, then perfect
+            ("careless", 0.4, 1, 1, 2), ("careless", 0.2, 1, 2, 5),
+            ("good", 1.0, 2, 0, 0), ("good", 0.9, 2, 1, 0),
+            ("newcomer", 0.0, 0, 3, 2)]  # one control so far: hopeless once is not enough
     frame = pd.DataFrame(rows, columns=["worker", "f1", "tp", "fp", "fn"])
-    scorer = ControlScorer(threshold=0.5, min_tasks=2).fit(frame)
+    scorer = ControlScorer(threshold=0.4, min_tasks=2).fit(frame)
     assert scorer.banned() == ["careless", "spam_empty", "spam_random"]
-    assert scorer.scores_.loc["misser", "f1"] == pytest.approx(0.5)  # mean; but one miss alone is not hopeless
-    # with a lower threshold only the hopeless ones remain
-    assert ControlScorer(threshold=0.3).fit(frame).banned() == ["spam_empty", "spam_random"]
+    assert scorer.scores_.loc["slipped", "f1"] == pytest.approx(0.5)
+    assert scorer.scores_.loc["careless", "f1"] == pytest.approx(0.3)
+    # a stricter threshold also catches the worker with one slip
+    assert "slipped" in ControlScorer(threshold=0.6).fit(frame).banned()
+    # newcomer's second hopeless drawing bans at once
+    more = pd.concat([frame, pd.DataFrame([("newcomer", 0.0, 0, 0, 2)], columns=frame.columns)])
+    assert "newcomer" in ControlScorer().fit(more).banned()
 
 
 def test_control_csv_roundtrip_and_errors(tmp_path):
