@@ -381,3 +381,8 @@ def test_injected_500s_are_absorbed_by_client_retries(tmp_path):
         assert sum(injected.values()) > 0 and set(injected) <= {"500", "503"}
     finally:
         server.stop()
+
+
+def test_one_server_per_state_folder(server, tmp_path):
+    with pytest.raises(RuntimeError, match="another local Toloka server is using this state folder"):
+        start_local_toloka(tmp_path / "second", TOKEN, state_dir=server.state_dir, crowd_module=FAKE)

@@ -72,6 +72,24 @@ def _load_truth(path):
     return TruthIndex(load_coco(path))
 
 
+_LOCK_HANDLE = None
+
+
+def _lock_state(state) -> None:
+    """One server per state folder (an OS lock: released even on ``kill -9``)."""
+    import fcntl
+
+    global _LOCK_HANDLE
+    Path(state).mkdir(parents=True, exist_ok=True)
+    handle = open(Path(state) / "server.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise StepError(f"--state {state}: another local Toloka server is using this state folder") from None
+    _LOCK_HANDLE = handle
+
+
 def serve(args) -> int:
     from crowdboxes.local_toloka.models import Backend
     from crowdboxes.local_toloka.scheduler import Scheduler
@@ -90,6 +108,7 @@ def serve(args) -> int:
     except ImportError as exc:
         raise StepError(f"--crowd-module {args.crowd_module}: cannot import ({exc})") from None
     truth = _load_truth(args.ground_truth)
+    _lock_state(args.state)
     backend = Backend(args.state, balance=args.balance, speed=args.speed)
     scheduler = Scheduler(backend, crowd_module, workers=args.workers, seed=args.seed, truth=truth,
                           tick_seconds=args.tick_seconds, solve_threads=args.solve_threads)
