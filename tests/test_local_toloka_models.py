@@ -430,3 +430,22 @@ def test_analytics_counts_and_budget(backend):
     assert got["real_tasks_count"] == 4 and got["unique_submitters_count"] == 1
     with pytest.raises(ValidationError):
         backend.analytics([{"subject": "POOL", "subject_id": "999", "name": "spent_budget"}])
+
+
+def test_majority_vote_sets_skill_from_correct_answers_rate(backend):
+    class Contrarian(fake.Crowd):  # f03 always disagrees with the other two
+        def solve(self, profile, task_input):
+            return {"verdict": "BAD" if profile.worker_id == "f03" else "OK"}
+
+    module = types.SimpleNamespace(make_workforce=fake.make_workforce, Crowd=Contrarian, seconds_for=fake.seconds_for)
+    skill = backend.create_skill({"name": "verifier"})
+    qc = {"configs": [{"collector_config": {"type": "MAJORITY_VOTE", "parameters": {"answer_threshold": 2}},
+                       "rules": [{"conditions": [{"key": "total_answers_count", "operator": "GT", "value": 0}],
+                                  "action": {"type": "SET_SKILL_FROM_OUTPUT_FIELD",
+                                             "parameters": {"skill_id": skill["id"],
+                                                            "from_field": "correct_answers_rate"}}}]}]}
+    _, pool = make_pool(backend, n_tasks=3, quality_control=qc, defaults={"default_overlap_for_new_task_suites": 3})
+    backend.open_pool(pool["id"])
+    run_crowd(backend, module=module, workers=3, until=lambda: backend.get_pool(pool["id"])["status"] == "CLOSED")
+    skills = {s["user_id"]: s["exact_value"] for s in backend.find_user_skills({"skill_id": skill["id"]})["items"]}
+    assert skills == {"f01": 100, "f02": 100, "f03": 0}
