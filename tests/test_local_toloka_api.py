@@ -248,6 +248,17 @@ def test_errors_map_to_toloka_kit_exceptions(server, tmp_path):
     with pytest.raises(IncorrectActionsApiError) as err:
         client.open_pool(no_mixer.id)
     assert err.value.code == "MIXER_CONFIG_REQUIRED"
+    # clone: an empty closed pool with the same settings; close for update: reason FOR_UPDATE
+    clone = client.clone_pool(pool.id)
+    assert clone.id != pool.id and clone.status == toloka.Pool.Status.CLOSED
+    assert clone.reward_per_assignment == pool.reward_per_assignment and not list(client.get_tasks(pool_id=clone.id))
+    server.admin("POST", "/_local/crowd", {"paused": True})  # nobody works the clone: it stays open
+    client.create_tasks([toloka.Task(pool_id=clone.id, input_values={"image": "https://a/3.png"})],
+                        allow_defaults=True, open_pool=True)
+    assert client.get_pool(clone.id).status == toloka.Pool.Status.OPEN
+    client.close_pool_for_update(clone.id)
+    assert client.get_pool(clone.id).last_close_reason == toloka.Pool.CloseReason.FOR_UPDATE
+    server.admin("POST", "/_local/crowd", {"paused": False})
     # a pool without a required setting names it
     bad = detection_pool(project.id, skill.id)
     del bad["reward_per_assignment"]

@@ -794,6 +794,19 @@ class Backend:
             kind = "POOL.CLOSE"
             return self._finished_operation(kind, {"pool_id": str(row["id"])})
 
+    def clone_pool(self, pool_id) -> dict:
+        """An empty CLOSED pool with the same settings in the same project (POOL.CLONE operation)."""
+        with self.transaction():
+            row = self._pool_row(pool_id)
+            doc = self._pool_doc(row)
+            for key in ("last_close_reason", "last_stopped"):
+                doc.pop(key, None)
+            for cfg in doc.get("quality_control", {}).get("configs", []):
+                cfg.get("collector_config", {})["uuid"] = str(uuid.uuid4())
+            cur = self.conn.execute("INSERT INTO pools(project_id, status, created, doc) VALUES(?, 'CLOSED', ?, ?)",
+                                    (row["project_id"], fmt_ts(self.now()), _dumps(doc)))
+            return self._finished_operation("POOL.CLONE", {"pool_id": str(row["id"])}, {"pool_id": str(cur.lastrowid)})
+
     def archive_pool(self, pool_id):
         with self.transaction():
             row = self._pool_row(pool_id)

@@ -106,6 +106,10 @@ def close_pool_for_update(ctx, request, pool_id):
     return _op(ctx.backend.close_pool(pool_id, reason="FOR_UPDATE"))
 
 
+def clone_pool(ctx, request, pool_id):
+    return 202, ctx.backend.clone_pool(pool_id)
+
+
 def archive_pool(ctx, request, pool_id):
     return _op(ctx.backend.archive_pool(pool_id))
 

@@ -24,6 +24,7 @@ ROUTES = [
     ("/api/v1/pools/<pool_id>/close", ["POST"], "close_pool"),
     ("/api/v1/pools/<pool_id>/close-for-update", ["POST"], "close_pool_for_update"),
     ("/api/v1/pools/<pool_id>/archive", ["POST"], "archive_pool"),
+    ("/api/v1/pools/<pool_id>/clone", ["POST"], "clone_pool"),
     ("/api/v1/tasks", ["GET"], "find_tasks"),
     ("/api/v1/tasks", ["POST"], "create_tasks"),
     ("/api/v1/tasks/<task_id>", ["GET"], "get_task"),
