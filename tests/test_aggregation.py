@@ -286,3 +286,25 @@ def test_registry_names_and_errors():
         get_aggregator("nope")
     with pytest.raises(ValueError, match="bad parameters for aggregation method 'iou_cluster'"):
         get_aggregator("iou_cluster", colour="red")
+
+
+def test_candidate_pairs_match_a_brute_force_per_image_and_do_not_depend_on_chunking():
+    from crowdboxes.aggregation.utils import candidate_pairs, prepare_answers
+    from crowdboxes.geometry import iou_matrix
+
+    rng = np.random.default_rng(3)
+    rows = [(t, f"w{rng.integers(4)}", *rng.uniform(0, 50, 2), *rng.uniform(5, 30, 2), "stop")
+            for t in range(60) for _ in range(rng.integers(0, 9))]
+    prep = prepare_answers(answers(rows))
+    expected = set()
+    for g in range(prep.n_tasks):
+        lo, hi = prep.offsets[g], prep.offsets[g + 1]
+        m = iou_matrix(prep.boxes[lo:hi], prep.boxes[lo:hi])
+        for a in range(lo, hi):
+            for b in range(lo, hi):
+                if a != b and prep.worker[a] != prep.worker[b] and m[a - lo, b - lo] >= 0.3:
+                    expected.add((a, b))
+    for chunk in (1, 50, 10_000_000):
+        i, j, v = candidate_pairs(prep.offsets, prep.boxes, prep.worker, 0.3, chunk_pairs=chunk)
+        assert set(zip(i.tolist(), j.tolist())) == expected and len(i) == len(expected)
+        assert (v >= 0.3).all()
