@@ -38,6 +38,7 @@ def test_write_csv_puts_contract_columns_first_and_is_atomic(tmp_path):
     path = artifacts.write_csv(frame, tmp_path, artifacts.REJECTED_IMAGES)
     assert path.read_text().splitlines()[0] == "file_name,reason,extra"
     assert [p.name for p in tmp_path.iterdir()] == ["rejected_images.csv"]  # no temp file left
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by group and others, as with open()
     with pytest.raises(ValueError, match="lacks column"):
         artifacts.write_csv(frame.drop(columns="reason"), tmp_path, artifacts.REJECTED_IMAGES)
 
