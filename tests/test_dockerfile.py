@@ -159,3 +159,16 @@ def test_a_copy_source_hidden_by_dockerignore_is_caught():
 def test_continuation_lines_and_comments_are_joined():
     text = "FROM python:3.11-slim\n# note\nRUN a \\\n    # inside\n    && b\nUSER 1000\n"
     assert instructions(text) == [("FROM", "python:3.11-slim"), ("RUN", "a && b"), ("USER", "1000")]
+
+
+def test_hadolint_passes():
+    """The step image's Dockerfile lints clean (hadolint comes with requirements-dev.txt)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    repo = Path(__file__).resolve().parent.parent
+    result = subprocess.run([hadolint, "Dockerfile"], cwd=repo, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
