@@ -405,13 +405,15 @@ class Progress:
         if self.bar is not None:
             self.bar.n = min(done, self.total or done)
             self.bar.set_postfix(accepted=counts["accepted"], rejected=counts["rejected"],
-                                 spent=f"${spent_usd:.2f}", state=state, refresh=False)
+                                 spent=f"${spent_usd:.2f}", state=state, refresh=False,
+                                 **({"banned": counts["banned"]} if "banned" in counts else {}))
             self.bar.refresh()
         else:
             total = self.total if self.total is not None else "?"
             print(f"{self.label}: {done}/{total} answers ({pct:.1f}%), submitted {counts['submitted']}, "
                   f"accepted {counts['accepted']}, rejected {counts['rejected']}, spent ${spent_usd:.2f}, "
-                  f"pool {state}, {time.monotonic() - self.started:.0f} s", file=self.stream, flush=True)
+                  + (f"workers banned {counts['banned']}, " if "banned" in counts else "")
+                  + f"pool {state}, {time.monotonic() - self.started:.0f} s", file=self.stream, flush=True)
         cnvrg_linechart("Progress", pct)
         cnvrg_linechart("Spent", round(spent_usd, 4))
 

@@ -198,15 +198,59 @@ def main(argv=None) -> int:
         image_id, reason = upload.failed[0]
         raise StepError(f"{len(upload.failed)} images were rejected by Toloka (first: image_id {image_id}: {reason}); "
                         f"pool {pool.id} was not opened; fix them and re-run (created tasks are kept)")
+    verification_row = _quality_before_open(client, args, quality, settings, ids, skill_ids, key, will_expire,
+                                            str(pool.id), estimate, out)
     what = pools.ensure_open(client, pool, added_tasks=upload.created)
     print(f"pool {pool.id}: {what}")
     pool_rows.append(detection_row(pools.pool_status(client.get_pool(pool.id))))
+    if verification_row is not None:
+        pool_rows.append(verification_row)
     write_outputs()
     cnvrg_tag("detection_pool_id", pool.id)
     cnvrg_tag("tasks", len(upload.tasks))
     cnvrg_tag("tasks_created", upload.created)
     cnvrg_tag("estimated_cost", f"{estimate.total:.2f}")
     return 0
+
+
+def _quality_before_open(client, args, quality, settings, ids, skill_ids, key, will_expire, pool_id, estimate, out):
+    """Quality control before the detection pool opens (crowdboxes.verification / budget):
+    the verification pool (verify modes), the budget cut of overlaps the cap cannot pay for, and
+    control.csv beside tasks.csv so Wait Pool can score control drawings. Returns the verification
+    pool's pool.csv row, or None."""
+    import shutil
+
+    from crowdboxes import pools
+    from crowdboxes.budget import reserve_pool
+
+    row = None
+    if quality.verifies:
+        from crowdboxes.verification import VERIFICATION_POOL_ROLE, ensure_verification_pool
+
+        if "verification_project" not in ids:
+            raise StepError(f"{args.projects_csv}: --mode {quality.mode} needs a row with role 'verification_project' "
+                            f"(add verification_project.json to --config_dir and re-run Create Project)")
+        ver_pool, created = ensure_verification_pool(client, quality, project_id=ids["verification_project"],
+                                                     skill_ids=skill_ids, key=f"{key}:verification",
+                                                     will_expire=will_expire)
+        print(f"{'created' if created else 'found'} verification pool {ver_pool.id} "
+              f"({quality.verifiers} verifiers per drawing, ${quality.verification_reward:g} per suite)")
+        row = {"pool_id": str(ver_pool.id), "role": VERIFICATION_POOL_ROLE, "project_id": ids["verification_project"],
+               "tasks": 0, "overlap": quality.verifiers, "reward_per_assignment": quality.verification_reward,
+               "estimated_cost": round(estimate.verification_cost, 4), "mode": quality.mode,
+               "key": f"{key}:verification", "status": pools.pool_status(ver_pool)}
+        cnvrg_tag("verification_pool_id", ver_pool.id)
+    control_urls = []
+    if not pools.is_none(args.control_csv):
+        shutil.copyfile(args.control_csv, out / "control.csv")
+        control_urls = list(pd.read_csv(args.control_csv)["url"].dropna().astype(str).unique())
+    if quality.budget is not None:
+        guard = reserve_pool(client, pool_id, quality.budget, settings.reward,
+                             verifiers=quality.verifiers if quality.verifies else 0,
+                             verification_reward=quality.verification_reward, control_urls=control_urls)
+        print(f"budget: ${guard.reserved_:.2f} of ${quality.budget:g} reserved"
+              + (f"; {len(guard.trimmed_)} tasks cut to fit the budget" if guard.trimmed_ else ""))
+    return row
 
 
 if __name__ == "__main__":

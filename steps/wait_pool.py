@@ -95,6 +95,16 @@ def _pool_row(pools, role: str, path):
     return None if rows.empty else rows.iloc[0]
 
 
+def _control_set(tasks_csv):
+    """Known boxes of control images: Launch Pool copies --control_csv beside tasks.csv as control.csv."""
+    path = Path(tasks_csv).parent / "control.csv"
+    if not path.is_file():
+        return None
+    from crowdboxes.control_tasks import load_control_csv
+
+    return load_control_csv(path)
+
+
 def read_pools(path):
     """(detection row, verification row or None, mode) from pool.csv."""
     pools = read_csv(path, POOL, dtype={"pool_id": str, "project_id": str})
@@ -151,7 +161,7 @@ def main(argv=None) -> int:
                 collector=collector, progress=progress, tasks=tasks, images=images, projects_csv=args.projects_csv,
                 output_dir=out, poll_seconds=args.poll_seconds, deadline=deadline,
                 verdict_method=args.verdict_method, verifiers=args.verifiers, max_attempts=args.max_attempts,
-                budget=args.budget)
+                budget=args.budget, control=_control_set(args.tasks_csv))
         else:
             outcome = ans.wait_for_pool(client, pool_id, collector, progress, poll_seconds=args.poll_seconds,
                                         deadline=deadline, expected_answers=expected)

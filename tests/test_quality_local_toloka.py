@@ -22,7 +22,7 @@ import helpers_quality as hq
 from crowdboxes.artifacts import VERIFICATIONS, read_csv
 from crowdboxes.budget import reserve_pool
 from crowdboxes.control_tasks import match_boxes, outlines_to_pixels
-from crowdboxes.quality_settings import assignment_price
+from crowdboxes.quality_settings import assignment_price, filter_excludes_drawers
 from helpers_local_toloka import start_local_toloka
 
 TOKEN = "quality-test-token-7f3a"
@@ -243,3 +243,59 @@ def test_bad_configs_are_refused_before_anything_is_created(env, case, tmp_path)
     assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.stderr
     assert TOKEN not in result.stderr + result.stdout
     assert objects() == before
+
+
+def _step(name, args: dict, tmp_path, url):
+    argv = [sys.executable, str(hq.REPO_ROOT / "steps" / f"{name}.py"), "--toloka_env", url,
+            "--token_env", "QUALITY_TEST_TOKEN", "--output_dir", str(tmp_path / name)]
+    for key, value in args.items():
+        argv += [f"--{key}", str(value)]
+    return subprocess.run(argv, env={**os.environ, "QUALITY_TEST_TOKEN": TOKEN}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_steps_in_verify_mode_create_the_verification_pool_and_run_the_loop(env, tmp_path):
+    """Create Project -> Launch Pool (verify, control images, budget) -> Wait Pool, as the flow runs them."""
+    images = env.images.iloc[:5].reset_index(drop=True)
+    images.to_csv(tmp_path / "images.csv", index=False)
+    rows = []
+    for url, (width, height, boxes, labels) in env.control.images.items():
+        for box, label in zip(boxes, labels):
+            rows.append({"image_id": env.control.image_ids[url], "url": url, "width": width, "height": height,
+                         "label": label, "x": box[0], "y": box[1], "w": box[2], "h": box[3]})
+    pd.DataFrame(rows).to_csv(tmp_path / "control.csv", index=False)
+
+    made = _step("create_project", {"config_dir": hq.CONFIGS, "project_key": "quality-steps"}, tmp_path,
+                 env.server.url)
+    assert made.returncode == 0, made.stderr
+    launch = _step("launch_pool", {
+        "projects_csv": tmp_path / "create_project" / "projects.csv", "images_csv": tmp_path / "images.csv",
+        "config_dir": hq.CONFIGS, "mode": "verify", "reward": "0.02", "overlap": "3", "tasks_per_suite": "1",
+        "time_per_suite": "600", "auto_accept": "true", "review_days": "7", "languages": "EN", "expiry_days": "1",
+        "adult_content": "false", "budget": "3", "batch_size": "100", "control_csv": tmp_path / "control.csv"},
+        tmp_path, env.server.url)
+    assert launch.returncode == 0, launch.stderr
+    pools = pd.read_csv(tmp_path / "launch_pool" / "pool.csv", dtype=str)
+    assert set(pools["role"]) == {"detection_pool", "verification_pool"}
+    ver = env.client.get_pool(pools.loc[pools["role"] == "verification_pool", "pool_id"].iloc[0])
+    drawer_skill = pd.read_csv(tmp_path / "create_project" / "projects.csv", dtype=str).set_index("role").loc[
+        "drawer_skill", "toloka_id"]
+    assert filter_excludes_drawers(ver.unstructure()["filter"], {drawer_skill})
+    assert ver.unstructure()["defaults"]["default_overlap_for_new_tasks"] == 3
+    assert not env.client.get_pool(pools.loc[pools["role"] == "detection_pool", "pool_id"].iloc[0]).auto_accept_solutions
+    assert (tmp_path / "launch_pool" / "control.csv").is_file()
+
+    wait = _step("wait_pool", {
+        "projects_csv": tmp_path / "create_project" / "projects.csv", "images_csv": tmp_path / "images.csv",
+        "pool_csv": tmp_path / "launch_pool" / "pool.csv", "tasks_csv": tmp_path / "launch_pool" / "tasks.csv",
+        "poll_seconds": "0.5", "cursor_lag_seconds": "0", "timeout_hours": "0.02", "verdict_method": "dawid_skene",
+        "verifiers": "3", "max_attempts": "2", "budget": "3"}, tmp_path, env.server.url)
+    assert wait.returncode == 0, wait.stderr
+    assert "workers banned" in wait.stderr
+    frame = read_csv(tmp_path / "wait_pool" / VERIFICATIONS.file_name, VERIFICATIONS, dtype={"image_id": str})
+    assert set(frame.loc[frame["kind"] == "verify", "image_id"]) == set(images["image_id"])
+    assert set(frame.loc[frame["kind"] == "control", "method"]) <= {"control_iou"}
+    assert (frame.loc[frame["kind"] == "verify", "method"] == "dawid_skene").all()
+    summary = json.loads((tmp_path / "wait_pool" / "wait_summary.json").read_text())
+    assert summary["mode"] == "verify" and not summary["timed_out"]
+    assert TOKEN not in launch.stdout + launch.stderr + wait.stdout + wait.stderr
