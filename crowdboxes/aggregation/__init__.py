@@ -17,7 +17,8 @@ from .iou_cluster import IoUClustering
 from .lean_em import LeanEM
 from .wbf import WeightedBoxesFusion
 
-__all__ = ["BaseBoxAggregator", "BestVerified", "IoUClustering", "LeanEM", "WeightedBoxesFusion", "METHODS", "DEFAULT_METHOD", "get_aggregator"]
+__all__ = ["BaseBoxAggregator", "BestVerified", "IoUClustering", "LeanEM", "WeightedBoxesFusion", "METHODS",
+           "DEFAULT_METHOD", "get_aggregator"]
 
 METHODS: dict[str, type[BaseBoxAggregator]] = {
     "lean_em": LeanEM,

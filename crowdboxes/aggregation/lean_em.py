@@ -75,8 +75,9 @@ class LeanEM(BaseBoxAggregator):
     happens for ``min_score`` $\ge 0.5$ (one box per object), while a ranked output (small ``min_score``)
     keeps the runner-up classes for AP, as class-aware detectors do.
 
-    **Rules.** A class tie goes to the alphabetically first label. An image that every worker left empty yields no box and no evidence about the
-    workers (there was nothing to miss and nothing drawn). Matching ties follow ``utils.match_boxes``.
+    **Rules.** A class tie goes to the alphabetically first label. An image that every worker left empty yields
+    no box and no evidence about the workers (there was nothing to miss and nothing drawn). Matching ties
+    follow ``utils.match_boxes``. Rejected input rows (``problems_``) count neither as a box nor as an answer.
     ``skills_`` is the F1 of a worker's recall $1 - m_w$ and box precision $E[\text{real} \mid \text{box}]$
     (prior-smoothed, so always defined).
 

@@ -262,7 +262,8 @@ def match_boxes(prep: PreparedAnswers, iou_thr: float = 0.5) -> tuple[np.ndarray
 
     1. Among boxes not yet grouped, link i-j when they come from different workers and IoU >= ``iou_thr``;
        for every (box i, other worker w) keep only w's best box (highest IoU, then earliest input row).
-    2. Per image, the seed is the box linked to the most workers, ties broken by the larger sum of IoUs to those boxes, then by the earliest input row.
+    2. Per image, the seed is the box linked to the most workers, ties broken by the larger sum of IoUs to
+       those boxes, then by the earliest input row.
     3. The seed and each linked worker's best box form one object; repeat until no links remain.
     4. Every box left alone is an object of its own (support 1).
 
