@@ -173,6 +173,8 @@ def test_crash_and_rerun_accept_or_reject_each_assignment_once(env):
                         (int(world["verification_pool"]),))
     judged = [json.loads(t["doc"])["input_values"]["assignment_id"] for t in vtasks]
     assert len(judged) == len(set(judged)) == len(outcomes)
+    # the persisted state (ledger, cursor positions) never holds the token
+    assert all(TOKEN not in p.read_text(errors="replace") for p in state_dir.rglob("*") if p.is_file())
 
 
 def test_budget_cap_stops_within_one_suite(env):
