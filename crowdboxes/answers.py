@@ -25,11 +25,11 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
 
+from crowdboxes.toloka_access import plain_json
 from crowdboxes.artifacts import ANSWERS
 from crowdboxes.quality_settings import toloka_fee
 from crowdboxes.stepkit import cnvrg_linechart, redact
@@ -77,15 +77,6 @@ def _enum_value(value):
     return getattr(value, "value", value)
 
 
-def _plain(value):
-    """A JSON-able copy: toloka-kit parses numbers in responses as Decimal."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return value
 
 
 def snapshot(assignment) -> dict:
@@ -103,8 +94,8 @@ def snapshot(assignment) -> dict:
         "accepted": iso(assignment.accepted),
         "rejected": iso(assignment.rejected),
         "tasks": [{"id": str(t.id) if t.id is not None else None,
-                   "image": _plain((t.input_values or {}).get("image"))} for t in tasks],
-        "outputs": [_plain(dict(s.output_values or {})) if s is not None else None for s in solutions],
+                   "image": plain_json((t.input_values or {}).get("image"))} for t in tasks],
+        "outputs": [plain_json(dict(s.output_values or {})) if s is not None else None for s in solutions],
     }
     record["modified"] = max(t for t in (record["submitted"], record["accepted"], record["rejected"], "") if t)
     return record

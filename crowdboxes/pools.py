@@ -32,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 from crowdboxes.quality_settings import MIN_REWARD, resolve_skill_placeholders
-from crowdboxes.stepkit import StepError
+from crowdboxes.stepkit import StepError, is_none
 
 DETECTION_POOL_FILE = "detection_pool.json"
 DETECTION_POOL_ROLE = "detection_pool"
@@ -43,10 +43,6 @@ _SERVER_FIELDS = ("id", "status", "created", "owner", "last_close_reason", "last
 _LANG_RE = re.compile(r"^[A-Z]{2}$")
 MAX_REVIEW_DAYS = 21  # Toloka's limit for auto_accept_period_day
 TASK_PAGE = 1000  # tasks per listing request (Toloka allows up to 100 000; its default is 50)
-
-
-def is_none(value) -> bool:
-    return value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"})
 
 
 def parse_bool(name: str, value) -> bool:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import attr
 
-from crowdboxes.stepkit import StepError
+from crowdboxes.stepkit import StepError, is_none
 
 MODES = ("overlap", "verify", "overlap+verify")
 VERDICT_METHODS = ("majority", "dawid_skene")
@@ -46,10 +46,6 @@ def assignment_price(reward: float) -> float:
     return float(reward) + toloka_fee(reward)
 
 
-def _none(value) -> bool:
-    return value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"})
-
-
 def parse_mode(value) -> str:
     """The QC mode; unknown values fail with one line listing the modes."""
     mode = str(value).strip().lower() if value is not None else ""
@@ -59,14 +55,14 @@ def parse_mode(value) -> str:
 
 
 def parse_verdict_method(value) -> str:
-    method = "majority" if _none(value) else str(value).strip().lower()
+    method = "majority" if is_none(value) else str(value).strip().lower()
     if method not in VERDICT_METHODS:
         raise StepError(f"--verdict_method {value!r} is not a method; choose one of {', '.join(VERDICT_METHODS)}")
     return method
 
 
 def _positive_int(name: str, value, default: int) -> int:
-    if _none(value):
+    if is_none(value):
         return default
     try:
         number = float(value)
@@ -80,7 +76,7 @@ def _positive_int(name: str, value, default: int) -> int:
 
 
 def _money(name: str, value, allow_none: bool) -> float | None:
-    if _none(value):
+    if is_none(value):
         if allow_none:
             return None
         raise StepError(f"--{name} is required (a USD amount)")

@@ -36,6 +36,16 @@ def output_dir(path: str | None = None) -> Path:
     return chosen
 
 
+def is_none(value) -> bool:
+    """cnvrg params are strings and cannot be empty: the words none/null (or nothing) mean "unset"."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"})
+
+
+def none_or_value(value):
+    """argparse ``type=`` for optional params: None for an unset word, else the value unchanged."""
+    return None if is_none(value) else value
+
+
 def read_token(token_env: str = DEFAULT_TOKEN_ENV) -> str:
     """The Toloka token from the environment variable named ``token_env`` (a cnvrg secret)."""
     token = os.environ.get(token_env, "").strip()

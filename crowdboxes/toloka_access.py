@@ -5,6 +5,7 @@ Switching between them is configuration (``--toloka_env``), never code.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from urllib.parse import urlparse
 
 from crowdboxes.stepkit import StepError, read_token
@@ -36,3 +37,14 @@ def connect(toloka_env: str, token_env: str, *, retries: int = 5, timeout: float
     except Exception as exc:  # network errors carry no secrets, but keep the line short
         raise StepError(f"cannot reach Toloka at {toloka_env}: {type(exc).__name__}: {exc}") from None
     return client
+
+
+def plain_json(value):
+    """A JSON-able copy of a toloka-kit value: it parses numbers in responses as Decimal."""
+    if isinstance(value, dict):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value

@@ -40,6 +40,7 @@ import attr
 import numpy as np
 import pandas as pd
 
+from crowdboxes.toloka_access import plain_json
 from crowdboxes.artifacts import VERIFICATIONS, write_csv
 from crowdboxes.budget import BudgetGuard, grant, reserve, slot_price
 from crowdboxes.control_tasks import ControlScorer, ControlSet
@@ -229,15 +230,6 @@ class LoopOutcome:
     budget_stopped: bool = False
 
 
-def _plain(value):
-    """JSON-safe copy: toloka-kit parses numbers in outputs as Decimal."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Decimal):
-        return float(value)
-    return value
 
 
 def _outlines(solution) -> list:
@@ -247,7 +239,7 @@ def _outlines(solution) -> list:
             value = json.loads(value) if value.strip() else []
         except json.JSONDecodeError:
             value = []
-    return _plain(value) if isinstance(value, list) else []
+    return plain_json(value) if isinstance(value, list) else []
 
 
 class VerificationLoop:

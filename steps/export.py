@@ -37,23 +37,19 @@ if __package__ in (None, ""):
 from crowdboxes import export as ex  # noqa: E402
 from crowdboxes.artifacts import BOXES, IMAGES, read_csv, require_numeric  # noqa: E402
 from crowdboxes.datasets import ROOT_ENV, check_slug, publish  # noqa: E402
-from crowdboxes.stepkit import (StepError, atomic_path, cnvrg_tag, output_dir, run_step,  # noqa: E402
-                                step_parser, write_text_atomic)
+from crowdboxes.stepkit import (StepError, atomic_path, cnvrg_tag, none_or_value, output_dir,  # noqa: E402
+                                run_step, step_parser, write_text_atomic)
 
 COCO_NAME, FLAT_NAME, SUMMARY_NAME = "annotations.coco.json", "annotations.csv", "summary.json"
-
-
-def _none(value):
-    return None if value is None or str(value).strip().lower() in {"", "none"} else value
 
 
 def build_parser():
     parser = step_parser("export", "Export the aggregated boxes and publish them as a dataset version.")
     parser.add_argument("--boxes_csv", default="/input/aggregate_boxes/output/boxes.csv")
     parser.add_argument("--images_csv", default="/input/upload_images/output/images.csv")
-    parser.add_argument("--wait_summary", type=_none, default="/input/wait_pool/output/wait_summary.json")
-    parser.add_argument("--dataset", type=_none, default="road_signs_annotations")
-    parser.add_argument("--dataset_root", type=_none, default=None,
+    parser.add_argument("--wait_summary", type=none_or_value, default="/input/wait_pool/output/wait_summary.json")
+    parser.add_argument("--dataset", type=none_or_value, default="road_signs_annotations")
+    parser.add_argument("--dataset_root", type=none_or_value, default=None,
                         help=f"local dataset store (default ${ROOT_ENV} or ./datasets)")
     parser.add_argument("--min_score", type=float, default=0.0)
     return parser

@@ -54,7 +54,8 @@ if __package__ in (None, ""):
 import pandas as pd  # noqa: E402
 
 from crowdboxes.artifacts import IMAGES, POOL, PROJECTS, TASKS, read_csv, write_csv  # noqa: E402
-from crowdboxes.stepkit import StepError, cnvrg_tag, output_dir, read_token, run_step, step_parser  # noqa: E402
+from crowdboxes.stepkit import (StepError, cnvrg_tag, is_none, output_dir, read_token, run_step,  # noqa: E402
+                                step_parser)
 
 def build_parser():
     parser = step_parser("launch_pool", "Create and open the detection pool with one task per image.")
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
     images = read_images(args.images_csv)
     wanted = images[["image_id", "url"]].assign(control=False)
     control_ids: list[str] = []
-    if not pools.is_none(args.control_csv):
+    if not is_none(args.control_csv):
         from crowdboxes.control_tasks import load_control_csv
 
         control = load_control_csv(args.control_csv)
@@ -241,7 +242,7 @@ def _quality_before_open(client, args, quality, settings, ids, skill_ids, key, w
                "key": f"{key}:verification", "status": pools.pool_status(ver_pool)}
         cnvrg_tag("verification_pool_id", ver_pool.id)
     control_urls = []
-    if not pools.is_none(args.control_csv):
+    if not is_none(args.control_csv):
         shutil.copyfile(args.control_csv, out / "control.csv")
         control_urls = list(pd.read_csv(args.control_csv)["url"].dropna().astype(str).unique())
     if quality.budget is not None:

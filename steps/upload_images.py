@@ -63,7 +63,8 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from crowdboxes import images as img
-    from crowdboxes.pools import is_none, parse_number
+    from crowdboxes.pools import parse_number
+    from crowdboxes.stepkit import is_none
 
     if is_none(args.s3_bucket):
         raise StepError("--s3_bucket is required (the bucket the crowd loads images from)")
