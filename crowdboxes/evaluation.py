@@ -35,7 +35,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from crowdboxes.geometry import iou_matrix
-from crowdboxes.stepkit import StepError
+from crowdboxes.stepkit import StepError, read_json
 
 BOX_COLUMNS = ("image_id", "label", "x", "y", "w", "h")
 MATCH_IOU = 0.5
@@ -262,12 +262,7 @@ def evaluate(pred_boxes: pd.DataFrame, true_boxes: pd.DataFrame, images=None) ->
 
 def _load_coco(path: str, what: str) -> dict:
     p = Path(path)
-    if not p.is_file():
-        raise StepError(f"{what} file {p} does not exist")
-    try:
-        coco = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StepError(f"{p}: not valid JSON ({exc})") from None
+    coco = read_json(p, what)
     for key in ("images", "annotations"):
         if not isinstance(coco.get(key), list):
             raise StepError(f"{p}: no {key!r} list (not a COCO file)")

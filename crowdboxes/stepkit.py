@@ -8,6 +8,7 @@ masked if it ever reached the message.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -85,6 +86,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def read_json(path: str | os.PathLike, what: str = "input"):
+    """Parse a JSON file; StepError naming the file when it is missing or not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise StepError(f"{what} file {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StepError(f"{path}: not valid JSON ({exc})") from None
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

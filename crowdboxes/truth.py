@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 
 from crowdboxes.classes import CLASS_BY_ID, VOC_LABELS, class_by_name, coco_categories
 from crowdboxes.geometry import clip_to_image
-from crowdboxes.stepkit import StepError, atomic_path
+from crowdboxes.stepkit import StepError, atomic_path, read_json
 
 IMAGE_COLUMNS = ("image_id", "file_name", "width", "height", "sha256")
 BOX_COLUMNS = ("image_id", "file_name", "label", "x", "y", "w", "h")
@@ -79,12 +79,7 @@ def _check_coco(coco, where: str) -> dict:
 def load_coco(path: str | os.PathLike) -> dict:
     """Read and check a COCO truth file; StepError naming the file and the bad entry."""
     path = Path(path)
-    if not path.is_file():
-        raise StepError(f"ground-truth file {path} does not exist")
-    try:
-        coco = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StepError(f"{path}: not valid JSON ({exc})") from None
+    coco = read_json(path, "ground-truth")
     coco = _check_coco(coco, str(path))
     coco.setdefault("categories", coco_categories())
     return coco

@@ -37,7 +37,7 @@ if __package__ in (None, ""):
 from crowdboxes import export as ex  # noqa: E402
 from crowdboxes.artifacts import BOXES, IMAGES, read_csv, require_numeric  # noqa: E402
 from crowdboxes.datasets import ROOT_ENV, check_slug, publish  # noqa: E402
-from crowdboxes.stepkit import (StepError, atomic_path, cnvrg_tag, none_or_value, output_dir,  # noqa: E402
+from crowdboxes.stepkit import (StepError, atomic_path, cnvrg_tag, none_or_value, output_dir, read_json,  # noqa: E402
                                 run_step, step_parser, write_text_atomic)
 
 COCO_NAME, FLAT_NAME, SUMMARY_NAME = "annotations.coco.json", "annotations.csv", "summary.json"
@@ -59,12 +59,7 @@ def read_wait_summary(path) -> dict | None:
     if path is None:
         return None
     p = Path(path)
-    if not p.is_file():
-        raise StepError(f"input file {p} does not exist")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StepError(f"{p}: not valid JSON ({exc})") from None
+    data = read_json(p)
     if not isinstance(data, dict):
         raise StepError(f"{p}: expected a JSON object")
     if data.get("spent_usd") is not None and not isinstance(data["spent_usd"], (int, float)):
