@@ -16,7 +16,6 @@ publishing files identical to the latest version creates no new version.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -26,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from crowdboxes.stepkit import StepError
+from crowdboxes.stepkit import StepError, sha256_file
 
 MANIFEST = "manifest.json"
 ROOT_ENV = "CROWDBOXES_DATASETS"
@@ -38,14 +37,6 @@ def check_slug(slug: str) -> str:
     if not SLUG_RE.match(slug or "") or ".." in slug:
         raise StepError(f"dataset name {slug!r}: use letters, digits, '-', '_' or '.' (up to 128 characters)")
     return slug
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -98,7 +89,7 @@ class LocalDatasetStore:
                 raise StepError(f"cannot publish {p}: no such file")
         if MANIFEST in names or len(set(names)) != len(names):
             raise StepError(f"cannot publish {', '.join(names)}: file names must be unique and not {MANIFEST}")
-        entries = [{"name": p.name, "size": p.stat().st_size, "sha256": file_sha256(p)} for p in paths]
+        entries = [{"name": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in paths]
         latest = self.latest(slug)
         if latest is not None and self.manifest(slug, latest).get("files") == entries:
             return _LocalResult(latest, self.path(slug, latest), False)

@@ -25,20 +25,12 @@ from PIL import Image, UnidentifiedImageError
 
 from crowdboxes.classes import CLASS_BY_ID, VOC_LABELS, class_by_name, coco_categories
 from crowdboxes.geometry import clip_to_image
-from crowdboxes.stepkit import StepError, atomic_path, read_json
+from crowdboxes.stepkit import StepError, atomic_path, read_json, sha256_file
 
 IMAGE_COLUMNS = ("image_id", "file_name", "width", "height", "sha256")
 BOX_COLUMNS = ("image_id", "file_name", "label", "x", "y", "w", "h")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_bytes(data: bytes) -> str:
