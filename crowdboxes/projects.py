@@ -6,7 +6,13 @@ again instead of creating a second one:
 
 * projects are looked up among ACTIVE projects by that key (an archived project is gone for us);
 * skills are looked up by exact name (Toloka's skill search filters by name), the name being the
-  config's ``name`` with ``{project_key}`` filled in.
+  config's ``name`` with ``{project_key}`` filled in, else by that key (a renamed skill).
+
+A re-run after a config edit brings the object in Toloka up to date (``PUT /projects/{id}``,
+``PUT /skills/{id}``); an unchanged config sends no write at all. What Toloka cannot change in place
+is refused before any write, in one line naming the file and field: a data-spec change
+(``task_spec.input_spec``/``output_spec``) while the project has pools that are not archived (Toloka
+keeps those pools on the old spec), and skill fields other than name, comment and access.
 
 Configs are toloka-kit JSON (``Project.from_json`` / ``Skill.from_json``), so anything Toloka's
 API accepts can be set there. The Template Builder ``view_spec.config`` may be given either as
@@ -15,6 +21,7 @@ Toloka stores it (a JSON string) or, easier to edit, as a JSON object.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -171,6 +178,74 @@ def find_project(client, key: str):
     return min(found, key=lambda p: int(p.id) if str(p.id).isdigit() else 0) if found else None
 
 
+# --- what a re-run changes -------------------------------------------------------------------------
+# Toloka's rule (guide, "Input and output data"): after an edit of the data specification, existing
+# pools keep the project version they were created with, while other edits (names, instructions,
+# interface) reach every pool. A spec change is therefore only applied while no pool could keep the
+# old one, i.e. when every pool of the project is archived.
+PROJECT_SERVER_FIELDS = ("id", "status", "created", "owner")
+PROJECT_CORE_FIELDS = ("public_name", "public_description", "public_instructions", "task_spec.input_spec",
+                       "task_spec.output_spec", "task_spec.view_spec")
+PROJECT_BREAKING_FIELDS = ("task_spec.input_spec", "task_spec.output_spec", "assignments_issuing_type")
+# PUT /skills/{id} "changes the name, comment, and access to the skill" (OpenAPI); nothing else.
+SKILL_EDITABLE_FIELDS = ("name", "private_comment", "hidden", "public_name", "public_requester_description")
+SKILL_SERVER_FIELDS = ("id", "created", "owner", "deprecated", "global")
+
+
+def _flat_project(project) -> dict:
+    """A project as ``{field: value}`` with the task spec split in its three parts and the
+    Template Builder config parsed, so a re-serialised but equal config compares equal."""
+    data = json.loads(project.to_json()) if not isinstance(project, dict) else dict(project)
+    for field in PROJECT_SERVER_FIELDS + ("private_comment",):
+        data.pop(field, None)
+    spec = data.pop("task_spec", None) or {}
+    for part in ("input_spec", "output_spec", "view_spec"):
+        value = spec.get(part)
+        if part == "view_spec" and isinstance(value, dict) and isinstance(value.get("config"), str):
+            value = {**value, "config": json.loads(value["config"])}
+        data[f"task_spec.{part}"] = value
+    return {k: v for k, v in data.items() if v not in (None, "", {}, [])}
+
+
+def project_changes(existing, wanted) -> list[str]:
+    """Fields where the config ``wanted`` differs from the project in Toloka, in a stable order.
+
+    Compared: the core fields (absent in the config = empty) and every other field the config sets;
+    fields only Toloka sets (defaults it fills in, settings made in its UI) are left alone.
+    """
+    old, new = _flat_project(existing), _flat_project(wanted)
+    fields = list(PROJECT_CORE_FIELDS) + sorted(k for k in new if k not in PROJECT_CORE_FIELDS)
+    return [f for f in fields if old.get(f) != new.get(f)]
+
+
+def config_digest(obj) -> str:
+    """sha256 of what a config sets (server fields dropped, keys sorted): recorded in projects.csv."""
+    data = _flat_project(obj) if hasattr(obj, "task_spec") else {
+        k: v for k, v in json.loads(obj.to_json()).items() if k not in SKILL_SERVER_FIELDS + ("private_comment",)}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def updated_project_body(existing, wanted, key: str):
+    """The full project for ``PUT /projects/{id}`` (Toloka replaces everything): what Toloka has,
+    overwritten by the config's fields, the core ones always."""
+    from toloka.client.project import Project
+
+    body = {k: v for k, v in json.loads(existing.to_json()).items() if k not in PROJECT_SERVER_FIELDS}
+    new = json.loads(wanted.to_json())
+    for field in ("public_name", "public_description", "public_instructions", "task_spec"):
+        body.pop(field, None)
+    body.update({k: v for k, v in new.items() if k not in PROJECT_SERVER_FIELDS})
+    body["private_comment"] = key
+    return Project.structure(body)
+
+
+def live_pools(client, project_id) -> list:
+    """The project's pools that are not archived (they would keep an old task spec)."""
+    return [p for p in client.get_pools(project_id=str(project_id))
+            if str(getattr(p.status, "value", p.status)) != "ARCHIVED"]
+
+
 def get_or_create_project(client, project, key: str):
     """``(project, created)``: the existing project with ``key`` or a new one from ``project``."""
     existing = find_project(client, key)
@@ -180,67 +255,118 @@ def get_or_create_project(client, project, key: str):
     return client.create_project(project), True
 
 
-def project_drift(existing, wanted) -> list[str]:
-    """Fields of the config that differ from the project already in Toloka (not updated automatically)."""
-    changed = []
-    for field in ("public_name", "public_description", "public_instructions"):
-        if (getattr(existing, field) or "") != (getattr(wanted, field) or ""):
-            changed.append(field)
-    old, new = (json.loads(p.to_json()).get("task_spec") for p in (existing, wanted))
-    if old is not None and new is not None:
-        for part in ("input_spec", "output_spec"):
-            if old.get(part) != new.get(part):
-                changed.append(f"task_spec.{part}")
-        if _view_config({"task_spec": old}) != _view_config({"task_spec": new}):
-            changed.append("task_spec.view_spec")
-    return changed
+def find_skill(client, name: str, key: str):
+    """The skill named exactly ``name`` (lowest id), else the one whose private comment is ``key``
+    (a skill renamed in skills.json is found again by its key)."""
+    by_id = lambda s: int(s.id) if str(s.id).isdigit() else 0  # noqa: E731
+    found = [s for s in client.get_skills(name=name) if s.name == name]  # the API filter is exact; keep it so
+    if found:
+        return min(found, key=by_id)
+    found = [s for s in client.get_skills() if (s.private_comment or "") == key]
+    return min(found, key=by_id) if found else None
+
+
+def skill_changes(existing, wanted) -> list[str]:
+    """Skill fields where skills.json differs from Toloka (only the fields the config sets)."""
+    old = json.loads(existing.to_json())
+    new = {k: v for k, v in json.loads(wanted.to_json()).items() if k not in SKILL_SERVER_FIELDS}
+    new.pop("private_comment", None)
+    return [f for f in sorted(new) if old.get(f) != new[f]]
 
 
 def get_or_create_skill(client, skill, key: str):
-    """``(skill, created)``: the skill named exactly ``skill.name`` or a new one."""
-    found = list(client.get_skills(name=skill.name))
-    found = [s for s in found if s.name == skill.name]  # the API filter is exact; keep it so
-    if found:
-        return min(found, key=lambda s: int(s.id) if str(s.id).isdigit() else 0), False
+    """``(skill, created)``: the skill named exactly ``skill.name`` (or keyed ``key``) or a new one."""
+    found = find_skill(client, skill.name, key)
+    if found is not None:
+        return found, False
     skill.private_comment = key
     return client.create_skill(skill), True
 
 
-def ensure_projects(client, config_dir: str | Path, project_key: str, log=print) -> pd.DataFrame:
-    """Get-or-create everything configured in ``config_dir``; rows for projects.csv.
+def _where(config_path: Path, role: str, field: str) -> str:
+    return f"{config_path}: {field}" if config_path.name != SKILLS_FILE else f"{config_path}: {role}.{field}"
 
-    Columns: ``role, toloka_id, key, name`` plus ``created`` (True when made by this call).
-    All configs are read and checked before anything is created.
+
+def ensure_projects(client, config_dir: str | Path, project_key: str, log=print) -> pd.DataFrame:
+    """Get-or-create everything configured in ``config_dir`` and bring it up to date; rows for projects.csv.
+
+    Columns: ``role, toloka_id, key, name``, then ``created`` (made by this call), ``updated`` (changed
+    in Toloka by this call), ``changed`` (the fields updated, ``;``-separated) and ``config_sha256``
+    (digest of the config now in force). All configs are read, and every change is checked against
+    what Toloka can do in place, before anything is created or updated: a refused change is one
+    StepError naming the file and field, and nothing is touched.
     """
     config_dir = Path(config_dir)
     if not config_dir.is_dir():
         raise StepError(f"--config_dir {config_dir} is not a folder")
     keys = {role: object_key(project_key, suffix) for role, suffix in PROJECT_ROLES.items()}
-    wanted = {"detection_project": load_project_config(config_dir / DETECTION_PROJECT_FILE)}
-    validate_detection_project(wanted["detection_project"], config_dir / DETECTION_PROJECT_FILE)
-    verification_path = config_dir / VERIFICATION_PROJECT_FILE
-    if verification_path.is_file():
-        wanted["verification_project"] = load_project_config(verification_path)
+    paths = {"detection_project": config_dir / DETECTION_PROJECT_FILE,
+             "verification_project": config_dir / VERIFICATION_PROJECT_FILE}
+    wanted = {"detection_project": load_project_config(paths["detection_project"])}
+    validate_detection_project(wanted["detection_project"], paths["detection_project"])
+    if paths["verification_project"].is_file():
+        wanted["verification_project"] = load_project_config(paths["verification_project"])
     skills = load_skill_configs(config_dir / SKILLS_FILE, project_key)
 
-    rows = []
+    # 1. plan: look everything up and decide, without writing
+    plans = []  # (kind, role, key, wanted, existing or None, changed fields)
     for role, project in wanted.items():
-        result, created = get_or_create_project(client, project, keys[role])
-        if not created:
-            drift = project_drift(result, project)
-            if drift:
-                log(f"warning: {role} {result.id} already exists and differs from the config in "
-                    f"{', '.join(drift)}; it was not changed (edit it in Toloka or use a new --project_key)")
-        log(f"{role}: {'created' if created else 'found'} project {result.id} ({result.public_name})")
-        rows.append({"role": role, "toloka_id": str(result.id), "key": keys[role],
-                     "name": result.public_name, "created": created})
+        existing = find_project(client, keys[role])
+        changed = project_changes(existing, project) if existing is not None else []
+        breaking = [f for f in changed if f in PROJECT_BREAKING_FIELDS]
+        if breaking:
+            pools = live_pools(client, existing.id)
+            if pools:
+                listed = ", ".join(f"{p.id} ({getattr(p.status, 'value', p.status)})" for p in pools[:5])
+                more = f" and {len(pools) - 5} more" if len(pools) > 5 else ""
+                raise StepError(
+                    f"{_where(paths[role], role, breaking[0])} changed, but project {existing.id} has pool(s) "
+                    f"{listed}{more} that Toloka keeps on the old spec; archive them in Toloka or use a new "
+                    f"--project_key (nothing was changed)")
+        plans.append(("project", role, keys[role], project, existing, changed))
     for role in SKILL_ROLES:
         key = object_key(project_key, role)
-        result, created = get_or_create_skill(client, skills[role], key)
-        log(f"{role}: {'created' if created else 'found'} skill {result.id} ({result.name})")
-        rows.append({"role": role, "toloka_id": str(result.id), "key": key, "name": result.name,
-                     "created": created})
-    return pd.DataFrame(rows, columns=["role", "toloka_id", "key", "name", "created"])
+        existing = find_skill(client, skills[role].name, key)
+        changed = skill_changes(existing, skills[role]) if existing is not None else []
+        fixed = [f for f in changed if f not in SKILL_EDITABLE_FIELDS]
+        if fixed:
+            raise StepError(f"{_where(config_dir / SKILLS_FILE, role, fixed[0])} cannot change on the existing "
+                            f"skill {existing.id} (Toloka edits only {', '.join(SKILL_EDITABLE_FIELDS)}); "
+                            f"put the old value back or use a new --project_key (nothing was changed)")
+        plans.append(("skill", role, key, skills[role], existing, changed))
+
+    # 2. apply
+    rows = []
+    for kind, role, key, config, existing, changed in plans:
+        created = existing is None
+        if kind == "project":
+            if created:
+                config.private_comment = key
+                result = client.create_project(config)
+            elif changed:
+                result = client.update_project(existing.id, updated_project_body(existing, config, key))
+            else:
+                result = existing
+            name = result.public_name
+        else:
+            if created:
+                config.private_comment = key
+                result = client.create_skill(config)
+            elif changed:
+                body = {k: v for k, v in json.loads(existing.to_json()).items() if k not in SKILL_SERVER_FIELDS}
+                body.update({k: v for k, v in json.loads(config.to_json()).items() if k in SKILL_EDITABLE_FIELDS})
+                body["private_comment"] = key
+                result = client.update_skill(existing.id, type(config).structure(body))
+            else:
+                result = existing
+            name = result.name
+        what = "created" if created else (f"updated ({', '.join(changed)})" if changed else "found")
+        log(f"{role}: {what} {kind} {result.id} ({name})")
+        rows.append({"role": role, "toloka_id": str(result.id), "key": key, "name": name, "created": created,
+                     "updated": bool(changed) and not created, "changed": ";".join(changed),
+                     "config_sha256": config_digest(config)})
+    return pd.DataFrame(rows, columns=["role", "toloka_id", "key", "name", "created", "updated", "changed",
+                                       "config_sha256"])
 
 
 def role_ids(projects: pd.DataFrame, path: str | Path) -> dict[str, str]:

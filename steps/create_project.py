@@ -1,9 +1,11 @@
-"""Create Project: get-or-create the Toloka projects and skills of one annotation job.
+"""Create Project: get-or-create the Toloka projects and skills of one annotation job, kept in step with configs/.
 
 Reads ``detection_project.json``, ``skills.json`` and (if present) ``verification_project.json``
 from --config_dir, checks them all, then finds each object again by its stable key
-(``crowdboxes:<project_key>:<role>`` in the project's private comment; skills by exact name) or
-creates it. Re-running the step never creates anything twice.
+(``crowdboxes:<project_key>:<role>`` in the project's private comment; skills by exact name, then
+by that key) or creates it. Re-running the step never creates anything twice. After an edit of a
+config, the re-run updates that project or skill in Toloka (names, descriptions, instructions, the
+task interface apply to running pools at once); with unchanged configs it writes nothing to Toloka.
 
 Inputs:
   --config_dir   folder with detection_project.json, skills.json [, verification_project.json]
@@ -11,10 +13,12 @@ Inputs:
   --toloka_env   production | sandbox | URL of a Toloka API (e.g. the local Toloka)
   --token_env    name of the environment variable holding the Toloka token (default toloka_token)
 Outputs (in --output_dir):
-  projects.csv   role, toloka_id, key, name, created
-                 roles: detection_project, [verification_project], drawer_skill, verifier_skill, control_skill
+  projects.csv   role, toloka_id, key, name, created, updated, changed, config_sha256
+                 roles: detection_project, [verification_project], drawer_skill, verifier_skill, control_skill;
+                 updated = changed in Toloka by this run, changed = those fields (';'-separated),
+                 config_sha256 = digest of the config now in force
   stdout: cnvrg_tag_detection_project_id, cnvrg_tag_verification_project_id, cnvrg_tag_<skill role>_id,
-          cnvrg_tag_objects_created
+          cnvrg_tag_objects_created, cnvrg_tag_objects_updated
 Sample command:
   toloka_token=... python steps/create_project.py --config_dir configs --project_key road-signs \
       --toloka_env sandbox --output_dir out/create_project
@@ -22,8 +26,12 @@ Troubleshooting:
   * "environment variable 'toloka_token' ... is not set": add the cnvrg project secret (or export it).
   * "configs/detection_project.json: invalid JSON at line L, column C": fix that spot in the file.
   * "label value 'x' is not a class": the image-annotation labels must be names from crowdboxes/classes.py.
-  * "warning: detection_project N already exists and differs from the config": projects are never
-    changed behind your back; edit it in Toloka, or use a new --project_key for a fresh project.
+  * "detection_project.json: task_spec.output_spec changed, but project N has pool(s) ... that Toloka
+    keeps on the old spec": a change of the input/output fields does not reach existing pools (Toloka
+    pins them to the old version) and the next steps would mix both specs. Archive those pools in
+    Toloka, or use a new --project_key for fresh projects. Nothing was changed; projects.csv is as before.
+  * "skills.json: drawer_skill.skill_ttl_hours cannot change on the existing skill N": Toloka edits
+    only a skill's name, comment and access; put the old value back or use a new --project_key.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ def main(argv=None) -> int:
     for row in rows.itertuples(index=False):
         cnvrg_tag(f"{row.role}_id", row.toloka_id)
     cnvrg_tag("objects_created", int(rows["created"].sum()))
+    cnvrg_tag("objects_updated", int(rows["updated"].sum()))
     return 0
 
 

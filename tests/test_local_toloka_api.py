@@ -397,3 +397,41 @@ def test_injected_500s_are_absorbed_by_client_retries(tmp_path):
 def test_one_server_per_state_folder(server, tmp_path):
     with pytest.raises(RuntimeError, match="another local Toloka server is using this state folder"):
         start_local_toloka(tmp_path / "second", TOKEN, state_dir=server.state_dir, crowd_module=FAKE)
+
+
+def test_project_and_skill_edits_through_toloka_kit(server):
+    from toloka.client.project import ProjectUpdateDifferenceLevel as Level
+
+    client = server.client()
+    project = client.create_project(_structure(client, toloka.Project, {**DETECTION_PROJECT,
+                                                                         "private_comment": "key-1"}))
+    pool = client.create_pool(_structure(client, toloka.Pool, detection_pool(project.id, "1")))
+    project.public_instructions = "<p>Box every sign.</p>"
+    assert client.check_update_project_for_major_version_change(project.id, project) == Level.NON_BREAKING_CHANGE
+    updated = client.update_project(project.id, project)
+    assert isinstance(updated, toloka.Project) and updated.id == project.id
+    again = client.get_project(project.id)
+    assert again.public_instructions == "<p>Box every sign.</p>" and again.private_comment == "key-1"
+    assert client.check_update_project_for_major_version_change(project.id, again) == Level.EQUAL
+
+    again.task_spec.output_spec["comment"] = toloka.project.StringSpec(required=False)
+    assert client.check_update_project_for_major_version_change(project.id, again) == Level.BREAKING_CHANGE
+    client.update_project(project.id, again)
+    assert "comment" in client.get_project(project.id).task_spec.output_spec
+    # the pool made before the breaking change still takes tasks of its version
+    client.create_tasks([toloka.Task(pool_id=pool.id, input_values={"image": "https://example.com/a.png"})],
+                        allow_defaults=True)
+
+    with pytest.raises(DoesNotExistApiError):
+        client.update_project("987654", again)
+    again.public_name = ""
+    with pytest.raises(ValidationApiError):
+        client.update_project(project.id, again)
+
+    skill = client.create_skill(name="drawer-x", hidden=True, public_requester_description={"EN": "drew"})
+    skill.name, skill.public_requester_description = "drawer-y", {"EN": "drew boxes"}
+    assert client.update_skill(skill.id, skill).name == "drawer-y"
+    fresh = client.get_skill(skill.id)
+    assert fresh.name == "drawer-y" and fresh.public_requester_description == {"EN": "drew boxes"}
+    stats = server.admin("GET", "/_local/stats")["requests"]
+    assert stats["PUT update_project"] == 4 and stats["PUT update_skill"] == 1  # 2 applied, one 404, one 400

@@ -449,3 +449,75 @@ def test_majority_vote_sets_skill_from_correct_answers_rate(backend):
     run_crowd(backend, module=module, workers=3, until=lambda: backend.get_pool(pool["id"])["status"] == "CLOSED")
     skills = {s["user_id"]: s["exact_value"] for s in backend.find_user_skills({"skill_id": skill["id"]})["items"]}
     assert skills == {"f01": 100, "f02": 100, "f03": 0}
+
+
+# --- project and skill edits (PUT) ----------------------------------------------------------------
+
+def test_project_edit_breaking_change_pins_existing_pools(backend):
+    project, old_pool = make_pool(backend, n_tasks=1)
+    edited = {**PROJECT, "public_instructions": "<p>read me</p>"}
+    assert backend.check_project_update(project["id"], PROJECT) == {"differenceLevel": "EQUAL"}
+    assert backend.check_project_update(project["id"], edited) == {"differenceLevel": "NON_BREAKING_CHANGE"}
+    renamed = {**edited, "task_spec": {**PROJECT["task_spec"],
+                                       "input_spec": {"photo": {"type": "url", "required": True}}}}
+    assert backend.check_project_update(project["id"], renamed) == {"differenceLevel": "BREAKING_CHANGE"}
+    assert backend.get_project(project["id"])["task_spec"]["input_spec"] == PROJECT["task_spec"]["input_spec"]
+
+    # a non-breaking edit reaches the existing pool at once (nothing pinned)
+    updated = backend.update_project(project["id"], {**edited, "id": "999", "status": "ARCHIVED"})
+    assert updated["public_instructions"] == "<p>read me</p>" and updated["id"] == project["id"]
+    assert updated["status"] == "ACTIVE"  # read-only fields in the body are ignored
+    assert backend.pool_task_spec(backend._pool_row(old_pool["id"]))["input_spec"] == \
+        PROJECT["task_spec"]["input_spec"]
+
+    # a breaking edit: the old pool keeps "image", a new pool gets "photo"
+    backend.update_project(project["id"], renamed)
+    new_pool = backend.create_pool(pool_spec(project["id"]))
+    status, body = backend.create_tasks([{"pool_id": old_pool["id"], "input_values": {"image": "https://i/x.png"}},
+                                         {"pool_id": new_pool["id"], "input_values": {"photo": "https://i/y.png"}}],
+                                        {"allow_defaults": "true"})
+    assert status == 201 and not body["validation_errors"] and len(body["items"]) == 2
+    with pytest.raises(ValidationError):
+        backend.create_tasks({"pool_id": old_pool["id"], "input_values": {"photo": "https://i/z.png"}}, {})
+    with pytest.raises(ValidationError):
+        backend.create_tasks({"pool_id": new_pool["id"], "input_values": {"image": "https://i/z.png"}}, {})
+    # the results of the old pool still list its own fields
+    assert backend.assignments_tsv(old_pool["id"], {}).splitlines()[0].startswith("INPUT:image\tINPUT:note\t")
+    # and a later edit does not move it either
+    backend.update_project(project["id"], {**renamed, "public_name": "p2"})
+    assert "image" in backend.pool_task_spec(backend._pool_row(old_pool["id"]))["input_spec"]
+
+
+def test_project_edit_rules(backend):
+    project, pool = make_pool(backend, n_tasks=0)
+    with pytest.raises(ValidationError) as err:
+        backend.update_project(project["id"], {**PROJECT, "public_name": ""})
+    assert "public_name" in json.dumps(err.value.body())
+    with pytest.raises(ValidationError):
+        backend.update_project(project["id"], {**PROJECT, "task_spec": {**PROJECT["task_spec"], "view_spec": {}}})
+    with pytest.raises(DoesNotExist):
+        backend.update_project("424242", PROJECT)
+    backend.archive_pool(pool["id"])
+    backend.archive_project(project["id"])
+    with pytest.raises(IncorrectAction) as err:
+        backend.update_project(project["id"], {**PROJECT, "public_name": "again"})
+    assert err.value.status == 409
+    assert backend.get_project(project["id"])["public_name"] == "p"
+
+
+def test_skill_edit_changes_name_comment_and_access_only(backend):
+    skill = backend.create_skill({"name": "s", "training": False, "skill_ttl_hours": 48,
+                                  "public_requester_description": {"EN": "old"}})
+    updated = backend.update_skill(skill["id"], {"name": "s2", "hidden": False, "private_comment": "k",
+                                                 "public_requester_description": {"EN": "new"},
+                                                 "training": True, "skill_ttl_hours": 1, "id": "77"})
+    assert (updated["id"], updated["name"], updated["hidden"], updated["private_comment"]) == \
+        (skill["id"], "s2", False, "k")
+    assert updated["public_requester_description"] == {"EN": "new"}
+    assert updated["training"] is False and updated["skill_ttl_hours"] == 48
+    assert backend.find_skills({"name": "s2"})["items"][0]["id"] == skill["id"]
+    assert backend.find_skills({"name": "s"})["items"] == []
+    with pytest.raises(ValidationError):
+        backend.update_skill(skill["id"], {"hidden": True})
+    with pytest.raises(DoesNotExist):
+        backend.update_skill("999", {"name": "x"})

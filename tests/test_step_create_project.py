@@ -149,20 +149,87 @@ def test_rerun_finds_everything_and_creates_nothing(toloka, tmp_path, monkeypatc
     assert set(rows3["toloka_id"][:2]).isdisjoint(rows1["toloka_id"][:2])
 
 
-def test_changed_config_warns_and_keeps_the_project(toloka, tmp_path, monkeypatch, capsys):
+def _writes(toloka) -> dict:
+    """Write requests the server saw since the last reset (``{"PUT update_project": n, ...}``)."""
+    stats = toloka.admin("GET", "/_local/stats")["requests"]
+    return {k: v for k, v in stats.items() if k.split()[0] in {"POST", "PUT", "PATCH", "DELETE"}
+            and not k.split()[1].startswith("local_")}
+
+
+def _edit(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def _view(data) -> dict:
+    config = data["task_spec"]["view_spec"]["config"]
+    return json.loads(config) if isinstance(config, str) else config
+
+
+def test_edited_config_updates_toloka_on_rerun_and_unchanged_writes_nothing(toloka, tmp_path, monkeypatch, capsys):
     configs = tmp_path / "configs"
     shutil.copytree(CONFIGS, configs)
-    args = ["--toloka_env", toloka.url, "--config_dir", str(configs), "--project_key", "drift-test",
-            "--output_dir", str(tmp_path / "out")]
+    out = tmp_path / "out"
+    args = ["--toloka_env", toloka.url, "--config_dir", str(configs), "--project_key", "edit-test",
+            "--output_dir", str(out)]
     assert run_inprocess(args, TOKEN_ENV, monkeypatch, capsys).returncode == 0
-    first_id = pd.read_csv(tmp_path / "out" / "projects.csv", dtype=str)["toloka_id"][0]
-    data = json.loads((configs / "detection_project.json").read_text())
-    data["public_instructions"] += "<p>New rule.</p>"
-    (configs / "detection_project.json").write_text(json.dumps(data))
-    result = run_inprocess(args, TOKEN_ENV, monkeypatch, capsys)
-    assert result.returncode == 0, result.stderr
-    assert "differs from the config in public_instructions" in result.stdout
-    assert pd.read_csv(tmp_path / "out" / "projects.csv", dtype=str)["toloka_id"][0] == first_id
+    first = pd.read_csv(out / "projects.csv", dtype=str).set_index("role")
+    assert list(first["updated"]) == ["False"] * 5 and first["changed"].isna().all()
+
+    # unchanged configs: not one write request, same digests
+    toloka.admin("POST", "/_local/stats/reset")
+    again = run_inprocess(args, TOKEN_ENV, monkeypatch, capsys)
+    assert again.returncode == 0, again.stderr
+    assert _writes(toloka) == {}
+    assert "cnvrg_tag_objects_updated: 0" in again.stdout
+    rows = pd.read_csv(out / "projects.csv", dtype=str).set_index("role")
+    assert list(rows["created"]) == ["False"] * 5 and list(rows["updated"]) == ["False"] * 5
+    assert list(rows["config_sha256"]) == list(first["config_sha256"])
+
+    # edit instructions and the interface text of the detection project, a skill's description and name
+    def detection_edit(data):
+        data["public_instructions"] += "<p>New rule: include signs seen from behind.</p>"
+        view = _view(data)
+        view["view"]["items"][0]["content"] = "Box EVERY road sign, including small ones."
+        data["task_spec"]["view_spec"]["config"] = view  # the editable object form
+
+    _edit(configs / "detection_project.json", detection_edit)
+    _edit(configs / "skills.json", lambda d: d["drawer_skill"].update(
+        name="crowdboxes {project_key}: drew road-sign boxes", public_requester_description={"EN": "Drew boxes."}))
+    toloka.admin("POST", "/_local/stats/reset")
+    edited = run_inprocess(args, TOKEN_ENV, monkeypatch, capsys)
+    assert edited.returncode == 0, edited.stderr
+    assert _writes(toloka) == {"PUT update_project": 1, "PUT update_skill": 1}
+    assert "detection_project: updated (public_instructions, task_spec.view_spec) project" in edited.stdout
+    assert "cnvrg_tag_objects_updated: 2" in edited.stdout and "cnvrg_tag_objects_created: 0" in edited.stdout
+    rows = pd.read_csv(out / "projects.csv", dtype=str).set_index("role")
+    assert list(rows["toloka_id"]) == list(first["toloka_id"])  # the same objects, updated in place
+    assert rows.loc["detection_project", "updated"] == "True"
+    assert rows.loc["detection_project", "changed"] == "public_instructions;task_spec.view_spec"
+    assert rows.loc["drawer_skill", "changed"] == "name;public_requester_description"
+    assert rows.loc["verification_project", "updated"] == "False"
+    assert rows.loc["detection_project", "config_sha256"] != first.loc["detection_project", "config_sha256"]
+    assert rows.loc["verification_project", "config_sha256"] == first.loc["verification_project", "config_sha256"]
+
+    # read back through toloka-kit
+    client = toloka.client()
+    project = client.get_project(first.loc["detection_project", "toloka_id"])
+    assert project.public_instructions.endswith("<p>New rule: include signs seen from behind.</p>")
+    assert _view(json.loads(project.to_json()))["view"]["items"][0]["content"] == \
+        "Box EVERY road sign, including small ones."
+    assert project.private_comment == "crowdboxes:edit-test:detection"  # still found by its key
+    assert project.task_spec.output_spec["result"].type.value == "json"
+    skill = client.get_skill(first.loc["drawer_skill", "toloka_id"])
+    assert skill.name == "crowdboxes edit-test: drew road-sign boxes"
+    assert skill.public_requester_description == {"EN": "Drew boxes."}
+    assert rows.loc["drawer_skill", "name"] == skill.name
+
+    # and the edited configs are now in force: a further re-run writes nothing
+    toloka.admin("POST", "/_local/stats/reset")
+    assert run_inprocess(args, TOKEN_ENV, monkeypatch, capsys).returncode == 0
+    assert _writes(toloka) == {}
+    assert pd.read_csv(out / "projects.csv", dtype=str)["updated"].tolist() == ["False"] * 5
 
     # without a verification config there is no verification project
     (configs / "verification_project.json").unlink()
@@ -171,6 +238,64 @@ def test_changed_config_warns_and_keeps_the_project(toloka, tmp_path, monkeypatc
     assert result.returncode == 0, result.stderr
     assert list(pd.read_csv(tmp_path / "nv" / "projects.csv")["role"]) == [
         "detection_project", "drawer_skill", "verifier_skill", "control_skill"]
+
+
+def test_refused_changes_are_one_line_and_change_nothing(toloka, tmp_path, monkeypatch, capsys):
+    from toloka.client import Pool
+
+    configs = tmp_path / "configs"
+    shutil.copytree(CONFIGS, configs)
+    out = tmp_path / "out"
+    args = ["--toloka_env", toloka.url, "--config_dir", str(configs), "--project_key", "refuse-test",
+            "--output_dir", str(out)]
+    assert run_inprocess(args, TOKEN_ENV, monkeypatch, capsys).returncode == 0
+    before_csv = (out / "projects.csv").read_bytes()
+    ids = pd.read_csv(out / "projects.csv", dtype=str).set_index("role")["toloka_id"]
+    client = toloka.client()
+    pool = client.create_pool(Pool.from_json(json.dumps({
+        "project_id": ids["detection_project"], "private_name": "running", "reward_per_assignment": 0.02,
+        "assignment_max_duration_seconds": 600, "will_expire": "2099-01-01T00:00:00",
+        "defaults": {"default_overlap_for_new_task_suites": 1},
+        "mixer_config": {"real_tasks_count": 1, "golden_tasks_count": 0, "training_tasks_count": 0}})))
+    original = client.get_project(ids["detection_project"])
+
+    # an output field added (a data-spec change) together with an instructions edit
+    def spec_edit(data):
+        data["task_spec"]["output_spec"]["comment"] = {"type": "string", "required": False}
+        data["public_instructions"] += "<p>Say what was hard.</p>"
+
+    _edit(configs / "detection_project.json", spec_edit)
+    toloka.admin("POST", "/_local/stats/reset")
+    refused = run_step(args, _env())  # as cnvrg runs it: exit 2, one line
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert refused.stderr.startswith("error: ")
+    assert f"detection_project.json: task_spec.output_spec changed, but project {ids['detection_project']} " \
+           f"has pool(s) {pool.id} (CLOSED)" in refused.stderr
+    assert "archive them" in refused.stderr and TOKEN not in refused.stderr + refused.stdout
+    assert _writes(toloka) == {}  # nothing half-applied: not even the instructions
+    now = client.get_project(ids["detection_project"])
+    assert now.public_instructions == original.public_instructions and "comment" not in now.task_spec.output_spec
+    assert (out / "projects.csv").read_bytes() == before_csv  # the last good projects.csv is kept
+
+    # once the pool is archived nothing can stay on the old spec: the same re-run applies it in place
+    client.archive_pool(pool.id)
+    applied = run_inprocess(args, TOKEN_ENV, monkeypatch, capsys)
+    assert applied.returncode == 0, applied.stderr
+    now = client.get_project(ids["detection_project"])
+    assert now.task_spec.output_spec["comment"].type.value == "string"
+    assert now.public_instructions.endswith("<p>Say what was hard.</p>") and now.id == ids["detection_project"]
+    row = pd.read_csv(out / "projects.csv", dtype=str).set_index("role").loc["detection_project"]
+    assert row["changed"] == "public_instructions;task_spec.output_spec"
+
+    # a skill field Toloka does not edit in place
+    _edit(configs / "skills.json", lambda d: d["control_skill"].update(skill_ttl_hours=24))
+    before_csv = (out / "projects.csv").read_bytes()
+    toloka.admin("POST", "/_local/stats/reset")
+    refused = run_inprocess(args, TOKEN_ENV, monkeypatch, capsys)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert f"skills.json: control_skill.skill_ttl_hours cannot change on the existing skill " \
+           f"{ids['control_skill']}" in refused.stderr
+    assert _writes(toloka) == {} and (out / "projects.csv").read_bytes() == before_csv
 
 
 def test_token_problems_are_one_line_naming_the_variable(toloka, tmp_path, monkeypatch, capsys):

@@ -41,6 +41,7 @@ COORD_RE = re.compile(r"^\s*-?\d+(\.\d+)?\s*,\s*-?\d+(\.\d+)?\s*$")
 ASSIGNMENT_TIME_FIELDS = ("created", "submitted", "accepted", "rejected", "skipped", "expired")
 TSV_STATUS = {"ACCEPTED": "APPROVED"}
 MAX_BATCH = 100_000
+SKILL_EDITABLE = ("name", "private_comment", "hidden", "public_name", "public_requester_description")
 INLINE_BATCH = 2_000  # larger async batches are processed by a background thread
 
 
@@ -343,6 +344,19 @@ def validate_input_values(input_spec: dict, values, prefix="input_values") -> di
     return errors
 
 
+def project_difference(old: dict, new: dict) -> str:
+    """Toloka's level of a project edit: ``EQUAL``, ``NON_BREAKING_CHANGE`` or ``BREAKING_CHANGE``
+    (the data specification changed, so existing pools stay on the old version)."""
+    strip = lambda d: {k: v for k, v in d.items() if k not in {"id", "status", "created", "owner"}}  # noqa: E731
+    if strip(old) == strip(new):
+        return "EQUAL"
+    old_spec, new_spec = old.get("task_spec") or {}, new.get("task_spec") or {}
+    if any(old_spec.get(part) != new_spec.get(part) for part in ("input_spec", "output_spec")) \
+            or old.get("assignments_issuing_type", "AUTOMATED") != new.get("assignments_issuing_type", "AUTOMATED"):
+        return "BREAKING_CHANGE"
+    return "NON_BREAKING_CHANGE"
+
+
 def _compare(left, operator: str, right) -> bool:
     """A QC condition or filter comparison; None only equals None."""
     op = str(operator).upper()
@@ -515,14 +529,44 @@ class Backend:
             return self._render_project(self._project_row(cur.lastrowid))
 
     def update_project(self, project_id, body) -> dict:
+        """PUT: replace the project (all fields; ``id``/``status``/``created``/``owner`` are read-only).
+
+        A change of the data specification (``input_spec``, ``output_spec``) is a breaking change in
+        Toloka: every pool that exists at that moment keeps the spec it had (tasks uploaded to it are
+        still checked against it, its results list its fields), later edits do not reach it, and only
+        new pools get the new spec (guide "Input and output data"; toloka-kit
+        ``check_update_project_for_major_version_change``). Other edits reach every pool at once.
+        """
         self._validate_project(body)
         with self.transaction():
             row = self._project_row(project_id)
             if row["status"] == "ARCHIVED":
                 raise inappropriate_status(["ACTIVE"], "PROJECT_INAPPROPRIATE_STATUS")
+            old = json.loads(row["doc"])
             doc = {k: v for k, v in body.items() if k not in {"id", "status", "created", "owner"}}
+            doc.setdefault("assignments_issuing_type", "AUTOMATED")
+            if project_difference(old, doc) == "BREAKING_CHANGE":
+                for (pool_id,) in self.conn.execute("SELECT id FROM pools WHERE project_id = ?", (row["id"],)):
+                    if self._meta(f"pool_task_spec:{pool_id}") is None:
+                        self._set_meta(f"pool_task_spec:{pool_id}", _dumps(old["task_spec"]))
             self.conn.execute("UPDATE projects SET doc = ? WHERE id = ?", (_dumps(doc), row["id"]))
             return self._render_project(self._project_row(row["id"]))
+
+    def check_project_update(self, project_id, body) -> dict:
+        """``POST /staging/projects/{id}/check``: what ``update_project`` would be, without applying it."""
+        self._validate_project(body)
+        with self.transaction():
+            old = json.loads(self._project_row(project_id)["doc"])
+            doc = {k: v for k, v in body.items() if k not in {"id", "status", "created", "owner"}}
+            doc.setdefault("assignments_issuing_type", "AUTOMATED")
+            return {"differenceLevel": project_difference(old, doc)}
+
+    def pool_task_spec(self, pool_row) -> dict:
+        """The task spec a pool works with: its project's, or the one it was pinned to by a breaking change."""
+        pinned = self._meta(f"pool_task_spec:{pool_row['id']}")
+        if pinned is not None:
+            return json.loads(pinned)
+        return json.loads(self._project_row(pool_row["project_id"])["doc"])["task_spec"]
 
     def get_project(self, project_id) -> dict:
         with self.transaction():
@@ -573,6 +617,23 @@ class Backend:
         if row is None:
             raise DoesNotExist(f"Skill {skill_id} does not exist")
         return row
+
+    def update_skill(self, skill_id, body) -> dict:
+        """PUT: "changes the name, comment, and access to the skill" (OpenAPI); other fields keep their values."""
+        _require_object(body)
+        name = _string(body, "name")
+        with self.transaction():
+            row = self._skill_row(skill_id)
+            doc = json.loads(row["doc"])
+            for key in SKILL_EDITABLE:
+                if body.get(key) is None:
+                    doc.pop(key, None)
+                else:
+                    doc[key] = body[key]
+            doc["hidden"] = bool(body.get("hidden", True))
+            doc["name"] = name
+            self.conn.execute("UPDATE skills SET name = ?, doc = ? WHERE id = ?", (name, _dumps(doc), row["id"]))
+            return self._render_skill(self._skill_row(row["id"]))
 
     def get_skill(self, skill_id) -> dict:
         with self.transaction():
@@ -912,7 +973,7 @@ class Backend:
         if key not in pools:
             try:
                 pool = self._pool_row(key)
-                pools[key] = (pool, self._pool_doc(pool), json.loads(self._project_row(pool["project_id"])["doc"]))
+                pools[key] = (pool, self._pool_doc(pool), {"task_spec": self.pool_task_spec(pool)})
             except DoesNotExist:
                 pools[key] = None
         if pools[key] is None:
@@ -1239,7 +1300,7 @@ class Backend:
         db_status = ["ACCEPTED" if s == "APPROVED" else s for s in statuses]
         with self.transaction():
             pool = self._pool_row(pool_id)
-            project = json.loads(self._project_row(pool["project_id"])["doc"])
+            project = {"task_spec": self.pool_task_spec(pool)}
             where, args = [f"pool_id = ? AND status IN ({','.join('?' * len(db_status))})"], [pool["id"], *db_status]
             for param, op in (("startTimeFrom", ">="), ("startTimeTo", "<=")):
                 if params.get(param):

@@ -56,6 +56,10 @@ def update_project(ctx, request, project_id):
     return 200, ctx.backend.update_project(project_id, _json(request))
 
 
+def check_project_update(ctx, request, project_id):
+    return 200, ctx.backend.check_project_update(project_id, _json(request))
+
+
 def archive_project(ctx, request, project_id):
     return 202, ctx.backend.archive_project(project_id)
 
@@ -70,6 +74,10 @@ def create_skill(ctx, request):
 
 def get_skill(ctx, request, skill_id):
     return 200, ctx.backend.get_skill(skill_id)
+
+
+def update_skill(ctx, request, skill_id):
+    return 200, ctx.backend.update_skill(skill_id, _json(request))
 
 
 # ---- pools ----------------------------------------------------------------------------------------
