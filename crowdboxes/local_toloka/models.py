@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import io
 import json
+import random
 import re
 import threading
 import uuid
@@ -41,6 +42,14 @@ COORD_RE = re.compile(r"^\s*-?\d+(\.\d+)?\s*,\s*-?\d+(\.\d+)?\s*$")
 ASSIGNMENT_TIME_FIELDS = ("created", "submitted", "accepted", "rejected", "skipped", "expired")
 TSV_STATUS = {"ACCEPTED": "APPROVED"}
 MAX_BATCH = 100_000
+
+
+def golden_sql(alias: str = "") -> str:
+    """SQL test for a control (golden) task: one with ``known_solutions`` (toloka-api.md 6.3)."""
+    return f"(COALESCE(json_array_length({alias}{'.' if alias else ''}doc, '$.known_solutions'), 0) > 0)"
+
+
+REAL_SQL = f"NOT {golden_sql()}"
 SKILL_EDITABLE = ("name", "private_comment", "hidden", "public_name", "public_requester_description")
 INLINE_BATCH = 2_000  # larger async batches are processed by a background thread
 
@@ -702,6 +711,9 @@ class Backend:
             if mixer["real_tasks_count"] + mixer["golden_tasks_count"] + mixer["training_tasks_count"] < 1:
                 raise ValidationError.field("mixer_config.real_tasks_count", "VALUE_LESS_THAN_MIN",
                                             "A task suite needs at least one task", [1])
+            for kind in ("real", "golden", "training"):
+                _integer(mixer, f"min_{kind}_tasks_count", required=False, minimum=0,
+                         maximum=mixer[f"{kind}_tasks_count"], path=f"mixer_config.min_{kind}_tasks_count")
         flt = body.get("filter")
         if flt is not None:
             self._check_filter(flt, "filter")
@@ -1308,9 +1320,14 @@ class Backend:
                     args.append(_convert(param, params[param], "ts"))
             rows = self.conn.execute(f"SELECT * FROM assignments WHERE {' AND '.join(where)} ORDER BY id", args).fetchall()
             assignments = self._render_assignments(rows)
+            has_golden = self.conn.execute(f"SELECT 1 FROM tasks WHERE pool_id = ? AND {golden_sql()} LIMIT 1",
+                                           (pool["id"],)).fetchone() is not None
         inputs = list(project["task_spec"]["input_spec"])
         outputs = list(project["task_spec"]["output_spec"])
-        header = [f"INPUT:{n}" for n in inputs] + [f"OUTPUT:{n}" for n in outputs] + fields
+        # GOLDEN:<output> holds a control task's (first) known solution; empty on general tasks
+        golden = outputs if has_golden else []
+        header = [f"INPUT:{n}" for n in inputs] + [f"OUTPUT:{n}" for n in outputs] + [f"GOLDEN:{n}" for n in golden]
+        header += fields
         buf = io.StringIO()
         writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
         writer.writerow(header)
@@ -1333,6 +1350,8 @@ class Backend:
                 for field in ASSIGNMENT_TIME_FIELDS[1:]:
                     meta[field] = a.get(field)
                 line = [cell(task["input_values"].get(n)) for n in inputs] + [cell(out.get(n)) for n in outputs]
+                known = ((task.get("known_solutions") or [{}])[0] or {}).get("output_values") or {}
+                line += [cell(known.get(n)) for n in golden]
                 line += [cell(meta.get(f.split(":", 1)[1] if ":" in f else f)) for f in fields]
                 writer.writerow(line)
         return buf.getvalue()
@@ -1502,15 +1521,16 @@ class Backend:
         if name == "completion_percentage":
             total, remaining = self.conn.execute(
                 "SELECT COALESCE(SUM(overlap), 0), COALESCE(SUM(MAX(overlap - issued, 0)), 0) FROM tasks "
-                "WHERE pool_id = ? AND infinite = 0", (pid,)).fetchone()
+                f"WHERE pool_id = ? AND infinite = 0 AND {REAL_SQL}", (pid,)).fetchone()
             active = self.conn.execute("SELECT COUNT(*) FROM assignment_tasks at JOIN assignments a ON "
-                                       "a.seq = at.assignment_seq WHERE a.pool_id = ? AND a.status = 'ACTIVE'",
-                                       (pid,)).fetchone()[0]
+                                       "a.seq = at.assignment_seq JOIN tasks t ON t.seq = at.task_seq WHERE "
+                                       f"a.pool_id = ? AND a.status = 'ACTIVE' AND t.infinite = 0 AND NOT "
+                                       f"{golden_sql('t')}", (pid,)).fetchone()[0]
             value = int(100 * (total - remaining - active) / total) if total else 0
             return {"type": "NORMAL", "value": max(0, min(100, value)), "infinite": False, "approximate": False}
         if name == "estimated_assignments_count":
             remaining = self.conn.execute("SELECT COALESCE(SUM(MAX(overlap - issued, 0)), 0) FROM tasks "
-                                          "WHERE pool_id = ? AND infinite = 0", (pid,)).fetchone()[0]
+                                          f"WHERE pool_id = ? AND infinite = 0 AND {REAL_SQL}", (pid,)).fetchone()[0]
             per = max(1, json.loads(pool["doc"]).get("mixer_config", {}).get("real_tasks_count", 1))
             return {"type": "NORMAL", "value": -(-remaining // per), "infinite": False, "approximate": True}
         simple = {"submitted_assignments_count": "SUBMITTED", "skipped_assignments_count": "SKIPPED",
@@ -1518,8 +1538,9 @@ class Backend:
                   "expired_assignments_count": "EXPIRED"}
         if name in simple:
             return count(simple[name])
-        if name == "real_tasks_count":
-            return self.conn.execute("SELECT COUNT(*) FROM tasks WHERE pool_id = ?", (pid,)).fetchone()[0]
+        if name == "real_tasks_count":  # general tasks only, control tasks are not the pool's work
+            return self.conn.execute(f"SELECT COUNT(*) FROM tasks WHERE pool_id = ? AND {REAL_SQL}",
+                                     (pid,)).fetchone()[0]
         if name == "spent_budget":  # rewards paid, excluding Toloka's fee (toloka-kit's docstring)
             return _num(sum((Decimal(str(_loads_cached(r[0])["reward"])) for r in self.conn.execute(
                 "SELECT doc FROM assignments WHERE pool_id = ? AND paid = 1", (pid,))), Decimal(0)))
@@ -1600,7 +1621,7 @@ class Backend:
         if kind == "MAJORITY_VOTE" and event == "SUBMIT":
             return self._majority_stats(pid, params, asg_row)
         if kind == "GOLDEN_SET" and event == "SUBMIT":
-            return self._golden_stats(pid, params, user_id)
+            return self._golden_stats(pid, params, user_id, asg_row)
         return []
 
     def _majority_stats(self, pid, params, asg_row):
@@ -1649,25 +1670,39 @@ class Backend:
                                   "incorrect_answers_rate": 100.0 * (total - correct) / total}))
         return out
 
-    def _golden_stats(self, pid, params, user_id):
-        history = params.get("history_size") or 10 ** 9
+    def _golden_stats(self, pid, params, user_id, asg_row=None):
+        """GOLDEN_SET statistics of ``user_id`` in the pool, after a suite with control tasks.
+
+        Each control-task answer is compared with the task's ``known_solutions`` by exact match on the
+        output fields a solution lists (fields left out are not checked); it scores the highest
+        ``correctness_weight`` (default 1) among the solutions it matches, 0 if none. Over the worker's
+        newest ``history_size`` control answers (all when unset):
+        ``golden_set_answers_count = total_answers_count = n`` and
+        ``golden_set_correct_answers_rate = correct_answers_rate = 100 * sum(score) / n``
+        (incorrect = 100 - correct). Training tasks are not emulated, so both rates coincide.
+        """
+        if asg_row is not None and not self.conn.execute(
+                f"SELECT 1 FROM assignment_tasks at JOIN tasks t ON t.seq = at.task_seq WHERE at.assignment_seq = ? "
+                f"AND {golden_sql('t')} LIMIT 1", (asg_row["seq"],)).fetchone():
+            return []  # no control answer in this suite: nothing new to count
+        history = params.get("history_size") or None
         rows = self.conn.execute(
             "SELECT at.output, t.doc FROM assignment_tasks at JOIN assignments a ON a.seq = at.assignment_seq "
-            "JOIN tasks t ON t.seq = at.task_seq WHERE a.pool_id = ? AND a.user_id = ? AND a.submitted IS NOT NULL "
-            "ORDER BY a.submitted DESC", (pid, user_id)).fetchall()
-        total = golden = correct = 0
-        for output, task_doc in rows:
-            total += 1
-            known = json.loads(task_doc).get("known_solutions")
-            if not known or golden >= history:
-                continue
-            golden += 1
-            answer = json.loads(output or "{}")
-            correct += any(all(answer.get(k) == v for k, v in ks.get("output_values", {}).items()) for ks in known)
-        if not golden:
+            f"JOIN tasks t ON t.seq = at.task_seq WHERE a.pool_id = ? AND a.user_id = ? AND a.submitted IS NOT NULL "
+            f"AND {golden_sql('t')} ORDER BY a.submitted DESC, a.seq DESC, at.pos LIMIT ?",
+            (pid, user_id, -1 if history is None else int(history))).fetchall()
+        if not rows:
             return []
-        rate = 100.0 * correct / golden
-        return [(user_id, {"total_answers_count": total, "golden_set_answers_count": golden,
+        score = 0.0
+        for output, task_doc in rows:
+            answer = _loads_cached(output or "{}")
+            weights = [float(ks.get("correctness_weight", 1) if ks.get("correctness_weight") is not None else 1)
+                       for ks in _loads_cached(task_doc).get("known_solutions") or []
+                       if all(answer.get(k) == v for k, v in (ks.get("output_values") or {}).items())]
+            score += max(weights, default=0.0)
+        n = len(rows)
+        rate = 100.0 * score / n
+        return [(user_id, {"total_answers_count": n, "golden_set_answers_count": n,
                            "golden_set_correct_answers_rate": rate, "golden_set_incorrect_answers_rate": 100 - rate,
                            "correct_answers_rate": rate, "incorrect_answers_rate": 100 - rate})]
 
@@ -1702,7 +1737,7 @@ class Backend:
                 self._set_user_skill(params["skill_id"], user_id, max(0.0, min(100.0, float(value))))
         elif kind == "CHANGE_OVERLAP":
             delta = int(params.get("delta", 1))
-            self.conn.execute("UPDATE tasks SET overlap = overlap + ? WHERE infinite = 0 AND seq IN "
+            self.conn.execute(f"UPDATE tasks SET overlap = overlap + ? WHERE infinite = 0 AND {REAL_SQL} AND seq IN "
                               "(SELECT task_seq FROM assignment_tasks WHERE assignment_seq = ?)", (delta, asg_row["seq"]))
             if params.get("open_pool"):
                 row = self._pool_row(pool["id"])
@@ -1733,11 +1768,15 @@ class Backend:
     def busy_workers(self) -> set:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT user_id FROM assignments WHERE status = 'ACTIVE'")}
 
-    def available_tasks(self, pool_id, user_id, limit) -> list:
+    def available_tasks(self, pool_id, user_id, limit, *, golden: bool = False) -> list:
+        """Up to ``limit`` tasks ``[(seq, doc)]`` of the pool that ``user_id`` may get next, in creation
+        order: overlap left (or infinite), never seen by them, not reserved for others or closed to them.
+        General tasks by default, control tasks with ``golden=True`` (``limit=None``: all of them)."""
+        kind = golden_sql() if golden else REAL_SQL
         rows = self.conn.execute(
-            "SELECT seq, doc FROM tasks WHERE pool_id = ? AND (infinite = 1 OR overlap > issued) AND seq NOT IN "
-            "(SELECT task_seq FROM assignment_tasks WHERE pool_id = ? AND user_id = ?) ORDER BY seq LIMIT ?",
-            (pool_id, pool_id, user_id, limit * 4)).fetchall()
+            f"SELECT seq, doc FROM tasks WHERE pool_id = ? AND (infinite = 1 OR overlap > issued) AND {kind} AND "
+            "seq NOT IN (SELECT task_seq FROM assignment_tasks WHERE pool_id = ? AND user_id = ?) ORDER BY seq "
+            "LIMIT ?", (pool_id, pool_id, user_id, -1 if limit is None else limit * 4)).fetchall()
         out = []
         for seq, doc in rows:
             doc = json.loads(doc)
@@ -1746,9 +1785,52 @@ class Backend:
             if user_id in (doc.get("unavailable_for") or []):
                 continue
             out.append((seq, doc))
-            if len(out) == limit:
+            if limit is not None and len(out) == limit:
                 break
         return out
+
+    def suite_tasks(self, pool_row, pool_doc, user_id) -> list:
+        """The next task suite ``[(seq, doc)]`` for ``user_id`` by the pool's ``mixer_config``, or ``[]``.
+
+        Toloka's smart mixing (OpenAPI ``MixerConfig``; guide "Control tasks"):
+
+        * ``real_tasks_count`` general tasks; fewer only down to ``min_real_tasks_count`` (default: all
+          of them), below that only with ``force_last_assignment``;
+        * ``golden_tasks_count`` control tasks (tasks with ``known_solutions``), picked at random among
+          those the worker has not seen: each control task is shown to a worker once, so a worker who has
+          done them all gets no more suites. A suite needs at least ``min_golden_tasks_count`` (default:
+          all ``golden_tasks_count``) of them, also in the last suite; a pool that asks for control tasks
+          and has none assigns nothing. Control tasks use their own overlap (usually infinite) and never
+          count as the pool's remaining work;
+        * control tasks sit at random places in the suite unless ``shuffle_tasks_in_task_suite`` is false.
+        Training tasks (training pools) are not emulated; ``training_tasks_count`` is ignored.
+        """
+        mixer = pool_doc.get("mixer_config") or {}
+        n_real = int(mixer.get("real_tasks_count") or 0)
+        n_golden = int(mixer.get("golden_tasks_count") or 0)
+        if n_real == 0 and n_golden == 0:
+            n_real = 1  # training-only mixers: the training tasks are not emulated, general ones are served
+        min_real = n_real if mixer.get("min_real_tasks_count") is None else int(mixer["min_real_tasks_count"])
+        min_golden = n_golden if mixer.get("min_golden_tasks_count") is None else int(mixer["min_golden_tasks_count"])
+        real = self.available_tasks(pool_row["id"], user_id, n_real) if n_real else []
+        if n_real and (not real or (len(real) < min_real and not mixer.get("force_last_assignment"))):
+            return []
+        golden = []
+        if n_golden:
+            candidates = self.available_tasks(pool_row["id"], user_id, None, golden=True)
+            if len(candidates) < min_golden:
+                return []
+            # deterministic per worker and suite, so a replayed run mixes the same way
+            rng = random.Random(f"{pool_row['id']}:{user_id}:{real[0][0] if real else 0}:{len(candidates)}")
+            golden = rng.sample(candidates, min(n_golden, len(candidates)))
+            if not real and not golden:
+                return []
+            if mixer.get("shuffle_tasks_in_task_suite", True):
+                suite = list(real)
+                for task in golden:
+                    suite.insert(rng.randint(0, len(suite)), task)
+                return suite
+        return real + golden
 
     def issue_suite(self, pool_row, pool_doc, user_id, tasks) -> str:
         """Create an ACTIVE assignment of ``tasks`` (``[(seq, doc)]``) for ``user_id``; returns its id."""
@@ -1844,8 +1926,10 @@ class Backend:
             if parse_ts(doc["will_expire"]) <= now:
                 self._close_pool(row["id"], "EXPIRED")
                 continue
+            # control tasks (often infinite overlap) never keep a pool open once its general tasks are done
+            general = int((doc.get("mixer_config") or {}).get("real_tasks_count") or 0) > 0
             left = self.conn.execute("SELECT 1 FROM tasks WHERE pool_id = ? AND (infinite = 1 OR overlap > issued) "
-                                     "LIMIT 1", (row["id"],)).fetchone()
+                                     f"{'AND ' + REAL_SQL if general else ''} LIMIT 1", (row["id"],)).fetchone()
             active = self.conn.execute("SELECT 1 FROM assignments WHERE pool_id = ? AND status = 'ACTIVE' LIMIT 1",
                                        (row["id"],)).fetchone()
             if left or active:
