@@ -5,8 +5,9 @@ One background thread repeats :meth:`Scheduler.step`:
 1. finish ACTIVE assignments whose time has come (submit, expire or skip), auto-accept submitted
    ones whose review period is over, close pools that are expired or done (``models.Backend``);
 2. hand a task suite to every idle worker who passes a pool's ``filter`` (languages, skills,
-   ``skill == null``), is not restricted, and has not seen those tasks; ``mixer_config.real_tasks_count``
-   tasks per suite, a shorter last suite only with ``force_last_assignment``;
+   ``skill == null``), is not restricted, and has not seen those tasks; the suite is mixed by the pool's
+   ``mixer_config`` (``Backend.suite_tasks``: general tasks, a shorter last suite only with
+   ``force_last_assignment``, and control tasks each worker sees once);
 3. decide the answers of new assignments *outside* the DB lock (``Crowd.solve`` may fetch images)
    and when they are due: ``seconds_for(...) / speed`` after issue, or ``EXPIRED`` at
    ``assignment_max_duration_seconds / speed`` if the worker is slower than that.
@@ -156,10 +157,8 @@ class Scheduler:
                     continue
                 if restricted(restrictions.get(worker, ()), row["id"], row["project_id"]):
                     continue
-                mixer = doc.get("mixer_config") or {}
-                size = max(1, int(mixer.get("real_tasks_count") or 0))
-                tasks = backend.available_tasks(row["id"], worker, size)
-                if not tasks or (len(tasks) < size and not mixer.get("force_last_assignment")):
+                tasks = backend.suite_tasks(row, doc, worker)  # mixer_config: general + control tasks, or []
+                if not tasks:
                     continue
                 if not backend.can_afford(doc, reserved):
                     backend.close_for_balance(row["id"])
