@@ -394,6 +394,7 @@ class Progress:
     def update(self, done: int, counts: dict, spent_usd: float, state: str) -> None:
         pct = self.percent(done)
         if self.bar is not None:
+            self.bar.total = self.total  # adaptive overlap may raise it
             self.bar.n = min(done, self.total or done)
             self.bar.set_postfix(accepted=counts["accepted"], rejected=counts["rejected"],
                                  spent=f"${spent_usd:.2f}", state=state, refresh=False,
@@ -436,16 +437,29 @@ class WaitOutcome:
 
 def wait_for_pool(client, pool_id: str, collector: AnswerCollector, progress: Progress, *,
                   poll_seconds: float, deadline: float | None, expected_answers: int | None,
-                  sleep: Callable[[float], None] = time.sleep) -> WaitOutcome:
-    """Poll until the pool is done or ``deadline`` (a ``time.monotonic()`` value) passes."""
+                  sleep: Callable[[float], None] = time.sleep, controller=None) -> WaitOutcome:
+    """Poll until the pool is done or ``deadline`` (a ``time.monotonic()`` value) passes.
+
+    ``controller`` (:class:`crowdboxes.adaptive.OverlapController`) may raise task overlaps as answers
+    come in; the pool is done only when it has nothing more to ask for after a final rescan.
+    """
     polls = failures = 0
     state = "unknown"
     while True:
         polls += 1
         try:
             collector.poll()
+            if controller is not None and controller.update(collector.records(pool_id)):
+                expected_answers = progress.total = controller.expected_answers
             counts = collector.counts(pool_id)
             done, state = pool_state(client, pool_id, expected_answers, counts["task_answers"])
+            if done and controller is not None:
+                # the last answers may be inside the cursor lag: decide on all of them before stopping
+                collector.rescan()
+                if controller.update(collector.records(pool_id)):
+                    expected_answers = progress.total = controller.expected_answers
+                    done, state = False, "re-opened for more drawings"
+                counts = collector.counts(pool_id)
             failures = 0
         except Exception as exc:
             # toloka-kit already retried this request; a longer outage should not end a 48-hour wait

@@ -14,12 +14,17 @@ Inputs:
   --projects_csv projects.csv of Create Project (passed to the verification loop)
   --poll_seconds, --timeout_hours (``none`` = wait forever), --cursor_lag_seconds (``auto``: 60 on
   Toloka, 1 on a local URL); for verification: --verdict_method, --verifiers, --max_attempts, --budget
+  --max_overlap (mode overlap; none = fixed): Lean-Crowdsourcing-style adaptive overlap. Each image whose
+  answers are all in is aggregated (LeanEM over everything collected); if its expected number of box
+  errors is above --risk_threshold (default 0.5) its task overlap is raised by one, up to --max_overlap,
+  within --budget when given. Launch with a small --overlap (e.g. 2) and --max_overlap 5.
   The Toloka token comes from the environment variable named by --token_env.
 Outputs (in --output_dir):
   answers.csv        assignment_id, task_id, image_id, worker_id, status, submitted_at, label, x, y, w, h
                      (pixels; one row with empty label/box when a worker drew nothing), pool_id
   wait_summary.json  pools, counts, spent money, start/end time, duration, timed_out
   wait_pool_journal.jsonl  the resumable collection state (append-only)
+  adaptive_overlap.json    with --max_overlap: the overlap target per image (restart state)
   stdout: ``cnvrg_linechart_Progress``/``cnvrg_linechart_Spent`` per poll and ``cnvrg_tag_*`` at the end.
 Sample command:
   toloka_token=... python steps/wait_pool.py --toloka_env http://127.0.0.1:8765 \
@@ -76,7 +81,44 @@ def build_parser():
     parser.add_argument("--verifiers", type=int, default=3)
     parser.add_argument("--max_attempts", type=int, default=3)
     parser.add_argument("--budget", type=_none_or(float), default=None)
+    parser.add_argument("--max_overlap", type=_none_or(int), default=None,
+                        help="mode overlap: raise an uncertain image's overlap up to this (none: fixed overlap)")
+    parser.add_argument("--risk_threshold", type=float, default=0.5,
+                        help="mode overlap with --max_overlap: expected box errors above which an image gets "
+                             "one more drawer")
     return parser
+
+
+def _adaptive_wanted(args, pools, detection, mode) -> bool:
+    """Whether to run adaptive overlap; refuses impossible settings before anything is read from Toloka."""
+    if args.max_overlap is None:
+        return False
+    if mode != "overlap":
+        print(f"warning: --max_overlap is for mode overlap; mode {mode} redraws by verification instead",
+              file=sys.stderr)
+        return False
+    overlap = int(pools.loc[detection.name, "overlap"])
+    if args.max_overlap < overlap:
+        raise StepError(f"--max_overlap {args.max_overlap} is below the pool's overlap {overlap} "
+                        f"({args.pool_csv}); use at least {overlap}, or none for a fixed overlap")
+    if args.risk_threshold < 0:
+        raise StepError(f"--risk_threshold {args.risk_threshold}: must be 0 or more (expected box errors per image)")
+    return True
+
+
+def _overlap_controller(args, client, pools, detection, tasks, images, out):
+    """The adaptive-overlap controller (mode overlap with --max_overlap)."""
+    from crowdboxes.adaptive import OverlapController
+    from crowdboxes.budget import BudgetGuard, reserve, slot_price
+
+    reward = float(pools.loc[detection.name, "reward_per_assignment"])
+    guard = None
+    if args.budget is not None:
+        guard = BudgetGuard(client, args.budget)
+        guard.add_pool(str(detection["pool_id"]), reward)
+        reserve(client, guard, str(detection["pool_id"]), slot_price(reward), cut=False)
+    return OverlapController(client, str(detection["pool_id"]), tasks, images, out, args.max_overlap,
+                             args.risk_threshold, guard=guard, unit_price=slot_price(reward))
 
 
 def _cursor_lag(value: str, toloka_env: str) -> float:
@@ -141,6 +183,7 @@ def main(argv=None) -> int:
                              ("width", "height"))
     expected = int(pools.loc[detection.name, "tasks"] * pools.loc[detection.name, "overlap"])
     lag = _cursor_lag(args.cursor_lag_seconds, args.toloka_env)
+    adaptive = _adaptive_wanted(args, pools, detection, mode)
 
     from crowdboxes.toloka_access import connect
 
@@ -152,6 +195,7 @@ def main(argv=None) -> int:
         print(f"wait_pool: resuming from {collector.journal.path} "
               f"({len(collector.snapshots)} assignments collected before)", file=sys.stderr, flush=True)
     progress = ans.Progress(expected, f"wait_pool {pool_id}")
+    controller = None
     try:
         if "verify" in mode:
             from crowdboxes.verification import run_verification_loop
@@ -163,8 +207,11 @@ def main(argv=None) -> int:
                 verdict_method=args.verdict_method, verifiers=args.verifiers, max_attempts=args.max_attempts,
                 budget=args.budget, control=_control_set(args.tasks_csv))
         else:
+            if adaptive:
+                controller = _overlap_controller(args, client, pools, detection, tasks, images, out)
+                expected = progress.total = controller.expected_answers
             outcome = ans.wait_for_pool(client, pool_id, collector, progress, poll_seconds=args.poll_seconds,
-                                        deadline=deadline, expected_answers=expected)
+                                        deadline=deadline, expected_answers=expected, controller=controller)
         # the final state of every assignment, with no lag (the last events may be inside the lag window)
         collector.rescan()
         final = collector.counts(pool_id)
@@ -203,6 +250,10 @@ def main(argv=None) -> int:
         # Toloka's own figure for the detection pool (documented as rewards without the fee)
         "toloka_spent_budget_usd": ans.spent_from_analytics(client, pool_id) if outcome.done else None,
         "pool_state": outcome.state,
+        **({"adaptive_overlap": {
+            "max_overlap": controller.max_overlap, "risk_threshold": controller.risk_threshold,
+            "raises": controller.raises, "refused_by_budget": len(controller.refused),
+            "mean_overlap": round(float(controller.targets.mean()), 3)}} if controller is not None else {}),
         "timed_out": not outcome.done,
         "polls": outcome.polls,
         "problems": problems[:100],

@@ -239,7 +239,7 @@ CONTRACT = {
                    "time_per_suite auto_accept review_days languages expiry_days adult_content budget batch_size "
                    "control_csv",
     "wait_pool": "toloka_env token_env projects_csv images_csv pool_csv tasks_csv poll_seconds timeout_hours "
-                 "verdict_method verifiers max_attempts budget",
+                 "verdict_method verifiers max_attempts budget max_overlap risk_threshold",
     "aggregate_boxes": "answers_csv images_csv method",
     "export": "boxes_csv images_csv wait_summary dataset min_score",
 }

@@ -555,6 +555,33 @@ def test_killed_mid_way_resumes_to_the_same_answers(toloka, tmp_path):
     assert summary["images_accepted"] == 12 - len(rejected_only)
 
 
+def test_adaptive_overlap_reopens_the_closed_pool_until_every_image_has_its_raised_overlap(toloka, tmp_path):
+    # risk threshold 0: every image whose answers are all in is uncertain enough, so each one is raised from 2
+    # to the maximum 3, one drawing at a time; the pool closes when the first round is done and must be re-opened
+    handle, client, project_id = toloka
+    pool_id, images = make_pool(client, project_id, tmp_path / "in", n_tasks=5, overlap=2)
+    proc = run_step_process(handle, tmp_path / "in", tmp_path / "out", "--max_overlap", "3",
+                            "--risk_threshold", "0")
+    assert proc.returncode == 0, proc.stderr
+    answers = pd.read_csv(tmp_path / "out" / "answers.csv", dtype={"assignment_id": str, "worker_id": str})
+    assert answers.groupby("image_id")["worker_id"].nunique().to_dict() == {f"im{i}": 3 for i in range(5)}
+    assert rows_of(answers) == expected_rows(client, pool_id, images)
+    assert {t.overlap for t in client.get_tasks(pool_id=pool_id)} == {3}
+    summary = json.loads((tmp_path / "out" / "wait_summary.json").read_text())
+    assert summary["adaptive_overlap"] == {"max_overlap": 3, "risk_threshold": 0.0, "raises": 5,
+                                           "refused_by_budget": 0, "mean_overlap": 3.0}
+    assert summary["counts"]["submitted"] == 15 and summary["timed_out"] is False
+    state = json.loads((tmp_path / "out" / "adaptive_overlap.json").read_text())
+    assert state["targets"] == {f"im{i}": 3 for i in range(5)}
+
+    # settings that cannot work are refused before Toloka is asked anything
+    bad = run_step_process(handle, tmp_path / "in", tmp_path / "bad", "--max_overlap", "1")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == (
+        f"error: --max_overlap 1 is below the pool's overlap 2 ({tmp_path / 'in' / 'pool.csv'}); "
+        "use at least 2, or none for a fixed overlap")
+
+
 def test_timeout_keeps_what_was_collected_and_fails_with_one_line(toloka, tmp_path):
     handle, client, project_id = toloka
     make_pool(client, project_id, tmp_path / "in", n_tasks=2, overlap=1, open_pool=False)  # never finishes

@@ -57,8 +57,7 @@ class BaseBoxAggregator:
         prep = prepare_answers(answers, images)
         self.problems_ = prep.problems
         if prep.n_boxes == 0:
-            self.boxes_ = empty_boxes_frame()
-            self.skills_ = self._skills_without_boxes(prep)
+            self._fit_without_boxes(prep)
             return self
         self._fit_prepared(prep)
         return self
@@ -71,7 +70,8 @@ class BaseBoxAggregator:
         """Set ``boxes_`` and ``skills_`` from validated answers with at least one box."""
         raise NotImplementedError()
 
-    @staticmethod
-    def _skills_without_boxes(prep: PreparedAnswers) -> "pd.Series":
-        # Nobody drew anything: no evidence about anyone.
-        return pd.Series(float("nan"), index=prep.worker_names, dtype=float, name="skill").rename_axis("worker")
+    def _fit_without_boxes(self, prep: PreparedAnswers) -> None:
+        """Nobody drew anything: no boxes and no evidence about anyone."""
+        self.boxes_ = empty_boxes_frame()
+        self.skills_ = pd.Series(float("nan"), index=prep.worker_names, dtype=float,
+                                 name="skill").rename_axis("worker")

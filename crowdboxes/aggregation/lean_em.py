@@ -75,6 +75,14 @@ class LeanEM(BaseBoxAggregator):
     happens for ``min_score`` $\ge 0.5$ (one box per object), while a ranked output (small ``min_score``)
     keeps the runner-up classes for AP, as class-aware detectors do.
 
+    **Risk** (``images_``, for deciding where one more drawer pays off, as Lean Crowdsourcing's online mode
+    does). Per image $t$ with answering workers $A_t$ and candidates $C_t$: the expected number of its real
+    objects that every worker missed, $\max(\sum_{c \in C_t} p_c, \bar n) \cdot M_t / (1 - M_t)$ with
+    $M_t = \prod_{w \in A_t} m_w$ and $\bar n$ the mean of $\sum_c p_c$ over images; the expected existence
+    errors of the output at 0.5, $\sum_c \min(p_c, 1 - p_c)$; the expected class errors,
+    $\sum_c p_c (1 - \max_k P(y_c = k))$. ``risk`` is their sum, the expected number of wrong, missing or
+    mislabelled boxes.
+
     **Rules.** A class tie goes to the alphabetically first label. An image that every worker left empty yields
     no box and no evidence about the workers (there was nothing to miss and nothing drawn). Matching ties
     follow ``utils.match_boxes``. Rejected input rows (``problems_``) count neither as a box nor as an answer.
@@ -143,6 +151,10 @@ class LeanEM(BaseBoxAggregator):
     n_iter_: int = attr.ib(init=False)
     """EM iterations run."""
 
+    images_: pd.DataFrame = attr.ib(init=False)
+    """Per image (index ``task``): ``workers, expected_objects, expected_missed, existence_risk, class_risk,
+    risk`` (see *Risk*)."""
+
     def __attrs_post_init__(self) -> None:
         if self.label_method not in ("one_coin", "dawid_skene"):
             raise ValueError(f"label_method must be one_coin or dawid_skene, not {self.label_method!r}")
@@ -188,6 +200,29 @@ class LeanEM(BaseBoxAggregator):
             "miss_rate": state["miss"], "fp_rate": state["fp"], "sigma": np.sqrt(state["sigma2"]),
             "label_accuracy": state["acc"], "images": np.bincount(prep.seen_worker, minlength=nw),
             "boxes": drawn}, index=prep.worker_names).rename_axis("worker")
+        self.images_ = self._image_risk(prep, ctask, p, q, state["miss"])
+
+    def _fit_without_boxes(self, prep: PreparedAnswers) -> None:
+        super()._fit_without_boxes(prep)
+        miss = np.full(prep.n_workers, self.prior_miss)
+        self.images_ = self._image_risk(prep, np.zeros(0, dtype=np.int64), np.zeros(0), np.ones((0, 1)), miss)
+
+    @staticmethod
+    def _image_risk(prep: PreparedAnswers, ctask, p, q, miss) -> pd.DataFrame:
+        """Expected errors per image in the output at ``min_score=0.5`` (formulas under *Risk*)."""
+        nt = prep.n_tasks
+        # P(every worker who answered the image missed one given object)
+        all_miss = np.exp(np.bincount(prep.seen_task, weights=np.log(np.clip(miss, _TINY, 1.0))[prep.seen_worker],
+                                      minlength=nt))
+        found = np.bincount(ctask, weights=p, minlength=nt)
+        typical = found.mean() if nt else 0.0
+        expected_missed = np.maximum(found, typical) * all_miss / np.maximum(1 - all_miss, _TINY)
+        existence = np.bincount(ctask, weights=np.minimum(p, 1 - p), minlength=nt)
+        labels = np.bincount(ctask, weights=p * (1 - q.max(axis=1)), minlength=nt) if len(p) else np.zeros(nt)
+        return pd.DataFrame({
+            "workers": prep.n_seen.astype(np.int64), "expected_objects": found, "expected_missed": expected_missed,
+            "existence_risk": existence, "class_risk": labels, "risk": expected_missed + existence + labels},
+            index=prep.task_names).rename_axis("task")
 
     def _em(self, prep: PreparedAnswers, corners: np.ndarray, cluster: np.ndarray, nc: int) -> dict:
         nw, nt, nl = prep.n_workers, prep.n_tasks, len(prep.label_names)
