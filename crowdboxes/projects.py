@@ -207,6 +207,23 @@ def _flat_project(project) -> dict:
     return {k: v for k, v in data.items() if v not in (None, "", {}, [])}
 
 
+def _same(field: str, old, new) -> bool:
+    """Whether Toloka's ``old`` value of ``field`` already is what the config sets (``new``).
+
+    Attributes Toloka adds on its side (a field spec's defaults, view settings) are not differences:
+    in the data spec the field names must match and each field must have the config's attributes;
+    in the view spec the config's keys must match (its Template Builder config exactly).
+    """
+    if field in ("task_spec.input_spec", "task_spec.output_spec") and isinstance(old, dict) \
+            and isinstance(new, dict):
+        return set(old) == set(new) and all(
+            isinstance(old[name], dict) and isinstance(spec, dict)
+            and all(old[name].get(k) == v for k, v in spec.items()) for name, spec in new.items())
+    if field == "task_spec.view_spec" and isinstance(old, dict) and isinstance(new, dict):
+        return all(old.get(k) == v for k, v in new.items())
+    return old == new
+
+
 def project_changes(existing, wanted) -> list[str]:
     """Fields where the config ``wanted`` differs from the project in Toloka, in a stable order.
 
@@ -215,7 +232,7 @@ def project_changes(existing, wanted) -> list[str]:
     """
     old, new = _flat_project(existing), _flat_project(wanted)
     fields = list(PROJECT_CORE_FIELDS) + sorted(k for k in new if k not in PROJECT_CORE_FIELDS)
-    return [f for f in fields if old.get(f) != new.get(f)]
+    return [f for f in fields if not _same(f, old.get(f), new.get(f))]
 
 
 def config_digest(obj) -> str:

@@ -313,3 +313,27 @@ def test_token_problems_are_one_line_naming_the_variable(toloka, tmp_path, monke
                                 "--output_dir", str(tmp_path / "out")], TOKEN_ENV, monkeypatch, capsys)
     assert bad_config.returncode == 2 and "detection_project.json does not exist" in bad_config.stderr
     assert not (tmp_path / "out" / "projects.csv").exists()
+
+
+def test_what_toloka_adds_on_its_side_is_not_a_change():
+    """A project as Toloka may return it (field-spec defaults, view settings, server fields) compares
+    equal to its config; a renamed or retyped field, another label set or new instructions do not."""
+    config = projects.load_project_config(CONFIGS / "detection_project.json")
+    served = json.loads(config.to_json())
+    served.update(id="7", status="ACTIVE", created="2026-01-01T00:00:00", private_comment="crowdboxes:x:detection",
+                  owner={"id": "o", "myself": True})
+    served["task_spec"]["input_spec"]["image"]["min_length"] = None
+    served["task_spec"]["output_spec"]["result"]["hidden"] = False
+    served["task_spec"]["view_spec"]["settings"] = {"showSkip": True}
+    assert projects.project_changes(served, config) == []
+
+    def changed(edit) -> list:
+        data = json.loads(json.dumps(served))
+        edit(data)
+        return projects.project_changes(data, config)
+
+    assert changed(lambda d: d["task_spec"]["output_spec"].update(boxes=d["task_spec"]["output_spec"].pop("result"))) \
+        == ["task_spec.output_spec"]
+    assert changed(lambda d: d["task_spec"]["input_spec"]["image"].update(type="string")) == ["task_spec.input_spec"]
+    assert changed(lambda d: d.update(public_instructions="old")) == ["public_instructions"]
+    assert changed(lambda d: d["task_spec"]["view_spec"].update(config="{}")) == ["task_spec.view_spec"]
