@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--count", type=int, default=40, help="synthetic images to annotate (default 40)")
     parser.add_argument("--seed", type=int, default=7, help="seed for the scenes and the crowd")
     parser.add_argument("--workers", type=int, default=40, help="simulated crowd size")
+    parser.add_argument("--verification-workers", type=int, default=None,
+                        help="extra workers who only verify (default: half of --workers). The verification pool "
+                             "excludes everyone who drew, and in a small crowd everyone soon draws; on Toloka "
+                             "short checking tasks draw their own crowd")
     parser.add_argument("--speed", type=float, default=200.0,
                         help="how many times faster than real time the crowd works")
     parser.add_argument("--mode", default="overlap", help="overlap, verify or overlap+verify")
@@ -107,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.count < 1:
         raise StepError(f"--count {args.count}: need at least one image")
+    verification_workers = args.workers // 2 if args.verification_workers is None else args.verification_workers
+    if verification_workers < 0:
+        raise StepError(f"--verification-workers {verification_workers}: must be 0 or more")
     started = time.monotonic()
     workdir = (REPO_ROOT / args.workdir).resolve() if not Path(args.workdir).is_absolute() else Path(args.workdir)
     run_tag = time.strftime("%Y%m%d-%H%M%S")
@@ -137,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             stack, "local Toloka",
             ["local-toloka", "serve", "--host", "127.0.0.1", "--port", "0", "--state", str(state_dir),
              "--token-env", "toloka_token", "--ground-truth", str(truth_path), "--seed", str(args.seed),
-             "--workers", str(args.workers), "--speed", str(args.speed)],
+             "--workers", str(args.workers), "--verification-workers", str(verification_workers),
+             "--speed", str(args.speed)],
             env, logs / "toloka.ready", logs / "local_toloka.log")
         print(f"[demo] local Toloka at {toloka_url}, S3 at {s3_url}", flush=True)
 

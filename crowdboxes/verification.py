@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import logging
 import os
+import sys
 import time
 from collections import Counter
 from decimal import Decimal
@@ -214,6 +215,59 @@ def _resumable_observer_class():
 
 # ---------------------------------------------------------------------------------------------
 
+class VerifierStallWatch:
+    """Says, in one line, when drawings wait for verdicts and no verifier has taken a task for a while.
+
+    The verification pool's filter excludes everyone holding the drawer skill; in a small or private
+    crowd every worker may soon have drawn, leaving nobody to verify. Toloka shows no error for that: the
+    pool just stays open. Activity is a new verdict in the ledger or an ACTIVE verification assignment.
+    The warning is printed once per stall (again after verifiers came back and left again).
+    """
+
+    def __init__(self, loop: "VerificationLoop", stall_seconds: float, stream=None, clock=time.monotonic):
+        self.loop, self.stall_seconds, self.clock = loop, float(stall_seconds), clock
+        self.stream = stream
+        self.last_votes, self.last_newest = len(loop.ledger.votes), None
+        self.since = clock()
+        self.warned = False
+        self.warnings = 0
+
+    def waiting(self) -> int:
+        """Drawings whose verification task exists and still lacks its verdicts."""
+        ledger = self.loop.ledger
+        return sum(1 for it in ledger.items.values()
+                   if it["kind"] == "verify" and it.get("vtask_id") and not it.get("decided")
+                   and ledger.assignments.get(it["assignment_id"], {}).get("outcome") is None)
+
+    def check(self) -> str | None:
+        """The warning line if a stall has just lasted ``stall_seconds``, else None."""
+        from toloka.client import Assignment
+
+        now = self.clock()
+        client, pool_id = self.loop.client, self.loop.verification_pool_id
+        votes = len(self.loop.ledger.votes)
+        newest = client.find_assignments(pool_id=pool_id, sort=["-created"], limit=1).items
+        newest = newest[0].id if newest else None
+        waiting = self.waiting() if (votes, newest) == (self.last_votes, self.last_newest) else 0
+        if waiting and client.find_assignments(pool_id=pool_id, status=[Assignment.ACTIVE], limit=1).items:
+            waiting = 0  # a verifier is at work
+        if not waiting:
+            self.last_votes, self.last_newest, self.since, self.warned = votes, newest, now, False
+            return None
+        if self.warned or now - self.since < self.stall_seconds:
+            return None
+        self.warned = True
+        self.warnings += 1
+        idle = now - self.since
+        idle = f"{idle:.0f} s" if idle < 120 else f"{idle / 60:.0f} min"
+        line = (f"warning: verification pool {pool_id}: {waiting} drawings wait for verdicts but no verifier has "
+                f"taken a task for {idle}; its filter excludes the {len(self.loop.ledger.drawers)} workers who drew "
+                f"(drawer skill), so the crowd may have nobody left to verify: widen the pool's filter or lower "
+                f"--verifiers")
+        print(line, file=self.stream or sys.stderr, flush=True)
+        return line
+
+
 @attr.s(auto_attribs=True)
 class LoopOutcome:
     """What wait_pool needs (``done``, ``state``, ``polls``) plus the QC figures."""
@@ -228,6 +282,7 @@ class LoopOutcome:
     banned: int = 0
     spent_usd: float = 0.0
     budget_stopped: bool = False
+    verifier_stalls: int = 0
 
 
 
@@ -702,7 +757,8 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
                           period: dt.timedelta | float | None = None, poll_seconds: float | None = None,
                           deadline: float | None = None, progress=None, collector=None,
                           verdict_method=None, verifiers=None, max_attempts=None, budget=None,
-                          control_threshold: float = 0.4, max_rounds: int = 20) -> LoopOutcome:
+                          control_threshold: float = 0.4, max_rounds: int = 20,
+                          stall_seconds: float | None = None) -> LoopOutcome:
     """Run detection -> verification -> accept/reject/redraw until every image is resolved.
 
     Args:
@@ -716,6 +772,8 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
             Toloka use 0 s / 1 s. ``poll_seconds`` sets ``period`` when ``period`` is not given.
         deadline: a ``time.monotonic()`` value; the loop returns ``done=False`` after it.
         budget: USD cap (BudgetGuard over both pools); pools close when it is reached.
+        stall_seconds: after this long with drawings waiting and no verifier at work, one warning line
+            on stderr (:class:`VerifierStallWatch`); default 15 periods, at least a minute.
 
     Writes ``verifications.csv`` (and ``qc_summary.json``) to ``output_dir`` when given.
     """
@@ -745,6 +803,8 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
                             tasks=tasks, skill_ids=ids, control=control, control_threshold=control_threshold,
                             budget_guard=guard)
     loop.reconcile()
+    watch = VerifierStallWatch(loop, stall_seconds if stall_seconds is not None
+                               else max(60.0, 15 * period.total_seconds()))
     Observer = _resumable_observer_class()
     polls = 0
     timed_out = False
@@ -766,6 +826,8 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
             _report(loop, guard, progress)
             if loop.complete() or loop.ledger.budget_stopped:
                 _close(client, [detection_pool_id, verification_pool_id])
+            else:
+                watch.check()
             if deadline is not None and time.monotonic() > deadline:
                 raise _Deadline()
 
@@ -808,7 +870,7 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
     outcome = LoopOutcome(done=not timed_out, state=state, polls=polls, images_total=len(status),
                           images_done=sum(s != "pending" for s in status.values()), accepted=counts["accepted"],
                           rejected=counts["rejected"], banned=counts["banned"], spent_usd=spent,
-                          budget_stopped=loop.ledger.budget_stopped)
+                          budget_stopped=loop.ledger.budget_stopped, verifier_stalls=watch.warnings)
     if output_dir is not None:
         write_csv(loop.verifications_frame(), output_dir, VERIFICATIONS)
         write_text_atomic(Path(output_dir) / "qc_summary.json",

@@ -138,7 +138,7 @@ def merge_truth(a: dict, b: dict, path: Path) -> Path:
 # ------------------------------------------------------------------------------------------------ loop runner
 
 def run_loop(client, world: dict, images: pd.DataFrame, state_dir, out_dir, *, control=None, budget=None,
-             deadline_s: float = 90.0, **kwargs):
+             deadline_s: float = 90.0, period: float = 1.0, **kwargs):
     """``run_verification_loop`` with the test world's ids, lag 0 and a 1 s period."""
     import time
 
@@ -149,7 +149,7 @@ def run_loop(client, world: dict, images: pd.DataFrame, state_dir, out_dir, *, c
     settings = world["settings"] if budget is None else _attr.evolve(world["settings"], budget=budget)
     return run_verification_loop(client, world["detection_pool"], world["verification_pool"], images, settings,
                                  state_dir, tasks=world["tasks"], skill_ids=world["skills"], control=control,
-                                 output_dir=out_dir, cursor_time_lag=0, period=1,
+                                 output_dir=out_dir, cursor_time_lag=0, period=period,
                                  deadline=time.monotonic() + deadline_s, **kwargs)
 
 

@@ -301,3 +301,38 @@ def test_steps_in_verify_mode_create_the_verification_pool_and_run_the_loop(env,
     summary = json.loads((tmp_path / "wait_pool" / "wait_summary.json").read_text())
     assert summary["mode"] == "verify" and not summary["timed_out"]
     assert TOKEN not in launch.stdout + launch.stderr + wait.stdout + wait.stderr
+
+
+@pytest.mark.parametrize("verification_workers", [0, 3])
+def test_a_crowd_where_everyone_drew_stalls_loudly_unless_some_workers_only_verify(env, tmp_path, capsys,
+                                                                                   verification_workers):
+    """4 workers take the 4 images at once, so the drawer-skill filter leaves nobody to verify: the loop
+    says so in one line (and times out) instead of waiting silently. Workers who only verify (as short
+    checking tasks on Toloka draw their own crowd) resolve it; nobody ever judges their own drawing."""
+    images = env.images.iloc[:4].reset_index(drop=True)
+    server = start_local_toloka(tmp_path, TOKEN, ground_truth=env.tmp / "truth.json", workers=4, seed=3, speed=120,
+                                crowd_module="helpers_quality", verification_workers=verification_workers)
+    try:
+        client = server.client()
+        world = hq.create_world(client, images)
+        client.open_pool(world["detection_pool"])
+        outcome = hq.run_loop(client, world, images, tmp_path / "state", tmp_path / "out", stall_seconds=1.5,
+                              period=0.5, deadline_s=5.0 if verification_workers == 0 else 60.0)
+        workers = {w["worker_id"] for w in server.admin("GET", "/_local/crowd")["workers"]}
+    finally:
+        server.stop()
+    err = [line for line in capsys.readouterr().err.splitlines() if "no verifier has taken a task" in line]
+    ledger = json.loads((tmp_path / "state" / "verification_ledger.json").read_text())
+    assert sorted(ledger["drawers"]) == ["w0001", "w0002", "w0003", "w0004"]
+    owner = {k: it["worker_id"] for k, it in ledger["items"].items()}
+    votes = [v for votes in ledger["votes"].values() for v in votes]
+    assert votes or verification_workers == 0
+    assert not [v for v in votes if owner[v[0]] == v[1]]  # a drawer may judge others before it is marked
+    if verification_workers == 0:
+        assert outcome.state == "timed_out" and outcome.verifier_stalls == 1, outcome
+        assert len(err) == 1 and err[0].startswith("warning: verification pool "), err
+        assert "drawings wait for verdicts" in err[0] and "excludes the 4 workers who drew" in err[0]
+    else:
+        assert outcome.state == "completed" and outcome.verifier_stalls == 0 and not err, (outcome, err)
+        assert workers == {"w0001", "w0002", "w0003", "w0004", "v0001", "v0002", "v0003"}
+        assert {v[1] for v in votes} & {"v0001", "v0002", "v0003"}

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ground-truth", default=None, help="COCO truth JSON the crowd draws from")
     serve.add_argument("--seed", type=int, default=1)
     serve.add_argument("--workers", type=int, default=40, help="simulated crowd size")
+    serve.add_argument("--verification-workers", type=int, default=0,
+                       help="extra workers who only take verification tasks (on Toloka short checking "
+                            "tasks draw their own crowd); 0 = the --workers do everything")
     serve.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second")
     serve.add_argument("--ready-file", default=None, help="file that receives the URL once listening")
     serve.add_argument("--balance", default=None,
@@ -98,8 +101,8 @@ def serve(args) -> int:
     token = os.environ.get(args.token_env, "").strip()
     if not token:
         raise StepError(f"environment variable {args.token_env!r} with the local Toloka token is not set")
-    for name in ("workers", "speed", "tick_seconds"):
-        if getattr(args, name) <= 0 and not (name == "workers" and getattr(args, name) == 0):
+    for name in ("workers", "verification_workers", "speed", "tick_seconds"):
+        if getattr(args, name) <= 0 and not (name.endswith("workers") and getattr(args, name) == 0):
             raise StepError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 <= args.fault_error_rate <= 1:
         raise StepError(f"--fault-error-rate must be within 0..1, got {args.fault_error_rate}")
@@ -111,7 +114,8 @@ def serve(args) -> int:
     _lock_state(args.state)
     backend = Backend(args.state, balance=args.balance, speed=args.speed)
     scheduler = Scheduler(backend, crowd_module, workers=args.workers, seed=args.seed, truth=truth,
-                          tick_seconds=args.tick_seconds, solve_threads=args.solve_threads)
+                          tick_seconds=args.tick_seconds, solve_threads=args.solve_threads,
+                          verification_workers=args.verification_workers)
     faults = Faults(args.fault_error_rate, args.fault_rate_limit, args.fault_latency_ms, args.fault_seed,
                     args.fault_max_streak)
     app = LocalToloka(backend, token, scheduler=scheduler, faults=faults)
@@ -126,7 +130,8 @@ def serve(args) -> int:
     scheduler.start()
     if args.ready_file:
         write_text_atomic(args.ready_file, url + "\n")
-    print(f"local Toloka listening on {url} (state {args.state}, {args.workers} workers, speed {args.speed})",
+    print(f"local Toloka listening on {url} (state {args.state}, {args.workers} workers"
+          f"{f' + {args.verification_workers} verifying only' if args.verification_workers else ''}, speed {args.speed})",
           file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)

@@ -7,7 +7,10 @@ One background thread repeats :meth:`Scheduler.step`:
 2. hand a task suite to every idle worker who passes a pool's ``filter`` (languages, skills,
    ``skill == null``), is not restricted, and has not seen those tasks; the suite is mixed by the pool's
    ``mixer_config`` (``Backend.suite_tasks``: general tasks, a shorter last suite only with
-   ``force_last_assignment``, and control tasks each worker sees once);
+   ``force_last_assignment``, and control tasks each worker sees once). Optional *verification-only*
+   workers (``v0001``...) take only verification tasks (an ``outlines`` input), after the others: on
+   Toloka short checking tasks draw their own crowd, so a verification pool whose filter excludes
+   everyone who drew still finds verifiers once all ``N`` workers have drawn;
 3. decide the answers of new assignments *outside* the DB lock (``Crowd.solve`` may fetch images)
    and when they are due: ``seconds_for(...) / speed`` after issue, or ``EXPIRED`` at
    ``assignment_max_duration_seconds / speed`` if the worker is slower than that.
@@ -36,6 +39,18 @@ DEFAULT_WORKER_ATTRS = {"languages": ["EN"], "country": "US", "citizenship": "US
                         "client_type": "BROWSER", "user_agent_type": "BROWSER", "os_family": "WINDOWS",
                         "education": "HIGH_SCHOOL", "gender": "FEMALE"}
 SKIP_SECONDS = 10.0  # a worker who cannot load an image looks at it this long before skipping
+VERIFIERS_SEED = 7919  # seed offset of the verification-only workers
+
+
+def _renamed(profile, worker_id: str):
+    """A copy of a (frozen attrs or dataclass) worker profile under another id."""
+    import dataclasses
+
+    import attrs
+
+    if attrs.has(type(profile)):
+        return attrs.evolve(profile, worker_id=worker_id)
+    return dataclasses.replace(profile, worker_id=worker_id)
 
 
 def passes_filter(node, attrs: dict, skills: dict) -> bool:
@@ -81,10 +96,18 @@ class Scheduler:
     """Runs the crowd against a :class:`crowdboxes.local_toloka.models.Backend`."""
 
     def __init__(self, backend, crowd_module, *, workers: int = 40, seed: int = 1, truth=None,
-                 tick_seconds: float = 0.05, solve_threads: int = 4):
+                 tick_seconds: float = 0.05, solve_threads: int = 4, verification_workers: int = 0):
         self.backend = backend
         self.seed = int(seed)
-        self.profiles = list(crowd_module.make_workforce(workers, seed))
+        main = list(crowd_module.make_workforce(workers, seed))
+        # their own seed and ids, so the N workers (and what they do) are the same with or without them
+        extra = [_renamed(p, f"v{i + 1:04d}") for i, p in enumerate(
+            crowd_module.make_workforce(int(verification_workers), self.seed + VERIFIERS_SEED))] \
+            if verification_workers else []
+        self.profiles = main + extra
+        self.verification_only = [p.worker_id for p in extra]
+        self._pool_kind: dict = {}  # pool id -> verification | detection (from its first task)
+        self._vrng = np.random.default_rng([self.seed, 0xFE1])
         self.by_id = {p.worker_id: p for p in self.profiles}
         self.attrs = {p.worker_id: {**DEFAULT_WORKER_ATTRS, **(getattr(p, "attributes", None) or {})}
                       for p in self.profiles}
@@ -143,32 +166,48 @@ class Scheduler:
         busy = backend.busy_workers()
         skills = backend.user_skill_values()
         restrictions = backend.active_restrictions()
-        idle = [p for p in self.profiles if p.worker_id not in busy]
+        only = set(self.verification_only)
+        idle = [p for p in self.profiles if p.worker_id not in busy and p.worker_id not in only]
         order = self._rng.permutation(len(idle))
         issued = 0
         closed = set()
-        reserved = backend.reserved_funds()
+        state = {"reserved": backend.reserved_funds()}
         for i in order:
-            worker = idle[i].worker_id
-            for row, doc in pools:
-                if row["id"] in closed:
-                    continue
-                if not passes_filter(doc.get("filter"), self.attrs[worker], skills.get(worker, {})):
-                    continue
-                if restricted(restrictions.get(worker, ()), row["id"], row["project_id"]):
-                    continue
-                tasks = backend.suite_tasks(row, doc, worker)  # mixer_config: general + control tasks, or []
-                if not tasks:
-                    continue
-                if not backend.can_afford(doc, reserved):
-                    backend.close_for_balance(row["id"])
-                    closed.add(row["id"])
-                    continue
-                backend.issue_suite(row, doc, worker, tasks)
-                reserved += cost_for(Decimal(str(doc["reward_per_assignment"])))
-                issued += 1
-                break
+            issued += self._offer(idle[i].worker_id, pools, skills, restrictions, closed, state, False)
+        if only:
+            idle = [w for w in self.verification_only if w not in busy]
+            for i in self._vrng.permutation(len(idle)):
+                issued += self._offer(idle[i], pools, skills, restrictions, closed, state, True)
         return issued
+
+    def _offer(self, worker, pools, skills, restrictions, closed, state, verification_only) -> int:
+        """Give ``worker`` one suite of the first pool that will have them; 1 if issued."""
+        backend = self.backend
+        for row, doc in pools:
+            if row["id"] in closed:
+                continue
+            if verification_only and self._pool_kind.get(row["id"]) == "detection":
+                continue
+            if not passes_filter(doc.get("filter"), self.attrs[worker], skills.get(worker, {})):
+                continue
+            if restricted(restrictions.get(worker, ()), row["id"], row["project_id"]):
+                continue
+            tasks = backend.suite_tasks(row, doc, worker)  # mixer_config: general + control tasks, or []
+            if tasks and row["id"] not in self._pool_kind:
+                inputs = tasks[0][1].get("input_values") or {}
+                self._pool_kind[row["id"]] = "verification" if "outlines" in inputs else "detection"
+            if verification_only and self._pool_kind.get(row["id"]) != "verification":
+                continue
+            if not tasks:
+                continue
+            if not backend.can_afford(doc, state["reserved"]):
+                backend.close_for_balance(row["id"])
+                closed.add(row["id"])
+                continue
+            backend.issue_suite(row, doc, worker, tasks)
+            state["reserved"] += cost_for(Decimal(str(doc["reward_per_assignment"])))
+            return 1
+        return 0
 
     def _plan_new(self):
         with self.backend.transaction():
