@@ -19,6 +19,10 @@ best_verified follows the Toloka tutorial: the image's drawers are asked in turn
 ``--verifiers`` other workers (``crowd.judge_outlines``) and the loop stops at the first drawing with a
 majority OK, so it pays only for the drawings and judgements it used (at most k drawings).
 
+``lean_em_adaptive`` rows replay Wait Pool's adaptive overlap (``--max_overlap``): every image starts with
+2 drawings, and images whose LeanEM risk (expected box errors) is above 0.3 get one more, up to 5; its cost is
+the mean number of drawings it paid for (``--adaptive``, ``--risk-threshold``).
+
 Speed: 100,000 images with about 10 answer boxes each (random sign geometry, 5 drawers, the same crowd model)
 are aggregated by each fast method in a fresh child process; seconds and peak RSS against the targets
 (30 s, 4 GB).
@@ -46,6 +50,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from crowdboxes.adaptive import next_targets  # noqa: E402
 from crowdboxes.aggregation import get_aggregator  # noqa: E402
 from crowdboxes.evaluation import evaluate  # noqa: E402
 from crowdboxes.local_toloka import crowd  # noqa: E402
@@ -152,6 +157,26 @@ def score(boxes: pd.DataFrame, true: pd.DataFrame, image_ids) -> dict:
             "precision": operating["precision"], "mean_iou": operating["mean_iou"]}
 
 
+def replay_adaptive(answers: pd.DataFrame, img: pd.DataFrame, start: int, most: int, threshold: float
+                    ) -> tuple[pd.DataFrame, pd.Series]:
+    """Wait Pool's adaptive overlap (``crowdboxes.adaptive.next_targets``) replayed on simulated answers.
+
+    ``answers`` hold ``most`` drawings per image in arrival order; every image starts with ``start`` of them,
+    and each round reveals one more drawing of the images the rule raises (all images decide together, as
+    when a live pool's first round completes). Returns the revealed answers and the final overlap per image.
+    """
+    first = answers.drop_duplicates("assignment_id")[["assignment_id", "task"]]
+    rank = pd.Series(first.groupby("task").cumcount().to_numpy(), index=first["assignment_id"].to_numpy())
+    answers = answers.assign(rank=answers["assignment_id"].map(rank).to_numpy())
+    targets = pd.Series(start, index=img["task"].to_numpy())
+    while True:
+        revealed = answers[answers["rank"].to_numpy() < answers["task"].map(targets).to_numpy()]
+        raised, _ = next_targets(revealed, img, targets, most, threshold)
+        if raised.empty:
+            return revealed, targets
+        targets[raised.index] = raised
+
+
 def quality(datasets: dict, drawers: list[int], spams: list[float], args) -> pd.DataFrame:
     draw_cost = assignment_cost(args.draw_reward)
     judge_cost = assignment_cost(args.verify_reward) / args.verify_tasks_per_suite
@@ -186,11 +211,26 @@ def quality(datasets: dict, drawers: list[int], spams: list[float], args) -> pd.
                                  **score(boxes, true, image_ids), "ceiling": ceiling, "cost_per_image": cost,
                                  "s_per_100k": seconds / max(len(data), 1) * 1e5})
                 print(f"  done {name} spammers={spam:.0%} drawers={k}", file=sys.stderr, flush=True)
+            if args.adaptive:
+                start, most = args.adaptive
+                raw = crowd.simulate_answers(coco, team, most, args.seed)
+                answers = raw.rename(columns={"image_id": "task", "worker_id": "worker"})
+                begin = time.perf_counter()
+                revealed, targets = replay_adaptive(answers, img, start, most, args.risk_threshold)
+                boxes = get_aggregator("lean_em", min_score=0.0).fit_predict(revealed, img)
+                seconds = time.perf_counter() - begin
+                rows.append({"dataset": name, "drawers": f"{start}-{most}", "spammers": spam,
+                             "method": "lean_em_adaptive", **score(boxes, true, image_ids),
+                             "ceiling": recall_ceiling(revealed, true), "cost_per_image": targets.mean() * draw_cost,
+                             "s_per_100k": seconds / max(len(revealed), 1) * 1e5, "mean_drawers": targets.mean()})
+                print(f"  done {name} spammers={spam:.0%} adaptive {start}-{most}", file=sys.stderr, flush=True)
     return pd.DataFrame(rows)
 
 
 def verdicts(table: pd.DataFrame) -> list[str]:
     lines, all_ok = [], True
+    adaptive = table[table["method"] == "lean_em_adaptive"]
+    table = table[table["method"] != "lean_em_adaptive"]
     for (ds, spam), g in table.groupby(["dataset", "spammers"], sort=False):
         for k, gk in g.groupby("drawers"):
             ours = gk[gk["method"] == "lean_em"].iloc[0]
@@ -213,6 +253,20 @@ def verdicts(table: pd.DataFrame) -> list[str]:
                 parts.append(f"{name} {base['AP']:.3f}/{base['AP50']:.3f} {'ok' if ok else 'BELOW'}")
             lines.append(f"{ds:6} spam {spam:4.0%}: lean_em k={lo} AP/AP50 {ours['AP']:.3f}/{ours['AP50']:.3f} "
                          f"(AP50 ceiling of k={lo} drawings {ours['ceiling']:.3f}) vs k={hi}: " + "; ".join(parts))
+        ours = adaptive[(adaptive["dataset"] == ds) & (adaptive["spammers"] == spam)]
+        if len(ks) and not ours.empty:
+            ours, hi = ours.iloc[0], ks[-1]
+            at_hi = g[g["drawers"] == hi]
+            base = at_hi[at_hi["method"].isin(BASELINES)]
+            best = base.loc[base["AP50"].idxmax()]
+            lean = at_hi[at_hi["method"] == "lean_em"].iloc[0]
+            ok = ours["AP"] >= base["AP"].max() and ours["AP50"] >= base["AP50"].max()
+            lines.append(
+                f"{ds:6} spam {spam:4.0%}: lean_em adaptive {ours['drawers']} (mean {ours['mean_drawers']:.2f} drawers, "
+                f"{ours['cost_per_image'] / lean['cost_per_image']:.0%} of k={hi}'s cost) AP/AP50 "
+                f"{ours['AP']:.3f}/{ours['AP50']:.3f} vs best baseline at k={hi} ({best['method']}) "
+                f"{base['AP'].max():.3f}/{base['AP50'].max():.3f} -> {'matches or beats' if ok else 'below'}; "
+                f"lean_em k={hi} {lean['AP']:.3f}/{lean['AP50']:.3f}")
     lines.append("ALL QUALITY CRITERIA MET" if all_ok else "SOME QUALITY CRITERIA NOT MET")
     return lines
 
@@ -229,6 +283,10 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     for ax, ds in zip(axes[0], names):
         g = table[table["dataset"] == ds]
         for method, gm in g.groupby("method", sort=False):
+            if method == "lean_em_adaptive":
+                for label, r in gm.groupby("drawers").agg(AP=("AP", "mean"), cost=("cost_per_image", "mean")).iterrows():
+                    ax.plot(r["cost"], r["AP"], "*", markersize=12, label=f"lean_em adaptive {label}")
+                continue
             mean = gm.groupby("drawers").agg(AP=("AP", "mean"), cost=("cost_per_image", "mean"))
             line, = ax.plot(mean["cost"], mean["AP"], "-", label=method)
             for k, r in mean.iterrows():
@@ -314,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drawers", default="3,5")
     parser.add_argument("--spammers", default="0,0.1,0.25")
     parser.add_argument("--verifiers", type=int, default=3)
+    parser.add_argument("--adaptive", default="2,5",
+                        help="start,max drawers of the adaptive-overlap rows (none: no such rows)")
+    parser.add_argument("--risk-threshold", type=float, default=0.3, help="adaptive overlap's risk threshold")
     parser.add_argument("--draw-reward", type=float, default=0.01, help="USD per drawing assignment")
     parser.add_argument("--verify-reward", type=float, default=0.01, help="USD per verification suite")
     parser.add_argument("--verify-tasks-per-suite", type=int, default=10)
@@ -328,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.speed_child:
         speed_child(*args.speed_child)
         return 0
+    args.adaptive = None if args.adaptive == "none" else tuple(int(x) for x in args.adaptive.split(","))
     if args.quick:
         args.synth_count, args.datasets, args.speed_boxes = 150, "synth", 200_000
     pd.set_option("display.width", 200)
@@ -353,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.perf_counter() - start:.0f} s)")
         shown = table.copy()
         shown["spammers"] = (shown["spammers"] * 100).round().astype(int).astype(str) + "%"
+        shown = shown.drop(columns=["mean_drawers"], errors="ignore")
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}",
                               formatters={"cost_per_image": "${:.4f}".format, "s_per_100k": "{:.2f}".format}))
         print()

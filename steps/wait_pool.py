@@ -16,7 +16,7 @@ Inputs:
   Toloka, 1 on a local URL); for verification: --verdict_method, --verifiers, --max_attempts, --budget
   --max_overlap (mode overlap; none = fixed): Lean-Crowdsourcing-style adaptive overlap. Each image whose
   answers are all in is aggregated (LeanEM over everything collected); if its expected number of box
-  errors is above --risk_threshold (default 0.5) its task overlap is raised by one, up to --max_overlap,
+  errors is above --risk_threshold (default 0.3) its task overlap is raised by one, up to --max_overlap,
   within --budget when given. Launch with a small --overlap (e.g. 2) and --max_overlap 5.
   The Toloka token comes from the environment variable named by --token_env.
 Outputs (in --output_dir):
@@ -83,7 +83,7 @@ def build_parser():
     parser.add_argument("--budget", type=_none_or(float), default=None)
     parser.add_argument("--max_overlap", type=_none_or(int), default=None,
                         help="mode overlap: raise an uncertain image's overlap up to this (none: fixed overlap)")
-    parser.add_argument("--risk_threshold", type=float, default=0.5,
+    parser.add_argument("--risk_threshold", type=float, default=0.3,
                         help="mode overlap with --max_overlap: expected box errors above which an image gets "
                              "one more drawer")
     return parser
