@@ -58,8 +58,9 @@ def next_targets(answers: pd.DataFrame, images: pd.DataFrame | None, targets: pd
 class OverlapController:
     """Raises task overlaps of a live detection pool by :func:`next_targets` (one task per image).
 
-    ``update(frame)`` takes the answers.csv rows collected so far (non-rejected assignments count),
-    decides, patches the overlaps on Toloka and re-opens the pool if it had closed. ``expected_answers``
+    ``update(records)`` takes the assignments collected so far (non-rejected ones count), decides, patches
+    the overlaps on Toloka and re-opens the pool if it closed because it was complete (a pool closed by
+    hand, by expiry or for lack of balance stays closed and gets nothing more). ``expected_answers``
     is the sum of the targets, i.e. the answers the pool will deliver if nothing more is raised.
     A budget guard (:mod:`crowdboxes.budget`) is asked for every raise; without money left the image
     keeps its answers.
@@ -86,9 +87,9 @@ class OverlapController:
                 self.raises = int(state.get("raises", 0))
                 self.refused = set(state.get("refused_by_budget", []))
                 targets = pd.Series(state["targets"], dtype=int)
-                # a crash may have come between writing a target and telling Toloka: tell it again
-                for image_id, target in targets.items():
-                    self._apply(self.task_by_image[image_id], int(target))
+                # a crash may have come between writing the last raises and telling Toloka: tell it again
+                for image_id in state.get("last_raised", []):
+                    self._apply(self.task_by_image[image_id], int(targets[image_id]))
                 return targets
         overlap = {str(t.id): int(t.overlap or 0) for t in self.client.get_tasks(pool_id=self.pool_id)}
         targets = pd.Series({image: overlap[task] for image, task in self.task_by_image.items() if task in overlap},
@@ -96,11 +97,19 @@ class OverlapController:
         self._save(targets)
         return targets
 
-    def _save(self, targets: pd.Series) -> None:
+    def _save(self, targets: pd.Series, last_raised=()) -> None:
         write_text_atomic(self.path, json.dumps({
             "pool_id": self.pool_id, "max_overlap": self.max_overlap, "risk_threshold": self.risk_threshold,
-            "raises": self.raises, "refused_by_budget": sorted(self.refused),
+            "raises": self.raises, "refused_by_budget": sorted(self.refused), "last_raised": list(last_raised),
             "targets": {k: int(v) for k, v in targets.items()}}, indent=1) + "\n")
+
+    def _pool_may_grow(self) -> bool:
+        """Open, or closed only because every task was done."""
+        pool = self.client.get_pool(self.pool_id)
+        if pool.is_open():
+            return True
+        reason = getattr(pool.last_close_reason, "value", pool.last_close_reason)
+        return str(reason) == "COMPLETED"
 
     def _apply(self, task_id: str, overlap: int) -> None:
         """An absolute overlap (never a delta), so applying it twice changes nothing."""
@@ -125,8 +134,8 @@ class OverlapController:
         fresh = [image for image, target in self.targets.items()
                  if answered.get(image, 0) >= target and target < self.max_overlap and image not in self.refused
                  and self.decided.get(image) != answered.get(image)]
-        if not fresh:
-            return 0  # no image completed since the last decision: nothing to fit
+        if not fresh or not self._pool_may_grow():
+            return 0  # nothing completed since the last decision, or the pool was stopped on purpose
         raised, _ = next_targets(answers, self.images, self.targets, self.max_overlap, self.risk_threshold)
         self.decided.update({image: int(answered[image]) for image in fresh})
         granted = []
@@ -143,7 +152,7 @@ class OverlapController:
         for image_id, target in granted:
             targets[image_id] = target
         self.raises += len(granted)
-        self._save(targets)  # intent first: a crash from here on is repaired by _load
+        self._save(targets, [image_id for image_id, _ in granted])  # intent first: _load repairs a crash here
         self.targets = targets
         for image_id, target in granted:
             self._apply(self.task_by_image[image_id], target)

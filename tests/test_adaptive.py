@@ -67,10 +67,10 @@ def test_next_targets_raises_only_complete_risky_images_below_the_maximum():
 class FakePoolApi:
     """get_tasks / get_task / patch_task_overlap_or_min / get_pool / open_pool, recording every change."""
 
-    def __init__(self, overlaps: dict, is_open=False):
+    def __init__(self, overlaps: dict, is_open=False, close_reason="COMPLETED"):
         self.overlap = dict(overlaps)
         self.patches, self.opened = [], 0
-        self._open = is_open
+        self._open, self.close_reason = is_open, close_reason
 
     def get_tasks(self, pool_id):
         return [types.SimpleNamespace(id=t, overlap=o, remaining_overlap=0) for t, o in self.overlap.items()]
@@ -83,7 +83,7 @@ class FakePoolApi:
         self.overlap[task_id] = overlap
 
     def get_pool(self, pool_id):
-        return types.SimpleNamespace(is_open=lambda: self._open)
+        return types.SimpleNamespace(is_open=lambda: self._open, last_close_reason=self.close_reason)
 
     def open_pool(self, pool_id):
         self.opened += 1
@@ -125,7 +125,7 @@ def test_controller_raises_the_disputed_image_once_reopens_the_pool_and_resumes_
     state = json.loads((tmp_path / "adaptive_overlap.json").read_text())
     assert state["targets"] == {"calm": 3, "torn": 3} and state["raises"] == 1
 
-    # a restart reads its targets (and re-applies them: here Toloka lost the raise)
+    # a restart reads its targets and re-applies the last raise (as if the crash came before Toloka heard of it)
     api.overlap["t-torn"] = 2
     again = OverlapController(api, "p1", TASKS, IMAGES, tmp_path, max_overlap=4, risk_threshold=0.3)
     assert again.targets.to_dict() == {"calm": 3, "torn": 3} and api.overlap["t-torn"] == 3
@@ -149,3 +149,10 @@ def test_controller_stops_raising_when_the_budget_has_no_room(tmp_path):
     assert ctl.update(answers_of_agreeing_and_disputed()) == 0
     assert api.patches == [] and ctl.refused == {"torn"}
     assert json.loads((tmp_path / "adaptive_overlap.json").read_text())["refused_by_budget"] == ["torn"]
+
+
+def test_a_pool_closed_by_hand_is_not_reopened_or_extended(tmp_path):
+    api = FakePoolApi({"t-calm": 3, "t-torn": 2}, close_reason="MANUAL")
+    ctl = OverlapController(api, "p1", TASKS, IMAGES, tmp_path, max_overlap=4, risk_threshold=0.3)
+    assert ctl.update(answers_of_agreeing_and_disputed()) == 0
+    assert api.patches == [] and api.opened == 0 and ctl.expected_answers == 5
