@@ -160,12 +160,12 @@ def test_async_batch_operation_log_and_idempotency(backend):
 
 def test_crowd_mixer_overlap_and_no_repeats(backend):
     _, pool = make_pool(backend, n_tasks=7, mixer_config={"real_tasks_count": 3, "golden_tasks_count": 0,
-                                                           "training_tasks_count": 0},
+                                                           "training_tasks_count": 0, "force_last_assignment": False},
                         defaults={"default_overlap_for_new_task_suites": 2})
     backend.open_pool(pool["id"])
     run_crowd(backend, workers=3)
     done = assignments(backend, pool["id"])
-    # 7 tasks x overlap 2 = 14 slots; suites of exactly 3 (no force_last_assignment) -> 4 suites, 2 slots left
+    # 7 tasks x overlap 2 = 14 slots; suites of exactly 3 (force_last_assignment false) -> 4 suites, 2 slots left
     assert sorted(len(a["tasks"]) for a in done) == [3, 3, 3, 3]
     assert all(a["status"] == "ACCEPTED" for a in done)
     pairs = [(a["user_id"], t["id"]) for a in done for t in a["tasks"]]
@@ -179,6 +179,14 @@ def test_crowd_mixer_overlap_and_no_repeats(backend):
     assert final["status"] == "CLOSED" and final["last_close_reason"] == "COMPLETED"
     sizes = sorted(len(a["tasks"]) for a in assignments(backend, pool["id"]))
     assert sum(sizes) == 14 and sizes[0] < 3
+
+    # unset, force_last_assignment is true (Toloka's default): the pool completes with a short last suite
+    _, unset = make_pool(backend, n_tasks=7, mixer_config={"real_tasks_count": 3, "golden_tasks_count": 0,
+                                                            "training_tasks_count": 0})
+    backend.open_pool(unset["id"])
+    run_crowd(backend, workers=1, until=lambda: backend.get_pool(unset["id"])["status"] == "CLOSED")
+    assert sorted(len(a["tasks"]) for a in assignments(backend, unset["id"])) == [1, 3, 3]
+    assert backend.get_pool(unset["id"])["last_close_reason"] == "COMPLETED"
 
 
 def test_filters_languages_and_skill_null():

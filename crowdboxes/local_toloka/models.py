@@ -1795,7 +1795,7 @@ class Backend:
         Toloka's smart mixing (OpenAPI ``MixerConfig``; guide "Control tasks"):
 
         * ``real_tasks_count`` general tasks; fewer only down to ``min_real_tasks_count`` (default: all
-          of them), below that only with ``force_last_assignment``;
+          of them), below that only with ``force_last_assignment`` (default true, as in Toloka);
         * ``golden_tasks_count`` control tasks (tasks with ``known_solutions``), picked at random among
           those the worker has not seen: each control task is shown to a worker once, so a worker who has
           done them all gets no more suites. A suite needs at least ``min_golden_tasks_count`` (default:
@@ -1813,7 +1813,8 @@ class Backend:
         min_real = n_real if mixer.get("min_real_tasks_count") is None else int(mixer["min_real_tasks_count"])
         min_golden = n_golden if mixer.get("min_golden_tasks_count") is None else int(mixer["min_golden_tasks_count"])
         real = self.available_tasks(pool_row["id"], user_id, n_real) if n_real else []
-        if n_real and (not real or (len(real) < min_real and not mixer.get("force_last_assignment"))):
+        # force_last_assignment is true unless set false (OpenAPI MixerConfig default; toloka-kit doc)
+        if n_real and (not real or (len(real) < min_real and mixer.get("force_last_assignment") is False)):
             return []
         golden = []
         if n_golden:
