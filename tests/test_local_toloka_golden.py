@@ -228,3 +228,15 @@ def test_golden_mixing_over_http_with_toloka_kit(tmp_path):
         assert skills == {w: (0.0 if w == "f04" else 100.0) for w in by_worker}
         df = client.get_assignments_df(pool.id, status=["APPROVED"])
         assert "GOLDEN:result" in df.columns and df["GOLDEN:result"].notna().sum() == 4
+
+
+def test_patch_turns_a_task_into_a_control_task(backend):
+    pool = golden_pool(backend, n_real=3, n_golden=0, mixer_config=mixer(1, 1))
+    assert issue(backend, pool["id"], "w1") == []  # no control task yet
+    task = backend.find_tasks({"pool_id": pool["id"], "limit": "10"})["items"][2]
+    patched = backend.patch_task(task["id"], {"known_solutions": [{"output_values": GOOD}], "infinite_overlap": True})
+    assert patched["known_solutions"] == [{"output_values": GOOD}] and patched["infinite_overlap"] is True
+    suite = issue(backend, pool["id"], "w1")
+    assert sorted(kinds(suite)) == ["G", "R"]
+    assert [seq for seq, doc in suite if doc.get("known_solutions")] == [backend._task_row(task["id"])["seq"]]
+    assert backend._pool_metric(backend._pool_row(pool["id"]), "real_tasks_count", 0, {}) == 2

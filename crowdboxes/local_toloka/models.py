@@ -960,8 +960,13 @@ class Backend:
             body = _require_object(body)
             infinite = bool(body.get("infinite_overlap"))
             doc = json.loads(row["doc"])
-            if "baseline_solutions" in body:
-                doc["baseline_solutions"] = body["baseline_solutions"]
+            # PATCH also makes control tasks from regular ones or edits their answers and hints (OpenAPI)
+            for key in ("baseline_solutions", "known_solutions", "message_on_unknown_solution"):
+                if key in body:
+                    if body[key] is None:
+                        doc.pop(key, None)
+                    else:
+                        doc[key] = body[key]
             if infinite:
                 self.conn.execute("UPDATE tasks SET infinite = 1, doc = ? WHERE seq = ?", (_dumps(doc), row["seq"]))
             elif "overlap" in body or overlap_or_min:
