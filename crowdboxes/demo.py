@@ -2,7 +2,8 @@
 
 What it does, in order:
 
-1. generates synthetic street scenes with their true boxes (``crowdboxes synth``);
+1. generates synthetic street scenes with their true boxes (``crowdboxes synth``), or links the first
+   ``--count`` photos of a Pascal VOC folder (``--images``, e.g. the road-sign sample);
 2. starts a local S3-compatible store (moto, loopback) and the local Toloka with a simulated crowd
    that knows the true boxes;
 3. runs ``traffic_signs_annotation.yaml`` with the local flow runner, pointing the steps at those
@@ -47,11 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speed", type=float, default=200.0,
                         help="how many times faster than real time the crowd works")
     parser.add_argument("--mode", default="overlap", help="overlap, verify or overlap+verify")
-    parser.add_argument("--overlap", default="7",
-                        help="drawers per image in overlap modes (7 keeps AP50 >= 0.85 on the default scenes run after run)")
+    parser.add_argument("--overlap", default=None,
+                        help="drawers per image in overlap modes (default 7 for overlap: it keeps AP50 >= 0.85 on the "
+                             "default scenes run after run; 3 for overlap+verify, where every drawing is also "
+                             "verified and redrawn, and each redraw needs a worker who has not drawn that image)")
     parser.add_argument("--method", default="lean_em", help="aggregation method")
     parser.add_argument("--budget", default="none",
                         help="spending cap in USD for the rehearsal (none: the local balance is play money)")
+    parser.add_argument("--images", default=None,
+                        help="a Pascal VOC folder (annotations/*.xml + images/, e.g. the road-sign sample) to "
+                             "annotate instead of synthetic scenes: its first --count photos, linked, not copied")
     parser.add_argument("--workdir", default=".demo", help="where scenes, server state and runs go")
     parser.add_argument("--min-ap50", type=float, default=None,
                         help="exit non-zero when AP50 ends below this (used by the tests)")
@@ -97,6 +103,33 @@ def _create_bucket(endpoint_url: str) -> None:
         s3.create_bucket(Bucket=DEMO_BUCKET)
 
 
+def _voc_subset(folder: Path, out_root: Path, count: int) -> tuple[Path, Path]:
+    """(images folder, truth COCO) for the first ``count`` photos of a VOC folder, as symlinks."""
+    from crowdboxes.truth import _natural_key, voc_folder_to_coco, write_coco
+
+    folder = folder.resolve()
+    ann_dir = folder / "annotations" if (folder / "annotations").is_dir() else folder
+    img_dir = folder / "images" if (folder / "images").is_dir() else folder
+    xml_files = sorted(ann_dir.glob("*.xml"), key=_natural_key)[:count]
+    if not xml_files:
+        raise StepError(f"--images {folder}: no Pascal VOC .xml files in {ann_dir}")
+    subset = out_root / f"{folder.name}-n{len(xml_files)}"
+    truth_path = subset / "truth.coco.json"
+    if truth_path.is_file():
+        return subset, truth_path
+    for name in ("annotations", "images"):
+        (subset / name).mkdir(parents=True, exist_ok=True)
+    for xml_path in xml_files:
+        link = subset / "annotations" / xml_path.name
+        if not link.exists():
+            link.symlink_to(xml_path)
+        for image in img_dir.glob(xml_path.stem + ".*"):
+            if not (subset / "images" / image.name).exists():
+                (subset / "images" / image.name).symlink_to(image)
+    write_coco(voc_folder_to_coco(subset), truth_path)
+    return subset, truth_path
+
+
 def _latest_output(runs_dir: Path, slug: str) -> Path:
     index = runs_dir / "latest.json"
     if not index.is_file():
@@ -125,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
 
     truth_path = scenes / "truth.coco.json"
-    if not truth_path.is_file():
+    if args.images:
+        scenes, truth_path = _voc_subset(Path(args.images), workdir / "scenes", args.count)
+    elif not truth_path.is_file():
         print(f"[demo] generating {args.count} synthetic scenes in {scenes}", flush=True)
         subprocess.run([sys.executable, "-m", "crowdboxes", "synth", "--count", str(args.count),
                         "--seed", str(args.seed), "--out", str(scenes)], check=True, cwd=REPO_ROOT)
@@ -151,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
 
         overrides = {
             "toloka_env": toloka_url, "s3_endpoint_url": s3_url, "s3_bucket": DEMO_BUCKET,
-            "s3_prefix": f"demo/{run_tag}/", "mode": args.mode, "overlap": args.overlap,
+            "s3_prefix": f"demo/{run_tag}/", "mode": args.mode,
+            "overlap": args.overlap or ("3" if args.mode.strip() == "overlap+verify" else "7"),
             "method": args.method, "poll_seconds": "1", "project_key": f"demo-{run_tag}",
             "budget": args.budget,
         }
@@ -176,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
           f"AP50 {metrics['AP50']:.3f}  AP {metrics['AP']:.3f}  mean IoU {metrics['mean_iou']:.3f}  "
           f"recall {metrics['recall']:.3f}  precision {metrics['precision']:.3f}")
     print(f"wall time {minutes:.1f} min")
-    (workdir / "last_demo.json").write_text(json.dumps({"coco": str(coco_path), **metrics}, indent=2, default=float))
+    (workdir / "last_demo.json").write_text(json.dumps({"coco": str(coco_path), "truth": str(truth_path), **metrics}, indent=2, default=float))
     if args.min_ap50 is not None and metrics["AP50"] < args.min_ap50:
         raise StepError(f"AP50 {metrics['AP50']:.3f} is below the required {args.min_ap50}")
     return 0

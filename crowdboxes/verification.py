@@ -215,44 +215,60 @@ def _resumable_observer_class():
 
 # ---------------------------------------------------------------------------------------------
 
-class VerifierStallWatch:
-    """Says, in one line, when drawings wait for verdicts and no verifier has taken a task for a while.
+class StallWatch:
+    """Says, in one line, when work waits in a pool and no worker has taken a task there for a while.
 
-    The verification pool's filter excludes everyone holding the drawer skill; in a small or private
-    crowd every worker may soon have drawn, leaving nobody to verify. Toloka shows no error for that: the
-    pool just stays open. Activity is a new verdict in the ledger or an ACTIVE verification assignment.
-    The warning is printed once per stall (again after verifiers came back and left again).
+    Toloka shows no error when nobody is left who may take a pool's tasks; the pool just stays open.
+    In ``verification``: drawings wait for verdicts, but the pool's filter excludes everyone holding the
+    drawer skill, and in a small or private crowd every worker may soon have drawn. In ``detection``:
+    images wait for another drawing, but a worker draws an image only once and banned workers draw
+    nothing, so a high overlap with many redraws can use up the crowd. Activity is a new assignment in
+    the pool (or a new entry in the ledger) or an ACTIVE one. The warning is printed once per stall
+    (again after workers came back and left again).
     """
 
-    def __init__(self, loop: "VerificationLoop", stall_seconds: float, stream=None, clock=time.monotonic):
-        self.loop, self.stall_seconds, self.clock = loop, float(stall_seconds), clock
+    def __init__(self, loop: "VerificationLoop", kind: str, stall_seconds: float, stream=None,
+                 clock=time.monotonic):
+        self.loop, self.kind, self.stall_seconds, self.clock = loop, kind, float(stall_seconds), clock
         self.stream = stream
-        self.last_votes, self.last_newest = len(loop.ledger.votes), None
+        self.last = None
         self.since = clock()
         self.warned = False
         self.warnings = 0
 
+    @property
+    def pool_id(self) -> str:
+        return self.loop.verification_pool_id if self.kind == "verification" else self.loop.detection_pool_id
+
+    def _seen(self) -> int:
+        return len(self.loop.ledger.votes if self.kind == "verification" else self.loop.ledger.assignments)
+
     def waiting(self) -> int:
-        """Drawings whose verification task exists and still lacks its verdicts."""
+        """Verification: drawings whose task exists and lacks verdicts. Detection: unresolved images with
+        nothing under review, i.e. waiting for a drawing."""
         ledger = self.loop.ledger
-        return sum(1 for it in ledger.items.values()
-                   if it["kind"] == "verify" and it.get("vtask_id") and not it.get("decided")
-                   and ledger.assignments.get(it["assignment_id"], {}).get("outcome") is None)
+        if self.kind == "verification":
+            return sum(1 for it in ledger.items.values()
+                       if it["kind"] == "verify" and it.get("vtask_id") and not it.get("decided")
+                       and ledger.assignments.get(it["assignment_id"], {}).get("outcome") is None)
+        reviewing = {it["task_id"] for it in ledger.items.values()
+                     if ledger.assignments.get(it["assignment_id"], {}).get("outcome") is None}
+        return sum(1 for task, state in self.loop.image_status().items()
+                   if state == "pending" and task not in reviewing)
 
     def check(self) -> str | None:
         """The warning line if a stall has just lasted ``stall_seconds``, else None."""
         from toloka.client import Assignment
 
         now = self.clock()
-        client, pool_id = self.loop.client, self.loop.verification_pool_id
-        votes = len(self.loop.ledger.votes)
+        client, pool_id = self.loop.client, self.pool_id
         newest = client.find_assignments(pool_id=pool_id, sort=["-created"], limit=1).items
-        newest = newest[0].id if newest else None
-        waiting = self.waiting() if (votes, newest) == (self.last_votes, self.last_newest) else 0
+        marker = (self._seen(), newest[0].id if newest else None)
+        waiting = self.waiting() if marker == self.last else 0
         if waiting and client.find_assignments(pool_id=pool_id, status=[Assignment.ACTIVE], limit=1).items:
-            waiting = 0  # a verifier is at work
+            waiting = 0  # someone is at work
         if not waiting:
-            self.last_votes, self.last_newest, self.since, self.warned = votes, newest, now, False
+            self.last, self.since, self.warned = marker, now, False
             return None
         if self.warned or now - self.since < self.stall_seconds:
             return None
@@ -260,10 +276,17 @@ class VerifierStallWatch:
         self.warnings += 1
         idle = now - self.since
         idle = f"{idle:.0f} s" if idle < 120 else f"{idle / 60:.0f} min"
-        line = (f"warning: verification pool {pool_id}: {waiting} drawings wait for verdicts but no verifier has "
-                f"taken a task for {idle}; its filter excludes the {len(self.loop.ledger.drawers)} workers who drew "
-                f"(drawer skill), so the crowd may have nobody left to verify: widen the pool's filter or lower "
-                f"--verifiers")
+        ledger = self.loop.ledger
+        if self.kind == "verification":
+            line = (f"warning: verification pool {pool_id}: {waiting} drawings wait for verdicts but no verifier "
+                    f"has taken a task for {idle}; its filter excludes the {len(ledger.drawers)} workers who drew "
+                    f"(drawer skill), so the crowd may have nobody left to verify: widen the pool's filter or "
+                    f"lower --verifiers")
+        else:
+            line = (f"warning: detection pool {pool_id}: {waiting} images wait for another drawing but no drawer "
+                    f"has taken a task for {idle}; a worker draws an image only once and {len(ledger.banned)} "
+                    f"workers are banned, so the crowd may have nobody left to draw them: lower --overlap or "
+                    f"--max_attempts, or widen the pool's filter")
         print(line, file=self.stream or sys.stderr, flush=True)
         return line
 
@@ -283,6 +306,7 @@ class LoopOutcome:
     spent_usd: float = 0.0
     budget_stopped: bool = False
     verifier_stalls: int = 0
+    drawer_stalls: int = 0
 
 
 
@@ -329,6 +353,7 @@ class VerificationLoop:
         self.project_id = self.verification_project_id = None
         self.changed = False
         self.slot_price = 0.0
+        self.vtask_index: dict = {}  # (detection assignment, image url) -> verification task on Toloka
 
     # ----------------------------------------------------------------- start-up reconciliation
 
@@ -349,6 +374,8 @@ class VerificationLoop:
         for task in self.client.get_tasks(pool_id=self.verification_pool_id):
             values = task.input_values or {}
             aid, url = str(values.get("assignment_id", "")), values.get("image")
+            # a crash after create_tasks but before the ledger was saved: the replayed drawing finds it here
+            self.vtask_index[(aid, url)] = task.id
             for key, item in self.ledger.items.items():
                 if item["assignment_id"] == aid and item["url"] == url and not item.get("vtask_id"):
                     item["vtask_id"] = task.id
@@ -400,6 +427,11 @@ class VerificationLoop:
             item = self.ledger.items[key]
             if (item["assignment_id"], item["url"]) in existing:
                 continue
+            known = self.vtask_index.get((item["assignment_id"], item["url"]))
+            if known is not None:  # created by a run that crashed before saving its ledger
+                item["vtask_id"] = known
+                self.ledger.vtask_items[known] = key
+                continue
             if self.ledger.budget_stopped:
                 item["verdict_note"] = "budget"  # never verified: the cap was reached
                 continue
@@ -413,6 +445,8 @@ class VerificationLoop:
                 key = new_vtasks[int(idx)][0]
                 self.ledger.items[key]["vtask_id"] = task.id
                 self.ledger.vtask_items[task.id] = key
+                self.vtask_index[(self.ledger.items[key]["assignment_id"], self.ledger.items[key]["url"])] = task.id
+            self.ledger.save()  # before the decisions below: a crash there must not lose these tasks
         self._control_bans()
         self.decide_ready()
         self.ledger.save()
@@ -772,8 +806,8 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
             Toloka use 0 s / 1 s. ``poll_seconds`` sets ``period`` when ``period`` is not given.
         deadline: a ``time.monotonic()`` value; the loop returns ``done=False`` after it.
         budget: USD cap (BudgetGuard over both pools); pools close when it is reached.
-        stall_seconds: after this long with drawings waiting and no verifier at work, one warning line
-            on stderr (:class:`VerifierStallWatch`); default 15 periods, at least a minute.
+        stall_seconds: after this long with work waiting in a pool and nobody at work there, one warning line
+            on stderr (:class:`StallWatch`, per pool); default 15 periods, at least a minute.
 
     Writes ``verifications.csv`` (and ``qc_summary.json``) to ``output_dir`` when given.
     """
@@ -803,8 +837,8 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
                             tasks=tasks, skill_ids=ids, control=control, control_threshold=control_threshold,
                             budget_guard=guard)
     loop.reconcile()
-    watch = VerifierStallWatch(loop, stall_seconds if stall_seconds is not None
-                               else max(60.0, 15 * period.total_seconds()))
+    stall_seconds = stall_seconds if stall_seconds is not None else max(60.0, 15 * period.total_seconds())
+    watches = {kind: StallWatch(loop, kind, stall_seconds) for kind in ("verification", "detection")}
     Observer = _resumable_observer_class()
     polls = 0
     timed_out = False
@@ -827,7 +861,8 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
             if loop.complete() or loop.ledger.budget_stopped:
                 _close(client, [detection_pool_id, verification_pool_id])
             else:
-                watch.check()
+                for watch in watches.values():
+                    watch.check()
             if deadline is not None and time.monotonic() > deadline:
                 raise _Deadline()
 
@@ -870,7 +905,8 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
     outcome = LoopOutcome(done=not timed_out, state=state, polls=polls, images_total=len(status),
                           images_done=sum(s != "pending" for s in status.values()), accepted=counts["accepted"],
                           rejected=counts["rejected"], banned=counts["banned"], spent_usd=spent,
-                          budget_stopped=loop.ledger.budget_stopped, verifier_stalls=watch.warnings)
+                          budget_stopped=loop.ledger.budget_stopped,
+                          verifier_stalls=watches["verification"].warnings, drawer_stalls=watches["detection"].warnings)
     if output_dir is not None:
         write_csv(loop.verifications_frame(), output_dir, VERIFICATIONS)
         write_text_atomic(Path(output_dir) / "qc_summary.json",

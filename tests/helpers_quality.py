@@ -153,6 +153,40 @@ def run_loop(client, world: dict, images: pd.DataFrame, state_dir, out_dir, *, c
                                  deadline=time.monotonic() + deadline_s, **kwargs)
 
 
+class LockstepCrowd:
+    """Gives the crowd one slice of time per loop iteration, so what it does between two polls does not
+    depend on CPU load.
+
+    ``run_verification_loop`` reports progress once per iteration; here that report un-pauses the local
+    Toloka's crowd for ``slice_s`` real seconds and pauses it again (``/_local/crowd``). Paused workers
+    take no new suites (running ones finish), so a fast spammer starts at most a few suites per iteration
+    however slowly the loop itself runs. Use as ``run_loop(..., progress=LockstepCrowd(server))``; the
+    crowd is left running by :meth:`release` (also on exit from ``with``).
+    """
+
+    def __init__(self, server, slice_s: float = 0.12):
+        self.server, self.slice_s = server, slice_s
+        self.iterations = 0
+        self.server.admin("POST", "/_local/crowd", {"paused": True})
+
+    def update(self, done, counts, spent_usd, state) -> None:
+        import time
+
+        self.iterations += 1
+        self.server.admin("POST", "/_local/crowd", {"paused": False})
+        time.sleep(self.slice_s)
+        self.server.admin("POST", "/_local/crowd", {"paused": True})
+
+    def release(self) -> None:
+        self.server.admin("POST", "/_local/crowd", {"paused": False})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
 def _main(argv):
     """Subprocess entry for the crash test: ``python helpers_quality.py ARGS.json`` (token from env)."""
     import os

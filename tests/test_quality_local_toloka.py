@@ -62,10 +62,14 @@ def test_verify_mode_accepts_complete_drawings_and_bans_spammers_early(env):
     # synthetic photos are busy (2-3 signs, many small): a careful drawer often needs a second try
     world = hq.create_world(env.client, env.images, control_urls=list(env.control.images), control_overlap=WORKERS,
                             max_attempts=5)
-    env.client.open_pool(world["detection_pool"])
     out_dir = env.tmp / "verify_out"
-    outcome = hq.run_loop(env.client, world, env.images, env.tmp / "verify_state", out_dir, control=env.control)
-    assert outcome.done and outcome.state == "completed"
+    # the crowd moves only between the loop's polls: ban timing in assignments, not in CPU time
+    with hq.LockstepCrowd(env.server) as lockstep:
+        env.client.open_pool(world["detection_pool"])
+        outcome = hq.run_loop(env.client, world, env.images, env.tmp / "verify_state", out_dir, control=env.control,
+                              progress=lockstep, period=0.2, deadline_s=240.0)
+    assert outcome.done and outcome.state == "completed", outcome
+    assert lockstep.iterations >= outcome.polls
 
     ledger = json.loads((env.tmp / "verify_state" / "verification_ledger.json").read_text())
     images = {str(im["id"]): im for im in env.coco["images"]}
@@ -316,8 +320,9 @@ def test_a_crowd_where_everyone_drew_stalls_loudly_unless_some_workers_only_veri
         client = server.client()
         world = hq.create_world(client, images)
         client.open_pool(world["detection_pool"])
-        outcome = hq.run_loop(client, world, images, tmp_path / "state", tmp_path / "out", stall_seconds=1.5,
-                              period=0.5, deadline_s=5.0 if verification_workers == 0 else 60.0)
+        outcome = hq.run_loop(client, world, images, tmp_path / "state", tmp_path / "out", period=0.5,
+                              stall_seconds=1.5 if verification_workers == 0 else 5.0,
+                              deadline_s=8.0 if verification_workers == 0 else 60.0)
         workers = {w["worker_id"] for w in server.admin("GET", "/_local/crowd")["workers"]}
     finally:
         server.stop()

@@ -286,3 +286,70 @@ def test_control_csv_roundtrip_and_errors(tmp_path):
     path.write_text("url,width,label,x,y,w,h\n")
     with pytest.raises(StepError, match="missing column"):
         load_control_csv(path)
+
+
+class _FakeFind:
+    """find_assignments of a pool: the newest assignment and whether any is ACTIVE."""
+
+    def __init__(self):
+        self.newest = {}  # pool -> assignment id
+        self.active = set()
+
+    def find_assignments(self, pool_id, status=None, sort=None, limit=None):
+        from types import SimpleNamespace
+
+        if status is not None:
+            items = [SimpleNamespace(id="busy")] if pool_id in self.active else []
+        else:
+            items = [SimpleNamespace(id=self.newest[pool_id])] if pool_id in self.newest else []
+        return SimpleNamespace(items=items)
+
+
+def test_stall_watch_warns_once_per_stall_in_each_pool():
+    from types import SimpleNamespace
+
+    from crowdboxes.verification import StallWatch
+
+    client = _FakeFind()
+    ledger = SimpleNamespace(votes={}, drawers=["w1", "w2"], banned={"w3": "spam"},
+                             assignments={"a1": {"outcome": None}, "a2": {"outcome": "rejected"}},
+                             items={"a1|t1": {"kind": "verify", "vtask_id": "v1", "assignment_id": "a1", "task_id": "t1"},
+                                    "a2|t2": {"kind": "verify", "vtask_id": "v2", "assignment_id": "a2", "task_id": "t2",
+                                              "decided": True}})
+    status = {"t1": "pending", "t2": "pending", "t3": "accepted"}
+    loop = SimpleNamespace(client=client, ledger=ledger, verification_pool_id="V", detection_pool_id="D",
+                           image_status=lambda: status)
+    now = [0.0]
+    lines = []
+    stream = SimpleNamespace(write=lines.append, flush=lambda: None)
+    ver = StallWatch(loop, "verification", 60, stream=stream, clock=lambda: now[0])
+    det = StallWatch(loop, "detection", 60, stream=stream, clock=lambda: now[0])
+    # one drawing (a1) waits for verdicts; one image (t2: rejected, nothing under review) waits for a drawing
+    assert ver.waiting() == 1 and det.waiting() == 1
+    for t in (0, 30, 59):
+        now[0] = t
+        assert ver.check() is None and det.check() is None
+    now[0] = 61
+    line = ver.check()
+    assert line.startswith("warning: verification pool V: 1 drawings wait for verdicts but no verifier has taken a "
+                           "task for 61 s; its filter excludes the 2 workers who drew")
+    assert det.check().startswith("warning: detection pool D: 1 images wait for another drawing but no drawer has "
+                                  "taken a task for 61 s; a worker draws an image only once and 1 workers are banned")
+    now[0] = 500
+    assert ver.check() is None and det.check() is None  # once per stall
+    assert [x for x in lines if x.strip()] == [line, lines[2]] and ver.warnings == det.warnings == 1
+    # a verifier at work ends the stall; a new one warns again, in minutes
+    client.active.add("V")
+    now[0] = 501
+    assert ver.check() is None and not ver.warned
+    client.active.clear()
+    now[0] = 501 + 180
+    assert "for 3 min;" in ver.check() and ver.warnings == 2
+    # a new verdict in the ledger is activity too
+    ledger.votes["va"] = [["a1|t1", "v9", "OK", ""]]
+    now[0] = 2000
+    assert ver.check() is None and not ver.warned
+    # nothing waiting is no stall, however long
+    ledger.items["a1|t1"]["decided"] = True
+    now[0] = 10_000
+    assert ver.check() is None and ver.warnings == 2
