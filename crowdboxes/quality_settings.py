@@ -11,6 +11,7 @@ Money: Toloka charges the reward per assignment (one task suite) plus its fee,
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -152,6 +153,25 @@ def check_verification_pool_config(config: dict, path, drawer_skill_id: str | No
     if not ok:
         raise StepError(f"{path}: 'reward_per_assignment' {reward!r} must be a USD amount of at least {MIN_REWARD}")
     return config
+
+
+def without_overlap_rules(config: dict) -> dict:
+    """A copy of a detection pool config without its CHANGE_OVERLAP rules (for the verify modes).
+
+    There the verification loop owns each image's overlap (absolute targets, at most ``--max_attempts``
+    drawings per slot). A pool rule that raises the overlap on every rejection opens a slot in the same
+    moment as the rejection, so a worker can take it before the loop caps it: the attempts limit would
+    not hold. Quality-control configs left without rules are dropped.
+    """
+    out = copy.deepcopy(config)
+    configs = []
+    for qc in (out.get("quality_control") or {}).get("configs") or []:
+        rules = [r for r in qc.get("rules") or [] if (r.get("action") or {}).get("type") != "CHANGE_OVERLAP"]
+        if rules:
+            configs.append({**qc, "rules": rules})
+    if out.get("quality_control"):
+        out["quality_control"] = {**out["quality_control"], "configs": configs}
+    return out
 
 
 def resolve_skill_placeholders(config, skill_ids: dict[str, str]):
