@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="drawers per image in overlap modes (default 7 for overlap: it keeps AP50 >= 0.85 on the "
                              "default scenes run after run; 3 for overlap+verify, where every drawing is also "
                              "verified and redrawn, and each redraw needs a worker who has not drawn that image)")
+    parser.add_argument("--max-attempts", default=None,
+                        help="drawings per image slot in the verify modes (default 5 for verify, the flow's 3 for "
+                             "overlap+verify): the scenes are busy, so about half of all drawings miss or mislabel "
+                             "a sign and are rejected; with 3 tries a quarter of the images ended without any "
+                             "accepted drawing")
     parser.add_argument("--method", default="lean_em", help="aggregation method")
     parser.add_argument("--budget", default="none",
                         help="spending cap in USD for the rehearsal (none: the local balance is play money)")
@@ -191,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             "method": args.method, "poll_seconds": "1", "project_key": f"demo-{run_tag}",
             "budget": args.budget,
         }
+        max_attempts = args.max_attempts or ("5" if args.mode.strip() == "verify" else None)
+        if max_attempts:
+            overrides["max_attempts"] = max_attempts
         command = [sys.executable, "-m", "crowdboxes", "flow", "run", str(FLOW_YAML),
                    "--runs-dir", str(runs_dir), "--data", f"road_signs={scenes}"]
         for key, value in overrides.items():

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
-from crowdboxes.quality_settings import MIN_REWARD, resolve_skill_placeholders, without_overlap_rules
+from crowdboxes.quality_settings import MIN_REWARD, resolve_skill_placeholders, for_verification_loop
 from crowdboxes.stepkit import StepError, is_none
 
 DETECTION_POOL_FILE = "detection_pool.json"
@@ -180,7 +180,7 @@ def build_detection_pool(config: dict, settings: PoolSettings, *, project_id: st
 
     data = resolve_skill_placeholders(copy.deepcopy(config), skill_ids)
     if "verify" in settings.mode:
-        data = without_overlap_rules(data)  # the verification loop sets each image's overlap itself
+        data = for_verification_loop(data)  # the loop sets overlaps and bans drawers itself
     for field in _SERVER_FIELDS:
         data.pop(field, None)
     name = data.get("private_name") or "Road signs: detection"

@@ -155,18 +155,33 @@ def check_verification_pool_config(config: dict, path, drawer_skill_id: str | No
     return config
 
 
-def without_overlap_rules(config: dict) -> dict:
-    """A copy of a detection pool config without its CHANGE_OVERLAP rules (for the verify modes).
+LOOP_OWNED_ACTIONS = {"CHANGE_OVERLAP"}
+LOOP_OWNED_CONDITIONS = {"rejected_assignments_rate", "accepted_assignments_rate"}
 
-    There the verification loop owns each image's overlap (absolute targets, at most ``--max_attempts``
-    drawings per slot). A pool rule that raises the overlap on every rejection opens a slot in the same
-    moment as the rejection, so a worker can take it before the loop caps it: the attempts limit would
-    not hold. Quality-control configs left without rules are dropped.
+
+def for_verification_loop(config: dict) -> dict:
+    """A copy of a detection pool config without the rules the verification loop replaces (verify modes).
+
+    * CHANGE_OVERLAP: the loop owns each image's overlap (absolute targets, at most ``--max_attempts``
+      drawings per slot). A rule that raises it on every rejection opens a slot in the same moment as the
+      rejection, so a worker can take it before the loop caps it: the attempts limit would not hold.
+    * restrictions keyed on the share of rejected (or accepted) assignments: the loop rejects every
+      drawing its verifiers find incomplete, which on busy photos is about half of a careful drawer's
+      work, so Toloka's usual "over 35 % rejected" rule would restrict most of the good crowd (measured:
+      27 of 40 workers) and leave images nobody may redraw. The loop bans drawers itself (mostly
+      rejected drawings, control-task F1).
+
+    Quality-control configs left without rules are dropped.
     """
     out = copy.deepcopy(config)
+
+    def owned(rule) -> bool:
+        return ((rule.get("action") or {}).get("type") in LOOP_OWNED_ACTIONS
+                or any(c.get("key") in LOOP_OWNED_CONDITIONS for c in rule.get("conditions") or []))
+
     configs = []
     for qc in (out.get("quality_control") or {}).get("configs") or []:
-        rules = [r for r in qc.get("rules") or [] if (r.get("action") or {}).get("type") != "CHANGE_OVERLAP"]
+        rules = [r for r in qc.get("rules") or [] if not owned(r)]
         if rules:
             configs.append({**qc, "rules": rules})
     if out.get("quality_control"):

@@ -356,14 +356,15 @@ def test_stall_watch_warns_once_per_stall_in_each_pool():
 
 
 @pytest.mark.parametrize("mode", ["overlap", "verify", "overlap+verify"])
-def test_verify_modes_leave_the_overlap_to_the_loop(mode):
+def test_verify_modes_leave_overlap_and_rejection_rate_bans_to_the_loop(mode):
     """A CHANGE_OVERLAP-on-reject rule opens a redraw slot at the moment of the rejection, before the loop
-    can cap the attempts; in the verify modes the detection pool is built without it, other rules kept."""
+    can cap the attempts, and an "over 35 % rejected" restriction bans careful drawers whose busy photos
+    the verifiers often find incomplete: in the verify modes the detection pool is built without both,
+    every other rule kept as configured."""
     from datetime import datetime, timedelta, timezone
+    from pathlib import Path
 
     from crowdboxes import pools
-
-    from pathlib import Path
 
     config = json.loads((Path(__file__).resolve().parents[1] / "configs" / "detection_pool.json").read_text())
     settings = pools.parse_pool_settings(mode=mode, reward="0.02", overlap="3", tasks_per_suite="1",
@@ -371,9 +372,15 @@ def test_verify_modes_leave_the_overlap_to_the_loop(mode):
                                          expiry_days="1", adult_content="false")
     pool = pools.build_detection_pool(config, settings, project_id="1", skill_ids={"drawer_skill": "11"}, key="k",
                                       will_expire=datetime.now(timezone.utc) + timedelta(days=1))
-    actions = [r["action"]["type"] for c in pool.unstructure()["quality_control"]["configs"] for r in c["rules"]]
-    shipped = [r["action"]["type"] for c in config["quality_control"]["configs"] for r in c["rules"]]
-    assert "CHANGE_OVERLAP" in shipped  # the shipped config has the rule (overlap mode uses it)
-    expected = [a for a in shipped if a != "CHANGE_OVERLAP"] if "verify" in mode else shipped
-    assert actions == expected
-    assert qs.without_overlap_rules(config) is not config and "CHANGE_OVERLAP" in json.dumps(config)
+
+    def rules(data):
+        return [(c["collector_config"]["type"], r["action"]["type"])
+                for c in data["quality_control"]["configs"] for r in c["rules"]]
+
+    shipped = rules(config)
+    assert ("ASSIGNMENTS_ASSESSMENT", "CHANGE_OVERLAP") in shipped and ("ACCEPTANCE_RATE", "RESTRICTION_V2") in shipped
+    expected = [r for r in shipped if r not in {("ASSIGNMENTS_ASSESSMENT", "CHANGE_OVERLAP"),
+                                                ("ACCEPTANCE_RATE", "RESTRICTION_V2")}] if "verify" in mode else shipped
+    assert rules(pool.unstructure()) == expected
+    assert ("ASSIGNMENT_SUBMIT_TIME", "RESTRICTION_V2") in expected  # fast-response bans stay
+    assert rules(config) == shipped  # the loaded config is not modified
