@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
           f"AP50 {metrics['AP50']:.3f}  AP {metrics['AP']:.3f}  mean IoU {metrics['mean_iou']:.3f}  "
           f"recall {metrics['recall']:.3f}  precision {metrics['precision']:.3f}")
     print(f"wall time {minutes:.1f} min")
-    (workdir / "last_demo.json").write_text(json.dumps({"coco": str(coco_path), "truth": str(truth_path), **metrics}, indent=2, default=float))
+    (workdir / "last_demo.json").write_text(json.dumps({"coco": str(coco_path), "truth": str(truth_path), **metrics},
+                                                       indent=2, default=float))
     if args.min_ap50 is not None and metrics["AP50"] < args.min_ap50:
         raise StepError(f"AP50 {metrics['AP50']:.3f} is below the required {args.min_ap50}")
     return 0

@@ -313,9 +313,10 @@ def test_stall_watch_warns_once_per_stall_in_each_pool():
     client = _FakeFind()
     ledger = SimpleNamespace(votes={}, drawers=["w1", "w2"], banned={"w3": "spam"},
                              assignments={"a1": {"outcome": None}, "a2": {"outcome": "rejected"}},
-                             items={"a1|t1": {"kind": "verify", "vtask_id": "v1", "assignment_id": "a1", "task_id": "t1"},
-                                    "a2|t2": {"kind": "verify", "vtask_id": "v2", "assignment_id": "a2", "task_id": "t2",
-                                              "decided": True}})
+                             items={"a1|t1": {"kind": "verify", "vtask_id": "v1", "assignment_id": "a1",
+                                              "task_id": "t1"},
+                                    "a2|t2": {"kind": "verify", "vtask_id": "v2", "assignment_id": "a2",
+                                              "task_id": "t2", "decided": True}})
     status = {"t1": "pending", "t2": "pending", "t3": "accepted"}
     loop = SimpleNamespace(client=client, ledger=ledger, verification_pool_id="V", detection_pool_id="D",
                            image_status=lambda: status)

@@ -130,8 +130,8 @@ def serve(args) -> int:
     scheduler.start()
     if args.ready_file:
         write_text_atomic(args.ready_file, url + "\n")
-    print(f"local Toloka listening on {url} (state {args.state}, {args.workers} workers"
-          f"{f' + {args.verification_workers} verifying only' if args.verification_workers else ''}, speed {args.speed})",
+    extra = f" + {args.verification_workers} verifying only" if args.verification_workers else ""
+    print(f"local Toloka listening on {url} (state {args.state}, {args.workers} workers{extra}, speed {args.speed})",
           file=sys.stderr, flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
