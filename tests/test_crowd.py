@@ -322,10 +322,18 @@ def _careful():
     return make_workforce(1, 0, mix={"careful": 1})[0]
 
 
+def _never_misses():
+    """A careful worker who draws every sign: the served URLs carry a random port, and the URL is part of
+    each answer's random key, so a sign that one draw may miss would make a test flaky."""
+    import attrs
+
+    return attrs.evolve(_careful(), p_miss=0.0, p_miss_small=0.0)
+
+
 def test_solve_detection_returns_normalised_labelled_rectangles(served):
     url, _, truth = served
     crowd = Crowd(truth, seed=1)
-    out = crowd.solve(_careful(), {"image": f"{url}/scene1.png"})
+    out = crowd.solve(_never_misses(), {"image": f"{url}/scene1.png"})
     assert set(out) == {"result"}
     assert len(out["result"]) >= 1
     for shape in out["result"]:
@@ -334,12 +342,12 @@ def test_solve_detection_returns_normalised_labelled_rectangles(served):
         assert 0 < shape["width"] <= 1 - shape["left"] + 1e-9 and 0 < shape["height"] <= 1 - shape["top"] + 1e-9
     # over many careful workers the 120 px stop sign is found nearly always, in normalised coordinates
     hits = 0
-    for worker in make_workforce(30, 2, mix={"careful": 1}):
+    for worker in make_workforce(100, 2, mix={"careful": 1}):
         for shape in crowd.solve(worker, {"image": f"{url}/scene1.png"})["result"]:
             if abs(shape["left"] - 40 / 640) < 0.03 and abs(shape["width"] - 120 / 640) < 0.05:
                 hits += 1
                 break
-    assert hits >= 22
+    assert hits >= 75  # about 87 expected; the URL's random port reseeds the draws, so keep 3.5 sd of slack
 
 
 def test_solve_is_deterministic_per_seed_and_independent_of_order(served):
@@ -365,13 +373,13 @@ def test_unloadable_image_gives_none_and_unknown_image_empty_result(served):
     assert crowd.solve(worker, {"image": f"{url}/unknown.png"}) == {"result": []}
     spammer = make_workforce(1, 0, mix={"spammer_empty": 1})[0]
     assert crowd.solve(spammer, {"image": f"{url}/scene1.png"}) == {"result": []}
-    assert crowd.solve(worker, {"image": (folder / "scene2.png").as_uri()})["result"]  # file:// works
+    assert crowd.solve(_never_misses(), {"image": (folder / "scene2.png").as_uri()})["result"]  # file:// works
 
 
 def test_lookup_by_file_name_when_bytes_differ(served):
     url, _, truth = served
     renamed = {**truth, "images": [{**im, "sha256": "0" * 64} for im in truth["images"]]}
-    out = Crowd(renamed, seed=0).solve(_careful(), {"image": f"{url}/scene2.png?X-Amz-Signature=abc"})
+    out = Crowd(renamed, seed=0).solve(_never_misses(), {"image": f"{url}/scene2.png?X-Amz-Signature=abc"})
     assert out["result"], "found by the URL's file name despite the query string"
 
 
