@@ -8,7 +8,8 @@ Toloka's road-sign recipe (toloka-kit's object-detection notebook), made restart
    verification pool's filter excludes. Drawings of control images are scored against the known
    boxes instead (:mod:`crowdboxes.control_tasks`).
 2. It watches the verification pool's SUBMITTED assignments. When an image has ``verifiers``
-   verdicts they are aggregated with crowd-kit (skill-weighted ``MajorityVote`` or
+   verdicts that disagree, :data:`SPLIT_VERIFIERS` more are asked for (dynamic overlap); then the
+   verdicts are aggregated with crowd-kit (skill-weighted ``MajorityVote`` or
    ``DawidSkene``). **Tie rule: an exact tie (P(OK) = P(BAD)) is BAD**: paying for a drawing
    nobody could vouch for is worse than paying for one more drawing.
 3. The detection assignment is accepted (all its images OK) or rejected with a public comment
@@ -45,7 +46,7 @@ from crowdboxes.toloka_access import plain_json
 from crowdboxes.artifacts import VERIFICATIONS, write_csv
 from crowdboxes.budget import BudgetGuard, grant, reserve, slot_price
 from crowdboxes.control_tasks import ControlScorer, ControlSet
-from crowdboxes.quality_settings import QualitySettings, loop_settings
+from crowdboxes.quality_settings import QualitySettings, assignment_price, loop_settings
 from crowdboxes.stepkit import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_LAG = dt.timedelta(seconds=60)  # toloka-kit's default: the API is eventually consistent
 DEFAULT_PERIOD = dt.timedelta(seconds=60)
 DEFAULT_SKILL = 50.0  # a verifier we know nothing about (skills are 0..100 on Toloka)
+SPLIT_VERIFIERS = 2  # more verdicts when the first --verifiers disagree
 LEDGER_NAME = "verification_ledger.json"
 CURSORS_NAME = "verification_cursors.json"
 
@@ -328,7 +330,7 @@ class VerificationLoop:
                  settings: QualitySettings, state_dir, *, tasks: pd.DataFrame | None = None,
                  skill_ids: dict | None = None, control: ControlSet | None = None,
                  control_threshold: float = 0.4, ban_reject_rate: float = 0.8, ban_min_judged: int = 3,
-                 budget_guard: BudgetGuard | None = None):
+                 budget_guard: BudgetGuard | None = None, split_verifiers: int = SPLIT_VERIFIERS):
         self.client = client
         self.detection_pool_id, self.verification_pool_id = str(detection_pool_id), str(verification_pool_id)
         self.settings = settings
@@ -340,6 +342,8 @@ class VerificationLoop:
         self.control_threshold = control_threshold
         self.ban_reject_rate, self.ban_min_judged = ban_reject_rate, ban_min_judged
         self.guard = budget_guard
+        self.split_verifiers = int(split_verifiers)
+        self.verification_price = 0.0  # one more verdict, reward + fee (set by reconcile when there is a cap)
         images = images.copy()
         self.image_by_url = {str(r.url): r for r in images.itertuples(index=False)} if "url" in images else {}
         self.task_image = {}
@@ -366,6 +370,7 @@ class VerificationLoop:
         if self.guard is not None and self.guard.cap is not None:
             ver_reward = float(self.client.get_pool(self.verification_pool_id).reward_per_assignment)
             det_reward = float(det_pool.reward_per_assignment)
+            self.verification_price = assignment_price(ver_reward)
             self.slot_price = slot_price(det_reward, self.settings.verifiers, ver_reward)
             reserve(self.client, self.guard, self.detection_pool_id, self.slot_price,
                     control_price=slot_price(det_reward),
@@ -522,8 +527,18 @@ class VerificationLoop:
         votes = self._votes_frame()
         counts = votes.groupby("task").size() if not votes.empty else pd.Series(dtype=int)
         need = self.settings.verifiers
-        ready = [k for k, it in self.ledger.items.items() if it["kind"] == "verify" and not it.get("decided")
-                 and counts.get(k, 0) >= (1 if final else need)]
+        ready = []
+        for key, it in self.ledger.items.items():
+            if it["kind"] != "verify" or it.get("decided"):
+                continue
+            n = int(counts.get(key, 0))
+            if final:
+                if n >= 1:
+                    ready.append(key)
+            elif n >= need + it.get("extra", 0):
+                if not it.get("extra") and self._split(votes, key) and self._ask_more(it, need):
+                    continue
+                ready.append(key)
         if ready:
             skills = self._skills(votes) if self.settings.verdict_method == "majority" else None
             data = votes if self.settings.verdict_method == "dawid_skene" else votes[votes["task"].isin(ready)]
@@ -538,6 +553,50 @@ class VerificationLoop:
                 items = [self.ledger.items[k] for k in entry["items"]]
                 if all(it.get("decided") or it["kind"] == "control" for it in items):
                     self._decide(aid, entry, items)
+
+    @staticmethod
+    def _split(votes: pd.DataFrame, key: str) -> bool:
+        return votes.loc[votes["task"] == key, "label"].nunique() > 1
+
+    def _ask_more(self, item: dict, need: int) -> bool:
+        """Verifiers disagreed: ``split_verifiers`` more verdicts (Toloka's dynamic overlap).
+
+        A 2:1 majority of verifiers who are right 90 % of the time is wrong about 3 % of the time, often
+        enough that incomplete drawings get accepted; when the two more agree with it, it is wrong in well
+        under 1 %. The overlap is an absolute target set before the ledger notes it, so a crash in between
+        only sets it again. False when there is nothing to ask (disabled, no task, budget cap).
+        """
+        if self.split_verifiers <= 0 or not item.get("vtask_id") or self.ledger.budget_stopped:
+            return False
+        if not grant(self.guard, self.split_verifiers * self.verification_price):
+            return False
+        self._set_overlap(item["vtask_id"], need + self.split_verifiers)
+        if not self.client.get_pool(self.verification_pool_id).is_open():
+            self.client.open_pool(self.verification_pool_id)
+        item["extra"] = self.split_verifiers
+        self.changed = True
+        return True
+
+    def give_up_extra_verdicts(self) -> int:
+        """Decide split drawings on the verdicts they have when nobody is left to add more (after a
+        verification stall: a small crowd may hold fewer than ``verifiers + split_verifiers`` people who
+        did not draw), and ask for no more in this run. Returns how many were given up."""
+        self.split_verifiers = 0
+        votes = self._votes_frame()
+        counts = votes.groupby("task").size() if not votes.empty else pd.Series(dtype=int)
+        given_up = 0
+        for it in self.ledger.items.values():
+            if it.get("extra") and not it.get("decided"):
+                key = item_key(it["assignment_id"], it["task_id"])
+                n = int(counts.get(key, 0))
+                if n >= self.settings.verifiers:
+                    it["extra_unserved"] = it["extra"]
+                    it["extra"] = n - self.settings.verifiers  # ready now, with the verdicts there are
+                    self._set_overlap(it["vtask_id"], n)  # stop asking (Toloka keeps the minimum it must)
+                    given_up += 1
+        if given_up:
+            self.decide_ready()
+        return given_up
 
     def _decide(self, aid: str, entry: dict, items: list) -> None:
         from toloka.client.exceptions import IncorrectActionsApiError
@@ -792,7 +851,8 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
                           deadline: float | None = None, progress=None, collector=None,
                           verdict_method=None, verifiers=None, max_attempts=None, budget=None,
                           control_threshold: float = 0.4, max_rounds: int = 20,
-                          stall_seconds: float | None = None) -> LoopOutcome:
+                          stall_seconds: float | None = None,
+                          split_verifiers: int = SPLIT_VERIFIERS) -> LoopOutcome:
     """Run detection -> verification -> accept/reject/redraw until every image is resolved.
 
     Args:
@@ -806,6 +866,7 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
             Toloka use 0 s / 1 s. ``poll_seconds`` sets ``period`` when ``period`` is not given.
         deadline: a ``time.monotonic()`` value; the loop returns ``done=False`` after it.
         budget: USD cap (BudgetGuard over both pools); pools close when it is reached.
+        split_verifiers: more verdicts asked for a drawing whose first ``verifiers`` disagree (0: none).
         stall_seconds: after this long with work waiting in a pool and nobody at work there, one warning line
             on stderr (:class:`StallWatch`, per pool); default 15 periods, at least a minute.
 
@@ -835,7 +896,7 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
         guard.add_pool(verification_pool_id, float(client.get_pool(verification_pool_id).reward_per_assignment))
     loop = VerificationLoop(client, detection_pool_id, verification_pool_id, images, settings, state_dir,
                             tasks=tasks, skill_ids=ids, control=control, control_threshold=control_threshold,
-                            budget_guard=guard)
+                            budget_guard=guard, split_verifiers=split_verifiers)
     loop.reconcile()
     stall_seconds = stall_seconds if stall_seconds is not None else max(60.0, 15 * period.total_seconds())
     watches = {kind: StallWatch(loop, kind, stall_seconds) for kind in ("verification", "detection")}
@@ -862,7 +923,9 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
                 _close(client, [detection_pool_id, verification_pool_id])
             else:
                 for watch in watches.values():
-                    watch.check()
+                    if watch.check() and watch.kind == "verification" and loop.give_up_extra_verdicts():
+                        loop.ledger.save()
+                        watch.since, watch.warned = watch.clock(), False  # a new wait from here
             if deadline is not None and time.monotonic() > deadline:
                 raise _Deadline()
 

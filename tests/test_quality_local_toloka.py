@@ -321,7 +321,7 @@ def test_a_crowd_where_everyone_drew_stalls_loudly_unless_some_workers_only_veri
         world = hq.create_world(client, images)
         client.open_pool(world["detection_pool"])
         outcome = hq.run_loop(client, world, images, tmp_path / "state", tmp_path / "out", period=0.5,
-                              stall_seconds=1.5 if verification_workers == 0 else 5.0,
+                              stall_seconds=1.5,
                               deadline_s=8.0 if verification_workers == 0 else 60.0)
         workers = {w["worker_id"] for w in server.admin("GET", "/_local/crowd")["workers"]}
     finally:
@@ -338,6 +338,10 @@ def test_a_crowd_where_everyone_drew_stalls_loudly_unless_some_workers_only_veri
         assert len(err) == 1 and err[0].startswith("warning: verification pool "), err
         assert "drawings wait for verdicts" in err[0] and "excludes the 4 workers who drew" in err[0]
     else:
-        assert outcome.state == "completed" and outcome.verifier_stalls == 0 and not err, (outcome, err)
+        # three verifiers cannot add the two more verdicts a split asks for: after a stall warning those
+        # drawings are decided on the three verdicts they have, so the run still completes
+        assert outcome.state == "completed", (outcome, err)
+        split = [it for it in ledger["items"].values() if it.get("extra_unserved")]
+        assert len(err) == outcome.verifier_stalls and (not err or split), (err, split)
         assert workers == {"w0001", "w0002", "w0003", "w0004", "v0001", "v0002", "v0003"}
         assert {v[1] for v in votes} & {"v0001", "v0002", "v0003"}
