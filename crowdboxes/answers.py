@@ -378,15 +378,15 @@ def spent_from_analytics(client, pool_id: str) -> float | None:
 class Progress:
     """A tqdm bar on stderr (only on a terminal), else one line per poll; cnvrg line charts on stdout."""
 
-    def __init__(self, total: int | None, label: str, stream=None):
-        self.total, self.label = total, label
+    def __init__(self, total: int | None, label: str, stream=None, unit: str = "answers"):
+        self.total, self.label, self.unit = total, label, unit
         self.stream = stream or sys.stderr
         self.started = time.monotonic()
         self.bar = None
         if getattr(self.stream, "isatty", lambda: False)():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=label, unit="answer", file=self.stream, dynamic_ncols=True)
+            self.bar = tqdm(total=total, desc=label, unit=unit.split()[0], file=self.stream, dynamic_ncols=True)
 
     def percent(self, done: int) -> float:
         return round(min(100.0, 100.0 * done / self.total), 2) if self.total else 0.0
@@ -394,7 +394,7 @@ class Progress:
     def update(self, done: int, counts: dict, spent_usd: float, state: str) -> None:
         pct = self.percent(done)
         if self.bar is not None:
-            self.bar.total = self.total  # adaptive overlap may raise it
+            self.bar.total, self.bar.unit = self.total, self.unit.split()[0]  # both may change mid-wait
             self.bar.n = min(done, self.total or done)
             self.bar.set_postfix(accepted=counts["accepted"], rejected=counts["rejected"],
                                  spent=f"${spent_usd:.2f}", state=state, refresh=False,
@@ -402,7 +402,7 @@ class Progress:
             self.bar.refresh()
         else:
             total = self.total if self.total is not None else "?"
-            print(f"{self.label}: {done}/{total} answers ({pct:.1f}%), submitted {counts['submitted']}, "
+            print(f"{self.label}: {done}/{total} {self.unit} ({pct:.1f}%), submitted {counts['submitted']}, "
                   f"accepted {counts['accepted']}, rejected {counts['rejected']}, spent ${spent_usd:.2f}, "
                   + (f"workers banned {counts['banned']}, " if "banned" in counts else "")
                   + f"pool {state}, {time.monotonic() - self.started:.0f} s", file=self.stream, flush=True)

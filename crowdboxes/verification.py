@@ -1015,6 +1015,7 @@ def _report(loop: VerificationLoop, guard: BudgetGuard | None, progress) -> floa
     done = sum(s != "pending" for s in status.values())
     counts = loop.counts()
     if progress is not None:
+        progress.total, progress.unit = len(status), "images done"  # the loop counts images, not answers
         progress.update(done, counts, spent, "budget_stopped" if loop.ledger.budget_stopped else "running")
     else:
         logger.info("images %d/%d done, accepted %d, rejected %d, spent $%.2f, banned %d", done, len(status),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -298,6 +299,9 @@ def test_steps_in_verify_mode_create_the_verification_pool_and_run_the_loop(env,
         "verifiers": "3", "max_attempts": "2", "budget": "3"}, tmp_path, env.server.url)
     assert wait.returncode == 0, wait.stderr
     assert "workers banned" in wait.stderr
+    # progress counts images (not task answers) against the number of images
+    totals = {int(m) for m in re.findall(r"\d+/(\d+) images done \(", wait.stderr)}
+    assert totals and min(totals) >= len(images), wait.stderr[-500:]
     frame = read_csv(tmp_path / "wait_pool" / VERIFICATIONS.file_name, VERIFICATIONS, dtype={"image_id": str})
     assert set(frame.loc[frame["kind"] == "verify", "image_id"]) == set(images["image_id"])
     assert set(frame.loc[frame["kind"] == "control", "method"]) <= {"control_iou"}
