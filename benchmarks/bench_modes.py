@@ -10,6 +10,8 @@ The crowd is the demo's: 40 workers in the default mix (10 % spammers, 20 % slop
 to everything, ...) plus 20 who only take verification tasks (``--verification-workers``). Rows:
 
 * ``overlap k=3`` / ``overlap k=5``: k drawers per image, boxes aggregated (lean_em); k=5 is the baseline;
+* ``overlap adapt 2-5``: Wait Pool's adaptive overlap, 2 drawers per image and one more for each image whose
+  aggregated boxes are still uncertain, up to 5;
 * ``verify``: one drawer per image, three verifiers per drawing, redraw of rejected drawings (at most 5
   drawings per image, the demo's default for this mode);
 * ``overlap+verify k=3``: three drawers per image, each drawing verified (at most 3 tries per slot), aggregated.
@@ -21,7 +23,7 @@ of every accepted assignment, both pools), checked against wait_pool's ``spent_u
 an accepted drawing. ``wall s`` is the whole flow (server start, six steps); ``wait s`` its Wait Pool
 (the crowd starts when Launch Pool opens the pool, so a fast overlap run may be done before Wait Pool starts).
 
-Usage: ``python benchmarks/bench_modes.py`` (40 images per dataset, about 7 minutes on 2 cores);
+Usage: ``python benchmarks/bench_modes.py`` (40 images per dataset, about 8 minutes on 2 cores);
 ``--quick`` (6 synthetic images, three rows, about 75 s); ``--count``, ``--speed``, ``--datasets synth``,
 ``--keep DIR``, ``--json FILE``.
 """
@@ -49,16 +51,20 @@ from crowdboxes.truth import boxes_frame, images_frame, load_coco  # noqa: E402
 
 ROAD_DIR = Path("/work/shared/data/road-sign-detection")
 BASELINE = "overlap k=5"
-# (row, --mode, --overlap)
-ROWS = (("overlap k=3", "overlap", 3), ("overlap k=5", "overlap", 5), ("verify", "verify", 1),
-        ("overlap+verify k=3", "overlap+verify", 3))
+# (row, --mode, --overlap, --max-overlap)
+ROWS = (("overlap k=3", "overlap", 3, None), ("overlap k=5", "overlap", 5, None),
+        ("overlap adapt 2-5", "overlap", 2, 5), ("verify", "verify", 1, None),
+        ("overlap+verify k=3", "overlap+verify", 3, None))
 
 
-def run_demo(workdir: Path, dataset: str, mode: str, overlap: int, args, log_path: Path) -> dict:
+def run_demo(workdir: Path, dataset: str, mode: str, overlap: int, max_overlap: int | None, args,
+             log_path: Path) -> dict:
     """One flow run; returns the paths it produced and its wall time."""
     command = [sys.executable, "-m", "crowdboxes", "demo", "--mode", mode, "--overlap", str(overlap),
                "--count", str(args.count), "--seed", str(args.seed), "--speed", str(args.speed),
                "--workdir", str(workdir), "--method", "lean_em"]
+    if max_overlap is not None:
+        command += ["--max-overlap", str(max_overlap)]
     if dataset == "road":
         command += ["--images", str(ROAD_DIR)]
     states = workdir / "toloka-state"
@@ -104,9 +110,10 @@ def rescore(run: dict, method: str, truth: dict, work: Path) -> dict:
     return score_boxes(out_dir / "boxes.csv", truth)
 
 
-def measure(dataset: str, row: str, mode: str, overlap: int, args, work: Path) -> list[dict]:
+def measure(dataset: str, row: str, mode: str, overlap: int, max_overlap: int | None, args, work: Path
+            ) -> list[dict]:
     log_path = work / f"{dataset}-{row.replace(' ', '_').replace('=', '')}.log"
-    run = run_demo(work / dataset, dataset, mode, overlap, args, log_path)
+    run = run_demo(work / dataset, dataset, mode, overlap, max_overlap, args, log_path)
     summary = json.loads((run["out"]["wait_pool"] / "wait_summary.json").read_text())
     truth = load_coco(run["last"]["truth"])
     money = toloka_charges(run["state"])
@@ -175,11 +182,11 @@ def main(argv=None) -> int:
     rows = []
     try:
         for dataset in datasets:
-            for row, mode, overlap in ROWS:
-                if args.quick and row == "overlap k=3":
+            for row, mode, overlap, max_overlap in ROWS:
+                if args.quick and row in ("overlap k=3", "overlap adapt 2-5"):
                     continue
                 print(f"[bench_modes] {dataset}: {row} ({args.count} images) ...", file=sys.stderr, flush=True)
-                rows += measure(dataset, row, mode, overlap, args, work)
+                rows += measure(dataset, row, mode, overlap, max_overlap, args, work)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

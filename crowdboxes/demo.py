@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "overlap+verify): the scenes are busy, so about half of all drawings miss or mislabel "
                              "a sign and are rejected; with 3 tries a quarter of the images ended without any "
                              "accepted drawing")
-    parser.add_argument("--method", default="lean_em", help="aggregation method")
+    parser.add_argument("--method", default="auto",
+                        help="aggregation method (auto: best_verified in mode verify, else lean_em)")
     parser.add_argument("--budget", default="none",
                         help="spending cap in USD for the rehearsal (none: the local balance is play money)")
     parser.add_argument("--images", default=None,

@@ -8,7 +8,10 @@ warnings with their answers.csv line and skipped; they never stop the step.
 Inputs:
   --answers_csv  answers.csv of Wait Pool (pixels; a row with an empty box = the worker drew nothing)
   --images_csv   images.csv of Upload Images (image_id, width, height)
-  --method       lean_em (default) | iou_cluster | wbf | best_verified (whatever the registry offers)
+  --method       auto (default) | lean_em | iou_cluster | wbf | best_verified (whatever the registry offers);
+                 auto = best_verified when Wait Pool ran mode verify (its wait_summary.json beside answers.csv
+                 says so: one accepted drawing per image leaves LeanEM nothing to compare, the verdicts rank
+                 the boxes), else lean_em
   --verifications_csv  verifications.csv of Wait Pool for best_verified (``none``: the one beside answers.csv)
 Outputs (in --output_dir):
   boxes.csv    image_id, label, x, y, w, h, score, support (pixels; score in [0, 1])
@@ -37,7 +40,7 @@ import pandas as pd  # noqa: E402
 
 from crowdboxes.artifacts import (ANSWERS, BOXES, IMAGES, VERIFICATIONS, WORKERS, read_csv,  # noqa: E402
                                   require_numeric, write_csv)
-from crowdboxes.stepkit import StepError, cnvrg_tag, output_dir, run_step, step_parser  # noqa: E402
+from crowdboxes.stepkit import StepError, cnvrg_tag, output_dir, read_json, run_step, step_parser  # noqa: E402
 
 USED_STATUSES = ("SUBMITTED", "ACCEPTED")
 KNOWN_STATUSES = USED_STATUSES + ("REJECTED",)
@@ -48,7 +51,7 @@ def build_parser():
     parser = step_parser("aggregate_boxes", "Aggregate the crowd's boxes per image.")
     parser.add_argument("--answers_csv", default="/input/wait_pool/output/answers.csv")
     parser.add_argument("--images_csv", default="/input/upload_images/output/images.csv")
-    parser.add_argument("--method", default="lean_em")
+    parser.add_argument("--method", default="auto")
     parser.add_argument("--verifications_csv", default="none",
                         help="verifications.csv of Wait Pool, for methods that use verdicts (best_verified); "
                              "none = the file beside --answers_csv")
@@ -107,10 +110,21 @@ def workers_frame(answers: pd.DataFrame, used: pd.DataFrame, skills: pd.Series,
     return out.reset_index()
 
 
+def resolve_method(method: str, answers_csv) -> str:
+    """``auto``: best_verified after Wait Pool's mode verify, lean_em otherwise (see the module docstring)."""
+    if method.strip().lower() != "auto":
+        return method
+    summary = Path(answers_csv).with_name("wait_summary.json")
+    data = read_json(summary, "wait summary") if summary.is_file() else None
+    mode = data.get("mode") if isinstance(data, dict) else None
+    return "best_verified" if mode == "verify" else "lean_em"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from crowdboxes.aggregation import get_aggregator
 
+    args.method = resolve_method(args.method, args.answers_csv)
     try:
         aggregator = get_aggregator(args.method)
     except ValueError as exc:

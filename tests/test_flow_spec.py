@@ -256,7 +256,7 @@ def test_shipped_flow_params_follow_the_contract():
         "mode": "overlap", "reward": "0.05", "overlap": "3", "tasks_per_suite": "1", "budget": "10"}
     assert flow.task("Wait Pool").param("budget").value == "10"
     assert flow.task("Upload Images").param("s3_bucket").value == "my-toloka-images"
-    assert flow.task("Aggregate Boxes").param("method").value == "lean_em"
+    assert flow.task("Aggregate Boxes").param("method").value == "auto"
     assert flow.by_slug()["road_signs"].type == "data" and flow.by_slug()["road_signs"].dataset == "road_signs"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -163,3 +164,27 @@ def test_best_verified_takes_the_verdicts_beside_answers_csv(tmp_path, capsys):
     boxes = pd.read_csv(tmp_path / "out" / "boxes.csv")
     assert sorted(boxes[["label", "x", "y", "w", "h", "score", "support"]].values.tolist()) == [
         ["stop", 10.0, 10.0, 20.0, 20.0, 1.0, 1], ["yield", 50.0, 50.0, 10.0, 10.0, 1.0, 1]]
+
+
+def test_auto_method_takes_best_verified_after_mode_verify_and_lean_em_otherwise(tmp_path, capsys):
+    answers = HEADER + "".join([
+        "d1,t1,a,w1,ACCEPTED,2026,stop,10,10,20,20\n",
+        "d2,t1,a,w2,REJECTED,2026,yield,50,50,10,10\n",
+    ])
+    (tmp_path / "verifications.csv").write_text(
+        "image_id,assignment_id,worker_id,verdict,ok_votes,bad_votes,attempt,outcome\n"
+        "a,d1,w1,OK,2,1,1,accepted\n"
+        "a,d2,w2,BAD,0,3,1,rejected\n")
+    expected = {"verify": "best_verified", "overlap+verify": "lean_em", "overlap": "lean_em", None: "lean_em"}
+    for mode, method in expected.items():
+        summary = tmp_path / "wait_summary.json"
+        summary.unlink(missing_ok=True)
+        if mode is not None:
+            summary.write_text(json.dumps({"mode": mode}))
+        code, _, err = run_in_process(tmp_path, capsys, answers)  # --method auto is the default
+        assert code == 0, err
+        assert f"aggregate_boxes ({method}):" in err, (mode, err)
+        boxes = pd.read_csv(tmp_path / "out" / "boxes.csv")
+        assert boxes[["label", "x", "y", "w", "h"]].values.tolist() == [["stop", 10.0, 10.0, 20.0, 20.0]]
+        # best_verified scores by the verdicts (2 OK of 3), LeanEM by its existence posterior
+        assert method != "best_verified" or boxes["score"].iloc[0] == pytest.approx(2 / 3)
