@@ -21,7 +21,9 @@ test: $(STAMP)  ## the test suite
 	$(PY) -m pytest -q $(ARGS)
 
 bench: $(STAMP)  ## every benchmark (prints tables; slow)
-	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
+	$(PY) benchmarks/bench_synth.py
+	$(PY) benchmarks/bench_local_toloka.py
+	$(PY) benchmarks/bench_aggregation.py  # with bench_modes.py's rows of every mode on the local Toloka
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs .demo

@@ -27,8 +27,12 @@ Speed: 100,000 images with about 10 answer boxes each (random sign geometry, 5 d
 are aggregated by each fast method in a fresh child process; seconds and peak RSS against the targets
 (30 s, 4 GB).
 
-Usage: ``python benchmarks/bench_aggregation.py`` (about 3-5 minutes on 2 cores);
-``--quick`` (small synth set, no road, speed at 200k boxes), ``--skip-speed``, ``--datasets synth``,
+Modes: the rows of every annotation mode (overlap k=3/5, adaptive, verify, overlap+verify) on the local Toloka,
+through the whole flow with Toloka's charges, come from ``bench_modes.py`` and are printed after the quality
+table (``--skip-modes`` leaves them out).
+
+Usage: ``python benchmarks/bench_aggregation.py`` (about 8-10 minutes on 2 cores, 5 of them the modes);
+``--quick`` (small synth set, no road, modes --quick, speed at 200k boxes), ``--skip-speed``, ``--skip-modes``, ``--datasets synth``,
 ``--speed-boxes 1000000``, ``--synth-count 600``.
 """
 
@@ -381,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speed-boxes", type=int, default=1_000_000)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-modes", action="store_true", help="leave out bench_modes' rows (local Toloka)")
     parser.add_argument("--quick", action="store_true", help="150 synth scenes, no road, speed at 200k boxes")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "crowdboxes-bench-cache"))
     parser.add_argument("--plot", default=str(ROOT / "img" / "aggregation_ap_vs_cost.png"))
@@ -423,6 +428,13 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         plot(table, Path(args.plot))
         print(f"wrote {args.plot}")
+
+    if not args.skip_modes:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import bench_modes
+
+        print("\nModes on the local Toloka (bench_modes.py)", flush=True)
+        bench_modes.main(["--quick"] if args.quick else [])
 
     if not args.skip_speed:
         res = speed(args.speed_boxes, args.seed, ["lean_em", "iou_cluster", "wbf"])
