@@ -167,12 +167,18 @@ def _view(data) -> dict:
     return json.loads(config) if isinstance(config, str) else config
 
 
-def test_edited_config_updates_toloka_on_rerun_and_unchanged_writes_nothing(toloka, tmp_path, monkeypatch, capsys):
+def _editable_run(toloka, tmp_path, project_key):
+    """A copy of configs/ to edit, the output folder and the step's args for ``project_key``."""
     configs = tmp_path / "configs"
     shutil.copytree(CONFIGS, configs)
     out = tmp_path / "out"
-    args = ["--toloka_env", toloka.url, "--config_dir", str(configs), "--project_key", "edit-test",
+    args = ["--toloka_env", toloka.url, "--config_dir", str(configs), "--project_key", project_key,
             "--output_dir", str(out)]
+    return configs, out, args
+
+
+def test_edited_config_updates_toloka_on_rerun_and_unchanged_writes_nothing(toloka, tmp_path, monkeypatch, capsys):
+    configs, out, args = _editable_run(toloka, tmp_path, "edit-test")
     assert run_inprocess(args, TOKEN_ENV, monkeypatch, capsys).returncode == 0
     first = pd.read_csv(out / "projects.csv", dtype=str).set_index("role")
     assert list(first["updated"]) == ["False"] * 5 and first["changed"].isna().all()
@@ -243,11 +249,7 @@ def test_edited_config_updates_toloka_on_rerun_and_unchanged_writes_nothing(tolo
 def test_refused_changes_are_one_line_and_change_nothing(toloka, tmp_path, monkeypatch, capsys):
     from toloka.client import Pool
 
-    configs = tmp_path / "configs"
-    shutil.copytree(CONFIGS, configs)
-    out = tmp_path / "out"
-    args = ["--toloka_env", toloka.url, "--config_dir", str(configs), "--project_key", "refuse-test",
-            "--output_dir", str(out)]
+    configs, out, args = _editable_run(toloka, tmp_path, "refuse-test")
     assert run_inprocess(args, TOKEN_ENV, monkeypatch, capsys).returncode == 0
     before_csv = (out / "projects.csv").read_bytes()
     ids = pd.read_csv(out / "projects.csv", dtype=str).set_index("role")["toloka_id"]
