@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
@@ -173,6 +174,10 @@ def load_pool_config(path) -> dict:
     return data
 
 
+def _rule_count(config: dict) -> int:
+    return sum(len(qc.get("rules") or []) for qc in (config.get("quality_control") or {}).get("configs") or [])
+
+
 def build_detection_pool(config: dict, settings: PoolSettings, *, project_id: str, skill_ids: dict[str, str],
                          key: str, will_expire: datetime, config_path="detection_pool.json"):
     """A ``toloka.client.Pool`` ready for ``create_pool``: the config with the settings applied."""
@@ -180,7 +185,12 @@ def build_detection_pool(config: dict, settings: PoolSettings, *, project_id: st
 
     data = resolve_skill_placeholders(copy.deepcopy(config), skill_ids)
     if "verify" in settings.mode:
+        before = _rule_count(data)
         data = for_verification_loop(data)  # the loop sets overlaps and bans drawers itself
+        if _rule_count(data) < before:
+            print(f"note: {config_path}: mode {settings.mode} leaves out {before - _rule_count(data)} quality-control "
+                  f"rule(s) the verification loop replaces (CHANGE_OVERLAP, rejected/accepted-share restrictions)",
+                  file=sys.stderr)
     for field in _SERVER_FIELDS:
         data.pop(field, None)
     name = data.get("private_name") or "Road signs: detection"

@@ -357,7 +357,7 @@ def test_stall_watch_warns_once_per_stall_in_each_pool():
 
 
 @pytest.mark.parametrize("mode", ["overlap", "verify", "overlap+verify"])
-def test_verify_modes_leave_overlap_and_rejection_rate_bans_to_the_loop(mode):
+def test_verify_modes_leave_overlap_and_rejection_rate_bans_to_the_loop(mode, capsys):
     """A CHANGE_OVERLAP-on-reject rule opens a redraw slot at the moment of the rejection, before the loop
     can cap the attempts, and an "over 35 % rejected" restriction bans careful drawers whose busy photos
     the verifiers often find incomplete: in the verify modes the detection pool is built without both,
@@ -385,3 +385,7 @@ def test_verify_modes_leave_overlap_and_rejection_rate_bans_to_the_loop(mode):
     assert rules(pool.unstructure()) == expected
     assert ("ASSIGNMENT_SUBMIT_TIME", "RESTRICTION_V2") in expected  # fast-response bans stay
     assert rules(config) == shipped  # the loaded config is not modified
+    note = capsys.readouterr().err
+    assert (note.strip() == f"note: detection_pool.json: mode {mode} leaves out 2 quality-control rule(s) the "
+            "verification loop replaces (CHANGE_OVERLAP, rejected/accepted-share restrictions)"
+            if "verify" in mode else note == "")
