@@ -115,12 +115,12 @@ def _create_bucket(endpoint_url: str) -> None:
 
 def _voc_subset(folder: Path, out_root: Path, count: int) -> tuple[Path, Path]:
     """(images folder, truth COCO) for the first ``count`` photos of a VOC folder, as symlinks."""
-    from crowdboxes.truth import _natural_key, voc_folder_to_coco, write_coco
+    from crowdboxes.truth import natural_key, voc_folder_to_coco, write_coco
 
     folder = folder.resolve()
     ann_dir = folder / "annotations" if (folder / "annotations").is_dir() else folder
     img_dir = folder / "images" if (folder / "images").is_dir() else folder
-    xml_files = sorted(ann_dir.glob("*.xml"), key=_natural_key)[:count]
+    xml_files = sorted(ann_dir.glob("*.xml"), key=natural_key)[:count]
     if not xml_files:
         raise StepError(f"--images {folder}: no Pascal VOC .xml files in {ann_dir}")
     subset = out_root / f"{folder.name}-n{len(xml_files)}"

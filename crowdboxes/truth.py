@@ -132,7 +132,7 @@ def voc_folder_to_coco(folder: str | os.PathLike) -> dict:
     folder = Path(folder)
     ann_dir = folder / "annotations" if (folder / "annotations").is_dir() else folder
     img_dir = folder / "images" if (folder / "images").is_dir() else folder
-    xml_files = sorted(ann_dir.glob("*.xml"), key=_natural_key)
+    xml_files = sorted(ann_dir.glob("*.xml"), key=natural_key)
     if not xml_files:
         raise StepError(f"{ann_dir}: no Pascal VOC .xml files")
     images, annotations = [], []
@@ -179,7 +179,7 @@ def voc_folder_to_coco(folder: str | os.PathLike) -> dict:
             "annotations": annotations, "categories": coco_categories()}
 
 
-def _natural_key(path: Path):
+def natural_key(path: Path):
     # road2.xml before road10.xml, so image ids follow the sample's numbering
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
