@@ -1,0 +1,193 @@
+"""Assignments: rendering, search (with a JSON cache), accept/reject and the ``assignments.tsv`` export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from decimal import Decimal
+
+from crowdboxes.local_toloka.db import fmt_ts, out_ts
+from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError, inappropriate_status
+from crowdboxes.local_toloka.models.base import (ASSIGNMENTS, ASSIGNMENT_TIME_FIELDS, JSON_ENCODER, OWNER, RawJSON,
+                                                 TSV_STATUS, _convert, _doc, _dumps, _num, build_search, golden_sql)
+from crowdboxes.local_toloka.models.validation import _require_object
+
+
+class AssignmentsMixin:
+    """Assignments and the TSV export that ``get_assignments_df`` reads."""
+
+    def _assignment_row(self, assignment_id):
+        row = self.conn.execute("SELECT * FROM assignments WHERE id = ?", (str(assignment_id),)).fetchone()
+        if row is None:
+            raise DoesNotExist(f"Assignment {assignment_id} does not exist")
+        return row
+
+    def _assignment_links(self, rows) -> dict:
+        """``{assignment seq: [task rows with pos/output]}`` for ``rows``, in suite order."""
+        seqs = [r["seq"] for r in rows]
+        links = {}
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start:start + 500]
+            for link in self.conn.execute(
+                    f"SELECT at.assignment_seq, at.pos, at.output, t.* FROM assignment_tasks at JOIN tasks t "
+                    f"ON t.seq = at.task_seq WHERE at.assignment_seq IN ({','.join('?' * len(chunk))}) "
+                    f"ORDER BY at.assignment_seq, at.pos", chunk):
+                links.setdefault(link["assignment_seq"], []).append(link)
+        return links
+
+    def _render_assignment(self, row, tasks) -> dict:
+        doc = _doc(row["doc"])
+        doc.update(id=row["id"], task_suite_id=row["task_suite_id"], pool_id=str(row["pool_id"]),
+                   user_id=row["user_id"], status=row["status"], owner=OWNER,
+                   tasks=[self._render_task(t) for t in tasks])
+        for field in ASSIGNMENT_TIME_FIELDS:
+            if row[field]:
+                doc[field] = out_ts(row[field])
+        if row["status"] in {"SUBMITTED", "ACCEPTED", "REJECTED"}:
+            doc["solutions"] = [{"output_values": _doc(t["output"])} for t in tasks]
+        return doc
+
+    def _render_assignments(self, rows) -> list:
+        if not rows:
+            return []
+        links = self._assignment_links(rows)
+        return [self._render_assignment(row, links.get(row["seq"], [])) for row in rows]
+
+    def get_assignment(self, assignment_id) -> dict:
+        with self.transaction():
+            return self._render_assignments([self._assignment_row(assignment_id)])[0]
+
+    def find_assignments(self, params) -> dict:
+        """The search as JSON text (:class:`RawJSON`): listings are the hot path of every observer, so each
+        assignment's JSON is cached until anything it shows (status, times, tasks' overlap, outputs) changes."""
+        if not any(params.get(k) for k in ("pool_id", "task_id", "task_suite_id")):
+            raise ValidationError.field("pool_id", "VALUE_REQUIRED", "One of pool_id, task_id, task_suite_id is required")
+        sql, args, limit = build_search(ASSIGNMENTS, params)
+        with self.transaction():
+            rows = self.conn.execute(sql, args).fetchall()
+            has_more = len(rows) > limit
+            rows = rows[:limit]
+            links = self._assignment_links(rows) if rows else {}
+            parts = []
+            cache = self._fragments
+            for row in rows:
+                tasks = links.get(row["seq"], [])
+                key = (tuple(row), tuple((t["seq"], t["overlap"], t["issued"], t["infinite"], t["doc"], t["output"])
+                                         for t in tasks))
+                hit = cache.get(row["seq"])
+                if hit is None or hit[0] != key:
+                    if len(cache) > 100_000:
+                        cache.clear()
+                    hit = (key, JSON_ENCODER.encode(self._render_assignment(row, tasks)))
+                    cache[row["seq"]] = hit
+                parts.append(hit[1])
+        return RawJSON('{"items":[' + ",".join(parts) + '],"has_more":' + ("true" if has_more else "false") + "}")
+
+    def patch_assignment(self, assignment_id, body) -> dict:
+        body = _require_object(body)
+        status = body.get("status")
+        if status not in {"ACCEPTED", "REJECTED"}:
+            raise ValidationError.field("status", "VALUE_NOT_ALLOWED", "status must be ACCEPTED or REJECTED",
+                                        ["ACCEPTED", "REJECTED"])
+        comment = body.get("public_comment")
+        if status == "REJECTED" and not (isinstance(comment, str) and comment.strip()):
+            raise ValidationError.field("public_comment", "VALUE_REQUIRED", "A rejection needs a public_comment")
+        with self.transaction():
+            row = self._assignment_row(assignment_id)
+            allowed = {"ACCEPTED": ("SUBMITTED", "REJECTED"), "REJECTED": ("SUBMITTED",)}[status]
+            if row["status"] not in allowed:
+                raise inappropriate_status(list(allowed))
+            if status == "ACCEPTED":
+                if not self._accept(row, comment):
+                    raise IncorrectAction("Not enough money on the balance to accept the assignment",
+                                          {"balance": _num(self.balance()), "required": _num(Decimal(row["cost"]))},
+                                          code="NOT_ENOUGH_BALANCE")
+            else:
+                self._reject(row, comment)
+            return self._render_assignments([self._assignment_row(assignment_id)])[0]
+
+    def _accept(self, row, comment=None, at: str | None = None) -> bool:
+        """SUBMITTED/REJECTED -> ACCEPTED and pay; False (nothing changed) when the balance is short."""
+        cost = Decimal(row["cost"])
+        if not row["paid"]:
+            if self.balance() < cost:
+                return False
+            self._set_meta("balance", str(self.balance() - cost))
+            self.conn.execute("INSERT INTO charges(pool_id, assignment_id, amount, created) VALUES(?, ?, ?, ?)",
+                              (row["pool_id"], row["id"], str(cost), fmt_ts(self.now())))
+        previous = row["status"]
+        doc = json.loads(row["doc"])
+        if comment is not None:
+            doc["public_comment"] = comment
+        # Instant auto-accept shares the submit stamp (as in the real API); anything later is "now", so a
+        # streaming cursor that already moved past the submit time still sees the acceptance.
+        accepted = at or fmt_ts(self.now())
+        self.conn.execute("UPDATE assignments SET status = 'ACCEPTED', accepted = ?, paid = 1, auto_accept_at = NULL, "
+                          "doc = ? WHERE seq = ?", (accepted, _dumps(doc), row["seq"]))
+        self._quality_control(row["pool_id"], row["user_id"], "ACCEPT_AFTER_REJECT" if previous == "REJECTED" else "ACCEPT",
+                              self._assignment_row(row["id"]))
+        return True
+
+    def _reject(self, row, comment):
+        doc = json.loads(row["doc"])
+        doc["public_comment"] = comment
+        self.conn.execute("UPDATE assignments SET status = 'REJECTED', rejected = ?, auto_accept_at = NULL, doc = ? "
+                          "WHERE seq = ?", (fmt_ts(self.now()), _dumps(doc), row["seq"]))
+        self._quality_control(row["pool_id"], row["user_id"], "REJECT", self._assignment_row(row["id"]))
+
+    # ---- assignments TSV (get_assignments_df) -------------------------------------------------------
+
+    def assignments_tsv(self, pool_id, params) -> str:
+        statuses = [s for s in str(params.get("status") or "APPROVED").split(",") if s]
+        unknown = set(statuses) - {"ACTIVE", "SUBMITTED", "APPROVED", "REJECTED", "SKIPPED", "EXPIRED"}
+        if unknown:
+            raise ValidationError.field("status", "UNKNOWN_ENUM_VALUE", f"Unknown status {sorted(unknown)}")
+        fields = [f for f in str(params.get("field") or "ASSIGNMENT:link,ASSIGNMENT:assignment_id,ASSIGNMENT:worker_id,"
+                                  "ASSIGNMENT:status,ASSIGNMENT:started").split(",") if f]
+        db_status = ["ACCEPTED" if s == "APPROVED" else s for s in statuses]
+        with self.transaction():
+            pool = self._pool_row(pool_id)
+            project = {"task_spec": self.pool_task_spec(pool)}
+            where, args = [f"pool_id = ? AND status IN ({','.join('?' * len(db_status))})"], [pool["id"], *db_status]
+            for param, op in (("startTimeFrom", ">="), ("startTimeTo", "<=")):
+                if params.get(param):
+                    where.append(f"created {op} ?")
+                    args.append(_convert(param, params[param], "ts"))
+            rows = self.conn.execute(f"SELECT * FROM assignments WHERE {' AND '.join(where)} ORDER BY id", args).fetchall()
+            assignments = self._render_assignments(rows)
+            has_golden = self.conn.execute(f"SELECT 1 FROM tasks WHERE pool_id = ? AND {golden_sql()} LIMIT 1",
+                                           (pool["id"],)).fetchone() is not None
+        inputs = list(project["task_spec"]["input_spec"])
+        outputs = list(project["task_spec"]["output_spec"])
+        # GOLDEN:<output> holds a control task's (first) known solution; empty on general tasks
+        golden = outputs if has_golden else []
+        header = [f"INPUT:{n}" for n in inputs] + [f"OUTPUT:{n}" for n in outputs] + [f"GOLDEN:{n}" for n in golden]
+        header += fields
+        buf = io.StringIO()
+        writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
+        writer.writerow(header)
+
+        def cell(value):
+            if value is None:
+                return ""
+            if isinstance(value, (dict, list, bool)):
+                return json.dumps(value)
+            return value
+
+        for a in assignments:
+            solutions = a.get("solutions") or [{}] * len(a["tasks"])
+            for task, solution in zip(a["tasks"], solutions):
+                out = solution.get("output_values", {}) if solution else {}
+                meta = {"link": f"{self.base_url}/task/{a['pool_id']}/{a['task_suite_id']}",
+                        "assignment_id": a["id"], "worker_id": a["user_id"],
+                        "status": TSV_STATUS.get(a["status"], a["status"]), "started": a.get("created"),
+                        "task_id": task["id"], "task_suite_id": a["task_suite_id"], "reward": a.get("reward")}
+                for field in ASSIGNMENT_TIME_FIELDS[1:]:
+                    meta[field] = a.get(field)
+                line = [cell(task["input_values"].get(n)) for n in inputs] + [cell(out.get(n)) for n in outputs]
+                known = ((task.get("known_solutions") or [{}])[0] or {}).get("output_values") or {}
+                line += [cell(known.get(n)) for n in golden]
+                line += [cell(meta.get(f.split(":", 1)[1] if ":" in f else f)) for f in fields]
+                writer.writerow(line)
+        return buf.getvalue()

@@ -1,0 +1,253 @@
+"""Pools: validation of the settings, create/edit, open/close/clone/archive."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal
+
+from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
+from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError, inappropriate_status
+from crowdboxes.local_toloka.models.base import MIN_REWARD, OWNER, POOLS, _dumps, _num, cost_for
+from crowdboxes.local_toloka.models.validation import _decimal, _integer, _require_object, _string, _timestamp
+
+
+class PoolsMixin:
+    """Pools and their status transitions."""
+
+    def _pool_row(self, pool_id):
+        try:
+            pid = int(pool_id)
+        except (TypeError, ValueError):
+            raise DoesNotExist(f"Pool {pool_id!r} does not exist") from None
+        row = self.conn.execute("SELECT * FROM pools WHERE id = ?", (pid,)).fetchone()
+        if row is None:
+            raise DoesNotExist(f"Pool {pool_id} does not exist")
+        return row
+
+    @staticmethod
+    def _render_pool(row) -> dict:
+        doc = json.loads(row["doc"])
+        doc.update(id=str(row["id"]), project_id=str(row["project_id"]), status=row["status"],
+                   created=out_ts(row["created"]), owner=OWNER)
+        if row["last_started"]:
+            doc["last_started"] = out_ts(row["last_started"])
+        return doc
+
+    def _validate_pool(self, body) -> dict:
+        _require_object(body)
+        doc = {k: v for k, v in body.items()
+               if k not in {"id", "status", "created", "owner", "last_started", "last_stopped", "last_close_reason", "type"}}
+        if body.get("type") == "TRAINING":
+            raise ValidationError.field("type", "VALUE_NOT_ALLOWED", "Training pools are not supported")
+        if body.get("project_id") is None:
+            raise ValidationError.field("project_id", "VALUE_REQUIRED", "Value must be present and not equal to null")
+        try:
+            project = self._project_row(body["project_id"])
+        except DoesNotExist:
+            raise ValidationError.field("project_id", "ENTITY_DOES_NOT_EXIST",
+                                        f"Project {body['project_id']} does not exist") from None
+        if project["status"] != "ACTIVE":
+            raise inappropriate_status(["ACTIVE"], "PROJECT_INAPPROPRIATE_STATUS")
+        doc["project_id"] = str(project["id"])
+        _string(body, "private_name")
+        _decimal(body, "reward_per_assignment", minimum=MIN_REWARD)
+        _integer(body, "assignment_max_duration_seconds", minimum=60)
+        _timestamp(body, "will_expire")
+        defaults = body.get("defaults")
+        if not isinstance(defaults, dict):
+            raise ValidationError.field("defaults", "VALUE_REQUIRED", "Value must be present and not equal to null")
+        _integer(defaults, "default_overlap_for_new_task_suites", minimum=1,
+                 path="defaults.default_overlap_for_new_task_suites")
+        _integer(defaults, "default_overlap_for_new_tasks", required=False, minimum=1,
+                 path="defaults.default_overlap_for_new_tasks")
+        _integer(body, "auto_accept_period_day", required=False, minimum=1, maximum=21)
+        _integer(body, "auto_close_after_complete_delay_seconds", required=False, minimum=0, maximum=259200)
+        _integer(body, "priority", required=False, minimum=0, maximum=100)
+        mixer = body.get("mixer_config")
+        if mixer is not None:
+            if not isinstance(mixer, dict):
+                raise ValidationError.field("mixer_config", "OBJECT_EXPECTED", "An object is expected")
+            for key in ("real_tasks_count", "golden_tasks_count", "training_tasks_count"):
+                _integer(mixer, key, minimum=0, path=f"mixer_config.{key}")
+            if mixer["real_tasks_count"] + mixer["golden_tasks_count"] + mixer["training_tasks_count"] < 1:
+                raise ValidationError.field("mixer_config.real_tasks_count", "VALUE_LESS_THAN_MIN",
+                                            "A task suite needs at least one task", [1])
+            for kind in ("real", "golden", "training"):
+                _integer(mixer, f"min_{kind}_tasks_count", required=False, minimum=0,
+                         maximum=mixer[f"{kind}_tasks_count"], path=f"mixer_config.min_{kind}_tasks_count")
+        flt = body.get("filter")
+        if flt is not None:
+            self._check_filter(flt, "filter")
+        qc = body.get("quality_control") or {"configs": []}
+        if not isinstance(qc, dict) or not isinstance(qc.get("configs", []), list):
+            raise ValidationError.field("quality_control.configs", "ARRAY_EXPECTED", "An array is expected")
+        for i, cfg in enumerate(qc.get("configs", [])):
+            collector = cfg.get("collector_config") if isinstance(cfg, dict) else None
+            if not isinstance(collector, dict) or "type" not in collector:
+                raise ValidationError.field(f"quality_control.configs[{i}].collector_config", "VALUE_REQUIRED",
+                                            "collector_config with a type is required")
+            collector.setdefault("uuid", str(uuid.uuid4()))
+            for j, rule in enumerate(cfg.get("rules", [])):
+                if not isinstance(rule, dict) or not isinstance(rule.get("action"), dict) \
+                        or "type" not in rule["action"]:
+                    raise ValidationError.field(f"quality_control.configs[{i}].rules[{j}].action", "VALUE_REQUIRED",
+                                                "An action with a type is required")
+        qc.setdefault("configs", [])
+        doc["quality_control"] = qc
+        doc.setdefault("auto_accept_solutions", True)
+        doc.setdefault("auto_accept_period_day", 21)
+        doc.setdefault("auto_close_after_complete_delay_seconds", 0)
+        doc.setdefault("priority", 0)
+        doc.setdefault("may_contain_adult_content", False)
+        doc.setdefault("assignments_issuing_config", {"issue_task_suites_in_creation_order": False})
+        doc.setdefault("speed_quality_balance", {"type": "TOP_PERCENTAGE_BY_QUALITY", "percent": 100})
+        doc["type"] = "REGULAR"
+        return doc
+
+    def _check_filter(self, node, path):
+        if not isinstance(node, dict):
+            raise ValidationError.field(path, "OBJECT_EXPECTED", "A filter object is expected")
+        if "and" in node or "or" in node:
+            key = "and" if "and" in node else "or"
+            if not isinstance(node[key], list):
+                raise ValidationError.field(f"{path}.{key}", "ARRAY_EXPECTED", "An array is expected")
+            for i, child in enumerate(node[key]):
+                self._check_filter(child, f"{path}.{key}[{i}]")
+            return
+        for key in ("category", "key", "operator"):
+            if key not in node:
+                raise ValidationError.field(f"{path}.{key}", "VALUE_REQUIRED", "Filter condition needs " + key)
+
+    def create_pool(self, body) -> dict:
+        with self.transaction():
+            doc = self._validate_pool(body)
+            now = fmt_ts(self.now())
+            project_id = int(doc.pop("project_id"))
+            cur = self.conn.execute("INSERT INTO pools(project_id, status, created, doc) VALUES(?, 'CLOSED', ?, ?)",
+                                    (project_id, now, _dumps(doc)))
+            return self._render_pool(self._pool_row(cur.lastrowid))
+
+    def get_pool(self, pool_id) -> dict:
+        with self.transaction():
+            return self._render_pool(self._pool_row(pool_id))
+
+    def find_pools(self, params) -> dict:
+        return self._search(POOLS, params, lambda rows: [self._render_pool(r) for r in rows])
+
+    def update_pool(self, pool_id, body) -> dict:
+        """PUT: replace the editable settings (not while archived)."""
+        with self.transaction():
+            row = self._pool_row(pool_id)
+            if row["status"] == "ARCHIVED":
+                raise inappropriate_status(["OPEN", "CLOSED"], "POOL_INAPPROPRIATE_STATUS")
+            body = dict(_require_object(body))
+            body.setdefault("project_id", str(row["project_id"]))
+            if str(body["project_id"]) != str(row["project_id"]):
+                raise ValidationError.field("project_id", "VALUE_NOT_ALLOWED", "A pool cannot move to another project")
+            old = json.loads(row["doc"])
+            doc = self._validate_pool(body)
+            doc.pop("project_id")
+            for keep in ("last_close_reason", "last_stopped"):
+                if keep in old:
+                    doc[keep] = old[keep]
+            self.conn.execute("UPDATE pools SET doc = ? WHERE id = ?", (_dumps(doc), row["id"]))
+            self._notify()
+            return self._render_pool(self._pool_row(row["id"]))
+
+    def patch_pool(self, pool_id, body) -> dict:
+        """PATCH: only ``priority`` is patchable in the API."""
+        with self.transaction():
+            row = self._pool_row(pool_id)
+            body = _require_object(body)
+            priority = _integer(body, "priority", minimum=0, maximum=100)
+            doc = json.loads(row["doc"])
+            doc["priority"] = priority
+            self.conn.execute("UPDATE pools SET doc = ? WHERE id = ?", (_dumps(doc), row["id"]))
+            return self._render_pool(self._pool_row(row["id"]))
+
+    def _pool_doc(self, row) -> dict:
+        return json.loads(row["doc"])
+
+    def _save_pool_doc(self, pool_id, doc):
+        self.conn.execute("UPDATE pools SET doc = ? WHERE id = ?", (_dumps(doc), pool_id))
+
+    def _open_pool(self, row):
+        """Open a CLOSED pool (raises the API's errors); no-op when already open."""
+        if row["status"] == "OPEN":
+            return False
+        if row["status"] != "CLOSED":
+            raise inappropriate_status(["CLOSED"])
+        project = self._project_row(row["project_id"])
+        if project["status"] != "ACTIVE":
+            raise inappropriate_status(["ACTIVE"], "PROJECT_INAPPROPRIATE_STATUS")
+        doc = self._pool_doc(row)
+        if not doc.get("mixer_config"):
+            raise IncorrectAction("Pool has no mixer_config; tasks cannot be mixed into task suites",
+                                  code="MIXER_CONFIG_REQUIRED")
+        tasks = self.conn.execute("SELECT COUNT(*) FROM tasks WHERE pool_id = ?", (row["id"],)).fetchone()[0]
+        if not tasks:
+            raise IncorrectAction("Pool contains no tasks. Operation is not allowed", code="EMPTY_POOL")
+        if parse_ts(doc["will_expire"]) <= self.now():
+            raise ValidationError.field("will_expire", "DATE_OUT_OF_RANGE", "Pool expiration date is in the past")
+        cost = cost_for(Decimal(str(doc["reward_per_assignment"])))
+        if self.balance() - self.reserved_funds() < cost:
+            raise IncorrectAction("Not enough money on the balance to open the pool",
+                                  {"balance": _num(self.balance()), "required": _num(cost)}, code="NOT_ENOUGH_BALANCE")
+        now = fmt_ts(self.now())
+        doc.pop("last_close_reason", None)
+        self.conn.execute("UPDATE pools SET status = 'OPEN', last_started = ?, complete_at = NULL, doc = ? WHERE id = ?",
+                          (now, _dumps(doc), row["id"]))
+        self._notify()
+        return True
+
+    def _close_pool(self, pool_id, reason: str):
+        row = self._pool_row(pool_id)
+        doc = self._pool_doc(row)
+        doc["last_close_reason"] = reason
+        doc["last_stopped"] = out_ts(fmt_ts(self.now()))
+        self.conn.execute("UPDATE pools SET status = 'CLOSED', complete_at = NULL, doc = ? WHERE id = ?",
+                          (_dumps(doc), row["id"]))
+
+    def open_pool(self, pool_id):
+        """``None`` when already open (HTTP 204), else the finished POOL.OPEN operation."""
+        with self.transaction():
+            row = self._pool_row(pool_id)
+            if row["status"] == "OPEN":
+                return None
+            self._open_pool(row)
+            return self._finished_operation("POOL.OPEN", {"pool_id": str(row["id"])})
+
+    def close_pool(self, pool_id, reason="MANUAL"):
+        with self.transaction():
+            row = self._pool_row(pool_id)
+            if row["status"] == "CLOSED":
+                return None
+            if row["status"] != "OPEN":
+                raise inappropriate_status(["OPEN"])
+            self._close_pool(row["id"], reason)
+            kind = "POOL.CLOSE"
+            return self._finished_operation(kind, {"pool_id": str(row["id"])})
+
+    def clone_pool(self, pool_id) -> dict:
+        """An empty CLOSED pool with the same settings in the same project (POOL.CLONE operation)."""
+        with self.transaction():
+            row = self._pool_row(pool_id)
+            doc = self._pool_doc(row)
+            for key in ("last_close_reason", "last_stopped"):
+                doc.pop(key, None)
+            for cfg in doc.get("quality_control", {}).get("configs", []):
+                cfg.get("collector_config", {})["uuid"] = str(uuid.uuid4())
+            cur = self.conn.execute("INSERT INTO pools(project_id, status, created, doc) VALUES(?, 'CLOSED', ?, ?)",
+                                    (row["project_id"], fmt_ts(self.now()), _dumps(doc)))
+            return self._finished_operation("POOL.CLONE", {"pool_id": str(row["id"])}, {"pool_id": str(cur.lastrowid)})
+
+    def archive_pool(self, pool_id):
+        with self.transaction():
+            row = self._pool_row(pool_id)
+            if row["status"] == "ARCHIVED":
+                return None
+            if row["status"] != "CLOSED":
+                raise inappropriate_status(["CLOSED"])
+            self.conn.execute("UPDATE pools SET status = 'ARCHIVED' WHERE id = ?", (row["id"],))
+            return self._finished_operation("POOL.ARCHIVE", {"pool_id": str(row["id"])})
