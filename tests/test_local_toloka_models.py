@@ -529,3 +529,21 @@ def test_skill_edit_changes_name_comment_and_access_only(backend):
         backend.update_skill(skill["id"], {"hidden": True})
     with pytest.raises(DoesNotExist):
         backend.update_skill("999", {"name": "x"})
+
+
+def test_unplanned_active_items_carry_project_and_task_spec(backend):
+    """The crowd scheduler reads ``project_id`` and the pool's effective ``task_spec`` from each item."""
+    project, pool = make_pool(backend, n_tasks=2)
+    backend.open_pool(pool["id"])
+    with backend.transaction():
+        row, doc = backend.open_pools()[0]
+        backend.issue_suite(row, doc, "w1", backend.suite_tasks(row, doc, "w1"))
+    # a breaking edit of the project pins the pool to the spec it had
+    edited = json.loads(json.dumps(PROJECT))
+    edited["task_spec"]["output_spec"] = {"other": {"type": "string"}}
+    backend.update_project(project["id"], edited)
+    with backend.transaction():
+        (item,) = backend.unplanned_active()
+    assert item["pool_id"] == int(pool["id"]) and item["project_id"] == int(project["id"])
+    assert item["task_spec"] == PROJECT["task_spec"] and "training" not in item
+    assert item["inputs"] == [{"image": "https://i/0.png"}] and item["user_id"] == "w1"

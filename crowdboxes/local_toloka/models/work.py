@@ -108,18 +108,31 @@ class WorkMixin:
         return asg_id
 
     def unplanned_active(self) -> list:
-        """ACTIVE assignments whose answers are not decided yet (new, or interrupted by a restart)."""
+        """ACTIVE assignments whose answers are not decided yet (new, or interrupted by a restart).
+
+        Each item: ``id``, ``user_id``, ``pool_id`` and ``project_id`` (ints), ``created`` (datetime),
+        ``inputs`` (the suite's ``input_values`` in order), ``max_seconds``, ``task_spec`` (the pool's
+        effective spec, as :meth:`pool_task_spec` returns it: ``input_spec``, ``output_spec``,
+        ``view_spec``; shared by the items of one pool, do not modify) and ``training: True`` for a
+        training pool's assignment (the key is absent otherwise).
+        """
         rows = self.conn.execute("SELECT a.id, a.user_id, a.pool_id, a.created FROM assignments a WHERE "
                                  "a.status = 'ACTIVE' AND a.plan IS NULL ORDER BY a.seq").fetchall()
-        out = []
+        out, pools = [], {}
         for row in rows:
             inputs = [json.loads(t[0]).get("input_values", {}) for t in self.conn.execute(
                 "SELECT t.doc FROM assignment_tasks at JOIN tasks t ON t.seq = at.task_seq WHERE at.assignment_seq = "
                 "(SELECT seq FROM assignments WHERE id = ?) ORDER BY at.pos", (row["id"],))]
-            pool_doc = self._pool_doc(self._pool_row(row["pool_id"]))
-            out.append({"id": row["id"], "user_id": row["user_id"], "pool_id": row["pool_id"],
-                        "created": parse_ts(row["created"]), "inputs": inputs,
-                        "max_seconds": int(pool_doc["assignment_max_duration_seconds"])})
+            if row["pool_id"] not in pools:
+                pool_row = self._pool_row(row["pool_id"])
+                pools[row["pool_id"]] = (pool_row, self._pool_doc(pool_row), self.pool_task_spec(pool_row))
+            pool_row, pool_doc, task_spec = pools[row["pool_id"]]
+            item = {"id": row["id"], "user_id": row["user_id"], "pool_id": row["pool_id"],
+                    "project_id": pool_row["project_id"], "created": parse_ts(row["created"]), "inputs": inputs,
+                    "max_seconds": int(pool_doc["assignment_max_duration_seconds"]), "task_spec": task_spec}
+            if pool_doc.get("type") == "TRAINING":
+                item["training"] = True
+            out.append(item)
         return out
 
     def set_plan(self, assignment_id, outcome: str, outputs, sim_seconds: float, due: dt.datetime):
