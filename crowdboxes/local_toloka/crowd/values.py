@@ -408,6 +408,14 @@ def _match_choice(choices: Sequence[Any], wanted: Any) -> Any:
 
 
 _NO_MATCH = object()
+
+
+def _to_float(value: Any) -> float | None:
+    try:
+        return None if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
 _TRUE_WORDS = {"true", "yes", "y", "1", "on", "ok", "да"}
 _FALSE_WORDS = {"false", "no", "n", "0", "off", "нет", ""}
 
@@ -418,7 +426,12 @@ def _coerce_scalar(field: OutputField, wanted: Any, rng: np.random.Generator) ->
         return wanted
     if field.options and kind != "json" and not _is_checkbox_group(field):
         found = _match_choice(field.options, wanted)
-        return found if found is not _NO_MATCH else _pick(field.options, rng).value
+        if found is not _NO_MATCH:
+            return found
+        numbers = [c.value for c in field.options if _number(c.value)]
+        if kind in ("integer", "float") and numbers and _number(_to_float(wanted)):
+            return min(numbers, key=lambda v: abs(v - _to_float(wanted)))  # the nearest number
+        return _pick(field.options, rng).value
     if field.allowed_values and kind in ("string", "file", "boolean"):
         found = next((v for v in field.allowed_values if str(v).lower() == str(wanted).strip().lower()), _NO_MATCH)
         return found if found is not _NO_MATCH else _pick(field.allowed_values, rng)
