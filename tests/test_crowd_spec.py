@@ -206,6 +206,9 @@ def test_everything_components():
     assert model.field("side").options == (Choice("L", "Left"), Choice("R", "Right"))
     assert model.field("meta").subpath == "color" and model.field("ok").component == "field.toggle"
     assert model.kind == "link"  # "links" is an array_url output
+    rng = np.random.default_rng(5)
+    assert uninformed(model.field("meta"), rng) == {"color": "red"}  # the select writes meta.color
+    assert {uninformed(model.field("any_float"), rng) for _ in range(5)} != {-100.5}  # open below: a range
     assert task_model(UNKNOWN).kind == "generic"
 
 
@@ -308,3 +311,12 @@ def test_pattern_samples():
         assert is_valid(model.field("value"), value) and 1 <= len(value) <= 9
     assert sample_pattern("(a|b)\\1[^x]{2}", rng) is not None
     assert sample_pattern("(unclosed", rng) is None
+
+
+def test_link_values_look_like_links():
+    rng = np.random.default_rng(4)
+    found = task_model(FIND_ITEMS).field("found_link")
+    assert found.is_link and not task_model(TEXT_RECOGNITION).field("value").is_link
+    for _ in range(20):
+        value = uninformed(found, rng)
+        assert value.startswith("https://www.") and "marksandspencer" in value and is_valid(found, value)

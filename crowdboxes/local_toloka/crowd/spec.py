@@ -110,6 +110,14 @@ class OutputField:
         return bool(self.options) or self.type == "boolean"
 
     @property
+    def is_link(self) -> bool:
+        """The worker pastes a link: a ``url`` output, or a free-text string written by
+        ``field.text`` whose name or label mentions link/url/website (find-items projects)."""
+        return (self.item_type == "url" and not self.options) or (
+            _is_free_text(self) and self.component == "field.text"
+            and _LINK_WORDS_RE.search(f"{self.name} {self.label}") is not None)
+
+    @property
     def item_type(self) -> str:
         """The element type of an ``array_*`` field, else the type itself."""
         return self.type[len("array_"):] if self.type.startswith("array_") else self.type
@@ -173,12 +181,8 @@ class TaskModel:
         considered = [f for f in self.outputs if f.required] or list(self.outputs)
         if considered and all(f.is_choice for f in considered):
             return "choice"
-        for f in self.outputs:
-            if f.item_type == "url" and not f.options:
-                return "link"
-            if (_is_free_text(f) and f.component == "field.text"
-                    and _LINK_WORDS_RE.search(f"{f.name} {f.label}")):
-                return "link"
+        if any(f.is_link for f in self.outputs):
+            return "link"
         if considered and 2 * sum(_is_free_text(f) for f in considered) >= len(considered):
             return "text"
         return "generic"
@@ -410,7 +414,8 @@ def _read_view(config: dict, fields: dict[str, OutputField], unknown: list[str],
                                    "label": _text(node.get("label")), "subpath": sub or None}
         if sub:
             problems.append(f"{where}: writes a part of output {name!r}; values follow its type only")
-        elif ctype in CHOICE_COMPONENTS or ctype == "field.checkbox-group":
+        if ctype in CHOICE_COMPONENTS or ctype == "field.checkbox-group":
+            # For a part ("a.b") these are the choices for that key, not for the whole object.
             changes["options"] = _choices(node.get("options"), problems, where)
         if ctype == "field.image-annotation":
             changes["labels"] = _choices(node.get("labels"), problems, where)

@@ -238,7 +238,8 @@ def sample_pattern(pattern: str, rng: np.random.Generator, *, max_repeat: int = 
             elif op == c.NOT_LITERAL:
                 out.append(_pick([ch for ch in printable if ord(ch) != arg], rng))
             elif op == c.ANY:
-                out.append(_pick(printable, rng))
+                # Half the time a literal dot: an unescaped "." in "shop.com/" usually means one.
+                out.append("." if rng.random() < 0.5 else _pick(printable, rng))
             elif op == c.IN:
                 out.append(klass(arg))
             elif op == c.BRANCH:
@@ -272,12 +273,20 @@ def _string_value(field: OutputField, rng: np.random.Generator) -> str:
         lo = 1  # an empty required answer is what a real form would refuse
     if hi is not None and hi < lo:
         lo = hi  # infeasible spec: keep within the max, the backend checks both and will say so
+    fits = lambda text: (lo <= len(text) and (hi is None or len(text) <= hi)  # noqa: E731
+                         and _pattern_ok(field.pattern, text))
+    if field.is_link:  # a pasted link: a URL, made from the pattern's sample when there is one
+        for _ in range(10):
+            sample = sample_pattern(field.pattern, rng) if field.pattern else None
+            for text in ((f"https://www.{sample.lstrip('/')}", sample) if sample else (_url_value(rng),)):
+                if fits(text):
+                    return text
     if field.pattern:
         for _ in range(30):  # a pattern sample that also fits the lengths, if there is one
             text = sample_pattern(field.pattern, rng)
             if text is None:
                 break
-            if _pattern_ok(field.pattern, text) and lo <= len(text) and (hi is None or len(text) <= hi):
+            if fits(text):
                 return text
     return _words(rng, lo, hi)
 
@@ -302,10 +311,8 @@ def _url_value(rng: np.random.Generator) -> str:
 def _int_bounds(field: OutputField) -> tuple[int, int]:
     lo = math.ceil(field.min_value) if field.min_value is not None else None
     hi = math.floor(field.max_value) if field.max_value is not None else None
-    if lo is None:
-        lo = min(0, hi) if hi is not None else 0
-        if hi is not None and hi - lo > _NUMBER_SPAN:
-            lo = hi - _NUMBER_SPAN
+    if lo is None:  # open below: from 0 when the max allows it, else the 10 below the max
+        lo = 0 if hi is None or hi >= 0 else hi - _NUMBER_SPAN
     if hi is None:
         hi = lo + _NUMBER_SPAN
     return lo, max(lo, hi)
@@ -315,7 +322,7 @@ def _float_bounds(field: OutputField) -> tuple[float, float]:
     lo = float(field.min_value) if field.min_value is not None else None
     hi = float(field.max_value) if field.max_value is not None else None
     if lo is None:
-        lo = min(0.0, hi) if hi is not None else 0.0
+        lo = 0.0 if hi is None or hi >= 0 else hi - _NUMBER_SPAN
     if hi is None:
         hi = lo + _NUMBER_SPAN
     return lo, max(lo, hi)
