@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from crowdboxes.artifacts import ANSWERS
+from crowdboxes.artifacts import ANSWERS  # the product's contract, to check the crowd's own copy
 from crowdboxes.classes import class_by_name, coco_categories
 from crowdboxes.local_toloka import crowd as crowd_mod
 from crowdboxes.local_toloka.crowd import (
@@ -275,8 +275,10 @@ def test_seconds_for_scales_with_work_and_worker_kind():
     verify = mean("careful", kind="verification") / 5
     assert 3 <= verify <= 9
     assert seconds_for(workers["careful"], 0, rng) == 0.0
+    assert seconds_for(workers["careful"], 1, np.random.default_rng(3), kind="drawing", n_boxes=2) == \
+        seconds_for(workers["careful"], 1, np.random.default_rng(3), kind="detection", n_boxes=2)
     with pytest.raises(ValueError):
-        seconds_for(workers["careful"], 1, rng, kind="drawing")
+        seconds_for(workers["careful"], 1, rng, kind="colouring")
 
 
 # ------------------------------------------------------------------------------- Crowd over HTTP/file
@@ -362,14 +364,15 @@ def test_solve_is_deterministic_per_seed_and_independent_of_order(served):
     assert forward != [other.solve(w, t) for w in workers for t in tasks]
 
 
-def test_unloadable_image_gives_none_and_unknown_image_empty_result(served):
+def test_unloadable_image_gives_an_empty_drawing_and_unknown_image_empty_result(served):
+    """A worker who cannot load the image still answers (nothing seen, nothing drawn): a pool never stalls."""
     url, folder, truth = served
     crowd = Crowd(truth, seed=0)
     worker = _careful()
-    assert crowd.solve(worker, {"image": f"{url}/missing.png"}) is None  # 404
-    assert crowd.solve(worker, {"image": f"{url}/truncated.png"}) is None  # does not decode
-    assert crowd.solve(worker, {"image": f"{url}/notes.txt"}) is None
-    assert crowd.solve(worker, {"image": "http://127.0.0.1:9/closed.png"}) is None  # connection refused
+    assert crowd.solve(worker, {"image": f"{url}/missing.png"}) == {"result": []}  # 404
+    assert crowd.solve(worker, {"image": f"{url}/truncated.png"}) == {"result": []}  # does not decode
+    assert crowd.solve(worker, {"image": f"{url}/notes.txt"}) == {"result": []}
+    assert crowd.solve(worker, {"image": "http://127.0.0.1:9/closed.png"}) == {"result": []}  # refused
     assert crowd.solve(worker, {"image": f"{url}/unknown.png"}) == {"result": []}
     spammer = make_workforce(1, 0, mix={"spammer_empty": 1})[0]
     assert crowd.solve(spammer, {"image": f"{url}/scene1.png"}) == {"result": []}
@@ -401,7 +404,9 @@ def test_solve_verification(served):
     import json
     as_text = crowd.solve(verifiers[0], {"image": f"{url}/scene1.png", "outlines": json.dumps(good[:1])})
     assert as_text["verdict"] in ("OK", "BAD")
-    assert crowd.solve(verifiers[0], {"image": f"{url}/missing.png", "outlines": good}) is None
+    # no image to look at: still a valid (uninformed) verdict, never None
+    blind = crowd.solve(verifiers[0], {"image": f"{url}/missing.png", "outlines": good})
+    assert blind["verdict"] in ("OK", "BAD") and blind.get("reason", "") in ("", *crowd_mod.VERDICT_REASONS)
 
 
 def test_image_fetched_once_per_url(served, monkeypatch):
@@ -440,3 +445,30 @@ def test_crowd_reads_visibility_from_the_truth_annotations(served):
     sha, _, _ = crowd.image_info(f"{url}/scene1.png")
     _, _, rows = crowd._truth_for(f"{url}/scene1.png", sha)
     assert rows["visible"].tolist() == [1.0, pytest.approx(0.3)]
+
+
+def test_answer_columns_are_the_products_answers_contract():
+    assert list(crowd_mod.ANSWER_COLUMNS) == list(ANSWERS.columns)
+
+
+def test_own_class_names_are_the_products_default_classes():
+    """The kernel's random labels index into the crowd's own class list: it must stay the product's."""
+    from crowdboxes.classes import CLASS_NAMES, coco_categories as product_categories
+
+    assert crowd_mod.CLASS_NAMES == CLASS_NAMES
+    assert {c["id"]: c["name"] for c in product_categories()} == crowd_mod.classes.DEFAULT_CATEGORIES
+
+
+def test_own_matcher_agrees_with_the_evaluation():
+    from crowdboxes.evaluation import match_image
+
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        n, m = rng.integers(0, 6, 2)
+        pred = np.column_stack([rng.uniform(0, 200, (n, 2)), rng.uniform(5, 80, (n, 2))])
+        true = np.column_stack([rng.uniform(0, 200, (m, 2)), rng.uniform(5, 80, (m, 2))])
+        for threshold in (0.1, 0.5):
+            ours = crowd_mod.match(pred, true, threshold)
+            theirs = match_image(pred, true, threshold=threshold)
+            assert len(ours[0]) == len(theirs[0])
+            assert float(ours[2].sum()) == pytest.approx(float(theirs[2].sum()))

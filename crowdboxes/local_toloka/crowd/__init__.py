@@ -1,0 +1,64 @@
+"""The simulated crowd behind the local Toloka: workers who answer any project by its task spec.
+
+Parameters follow box-aggregation.md section 5.3 (measured on real Toloka crowd boxes and the
+literature). For a worker *w* and a true box of width *W* and height *H*:
+
+* **Edge noise.** Each edge moves by :math:`\\varepsilon \\sim N(b_w s S,\\ \\sqrt{\\sigma_{px}^2 + (\\sigma_w S)^2})`
+  with :math:`S = W` for x-edges, :math:`S = H` for y-edges, :math:`s = -1` for left/top and :math:`+1` for
+  right/bottom (so :math:`b_w > 0` is a looser box), and the standard deviation times 1.4 on the right/bottom
+  edges (the drag direction). :math:`\\sigma_{px} \\approx 1`-1.5 px is a pixel floor
+  (measured on 640 px images; times the image's long side / 640 for smaller images, at least 0.5, because
+  they are enlarged on screen);
+  :math:`\\sigma_w \\sim U(0.012, 0.025)` for careful workers (Toloka's best-of-crowd is 0.017), 0.04-0.06 for
+  sloppy ones; :math:`b_w \\sim N(0.01, 0.015)` (careful) or :math:`N(0.03, 0.02)` (sloppy).
+* **Misses.** :math:`p_{miss,w} \\sim Beta(2, 18)` (mean 0.10), doubled for small boxes
+  (:math:`\\sqrt{WH} < 32` px, the COCO "small" bucket), and times :math:`1 + 2.5 h` for a sign with a
+  hidden fraction :math:`h` (annotation ``visible`` = 1 - h; ``occluded`` without it counts as h = 0.2,
+  i.e. x1.5); the
+  ``small_misser`` skips most small signs (0.5-0.8).
+* **Gross errors** (box on the wrong object or wildly off, IoU < 0.5): 3-5 % of medium/large boxes,
+  2.5 times that (about 10 %) for small ones.
+* **False positives:** Poisson(:math:`\\lambda_w`) per image, :math:`\\lambda_w \\sim Gamma(1, 0.1)`; mostly
+  small squares (sign-like clutter), some larger rectangles.
+* **Class label:** correct with probability ~N(0.9, 0.05); a wrong label is mostly a related class
+  (:data:`RELATED_CLASSES`).
+* **Spammers:** ``spammer_empty`` submits nothing; ``spammer_random`` submits 1 + Poisson(2) random boxes;
+  ``verifier_always_ok`` draws like a sloppy worker and says OK to every outline.
+* **Verification** (:func:`judge_outlines`): the true verdict (BAD with a reason if a sign of at least
+  :data:`NOTICEABLE_PX` is missed, an outline is on nothing, a box is loose, or a class is wrong) is given
+  with the worker's accuracy (careful ~0.9, sloppy ~0.75); spammers answer at random.
+* **Time** (:func:`seconds_for`, :mod:`.timing`): about 25 s per box drawn plus a look at the image, 3-9 s per
+  verification; ``slow`` workers take 3 times as long, spammers a fraction.
+
+:func:`simulate_answers` is the vectorised bulk version (answers.csv rows) for the aggregation benchmark;
+:func:`draw_boxes` runs the same kernel for one worker and one image, so both agree by construction.
+
+Modules: :mod:`.workers` (profiles, workforce), :mod:`.boxes` (the drawing kernel, bulk answers),
+:mod:`.judging` (verdicts on shown shapes), :mod:`.timing` (seconds per kind of task), :mod:`.images`
+(fetch, decode, cache), :mod:`.truth` (the crowd's own COCO truth reader; its docstring has the format),
+:mod:`.matching` (the crowd's own IoU matcher), :mod:`.spec` / :mod:`.values` (a project's task spec and
+valid values), :mod:`.answering` (:class:`Crowd`: the answer to one task from its spec). Nothing here
+imports the product (``crowdboxes`` outside ``crowdboxes.local_toloka``): the simulator must not share
+its idea of a right answer with the code it tests.
+"""
+
+from __future__ import annotations
+
+from crowdboxes.local_toloka.crowd.answering import LOGGER, Crowd, solve_accepts_spec
+from crowdboxes.local_toloka.crowd.boxes import (
+    ANSWER_COLUMNS, SMALL_PX, draw_boxes, normalised_rects, simulate_answers, to_image_annotation)
+from crowdboxes.local_toloka.crowd.classes import CLASS_NAMES, RELATED_CLASSES, RELATED_SHARE
+from crowdboxes.local_toloka.crowd.judging import (
+    LOOSE_IOU, NOTICEABLE_PX, ON_OBJECT_IOU, VERDICT_REASONS, judge_outlines, parse_shapes, true_verdict)
+from crowdboxes.local_toloka.crowd.matching import iou_matrix, match, to_normalised, to_pixels
+from crowdboxes.local_toloka.crowd.timing import (
+    EXPECTED_BOXES_PER_TASK, SECONDS_PER_BOX, SECONDS_PER_IMAGE, VERIFY_SECONDS, seconds_for)
+from crowdboxes.local_toloka.crowd.truth import Truth, TruthError, load_truth
+from crowdboxes.local_toloka.crowd.workers import DEFAULT_MIX, KINDS, WorkerProfile, make_workforce
+
+__all__ = ["ANSWER_COLUMNS", "CLASS_NAMES", "Crowd", "DEFAULT_MIX", "EXPECTED_BOXES_PER_TASK", "KINDS", "LOGGER",
+           "LOOSE_IOU", "NOTICEABLE_PX", "ON_OBJECT_IOU", "RELATED_CLASSES", "RELATED_SHARE", "SECONDS_PER_BOX",
+           "SECONDS_PER_IMAGE", "SMALL_PX", "Truth", "TruthError", "VERDICT_REASONS", "VERIFY_SECONDS",
+           "WorkerProfile", "draw_boxes", "iou_matrix", "judge_outlines", "load_truth", "make_workforce", "match",
+           "normalised_rects", "parse_shapes", "seconds_for", "simulate_answers", "solve_accepts_spec",
+           "to_image_annotation", "to_normalised", "to_pixels", "true_verdict"]

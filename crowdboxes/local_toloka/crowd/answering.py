@@ -1,0 +1,524 @@
+"""The online crowd: a worker's ``output_values`` for one task, from the project's task spec and the truth.
+
+:meth:`Crowd.solve` reads the project's spec (:func:`.spec.task_model`), finds the task's image (the first
+input that loads as an image, whatever its name), and answers by the kind of task:
+
+* **drawing** (a ``field.image-annotation`` output): the drawing kernel (:func:`.boxes.draw_boxes`) on the
+  image's true boxes, written in the field's shape format, with labels only when the view declares labels
+  (truth class -> view label: the ``label_map`` given at start, else equal value, else value or label text
+  equal ignoring case, spaces, ``_`` and ``-``; a class that maps to nothing gets a random view label and one
+  log line). A ``json`` output of a task with an image and no view (classic markup, or no spec at all) is
+  drawn the same way with the truth's class names as labels, as Toloka's own image-annotation output.
+* **judgement** (shapes shown from an input, a choice asked): the shapes are judged against the truth
+  (:func:`.judging.judge_outlines`); the option meaning "correct" comes from ``judgement_options``
+  (``{"correct": value, "incorrect": value}``) or from common option values/labels (OK/BAD, yes/no,
+  true/false, correct/incorrect, good/bad, 1/0). A second choice whose options name the reasons
+  (:data:`.judging.VERDICT_REASONS`) gets the reason.
+* **choice, text, link, generic**: from the truth when it covers the task (:mod:`.truth`: image-level
+  ``labels``/``label``/``text``/``link``, or a ``tasks`` entry), with the worker's ``class_accuracy`` for
+  choices (a wrong answer is uniform over the other options), typos in texts (careful ~1 % of characters,
+  sloppy ~5 %) and a plausible wrong URL for links; else a valid but uninformed answer, and the log says once
+  per project that it has no truth.
+
+Every worker kind keeps its meaning for every field: ``spammer_empty`` answers a constant (the first option,
+no optional text, an empty drawing), ``spammer_random`` answers uniformly at random, ``verifier_always_ok``
+says "correct" to every judgement. Whatever the input (an image that does not load, no image, a view
+component the crowd does not know, a spec it cannot read) the answer is valid for the spec, never None, and
+the trouble is logged once per project.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import re
+import string
+import threading
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from crowdboxes.local_toloka.crowd import images as _images
+from crowdboxes.local_toloka.crowd import values
+from crowdboxes.local_toloka.crowd.boxes import draw_boxes, normalised_rects, to_image_annotation
+from crowdboxes.local_toloka.crowd.judging import VERDICT_REASONS, judge_outlines, parse_shapes, shape_list
+from crowdboxes.local_toloka.crowd.spec import OutputField, TaskModel, image_inputs, task_model
+from crowdboxes.local_toloka.crowd.truth import as_truth
+from crowdboxes.local_toloka.crowd.workers import WorkerProfile
+
+LOGGER = logging.getLogger("crowdboxes.local_toloka")
+
+# The spec a task is answered by when the caller gives none (the scheduler before it knew projects, tests):
+# a verification when the input has ``outlines``, else a detection with a ``result`` json.
+LEGACY_DETECTION_SPEC = {"input_spec": {"image": {"type": "url", "required": True}},
+                         "output_spec": {"result": {"type": "json", "required": True}}}
+LEGACY_VERIFICATION_SPEC = {
+    "input_spec": {"image": {"type": "url", "required": True}, "outlines": {"type": "json", "required": True}},
+    "output_spec": {"verdict": {"type": "string", "required": True, "allowed_values": ["OK", "BAD"]},
+                    "reason": {"type": "string", "required": False, "allowed_values": list(VERDICT_REASONS)}}}
+
+# Option pairs that say "correct" / "incorrect", compared ignoring case, spaces, "_" and "-".
+VERDICT_PAIRS = (("ok", "bad"), ("yes", "no"), ("true", "false"), ("correct", "incorrect"), ("good", "bad"),
+                 ("1", "0"))
+TYPO_RATE = {"careful": 0.01, "slow": 0.01, "small_misser": 0.01, "sloppy": 0.05, "verifier_always_ok": 0.05}
+_MISSING = object()
+
+
+def _norm(text) -> str:
+    return re.sub(r"[\s_\-]+", "", str(text)).casefold()
+
+
+def _stable_int(*parts) -> int:
+    return int.from_bytes(hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest(), "big")
+
+
+def _options(field: OutputField) -> list:
+    """The values a worker can pick for a choice field (booleans without options: True, False)."""
+    if field.options:
+        return [c.value for c in field.options]
+    if field.type == "boolean":
+        return [True, False]
+    return []
+
+
+class _Labels:
+    """Truth class -> a value among ``choices`` (view labels or options), and back."""
+
+    def __init__(self, choices, label_map: Mapping | None):
+        self.values = [c.value for c in choices]
+        self._exact = {str(c.value): c.value for c in choices}
+        self._loose: dict[str, object] = {}
+        for c in choices:
+            self._loose.setdefault(_norm(c.value), c.value)
+        for c in choices:
+            if c.label:
+                self._loose.setdefault(_norm(c.label), c.value)
+        self._map = dict(label_map or {})
+
+    def find(self, cls):
+        """The choice value for truth class ``cls``, or ``_MISSING``."""
+        for wanted in ([self._map[cls]] if cls in self._map else []) + [cls]:
+            if str(wanted) in self._exact:
+                return self._exact[str(wanted)]
+            if _norm(wanted) in self._loose:
+                return self._loose[_norm(wanted)]
+        return _MISSING
+
+    def back(self, value, classes) -> str:
+        """The truth class among ``classes`` that maps to ``value`` (else ``value`` itself)."""
+        for cls in classes:
+            if self.find(cls) == value:
+                return cls
+        return value
+
+
+class Crowd:
+    """Answers tasks for the local Toloka.
+
+    ``truth``: a COCO truth dict (format in :mod:`.truth`), a :class:`.truth.Truth`, None (no truth: every
+    image is "nothing here"), or any object with a ``coco`` dict. ``label_map``: truth class -> view label
+    value. ``judgement_options``: ``{"correct": value, "incorrect": value}`` of judgement tasks. ``log``: a
+    callable taking one line (default: the ``crowdboxes.local_toloka`` logger, WARNING).
+
+    Randomness is derived from ``(seed, worker, task input, n-th time this worker sees it)``, so answers do
+    not depend on the order in which the scheduler hands out tasks.
+    """
+
+    FETCH_TIMEOUT = _images.FETCH_TIMEOUT
+    CACHE_SIZE = _images.CACHE_SIZE
+
+    def __init__(self, truth, seed: int = 0, *, label_map: Mapping | None = None,
+                 judgement_options: Mapping | None = None, log: Callable[[str], None] | None = None):
+        self.truth = as_truth(truth)
+        self.seed = int(seed)
+        self.label_map = {str(k): v for k, v in (label_map or {}).items()}
+        if judgement_options is not None and not {"correct", "incorrect"} <= set(judgement_options):
+            raise ValueError(f"judgement_options {dict(judgement_options)!r}: need keys 'correct' and 'incorrect'")
+        self.judgement_options = dict(judgement_options) if judgement_options is not None else None
+        self.log = log or LOGGER.warning
+        self._images = _images.ImageCache(self.CACHE_SIZE)
+        self._seen: dict[tuple, int] = {}
+        self._noted: set = set()
+        self._lock = threading.Lock()
+
+    # -- image loading
+    def _fetch_bytes(self, url: str) -> bytes | None:
+        return _images.fetch_bytes(url, self.FETCH_TIMEOUT)
+
+    def image_info(self, url: str) -> tuple[str, int, int] | None:
+        """``(sha256, width, height)`` of the image at ``url``; None if it does not load or decode.
+
+        Successful loads are cached per URL (a failure is retried next time: it may be transient).
+        """
+        info = self._images.get(url)
+        if info is not None:
+            return info
+        info = _images.decode(self._fetch_bytes(url))
+        if info is not None:
+            self._images.put(url, info)
+        return info
+
+    def _truth_for(self, url: str, sha256: str):
+        """``(width, height, rows)`` of the truth's image for this URL/content, or None."""
+        return self.truth.lookup(sha256=sha256, file_name=url)
+
+    def _rng(self, profile, task_input: dict) -> np.random.Generator:
+        key = (profile.worker_id, json.dumps(task_input, sort_keys=True, default=str))
+        with self._lock:
+            nth = self._seen.get(key, 0)
+            self._seen[key] = nth + 1
+        return np.random.default_rng([self.seed, _stable_int(*key), nth])
+
+    # -- logging, once per project and topic
+    def _note(self, project, topic, message: str) -> None:
+        with self._lock:
+            if (project, topic) in self._noted:
+                return
+            self._noted.add((project, topic))
+        try:
+            self.log(message)
+        except Exception:  # a broken log sink must not stop the crowd
+            pass
+
+    # -- answering
+    def solve(self, profile: WorkerProfile, task_input: dict, task_spec: dict | None = None, *,
+              project_id=None) -> dict:
+        """``output_values`` of ``profile`` for one task of a project with ``task_spec``.
+
+        Without a spec the task is read the old way: a verification (``verdict``/``reason``) if the input
+        has ``outlines``, else a detection (``result``: rectangles with labels). Never raises; never None.
+        """
+        task_input = task_input if isinstance(task_input, dict) else {}
+        if task_spec is None:
+            task_spec = LEGACY_VERIFICATION_SPEC if "outlines" in task_input else LEGACY_DETECTION_SPEC
+        model = task_model(task_spec)
+        project = project_id if project_id is not None else _stable_int(json.dumps(task_spec, sort_keys=True,
+                                                                                   default=str)) % 10 ** 6
+        name = f"project {project_id}" if project_id is not None else f"a project (spec #{project})"
+        rng = self._rng(profile, task_input)
+        try:
+            return self._answer(profile, task_input, model, rng, project, name)
+        except Exception as exc:  # the crowd never raises into the scheduler
+            self._note(project, "error", f"local Toloka crowd: {name}: cannot answer its tasks "
+                                         f"({type(exc).__name__}: {exc}); answers are uninformed")
+            try:
+                return values.complete(model.outputs, {}, rng)
+            except Exception:
+                return {}
+
+    def _answer(self, profile, task_input, model: TaskModel, rng, project, name) -> dict:
+        if model.unknown_components:
+            self._note(project, "unknown", f"local Toloka crowd: {name}: view components it does not know: "
+                                           f"{', '.join(model.unknown_components)}; their outputs get uninformed answers")
+        if not model.outputs:
+            self._note(project, "outputs", f"local Toloka crowd: {name}: no output fields to answer"
+                                           + (f" ({'; '.join(model.problems)})" if model.problems else ""))
+            return {}
+        image = self._find_image(model, task_input)
+        kind = model.kind
+        if kind == "drawing":
+            return self._draw(profile, model, model.annotation, image, rng, project, name, labelled=None)
+        if kind == "generic" and (image is not None or image_inputs(model.input_spec, task_input)):
+            field = self._json_drawing_field(model)
+            if field is not None:
+                return self._draw(profile, model, field, image, rng, project, name, labelled=True)
+        if kind == "judgement" or (kind in ("choice", "generic") and self._shown_shapes(model, task_input)):
+            answer = self._judge(profile, model, task_input, image, rng, project, name, kind == "judgement")
+            if answer is not None:
+                return answer
+        return self._from_truth(profile, model, task_input, image, rng, project, name)
+
+    def _find_image(self, model: TaskModel, task_input: dict):
+        """``(input name, url, (sha256, w, h))`` of the first input that loads as an image, or None."""
+        names = image_inputs(model.input_spec, task_input)
+        first = model.annotation.image_input if model.annotation is not None else None
+        if first in names:
+            names = [first] + [n for n in names if n != first]
+        for name in names:
+            url = task_input.get(name)
+            if not isinstance(url, str) or not url.strip():
+                continue
+            info = self.image_info(url.strip())
+            if info is not None:
+                return name, url.strip(), info
+        return None
+
+    @staticmethod
+    def _json_drawing_field(model: TaskModel) -> OutputField | None:
+        """A ``json`` output with no view component (classic markup / no spec) to draw into, if any."""
+        fields = [f for f in model.outputs if f.type == "json" and f.component is None]
+        named = [f for f in fields if f.name == "result"]
+        return (named or fields or [None])[0]
+
+    # -- drawing
+    def _draw(self, profile, model, field: OutputField, image, rng, project, name, labelled) -> dict:
+        drawn = []
+        width = height = 1.0
+        if image is None:
+            self._note(project, "noimage", f"local Toloka crowd: {name}: a task's image does not load; "
+                                           f"its workers answer without seeing it")
+        else:
+            _, url, (sha256, img_w, img_h) = image
+            found = self._truth_for(url, sha256)
+            if found is None:
+                self._no_truth(project, name)
+            else:
+                width, height, rows = found
+                drawn = draw_boxes(profile, rows, width, height, rng)
+        if labelled:  # no view: rectangles with the truth's class names, as before
+            answer = {field.name: to_image_annotation(drawn, width, height)}
+        else:
+            if field.labels:
+                labels = _Labels(field.labels, self.label_map)
+                truth_classes = set(self.truth.labels)
+                boxes = []
+                for box in drawn:
+                    value = labels.find(box[4])
+                    if value is _MISSING:
+                        value = labels.values[int(rng.integers(len(labels.values)))]
+                        if box[4] in truth_classes:
+                            self._note(project, ("class", box[4]),
+                                       f"local Toloka crowd: {name}: truth class {box[4]!r} matches no label of "
+                                       f"output {field.name!r} (give --label-map); workers pick a random label")
+                    boxes.append((*box[:4], value))
+            else:
+                boxes = [box[:4] for box in drawn]
+            rects = normalised_rects(boxes, width, height)
+            answer = {field.name: values.shapes_to_annotation(rects, field, rng)}
+        others = [f for f in model.outputs if f.name != field.name]
+        if others:
+            answer.update(self._fill(profile, others, {}, rng))
+        return {f.name: answer[f.name] for f in model.outputs if f.name in answer}
+
+    # -- judging
+    def _shown_shapes(self, model: TaskModel, task_input: dict):
+        """``(input name, shapes)`` of the shapes shown to the worker, or None."""
+        names = list(model.shown_shapes_inputs) + [n for n in task_input if n not in model.shown_shapes_inputs]
+        for input_name in names:
+            if input_name not in task_input:
+                continue
+            shapes = shape_list(task_input[input_name])
+            if shapes is None:
+                continue
+            if shapes or input_name in model.shown_shapes_inputs:
+                return input_name, shapes
+        return None
+
+    def _verdict_field(self, model: TaskModel):
+        """``(field, correct value, incorrect value)`` of the question "is this right?", or None."""
+        choices = [f for f in model.outputs if _options(f)]
+        if self.judgement_options is not None:
+            correct, incorrect = self.judgement_options["correct"], self.judgement_options["incorrect"]
+            for f in choices:
+                opts = _options(f)
+                if correct in opts and incorrect in opts:
+                    return f, correct, incorrect
+            for f in choices:  # given as text ("true" for a boolean, a label for a value)
+                found = [self._option_like(f, v) for v in (correct, incorrect)]
+                if all(v is not _MISSING for v in found):
+                    return f, found[0], found[1]
+        for f in choices:
+            for yes, no in VERDICT_PAIRS:
+                found = [self._option_like(f, v) for v in (yes, no)]
+                if all(v is not _MISSING for v in found) and found[0] != found[1]:
+                    return f, found[0], found[1]
+        return None
+
+    @staticmethod
+    def _option_like(field: OutputField, text):
+        """The option of ``field`` whose value or label is ``text`` (loosely), or ``_MISSING``."""
+        wanted = _norm(text)
+        if field.options:
+            for c in field.options:
+                if _norm(c.value) == wanted:
+                    return c.value
+            for c in field.options:
+                if c.label and _norm(c.label) == wanted:
+                    return c.value
+            return _MISSING
+        if field.type == "boolean":
+            return {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}.get(wanted, _MISSING)
+        return _MISSING
+
+    def _judge(self, profile, model, task_input, image, rng, project, name, asked) -> dict | None:
+        shown = self._shown_shapes(model, task_input)
+        verdict_field = self._verdict_field(model)
+        if shown is None or verdict_field is None:
+            if verdict_field is None and asked:
+                self._note(project, "verdict", f"local Toloka crowd: {name}: cannot tell which option means "
+                                               f"'correct' (give --judgement-options); answers are uninformed")
+            return None
+        field, correct, incorrect = verdict_field
+        if image is None:
+            self._note(project, "noimage", f"local Toloka crowd: {name}: a task's image does not load; "
+                                           f"its workers answer without seeing it")
+            return None
+        _, url, (sha256, img_w, img_h) = image
+        found = self._truth_for(url, sha256)
+        if found is None:
+            self._no_truth(project, name)
+            width, height, rows = float(img_w), float(img_h), []
+        else:
+            width, height, rows = found
+        label_of = None
+        view_labels = next((f.labels for f in model.outputs if f.labels), ())
+        if view_labels:
+            mapper, classes = _Labels(view_labels, self.label_map), self.truth.labels
+            label_of = lambda value: mapper.back(value, classes)  # noqa: E731
+        outlines = parse_shapes(shown[1], width, height, true_boxes=rows, label_of=label_of)
+        verdict, reason = judge_outlines(profile, outlines, rows, width, height, rng)
+        answer = {field.name: correct if verdict == "OK" else incorrect}
+        reason_field = next((f for f in model.outputs if f.name != field.name
+                             and set(VERDICT_REASONS) & {str(v) for v in _options(f)}), None)
+        rest = [f for f in model.outputs if f.name not in answer and f is not reason_field]
+        if rest:
+            answer.update(self._fill(profile, rest, {}, rng, omit_optional_share=0.5))
+        if reason_field is not None:
+            if reason in _options(reason_field) or reason == "":
+                answer[reason_field.name] = reason  # "" with an OK, as the verification pool always had
+            elif reason_field.required:
+                answer[reason_field.name] = values.uninformed(reason_field, rng)
+        return {f.name: answer[f.name] for f in model.outputs if f.name in answer}
+
+    # -- choices, texts, links and anything else
+    def _no_truth(self, project, name) -> None:
+        self._note(project, "truth", f"{name} has no truth for its tasks; answers are uninformed")
+
+    def _truth_values(self, model: TaskModel, task_input: dict, image) -> dict:
+        """Truth per output field name for this task (empty if the truth does not cover it)."""
+        record = None
+        if image is not None:
+            _, url, (sha256, _, _) = image
+            record = self.truth.image(sha256=sha256, file_name=url)
+        if record is None:
+            return dict(self.truth.task(task_input) or {})
+        out = {}
+        per_field = record.get("labels") if isinstance(record.get("labels"), dict) else {}
+        links = record.get("links") if isinstance(record.get("links"), list) else (
+            [record["link"]] if record.get("link") is not None else [])
+        for f in model.outputs:
+            if f.name in per_field:
+                out[f.name] = per_field[f.name]
+            elif _options(f) and record.get("label") is not None:
+                out[f.name] = record["label"]
+            elif links and self._is_link(f, model):
+                out[f.name] = links
+            elif record.get("text") is not None and f.item_type == "string" and not f.options:
+                out[f.name] = record["text"]
+        return out
+
+    @staticmethod
+    def _is_link(field: OutputField, model: TaskModel) -> bool:
+        return field.item_type == "url" or (model.kind == "link" and field.type == "string" and not field.options)
+
+    def _from_truth(self, profile, model, task_input, image, rng, project, name) -> dict:
+        truth = self._truth_values(model, task_input, image)
+        if not truth:
+            self._no_truth(project, name)
+        wanted = {}
+        for f in model.outputs:
+            if f.name in truth:
+                value = self._informed(profile, f, truth[f.name], model, rng, project, name)
+                if value is not _MISSING:
+                    wanted[f.name] = value
+        return self._fill(profile, model.outputs, wanted, rng)
+
+    def _informed(self, profile, field: OutputField, true_value, model, rng, project, name):
+        """What ``profile`` answers for ``field`` whose right answer is ``true_value``."""
+        kind = getattr(profile, "kind", "careful")
+        if kind in ("spammer_empty", "spammer_random"):
+            return _MISSING  # spammers do not look: _fill gives their constant / random answer
+        accuracy = float(getattr(profile, "class_accuracy", 0.9))
+        options = _options(field)
+        if options:
+            right = _Labels(field.options, self.label_map).find(true_value) if field.options else \
+                self._option_like(field, true_value)
+            if right is _MISSING:
+                self._note(project, ("class", str(true_value)),
+                           f"local Toloka crowd: {name}: truth value {true_value!r} is no option of output "
+                           f"{field.name!r} (give --label-map); answers are uninformed")
+                return _MISSING
+            if rng.random() < accuracy or len(options) < 2:
+                return right
+            others = [o for o in options if o != right]
+            return others[int(rng.integers(len(others)))]
+        if self._is_link(field, model):
+            links = true_value if isinstance(true_value, list) else [true_value]
+            links = [str(x) for x in links if x]
+            if links and rng.random() < accuracy:
+                return links[int(rng.integers(len(links)))]
+            return _plausible_url(rng)
+        if field.item_type == "string" and isinstance(true_value, str):
+            rate = TYPO_RATE.get(kind, 0.01 if accuracy >= 0.85 else 0.05)
+            return _typos(true_value, rate, rng)
+        if rng.random() < accuracy:
+            return true_value
+        return _MISSING
+
+    def _fill(self, profile, outputs, wanted: dict, rng, omit_optional_share: float = 0.0) -> dict:
+        """A valid answer for ``outputs``: ``wanted`` values where given, the rest as this worker would."""
+        kind = getattr(profile, "kind", "careful")
+        wanted = dict(wanted)
+        if kind == "spammer_empty":
+            for f in outputs:
+                if f.name not in wanted:
+                    constant = _constant(f)
+                    if constant is not _MISSING:
+                        wanted[f.name] = constant
+        elif kind == "spammer_random":
+            for f in outputs:
+                if f.name not in wanted:
+                    wanted[f.name] = values.uninformed(f, rng)
+        return values.complete(outputs, wanted, rng, omit_optional_share=omit_optional_share)
+
+
+def _constant(field: OutputField):
+    """What a worker who does not look answers: the first option, nothing optional, an empty drawing."""
+    options = _options(field)
+    if options:
+        return options[0]
+    if not field.required:
+        return _MISSING
+    if field.component == "field.image-annotation" or field.type == "json":
+        return []
+    if field.item_type in ("integer", "float"):
+        return field.min_value if field.min_value is not None else 0
+    if field.item_type == "string":
+        return "-"
+    return _MISSING
+
+
+def _typos(text: str, rate: float, rng: np.random.Generator) -> str:
+    """``text`` with about ``rate`` of its characters mistyped (replaced, dropped or doubled)."""
+    if not text or rate <= 0:
+        return text
+    out = []
+    letters = string.ascii_lowercase
+    for ch, u, pick in zip(text, rng.random(len(text)), rng.integers(0, 3, len(text))):
+        if u >= rate:
+            out.append(ch)
+        elif pick == 0:
+            new = letters[int(rng.integers(len(letters)))]
+            out.append(new.upper() if ch.isupper() else new)
+        elif pick == 1:
+            out.append(ch + ch)
+        # pick == 2: dropped
+    return "".join(out) or text
+
+
+def _plausible_url(rng: np.random.Generator) -> str:
+    word = "".join(string.ascii_lowercase[i] for i in rng.integers(0, 26, int(rng.integers(4, 10))))
+    site = ("shop.example.com", "www.example.org", "market.example.net")[int(rng.integers(3))]
+    return f"https://{site}/item/{word}-{int(rng.integers(1000, 99999))}"
+
+
+def solve_accepts_spec(crowd) -> tuple[bool, bool]:
+    """Whether ``crowd.solve`` takes ``task_spec`` (and ``project_id``): injected test crowds may not."""
+    try:
+        params = inspect.signature(crowd.solve).parameters
+    except (TypeError, ValueError):
+        return False, False
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return ("task_spec" in params or var_kw), ("project_id" in params or var_kw)
