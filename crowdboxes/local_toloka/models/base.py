@@ -40,6 +40,7 @@ COORD_RE = re.compile(r"^\s*-?\d+(\.\d+)?\s*,\s*-?\d+(\.\d+)?\s*$")
 ASSIGNMENT_TIME_FIELDS = ("created", "submitted", "accepted", "rejected", "skipped", "expired")
 TSV_STATUS = {"ACCEPTED": "APPROVED"}
 MAX_BATCH = 100_000
+MAX_OVERLAP = 30_000  # OpenAPI Defaults and Task.overlap maximum
 
 
 def golden_sql(alias: str = "") -> str:

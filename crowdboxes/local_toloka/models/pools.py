@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError, inappropriate_status
-from crowdboxes.local_toloka.models.base import MIN_REWARD, OWNER, POOLS, _dumps, _num, cost_for
+from crowdboxes.local_toloka.models.base import MAX_OVERLAP, MIN_REWARD, OWNER, POOLS, _dumps, _num, cost_for
 from crowdboxes.local_toloka.models.validation import _decimal, _integer, _require_object, _string, _timestamp
 
 
@@ -57,9 +57,12 @@ class PoolsMixin:
         defaults = body.get("defaults")
         if not isinstance(defaults, dict):
             raise ValidationError.field("defaults", "VALUE_REQUIRED", "Value must be present and not equal to null")
-        _integer(defaults, "default_overlap_for_new_task_suites", minimum=1,
+        # OpenAPI ``Defaults`` says 1..30000, but production takes 0 (Toloka's getting-started notebook
+        # sends it, e.g. for pools whose tasks carry their own or infinite overlap): 0..30000 here; the
+        # suites default stays required, and negatives, non-integers and > 30000 are refused.
+        _integer(defaults, "default_overlap_for_new_task_suites", minimum=0, maximum=MAX_OVERLAP,
                  path="defaults.default_overlap_for_new_task_suites")
-        _integer(defaults, "default_overlap_for_new_tasks", required=False, minimum=1,
+        _integer(defaults, "default_overlap_for_new_tasks", required=False, minimum=0, maximum=MAX_OVERLAP,
                  path="defaults.default_overlap_for_new_tasks")
         _integer(body, "auto_accept_period_day", required=False, minimum=1, maximum=21)
         _integer(body, "auto_close_after_complete_delay_seconds", required=False, minimum=0, maximum=259200)

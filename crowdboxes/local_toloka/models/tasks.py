@@ -91,12 +91,20 @@ class TasksMixin:
         overlap = None
         defaults = pool_doc.get("defaults", {})
         if not infinite:
-            if allow_defaults or item.get("overlap") is None:
-                # Toloka falls back to the suites default when the tasks default is unset (toloka-api.md 4.5).
-                overlap = defaults.get("default_overlap_for_new_tasks") or defaults.get(
-                    "default_overlap_for_new_task_suites") or 1
+            # Toloka falls back to the suites default when the tasks default is unset (toloka-api.md 4.5);
+            # a default of 0 (accepted on pools, see PoolsMixin._validate_pool) gives no overlap, so the
+            # task's own overlap is used, and a task with neither is refused.
+            default = defaults.get("default_overlap_for_new_tasks")
+            if default is None:
+                default = defaults.get("default_overlap_for_new_task_suites")
+            own = item.get("overlap")
+            if (allow_defaults or own is None) and default:
+                overlap = default
+            elif own is None:
+                errors["overlap"] = field_error("VALUE_REQUIRED", "The pool's default overlap is 0: the task needs "
+                                                "its own overlap (>= 1) or infinite_overlap")
             else:
-                overlap = item.get("overlap")
+                overlap = own
                 if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 1:
                     errors["overlap"] = field_error("VALUE_LESS_THAN_MIN", "overlap must be an integer >= 1", [1])
         if errors:
