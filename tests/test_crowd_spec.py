@@ -74,14 +74,16 @@ ANNOTATION_NO_LABELS = _spec(URL_IN, {"boxes": {"type": "json", "required": True
                                   "image": {"type": "data.input", "path": "image"}}))
 POLYGON_ONLY = _spec(URL_IN, {"areas": {"type": "json"}},
                      _tb({"type": "field.image-annotation", "data": {"type": "data.output", "path": "areas"},
-                          "image": {"type": "data.input", "path": "image"}, "shapes": {"polygon": True, "rectangle": False},
+                          "image": {"type": "data.input", "path": "image"},
+                          "shapes": {"polygon": True, "rectangle": False},
                           "labels": [{"label": "Car", "value": "car"}, {"label": "Bus", "value": "bus"}]}))
 POINT_ONLY = _spec(URL_IN, {"points": {"type": "json"}},
                    _tb({"type": "field.image-annotation", "data": {"type": "data.output", "path": "points"},
                         "image": {"type": "data.input", "path": "image"}, "shapes": {"point": True}}))
 
 CLASSIC = _spec({"text": {"type": "string"}, "shapes": {"type": "json"}},
-                {"answer": {"type": "string", "allowed_values": ["a", "b"]}, "note": {"type": "string", "required": False}},
+                {"answer": {"type": "string", "allowed_values": ["a", "b"]},
+                 "note": {"type": "string", "required": False}},
                 {"type": "classic", "markup": "{{field type=\"radio\" name=\"answer\"}}", "script": "", "styles": ""})
 
 UNKNOWN = _spec(URL_IN, {"score": {"type": "integer", "min_value": 1, "max_value": 5},
@@ -113,8 +115,10 @@ EVERYTHING = _spec(URL_IN, {
     {"type": "field.toggle", "data": {"type": "data.output", "path": "ok"}},
     {"type": "field.checkbox-group", "data": {"type": "data.output", "path": "flags"},
      "options": [{"label": "Blurry", "value": "blurry"}, {"label": "Dark", "value": "dark"}]},
-    {"type": "field.button-radio", "data": {"type": "data.output", "path": "side"}, "label": "Left", "valueToSet": "L"},
-    {"type": "field.button-radio", "data": {"type": "data.output", "path": "side"}, "label": "Right", "valueToSet": "R"},
+    {"type": "field.button-radio", "data": {"type": "data.output", "path": "side"}, "label": "Left",
+     "valueToSet": "L"},
+    {"type": "field.button-radio", "data": {"type": "data.output", "path": "side"}, "label": "Right",
+     "valueToSet": "R"},
     {"type": "field.number", "data": {"type": "data.output", "path": "count"}},
     {"type": "field.select", "data": {"type": "data.output", "path": "meta.color"},
      "options": [{"label": "Red", "value": "red"}]},
@@ -148,6 +152,7 @@ def test_verification_project_is_a_judgement_over_shown_outlines():
     model = task_model(_project("verification_project"))
     assert model.kind == "judgement" and model.annotation is None
     assert model.shown_shapes_inputs == ("outlines",)
+    assert len(model.shown_labels) == 10 and model.shown_labels[-1] == Choice("traffic_light", "Traffic light")
     assert [f.name for f in model.outputs] == ["verdict", "reason"]
     verdict, reason = model.outputs
     assert verdict.component == "field.radio-group" and verdict.options == (Choice("OK", "Yes"), Choice("BAD", "No"))

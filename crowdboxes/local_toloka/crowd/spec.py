@@ -143,6 +143,9 @@ class TaskModel:
     problems: tuple[str, ...]
     # Addition: inputs shown as shapes by a disabled field.image-annotation (see the property).
     shape_inputs: tuple[str, ...] = ()
+    # Addition: the labels of the (first) image-annotation that shows input shapes, e.g. the
+    # verification project's sign types; () when it declares none or there is none.
+    shown_labels: tuple[Choice, ...] = ()
     view_type: str | None = None  # "tb", "classic", ... None if there is no view_spec
 
     def field(self, name: str) -> OutputField | None:
@@ -156,8 +159,9 @@ class TaskModel:
 
     @property
     def shown_shapes_inputs(self) -> tuple[str, ...]:
-        """Inputs shown to the worker as shapes: what a disabled ``field.image-annotation`` reads
-        (``data.input`` directly, or ``data.internal`` whose ``default`` is a ``data.input``).
+        """Inputs shown to the worker as shapes: what a ``field.image-annotation`` reads (it is disabled
+        in practice: it cannot write an input) - ``data.input`` directly, or ``data.internal`` whose
+        ``default`` is a ``data.input``.
         For a non-TB view (nothing to read) every ``json`` input counts. JSON inputs found only
         from the task's values are the caller's business."""
         return self.shape_inputs
@@ -270,6 +274,7 @@ def _parse(task_spec: Any) -> TaskModel:
     view_type = view_spec.get("type") if view_spec else None
     unknown: list[str] = []
     shape_inputs: list[str] = []
+    shown_labels: list[Choice] = []
     config: Any = None
     if view_type == "tb":
         raw = view_spec.get("config")
@@ -284,7 +289,7 @@ def _parse(task_spec: Any) -> TaskModel:
         problems.append(f"view type {view_type!r} is not TB; outputs from output_spec alone")
 
     if config is not None:
-        _read_view(config, fields, unknown, shape_inputs, problems)
+        _read_view(config, fields, unknown, shape_inputs, shown_labels, problems)
     elif view_type != "tb" or not view_spec:
         # No TB view to read: any json input may be shapes shown to the worker.
         shape_inputs = [n for n, s in input_spec.items()
@@ -302,7 +307,8 @@ def _parse(task_spec: Any) -> TaskModel:
             fields[name] = attrs.evolve(f, options=tuple(Choice(v, _text(v)) for v in f.allowed_values))
     return TaskModel(input_spec=input_spec, outputs=tuple(fields.values()),
                      unknown_components=tuple(unknown), problems=tuple(problems),
-                     shape_inputs=tuple(dict.fromkeys(shape_inputs)), view_type=view_type)
+                     shape_inputs=tuple(dict.fromkeys(shape_inputs)), shown_labels=tuple(shown_labels),
+                     view_type=view_type)
 
 
 def _walk(node: Any) -> Iterator[dict]:
@@ -362,7 +368,7 @@ def _schema_rules(validation: Any, out_path: str) -> dict:
 
 
 def _read_view(config: dict, fields: dict[str, OutputField], unknown: list[str],
-               shape_inputs: list[str], problems: list[str]) -> None:
+               shape_inputs: list[str], shown_labels: list[Choice], problems: list[str]) -> None:
     seen_in_view: set[str] = set()
     for node in _walk(config):
         ctype = node.get("type")
@@ -377,13 +383,18 @@ def _read_view(config: dict, fields: dict[str, OutputField], unknown: list[str],
         ref = _data_ref(node.get("data"))
         disabled = node.get("disabled") is True
         if ctype == "field.image-annotation":
-            # A disabled annotation shows shapes: from an input, or an internal copy of one.
+            # An annotation showing shapes: it reads an input, or an internal copy of one.
+            shown = None
             if ref is not None and ref[0] == "data.input":
-                shape_inputs.append(ref[1].split(".")[0])
+                shown = ref[1].split(".")[0]
             elif ref is not None and ref[0] == "data.internal":
                 default = _data_ref(node.get("data", {}).get("default"))
                 if default is not None and default[0] == "data.input":
-                    shape_inputs.append(default[1].split(".")[0])
+                    shown = default[1].split(".")[0]
+            if shown is not None:
+                if not shape_inputs and not shown_labels:
+                    shown_labels.extend(_choices(node.get("labels"), problems, f"{ctype} <- {shown}"))
+                shape_inputs.append(shown)
         if ref is None or ref[0] != "data.output":
             continue
         path = ref[1]
