@@ -273,6 +273,10 @@ def test_coerce_moves_to_the_closest_valid_value():
     link = task_model(FIND_ITEMS_URL).field("page")
     assert coerce(link, "www.shop.com/a", rng) == "https://www.shop.com/a"
     assert coerce(task_model(CLASSIC).field("note"), None, rng) is None
+    detection = task_model(_project("detection_project")).annotation
+    drawn = coerce(detection, [{"left": 0.5, "top": 0.5, "width": 0.9, "height": 0.1, "label": "Stop"},
+                               {"shape": "point", "left": 0.2, "top": 0.2}, "junk"], rng)
+    assert drawn == [{"shape": "rectangle", "left": 0.5, "top": 0.5, "width": 0.5, "height": 0.1, "label": "stop"}]
 
 
 def test_complete_fills_coerces_and_drops():
