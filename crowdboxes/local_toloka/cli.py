@@ -10,26 +10,57 @@ Sample::
 The token is read from the environment variable named by ``--token-env`` (never a CLI argument).
 When the server listens, its URL (``http://127.0.0.1:PORT``) is written to ``--ready-file``.
 SIGTERM/SIGINT stop it cleanly; state in ``--state`` survives restarts (even ``kill -9``).
+
+The crowd answers every project by its task spec. ``--label-map`` maps the truth's class names to a
+view's label values when they differ (``'{"stop": "STOP_SIGN"}'`` or a JSON file);
+``--judgement-options`` says which option of a judgement task means "correct"
+(``'{"correct": "yes", "incorrect": "no"}'``; default: recognised from common values such as OK/BAD).
+Errors are one ``error: ...`` line and exit code 2. Nothing here imports the product.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import json
+import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
-from crowdboxes.stepkit import StepError, write_text_atomic
-
 DEFAULT_CROWD = "crowdboxes.local_toloka.crowd"
+EXIT_ERROR = 2
+
+
+class ServeError(Exception):
+    """A failure the user can act on; printed as one ``error:`` line."""
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write ``text`` to ``path`` so that a reader never sees half of it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, like every other command
-        raise StepError(f"{self.prog}: {message}")
+        raise ServeError(f"{self.prog}: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,18 +92,51 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--solve-threads", type=int, default=4, help="threads answering tasks (image fetches)")
     serve.add_argument("--crowd-module", default=DEFAULT_CROWD,
                        help="module with make_workforce, Crowd (and seconds_for); for tests")
+    serve.add_argument("--label-map", default=None,
+                       help="JSON object (text, or a path to a JSON file): truth class name -> the view's label "
+                            "value, for projects whose labels are named differently from the truth's classes")
+    serve.add_argument("--judgement-options", default=None,
+                       help='JSON object {"correct": value, "incorrect": value}: which option of a judgement task '
+                            "means the shown work is right (default: recognised from OK/BAD, yes/no, ...)")
+    serve.add_argument("--reader-hold-seconds", type=float, default=600.0,
+                       help="real seconds a submitted assignment stays visible to slow readers before it may be "
+                            "accepted and the pool closed (streaming clients read with a 60 s cursor lag)")
     return parser
 
 
+def _json_option(flag: str, text):
+    """A JSON object given as text or as a path to a JSON file; None when not given."""
+    if text is None:
+        return None
+    source = text
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise ServeError(f"{flag} {text}: neither a JSON object nor a file")
+        try:
+            source = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ServeError(f"{flag} {text}: cannot read ({exc})") from None
+    try:
+        value = json.loads(source)
+    except json.JSONDecodeError as exc:
+        raise ServeError(f"{flag}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ServeError(f"{flag}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def _load_truth(path):
-    from crowdboxes.classes import coco_categories
-    from crowdboxes.truth import TruthIndex, load_coco
+    from crowdboxes.local_toloka.crowd.truth import Truth, TruthError, load_truth
 
     if path is None:
-        return TruthIndex({"images": [], "annotations": [], "categories": coco_categories()})
+        return Truth(None)
     if not Path(path).is_file():
-        raise StepError(f"--ground-truth {path}: file not found")
-    return TruthIndex(load_coco(path))
+        raise ServeError(f"--ground-truth {path}: file not found")
+    try:
+        return Truth(load_truth(path))
+    except TruthError as exc:
+        raise ServeError(f"--ground-truth {exc}") from None
 
 
 _LOCK_HANDLE = None
@@ -89,7 +153,7 @@ def _lock_state(state) -> None:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
-        raise StepError(f"--state {state}: another local Toloka server is using this state folder") from None
+        raise ServeError(f"--state {state}: another local Toloka server is using this state folder") from None
     _LOCK_HANDLE = handle
 
 
@@ -100,22 +164,40 @@ def serve(args) -> int:
 
     token = os.environ.get(args.token_env, "").strip()
     if not token:
-        raise StepError(f"environment variable {args.token_env!r} with the local Toloka token is not set")
+        raise ServeError(f"environment variable {args.token_env!r} with the local Toloka token is not set")
     for name in ("workers", "verification_workers", "speed", "tick_seconds"):
         if getattr(args, name) <= 0 and not (name.endswith("workers") and getattr(args, name) == 0):
-            raise StepError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+            raise ServeError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 <= args.fault_error_rate <= 1:
-        raise StepError(f"--fault-error-rate must be within 0..1, got {args.fault_error_rate}")
+        raise ServeError(f"--fault-error-rate must be within 0..1, got {args.fault_error_rate}")
     try:
         crowd_module = importlib.import_module(args.crowd_module)
     except ImportError as exc:
-        raise StepError(f"--crowd-module {args.crowd_module}: cannot import ({exc})") from None
+        raise ServeError(f"--crowd-module {args.crowd_module}: cannot import ({exc})") from None
+    if args.reader_hold_seconds < 0:
+        raise ServeError(f"--reader-hold-seconds must be >= 0, got {args.reader_hold_seconds}")
+    label_map = _json_option("--label-map", args.label_map)
+    judgement = _json_option("--judgement-options", args.judgement_options)
+    if judgement is not None and set(judgement) != {"correct", "incorrect"}:
+        raise ServeError('--judgement-options: expected {"correct": value, "incorrect": value}, '
+                         f"got keys {', '.join(map(str, judgement)) or 'none'}")
     truth = _load_truth(args.ground_truth)
+    logger = logging.getLogger("crowdboxes.local_toloka")
+    if not any(getattr(h, "_local_toloka", False) for h in logger.handlers):
+        logger.addHandler(_stderr_handler())
     _lock_state(args.state)
-    backend = Backend(args.state, balance=args.balance, speed=args.speed)
-    scheduler = Scheduler(backend, crowd_module, workers=args.workers, seed=args.seed, truth=truth,
-                          tick_seconds=args.tick_seconds, solve_threads=args.solve_threads,
-                          verification_workers=args.verification_workers)
+    backend_options = {"balance": args.balance, "speed": args.speed}
+    if "reader_hold_seconds" in inspect.signature(Backend).parameters:
+        backend_options["reader_hold_seconds"] = args.reader_hold_seconds
+    backend = Backend(args.state, **backend_options)
+    try:
+        scheduler = Scheduler(backend, crowd_module, workers=args.workers, seed=args.seed, truth=truth,
+                              tick_seconds=args.tick_seconds, solve_threads=args.solve_threads,
+                              verification_workers=args.verification_workers, label_map=label_map,
+                              judgement_options=judgement)
+    except ValueError as exc:
+        backend.close()
+        raise ServeError(f"--crowd-module {args.crowd_module}: {exc}") from None
     faults = Faults(args.fault_error_rate, args.fault_rate_limit, args.fault_latency_ms, args.fault_seed,
                     args.fault_max_streak)
     app = LocalToloka(backend, token, scheduler=scheduler, faults=faults)
@@ -142,14 +224,24 @@ def serve(args) -> int:
     return 0
 
 
+def _stderr_handler() -> logging.Handler:
+    """The crowd's log lines (no truth for a project, an unknown view component) on stderr, once each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._local_toloka = True
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    raise StepError(f"unknown command {args.command!r}")
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "serve":
+            return serve(args)
+        raise ServeError(f"unknown command {args.command!r}")
+    except ServeError as exc:
+        print(f"error: {str(exc).splitlines()[0] if str(exc) else 'failed'}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":
-    from crowdboxes.stepkit import run_step
-
-    raise SystemExit(run_step(main))
+    raise SystemExit(main())

@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS projects(id INTEGER PRIMARY KEY, status TEXT, created TEXT, doc TEXT);
 CREATE TABLE IF NOT EXISTS skills(id INTEGER PRIMARY KEY, name TEXT, created TEXT, doc TEXT);
 CREATE TABLE IF NOT EXISTS pools(id INTEGER PRIMARY KEY, project_id INTEGER, status TEXT, created TEXT,
-    last_started TEXT, complete_at TEXT, doc TEXT);
+    last_started TEXT, complete_at TEXT, doc TEXT, completed TEXT);
 CREATE TABLE IF NOT EXISTS tasks(seq INTEGER PRIMARY KEY, id TEXT UNIQUE, pool_id INTEGER, created TEXT,
     overlap INTEGER, infinite INTEGER NOT NULL DEFAULT 0, issued INTEGER NOT NULL DEFAULT 0, doc TEXT);
 CREATE INDEX IF NOT EXISTS tasks_pool ON tasks(pool_id, seq);
@@ -57,6 +57,9 @@ CREATE TABLE IF NOT EXISTS restrictions(id INTEGER PRIMARY KEY, user_id TEXT, sc
 CREATE INDEX IF NOT EXISTS restr_user ON restrictions(user_id);
 CREATE TABLE IF NOT EXISTS charges(seq INTEGER PRIMARY KEY AUTOINCREMENT, pool_id INTEGER,
     assignment_id TEXT, amount TEXT, created TEXT);
+-- streaming readers of pools (models/readers.py): the largest <field>_lte each asked for, and when
+CREATE TABLE IF NOT EXISTS readers(pool_id INTEGER, field TEXT, position TEXT, seen TEXT,
+    PRIMARY KEY(pool_id, field));
 """
 
 
@@ -71,7 +74,15 @@ def connect(state_dir: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=OFF")
     conn.executescript(SCHEMA)
+    _migrate(conn)
     return conn
+
+
+def _migrate(conn: sqlite3.Connection):
+    """Columns added since a state folder was created (``CREATE TABLE IF NOT EXISTS`` keeps old tables)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(pools)")}
+    if "completed" not in columns:  # when a pool became complete (models/readers.py)
+        conn.execute("ALTER TABLE pools ADD COLUMN completed TEXT")
 
 
 def utcnow() -> dt.datetime:

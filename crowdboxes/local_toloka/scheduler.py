@@ -8,22 +8,27 @@ One background thread repeats :meth:`Scheduler.step`:
    ``skill == null``), is not restricted, and has not seen those tasks; the suite is mixed by the pool's
    ``mixer_config`` (``Backend.suite_tasks``: general tasks, a shorter last suite only with
    ``force_last_assignment``, and control tasks each worker sees once). Optional *verification-only*
-   workers (``v0001``...) take only verification tasks (an ``outlines`` input), after the others: on
-   Toloka short checking tasks draw their own crowd, so a verification pool whose filter excludes
-   everyone who drew still finds verifiers once all ``N`` workers have drawn;
+   workers (``v0001``...) take only judgement pools (the project's task spec shows shapes and asks a
+   choice: :func:`crowdboxes.local_toloka.crowd.task_kind`), after the others: on Toloka short checking
+   tasks draw their own crowd, so a verification pool whose filter excludes everyone who drew still
+   finds verifiers once all ``N`` workers have drawn;
 3. decide the answers of new assignments *outside* the DB lock (``Crowd.solve`` may fetch images)
-   and when they are due: ``seconds_for(...) / speed`` after issue, or ``EXPIRED`` at
-   ``assignment_max_duration_seconds / speed`` if the worker is slower than that.
+   and when they are due: ``seconds_for(...) / speed`` after issue (timed by the kind of task: drawing,
+   judgement, choice, text, link), or ``EXPIRED`` at ``assignment_max_duration_seconds / speed`` if the
+   worker is slower than that.
 
 The per-worker answers (noise model, image loading, judgements) come from the crowd module
 (``crowdboxes.local_toloka.crowd`` unless another is injected): ``make_workforce(n, seed)``,
-``Crowd(truth_index, seed).solve(profile, task_input)`` and, if present, ``seconds_for``.
-Everything the loop needs to resume is in the database, so a restarted server carries on.
+``Crowd(truth, seed[, label_map=, judgement_options=]).solve(profile, task_input[, task_spec,
+project_id=])`` (the optional arguments are passed only if the crowd takes them) and, if present,
+``seconds_for``. A crowd that answers None skips the task (injected test crowds; the real one always
+answers). Everything the loop needs to resume is in the database, so a restarted server carries on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +37,7 @@ from decimal import Decimal
 
 import numpy as np
 
+from crowdboxes.local_toloka.crowd.answering import task_kind
 from crowdboxes.local_toloka.db import utcnow
 from crowdboxes.local_toloka.models import cost_for
 
@@ -51,6 +57,19 @@ def _renamed(profile, worker_id: str):
     if attrs.has(type(profile)):
         return attrs.evolve(profile, worker_id=worker_id)
     return dataclasses.replace(profile, worker_id=worker_id)
+
+
+def _accepts(func, name: str) -> bool:
+    """Whether ``func`` takes a parameter ``name`` (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+# timing kinds every crowd module's seconds_for knows (the real one also takes the new names)
+_LEGACY_TIMING = {"drawing": "detection", "judgement": "verification"}
 
 
 def passes_filter(node, attrs: dict, skills: dict) -> bool:
@@ -96,7 +115,8 @@ class Scheduler:
     """Runs the crowd against a :class:`crowdboxes.local_toloka.models.Backend`."""
 
     def __init__(self, backend, crowd_module, *, workers: int = 40, seed: int = 1, truth=None,
-                 tick_seconds: float = 0.05, solve_threads: int = 4, verification_workers: int = 0):
+                 tick_seconds: float = 0.05, solve_threads: int = 4, verification_workers: int = 0,
+                 label_map=None, judgement_options=None):
         self.backend = backend
         self.seed = int(seed)
         main = list(crowd_module.make_workforce(workers, seed))
@@ -106,13 +126,23 @@ class Scheduler:
             if verification_workers else []
         self.profiles = main + extra
         self.verification_only = [p.worker_id for p in extra]
-        self._pool_kind: dict = {}  # pool id -> verification | detection (from its first task)
+        self._pool_kind: dict = {}  # pool id -> the crowd's kind of work (task_kind of its spec and first task)
         self._vrng = np.random.default_rng([self.seed, 0xFE1])
         self.by_id = {p.worker_id: p for p in self.profiles}
         self.attrs = {p.worker_id: {**DEFAULT_WORKER_ATTRS, **(getattr(p, "attributes", None) or {})}
                       for p in self.profiles}
-        self.crowd = crowd_module.Crowd(truth, seed)
+        options = {k: v for k, v in (("label_map", label_map), ("judgement_options", judgement_options))
+                   if v is not None}
+        for key in options:
+            if not _accepts(crowd_module.Crowd, key):
+                raise ValueError(f"the crowd module {getattr(crowd_module, '__name__', crowd_module)!r} "
+                                 f"does not take {key}")
+        self.crowd = crowd_module.Crowd(truth, seed, **options)
+        # injected test crowds may answer from the inputs alone: pass the spec only to a crowd that takes it
+        self._pass_spec = _accepts(self.crowd.solve, "task_spec")
+        self._pass_project = _accepts(self.crowd.solve, "project_id")
         self.seconds_for = getattr(crowd_module, "seconds_for", None)
+        self._pass_chars = self.seconds_for is not None and _accepts(self.seconds_for, "n_chars")
         self.tick = float(tick_seconds)
         self.paused = False
         self.backend.workforce_size = len(self.profiles)
@@ -186,7 +216,7 @@ class Scheduler:
         for row, doc in pools:
             if row["id"] in closed:
                 continue
-            if verification_only and self._pool_kind.get(row["id"]) == "detection":
+            if verification_only and self._pool_kind.get(row["id"], "judgement") != "judgement":
                 continue
             if not passes_filter(doc.get("filter"), self.attrs[worker], skills.get(worker, {})):
                 continue
@@ -195,8 +225,8 @@ class Scheduler:
             tasks = backend.suite_tasks(row, doc, worker)  # mixer_config: general + control tasks, or []
             if tasks and row["id"] not in self._pool_kind:
                 inputs = tasks[0][1].get("input_values") or {}
-                self._pool_kind[row["id"]] = "verification" if "outlines" in inputs else "detection"
-            if verification_only and self._pool_kind.get(row["id"]) != "verification":
+                self._pool_kind[row["id"]] = task_kind(self._pool_spec(row), inputs)
+            if verification_only and self._pool_kind.get(row["id"]) != "judgement":
                 continue
             if not tasks:
                 continue
@@ -208,6 +238,16 @@ class Scheduler:
             state["reserved"] += cost_for(Decimal(str(doc["reward_per_assignment"])))
             return 1
         return 0
+
+    def _pool_spec(self, pool_row):
+        """The task spec a pool works with (None if the backend cannot say)."""
+        getter = getattr(self.backend, "pool_task_spec", None)
+        if getter is None:
+            return None
+        try:
+            return getter(pool_row)
+        except Exception:
+            return None
 
     def _plan_new(self):
         with self.backend.transaction():
@@ -224,20 +264,33 @@ class Scheduler:
         created = item["created"]
         if profile is None:  # the workforce shrank across a restart: the worker walks away
             return item["id"], "SKIP", [], SKIP_SECONDS, created + self.backend.sim_to_real(SKIP_SECONDS)
+        spec = item.get("task_spec")
+        args = (spec,) if self._pass_spec else ()
+        kwargs = {"project_id": item.get("project_id")} if self._pass_project else {}
         try:
-            outputs = [self.crowd.solve(profile, inputs) for inputs in item["inputs"]]
+            outputs = [self.crowd.solve(profile, inputs, *args, **kwargs) for inputs in item["inputs"]]
         except Exception as exc:  # a task the crowd cannot handle is skipped, never stuck ACTIVE
             self.errors += 1
             self.last_error = f"solve {item['id']}: {type(exc).__name__}: {exc}"
             outputs = [None]
         if any(o is None for o in outputs):
             return item["id"], "SKIP", [], SKIP_SECONDS, created + self.backend.sim_to_real(SKIP_SECONDS)
-        kind = "verification" if item["inputs"] and "outlines" in item["inputs"][0] else "detection"
+        kind = task_kind(spec, item["inputs"][0] if item["inputs"] else {})
         if self.seconds_for is not None:
-            boxes = sum(len(o.get("result") or []) for o in outputs) if kind == "detection" else None
-            seconds = float(self.seconds_for(profile, len(outputs), rng, kind, boxes))
+            boxes = sum(_shape_count(o) for o in outputs) if kind == "drawing" else None
+            extra = {}
+            if kind == "text" and self._pass_chars:
+                extra["n_chars"] = sum(len(v) for o in outputs for v in o.values() if isinstance(v, str))
+            seconds = float(self.seconds_for(profile, len(outputs), rng, _LEGACY_TIMING.get(kind, kind), boxes,
+                                             **extra))
         else:
             seconds = float(30.0 * len(outputs) * getattr(profile, "speed", 1.0) * np.exp(rng.normal(0, 0.25)))
         if seconds > item["max_seconds"]:
             return item["id"], "EXPIRE", [], seconds, created + self.backend.sim_to_real(item["max_seconds"])
         return item["id"], "SUBMIT", outputs, seconds, created + self.backend.sim_to_real(seconds)
+
+
+def _shape_count(output: dict) -> int:
+    """Shapes drawn in one task's answer (the longest list of dicts among its values)."""
+    return max([len(v) for v in output.values() if isinstance(v, list) and all(isinstance(x, dict) for x in v)],
+               default=0)

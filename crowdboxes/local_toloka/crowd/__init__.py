@@ -44,7 +44,7 @@ its idea of a right answer with the code it tests.
 
 from __future__ import annotations
 
-from crowdboxes.local_toloka.crowd.answering import LOGGER, Crowd, solve_accepts_spec
+from crowdboxes.local_toloka.crowd.answering import LOGGER, Crowd, solve_accepts_spec, task_kind
 from crowdboxes.local_toloka.crowd.boxes import (
     ANSWER_COLUMNS, SMALL_PX, draw_boxes, normalised_rects, simulate_answers, to_image_annotation)
 from crowdboxes.local_toloka.crowd.classes import CLASS_NAMES, RELATED_CLASSES, RELATED_SHARE
@@ -61,4 +61,4 @@ __all__ = ["ANSWER_COLUMNS", "CLASS_NAMES", "Crowd", "DEFAULT_MIX", "EXPECTED_BO
            "SECONDS_PER_IMAGE", "SMALL_PX", "Truth", "TruthError", "VERDICT_REASONS", "VERIFY_SECONDS",
            "WorkerProfile", "draw_boxes", "iou_matrix", "judge_outlines", "load_truth", "make_workforce", "match",
            "normalised_rects", "parse_shapes", "seconds_for", "simulate_answers", "solve_accepts_spec",
-           "to_image_annotation", "to_normalised", "to_pixels", "true_verdict"]
+           "task_kind", "to_image_annotation", "to_normalised", "to_pixels", "true_verdict"]

@@ -371,12 +371,14 @@ class Crowd:
         verdict, reason = judge_outlines(profile, outlines, rows, width, height, rng)
         answer = {field.name: correct if verdict == "OK" else incorrect}
         reason_field = next((f for f in model.outputs if f.name != field.name
-                             and set(VERDICT_REASONS) & {str(v) for v in _options(f)}), None)
+                             and set(VERDICT_REASONS) & {str(v) for v in _options(f)}), None) or next(
+            (f for f in model.outputs if f.name != field.name and "reason" in f.name.casefold()
+             and f.type == "string" and not f.options), None)  # a free-text reason: the reason's name
         rest = [f for f in model.outputs if f.name not in answer and f is not reason_field]
         if rest:
             answer.update(self._fill(profile, rest, {}, rng, omit_optional_share=0.5))
         if reason_field is not None:
-            if reason in _options(reason_field) or reason == "":
+            if reason in _options(reason_field) or reason == "" or not reason_field.options:
                 answer[reason_field.name] = reason  # "" with an OK, as the verification pool always had
             elif reason_field.required:
                 answer[reason_field.name] = values.uninformed(reason_field, rng)
@@ -512,6 +514,23 @@ def _plausible_url(rng: np.random.Generator) -> str:
     word = "".join(string.ascii_lowercase[i] for i in rng.integers(0, 26, int(rng.integers(4, 10))))
     site = ("shop.example.com", "www.example.org", "market.example.net")[int(rng.integers(3))]
     return f"https://{site}/item/{word}-{int(rng.integers(1000, 99999))}"
+
+
+def task_kind(task_spec: dict | None, task_input: dict) -> str:
+    """The kind of work :meth:`Crowd.solve` does for this task: drawing, judgement, choice, text, link or
+    generic (what the scheduler times it as, and whether verification-only workers take its pool)."""
+    task_input = task_input if isinstance(task_input, dict) else {}
+    if task_spec is None:
+        task_spec = LEGACY_VERIFICATION_SPEC if "outlines" in task_input else LEGACY_DETECTION_SPEC
+    model = task_model(task_spec)
+    kind = model.kind
+    if kind == "generic" and image_inputs(model.input_spec, task_input) and Crowd._json_drawing_field(model):
+        return "drawing"
+    if kind in ("choice", "generic") and any(f for f in model.outputs if _options(f)):
+        for name, value in task_input.items():
+            if shape_list(value):
+                return "judgement"
+    return kind
 
 
 def solve_accepts_spec(crowd) -> tuple[bool, bool]:

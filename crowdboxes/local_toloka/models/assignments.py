@@ -65,6 +65,7 @@ class AssignmentsMixin:
             raise ValidationError.field("pool_id", "VALUE_REQUIRED", "One of pool_id, task_id, task_suite_id is required")
         sql, args, limit = build_search(ASSIGNMENTS, params)
         with self.transaction():
+            self._note_readers(params)  # a streaming cursor's read (models/readers.py)
             rows = self.conn.execute(sql, args).fetchall()
             has_more = len(rows) > limit
             rows = rows[:limit]

@@ -9,10 +9,12 @@ from decimal import Decimal
 
 from crowdboxes.local_toloka.db import fmt_ts, parse_ts
 from crowdboxes.local_toloka.models.base import REAL_SQL, _dumps, _num, cost_for, golden_sql, object_id
+from crowdboxes.local_toloka.models.readers import ReadersMixin
 
 
-class WorkMixin:
-    """Called by the crowd scheduler (``scheduler.py``), never over HTTP."""
+class WorkMixin(ReadersMixin):
+    """Called by the crowd scheduler (``scheduler.py``), never over HTTP; closing completed pools waits
+    for their streaming readers (:class:`~.readers.ReadersMixin`)."""
 
     def open_pools(self) -> list:
         """OPEN pools as ``(row, doc, project_id)``, by priority then id."""
@@ -190,7 +192,8 @@ class WorkMixin:
         return done
 
     def close_finished_pools(self, now: dt.datetime):
-        """Expire pools past will_expire; close pools whose every task is done (after the delay)."""
+        """Expire pools past will_expire; close pools whose every task is done, after Toloka's delay and
+        once their streaming readers have read past the last event (``models/readers.py``)."""
         for row in self.conn.execute("SELECT * FROM pools WHERE status = 'OPEN'").fetchall():
             doc = self._pool_doc(row)
             if parse_ts(doc["will_expire"]) <= now:
@@ -209,12 +212,10 @@ class WorkMixin:
             if not row["complete_at"]:
                 delay = float(doc.get("auto_close_after_complete_delay_seconds") or 0)
                 at = now + self.sim_to_real(delay)
-                self.conn.execute("UPDATE pools SET complete_at = ? WHERE id = ?", (fmt_ts(at), row["id"]))
-                if at > now:
-                    continue
-            elif parse_ts(row["complete_at"]) > now:
-                continue
-            self._close_pool(row["id"], "COMPLETED")
+                self.conn.execute("UPDATE pools SET complete_at = ?, completed = ? WHERE id = ?",
+                                  (fmt_ts(at), fmt_ts(now), row["id"]))
+                row = self._pool_row(row["id"])
+            self._close_completed(row, now)
 
     def can_afford(self, pool_doc, reserved: Decimal | None = None) -> bool:
         reserved = self.reserved_funds() if reserved is None else reserved
@@ -224,9 +225,16 @@ class WorkMixin:
         self._close_pool(pool_id, "NOT_ENOUGH_BALANCE")
 
     def next_wakeup(self):
-        """The earliest pending due/auto-accept/close time, for the scheduler's sleep."""
+        """The earliest pending due/auto-accept/close time, for the scheduler's sleep (a pool held open
+        for its streaming readers: its cap or a reader's expiry; a read that releases it closes it)."""
+        now = self.now()
         times = [self.conn.execute("SELECT MIN(due) FROM assignments WHERE status = 'ACTIVE'").fetchone()[0],
-                 self.conn.execute("SELECT MIN(auto_accept_at) FROM assignments WHERE status = 'SUBMITTED'").fetchone()[0],
-                 self.conn.execute("SELECT MIN(complete_at) FROM pools WHERE status = 'OPEN'").fetchone()[0]]
+                 self.conn.execute("SELECT MIN(auto_accept_at) FROM assignments WHERE status = 'SUBMITTED'").fetchone()[0]]
         times = [parse_ts(t) for t in times if t]
+        for row in self.conn.execute("SELECT * FROM pools WHERE status = 'OPEN' AND complete_at IS NOT NULL"):
+            at = parse_ts(row["complete_at"])
+            if at > now or self.reader_hold_seconds <= 0 or not self._readers_behind(row["id"], now):
+                times.append(at)
+            else:
+                times.append(self._held_wakeup(row, now))
         return min(times) if times else None

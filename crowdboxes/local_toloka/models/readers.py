@@ -1,0 +1,110 @@
+"""Streaming readers: a completed pool stays open until the clients following it have read its end.
+
+toloka-kit's streaming cursors ask for ``GET /assignments?pool_id=..&<field>_gte=..&<field>_lte=now-lag``
+(lag 60 s by default) and a ``Pipeline`` stops once a pool is closed with no ACTIVE assignment. Toloka
+closes a completed pool within seconds; the local Toloka, whose crowd finishes a pool in seconds of
+real time, would close it before a lagging cursor's window reached the last submission, and a default
+Pipeline would see nothing. So:
+
+* a *streaming reader* is a ``(pool_id, time field)`` pair (fields: created, submitted, accepted,
+  rejected, skipped, expired) that asked for ``GET /assignments`` with ``pool_id`` and
+  ``<field>_lte`` within the last :data:`READER_TTL` of real time; its *position* is the largest
+  ``_lte`` it asked for (a reader back after expiring starts from its new value). Readers live in
+  the ``readers`` table, so they survive a restart;
+* a pool that has become complete closes (``COMPLETED``) only when, besides Toloka's
+  ``auto_close_after_complete_delay_seconds``, every live reader's position is at or past the
+  largest value of its field over the pool's assignments (a field no assignment has yet holds
+  nothing);
+* ``reader_hold_seconds`` (``Backend`` argument, real seconds, default 600) caps the hold: no pool
+  stays open longer than that after it became complete (and never closes before Toloka's delay);
+  0 disables holding (Toloka-literal instant completion, for tests that want it);
+* the requester's own close, expiry and a short balance are never held.
+
+The read that moves the last reader past the end closes the pool in the same request, so a Pipeline's
+next ``should_resume`` sees it CLOSED at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from crowdboxes.local_toloka.db import fmt_ts, parse_ts
+from crowdboxes.local_toloka.models.base import ASSIGNMENT_TIME_FIELDS
+
+READER_TTL = dt.timedelta(minutes=10)
+DEFAULT_READER_HOLD_SECONDS = 600.0
+
+
+class ReadersMixin:
+    """Streaming readers of pools and the hold they put on closing a completed pool."""
+
+    reader_hold_seconds = DEFAULT_READER_HOLD_SECONDS
+
+    def _note_readers(self, params: dict, now: dt.datetime | None = None):
+        """Record the ``<field>_lte`` reads of one ``GET /assignments`` (already validated by the search)."""
+        if params.get("pool_id") in (None, ""):
+            return
+        reads = [(field, fmt_ts(parse_ts(params[f"{field}_lte"]))) for field in ASSIGNMENT_TIME_FIELDS
+                 if params.get(f"{field}_lte") not in (None, "")]
+        if not reads:
+            return
+        pool_id = int(params["pool_id"])
+        now = now or self.now()
+        live_since = fmt_ts(now - READER_TTL)
+        self.conn.executemany(
+            "INSERT INTO readers(pool_id, field, position, seen) VALUES(?, ?, ?, ?) ON CONFLICT(pool_id, field) "
+            "DO UPDATE SET position = CASE WHEN readers.seen < ? THEN excluded.position "
+            "ELSE MAX(readers.position, excluded.position) END, seen = excluded.seen",
+            [(pool_id, field, position, fmt_ts(now), live_since) for field, position in reads])
+        pool = self.conn.execute("SELECT id, complete_at, completed FROM pools WHERE id = ? AND status = 'OPEN' AND "
+                                 "complete_at IS NOT NULL", (pool_id,)).fetchone()
+        if pool is not None:  # a completed pool held for its readers: this read may be the one it waits for
+            self._close_completed(pool, now)
+
+    def _readers_behind(self, pool_id: int, now: dt.datetime) -> list:
+        """Live readers of the pool whose position is before the last event of their field:
+        ``[(field, position, seen)]``."""
+        behind = []
+        for field, position, seen in self.conn.execute(
+                "SELECT field, position, seen FROM readers WHERE pool_id = ? AND seen >= ?",
+                (pool_id, fmt_ts(now - READER_TTL))).fetchall():
+            if field not in ASSIGNMENT_TIME_FIELDS:
+                continue
+            last = self.conn.execute(f"SELECT MAX({field}) FROM assignments WHERE pool_id = ?", (pool_id,)).fetchone()[0]
+            if last is not None and position < last:
+                behind.append((field, position, seen))
+        return behind
+
+    def _hold_deadline(self, pool_row) -> dt.datetime:
+        """When the hold of a completed pool ends at the latest (``completed + reader_hold_seconds``)."""
+        completed = parse_ts(pool_row["completed"] or pool_row["complete_at"])
+        return completed + dt.timedelta(seconds=float(self.reader_hold_seconds))
+
+    def _close_completed(self, pool_row, now: dt.datetime) -> bool:
+        """Close a completed OPEN pool (``COMPLETED``) unless Toloka's delay or a reader still holds it."""
+        if parse_ts(pool_row["complete_at"]) > now:
+            return False
+        if self.reader_hold_seconds > 0 and now < self._hold_deadline(pool_row) \
+                and self._readers_behind(pool_row["id"], now):
+            return False
+        self._close_pool(pool_row["id"], "COMPLETED")
+        self._notify()
+        return True
+
+    def _held_wakeup(self, pool_row, now: dt.datetime) -> dt.datetime:
+        """The next time a held pool may close without a new read: its cap or a reader's expiry."""
+        times = [self._hold_deadline(pool_row)]
+        times += [parse_ts(seen) + READER_TTL for _, _, seen in self._readers_behind(pool_row["id"], now)]
+        return min(times)
+
+    def streaming_readers(self, pool_id=None) -> list:
+        """Live readers (for tests and ``/_local``): ``[{pool_id, field, position, seen}]``."""
+        now = self.now()
+        with self.transaction():
+            sql = "SELECT pool_id, field, position, seen FROM readers WHERE seen >= ?"
+            args = [fmt_ts(now - READER_TTL)]
+            if pool_id is not None:
+                sql += " AND pool_id = ?"
+                args.append(int(pool_id))
+            return [{"pool_id": str(r[0]), "field": r[1], "position": parse_ts(r[2]), "seen": parse_ts(r[3])}
+                    for r in self.conn.execute(sql + " ORDER BY pool_id, field", args)]
