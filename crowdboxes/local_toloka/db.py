@@ -57,6 +57,21 @@ CREATE TABLE IF NOT EXISTS restrictions(id INTEGER PRIMARY KEY, user_id TEXT, sc
 CREATE INDEX IF NOT EXISTS restr_user ON restrictions(user_id);
 CREATE TABLE IF NOT EXISTS charges(seq INTEGER PRIMARY KEY AUTOINCREMENT, pool_id INTEGER,
     assignment_id TEXT, amount TEXT, created TEXT);
+-- trainings are rows of pools (doc type TRAINING); one row per worker and training: the current attempt
+CREATE TABLE IF NOT EXISTS training_progress(training_id INTEGER, user_id TEXT, attempt INTEGER NOT NULL DEFAULT 1,
+    suites INTEGER NOT NULL DEFAULT 0, answers INTEGER NOT NULL DEFAULT 0, score_sum REAL NOT NULL DEFAULT 0,
+    started TEXT, finished TEXT, PRIMARY KEY(training_id, user_id));
+-- task suites created by the requester; their tasks are rows of tasks, linked by task_suite_tasks
+CREATE TABLE IF NOT EXISTS task_suites(seq INTEGER PRIMARY KEY, id TEXT UNIQUE, pool_id INTEGER, created TEXT,
+    overlap INTEGER, infinite INTEGER NOT NULL DEFAULT 0, doc TEXT);
+CREATE INDEX IF NOT EXISTS suites_pool ON task_suites(pool_id, seq);
+CREATE TABLE IF NOT EXISTS task_suite_tasks(suite_seq INTEGER, pos INTEGER, task_seq INTEGER,
+    PRIMARY KEY(suite_seq, pos));
+CREATE INDEX IF NOT EXISTS suite_tasks_task ON task_suite_tasks(task_seq);
+CREATE TABLE IF NOT EXISTS attachments(id TEXT PRIMARY KEY, attachment_type TEXT, pool_id INTEGER,
+    assignment_id TEXT, user_id TEXT, name TEXT, media_type TEXT, created TEXT, data BLOB);
+CREATE INDEX IF NOT EXISTS att_pool ON attachments(pool_id, id);
+CREATE INDEX IF NOT EXISTS att_assignment ON attachments(assignment_id);
 -- streaming readers of pools (models/readers.py): the largest <field>_lte each asked for, and when
 CREATE TABLE IF NOT EXISTS readers(pool_id INTEGER, field TEXT, position TEXT, seen TEXT,
     PRIMARY KEY(pool_id, field));

@@ -175,6 +175,81 @@ def assignments_tsv(ctx, request, pool_id):
     return 200, ctx.backend.assignments_tsv(pool_id, _params(request))
 
 
+# ---- trainings, task suites, attachments ------------------------------------------------------------------
+
+def find_trainings(ctx, request):
+    return 200, ctx.backend.find_trainings(_params(request))
+
+
+def create_training(ctx, request):
+    return 201, ctx.backend.create_training(_json(request))
+
+
+def get_training(ctx, request, training_id):
+    return 200, ctx.backend.get_training(training_id)
+
+
+def update_training(ctx, request, training_id):
+    return 200, ctx.backend.update_training(training_id, _json(request))
+
+
+def open_training(ctx, request, training_id):
+    return _op(ctx.backend.open_training(training_id))
+
+
+def close_training(ctx, request, training_id):
+    return _op(ctx.backend.close_training(training_id))
+
+
+def close_training_for_update(ctx, request, training_id):
+    return _op(ctx.backend.close_training(training_id, reason="FOR_UPDATE"))
+
+
+def archive_training(ctx, request, training_id):
+    return _op(ctx.backend.archive_training(training_id))
+
+
+def clone_training(ctx, request, training_id):
+    return 202, ctx.backend.clone_training(training_id)
+
+
+def find_task_suites(ctx, request):
+    return 200, ctx.backend.find_task_suites(_params(request))
+
+
+def create_task_suites(ctx, request):
+    return ctx.backend.create_task_suites(_json(request, required=False), _params(request))
+
+
+def get_task_suite(ctx, request, task_suite_id):
+    return 200, ctx.backend.get_task_suite(task_suite_id)
+
+
+def patch_task_suite(ctx, request, task_suite_id):
+    return 200, ctx.backend.patch_task_suite(task_suite_id, _json(request), _params(request))
+
+
+def patch_task_suite_overlap_or_min(ctx, request, task_suite_id):
+    return 200, ctx.backend.patch_task_suite_overlap_or_min(task_suite_id, _json(request))
+
+
+def find_attachments(ctx, request):
+    return 200, ctx.backend.find_attachments(_params(request))
+
+
+def get_attachment(ctx, request, attachment_id):
+    return 200, ctx.backend.get_attachment(attachment_id)
+
+
+def download_attachment(ctx, request, attachment_id):
+    """The file's bytes (a werkzeug Response: the server sends it as it is)."""
+    from werkzeug.wrappers import Response
+
+    data, media_type, name = ctx.backend.download_attachment(attachment_id)
+    return 200, Response(data, status=200, content_type=media_type,
+                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
 # ---- user skills, restrictions, analytics ----------------------------------------------------------------
 
 def find_user_skills(ctx, request):

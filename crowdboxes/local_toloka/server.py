@@ -166,6 +166,8 @@ class LocalToloka:
         self._count(key, status, injected)
         if body is None:
             return Response(status=status)
+        if isinstance(body, Response):  # a file download: bytes with their own content type
+            return body
         if isinstance(body, RawJSON):
             return Response(body, status=status, content_type="application/json")
         if isinstance(body, str):

@@ -9,7 +9,10 @@ into :class:`Backend`.
 * :mod:`.projects`, :mod:`.skills`, :mod:`.pools`, :mod:`.operations`, :mod:`.tasks`,
   :mod:`.assignments`, :mod:`.users` (user skills and restrictions), :mod:`.analytics`,
   :mod:`.quality` (quality-control rules) - one API resource each;
-* :mod:`.work` - what the crowd scheduler calls (pick, issue, finish and close work).
+* :mod:`.work` - what the crowd scheduler calls (pick, issue, finish and close work);
+* :mod:`.trainings`, :mod:`.task_suites`, :mod:`.attachments` - trainings (and pools' training
+  requirements), created task suites, and files uploaded as answers; they extend some pool, task and
+  work methods through ``super()``.
 
 A new resource: a module with a ``...Mixin`` class, listed in :class:`Backend`'s bases, plus its
 handlers in ``responses.py`` and its paths in ``urls.py``. Every name this module exported when it
@@ -30,6 +33,7 @@ from crowdboxes.local_toloka.exceptions import (DoesNotExist, IncorrectAction, T
 
 from crowdboxes.local_toloka.models.analytics import AnalyticsMixin
 from crowdboxes.local_toloka.models.assignments import AssignmentsMixin
+from crowdboxes.local_toloka.models.attachments import AttachmentsMixin
 from crowdboxes.local_toloka.models.base import (ASSIGNMENT_TIME_FIELDS, ASSIGNMENTS, COORD_RE, DEFAULT_BALANCE,  # noqa: F401
                                                  FEE_RATE, FIELD_TYPES, INLINE_BATCH, JSON_ENCODER, MAX_BATCH,
                                                  MIN_FEE, MIN_REWARD, OPERATIONS, OWNER, POOLS, PROJECTS, REAL_SQL,
@@ -42,7 +46,9 @@ from crowdboxes.local_toloka.models.pools import PoolsMixin
 from crowdboxes.local_toloka.models.projects import ProjectsMixin
 from crowdboxes.local_toloka.models.quality import QualityMixin
 from crowdboxes.local_toloka.models.skills import SkillsMixin
+from crowdboxes.local_toloka.models.task_suites import TaskSuitesMixin
 from crowdboxes.local_toloka.models.tasks import TasksMixin
+from crowdboxes.local_toloka.models.trainings import TrainingsMixin
 from crowdboxes.local_toloka.models.users import UsersMixin
 from crowdboxes.local_toloka.models.validation import (_compare, _decimal, _integer, _require_object,  # noqa: F401
                                                        _string, _timestamp, project_difference,
@@ -50,8 +56,11 @@ from crowdboxes.local_toloka.models.validation import (_compare, _decimal, _inte
 from crowdboxes.local_toloka.models.work import WorkMixin
 
 
-class Backend(CoreMixin, ProjectsMixin, SkillsMixin, PoolsMixin, OperationsMixin, TasksMixin, AssignmentsMixin,
-              UsersMixin, AnalyticsMixin, QualityMixin, WorkMixin):
+# TrainingsMixin, TaskSuitesMixin and AttachmentsMixin come before the mixins whose methods they extend
+# through super() (pools' validation and listing, task preparation, open_pools / suite_tasks /
+# issue_suite / available_tasks / can_afford / finish_due): see their module docstrings.
+class Backend(CoreMixin, TrainingsMixin, TaskSuitesMixin, AttachmentsMixin, ProjectsMixin, SkillsMixin, PoolsMixin,
+              OperationsMixin, TasksMixin, AssignmentsMixin, UsersMixin, AnalyticsMixin, QualityMixin, WorkMixin):
     """The whole local Toloka state. Thread safe: one RLock, one SQLite connection.
 
     ``Backend(state_dir, *, balance=None, speed=60.0)``; see :class:`~.base.CoreMixin`.

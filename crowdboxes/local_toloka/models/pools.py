@@ -185,7 +185,7 @@ class PoolsMixin:
         if project["status"] != "ACTIVE":
             raise inappropriate_status(["ACTIVE"], "PROJECT_INAPPROPRIATE_STATUS")
         doc = self._pool_doc(row)
-        if not doc.get("mixer_config"):
+        if not doc.get("mixer_config") and not self._has_task_suites(row["id"]):  # suites need no mixing
             raise IncorrectAction("Pool has no mixer_config; tasks cannot be mixed into task suites",
                                   code="MIXER_CONFIG_REQUIRED")
         tasks = self.conn.execute("SELECT COUNT(*) FROM tasks WHERE pool_id = ?", (row["id"],)).fetchone()[0]
