@@ -413,6 +413,8 @@ class Crowd:
 
     @staticmethod
     def _is_link(field: OutputField, model: TaskModel) -> bool:
+        if getattr(field, "is_link", False):
+            return True
         return field.item_type == "url" or (model.kind == "link" and field.type == "string" and not field.options)
 
     def _from_truth(self, profile, model, task_input, image, rng, project, name) -> dict:

@@ -1,0 +1,344 @@
+"""The simulated crowd answers any project by its task spec (Crowd.solve called directly, images as file://
+URLs, no server): classification, label-less and relabelled drawings, texts without images, judgements of
+shapes in any input, truth-backed accuracy per worker kind, and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import attrs
+import numpy as np
+import pytest
+from PIL import Image
+
+from crowdboxes.local_toloka import crowd as crowd_mod
+from crowdboxes.local_toloka.crowd import Crowd, make_workforce
+from crowdboxes.local_toloka.crowd.spec import task_model
+from crowdboxes.local_toloka.crowd.values import is_valid
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CATEGORIES = [{"id": i + 1, "name": n} for i, n in enumerate(crowd_mod.CLASS_NAMES)]
+
+
+def _tb(view: dict) -> dict:
+    return {"type": "tb", "config": json.dumps({"view": view, "plugins": []}), "lock": {"core": "1.0.0"}}
+
+
+def _spec(inputs: dict, outputs: dict, view: dict | None = None) -> dict:
+    return {"input_spec": inputs, "output_spec": outputs, **({"view_spec": view} if view is not None else {})}
+
+
+def _config(name: str) -> dict:
+    return json.loads((CONFIGS / f"{name}.json").read_text())["task_spec"]
+
+
+def _valid(spec: dict, answer: dict) -> bool:
+    model = task_model(spec)
+    if set(answer) - {f.name for f in model.outputs}:
+        return False
+    return all(is_valid(f, answer[f.name]) if f.name in answer else not f.required for f in model.outputs)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Six 640x480 PNGs (file:// URLs): two with signs, classification labels and texts; their truth."""
+    folder = tmp_path_factory.mktemp("scenes")
+    truth = {"images": [], "annotations": [], "categories": CATEGORIES}
+    specs = [("a.png", [(60, 40, 120, 120, 1), (400, 250, 90, 90, 7)], "cat", "STOP 42"),
+             ("b.png", [(200, 100, 150, 150, 2)], "dog", "Main Street"),
+             ("c.png", [], "cat", "no signs here")]
+    urls = {}
+    for n, (name, boxes, label, text) in enumerate(specs):
+        buf = io.BytesIO()
+        Image.new("RGB", (640, 480), (40 * n, 100, 90)).save(buf, format="PNG")
+        (folder / name).write_bytes(buf.getvalue())
+        truth["images"].append({"id": n + 1, "file_name": name, "width": 640, "height": 480, "label": label,
+                                "text": text, "sha256": hashlib.sha256(buf.getvalue()).hexdigest()})
+        for x, y, w, h, cat in boxes:
+            truth["annotations"].append({"id": len(truth["annotations"]) + 1, "image_id": n + 1, "category_id": cat,
+                                         "bbox": [x, y, w, h]})
+        urls[name] = (folder / name).as_uri()
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 240), (0, 0, 0)).save(buf, format="PNG")
+    (folder / "unknown.png").write_bytes(buf.getvalue())
+    urls["unknown.png"] = (folder / "unknown.png").as_uri()
+    return urls, truth
+
+
+def _careful(**changes):
+    return attrs.evolve(make_workforce(1, 0, mix={"careful": 1})[0], p_miss=0.0, p_miss_small=0.0, **changes)
+
+
+def _kind(kind):
+    return make_workforce(1, 0, mix={kind: 1})[0]
+
+
+IMAGE_URL_IN = {"image_url": {"type": "url", "required": True}}
+CLASSIFY = _spec(IMAGE_URL_IN, {"result": {"type": "string", "required": True, "allowed_values": ["cat", "dog"]}},
+                 _tb({"type": "view.list", "items": [
+                     {"type": "view.image", "url": {"type": "data.input", "path": "image_url"}},
+                     {"type": "field.radio-group", "data": {"type": "data.output", "path": "result"},
+                      "options": [{"label": "Cat", "value": "cat"}, {"label": "Dog", "value": "dog"}]}]}))
+
+
+def _annotation(labels=None, out="boxes", image="image_url", shapes=None):
+    node = {"type": "field.image-annotation", "data": {"type": "data.output", "path": out},
+            "image": {"type": "data.input", "path": image}}
+    if labels is not None:
+        node["labels"] = [{"label": t, "value": v} for v, t in labels]
+    if shapes is not None:
+        node["shapes"] = shapes
+    return _spec({image: {"type": "url", "required": True}}, {out: {"type": "json", "required": True}}, _tb(node))
+
+
+# ---------------------------------------------------------------------------------------- classification
+
+def test_classification_labels_come_from_allowed_values(world):
+    urls, truth = world
+    crowd = Crowd(truth, seed=1)
+    answers = [crowd.solve(w, {"image_url": urls["a.png"]}, CLASSIFY) for w in make_workforce(40, 2)]
+    assert all(set(a) == {"result"} and a["result"] in ("cat", "dog") for a in answers)
+    assert Counter(a["result"] for a in answers)["cat"] > 30  # truth says cat; 10 % spammers, some sloppy
+
+
+def test_truth_backed_accuracy_careful_high_spammers_at_chance(world):
+    urls, truth = world
+    crowd = Crowd(truth, seed=2)
+    spec = _spec(IMAGE_URL_IN, {"kind": {"type": "string", "required": True,
+                                         "allowed_values": ["cat", "dog", "bird", "fish"]}})
+    tasks = [{"image_url": urls[n], "n": i} for i in range(100) for n in ("a.png", "b.png")]
+    right = {"a.png": "cat", "b.png": "dog"}
+
+    def accuracy(workers):
+        hits = [crowd.solve(w, t, spec)["kind"] == right[t["image_url"].rsplit("/", 1)[1]]
+                for w in workers for t in tasks]
+        return float(np.mean(hits))
+
+    careful = accuracy(make_workforce(5, 1, mix={"careful": 1}))
+    sloppy = accuracy(make_workforce(5, 1, mix={"sloppy": 1}))
+    spam = accuracy(make_workforce(5, 1, mix={"spammer_random": 1}))
+    assert careful > 0.8 and sloppy < careful
+    assert 0.15 < spam < 0.35  # uniform over 4 options
+    # a spammer who does not look picks the first option every time
+    assert {crowd.solve(_kind("spammer_empty"), t, spec)["kind"] for t in tasks[:20]} == {"cat"}
+
+
+# ------------------------------------------------------------------------------------------------ drawing
+
+def test_label_less_annotation_has_no_label_key_and_image_url_input_works(world):
+    urls, truth = world
+    spec = _annotation(labels=None)
+    out = Crowd(truth, seed=0).solve(_careful(), {"image_url": urls["a.png"]}, spec)
+    assert set(out) == {"boxes"} and len(out["boxes"]) >= 2
+    assert all("label" not in s and s["shape"] == "rectangle" for s in out["boxes"])
+    assert _valid(spec, out)
+
+
+def test_truth_classes_map_to_differently_named_labels(world, caplog):
+    urls, truth = world
+    labels = [("STOP_SIGN", "Stop sign"), ("Park", "Parking"), ("give-way", "Yield")]
+    spec = _annotation(labels=labels, out="objects")
+    label_map = {"stop": "STOP_SIGN", "yield": "give-way"}  # parking -> "Park" by its label text "Parking"
+    crowd = Crowd(truth, seed=0, label_map=label_map)
+    worker = _careful(class_accuracy=1.0, fp_rate=0.0, gross_rate=0.0)
+    with caplog.at_level(logging.WARNING, logger="crowdboxes.local_toloka"):
+        a = crowd.solve(worker, {"image_url": urls["a.png"]}, spec)
+        b = crowd.solve(worker, {"image_url": urls["b.png"]}, spec)
+    assert sorted(s["label"] for s in a["objects"]) == ["Park", "STOP_SIGN"]
+    assert [s["label"] for s in b["objects"]] == ["give-way"]
+    assert not [r for r in caplog.records if "matches no label" in r.getMessage()]
+    # without the map, "stop" matches nothing: a random view label and one log line naming the class
+    caplog.clear()
+    plain = Crowd(truth, seed=0)
+    with caplog.at_level(logging.WARNING, logger="crowdboxes.local_toloka"):
+        for n in range(3):
+            out = plain.solve(worker, {"image_url": urls["a.png"], "n": n}, spec)
+            assert {s["label"] for s in out["objects"]} <= {v for v, _ in labels}
+    lines = [r.getMessage() for r in caplog.records if "matches no label" in r.getMessage()]
+    assert len(lines) == 1 and "'stop'" in lines[0]
+
+
+def test_polygon_only_annotation_and_unknown_image(world):
+    urls, truth = world
+    spec = _annotation(labels=[("stop", "Stop"), ("parking", "Parking")], shapes={"polygon": True})
+    out = Crowd(truth, seed=0).solve(_careful(), {"image_url": urls["a.png"]}, spec)
+    assert out["boxes"] and all(s["shape"] == "polygon" for s in out["boxes"]) and _valid(spec, out)
+    assert Crowd(truth, seed=0).solve(_careful(), {"image_url": urls["unknown.png"]}, spec) == {"boxes": []}
+
+
+def test_our_detection_config_draws_exactly_as_before(world):
+    """configs/detection_project.json (TB, labels = class names) gives the answers of the spec-less crowd."""
+    urls, truth = world
+    spec = _config("detection_project")
+    for worker in make_workforce(30, 4):
+        task = {"image": urls["a.png"]}
+        assert Crowd(truth, seed=3).solve(worker, task, spec) == Crowd(truth, seed=3).solve(worker, task)
+
+
+# ---------------------------------------------------------------------------------------------- judgement
+
+def _rect(x, y, w, h, label=None):
+    out = {"shape": "rectangle", "left": x / 640, "top": y / 480, "width": w / 640, "height": h / 480}
+    return {**out, "label": label} if label else out
+
+
+def test_judgement_of_shapes_in_any_input_with_yes_no_options(world):
+    urls, truth = world
+    spec = _spec({"picture": {"type": "url"}, "boxes": {"type": "string"}},
+                 {"answer": {"type": "string", "required": True, "allowed_values": ["yes", "no"]}},
+                 _tb({"type": "view.list", "items": [
+                     {"type": "view.image", "url": {"type": "data.input", "path": "picture"}},
+                     {"type": "field.radio-group", "data": {"type": "data.output", "path": "answer"},
+                      "options": [{"label": "Right", "value": "yes"}, {"label": "Wrong", "value": "no"}]}]}))
+    good = json.dumps([_rect(60, 40, 120, 120), _rect(400, 250, 90, 90)])
+    missing = json.dumps([_rect(60, 40, 120, 120)])
+    crowd = Crowd(truth, seed=0)
+    workers = make_workforce(40, 1, mix={"careful": 1})
+    ok = [crowd.solve(w, {"picture": urls["a.png"], "boxes": good}, spec) for w in workers]
+    bad = [crowd.solve(w, {"picture": urls["a.png"], "boxes": missing}, spec) for w in workers]
+    assert all(set(a) == {"answer"} for a in ok + bad)
+    assert np.mean([a["answer"] == "yes" for a in ok]) > 0.75
+    assert np.mean([a["answer"] == "no" for a in bad]) > 0.75
+    always = _kind("verifier_always_ok")
+    assert {crowd.solve(always, {"picture": urls["a.png"], "boxes": missing, "n": i}, spec)["answer"]
+            for i in range(10)} == {"yes"}
+    # the task is timed as a judgement
+    assert crowd_mod.task_kind(spec, {"picture": urls["a.png"], "boxes": good}) == "judgement"
+
+
+def test_judgement_options_given_at_start_and_boolean_outputs(world):
+    urls, truth = world
+    spec = _spec({"img": {"type": "url"}, "shapes": {"type": "json"}},
+                 {"fine": {"type": "string", "required": True, "allowed_values": ["A", "B"]}})
+    crowd = Crowd(truth, seed=0, judgement_options={"correct": "B", "incorrect": "A"})
+    outlines = [_rect(200, 100, 150, 150, "yield")]
+    answers = [crowd.solve(w, {"img": urls["b.png"], "shapes": outlines}, spec)["fine"]
+               for w in make_workforce(30, 2, mix={"careful": 1})]
+    assert Counter(answers)["B"] > 22
+    boolean = _spec({"img": {"type": "url"}, "shapes": {"type": "json"}}, {"is_correct": {"type": "boolean"}})
+    answers = [Crowd(truth, seed=0).solve(w, {"img": urls["b.png"], "shapes": outlines}, boolean)["is_correct"]
+               for w in make_workforce(30, 2, mix={"careful": 1})]
+    assert Counter(answers)[True] > 22
+
+
+def test_our_verification_config_keeps_todays_answers_exactly(world):
+    urls, truth = world
+    spec = _config("verification_project")
+    crowd_a, crowd_b = Crowd(truth, seed=5), Crowd(truth, seed=5)
+    outlines = [_rect(60, 40, 120, 120, "stop")]
+    for worker in make_workforce(40, 6):
+        for shown in (outlines, json.dumps(outlines), []):
+            task = {"image": urls["a.png"], "outlines": shown, "assignment_id": "a1"}
+            with_spec = crowd_a.solve(worker, task, spec)
+            assert with_spec == crowd_b.solve(worker, task)
+            assert set(with_spec) == {"verdict", "reason"}
+
+
+# ------------------------------------------------------------------------------ texts, links, no image
+
+def test_text_task_without_image_is_answered_from_task_truth(world):
+    _, truth = world
+    spec = _spec({"question": {"type": "string"}},
+                 {"answer": {"type": "string", "required": True, "max_length": 60}},
+                 _tb({"type": "view.list", "items": [
+                     {"type": "view.text", "content": {"type": "data.input", "path": "question"}},
+                     {"type": "field.textarea", "data": {"type": "data.output", "path": "answer"}}]}))
+    with_tasks = {**truth, "tasks": [{"input_values": {"question": "Capital of France?"},
+                                      "output_values": {"answer": "Paris is the capital"}}]}
+    crowd = Crowd(with_tasks, seed=0)
+    careful = [crowd.solve(w, {"question": "Capital of France?"}, spec)["answer"]
+               for w in make_workforce(30, 3, mix={"careful": 1})]
+    assert Counter(careful).most_common(1)[0] == ("Paris is the capital", Counter(careful)["Paris is the capital"])
+    assert Counter(careful)["Paris is the capital"] >= 20  # ~1 % typos per character
+    other = crowd.solve(_careful(), {"question": "Who wrote Hamlet?"}, spec)
+    assert _valid(spec, other) and other["answer"]  # no truth: uninformed, valid
+
+
+def test_text_recognition_from_image_truth_with_typos(world):
+    urls, truth = world
+    spec = _spec({"image": {"type": "url"}}, {"text": {"type": "string", "required": True}},
+                 _tb({"type": "field.text", "data": {"type": "data.output", "path": "text"}}))
+    crowd = Crowd(truth, seed=0)
+    careful = [crowd.solve(w, {"image": urls["b.png"]}, spec)["text"] for w in make_workforce(40, 3, mix={"careful": 1})]
+    sloppy = [crowd.solve(w, {"image": urls["b.png"]}, spec)["text"] for w in make_workforce(40, 3, mix={"sloppy": 1})]
+    assert np.mean([t == "Main Street" for t in careful]) > np.mean([t == "Main Street" for t in sloppy])
+    assert np.mean([t == "Main Street" for t in careful]) > 0.7
+    spam = [crowd.solve(w, {"image": urls["b.png"]}, spec)["text"] for w in make_workforce(10, 3, mix={"spammer_random": 1})]
+    assert not any(t == "Main Street" for t in spam)
+
+
+def test_link_task_and_image_less_tasks_never_skipped(world):
+    urls, truth = world
+    find = _spec({"image": {"type": "url"}}, {"found_link": {"type": "string", "required": True}},
+                 _tb({"type": "field.text", "label": "Paste the link",
+                      "data": {"type": "data.output", "path": "found_link"}}))
+    with_link = {**truth, "images": [{**im, "link": "https://shop.example.com/red-shoe"} if im["id"] == 1 else im
+                                     for im in truth["images"]]}
+    crowd = Crowd(with_link, seed=0)
+    links = [crowd.solve(w, {"image": urls["a.png"]}, find)["found_link"] for w in make_workforce(20, 1, mix={"careful": 1})]
+    assert Counter(links)["https://shop.example.com/red-shoe"] >= 15
+    assert all(link.startswith("https://") for link in links)
+    # no image at all, or one that does not load: a valid answer, never None
+    side_by_side = _spec({"left": {"type": "string"}, "right": {"type": "string"}},
+                         {"better": {"type": "string", "allowed_values": ["left", "right"]}})
+    for worker in make_workforce(10, 1):
+        out = crowd.solve(worker, {"left": "a", "right": "b"}, side_by_side)
+        assert out["better"] in ("left", "right")
+        broken = crowd.solve(worker, {"image_url": "file:///nonexistent/x.png"}, CLASSIFY)
+        assert broken["result"] in ("cat", "dog")
+
+
+def test_no_truth_is_logged_once_per_project(world, caplog):
+    urls, _ = world
+    crowd = Crowd(None, seed=0)
+    with caplog.at_level(logging.WARNING, logger="crowdboxes.local_toloka"):
+        for w in make_workforce(10, 1):
+            assert crowd.solve(w, {"image_url": urls["a.png"]}, CLASSIFY, project_id=7)["result"] in ("cat", "dog")
+            crowd.solve(w, {"image_url": urls["a.png"]}, CLASSIFY, project_id=8)
+    lines = [r.getMessage() for r in caplog.records if "no truth" in r.getMessage()]
+    assert lines == ["project 7 has no truth for its tasks; answers are uninformed",
+                     "project 8 has no truth for its tasks; answers are uninformed"]
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+def test_unknown_component_gives_a_valid_answer_and_one_log_line(world):
+    urls, truth = world
+    lines = []
+    spec = _spec(IMAGE_URL_IN, {"score": {"type": "integer", "required": True, "min_value": 1, "max_value": 5},
+                                "note": {"type": "string", "required": False}},
+                 _tb({"type": "view.list", "items": [
+                     {"type": "field.star-rating", "data": {"type": "data.output", "path": "score"}},
+                     {"type": "field.text", "data": {"type": "data.output", "path": "note"}}]}))
+    crowd = Crowd(truth, seed=0, log=lines.append)
+    for worker in make_workforce(20, 1):
+        out = crowd.solve(worker, {"image_url": urls["a.png"]}, spec, project_id=3)
+        assert _valid(spec, out) and 1 <= out["score"] <= 5
+    unknown = [line for line in lines if "field.star-rating" in line]
+    assert len(unknown) == 1 and "project 3" in unknown[0]
+
+
+@pytest.mark.parametrize("spec", [None, {}, {"output_spec": "nonsense"}, {"output_spec": {"x": 5}},
+                                  {"input_spec": [], "output_spec": {"a": {"type": "weird"}}, "view_spec": 3},
+                                  {"output_spec": {"a": {"type": "string"}},
+                                   "view_spec": {"type": "tb", "config": "{not json"}}])
+def test_unreadable_specs_never_raise(world, spec):
+    urls, truth = world
+    out = Crowd(truth, seed=0, log=lambda line: None).solve(_careful(), {"image": urls["a.png"]}, spec)
+    assert isinstance(out, dict)
+
+
+def test_a_crashing_answer_is_logged_and_uninformed(world, monkeypatch):
+    urls, truth = world
+    lines = []
+    crowd = Crowd(truth, seed=0, log=lines.append)
+    monkeypatch.setattr(crowd, "_from_truth", lambda *a, **k: 1 / 0)
+    for _ in range(3):
+        out = crowd.solve(_careful(), {"image_url": urls["a.png"]}, CLASSIFY, project_id=9)
+        assert out["result"] in ("cat", "dog")
+    assert len(lines) == 1 and "project 9" in lines[0] and "ZeroDivisionError" in lines[0]
