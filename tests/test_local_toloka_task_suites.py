@@ -1,0 +1,198 @@
+"""Task suites on the local Toloka: /task-suites (create one or many, sync and async, find, get, patch,
+set-overlap-or-min) and the crowd issuing a created suite's tasks together as one assignment."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+
+import pytest
+
+import helpers_local_toloka as fake
+from crowdboxes.local_toloka.db import fmt_ts, utcnow
+from crowdboxes.local_toloka.exceptions import DoesNotExist, ValidationError
+from crowdboxes.local_toloka.models import Backend
+from crowdboxes.local_toloka.scheduler import Scheduler
+from helpers_local_toloka import start_local_toloka
+
+TOKEN = "task-suites-test-token"
+FAKE = "helpers_local_toloka"
+PROJECT = {"public_name": "p", "task_spec": {
+    "input_spec": {"image": {"type": "url", "required": True}},
+    "output_spec": {"result": {"type": "json"}},
+    "view_spec": {"type": "classic", "markup": "x"}}}
+
+
+def pool_spec(project_id, **extra):
+    spec = {"project_id": project_id, "private_name": "p", "reward_per_assignment": 0.02,
+            "assignment_max_duration_seconds": 600, "will_expire": fmt_ts(utcnow() + dt.timedelta(days=1)),
+            "defaults": {"default_overlap_for_new_task_suites": 2}}
+    spec.update(extra)
+    return spec
+
+
+def suite(pool_id, start, n=3, **extra):
+    return {"pool_id": pool_id, "tasks": [{"input_values": {"image": f"https://s/{start + i}.png"}}
+                                          for i in range(n)], **extra}
+
+
+@pytest.fixture()
+def backend(tmp_path):
+    b = Backend(tmp_path / "state", speed=1e6)
+    yield b
+    b.close()
+
+
+def _assignments(backend, pool_id):
+    return json.loads(backend.find_assignments({"pool_id": pool_id, "limit": "1000"}))["items"]
+
+
+def test_create_validate_find_and_patch(backend):
+    project = backend.create_project(PROJECT)
+    pool = backend.create_pool(pool_spec(project["id"]))
+    status, one = backend.create_task_suites(suite(pool["id"], 0, overlap=3), {})
+    assert status == 201 and one["overlap"] == 3 and one["remaining_overlap"] == 3 and one["mixed"] is False
+    assert len(one["tasks"]) == 3 and all(t["id"] for t in one["tasks"])
+    # the suite's tasks are the pool's tasks too
+    assert backend.get_task(one["tasks"][1]["id"])["input_values"] == {"image": "https://s/1.png"}
+    status, many = backend.create_task_suites(
+        [suite(pool["id"], 10), {"pool_id": pool["id"], "tasks": []},
+         suite(pool["id"], 20, issuing_order_override=5.5),
+         {"pool_id": pool["id"], "tasks": [{"input_values": {"image": "not a url"},
+                                            "baseline_solutions": [{"output_values": {"result": 1}}]}]},
+         suite("424242", 30)],
+        {"skip_invalid_items": "true", "allow_defaults": "true"})
+    assert status == 201 and sorted(many["items"]) == ["0", "2"]
+    assert many["items"]["0"]["overlap"] == 2  # the pool's default_overlap_for_new_task_suites
+    errors = many["validation_errors"]
+    assert errors["1"]["tasks"]["code"] == "ARRAY_SIZE_LESS_THAN_MIN"
+    assert errors["3"]["tasks[0].input_values.image"]["code"] == "INVALID_URL_SYNTAX"
+    assert errors["3"]["tasks[0].baseline_solutions"]["code"] == "VALUE_NOT_ALLOWED"
+    assert errors["4"]["pool_id"]["code"] == "ENTITY_DOES_NOT_EXIST"
+    with pytest.raises(ValidationError):  # without skip_invalid_items nothing is created
+        backend.create_task_suites([suite(pool["id"], 40), {"pool_id": pool["id"]}], {})
+    ids = [one["id"], many["items"]["0"]["id"], many["items"]["2"]["id"]]
+    found = backend.find_task_suites({"pool_id": pool["id"], "sort": "-id"})
+    assert [s["id"] for s in found["items"]] == ids[::-1] and found["has_more"] is False
+    assert [s["id"] for s in backend.find_task_suites({"pool_id": pool["id"], "limit": "2"})["items"]] == ids[:2]
+    assert [s["id"] for s in backend.find_task_suites({"pool_id": pool["id"], "id_gt": ids[0]})["items"]] == ids[1:]
+    assert [s["id"] for s in backend.find_task_suites({"pool_id": pool["id"], "overlap": "3"})["items"]] == ids[:1]
+    assert [s["id"] for s in backend.find_task_suites({"pool_id": pool["id"], "overlap_lt": "3"})["items"]] == ids[1:]
+    assert [s["id"] for s in backend.find_task_suites({"task_id": one["tasks"][2]["id"]})["items"]] == ids[:1]
+    with pytest.raises(ValidationError):
+        backend.find_task_suites({})
+    patched = backend.patch_task_suite(ids[0], {"infinite_overlap": True, "issuing_order_override": 2})
+    assert patched["infinite_overlap"] is True and patched["overlap"] is None and patched["issuing_order_override"] == 2
+    assert backend.get_task(one["tasks"][0]["id"])["infinite_overlap"] is True  # its tasks follow
+    patched = backend.patch_task_suite(ids[0], {"overlap": 4, "infinite_overlap": False})
+    assert patched["overlap"] == 4 and backend.get_task(one["tasks"][0]["id"])["overlap"] == 4
+    assert backend.patch_task_suite_overlap_or_min(ids[0], {"overlap": 0})["overlap"] == 0
+    with pytest.raises(ValidationError):
+        backend.patch_task_suite(ids[0], {"overlap": 0, "infinite_overlap": False})
+    with pytest.raises(DoesNotExist):
+        backend.get_task_suite("0000000001--00000000000000000000ffff")
+
+
+def test_crowd_takes_created_suites_whole_and_by_priority(backend):
+    """A pool with no mixer_config opens with created suites; each assignment is one whole suite, in order
+    of issuing_order_override, and the suites' tasks never show up one by one."""
+    project = backend.create_project(PROJECT)
+    pool = backend.create_pool(pool_spec(project["id"]))
+    _, made = backend.create_task_suites([suite(pool["id"], 0), suite(pool["id"], 10),
+                                          suite(pool["id"], 20, n=2, issuing_order_override=10)],
+                                         {"allow_defaults": "true"})
+    suites = {s["id"]: [t["id"] for t in s["tasks"]] for s in made["items"].values()}
+    backend.open_pool(pool["id"])
+    sched = Scheduler(backend, fake, workers=1, seed=2, solve_threads=1)
+    sched.step()
+    first = _assignments(backend, pool["id"])
+    assert [a["task_suite_id"] for a in first] == [made["items"]["2"]["id"]]  # the highest override first
+    sched = Scheduler(backend, fake, workers=4, seed=2, solve_threads=1)
+    deadline = time.monotonic() + 15
+    while backend.get_pool(pool["id"])["status"] == "OPEN" and time.monotonic() < deadline:
+        sched.step()
+        time.sleep(0.002)
+    assert backend.get_pool(pool["id"])["status"] == "CLOSED"
+    done = _assignments(backend, pool["id"])
+    assert len(done) == 6  # 3 suites x overlap 2
+    for a in done:
+        assert a["mixed"] is False and [t["id"] for t in a["tasks"]] == suites[a["task_suite_id"]]
+    for suite_id in suites:
+        takers = [a["user_id"] for a in done if a["task_suite_id"] == suite_id]
+        assert len(takers) == 2 and len(set(takers)) == 2
+        assert backend.get_task_suite(suite_id)["remaining_overlap"] == 0
+
+
+def test_smart_mixing_leaves_created_suites_alone(backend):
+    project = backend.create_project(PROJECT)
+    pool = backend.create_pool(pool_spec(project["id"], mixer_config={
+        "real_tasks_count": 2, "golden_tasks_count": 0, "training_tasks_count": 0}))
+    backend.create_tasks([{"pool_id": pool["id"], "input_values": {"image": f"https://t/{i}.png"}}
+                          for i in range(4)], {"allow_defaults": "true"})
+    _, made = backend.create_task_suites(suite(pool["id"], 0, n=3), {"allow_defaults": "true"})
+    backend.open_pool(pool["id"])
+    sched = Scheduler(backend, fake, workers=3, seed=2, solve_threads=1)
+    deadline = time.monotonic() + 15
+    while backend.get_pool(pool["id"])["status"] == "OPEN" and time.monotonic() < deadline:
+        sched.step()
+        time.sleep(0.002)
+    done = _assignments(backend, pool["id"])
+    mine = {t["id"] for t in made["tasks"]}
+    created = [a for a in done if a["task_suite_id"] == made["id"]]
+    mixed = [a for a in done if a["task_suite_id"] != made["id"]]
+    assert len(created) == 2 and all({t["id"] for t in a["tasks"]} == mine for a in created)
+    assert len(mixed) == 4 and all(len(a["tasks"]) == 2 and not mine & {t["id"] for t in a["tasks"]} for a in mixed)
+    # a suite smart mixing made is readable too
+    seen = backend.get_task_suite(mixed[0]["task_suite_id"])
+    assert seen["mixed"] is True and [t["id"] for t in seen["tasks"]] == [t["id"] for t in mixed[0]["tasks"]]
+
+
+def test_task_suites_through_toloka_kit(tmp_path):
+    import toloka.client as toloka
+
+    server = start_local_toloka(tmp_path, TOKEN, workers=4, speed=2000, seed=2, crowd_module=FAKE)
+    try:
+        client = server.client()
+        project = client.create_project(toloka.Project(
+            public_name="p", public_description="d",
+            task_spec=toloka.project.task_spec.TaskSpec(
+                input_spec={"image": toloka.project.UrlSpec()}, output_spec={"result": toloka.project.JsonSpec()},
+                view_spec=toloka.project.ClassicViewSpec(markup="x"))))
+        pool = client.create_pool(toloka.Pool(
+            project_id=project.id, private_name="Pool", may_contain_adult_content=False, reward_per_assignment=0.02,
+            assignment_max_duration_seconds=600, will_expire=dt.datetime.utcnow() + dt.timedelta(days=1),
+            defaults=toloka.Pool.Defaults(default_overlap_for_new_task_suites=1)))
+
+        def make(start, n=2, **extra):
+            return toloka.TaskSuite(pool_id=pool.id, tasks=[toloka.Task(input_values={"image": f"https://s/{start + i}"
+                                                                                       ".png"}) for i in range(n)],
+                                    **extra)
+
+        single = client.create_task_suite(make(0, overlap=2))  # async operation + get_task_suite
+        assert single.overlap == 2 and len(single.tasks) == 2 and single.pool_id == pool.id
+        batch = client.create_task_suites([make(10), make(20, n=3)], allow_defaults=True)
+        assert sorted(batch.items) == ["0", "1"] and len(batch.items["1"].tasks) == 3
+        with pytest.raises(toloka.exceptions.ValidationApiError):
+            client.create_task_suites([toloka.TaskSuite(pool_id=pool.id, tasks=[])])
+        found = client.find_task_suites(pool_id=pool.id, sort=["-created", "-id"], limit=2)
+        assert found.has_more and len(found.items) == 2
+        assert len(list(client.get_task_suites(pool_id=pool.id, batch_size=1))) == 3
+        patched = client.patch_task_suite(batch.items["0"].id, issuing_order_override=3.5, infinite_overlap=False,
+                                          overlap=2)
+        assert patched.issuing_order_override == 3.5 and patched.overlap == 2
+        stopped = client.patch_task_suite_overlap_or_min(batch.items["1"].id, overlap=0)
+        assert stopped.overlap == 0 and stopped.remaining_overlap == 0
+        client.open_pool(pool.id)
+        deadline = time.monotonic() + 20
+        while client.get_pool(pool.id).status.value == "OPEN" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        done = list(client.get_assignments(pool_id=pool.id))
+        by_suite = {}
+        for a in done:
+            by_suite.setdefault(a.task_suite_id, []).append(a)
+        assert {k: len(v) for k, v in by_suite.items()} == {single.id: 2, batch.items["0"].id: 2}
+        assert all([t.id for t in a.tasks] == [t.id for t in single.tasks] for a in by_suite[single.id])
+        assert client.get_task_suite(single.id).remaining_overlap == 0
+    finally:
+        server.stop()
