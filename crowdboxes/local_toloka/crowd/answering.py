@@ -51,7 +51,7 @@ from crowdboxes.local_toloka.crowd.workers import WorkerProfile
 LOGGER = logging.getLogger("crowdboxes.local_toloka")
 
 # The spec a task is answered by when the caller gives none (the scheduler before it knew projects, tests):
-# a verification when the input has ``outlines``, else a detection with a ``result`` json.
+# a verification when an input holds shapes (``outlines`` in our flow), else a detection with a ``result`` json.
 LEGACY_DETECTION_SPEC = {"input_spec": {"image": {"type": "url", "required": True}},
                          "output_spec": {"result": {"type": "json", "required": True}}}
 LEGACY_VERIFICATION_SPEC = {
@@ -64,6 +64,11 @@ VERDICT_PAIRS = (("ok", "bad"), ("yes", "no"), ("true", "false"), ("correct", "i
                  ("1", "0"))
 TYPO_RATE = {"careful": 0.01, "slow": 0.01, "small_misser": 0.01, "sloppy": 0.05, "verifier_always_ok": 0.05}
 _MISSING = object()
+
+
+def _legacy_spec(task_input: dict) -> dict:
+    shown = any(shape_list(v) is not None for k, v in task_input.items() if k != "image")
+    return LEGACY_VERIFICATION_SPEC if shown or "outlines" in task_input else LEGACY_DETECTION_SPEC
 
 
 def _norm(text) -> str:
@@ -187,12 +192,12 @@ class Crowd:
               project_id=None) -> dict:
         """``output_values`` of ``profile`` for one task of a project with ``task_spec``.
 
-        Without a spec the task is read the old way: a verification (``verdict``/``reason``) if the input
-        has ``outlines``, else a detection (``result``: rectangles with labels). Never raises; never None.
+        Without a spec the task is read the old way: a verification (``verdict``/``reason``) if an input
+        holds shapes (``outlines``), else a detection (``result``: rectangles with labels). Never raises; never None.
         """
         task_input = task_input if isinstance(task_input, dict) else {}
         if task_spec is None:
-            task_spec = LEGACY_VERIFICATION_SPEC if "outlines" in task_input else LEGACY_DETECTION_SPEC
+            task_spec = _legacy_spec(task_input)
         model = task_model(task_spec)
         project = project_id if project_id is not None else _stable_int(json.dumps(task_spec, sort_keys=True,
                                                                                    default=str)) % 10 ** 6
@@ -523,7 +528,7 @@ def task_kind(task_spec: dict | None, task_input: dict) -> str:
     generic (what the scheduler times it as, and whether verification-only workers take its pool)."""
     task_input = task_input if isinstance(task_input, dict) else {}
     if task_spec is None:
-        task_spec = LEGACY_VERIFICATION_SPEC if "outlines" in task_input else LEGACY_DETECTION_SPEC
+        task_spec = _legacy_spec(task_input)
     model = task_model(task_spec)
     kind = model.kind
     if kind == "generic" and image_inputs(model.input_spec, task_input) and Crowd._json_drawing_field(model):

@@ -141,6 +141,7 @@ class Truth:
         self._rows = {image_id: group for image_id, group in frame.groupby("image_id", sort=False)}
         self._empty = frame.iloc[0:0]
         self.tasks = list(coco.get("tasks") or [])
+        self._labels: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self._image)
@@ -148,11 +149,11 @@ class Truth:
     @property
     def labels(self) -> list[str]:
         """Every class name the truth uses: categories of its boxes, then image-level labels."""
-        out = list(dict.fromkeys(self.boxes["label"].astype(str)))
-        for im in self._image.values():
-            if im.get("label") is not None:
-                out.append(str(im["label"]))
-        return list(dict.fromkeys(out))
+        if self._labels is None:
+            out = list(dict.fromkeys(self.boxes["label"].astype(str)))
+            out += [str(im["label"]) for im in self._image.values() if im.get("label") is not None]
+            self._labels = list(dict.fromkeys(out))
+        return self._labels
 
     @property
     def has_image_truth(self) -> bool:
