@@ -342,3 +342,29 @@ def test_a_crashing_answer_is_logged_and_uninformed(world, monkeypatch):
         out = crowd.solve(_careful(), {"image_url": urls["a.png"]}, CLASSIFY, project_id=9)
         assert out["result"] in ("cat", "dog")
     assert len(lines) == 1 and "project 9" in lines[0] and "ZeroDivisionError" in lines[0]
+
+
+def test_classification_from_the_largest_box_when_the_image_has_no_label(world):
+    urls, truth = world
+    boxes_only = {**truth, "images": [{k: v for k, v in im.items() if k != "label"} for im in truth["images"]]}
+    spec = _spec(IMAGE_URL_IN, {"sign": {"type": "string", "required": True,
+                                         "allowed_values": ["Stop", "Yield", "Parking"]}})
+    crowd = Crowd(boxes_only, seed=0)
+    careful = make_workforce(20, 1, mix={"careful": 1})
+    # a.png: a 120 px stop sign and a 90 px parking sign -> "Stop"; b.png: one yield sign
+    assert Counter(crowd.solve(w, {"image_url": urls["a.png"]}, spec)["sign"] for w in careful)["Stop"] >= 15
+    assert Counter(crowd.solve(w, {"image_url": urls["b.png"]}, spec)["sign"] for w in careful)["Yield"] >= 15
+
+
+def test_judging_renamed_labels_through_the_label_map(world):
+    """Shapes labelled with the view's values (not the truth's class names) are judged through the map."""
+    urls, truth = world
+    spec = _spec({"image": {"type": "url"}, "outlines": {"type": "json"}},
+                 {"verdict": {"type": "string", "required": True, "allowed_values": ["OK", "BAD"]}})
+    shown = [_rect(60, 40, 120, 120, "S1"), _rect(400, 250, 90, 90, "P9")]
+    task = {"image": urls["a.png"], "outlines": shown}
+    careful = make_workforce(30, 1, mix={"careful": 1})
+    mapped = Crowd(truth, seed=0, label_map={"stop": "S1", "parking": "P9"})
+    assert Counter(mapped.solve(w, task, spec)["verdict"] for w in careful)["OK"] >= 22
+    unmapped = Crowd(truth, seed=0)  # "S1" is not "stop": a wrong class
+    assert Counter(unmapped.solve(w, task, spec)["verdict"] for w in careful)["BAD"] >= 22

@@ -372,6 +372,9 @@ class Crowd:
         if view_labels:
             mapper, classes = _Labels(view_labels, self.label_map), self.truth.labels
             label_of = lambda value: mapper.back(value, classes)  # noqa: E731
+        elif self.label_map:  # labels shown but not asked: read them back through the given map
+            inverse = {str(v): k for k, v in self.label_map.items()}
+            label_of = lambda value: inverse.get(str(value), value)  # noqa: E731
         outlines = parse_shapes(shown[1], width, height, true_boxes=rows, label_of=label_of)
         verdict, reason = judge_outlines(profile, outlines, rows, width, height, rng)
         answer = {field.name: correct if verdict == "OK" else incorrect}
@@ -394,25 +397,41 @@ class Crowd:
         self._note(project, "truth", f"{name} has no truth for its tasks; answers are uninformed")
 
     def _truth_values(self, model: TaskModel, task_input: dict, image) -> dict:
-        """Truth per output field name for this task (empty if the truth does not cover it)."""
-        record = None
+        """Truth per output field name for this task (empty if the truth does not cover it).
+
+        From the image's record: ``labels[field]``, else ``label`` for a choice (else the class of the
+        image's largest box, when it is one of the options), ``link``/``links`` for a link field, ``text``
+        for a free-text field of a text task (or a required one); else from a matching ``tasks`` entry.
+        """
+        out = {}
         if image is not None:
             _, url, (sha256, _, _) = image
             record = self.truth.image(sha256=sha256, file_name=url)
-        if record is None:
-            return dict(self.truth.task(task_input) or {})
+            if record is not None:
+                out = self._image_truth(model, record, self.truth.lookup(sha256=sha256, file_name=url))
+        return out or dict(self.truth.task(task_input) or {})
+
+    def _image_truth(self, model: TaskModel, record: dict, found) -> dict:
         out = {}
         per_field = record.get("labels") if isinstance(record.get("labels"), dict) else {}
         links = record.get("links") if isinstance(record.get("links"), list) else (
             [record["link"]] if record.get("link") is not None else [])
+        main_class = None
+        if found is not None and len(found[2]):
+            rows = found[2]
+            main_class = str(rows["label"].iloc[int((rows["w"] * rows["h"]).to_numpy().argmax())])
         for f in model.outputs:
             if f.name in per_field:
                 out[f.name] = per_field[f.name]
             elif _options(f) and record.get("label") is not None:
                 out[f.name] = record["label"]
+            elif f.options and main_class is not None and \
+                    _Labels(f.options, self.label_map).find(main_class) is not _MISSING:
+                out[f.name] = main_class
             elif links and self._is_link(f, model):
                 out[f.name] = links
-            elif record.get("text") is not None and f.item_type == "string" and not f.options:
+            elif (record.get("text") is not None and f.item_type == "string" and not f.options
+                  and (model.kind == "text" or f.required)):
                 out[f.name] = record["text"]
         return out
 
