@@ -173,6 +173,25 @@ def test_crowd_trains_first_and_only_trained_workers_get_the_pool(backend):
     assert float(spent) == pytest.approx(12 * (0.02 + 0.006))
 
 
+def _train_once(backend, training_id, worker, result):
+    """Hand ``worker`` one training suite (one task) and submit ``result`` for it."""
+    with backend.transaction():
+        offered = backend.open_pools()
+        assert [r["id"] for r, _ in offered][:1] == [int(training_id)]  # the training comes first
+        row, doc = offered[0]
+        tasks = backend.suite_tasks(row, doc, worker)
+        assert len(tasks) == 1
+        asg = backend.issue_suite(row, doc, worker, tasks)
+    backend.set_plan(asg, "SUBMIT", [{"result": result}], 30.0, utcnow())
+    with backend.transaction():
+        backend.finish_due(utcnow() + dt.timedelta(days=1))
+
+
+def _offers(backend, worker):
+    with backend.transaction():
+        return {r["id"]: len(backend.suite_tasks(r, d, worker)) for r, d in backend.open_pools()}
+
+
 def test_failed_worker_retries_after_retry_days(backend):
     project = backend.create_project(PROJECT)
     training = backend.create_training(training_spec(project["id"], retry_training_after_days=2,
@@ -183,44 +202,43 @@ def test_failed_worker_retries_after_retry_days(backend):
     backend.create_tasks({"pool_id": pool["id"], "input_values": {"image": "https://i/0.png"}}, {})
     backend.open_training(training["id"])
     backend.open_pool(pool["id"])
-    worker = "w1"
-    later = utcnow() + dt.timedelta(days=1)
-
-    def train_once(result):
-        with backend.transaction():
-            offered = backend.open_pools()
-            assert [r["id"] for r, _ in offered][:1] == [int(training["id"])]  # the training comes first
-            row, doc = offered[0]
-            tasks = backend.suite_tasks(row, doc, worker)
-            assert len(tasks) == 1
-            asg = backend.issue_suite(row, doc, worker, tasks)
-        backend.set_plan(asg, "SUBMIT", [{"result": result}], 30.0, utcnow())
-        with backend.transaction():
-            backend.finish_due(later)
-
-    def offers():
-        with backend.transaction():
-            return {r["id"]: len(backend.suite_tasks(r, d, worker)) for r, d in backend.open_pools()}
-
-    assert offers()[int(pool["id"])] == 0  # untrained: no work yet
-    train_once([])          # wrong
-    assert backend.training_score(training["id"], worker) is None  # one suite of two
-    train_once(GOOD)        # right: 50 % over the attempt, enough for passing=50
-    assert backend.training_score(training["id"], worker) == 50.0
-    assert offers() == {int(training["id"]): 0, int(pool["id"]): 1}
+    tid, worker = training["id"], "w1"
+    assert _offers(backend, worker)[int(pool["id"])] == 0  # untrained: no work yet
+    _train_once(backend, tid, worker, [])    # wrong
+    assert backend.training_score(tid, worker) is None  # one suite of two
+    _train_once(backend, tid, worker, GOOD)  # right: 50 % over the attempt, enough for passing=50
+    assert backend.training_score(tid, worker) == 50.0
+    assert _offers(backend, worker) == {int(tid): 0, int(pool["id"]): 1}
     # a stricter pool: the worker failed it and may retry only after 2 (simulated) days
     backend.close_pool(pool["id"])
-    strict = backend.create_pool(pool_spec(project["id"], training["id"], passing=90))
+    strict = backend.create_pool(pool_spec(project["id"], tid, passing=90))
     backend.create_tasks({"pool_id": strict["id"], "input_values": {"image": "https://i/1.png"}}, {})
     backend.open_pool(strict["id"])
     backend.speed = 1.0  # 2 days of simulated time are 2 real days now
-    assert offers() == {int(training["id"]): 0, int(strict["id"]): 0}
-    backend.speed = 1e6  # ...and a fraction of a second now
+    assert _offers(backend, worker) == {int(tid): 0, int(strict["id"]): 0}
+    backend.speed = 1e6  # ...and 0.17 s now
     time.sleep(0.3)
-    assert offers()[int(training["id"])] == 1
+    assert _offers(backend, worker)[int(tid)] == 1
     progress = backend.conn.execute("SELECT attempt, suites FROM training_progress WHERE user_id = ?",
                                     (worker,)).fetchone()
     assert tuple(progress) == (2, 0)
+
+
+def test_training_skill_expires_after_the_pools_ttl(backend):
+    project = backend.create_project(PROJECT)
+    training = backend.create_training(training_spec(project["id"], training_tasks_in_task_suite_count=1))
+    backend.create_tasks([training_task(training["id"], i) for i in range(3)], {"allow_defaults": "true"})
+    pool = backend.create_pool(pool_spec(project["id"], training["id"], passing=50,
+                                         training_config={"training_skill_ttl_days": 1}))
+    backend.create_tasks({"pool_id": pool["id"], "input_values": {"image": "https://i/0.png"}}, {})
+    backend.open_training(training["id"])
+    backend.open_pool(pool["id"])
+    backend.speed = 1.0  # a day is a day
+    _train_once(backend, training["id"], "w1", GOOD)
+    assert _offers(backend, "w1") == {int(training["id"]): 0, int(pool["id"]): 1}
+    backend.speed = 1e6  # a day is 0.09 s: the skill runs out, the worker trains again (no retry delay set)
+    time.sleep(0.3)
+    assert _offers(backend, "w1") == {int(training["id"]): 1, int(pool["id"]): 0}
 
 
 def test_trainings_through_toloka_kit(tmp_path):

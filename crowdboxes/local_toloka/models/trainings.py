@@ -24,8 +24,9 @@ The simulated crowd (scheduler contract: ``open_pools`` / ``suite_tasks`` / ``is
   to the assignment's ``first_declined_solution_attempt`` and its solutions hold the corrected answer
   (the worker saw the hint). The training score is ``100 * sum(weights) / answers`` over the attempt;
 * a pool with a training requirement gives work only to workers whose finished score is at least
-  ``training_passing_skill_value``. The others may retry after ``retry_training_after_days``
-  (simulated time, like every duration here); without it they stay out;
+  ``training_passing_skill_value`` (and, with the pool's ``training_config.training_skill_ttl_days``,
+  not older than that). The others may retry after ``retry_training_after_days`` (simulated time, like
+  every duration here; at once when their skill expired); without it they stay out;
 * training assignments are accepted at once and cost nothing (Toloka does not pay for training).
 """
 
@@ -406,12 +407,20 @@ class TrainingsMixin:
             return None
         return 100.0 * row["score_sum"] / row["answers"] if row["answers"] else 0.0
 
+    def _skill_expired(self, pool_doc, progress) -> bool:
+        """The pool's ``training_config.training_skill_ttl_days`` (simulated) ran out since the training."""
+        ttl = ((pool_doc or {}).get("training_config") or {}).get("training_skill_ttl_days")
+        return bool(ttl) and progress is not None and progress["finished"] is not None and \
+            parse_ts(progress["finished"]) + self.sim_to_real(float(ttl) * 86400) <= self.now()
+
     def _passes_requirement(self, pool_doc, user_id) -> bool:
         requirement = training_requirement(pool_doc)
         if not requirement:
             return True
         score = self.training_score(requirement["training_pool_id"], user_id)
-        return score is not None and score >= float(requirement.get("training_passing_skill_value") or 0)
+        if score is None or score < float(requirement.get("training_passing_skill_value") or 0):
+            return False
+        return not self._skill_expired(pool_doc, self._training_progress(requirement["training_pool_id"], user_id))
 
     def suite_tasks(self, pool_row, pool_doc, user_id) -> list:
         if self._is_training_doc(pool_doc):
@@ -427,7 +436,9 @@ class TrainingsMixin:
             if any(self._passes_requirement(d, user_id) for d in linked):
                 return []  # trained: nothing more to learn here
             days = doc.get("retry_training_after_days")
-            if not days or parse_ts(progress["finished"]) + self.sim_to_real(float(days) * 86400) > self.now():
+            expired = any(self._skill_expired(d, progress) for d in linked)  # a passed skill ran out: train again
+            if not expired and (not days or parse_ts(progress["finished"]) + self.sim_to_real(float(days) * 86400)
+                                > self.now()):
                 return []
             self.conn.execute("UPDATE training_progress SET attempt = attempt + 1, suites = 0, answers = 0, "
                               "score_sum = 0, started = ?, finished = NULL WHERE training_id = ? AND user_id = ?",
