@@ -67,8 +67,10 @@ class OverlapController:
     """
 
     def __init__(self, client, pool_id: str, tasks: pd.DataFrame, images: pd.DataFrame, state_dir,
-                 max_overlap: int, risk_threshold: float, guard=None, unit_price: float = 0.0):
+                 max_overlap: int, risk_threshold: float, guard=None, unit_price: float = 0.0,
+                 output_field: str = "result"):
         self.client, self.pool_id = client, str(pool_id)
+        self.output_field = output_field  # the detection project's output (crowdboxes.fields)
         self.max_overlap, self.risk_threshold = int(max_overlap), float(risk_threshold)
         self.guard, self.unit_price = guard, float(unit_price)
         self.path = Path(state_dir) / STATE_NAME
@@ -126,7 +128,7 @@ class OverlapController:
         snapshots); returns how many were raised now."""
         from crowdboxes.answers import answers_frame
 
-        frame, _ = answers_frame(records, self.tasks, self.images_table)
+        frame, _ = answers_frame(records, self.tasks, self.images_table, output_field=self.output_field)
         valid = frame[frame["status"].astype(str) != "REJECTED"]
         answers = valid.rename(columns={"image_id": "task", "worker_id": "worker"})
         answers = answers.assign(task=answers["task"].astype(str))

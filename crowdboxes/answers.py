@@ -79,8 +79,12 @@ def _enum_value(value):
 
 
 
-def snapshot(assignment) -> dict:
-    """The parts of a toloka-kit ``Assignment`` the flow needs, as a JSON-able dict."""
+def snapshot(assignment, image_field: str = "image") -> dict:
+    """The parts of a toloka-kit ``Assignment`` the flow needs, as a JSON-able dict.
+
+    Each task's image URL is read from the project's image input ``image_field`` and kept under the
+    journal's key ``image`` whatever the project calls it (journals of earlier runs stay readable).
+    """
     tasks = list(assignment.tasks or [])
     solutions = list(assignment.solutions or [])
     record = {
@@ -94,7 +98,7 @@ def snapshot(assignment) -> dict:
         "accepted": iso(assignment.accepted),
         "rejected": iso(assignment.rejected),
         "tasks": [{"id": str(t.id) if t.id is not None else None,
-                   "image": plain_json((t.input_values or {}).get("image"))} for t in tasks],
+                   "image": plain_json((t.input_values or {}).get(image_field))} for t in tasks],
         "outputs": [plain_json(dict(s.output_values or {})) if s is not None else None for s in solutions],
     }
     record["modified"] = max(t for t in (record["submitted"], record["accepted"], record["rejected"], "") if t)
@@ -232,8 +236,9 @@ class AnswerCollector:
     """
 
     def __init__(self, client, pool_ids: Iterable[str], state_dir: str | os.PathLike, lag_seconds: float = 60.0,
-                 journal_name: str = JOURNAL_NAME):
+                 journal_name: str = JOURNAL_NAME, image_field: str = "image"):
         self.client = client
+        self.image_field = image_field  # the detection project's image input (crowdboxes.fields)
         self.pool_ids = [str(p) for p in pool_ids]
         self.lag = dt.timedelta(seconds=float(lag_seconds))
         self.journal = Journal(Path(state_dir) / journal_name)
@@ -269,7 +274,7 @@ class AnswerCollector:
     def _merge(self, assignments) -> tuple[list[dict], list[str]]:
         records, changed = [], []
         for assignment in assignments:
-            rec = snapshot(assignment)
+            rec = snapshot(assignment, self.image_field)
             if rec["pool_id"] not in self.pool_ids or rec["submitted"] is None:
                 continue
             if _newer(rec, self.snapshots.get(rec["id"])):
@@ -485,7 +490,8 @@ def wait_for_pool(client, pool_id: str, collector: AnswerCollector, progress: Pr
 
 
 def result_shapes(value) -> list:
-    """The ``result`` output as a list of shapes (it is a JSON string in TSV exports)."""
+    """The image-annotation output (``result`` in the shipped project) as a list of shapes (it is a JSON
+    string in TSV exports)."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -515,7 +521,8 @@ def answers_frame(records: Iterable[dict], tasks: pd.DataFrame, images: pd.DataF
     """answers.csv rows of the collected assignments and a list of problems (skipped answers).
 
     One row per drawn rectangle; one row with empty label and box when a worker drew nothing.
-    Tasks map to images by task id (tasks.csv), else by image URL (tasks.csv/images.csv).
+    Tasks map to images by task id (tasks.csv), else by image URL (tasks.csv/images.csv). The shapes are
+    read from the detection project's output field ``output_field`` (:class:`crowdboxes.fields.DetectionFields`).
     """
     image_by_task = dict(zip(tasks["task_id"].astype(str), tasks["image_id"].astype(str)))
     image_by_url = dict(zip(images["url"].astype(str), images["image_id"].astype(str)))

@@ -221,7 +221,7 @@ def grant(guard: BudgetGuard | None, price: float) -> bool:
 
 
 def reserve_pool(client, pool_id: str, cap: float | None, detection_reward: float, *, verifiers: int = 0,
-                 verification_reward: float | None = None, control_urls=()) -> BudgetGuard:
+                 verification_reward: float | None = None, control_urls=(), image_field: str = "image") -> BudgetGuard:
     """Cut the detection pool's overlaps to what ``cap`` pays for, drawing + its verification
     included; call it before the pool is opened (launch), and the loop calls it again at start.
 
@@ -232,5 +232,5 @@ def reserve_pool(client, pool_id: str, cap: float | None, detection_reward: floa
     controls = set(control_urls)
     reserve(client, guard, pool_id, slot_price(detection_reward, verifiers, verification_reward),
             control_price=slot_price(detection_reward),
-            is_control=lambda task: (task.input_values or {}).get("image") in controls)
+            is_control=lambda task: (task.input_values or {}).get(image_field) in controls)
     return guard

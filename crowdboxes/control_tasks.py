@@ -158,20 +158,22 @@ def control_from_truth(coco: dict, url_for_file) -> ControlSet:
     return control
 
 
-def create_control_tasks(client, pool_id: str, control: ControlSet, overlap: int) -> pd.DataFrame:
+def create_control_tasks(client, pool_id: str, control: ControlSet, overlap: int,
+                         image_field: str = "image") -> pd.DataFrame:
     """Add control images to the detection pool as ordinary tasks; returns task_id, pool_id, image_id, url.
 
     ``overlap`` should be high (e.g. the expected number of drawers) so that most drawers meet a
-    control image early; they are issued like any other task.
+    control image early; they are issued like any other task. The URL goes in the detection project's
+    image input field ``image_field``.
     """
     from toloka.client import Task
 
-    tasks = [Task(pool_id=str(pool_id), input_values={"image": url}, overlap=int(overlap)) for url in control.images]
+    tasks = [Task(pool_id=str(pool_id), input_values={image_field: url}, overlap=int(overlap)) for url in control.images]
     if not tasks:
         return pd.DataFrame(columns=["task_id", "pool_id", "image_id", "url", "kind"])
     created = client.create_tasks(tasks, allow_defaults=False, open_pool=False)  # keep our overlap
-    rows = [{"task_id": t.id, "pool_id": str(pool_id), "image_id": control.image_ids[t.input_values["image"]],
-             "url": t.input_values["image"], "kind": "control"} for t in created.items.values()]
+    rows = [{"task_id": t.id, "pool_id": str(pool_id), "image_id": control.image_ids[t.input_values[image_field]],
+             "url": t.input_values[image_field], "kind": "control"} for t in created.items.values()]
     return pd.DataFrame(rows)
 
 

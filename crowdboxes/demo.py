@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a Pascal VOC folder (annotations/*.xml + images/, e.g. the road-sign sample) to "
                              "annotate instead of synthetic scenes: its first --count photos, linked, not copied")
     parser.add_argument("--workdir", default=".demo", help="where scenes, server state and runs go")
+    parser.add_argument("--config-dir", default=None,
+                        help="your own copy of configs/ (project, pool and skill JSON) for Create Project and Launch "
+                             "Pool (default: the repository's configs/)")
+    parser.add_argument("--label-map", default=None,
+                        help="JSON text or a JSON file {truth class: label value}: when the detection project's view "
+                             "names its labels differently from the truth's classes (e.g. {\"stop\": \"sign_stop\"}). "
+                             "The local Toloka's crowd answers with the mapped values and the score maps them back")
     parser.add_argument("--min-ap50", type=float, default=None,
                         help="exit non-zero when AP50 ends below this (used by the tests)")
     return parser
@@ -157,6 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     verification_workers = args.workers // 2 if args.verification_workers is None else args.verification_workers
     if verification_workers < 0:
         raise StepError(f"--verification-workers {verification_workers}: must be 0 or more")
+    from crowdboxes.fields import inverse_label_map, read_label_map
+
+    label_map = read_label_map(args.label_map)
+    inverse_label_map(label_map)  # refuse a map that cannot be read back before anything starts
+    config_dir = None
+    if args.config_dir is not None:
+        config_dir = Path(args.config_dir).resolve()  # the flow runs in the repository: make it absolute
+        if not config_dir.is_dir():
+            raise StepError(f"--config-dir {args.config_dir}: not a folder")
     started = time.monotonic()
     workdir = (REPO_ROOT / args.workdir).resolve() if not Path(args.workdir).is_absolute() else Path(args.workdir)
     run_tag = time.strftime("%Y%m%d-%H%M%S")
@@ -180,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     token = os.environ.get("toloka_token") or f"local-{secrets.token_hex(16)}"
     env = {**os.environ, **FAKE_AWS, "toloka_token": token,
            "CROWDBOXES_DATASETS": str(workdir / "datasets")}
+    serve_extra = []
+    if label_map:
+        map_path = logs / "label_map.json"
+        map_path.write_text(json.dumps(label_map, indent=1) + "\n")
+        serve_extra = ["--label-map", str(map_path)]
     with ExitStack() as stack:
         print("[demo] starting the local S3 store and the local Toloka", flush=True)
         s3_url = _start_server(stack, "local S3", ["local-s3", "--port", "0"], env,
@@ -190,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             ["local-toloka", "serve", "--host", "127.0.0.1", "--port", "0", "--state", str(state_dir),
              "--token-env", "toloka_token", "--ground-truth", str(truth_path), "--seed", str(args.seed),
              "--workers", str(args.workers), "--verification-workers", str(verification_workers),
-             "--speed", str(args.speed)],
+             "--speed", str(args.speed), *serve_extra],
             env, logs / "toloka.ready", logs / "local_toloka.log")
         print(f"[demo] local Toloka at {toloka_url}, S3 at {s3_url}", flush=True)
 
@@ -201,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             "method": args.method, "poll_seconds": "1", "project_key": f"demo-{run_tag}",
             "budget": args.budget,
         }
+        if config_dir is not None:
+            overrides["config_dir"] = str(config_dir)
         if args.mode.strip() == "overlap":
             overrides["max_overlap"] = args.max_overlap
         max_attempts = args.max_attempts or ("5" if args.mode.strip() == "verify" else None)
@@ -219,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         raise StepError(f"the export step wrote no {coco_path}")
     from crowdboxes.evaluation import evaluate_coco_files
 
-    metrics = evaluate_coco_files(str(coco_path), str(truth_path))
+    metrics = evaluate_coco_files(str(coco_path), str(truth_path), label_map=label_map)
     minutes = (time.monotonic() - started) / 60
     print()
     print(f"COCO annotations: {coco_path}")
@@ -227,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
           f"AP50 {metrics['AP50']:.3f}  AP {metrics['AP']:.3f}  mean IoU {metrics['mean_iou']:.3f}  "
           f"recall {metrics['recall']:.3f}  precision {metrics['precision']:.3f}")
     print(f"wall time {minutes:.1f} min")
-    (workdir / "last_demo.json").write_text(json.dumps({"coco": str(coco_path), "truth": str(truth_path), **metrics},
+    (workdir / "last_demo.json").write_text(json.dumps({"coco": str(coco_path), "truth": str(truth_path),
+                                                        "config_dir": str(config_dir or REPO_ROOT / "configs"),
+                                                        "label_map": label_map, **metrics},
                                                        indent=2, default=float))
     if args.min_ap50 is not None and metrics["AP50"] < args.min_ap50:
         raise StepError(f"AP50 {metrics['AP50']:.3f} is below the required {args.min_ap50}")

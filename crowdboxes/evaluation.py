@@ -17,7 +17,9 @@ Conventions (box-aggregation.md section 3):
   truth does not know are an error naming the image, not silently ignored.
 
 ``python -m crowdboxes evaluate --pred annotations.coco.json --truth truth.coco.json [--json]`` scores two
-COCO files, matching images by ``file_name``.
+COCO files, matching images by ``file_name``. When the detection project's labels are not the truth's class
+names, ``--label-map`` (JSON text or a JSON file: truth class -> label value in the project's view) maps the
+predicted labels back to the truth's classes before scoring.
 """
 
 from __future__ import annotations
@@ -294,8 +296,16 @@ def _coco_frame(coco: dict, path: str, key_of) -> tuple[pd.DataFrame, list]:
     return pd.DataFrame(rows, columns=list(BOX_COLUMNS) + ["score"]), list(keys.values())
 
 
-def evaluate_coco_files(pred_path: str, truth_path: str) -> dict:
-    """Score two COCO files; images are matched by ``file_name`` (by base name when only that agrees)."""
+def evaluate_coco_files(pred_path: str, truth_path: str, label_map=None) -> dict:
+    """Score two COCO files; images are matched by ``file_name`` (by base name when only that agrees).
+
+    ``label_map``: ``{truth class: label value}`` (dict, JSON text or a JSON file path; see
+    :func:`crowdboxes.fields.read_label_map`); predicted labels found among its values become their truth
+    class, others stay as they are.
+    """
+    from crowdboxes.fields import inverse_label_map, read_label_map
+
+    back = inverse_label_map(read_label_map(label_map))
     truth = _load_coco(truth_path, "truth")
     pred = _load_coco(pred_path, "predictions")
     truth_names = [im.get("file_name") for im in truth["images"]]
@@ -313,6 +323,8 @@ def evaluate_coco_files(pred_path: str, truth_path: str) -> dict:
 
     true_frame, true_keys = _coco_frame(truth, truth_path, lambda n: n)
     pred_frame, _ = _coco_frame(pred, pred_path, pred_key)
+    if back:
+        pred_frame["label"] = pred_frame["label"].map(lambda value: back.get(value, value))
     return evaluate(pred_frame, true_frame, images=true_keys)
 
 
@@ -330,12 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pred", required=True, help="COCO JSON with the boxes to score (e.g. annotations.coco.json)")
     parser.add_argument("--truth", required=True, help="COCO JSON with the true boxes")
     parser.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+    parser.add_argument("--label-map", default=None,
+                        help="JSON text or file {truth class: label value in the project's view}: predicted "
+                             "labels are mapped back to the truth's classes")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = evaluate_coco_files(args.pred, args.truth)
+    result = evaluate_coco_files(args.pred, args.truth, label_map=args.label_map)
     if args.json:
         # JSON has no NaN: undefined numbers become null
         print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}))

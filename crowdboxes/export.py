@@ -2,8 +2,11 @@
 
 COCO (``annotations.coco.json``): ``images`` carry ``id`` (1-based, images.csv order),
 ``file_name, width, height, sha256, url`` and our ``image_key`` (the image_id of the CSVs);
-``annotations`` carry the pixel ``bbox`` [x, y, w, h], ``area`` = w*h, ``category_id`` from
-:mod:`crowdboxes.classes`, ``iscrowd`` 0, and the aggregator's ``score`` and ``support``.
+``annotations`` carry the pixel ``bbox`` [x, y, w, h], ``area`` = w*h, ``category_id``, ``iscrowd`` 0,
+and the aggregator's ``score`` and ``support``. Categories are the detection project's label values
+(:func:`categories`): a value that is a class of :mod:`crowdboxes.classes` keeps that class's id, any
+other value (a project whose view names its labels differently) gets the next id after them, in the
+view's order; without the project's labels, the classes of :mod:`crowdboxes.classes`.
 The same file loads as ground truth with pycocotools, and its annotations as detection results.
 """
 
@@ -14,7 +17,9 @@ import math
 
 import pandas as pd
 
-from crowdboxes.classes import CLASS_BY_NAME, CLASS_NAMES, coco_categories
+from collections.abc import Sequence
+
+from crowdboxes.classes import CLASS_BY_NAME, SIGN_CLASSES, coco_categories
 
 FLAT_COLUMNS = ("image_id", "file_name", "url", "width", "height", "label", "category_id", "x", "y", "w", "h",
                 "score", "support")
@@ -25,17 +30,44 @@ def _number(value, digits: int = 3):
     return int(value) if value.is_integer() else round(value, digits)
 
 
-def select_boxes(boxes: pd.DataFrame, min_score: float) -> tuple[pd.DataFrame, list[str]]:
-    """Boxes with ``score >= min_score`` and a known class; problems for the unknown classes."""
+def categories(labels: Sequence | None = None) -> list[dict]:
+    """COCO categories of the project's labels (:class:`crowdboxes.fields.Label`, or plain values);
+    ``None`` or no labels: the classes of crowdboxes/classes.py."""
+    if not labels:
+        return coco_categories()
+    next_id = max(c.id for c in SIGN_CLASSES) + 1
+    out = []
+    for label in labels:
+        value = str(getattr(label, "value", label))
+        known = CLASS_BY_NAME.get(value)
+        if known is not None:
+            out.append({"id": known.id, "name": value, "supercategory": "road_sign"})
+        else:
+            out.append({"id": next_id, "name": value, "supercategory": "road_sign"})
+            next_id += 1
+    return out
+
+
+def _category_ids(cats: list[dict] | None) -> dict[str, int]:
+    return {c["name"]: int(c["id"]) for c in (cats if cats is not None else coco_categories())}
+
+
+def select_boxes(boxes: pd.DataFrame, min_score: float,
+                 cats: list[dict] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Boxes with ``score >= min_score`` and a known category; problems for the unknown labels."""
+    names = list(_category_ids(cats))
     kept = boxes[boxes["score"] >= min_score]
-    known = kept["label"].astype(str).isin(CLASS_NAMES)
-    problems = [f"boxes.csv line {i + 2}: unknown class {label!r} (skipped; known: {', '.join(CLASS_NAMES)})"
+    known = kept["label"].astype(str).isin(names)
+    problems = [f"boxes.csv line {i + 2}: unknown class {label!r} (skipped; known: {', '.join(names)})"
                 for i, label in kept.loc[~known, "label"].items()]
     return kept[known], problems
 
 
-def coco_document(boxes: pd.DataFrame, images: pd.DataFrame, description: str = "crowdboxes road signs") -> dict:
-    """The COCO dict of ``boxes`` (image_id, label, x, y, w, h, score, support) on ``images``."""
+def coco_document(boxes: pd.DataFrame, images: pd.DataFrame, description: str = "crowdboxes road signs",
+                  cats: list[dict] | None = None) -> dict:
+    """The COCO dict of ``boxes`` (image_id, label, x, y, w, h, score, support) on ``images``;
+    ``cats`` from :func:`categories` (default: crowdboxes/classes.py)."""
+    ids = _category_ids(cats)
     coco_images, number = [], {}
     for n, row in enumerate(images.itertuples(index=False), start=1):
         number[str(row.image_id)] = n
@@ -48,7 +80,7 @@ def coco_document(boxes: pd.DataFrame, images: pd.DataFrame, description: str = 
     for k, row in enumerate(ordered.itertuples(index=False), start=1):
         w, h = float(row.w), float(row.h)
         annotations.append({
-            "id": k, "image_id": int(row.coco_image), "category_id": CLASS_BY_NAME[str(row.label)].id,
+            "id": k, "image_id": int(row.coco_image), "category_id": ids[str(row.label)],
             "bbox": [_number(row.x), _number(row.y), _number(w), _number(h)], "area": _number(w * h),
             "iscrowd": 0, "score": round(float(row.score), 6), "support": int(row.support),
         })
@@ -58,15 +90,16 @@ def coco_document(boxes: pd.DataFrame, images: pd.DataFrame, description: str = 
         "licenses": [],
         "images": coco_images,
         "annotations": annotations,
-        "categories": coco_categories(),
+        "categories": cats if cats is not None else coco_categories(),
     }
 
 
-def flat_frame(boxes: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
-    """One row per box with its image's file name, URL and size and the class id."""
+def flat_frame(boxes: pd.DataFrame, images: pd.DataFrame, cats: list[dict] | None = None) -> pd.DataFrame:
+    """One row per box with its image's file name, URL and size and the category id."""
+    ids = _category_ids(cats)
     info = images[["image_id", "file_name", "url", "width", "height"]].astype({"image_id": str})
     flat = boxes.astype({"image_id": str}).merge(info, on="image_id", how="left")
-    flat["category_id"] = flat["label"].map(lambda name: CLASS_BY_NAME[str(name)].id).astype("int64")
+    flat["category_id"] = flat["label"].map(lambda name: ids[str(name)]).astype("int64")
     return flat[list(FLAT_COLUMNS)].sort_values(["image_id", "score"], ascending=[True, False], kind="stable")
 
 

@@ -253,11 +253,11 @@ class TaskUploadResult:
     tasks: pd.DataFrame  # task_id, pool_id, image_id, url, control: every wanted image found in the pool
 
 
-def _task_image_key(input_values: dict, use_image_id: bool) -> str | None:
+def _task_image_key(input_values: dict, use_image_id: bool, image_field: str = "image") -> str | None:
     if use_image_id and input_values.get("image_id"):
         return "id:" + str(input_values["image_id"])
-    if input_values.get("image"):
-        return "url:" + url_identity(input_values["image"])
+    if input_values.get(image_field):
+        return "url:" + url_identity(input_values[image_field])
     return None
 
 
@@ -271,13 +271,14 @@ def operation_id(pool_id: str, batch_index: int, image_ids) -> uuid.UUID:
 
 
 def upload_tasks(client, pool_id: str, wanted: pd.DataFrame, *, batch_size: int, use_image_id: bool,
-                 log=print) -> TaskUploadResult:
+                 image_field: str = "image", log=print) -> TaskUploadResult:
     """Create one task per row of ``wanted`` (image_id, url, control) that the pool does not have yet.
 
     Existing tasks are listed first; new ones go in batches of ``batch_size`` through toloka-kit's
     async ``create_tasks`` with ``allow_defaults`` (the pool's overlap) and a deterministic
     ``operation_id``. Invalid items are skipped by Toloka and reported in ``failed``. The returned
-    ``tasks`` frame is read back from Toloka, so it is what the pool really holds.
+    ``tasks`` frame is read back from Toloka, so it is what the pool really holds. The URL goes in the
+    project's image input field ``image_field`` (:class:`crowdboxes.fields.DetectionFields`).
     """
     from toloka.client import Task
     from toloka.client.batch_create_results import TaskBatchCreateResult
@@ -286,7 +287,7 @@ def upload_tasks(client, pool_id: str, wanted: pd.DataFrame, *, batch_size: int,
     def existing_by_key() -> dict[str, object]:
         found = {}
         for task in client.get_tasks(pool_id=str(pool_id), batch_size=TASK_PAGE):
-            key = _task_image_key(task.input_values or {}, use_image_id)
+            key = _task_image_key(task.input_values or {}, use_image_id, image_field)
             if key is not None and key not in found:
                 found[key] = task
         return found
@@ -303,7 +304,7 @@ def upload_tasks(client, pool_id: str, wanted: pd.DataFrame, *, batch_size: int,
         rows = [wanted.iloc[i] for i in missing[start:start + batch_size]]
         tasks = []
         for row in rows:
-            values = {"image": str(row["url"])}
+            values = {image_field: str(row["url"])}
             if use_image_id:
                 values["image_id"] = str(row["image_id"])
             tasks.append(Task(pool_id=str(pool_id), input_values=values))

@@ -24,12 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from crowdboxes.classes import CLASS_NAMES
 from crowdboxes.stepkit import StepError
 
 DETECTION_PROJECT_FILE = "detection_project.json"
@@ -73,14 +71,6 @@ def _structure(cls, data: dict, path: Path, what: str):
         raise StepError(f"{path}: not a valid toloka-kit {what} ({detail})") from None
 
 
-def _view_config(project_data: dict) -> dict | None:
-    view_spec = (project_data.get("task_spec") or {}).get("view_spec") or {}
-    config = view_spec.get("config")
-    if isinstance(config, str):
-        return json.loads(config)
-    return config if isinstance(config, dict) else None
-
-
 def load_project_config(path: str | Path):
     """A ``toloka.client.Project`` from a config file (``view_spec.config`` as string or object)."""
     from toloka.client.project import Project
@@ -108,47 +98,16 @@ def load_project_config(path: str | Path):
     return project
 
 
-def _walk(node) -> Iterable[dict]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
+def validate_detection_project(project, path: str | Path):
+    """Check the detection project's task interface; returns its :class:`~crowdboxes.fields.DetectionFields`.
 
-
-def validate_detection_project(project, path: str | Path) -> None:
-    """The detection project must match the fixed task interface and the classes in classes.py.
-
-    Input ``image`` (url), output ``result`` (json), and a ``field.image-annotation`` writing to
-    ``result`` whose label values are class names (the answers are parsed by those names).
+    The field names are not fixed: the view's ``field.image-annotation`` names the output field
+    (``data.output``) and the image input field (``image`` data.input), and its label values may be any
+    strings (:mod:`crowdboxes.fields`). Refusals are one line naming the file and the field.
     """
-    path = Path(path)
-    spec = project.task_spec
-    image = spec.input_spec.get("image")
-    if image is None or str(getattr(image.type, "value", image.type)).lower() != "url":
-        raise StepError(f"{path}: task_spec.input_spec needs field 'image' of type url")
-    result = spec.output_spec.get("result")
-    if result is None or str(getattr(result.type, "value", result.type)).lower() != "json":
-        raise StepError(f"{path}: task_spec.output_spec needs field 'result' of type json")
-    config = _view_config(json.loads(project.to_json()))
-    if config is None:
-        raise StepError(f"{path}: task_spec.view_spec must be a Template Builder view (type tb)")
-    fields = [c for c in _walk(config) if c.get("type") == "field.image-annotation"
-              and (c.get("data") or {}).get("path") == "result"]
-    if not fields:
-        raise StepError(f"{path}: the view needs a field.image-annotation with data.output path 'result'")
-    labels = fields[0].get("labels")
-    if labels:
-        values = [label.get("value") for label in labels if isinstance(label, dict)]
-        unknown = [v for v in values if v not in CLASS_NAMES]
-        if unknown:
-            raise StepError(f"{path}: image-annotation label value {unknown[0]!r} is not a class in "
-                            f"crowdboxes/classes.py (known: {', '.join(CLASS_NAMES)})")
-    shapes = fields[0].get("shapes")
-    if isinstance(shapes, dict) and not shapes.get("rectangle"):
-        raise StepError(f"{path}: the image-annotation field must allow shapes.rectangle")
+    from crowdboxes.fields import detection_fields
+
+    return detection_fields(project, Path(path))
 
 
 def load_skill_configs(path: str | Path, project_key: str) -> dict:

@@ -3,7 +3,8 @@
 Toloka's road-sign recipe (toloka-kit's object-detection notebook), made restartable:
 
 1. A ``toloka.streaming.Pipeline`` watches the detection pool's SUBMITTED assignments. Each drawn
-   image becomes a verification task ``{image, outlines, assignment_id}`` with overlap
+   image becomes a verification task ``{image, outlines, assignment_id}`` (named as the verification
+   project names them; the drawing is read from the detection project's output, :mod:`crowdboxes.fields`) with overlap
    ``verifiers`` in the verification pool; the drawer gets the drawer skill, which the
    verification pool's filter excludes. Drawings of control images are scored against the known
    boxes instead (:mod:`crowdboxes.control_tasks`).
@@ -46,6 +47,7 @@ from crowdboxes.toloka_access import plain_json
 from crowdboxes.artifacts import VERIFICATIONS, write_csv
 from crowdboxes.budget import BudgetGuard, grant, reserve, slot_price
 from crowdboxes.control_tasks import ControlScorer, ControlSet
+from crowdboxes.fields import DetectionFields, VerificationFields, fields_from_toloka, verification_fields
 from crowdboxes.quality_settings import QualitySettings, assignment_price, loop_settings
 from crowdboxes.stepkit import write_text_atomic
 
@@ -313,8 +315,8 @@ class LoopOutcome:
 
 
 
-def _outlines(solution) -> list:
-    value = (solution.output_values or {}).get("result") if solution is not None else None
+def _outlines(solution, output_field: str = "result") -> list:
+    value = (solution.output_values or {}).get(output_field) if solution is not None else None
     if isinstance(value, str):
         try:
             value = json.loads(value) if value.strip() else []
@@ -330,8 +332,11 @@ class VerificationLoop:
                  settings: QualitySettings, state_dir, *, tasks: pd.DataFrame | None = None,
                  skill_ids: dict | None = None, control: ControlSet | None = None,
                  control_threshold: float = 0.4, ban_reject_rate: float = 0.8, ban_min_judged: int = 3,
-                 budget_guard: BudgetGuard | None = None, split_verifiers: int = SPLIT_VERIFIERS):
+                 budget_guard: BudgetGuard | None = None, split_verifiers: int = SPLIT_VERIFIERS,
+                 fields: DetectionFields | None = None, verification_fields: VerificationFields | None = None):
         self.client = client
+        # field names of both projects (crowdboxes.fields); read from Toloka in reconcile() when not given
+        self.fields, self.vfields = fields, verification_fields
         self.detection_pool_id, self.verification_pool_id = str(detection_pool_id), str(verification_pool_id)
         self.settings = settings
         self.state_dir = Path(state_dir)
@@ -367,6 +372,10 @@ class VerificationLoop:
         det_pool = self.client.get_pool(self.detection_pool_id)
         self.project_id = str(det_pool.project_id)
         self.verification_project_id = str(self.client.get_pool(self.verification_pool_id).project_id)
+        if self.fields is None:
+            self.fields = fields_from_toloka(self.client, self.project_id)
+        if self.vfields is None:
+            self.vfields = verification_fields(self.client.get_project(self.verification_project_id))
         if self.guard is not None and self.guard.cap is not None:
             ver_reward = float(self.client.get_pool(self.verification_pool_id).reward_per_assignment)
             det_reward = float(det_pool.reward_per_assignment)
@@ -374,11 +383,11 @@ class VerificationLoop:
             self.slot_price = slot_price(det_reward, self.settings.verifiers, ver_reward)
             reserve(self.client, self.guard, self.detection_pool_id, self.slot_price,
                     control_price=slot_price(det_reward),
-                    is_control=lambda t: (t.input_values or {}).get("image") in self.control)
+                    is_control=lambda t: (t.input_values or {}).get(self.fields.image_input) in self.control)
             self.ledger.budget_cut = sorted(set(self.ledger.budget_cut) | set(self.guard.trimmed_))
         for task in self.client.get_tasks(pool_id=self.verification_pool_id):
             values = task.input_values or {}
-            aid, url = str(values.get("assignment_id", "")), values.get("image")
+            aid, url = str(values.get(self.vfields.assignment_input, "")), values.get(self.vfields.image_input)
             # a crash after create_tasks but before the ledger was saved: the replayed drawing finds it here
             self.vtask_index[(aid, url)] = task.id
             for key, item in self.ledger.items.items():
@@ -402,12 +411,12 @@ class VerificationLoop:
             worker = str(a.user_id)
             keys = []
             for task, solution in zip(a.tasks, a.solutions or [None] * len(a.tasks)):
-                url = (task.input_values or {}).get("image")
+                url = (task.input_values or {}).get(self._fields().image_input)
                 key = item_key(a.id, task.id)
                 meta = self.ledger.tasks.setdefault(task.id, {"base": int(task.overlap or 1), "rejected": 0,
                                                               "drawings": 0, "url": url})
                 meta["drawings"] += 1
-                outlines = _outlines(solution)
+                outlines = _outlines(solution, self._fields().output)
                 item = {"assignment_id": a.id, "task_id": task.id, "url": url, "worker_id": worker,
                         "image_id": self.task_image.get(task.id) or self._image_id(url), "attempt": meta["drawings"],
                         "outlines": outlines, "kind": "control" if url in self.control else "verify",
@@ -441,8 +450,9 @@ class VerificationLoop:
                 item["verdict_note"] = "budget"  # never verified: the cap was reached
                 continue
             new_vtasks.append((key, Task(pool_id=self.verification_pool_id, overlap=self.settings.verifiers,
-                                         input_values={"image": item["url"], "outlines": item["outlines"],
-                                                       "assignment_id": item["assignment_id"]})))
+                                         input_values={self._vfields().image_input: item["url"],
+                                                       self._vfields().outlines_input: item["outlines"],
+                                                       self._vfields().assignment_input: item["assignment_id"]})))
         if new_vtasks:
             # explicit overlap (allow_defaults=False): the pool default may predate a changed --verifiers
             created = self.client.create_tasks([t for _, t in new_vtasks], allow_defaults=False, open_pool=True)
@@ -455,6 +465,12 @@ class VerificationLoop:
         self._control_bans()
         self.decide_ready()
         self.ledger.save()
+
+    def _fields(self) -> DetectionFields:
+        return self.fields if self.fields is not None else DetectionFields()
+
+    def _vfields(self) -> VerificationFields:
+        return self.vfields if self.vfields is not None else VerificationFields()
 
     def _image_id(self, url):
         row = self.image_by_url.get(str(url))
@@ -484,12 +500,13 @@ class VerificationLoop:
                 if key is None:  # created by a run whose ledger was lost: find the item by its inputs
                     values = task.input_values or {}
                     key = next((k for k, it in self.ledger.items.items()
-                                if it["assignment_id"] == values.get("assignment_id")
-                                and it["url"] == values.get("image")), None)
+                                if it["assignment_id"] == values.get(self._vfields().assignment_input)
+                                and it["url"] == values.get(self._vfields().image_input)), None)
                 if key is None:
                     continue
                 out = solution.output_values or {}
-                rows.append([key, str(va.user_id), str(out.get("verdict", "")), str(out.get("reason") or "")])
+                rows.append([key, str(va.user_id), str(out.get(self._vfields().verdict, "")),
+                             str(out.get(self._vfields().reason) or "")])
             self.ledger.votes[va.id] = rows
             self.changed = True
         self.decide_ready()
@@ -852,7 +869,8 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
                           verdict_method=None, verifiers=None, max_attempts=None, budget=None,
                           control_threshold: float = 0.4, max_rounds: int = 20,
                           stall_seconds: float | None = None,
-                          split_verifiers: int = SPLIT_VERIFIERS) -> LoopOutcome:
+                          split_verifiers: int = SPLIT_VERIFIERS,
+                          fields: DetectionFields | None = None) -> LoopOutcome:
     """Run detection -> verification -> accept/reject/redraw until every image is resolved.
 
     Args:
@@ -869,6 +887,8 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
         split_verifiers: more verdicts asked for a drawing whose first ``verifiers`` disagree (0: none).
         stall_seconds: after this long with work waiting in a pool and nobody at work there, one warning line
             on stderr (:class:`StallWatch`, per pool); default 15 periods, at least a minute.
+        fields: the detection project's field names (:mod:`crowdboxes.fields`); default: read from the
+            project on Toloka, as are the verification project's.
 
     Writes ``verifications.csv`` (and ``qc_summary.json``) to ``output_dir`` when given.
     """
@@ -896,7 +916,7 @@ def run_verification_loop(client, detection_pool_id: str, verification_pool_id: 
         guard.add_pool(verification_pool_id, float(client.get_pool(verification_pool_id).reward_per_assignment))
     loop = VerificationLoop(client, detection_pool_id, verification_pool_id, images, settings, state_dir,
                             tasks=tasks, skill_ids=ids, control=control, control_threshold=control_threshold,
-                            budget_guard=guard, split_verifiers=split_verifiers)
+                            budget_guard=guard, split_verifiers=split_verifiers, fields=fields)
     loop.reconcile()
     stall_seconds = stall_seconds if stall_seconds is not None else max(60.0, 15 * period.total_seconds())
     watches = {kind: StallWatch(loop, kind, stall_seconds) for kind in ("verification", "detection")}

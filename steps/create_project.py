@@ -25,7 +25,9 @@ Sample command:
 Troubleshooting:
   * "environment variable 'toloka_token' ... is not set": add the cnvrg project secret (or export it).
   * "configs/detection_project.json: invalid JSON at line L, column C": fix that spot in the file.
-  * "label value 'x' is not a class": the image-annotation labels must be names from crowdboxes/classes.py.
+  * "task_spec.output_spec needs field 'boxes' of type json": the view's field.image-annotation saves to
+    data.output 'boxes', so the output spec must declare it (the same for its image data.input and the
+    input spec). The flow reads the field names from the view; they need not be 'image' and 'result'.
   * "detection_project.json: task_spec.output_spec changed, but project N has pool(s) ... that Toloka
     keeps on the old spec": a change of the input/output fields does not reach existing pools (Toloka
     pins them to the old version) and the next steps would mix both specs. Archive those pools in
@@ -66,8 +68,18 @@ def main(argv=None) -> int:
     read_token(args.token_env)
     # read and check every config before touching Toloka
     projects.object_key(args.project_key, "detection")
-    projects.validate_detection_project(projects.load_project_config(config_dir / projects.DETECTION_PROJECT_FILE),
-                                        config_dir / projects.DETECTION_PROJECT_FILE)
+    fields = projects.validate_detection_project(
+        projects.load_project_config(config_dir / projects.DETECTION_PROJECT_FILE),
+        config_dir / projects.DETECTION_PROJECT_FILE)
+    print(f"detection project fields: image input {fields.image_input!r}, output {fields.output!r}, "
+          f"labels {', '.join(fields.label_values) or '(none)'}")
+    from crowdboxes.classes import CLASS_NAMES
+
+    other = [v for v in fields.label_values if v not in CLASS_NAMES]
+    if other:
+        print(f"note: label value(s) {', '.join(map(repr, other[:5]))} are not class names of crowdboxes/classes.py: "
+              f"answers and the COCO export carry them as they are (to score against a truth with class names, "
+              f"give evaluate a --label-map)", file=sys.stderr)
     projects.load_skill_configs(config_dir / projects.SKILLS_FILE, args.project_key)
     client = connect(args.toloka_env, args.token_env)
     rows = projects.ensure_projects(client, config_dir, args.project_key)

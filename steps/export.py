@@ -3,7 +3,8 @@
 Inputs:
   --boxes_csv     boxes.csv of Aggregate Boxes (image_id, label, x, y, w, h, score, support)
   --images_csv    images.csv of Upload Images (image_id, file_name, url, width, height, sha256)
-  --wait_summary  wait_summary.json of Wait Pool (cost and timing; ``none`` to leave them out)
+  --wait_summary  wait_summary.json of Wait Pool (cost and timing, and the detection project's labels, which
+                  become the COCO categories; ``none`` to leave them out: categories from crowdboxes/classes.py)
   --dataset       dataset to publish to (``none``: do not publish); on cnvrg through the cnvrgv2 SDK,
                   elsewhere a local store ``<dataset_root>/<dataset>/v<N>/``
   --dataset_root  local store root (default $CROWDBOXES_DATASETS or ./datasets)
@@ -67,6 +68,17 @@ def read_wait_summary(path) -> dict | None:
     return data
 
 
+def project_labels(wait_summary: dict | None, path) -> list | None:
+    """The detection project's labels Wait Pool recorded (``detection_fields``), or None (older summaries,
+    ``--wait_summary none``: the classes of crowdboxes/classes.py)."""
+    data = (wait_summary or {}).get("detection_fields")
+    if not data:
+        return None
+    from crowdboxes.fields import DetectionFields
+
+    return list(DetectionFields.from_dict(data, f"{path}: field 'detection_fields'").labels) or None
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not 0.0 <= args.min_score <= 1.0:
@@ -84,15 +96,15 @@ def main(argv=None) -> int:
         raise StepError(f"{args.boxes_csv}: row {row + 2}, field 'image_id': {boxes['image_id'].iloc[row]!r} "
                         f"is not in {args.images_csv}")
     wait_summary = read_wait_summary(args.wait_summary)
-
-    kept, problems = ex.select_boxes(boxes, args.min_score)
+    cats = ex.categories(project_labels(wait_summary, args.wait_summary))
+    kept, problems = ex.select_boxes(boxes, args.min_score, cats)
     for problem in problems[:20]:
         print(f"warning: {problem}", file=sys.stderr)
-    coco = ex.coco_document(kept, images)
+    coco = ex.coco_document(kept, images, cats=cats)
     with atomic_path(out / COCO_NAME) as tmp:
         tmp.write_text(json.dumps(coco, indent=1) + "\n", encoding="utf-8")
     with atomic_path(out / FLAT_NAME) as tmp:
-        ex.flat_frame(kept, images).to_csv(tmp, index=False)
+        ex.flat_frame(kept, images, cats).to_csv(tmp, index=False)
     summary = ex.summary(kept, images, wait_summary, args.min_score)
     summary["dropped_low_score"] = int((boxes["score"] < args.min_score).sum())
     summary["dropped_unknown_class"] = len(problems)

@@ -162,7 +162,11 @@ def main(argv=None) -> int:
     except Exception as exc:
         raise StepError(f"{args.projects_csv}: detection project {ids['detection_project']} cannot be read "
                         f"from Toloka ({type(exc).__name__}); re-run Create Project") from None
-    use_image_id = "image_id" in (project.task_spec.input_spec or {})
+    from crowdboxes.fields import detection_fields
+
+    # the field names the pool runs on are the project's as Toloka has it, not a copy of configs/
+    fields = detection_fields(project, f"detection project {ids['detection_project']} on Toloka", strict=False)
+    use_image_id = "image_id" in (project.task_spec.input_spec or {}) and fields.image_input != "image_id"
     balance = getattr(client.get_requester(), "balance", None)
     if balance is not None and float(balance) < estimate.total:
         print(f"warning: the account balance ${float(balance):.2f} is below the estimate ${estimate.total:.2f}",
@@ -174,7 +178,8 @@ def main(argv=None) -> int:
         print(f"created pool {pool.id} ({pool.private_name})")
     else:
         print(f"found pool {pool.id} from an earlier run (status {pools.pool_status(pool)})")
-    upload = pools.upload_tasks(client, str(pool.id), wanted, batch_size=batch_size, use_image_id=use_image_id)
+    upload = pools.upload_tasks(client, str(pool.id), wanted, batch_size=batch_size, use_image_id=use_image_id,
+                                image_field=fields.image_input)
     print(f"tasks: {upload.created} created, {upload.already_there} already in the pool, {len(upload.failed)} rejected")
 
     # more pools (the verification pool) append their row here; tasks.csv lists the upfront tasks
@@ -200,7 +205,7 @@ def main(argv=None) -> int:
         raise StepError(f"{len(upload.failed)} images were rejected by Toloka (first: image_id {image_id}: {reason}); "
                         f"pool {pool.id} was not opened; fix them and re-run (created tasks are kept)")
     verification_row = _quality_before_open(client, args, quality, settings, ids, skill_ids, key, will_expire,
-                                            str(pool.id), estimate, out)
+                                            str(pool.id), estimate, out, fields.image_input)
     what = pools.ensure_open(client, pool, added_tasks=upload.created)
     print(f"pool {pool.id}: {what}")
     pool_rows.append(detection_row(pools.pool_status(client.get_pool(pool.id))))
@@ -214,7 +219,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def _quality_before_open(client, args, quality, settings, ids, skill_ids, key, will_expire, pool_id, estimate, out):
+def _quality_before_open(client, args, quality, settings, ids, skill_ids, key, will_expire, pool_id, estimate, out,
+                         image_field="image"):
     """Quality control before the detection pool opens (crowdboxes.verification / budget):
     the verification pool (verify modes), the budget cut of overlaps the cap cannot pay for, and
     control.csv beside tasks.csv so Wait Pool can score control drawings. Returns the verification
@@ -248,7 +254,8 @@ def _quality_before_open(client, args, quality, settings, ids, skill_ids, key, w
     if quality.budget is not None:
         guard = reserve_pool(client, pool_id, quality.budget, settings.reward,
                              verifiers=quality.verifiers if quality.verifies else 0,
-                             verification_reward=quality.verification_reward, control_urls=control_urls)
+                             verification_reward=quality.verification_reward, control_urls=control_urls,
+                             image_field=image_field)
         print(f"budget: ${guard.reserved_:.2f} of ${quality.budget:g} reserved"
               + (f"; {len(guard.trimmed_)} tasks cut to fit the budget" if guard.trimmed_ else ""))
     return row

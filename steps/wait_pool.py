@@ -22,7 +22,8 @@ Inputs:
 Outputs (in --output_dir):
   answers.csv        assignment_id, task_id, image_id, worker_id, status, submitted_at, label, x, y, w, h
                      (pixels; one row with empty label/box when a worker drew nothing), pool_id
-  wait_summary.json  pools, counts, spent money, start/end time, duration, timed_out
+  wait_summary.json  pools, counts, spent money, start/end time, duration, timed_out, detection_fields (the
+                     detection project's image input and output field names and its labels, read from Toloka)
   wait_pool_journal.jsonl  the resumable collection state (append-only)
   adaptive_overlap.json    with --max_overlap: the overlap target per image (restart state)
   stdout: ``cnvrg_linechart_Progress``/``cnvrg_linechart_Spent`` per poll and ``cnvrg_tag_*`` at the end.
@@ -106,7 +107,7 @@ def _adaptive_wanted(args, pools, detection, mode) -> bool:
     return True
 
 
-def _overlap_controller(args, client, pools, detection, tasks, images, out):
+def _overlap_controller(args, client, pools, detection, tasks, images, out, fields):
     """The adaptive-overlap controller (mode overlap with --max_overlap)."""
     from crowdboxes.adaptive import OverlapController
     from crowdboxes.budget import BudgetGuard, reserve, slot_price
@@ -118,7 +119,8 @@ def _overlap_controller(args, client, pools, detection, tasks, images, out):
         guard.add_pool(str(detection["pool_id"]), reward)
         reserve(client, guard, str(detection["pool_id"]), slot_price(reward), cut=False)
     return OverlapController(client, str(detection["pool_id"]), tasks, images, out, args.max_overlap,
-                             args.risk_threshold, guard=guard, unit_price=slot_price(reward))
+                             args.risk_threshold, guard=guard, unit_price=slot_price(reward),
+                             output_field=fields.output)
 
 
 def _cursor_lag(value: str, toloka_env: str) -> float:
@@ -187,10 +189,15 @@ def main(argv=None) -> int:
 
     from crowdboxes.toloka_access import connect
 
+    from crowdboxes.fields import fields_from_toloka
+
     client = connect(args.toloka_env, args.token_env)
+    # the detection project's field names, as Toloka has the project the pool runs on (a re-run of this
+    # step alone, with a fresh output folder, finds them again the same way)
+    fields = fields_from_toloka(client, detection["project_id"])
     started_wall, started = ans.now_utc(), time.monotonic()
     deadline = started + args.timeout_hours * 3600 if args.timeout_hours is not None else None
-    collector = ans.AnswerCollector(client, [pool_id], out, lag_seconds=lag)
+    collector = ans.AnswerCollector(client, [pool_id], out, lag_seconds=lag, image_field=fields.image_input)
     if collector.resumed:
         print(f"wait_pool: resuming from {collector.journal.path} "
               f"({len(collector.snapshots)} assignments collected before)", file=sys.stderr, flush=True)
@@ -205,10 +212,10 @@ def main(argv=None) -> int:
                 collector=collector, progress=progress, tasks=tasks, images=images, projects_csv=args.projects_csv,
                 output_dir=out, poll_seconds=args.poll_seconds, deadline=deadline,
                 verdict_method=args.verdict_method, verifiers=args.verifiers, max_attempts=args.max_attempts,
-                budget=args.budget, control=_control_set(args.tasks_csv))
+                budget=args.budget, control=_control_set(args.tasks_csv), fields=fields)
         else:
             if adaptive:
-                controller = _overlap_controller(args, client, pools, detection, tasks, images, out)
+                controller = _overlap_controller(args, client, pools, detection, tasks, images, out, fields)
                 expected = progress.total = controller.expected_answers
             outcome = ans.wait_for_pool(client, pool_id, collector, progress, poll_seconds=args.poll_seconds,
                                         deadline=deadline, expected_answers=expected, controller=controller)
@@ -222,14 +229,14 @@ def main(argv=None) -> int:
             message = str(exc) or "interrupted"
         else:
             message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        frame, _ = ans.answers_frame(collector.records(pool_id), tasks, images)
+        frame, _ = ans.answers_frame(collector.records(pool_id), tasks, images, output_field=fields.output)
         write_csv(frame, out, ANSWERS)
         raise StepError(f"wait_pool: {message} (the {len(collector.snapshots)} assignments collected so far are "
                         f"in {out / ANSWERS.file_name}; re-run with the same --output_dir to resume)") from None
     finally:
         progress.close()
 
-    frame, problems = ans.answers_frame(collector.records(pool_id), tasks, images)
+    frame, problems = ans.answers_frame(collector.records(pool_id), tasks, images, output_field=fields.output)
     write_csv(frame, out, ANSWERS)
     counts = collector.counts(pool_id)
     rewards, fees = collector.spent_estimate(pool_id)
@@ -239,6 +246,8 @@ def main(argv=None) -> int:
         "pool_ids": {"detection": pool_id, **({"verification": str(verification["pool_id"])} if verification is not None
                                               else {})},
         "mode": mode,
+        # for Export (no Toloka access): the project's output and image fields and its labels
+        "detection_fields": fields.as_dict(),
         "counts": counts,
         "answer_rows": int(len(frame)),
         "images_answered": int(frame["image_id"].nunique()),

@@ -73,13 +73,18 @@ def test_project_validation_names_the_problem(tmp_path):
     data = json.loads((CONFIGS / "detection_project.json").read_text())
     config = json.loads(data["task_spec"]["view_spec"]["config"])
     annotation = next(i for i in config["view"]["items"] if i["type"] == "field.image-annotation")
-    annotation["labels"][0]["value"] = "moose_crossing"
+    annotation["labels"][0]["value"] = "moose_crossing"  # label values need not be classes.py names
+    annotation["labels"][1]["value"] = "moose_crossing"
     data["task_spec"]["view_spec"]["config"] = config  # the editable object form is accepted too
     path = tmp_path / "detection_project.json"
     path.write_text(json.dumps(data))
     project = projects.load_project_config(path)
-    with pytest.raises(StepError, match="label value 'moose_crossing' is not a class"):
+    with pytest.raises(StepError, match="label value 'moose_crossing' appears twice"):
         projects.validate_detection_project(project, path)
+    annotation["labels"][1]["value"] = "yield"
+    path.write_text(json.dumps(data))
+    fields = projects.validate_detection_project(projects.load_project_config(path), path)
+    assert fields.label_values[:2] == ("moose_crossing", "yield")
 
     data["task_spec"]["output_spec"] = {"boxes": {"type": "json", "required": True}}
     path.write_text(json.dumps(data))

@@ -92,6 +92,14 @@ class FakeAssignmentsApi:
         return iter(Task.structure({"id": tid, "pool_id": pool_id, "input_values": {}, "remaining_overlap": left})
                     for tid, left in self.remaining.items())
 
+    def get_project(self, project_id):
+        from pathlib import Path
+
+        from toloka.client import Project
+
+        config = Path(__file__).resolve().parent.parent / "configs" / "detection_project.json"
+        return Project.from_json(config.read_text())
+
 
 TASKS = pd.DataFrame({"task_id": ["t1", "t2"], "pool_id": ["7", "7"], "image_id": ["img1", "img2"],
                       "url": ["http://img/t1.jpg", "http://img/t2.jpg"]})
