@@ -61,13 +61,14 @@ class WorkMixin(ReadersMixin):
           and has none assigns nothing. Control tasks use their own overlap (usually infinite) and never
           count as the pool's remaining work;
         * control tasks sit at random places in the suite unless ``shuffle_tasks_in_task_suite`` is false.
-        Training tasks (training pools) are not emulated; ``training_tasks_count`` is ignored.
+        ``training_tasks_count`` (training tasks mixed into a pool) is ignored; trainings are pools of their
+        own that gate this one (``models/trainings.py`` extends this method through ``super()``).
         """
         mixer = pool_doc.get("mixer_config") or {}
         n_real = int(mixer.get("real_tasks_count") or 0)
         n_golden = int(mixer.get("golden_tasks_count") or 0)
         if n_real == 0 and n_golden == 0:
-            n_real = 1  # training-only mixers: the training tasks are not emulated, general ones are served
+            n_real = 1  # training-only mixers: mixed-in training tasks are not emulated, general ones are served
         min_real = n_real if mixer.get("min_real_tasks_count") is None else int(mixer["min_real_tasks_count"])
         min_golden = n_golden if mixer.get("min_golden_tasks_count") is None else int(mixer["min_golden_tasks_count"])
         real = self.available_tasks(pool_row["id"], user_id, n_real) if n_real else []
