@@ -1,0 +1,274 @@
+"""A detection project whose fields and labels are named differently still runs the whole flow.
+
+Unit tests of :mod:`crowdboxes.fields` (field names derived from the project's view, refusals in one
+line), of the label map in the evaluation and the export categories; then the demo end to end on the
+local Toloka twice, with the stock configs and with a copy whose output is ``boxes``, whose image input
+is ``photo_url`` and whose label values are ``sign_<class>``, compared on AP50.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from crowdboxes import answers as ans
+from crowdboxes import export as ex
+from crowdboxes.classes import CLASS_NAMES, SIGN_CLASSES
+from crowdboxes.evaluation import evaluate_coco_files
+from crowdboxes.fields import (DetectionFields, VerificationFields, default_fields, detection_fields,
+                               inverse_label_map, read_label_map, verification_fields)
+from crowdboxes.projects import load_project_config, validate_detection_project
+from crowdboxes.stepkit import StepError
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "configs"
+RENAMED_LABELS = {name: f"sign_{name}" for name in CLASS_NAMES}
+
+
+def renamed_project(output: str = "boxes", image: str = "photo_url", labels: dict | None = None) -> dict:
+    """configs/detection_project.json with its output, image input and label values renamed."""
+    data = json.loads((CONFIGS / "detection_project.json").read_text())
+    spec = data["task_spec"]
+    spec["input_spec"] = {image: spec["input_spec"].pop("image"), **spec["input_spec"]}
+    spec["output_spec"] = {output: spec["output_spec"].pop("result"), **spec["output_spec"]}
+    config = json.loads(spec["view_spec"]["config"])
+    annotation = next(i for i in config["view"]["items"] if i["type"] == "field.image-annotation")
+    annotation["data"]["path"] = output
+    annotation["image"]["path"] = image
+    for label in annotation["labels"]:
+        label["value"] = (labels or {}).get(label["value"], label["value"])
+    spec["view_spec"]["config"] = json.dumps(config, indent=4)
+    return data
+
+
+def renamed_configs(folder: Path, **kwargs) -> Path:
+    """A copy of configs/ whose detection_project.json is :func:`renamed_project`."""
+    shutil.copytree(CONFIGS, folder)
+    (folder / "detection_project.json").write_text(json.dumps(renamed_project(**kwargs), indent=2))
+    return folder
+
+
+def _annotation(data: dict) -> dict:
+    config = json.loads(data["task_spec"]["view_spec"]["config"])
+    return next(i for i in config["view"]["items"] if i["type"] == "field.image-annotation"), config
+
+
+# --- field derivation ------------------------------------------------------------------------------
+
+def test_shipped_config_gives_the_shipped_names_and_the_classes_as_labels():
+    path = CONFIGS / "detection_project.json"
+    fields = validate_detection_project(load_project_config(path), path)
+    assert fields == default_fields()
+    assert (fields.image_input, fields.output) == ("image", "result")
+    assert fields.label_values == CLASS_NAMES
+    assert [label.title for label in fields.labels] == [c.title for c in SIGN_CLASSES]
+    # the verification project keeps its names; they are read from its view and spec all the same
+    ver = load_project_config(CONFIGS / "verification_project.json")
+    assert verification_fields(ver) == VerificationFields()
+
+
+def test_renamed_output_input_and_labels_are_read_from_the_view(tmp_path):
+    path = tmp_path / "detection_project.json"
+    path.write_text(json.dumps(renamed_project(labels=RENAMED_LABELS)))
+    fields = validate_detection_project(load_project_config(path), path)
+    assert (fields.image_input, fields.output) == ("photo_url", "boxes")
+    assert fields.label_values == tuple(f"sign_{n}" for n in CLASS_NAMES)
+    assert fields.labels[0].title == "Stop"
+    # what Wait Pool records for Export reads back the same
+    assert DetectionFields.from_dict(json.loads(json.dumps(fields.as_dict()))) == fields
+    # a project as Toloka returns it (view config a string, server fields) gives the same names
+    from toloka.client import Project
+
+    assert detection_fields(Project.from_json(path.read_text()), "on Toloka", strict=False) == fields
+
+
+def _one_line(excinfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_annotation_is_refused_in_one_line_naming_file_and_field(tmp_path):
+    data = renamed_project()
+    annotation, config = _annotation(data)
+    config["view"]["items"] = [i for i in config["view"]["items"] if i is not annotation]
+    data["task_spec"]["view_spec"]["config"] = json.dumps(config)
+    path = tmp_path / "detection_project.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(StepError) as excinfo:
+        validate_detection_project(load_project_config(path), path)
+    message = _one_line(excinfo)
+    assert message.startswith(f"{path}: ") and "field.image-annotation" in message and "data.output" in message
+
+
+@pytest.mark.parametrize("change, expected", [
+    # the view writes 'boxes' but the output spec still declares 'result'
+    (lambda d: d["task_spec"].update(output_spec={"result": {"type": "json", "required": True}}),
+     "task_spec.output_spec needs field 'boxes' of type json"),
+    # the image comes from 'photo_url' but the input spec calls it 'image'
+    (lambda d: d["task_spec"].update(input_spec={"image": {"type": "url", "required": True}}),
+     "task_spec.input_spec needs field 'photo_url' of type url"),
+    # one more required input the flow cannot fill
+    (lambda d: d["task_spec"]["input_spec"].update(camera={"type": "string", "required": True}),
+     "task_spec.input_spec field 'camera' is required"),
+    # the view is not Template Builder
+    (lambda d: d["task_spec"].update(view_spec={"type": "classic", "markup": "<p/>"}),
+     "task_spec.view_spec must be a Template Builder view"),
+])
+def test_inconsistent_names_are_refused_in_one_line(tmp_path, change, expected):
+    data = renamed_project()
+    change(data)
+    path = tmp_path / "detection_project.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(StepError) as excinfo:
+        detection_fields(json.loads(path.read_text()), path)
+    message = _one_line(excinfo)
+    assert message.startswith(f"{path}: ") and expected in message, message
+
+
+def test_duplicate_label_value_is_refused():
+    data = renamed_project(labels={"stop": "same", "yield": "same"})
+    with pytest.raises(StepError, match="label value 'same' appears twice"):
+        detection_fields(data, "detection_project.json")
+
+
+def test_project_read_back_from_toloka_falls_back_to_its_data_spec():
+    """A view edited in Toloka's UI (no image-annotation): the one url input and the one json output."""
+    data = {"task_spec": {"input_spec": {"photo_url": {"type": "url"}, "note": {"type": "string", "required": False}},
+                          "output_spec": {"boxes": {"type": "json"}},
+                          "view_spec": {"type": "tb", "config": json.dumps({"view": {"type": "view.text"}})}}}
+    assert detection_fields(data, "x", strict=False) == DetectionFields("photo_url", "boxes", ())
+    with pytest.raises(StepError, match="x: the view needs a field.image-annotation"):
+        detection_fields(data, "x")
+    data["task_spec"]["output_spec"]["more"] = {"type": "json"}
+    with pytest.raises(StepError, match="output_spec has 2 json fields"):
+        detection_fields(data, "x", strict=False)
+
+
+# --- reading answers with other names ------------------------------------------------------------
+
+def test_answers_are_read_from_the_renamed_output_and_image_fields():
+    task = types.SimpleNamespace(id="t1", input_values={"photo_url": "http://img/a.jpg"})
+    shape = {"shape": "rectangle", "left": 0.1, "top": 0.2, "width": 0.3, "height": 0.4, "label": "sign_stop"}
+    solution = types.SimpleNamespace(output_values={"boxes": [shape]})
+    assignment = types.SimpleNamespace(id="a1", pool_id="7", user_id="w1", status="ACCEPTED", reward=0.05,
+                                       submitted="2026-11-26T08:00:00", accepted="2026-11-26T08:00:01",
+                                       rejected=None, tasks=[task], solutions=[solution])
+    record = ans.snapshot(assignment, image_field="photo_url")
+    assert record["tasks"] == [{"id": "t1", "image": "http://img/a.jpg"}]
+    tasks = pd.DataFrame({"task_id": ["other"], "pool_id": ["7"], "image_id": ["img1"], "url": ["http://img/a.jpg"]})
+    images = pd.DataFrame({"image_id": ["img1"], "file_name": ["a.jpg"], "url": ["http://img/a.jpg"],
+                           "width": [200], "height": [100], "sha256": ["x"]})
+    frame, problems = ans.answers_frame([record], tasks, images, output_field="boxes")
+    assert problems == [] and list(frame["label"]) == ["sign_stop"]  # found by the image URL of photo_url
+    assert frame[["x", "y", "w", "h"]].round(6).values.tolist() == [[20.0, 20.0, 60.0, 40.0]]
+    frame, _ = ans.answers_frame([record], tasks, images)  # the stock name finds no shapes: an empty answer
+    assert frame["label"].isna().all()
+
+
+# --- labels: export categories and evaluation with a label map ------------------------------------
+
+def test_label_map_reads_json_text_or_a_file_and_refuses_what_cannot_be_reversed(tmp_path):
+    assert read_label_map('{"stop": "sign_stop"}') == {"stop": "sign_stop"}
+    path = tmp_path / "map.json"
+    path.write_text(json.dumps(RENAMED_LABELS))
+    assert read_label_map(str(path)) == RENAMED_LABELS
+    assert read_label_map(None) == {}
+    with pytest.raises(StepError, match="neither JSON text nor an existing JSON file"):
+        read_label_map(str(tmp_path / "missing.json"))
+    with pytest.raises(StepError, match="invalid JSON"):
+        read_label_map('{"stop": }')
+    with pytest.raises(StepError, match="class 'stop' must map to a non-empty string"):
+        read_label_map('{"stop": 3}')
+    with pytest.raises(StepError, match="classes 'stop' and 'yield' both map to label 'x'"):
+        inverse_label_map({"stop": "x", "yield": "x"})
+
+
+def test_export_categories_keep_class_ids_and_number_other_labels_after_them():
+    cats = ex.categories(default_fields().labels)
+    assert cats == ex.categories(None)  # the stock project: exactly today's categories
+    renamed = ex.categories(["stop", "sign_yield", "sign_warning"])
+    assert [(c["id"], c["name"]) for c in renamed] == [(1, "stop"), (11, "sign_yield"), (12, "sign_warning")]
+    boxes = pd.DataFrame({"image_id": ["a", "a"], "label": ["sign_yield", "unicorn"], "x": [1.0, 2.0],
+                          "y": [1.0, 2.0], "w": [5.0, 5.0], "h": [5.0, 5.0], "score": [0.9, 0.9],
+                          "support": [3, 3]})
+    kept, problems = ex.select_boxes(boxes, 0.0, renamed)
+    assert list(kept["label"]) == ["sign_yield"] and "unknown class 'unicorn'" in problems[0]
+
+
+def _coco(labels: list[str], boxes: list[list[float]], names: list[str]) -> dict:
+    cats = [{"id": n + 1, "name": name} for n, name in enumerate(names)]
+    ids = {c["name"]: c["id"] for c in cats}
+    return {"images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 100}],
+            "annotations": [{"id": k + 1, "image_id": 1, "category_id": ids[label], "bbox": box, "score": 0.9}
+                            for k, (label, box) in enumerate(zip(labels, boxes))],
+            "categories": cats}
+
+
+def test_evaluation_maps_view_labels_back_to_truth_classes(tmp_path):
+    truth, pred = tmp_path / "truth.json", tmp_path / "pred.json"
+    truth.write_text(json.dumps(_coco(["stop", "yield"], [[10, 10, 20, 20], [50, 50, 20, 20]], ["stop", "yield"])))
+    pred.write_text(json.dumps(_coco(["sign_stop", "sign_yield"], [[10, 10, 20, 20], [50, 50, 20, 20]],
+                                     ["sign_stop", "sign_yield"])))
+    assert evaluate_coco_files(str(pred), str(truth))["AP50"] == 0.0  # the names do not match
+    mapped = evaluate_coco_files(str(pred), str(truth), label_map=json.dumps(RENAMED_LABELS))
+    assert mapped["AP50"] == pytest.approx(1.0) and mapped["precision"] == 1.0
+    out = subprocess.run([sys.executable, "-m", "crowdboxes", "evaluate", "--pred", str(pred), "--truth", str(truth),
+                          "--json", "--label-map", json.dumps(RENAMED_LABELS)], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["AP50"] == pytest.approx(1.0)
+
+
+# --- the whole flow --------------------------------------------------------------------------------
+
+# 30 scenes with 11 drawers each: measured AP50 0.957, 0.957, 0.990, 0.983 in four stock runs with the
+# same seed (the crowd's scheduling is live, so one seed does not give one number; at 7 drawers and 24
+# scenes the same four runs spread over 0.86-0.98, too wide to tell a 0.05 difference)
+E2E_ARGS = ["--count", "30", "--overlap", "11", "--seed", "7", "--speed", "200"]
+
+
+def _serve_has_label_map() -> bool:
+    out = subprocess.run([sys.executable, "-m", "crowdboxes", "local-toloka", "serve", "--help"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    return "--label-map" in out.stdout
+
+
+def _demo(workdir: Path, *extra) -> tuple[dict, subprocess.CompletedProcess]:
+    env = {**os.environ, "toloka_token": "config-fields-test-token"}
+    result = subprocess.run([sys.executable, "-m", "crowdboxes", "demo", *E2E_ARGS, "--workdir", str(workdir),
+                             *extra], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads((workdir / "last_demo.json").read_text()), result
+
+
+@pytest.mark.slow
+def test_renamed_fields_and_labels_end_with_the_stock_ap50(tmp_path):
+    if not _serve_has_label_map():
+        pytest.skip("local-toloka serve has no --label-map yet (issue 10, the local Toloka's part)")
+    configs = renamed_configs(tmp_path / "my-configs", labels=RENAMED_LABELS)
+    label_map = tmp_path / "label_map.json"
+    label_map.write_text(json.dumps(RENAMED_LABELS))
+
+    stock, _ = _demo(tmp_path / "stock")
+    renamed, result = _demo(tmp_path / "renamed", "--config-dir", str(configs), "--label-map", str(label_map))
+    print(f"AP50 stock {stock['AP50']:.3f}, renamed {renamed['AP50']:.3f}")
+
+    assert "image input 'photo_url', output 'boxes'" in result.stdout
+    coco = json.loads(Path(renamed["coco"]).read_text())
+    assert coco["annotations"] and {c["name"] for c in coco["categories"]} == set(RENAMED_LABELS.values())
+    run = Path(renamed["coco"]).parent.parent.parent  # runs/<run>/export/output -> runs/<run>
+    summary = json.loads((run / "wait_pool" / "output" / "wait_summary.json").read_text())
+    assert summary["detection_fields"]["output"] == "boxes"
+    assert summary["detection_fields"]["image_input"] == "photo_url"
+    answers = pd.read_csv(run / "wait_pool" / "output" / "answers.csv")
+    assert answers["label"].dropna().str.startswith("sign_").all() and answers["label"].notna().any()
+    assert renamed["AP50"] >= stock["AP50"] - 0.05 and abs(renamed["AP50"] - stock["AP50"]) <= 0.05
