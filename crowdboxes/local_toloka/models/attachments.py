@@ -88,7 +88,10 @@ class AttachmentsMixin:
 
     # ---- the crowd's side ------------------------------------------------------------------------------
 
-    def _file_fields(self, pool_id, cache) -> dict:
+    def _file_fields(self, pool_id) -> dict:
+        """``{field: holds a list}`` of the pool's file outputs. Kept in memory: a pool's output spec never
+        changes (changing a project's output spec pins the old spec on its existing pools)."""
+        cache = self.__dict__.setdefault("_file_fields_cache", {})
         if pool_id not in cache:
             spec = self.pool_task_spec(self._pool_row(pool_id))
             cache[pool_id] = {name: FILE_TYPES[str(field.get("type", "")).lower()]
@@ -112,9 +115,8 @@ class AttachmentsMixin:
         ``file`` fields hold attachment ids."""
         rows = self.conn.execute("SELECT * FROM assignments WHERE status = 'ACTIVE' AND due IS NOT NULL AND due <= ?",
                                  (fmt_ts(now),)).fetchall()
-        cache = {}
         for row in rows:
-            fields = self._file_fields(row["pool_id"], cache)
+            fields = self._file_fields(row["pool_id"])
             if not fields:
                 continue
             plan = json.loads(row["plan"])

@@ -209,6 +209,8 @@ class TaskSuitesMixin:
             self.conn.executemany("INSERT INTO task_suite_tasks(suite_seq, pos, task_seq) VALUES(?, ?, ?)",
                                   [(seq, pos, r[0]) for pos, r in enumerate(rows)])
             ids.append(suite_id)
+            if getattr(self, "_suite_pools", None) is not None:
+                self._suite_pools.add(int(pool_id))
         if ids:
             self._notify()
         return ids
@@ -340,8 +342,13 @@ class TaskSuitesMixin:
     # ---- the crowd's side ------------------------------------------------------------------------------
 
     def _has_task_suites(self, pool_id) -> bool:
-        return self.conn.execute("SELECT 1 FROM task_suites WHERE pool_id = ? LIMIT 1", (int(pool_id),)).fetchone() \
-            is not None
+        """Whether the pool holds created suites (asked on every offer, so kept in memory: suites are never
+        deleted, and only :meth:`_insert_suites` adds them)."""
+        pools = getattr(self, "_suite_pools", None)
+        if pools is None:
+            with self.lock:
+                pools = self._suite_pools = {r[0] for r in self.conn.execute("SELECT DISTINCT pool_id FROM task_suites")}
+        return int(pool_id) in pools
 
     def available_tasks(self, pool_id, user_id, limit, *, golden: bool = False) -> list:
         """Smart mixing never takes the tasks of a created suite."""
@@ -374,7 +381,7 @@ class TaskSuitesMixin:
 
     def issue_suite(self, pool_row, pool_doc, user_id, tasks) -> str:
         asg_id = super().issue_suite(pool_row, pool_doc, user_id, tasks)
-        if tasks:
+        if tasks and self._has_task_suites(pool_row["id"]):
             suite = self.conn.execute("SELECT s.id FROM task_suite_tasks m JOIN task_suites s ON s.seq = m.suite_seq "
                                       "WHERE m.task_seq = ?", (tasks[0][0],)).fetchone()
             if suite is not None:
