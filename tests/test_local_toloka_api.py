@@ -168,8 +168,10 @@ def test_detection_verification_streaming_loop(server):
     assert all(a.solutions[0].output_values["result"] for a in accepted)
     assert all(a.user_id in {"f04", "f08", "f12"} and a.solutions[0].output_values["result"] == [] for a in rejected)
     assert len(detections) == 4 + len(rejected)
-    for a in rejected:  # CHANGE_OVERLAP gave the rejected image one more slot
-        assert client.get_task(a.tasks[0].id).overlap == 2
+    for a in rejected:  # CHANGE_OVERLAP gave the rejected image one more slot per rejection (two bad
+        # workers may draw the same image in turn, depending on who is idle when the slot comes back)
+        rejections = sum(r.tasks[0].id == a.tasks[0].id for r in rejected)
+        assert client.get_task(a.tasks[0].id).overlap == 1 + rejections
     # the drawer skill (SET_SKILL on submit) keeps a worker out of verification from then on
     drawers = {a.user_id for a in detections}
     verifications = list(client.get_assignments(pool_id=ver_pool.id))
