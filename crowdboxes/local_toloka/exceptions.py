@@ -113,3 +113,16 @@ class MethodNotAllowed(TolokaError):
     status = 405
     code = "METHOD_NOT_ALLOWED"
     message = "Method not allowed"
+
+
+class NotImplementedOperation(TolokaError):
+    """501 for a Toloka operation the local Toloka does not emulate (``urls.unserved_operations``)."""
+
+    status = 501
+    code = "NOT_IMPLEMENTED"
+    message = "Operation is not implemented by the local Toloka"
+
+    @classmethod
+    def operation(cls, operation_id: str, method: str, path: str) -> "NotImplementedOperation":
+        return cls(f"Operation {operation_id!r} ({method} {path}) is not implemented by the local Toloka",
+                   {"operation": operation_id, "method": method, "path": path})

@@ -27,9 +27,10 @@ from werkzeug.wrappers import Request, Response
 
 from crowdboxes.local_toloka import responses
 from crowdboxes.local_toloka.exceptions import (AuthenticationError, DoesNotExist, InternalError, MethodNotAllowed,
-                                                ServiceUnavailable, TolokaError, TooManyRequests)
+                                                NotImplementedOperation, ServiceUnavailable, TolokaError,
+                                                TooManyRequests)
 from crowdboxes.local_toloka.models import RawJSON
-from crowdboxes.local_toloka.urls import URL_MAP
+from crowdboxes.local_toloka.urls import NOT_IMPLEMENTED, URL_MAP
 
 log = logging.getLogger("crowdboxes.local_toloka")
 
@@ -151,6 +152,8 @@ class LocalToloka:
             key = f"{request.method} {endpoint}"
             if not self._authorised(request):
                 raise AuthenticationError()
+            if endpoint.startswith(NOT_IMPLEMENTED):  # a Toloka operation not emulated: 501 naming it
+                raise NotImplementedOperation.operation(endpoint[len(NOT_IMPLEMENTED):], request.method, request.path)
             if not endpoint.startswith("local_"):
                 try:
                     self.faults.check()

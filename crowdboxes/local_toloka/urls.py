@@ -1,8 +1,19 @@
-"""Path map of the local Toloka: Toloka API paths (all under ``/api``) and the ``/_local`` admin paths."""
+"""Path map of the local Toloka: Toloka API paths (all under ``/api``) and the ``/_local`` admin paths.
+
+To serve an operation: add ``(path, methods, endpoint)`` to :data:`ROUTES` and a handler of that
+name in ``responses.py`` (``handler(ctx, request, **path_variables) -> (status, body)``). Every other
+Toloka operation (``unsupported.OPERATIONS``, generated from Toloka's OpenAPI file) answers 501
+``NOT_IMPLEMENTED`` naming its operationId, so a client never sees an unknown path or a 405 for
+an operation toloka-kit knows; a served ``(path, method)`` replaces its 501 rule by itself.
+"""
 
 from __future__ import annotations
 
+import re
+
 from werkzeug.routing import Map, Rule
+
+from crowdboxes.local_toloka.unsupported import OPERATIONS
 
 # (path, methods, endpoint name in responses.py)
 ROUTES = [
@@ -75,5 +86,21 @@ ROUTES = [
     ("/_local/faults", ["POST"], "local_set_faults"),
 ]
 
+NOT_IMPLEMENTED = "not_implemented:"  # endpoint prefix of the 501 rules, followed by the operationId
+
+
+def _shape(path: str) -> str:
+    """``/api/v1/pools/<pool_id>`` and ``/api/v1/pools/<id>`` are the same path."""
+    return re.sub(r"<[^>]*>", "<>", path)
+
+
+def unserved_operations(routes=ROUTES) -> list:
+    """``[(path, method, operationId)]`` of the Toloka operations no route serves."""
+    served = {(_shape(path), method) for path, methods, _ in routes for method in methods}
+    return [(path, method, op) for path, method, op in OPERATIONS if (_shape(path), method) not in served]
+
+
 URL_MAP = Map([Rule(path, methods=methods, endpoint=endpoint, strict_slashes=False)
-               for path, methods, endpoint in ROUTES])
+               for path, methods, endpoint in ROUTES]
+              + [Rule(path, methods=[method], endpoint=NOT_IMPLEMENTED + op, strict_slashes=False)
+                 for path, method, op in unserved_operations()])
