@@ -11,7 +11,7 @@ import pytest
 
 import helpers_local_toloka as fake
 from crowdboxes.local_toloka.db import fmt_ts, utcnow
-from crowdboxes.local_toloka.exceptions import DoesNotExist, ValidationError
+from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError
 from crowdboxes.local_toloka.models import Backend
 from crowdboxes.local_toloka.scheduler import Scheduler
 from helpers_local_toloka import start_local_toloka
@@ -72,13 +72,30 @@ def test_create_validate_find_and_patch(backend):
     assert errors["4"]["pool_id"]["code"] == "ENTITY_DOES_NOT_EXIST"
     with pytest.raises(ValidationError):  # without skip_invalid_items nothing is created
         backend.create_task_suites([suite(pool["id"], 40), {"pool_id": pool["id"]}], {})
-    ids = [one["id"], many["items"]["0"]["id"], many["items"]["2"]["id"]]
+    # async mode: a finished TASK_SUITE.BATCH_CREATE operation whose log names the suites; idempotent ids
+    status, op = backend.create_task_suites([{**suite(pool["id"], 50), "__item_idx": "0"}],
+                                            {"async_mode": "true", "operation_id": "suites-op-1"})
+    assert status == 202 and op["type"] == "TASK_SUITE.BATCH_CREATE" and op["status"] == "SUCCESS"
+    log = backend.get_operation_log("suites-op-1")
+    assert [(e["type"], e["input"]["__item_idx"]) for e in log] == [("TASK_SUITE_CREATE", "0")]
+    with pytest.raises(IncorrectAction) as err:
+        backend.create_task_suites([suite(pool["id"], 60)], {"async_mode": "true", "operation_id": "suites-op-1"})
+    assert err.value.code == "OPERATION_ALREADY_EXISTS"
+    _, failed = backend.create_task_suites([suite(pool["id"], 70), {"pool_id": pool["id"], "tasks": "x"}],
+                                           {"async_mode": "true"})
+    assert failed["status"] == "FAIL" and failed["details"]["success_count"] == 0
+    assert [e["type"] for e in backend.get_operation_log(failed["id"])] == ["TASK_SUITE_VALIDATE"]
+    extra = backend.get_task_suite(log[0]["output"]["task_suite_id"])
+    assert len(extra["tasks"]) == 3 and extra["pool_id"] == pool["id"]
+    ids = [one["id"], many["items"]["0"]["id"], many["items"]["2"]["id"], extra["id"]]
     found = backend.find_task_suites({"pool_id": pool["id"], "sort": "-id"})
     assert [s["id"] for s in found["items"]] == ids[::-1] and found["has_more"] is False
     assert [s["id"] for s in backend.find_task_suites({"pool_id": pool["id"], "limit": "2"})["items"]] == ids[:2]
     assert [s["id"] for s in backend.find_task_suites({"pool_id": pool["id"], "id_gt": ids[0]})["items"]] == ids[1:]
     assert [s["id"] for s in backend.find_task_suites({"pool_id": pool["id"], "overlap": "3"})["items"]] == ids[:1]
     assert [s["id"] for s in backend.find_task_suites({"pool_id": pool["id"], "overlap_lt": "3"})["items"]] == ids[1:]
+    assert [s["id"] for s in backend.find_task_suites({"pool_id": pool["id"], "created_gte": one["created"]})[
+        "items"]] == ids
     assert [s["id"] for s in backend.find_task_suites({"task_id": one["tasks"][2]["id"]})["items"]] == ids[:1]
     with pytest.raises(ValidationError):
         backend.find_task_suites({})

@@ -166,6 +166,10 @@ def test_crowd_trains_first_and_only_trained_workers_get_the_pool(backend):
             assert all(f["output_values"]["result"] == [] for f in a["first_declined_solution_attempt"])
     assert backend.training_score(training["id"], "f01") == 100.0
     assert backend.training_score(training["id"], "f04") == 0.0
+    skill = backend.get_skill(backend.training_skill_id(training["id"]))
+    assert skill["training"] is True and skill["hidden"] is True
+    values = {s["user_id"]: s["value"] for s in backend.find_user_skills({"skill_id": skill["id"]})["items"]}
+    assert values == {f"f{i:02d}": 0 if i in (4, 8) else 100 for i in range(1, 9)}
     work = _assignments(backend, pool["id"])
     assert len(work) == 12 and {a["user_id"] for a in work} <= {"f01", "f02", "f03", "f05", "f06", "f07"}
     # only the pool's work is paid: training costs nothing

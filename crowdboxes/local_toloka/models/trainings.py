@@ -27,7 +27,9 @@ The simulated crowd (scheduler contract: ``open_pools`` / ``suite_tasks`` / ``is
   ``training_passing_skill_value`` (and, with the pool's ``training_config.training_skill_ttl_days``,
   not older than that). The others may retry after ``retry_training_after_days`` (simulated time, like
   every duration here; at once when their skill expired); without it they stay out;
-* training assignments are accepted at once and cost nothing (Toloka does not pay for training).
+* training assignments are accepted at once and cost nothing (Toloka does not pay for training);
+* a worker who finishes gets their score as the value of the training's skill (hidden, ``training:
+  true``, made at the first finish; :meth:`training_skill_id`), as Toloka assigns training skills.
 """
 
 from __future__ import annotations
@@ -397,8 +399,23 @@ class TrainingsMixin:
         return out
 
     def _finish_training(self, training_id, user_id):
-        self.conn.execute("UPDATE training_progress SET finished = ? WHERE training_id = ? AND user_id = ? "
-                          "AND finished IS NULL", (fmt_ts(self.now()), int(training_id), user_id))
+        cur = self.conn.execute("UPDATE training_progress SET finished = ? WHERE training_id = ? AND user_id = ? "
+                                "AND finished IS NULL", (fmt_ts(self.now()), int(training_id), user_id))
+        if cur.rowcount:
+            self._set_user_skill(self.training_skill_id(training_id), user_id,
+                                 self.training_score(training_id, user_id))
+
+    def training_skill_id(self, training_id) -> str:
+        """The training's skill (``training: true``, hidden), made when a worker first finishes it; each
+        worker who finishes gets their score as its value, so a pool filter on it works too."""
+        key = f"training_skill:{int(training_id)}"
+        skill_id = self._meta(key)
+        if skill_id is None:
+            name = json.loads(self._training_row(training_id)["doc"]).get("private_name") or f"Training {training_id}"
+            skill_id = self.create_skill({"name": name, "hidden": True, "training": True,
+                                          "private_comment": f"Skill of training {int(training_id)}"})["id"]
+            self._set_meta(key, skill_id)
+        return skill_id
 
     def training_score(self, training_id, user_id) -> float | None:
         """The worker's finished training score (0..100), or None while not trained."""
