@@ -28,7 +28,8 @@ GOOD = [dict(fake.GOOD_BOX)]  # what the fake crowd's good workers draw; bad wor
 def training_spec(project_id, **extra):
     spec = {"project_id": project_id, "private_name": "t", "training_tasks_in_task_suite_count": 2,
             "task_suites_required_to_pass": 1, "inherited_instructions": True, "assignment_max_duration_seconds": 600,
-            "may_contain_adult_content": False, "mix_tasks_in_creation_order": True, "shuffle_tasks_in_task_suite": True}
+            "may_contain_adult_content": False, "mix_tasks_in_creation_order": True,
+            "shuffle_tasks_in_task_suite": True}
     spec.update(extra)
     return spec
 

@@ -54,6 +54,13 @@ def _overlap_value(value, path, minimum):
     return int(value)
 
 
+def _bad_override(value) -> bool:
+    """An ``issuing_order_override`` that is not a number within +-99999.99999 (None is fine)."""
+    if value is None:
+        return False
+    return isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or abs(float(value)) > 99999.99999
+
+
 class TaskSuitesMixin:
     """``/task-suites`` and the issuing of created suites."""
 
@@ -177,9 +184,7 @@ class TaskSuitesMixin:
                 infinite = True  # a training has no defaults: its suites go to everyone who trains
             else:
                 errors["overlap"] = field_error("VALUE_REQUIRED", "overlap is required (the pool has no default)")
-        override = item.get("issuing_order_override")
-        if override is not None and (isinstance(override, bool) or not isinstance(override, (int, float, Decimal))
-                                     or abs(float(override)) > 99999.99999):
+        if _bad_override(item.get("issuing_order_override")):
             errors["issuing_order_override"] = field_error("VALUE_OUT_OF_BOUNDS",
                                                            "issuing_order_override must be within +-99999.99999")
         if errors:
@@ -201,7 +206,8 @@ class TaskSuitesMixin:
             seq = self._next("object", 1 + len(task_docs))
             suite_id = object_id(pool_id, seq)
             self.conn.execute("INSERT INTO task_suites(seq, id, pool_id, created, overlap, infinite, doc) "
-                              "VALUES(?, ?, ?, ?, ?, ?, ?)", (seq, suite_id, pool_id, now, overlap, infinite, _dumps(doc)))
+                              "VALUES(?, ?, ?, ?, ?, ?, ?)",
+                              (seq, suite_id, pool_id, now, overlap, infinite, _dumps(doc)))
             rows = [(seq + 1 + pos, object_id(pool_id, seq + 1 + pos), pool_id, now, overlap, infinite, _dumps(d))
                     for pos, d in enumerate(task_docs)]
             self.conn.executemany("INSERT INTO tasks(seq, id, pool_id, created, overlap, infinite, doc) "
@@ -297,9 +303,10 @@ class TaskSuitesMixin:
             return op
 
     def _set_suite_overlap(self, row, overlap, infinite):
-        self.conn.execute("UPDATE task_suites SET overlap = ?, infinite = ? WHERE seq = ?", (overlap, infinite, row["seq"]))
+        args = (overlap, infinite, row["seq"])
+        self.conn.execute("UPDATE task_suites SET overlap = ?, infinite = ? WHERE seq = ?", args)
         self.conn.execute("UPDATE tasks SET overlap = ?, infinite = ? WHERE seq IN "
-                          "(SELECT task_seq FROM task_suite_tasks WHERE suite_seq = ?)", (overlap, infinite, row["seq"]))
+                          "(SELECT task_seq FROM task_suite_tasks WHERE suite_seq = ?)", args)
 
     def patch_task_suite(self, suite_id, body, params=None) -> dict:
         """PATCH: ``overlap`` / ``infinite_overlap`` and ``issuing_order_override``; ``open_pool`` (query)."""
@@ -312,8 +319,7 @@ class TaskSuitesMixin:
                 self._set_suite_overlap(row, _overlap_value(body["overlap"], "overlap", 1), 0)
             if "issuing_order_override" in body:
                 override = body["issuing_order_override"]
-                if override is not None and (isinstance(override, bool) or not isinstance(override, (int, float, Decimal))
-                                             or abs(float(override)) > 99999.99999):
+                if _bad_override(override):
                     raise ValidationError.field("issuing_order_override", "VALUE_OUT_OF_BOUNDS",
                                                 "issuing_order_override must be within +-99999.99999")
                 doc = json.loads(row["doc"])
@@ -347,7 +353,8 @@ class TaskSuitesMixin:
         pools = getattr(self, "_suite_pools", None)
         if pools is None:
             with self.lock:
-                pools = self._suite_pools = {r[0] for r in self.conn.execute("SELECT DISTINCT pool_id FROM task_suites")}
+                rows = self.conn.execute("SELECT DISTINCT pool_id FROM task_suites")
+                pools = self._suite_pools = {r[0] for r in rows}
         return int(pool_id) in pools
 
     def available_tasks(self, pool_id, user_id, limit, *, golden: bool = False) -> list:

@@ -191,8 +191,8 @@ class TrainingsMixin:
             raise IncorrectAction("Training contains no tasks. Operation is not allowed", code="EMPTY_POOL")
         doc = json.loads(row["doc"])
         doc.pop("last_close_reason", None)
-        self.conn.execute("UPDATE pools SET status = 'OPEN', last_started = ?, complete_at = NULL, doc = ? WHERE id = ?",
-                          (fmt_ts(self.now()), _dumps(doc), row["id"]))
+        self.conn.execute("UPDATE pools SET status = 'OPEN', last_started = ?, complete_at = NULL, doc = ? "
+                          "WHERE id = ?", (fmt_ts(self.now()), _dumps(doc), row["id"]))
         self._notify()
         return True
 
@@ -490,7 +490,8 @@ class TrainingsMixin:
             self.conn.execute("UPDATE assignments SET cost = '0' WHERE id = ?", (asg_id,))
             if self._training_progress(pool_row["id"], user_id) is None:  # the first attempt starts now
                 self.conn.execute("INSERT INTO training_progress(training_id, user_id, started) "
-                                  "SELECT ?, ?, created FROM assignments WHERE id = ?", (pool_row["id"], user_id, asg_id))
+                                  "SELECT ?, ?, created FROM assignments WHERE id = ?",
+                                  (pool_row["id"], user_id, asg_id))
         return asg_id
 
     def finish_due(self, now) -> int:
