@@ -368,3 +368,18 @@ def test_judging_renamed_labels_through_the_label_map(world):
     assert Counter(mapped.solve(w, task, spec)["verdict"] for w in careful)["OK"] >= 22
     unmapped = Crowd(truth, seed=0)  # "S1" is not "stop": a wrong class
     assert Counter(unmapped.solve(w, task, spec)["verdict"] for w in careful)["BAD"] >= 22
+
+
+def test_found_links_are_urls_even_with_a_loose_pattern(world):
+    """toloka-kit's find-items view checks the link with the pattern "marksandspencer.com/?": the pasted link
+    still has to be a URL (the next project takes it as a url input)."""
+    urls, truth = world
+    spec = _spec({"image": {"type": "url"}}, {"found_link": {"type": "string", "required": True}},
+                 _tb({"type": "field.text", "label": "Paste the link here",
+                      "data": {"type": "data.output", "path": "found_link"},
+                      "validation": {"type": "condition.schema", "schema": {"type": "string",
+                                                                            "pattern": "marksandspencer.com/?"}}}))
+    crowd = Crowd(None, seed=0)
+    for i, worker in enumerate(make_workforce(40, 5)):
+        link = crowd.solve(worker, {"image": urls["a.png"], "n": i}, spec)["found_link"]
+        assert crowd_mod.answering._URL_RE.match(link) and "marksandspencer" in link and " " not in link, link

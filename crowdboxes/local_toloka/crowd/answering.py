@@ -499,7 +499,28 @@ class Crowd:
             for f in outputs:
                 if f.name not in wanted:
                     wanted[f.name] = values.uninformed(f, rng)
-        return values.complete(outputs, wanted, rng, omit_optional_share=omit_optional_share)
+        answer = values.complete(outputs, wanted, rng, omit_optional_share=omit_optional_share)
+        for f in outputs:  # a pasted link is a URL, even where the view's pattern would allow other text
+            if f.name in answer and _link_field(f) and isinstance(answer[f.name], str) and not _URL_RE.match(
+                    answer[f.name]):
+                answer[f.name] = _as_url(f, answer[f.name], rng)
+        return answer
+
+
+_URL_RE = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
+
+
+def _link_field(field: OutputField) -> bool:
+    return bool(getattr(field, "is_link", False)) or (field.item_type == "url" and not field.options)
+
+
+def _as_url(field: OutputField, value: str, rng: np.random.Generator) -> str:
+    """A valid value of ``field`` that is also a URL (redrawn a few times), else ``value``."""
+    for _ in range(40):
+        candidate = values.uninformed(field, rng)
+        if isinstance(candidate, str) and _URL_RE.match(candidate) and values.is_valid(field, candidate):
+            return candidate
+    return value
 
 
 def _constant(field: OutputField):
