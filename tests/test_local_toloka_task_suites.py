@@ -160,9 +160,16 @@ def test_smart_mixing_leaves_created_suites_alone(backend):
     mixed = [a for a in done if a["task_suite_id"] != made["id"]]
     assert len(created) == 2 and all({t["id"] for t in a["tasks"]} == mine for a in created)
     assert len(mixed) == 4 and all(len(a["tasks"]) == 2 and not mine & {t["id"] for t in a["tasks"]} for a in mixed)
-    # a suite smart mixing made is readable too
+    # the suites smart mixing made are task suites too: listed, found by task, readable
     seen = backend.get_task_suite(mixed[0]["task_suite_id"])
     assert seen["mixed"] is True and [t["id"] for t in seen["tasks"]] == [t["id"] for t in mixed[0]["tasks"]]
+    listed = backend.find_task_suites({"pool_id": pool["id"], "limit": "100"})["items"]
+    assert sorted((s["id"], s["mixed"]) for s in listed) == sorted(
+        [(made["id"], False)] + [(a["task_suite_id"], True) for a in mixed])
+    task = mixed[1]["tasks"][0]["id"]  # overlap 2: in two mixed suites
+    holding = sorted(a["task_suite_id"] for a in mixed if task in {t["id"] for t in a["tasks"]})
+    assert len(holding) == 2
+    assert [s["id"] for s in backend.find_task_suites({"task_id": task, "sort": "id"})["items"]] == holding
 
 
 def test_task_suites_through_toloka_kit(tmp_path):

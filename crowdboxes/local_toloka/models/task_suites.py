@@ -10,8 +10,9 @@ left, ``reserved_for`` / ``unavailable_for``) before any mixed suite. The assign
 ``task_suite_id`` is the suite's id, ``mixed: false``. A pool holding only suites needs no
 ``mixer_config``.
 
-``GET /task-suites/{id}`` also answers for a suite that smart mixing made (an assignment's
-``task_suite_id``), with ``mixed: true``.
+The suites smart mixing made (one per assignment: its ``task_suite_id``, overlap 1) are task suites
+too: ``GET /task-suites`` lists them with the created ones (``task_id`` finds the suites holding a
+task, of either kind) and ``GET /task-suites/{id}`` answers for them, with ``mixed: true``.
 """
 
 from __future__ import annotations
@@ -30,11 +31,21 @@ MAX_OVERLAP = 30000
 SUITE_TASK_FIELDS = ("input_values", "known_solutions", "message_on_unknown_solution", "origin_task_id")
 SUITE_FIELDS = ("reserved_for", "unavailable_for", "issuing_order_override", "traits_all_of", "traits_any_of",
                 "traits_none_of_any", "longitude", "latitude")
+# created suites, and the suites smart mixing made (one per assignment, overlap 1): the search's "table"
+ALL_SUITES = ("(SELECT seq, id, pool_id, created, overlap, infinite, doc, 0 AS mixed, NULL AS asg_seq FROM task_suites "
+              "UNION ALL SELECT a.seq - 1, a.task_suite_id, a.pool_id, a.created, 1, 0, NULL, 1, a.seq "
+              "FROM assignments a WHERE a.task_suite_id NOT IN (SELECT id FROM task_suites))")
+
+
+def _task_filter(raw):
+    return ("((mixed = 0 AND seq IN (SELECT m.suite_seq FROM task_suite_tasks m JOIN tasks t ON t.seq = m.task_seq "
+            "WHERE t.id = ?)) OR (mixed = 1 AND asg_seq IN (SELECT at.assignment_seq FROM assignment_tasks at "
+            "JOIN tasks t ON t.seq = at.task_seq WHERE t.id = ?)))", [str(raw), str(raw)])
+
+
 TASK_SUITES = SearchSpec(
-    "task_suites", "id", "str",
-    {"pool_id": ("pool_id", "int"), "overlap": ("overlap", "int"),
-     "task_id": ("", lambda raw: ("seq IN (SELECT m.suite_seq FROM task_suite_tasks m JOIN tasks t ON "
-                                  "t.seq = m.task_seq WHERE t.id = ?)", [str(raw)]))},
+    ALL_SUITES, "id", "str",
+    {"pool_id": ("pool_id", "int"), "overlap": ("overlap", "int"), "task_id": ("", _task_filter)},
     {"id": ("id", "str"), "created": ("created", "ts"), "overlap": ("overlap", "int")},
     {"id": "id", "created": "created"}, 50, 100_000)
 
@@ -127,7 +138,8 @@ class TaskSuitesMixin:
     def find_task_suites(self, params) -> dict:
         if not any(params.get(k) for k in ("pool_id", "task_id")):
             raise ValidationError.field("pool_id", "VALUE_REQUIRED", "One of pool_id, task_id is required")
-        return self._search(TASK_SUITES, params, lambda rows: [self._render_suite(r) for r in rows])
+        return self._search(TASK_SUITES, params, lambda rows: [
+            self._render_mixed_suite(r["id"]) if r["mixed"] else self._render_suite(r) for r in rows])
 
     def _prepare_suite(self, item, pools, allow_defaults):
         """Validate one suite: ``(values, None)`` or ``(None, errors)``."""
