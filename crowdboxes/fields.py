@@ -188,6 +188,13 @@ def detection_fields(project, where: str | Path, strict: bool = True) -> Detecti
     return DetectionFields(image, output, tuple(labels))
 
 
+def view_label_values(project) -> tuple[str, ...]:
+    """Label values of the first image-annotation in a project's view (any project; () if none)."""
+    config = view_config(project)
+    annotation = next((c for c in _walk(config) if c.get("type") == ANNOTATION), None) if config else None
+    return tuple(str(i.get("value")) for i in (annotation or {}).get("labels") or [] if isinstance(i, dict))
+
+
 def fields_from_toloka(client, project_id, where: str | Path | None = None) -> DetectionFields:
     """The field names of the detection project ``project_id`` as Toloka has it (what the pool runs on)."""
     try:

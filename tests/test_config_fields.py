@@ -24,7 +24,8 @@ from crowdboxes import export as ex
 from crowdboxes.classes import CLASS_NAMES, SIGN_CLASSES
 from crowdboxes.evaluation import evaluate_coco_files
 from crowdboxes.fields import (DetectionFields, VerificationFields, default_fields, detection_fields,
-                               inverse_label_map, read_label_map, verification_fields)
+                               inverse_label_map, read_label_map, verification_fields,
+                               view_label_values)
 from crowdboxes.projects import load_project_config, validate_detection_project
 from crowdboxes.stepkit import StepError
 
@@ -73,6 +74,7 @@ def test_shipped_config_gives_the_shipped_names_and_the_classes_as_labels():
     # the verification project keeps its names; they are read from its view and spec all the same
     ver = load_project_config(CONFIGS / "verification_project.json")
     assert verification_fields(ver) == VerificationFields()
+    assert view_label_values(ver) == CLASS_NAMES
 
 
 def test_renamed_output_input_and_labels_are_read_from_the_view(tmp_path):
