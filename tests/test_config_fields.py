@@ -274,3 +274,35 @@ def test_renamed_fields_and_labels_end_with_the_stock_ap50(tmp_path):
     answers = pd.read_csv(run / "wait_pool" / "output" / "answers.csv")
     assert answers["label"].dropna().str.startswith("sign_").all() and answers["label"].notna().any()
     assert renamed["AP50"] >= stock["AP50"] - 0.05 and abs(renamed["AP50"] - stock["AP50"]) <= 0.05
+
+
+def test_control_tasks_and_budget_use_the_renamed_image_input():
+    from crowdboxes.budget import reserve_pool
+    from crowdboxes.control_tasks import ControlSet, create_control_tasks
+
+    class Client:
+        def __init__(self):
+            self.tasks = []
+
+        def create_tasks(self, tasks, **kwargs):
+            for n, task in enumerate(tasks):
+                task.id = f"c{n}"
+            self.tasks += tasks
+            return types.SimpleNamespace(items={str(n): t for n, t in enumerate(tasks)})
+
+        def get_tasks(self, pool_id):
+            return [types.SimpleNamespace(id=t.id, input_values=t.input_values, overlap=2, remaining_overlap=2)
+                    for t in self.tasks]
+
+    control = ControlSet(images={"http://img/c.jpg": (100.0, 100.0, [], [])},
+                         image_ids={"http://img/c.jpg": "control-1"})
+    client = Client()
+    rows = create_control_tasks(client, "7", control, overlap=2, image_field="photo_url")
+    assert client.tasks[0].input_values == {"photo_url": "http://img/c.jpg"}
+    assert list(rows["image_id"]) == ["control-1"]
+    # a control task costs a drawing only: recognised by the renamed input
+    guard = reserve_pool(client, "7", 100.0, 0.05, verifiers=3, verification_reward=0.05,
+                         control_urls=["http://img/c.jpg"], image_field="photo_url")
+    unverified = reserve_pool(client, "7", 100.0, 0.05, verifiers=3, verification_reward=0.05,
+                              control_urls=["http://img/c.jpg"], image_field="image")
+    assert guard.reserved_ < unverified.reserved_
