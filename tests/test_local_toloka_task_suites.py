@@ -118,9 +118,9 @@ def test_crowd_takes_created_suites_whole_and_by_priority(backend):
     pool = backend.create_pool(pool_spec(project["id"]))
     _, made = backend.create_task_suites([suite(pool["id"], 0), suite(pool["id"], 10),
                                           suite(pool["id"], 20, n=2, issuing_order_override=10)],
-                                         {"allow_defaults": "true"})
+                                         {"allow_defaults": "true", "open_pool": "true"})
     suites = {s["id"]: [t["id"] for t in s["tasks"]] for s in made["items"].values()}
-    backend.open_pool(pool["id"])
+    assert backend.get_pool(pool["id"])["status"] == "OPEN"  # open_pool=true, and no mixer_config needed
     sched = Scheduler(backend, fake, workers=1, seed=2, solve_threads=1)
     sched.step()
     first = _assignments(backend, pool["id"])
