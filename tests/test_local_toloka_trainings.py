@@ -258,12 +258,16 @@ def test_trainings_through_toloka_kit(tmp_path):
                 input_spec={"image": toloka.project.UrlSpec()}, output_spec={"result": toloka.project.JsonSpec()},
                 view_spec=toloka.project.ClassicViewSpec(markup="x"))))
         training = client.create_training(toloka.Training(
-            project_id=project.id, private_name="Training", may_contain_adult_content=False,
+            project_id=project.id, private_name="Training v0", may_contain_adult_content=False,
             assignment_max_duration_seconds=600, mix_tasks_in_creation_order=True, shuffle_tasks_in_task_suite=True,
             training_tasks_in_task_suite_count=2, task_suites_required_to_pass=1, retry_training_after_days=7,
-            inherited_instructions=True, public_instructions=""))
+            inherited_instructions=False, public_instructions=""))
         assert training.status == toloka.Training.Status.CLOSED and training.retry_training_after_days == 7
         assert [t.id for t in client.get_trainings(project_id=project.id)] == [training.id]
+        training.private_name = "Training"
+        training.public_instructions = "Outline every sign."
+        training = client.update_training(training.id, training)
+        assert client.get_training(training.id).public_instructions == "Outline every sign."
         tasks = [toloka.Task(pool_id=training.id, input_values={"image": f"https://t/{i}.png"},
                              known_solutions=[toloka.task.BaseTask.KnownSolution(output_values={"result": GOOD})],
                              message_on_unknown_solution="Outline the sign", infinite_overlap=True) for i in range(4)]
