@@ -228,3 +228,15 @@ def test_readers_survive_a_restart(tmp_path):
 def test_negative_hold_is_refused(tmp_path):
     with pytest.raises(ValueError):
         Backend(tmp_path / "s", reader_hold_seconds=-1)
+
+
+def test_reads_kept_in_memory_count_before_they_are_written(world):
+    """Reader rows are rewritten at most every second; a hold is decided on the latest reads anyway."""
+    backend, clock = world
+    pool = completed_pool(backend, clock, submit_at=2.0)
+    read(backend, clock, pool["id"], at=2.5)  # written: 60 s behind
+    read(backend, clock, pool["id"], at=2.6, lag=dt.timedelta(0))  # within a second: kept in memory only
+    row = backend.conn.execute("SELECT position FROM readers WHERE pool_id = ?", (int(pool["id"]),)).fetchone()
+    assert row[0] < fmt_ts(BASE)
+    close_step(backend, clock, at=3.0)
+    assert status(backend, pool["id"]) == ("CLOSED", "COMPLETED")

@@ -10,7 +10,8 @@ Pipeline would see nothing. So:
   rejected, skipped, expired) that asked for ``GET /assignments`` with ``pool_id`` and
   ``<field>_lte`` within the last :data:`READER_TTL` of real time; its *position* is the largest
   ``_lte`` it asked for (a reader back after expiring starts from its new value). Readers live in
-  the ``readers`` table, so they survive a restart;
+  the ``readers`` table (written at most every second, and before any hold is decided), so they
+  survive a restart;
 * a pool that has become complete closes (``COMPLETED``) only when, besides Toloka's
   ``auto_close_after_complete_delay_seconds``, every live reader's position is at or past the
   largest value of its field over the pool's assignments (a field no assignment has yet holds
@@ -33,12 +34,22 @@ from crowdboxes.local_toloka.models.base import ASSIGNMENT_TIME_FIELDS
 
 READER_TTL = dt.timedelta(minutes=10)
 DEFAULT_READER_HOLD_SECONDS = 600.0
+PERSIST_EVERY = dt.timedelta(seconds=1)  # a reader's row is rewritten at most this often (and before a hold)
 
 
 class ReadersMixin:
     """Streaming readers of pools and the hold they put on closing a completed pool."""
 
     reader_hold_seconds = DEFAULT_READER_HOLD_SECONDS
+
+    def _reader_memory(self) -> dict:
+        """``{(pool_id, field): {"position", "seen", "saved"}}``: readers as last seen by this process; the
+        ``readers`` table gets them at most every :data:`PERSIST_EVERY` (listings are the hot path) and
+        always before a hold is decided."""
+        memory = self.__dict__.get("_readers_memory")
+        if memory is None:
+            memory = self._readers_memory = {}
+        return memory
 
     def _note_readers(self, params: dict, now: dt.datetime | None = None):
         """Record the ``<field>_lte`` reads of one ``GET /assignments`` (already validated by the search)."""
@@ -50,20 +61,46 @@ class ReadersMixin:
             return
         pool_id = int(params["pool_id"])
         now = now or self.now()
-        live_since = fmt_ts(now - READER_TTL)
-        self.conn.executemany(
-            "INSERT INTO readers(pool_id, field, position, seen) VALUES(?, ?, ?, ?) ON CONFLICT(pool_id, field) "
-            "DO UPDATE SET position = CASE WHEN readers.seen < ? THEN excluded.position "
-            "ELSE MAX(readers.position, excluded.position) END, seen = excluded.seen",
-            [(pool_id, field, position, fmt_ts(now), live_since) for field, position in reads])
+        stamp, live_since, stale = fmt_ts(now), fmt_ts(now - READER_TTL), fmt_ts(now - PERSIST_EVERY)
+        memory, dirty = self._reader_memory(), False
+        for field, position in reads:
+            entry = memory.get((pool_id, field))
+            if entry is None:
+                row = self.conn.execute("SELECT position, seen FROM readers WHERE pool_id = ? AND field = ?",
+                                        (pool_id, field)).fetchone()
+                entry = memory[(pool_id, field)] = {"position": row[0] if row else None,
+                                                    "seen": row[1] if row else None,
+                                                    "saved": row[1] if row else None}
+            if entry["seen"] is None or entry["seen"] < live_since:  # new, or back after expiring
+                entry["position"] = position
+            else:
+                entry["position"] = max(entry["position"], position)
+            entry["seen"] = stamp
+            dirty = dirty or entry["saved"] is None or entry["saved"] < stale
         pool = self.conn.execute("SELECT id, complete_at, completed FROM pools WHERE id = ? AND status = 'OPEN' AND "
                                  "complete_at IS NOT NULL", (pool_id,)).fetchone()
+        if dirty and pool is None:
+            self._flush_readers(pool_id)
         if pool is not None:  # a completed pool held for its readers: this read may be the one it waits for
             self._close_completed(pool, now)
+
+    def _flush_readers(self, pool_id=None):
+        """Write the readers seen since their last write to the ``readers`` table."""
+        changed = [(key, entry) for key, entry in self._reader_memory().items()
+                   if entry["seen"] != entry["saved"] and (pool_id is None or key[0] == pool_id)]
+        if not changed:
+            return
+        self.conn.executemany(
+            "INSERT INTO readers(pool_id, field, position, seen) VALUES(?, ?, ?, ?) ON CONFLICT(pool_id, field) "
+            "DO UPDATE SET position = excluded.position, seen = excluded.seen",
+            [(key[0], key[1], entry["position"], entry["seen"]) for key, entry in changed])
+        for _, entry in changed:
+            entry["saved"] = entry["seen"]
 
     def _readers_behind(self, pool_id: int, now: dt.datetime) -> list:
         """Live readers of the pool whose position is before the last event of their field:
         ``[(field, position, seen)]``."""
+        self._flush_readers(pool_id)
         behind = []
         for field, position, seen in self.conn.execute(
                 "SELECT field, position, seen FROM readers WHERE pool_id = ? AND seen >= ?",
@@ -101,6 +138,7 @@ class ReadersMixin:
         """Live readers (for tests and ``/_local``): ``[{pool_id, field, position, seen}]``."""
         now = self.now()
         with self.transaction():
+            self._flush_readers()
             sql = "SELECT pool_id, field, position, seen FROM readers WHERE seen >= ?"
             args = [fmt_ts(now - READER_TTL)]
             if pool_id is not None:
