@@ -192,3 +192,17 @@ def test_a_served_route_replaces_its_501_rule():
     served = ROUTES + [("/api/v1/user-bonuses/<user_bonus_id>", ["GET"], "get_user_bonus")]
     assert all(op != "getUserBonus" for _, _, op in unserved_operations(served))
     assert all(op != "getPool" for _, _, op in unserved_operations())  # served under another variable name
+
+
+def test_local_readers_endpoint(server):
+    import requests
+
+    headers = {"Authorization": f"OAuth {TOKEN}"}
+    client = TolokaClient(TOKEN, url=server.url, timeout=5.0, retries=0)
+    list(client.get_assignments(pool_id="77", submitted_lte="2030-01-01T00:00:00"))
+    body = requests.get(f"{server.url}/_local/readers", params={"pool_id": "77"}, headers=headers, timeout=10).json()
+    assert body["reader_hold_seconds"] == 600.0
+    assert [(r["pool_id"], r["field"], r["position"]) for r in body["readers"]] == [
+        ("77", "submitted", "2030-01-01T00:00:00")]
+    assert requests.get(f"{server.url}/_local/readers", params={"pool_id": "x"}, headers=headers,
+                        timeout=10).status_code == 400

@@ -343,6 +343,17 @@ def local_set_balance(ctx, request):
     return 200, ctx.backend.set_balance(value)
 
 
+def local_readers(ctx, request):
+    """Live streaming readers (``?pool_id=`` optional) and the hold cap: what keeps completed pools open."""
+    pool_id = request.args.get("pool_id")
+    if pool_id not in (None, "") and not str(pool_id).isdigit():
+        raise ValidationError.field("pool_id", "INTEGER_EXPECTED", f"Invalid value {pool_id!r}")
+    readers = ctx.backend.streaming_readers(pool_id or None)
+    return 200, {"reader_hold_seconds": ctx.backend.reader_hold_seconds,
+                 "readers": [{**r, "position": r["position"].isoformat(), "seen": r["seen"].isoformat()}
+                             for r in readers]}
+
+
 def local_faults(ctx, request):
     return 200, ctx.faults.as_dict()
 

@@ -84,6 +84,7 @@ ROUTES = [
     ("/_local/balance", ["POST"], "local_set_balance"),
     ("/_local/faults", ["GET"], "local_faults"),
     ("/_local/faults", ["POST"], "local_set_faults"),
+    ("/_local/readers", ["GET"], "local_readers"),
 ]
 
 NOT_IMPLEMENTED = "not_implemented:"  # endpoint prefix of the 501 rules, followed by the operationId
