@@ -306,3 +306,23 @@ def test_control_tasks_and_budget_use_the_renamed_image_input():
     unverified = reserve_pool(client, "7", 100.0, 0.05, verifiers=3, verification_reward=0.05,
                               control_urls=["http://img/c.jpg"], image_field="image")
     assert guard.reserved_ < unverified.reserved_
+
+
+def test_steps_read_the_names_back_from_the_project_on_toloka():
+    """Launch Pool and Wait Pool (also re-run alone, with a fresh output folder) ask Toloka, not configs/."""
+    from toloka.client import Project
+
+    from crowdboxes.fields import fields_from_toloka
+
+    project = Project.from_json(json.dumps(renamed_project(labels=RENAMED_LABELS)))
+    client = types.SimpleNamespace(get_project=lambda project_id: project)
+    fields = fields_from_toloka(client, "42")
+    assert (fields.image_input, fields.output, fields.label_values[0]) == ("photo_url", "boxes", "sign_stop")
+
+    def missing(project_id):
+        raise RuntimeError("404")
+
+    with pytest.raises(StepError) as excinfo:
+        fields_from_toloka(types.SimpleNamespace(get_project=missing), "42")
+    assert _one_line(excinfo) == ("detection project 42 cannot be read from Toloka (RuntimeError); "
+                                  "re-run Create Project")
