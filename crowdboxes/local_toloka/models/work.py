@@ -229,13 +229,15 @@ class WorkMixin(ReadersMixin):
         """The earliest pending due/auto-accept/close time, for the scheduler's sleep (a pool held open
         for its streaming readers: its cap or a reader's expiry; a read that releases it closes it)."""
         now = self.now()
-        times = [self.conn.execute("SELECT MIN(due) FROM assignments WHERE status = 'ACTIVE'").fetchone()[0],
-                 self.conn.execute("SELECT MIN(auto_accept_at) FROM assignments WHERE status = 'SUBMITTED'").fetchone()[0]]
-        times = [parse_ts(t) for t in times if t]
-        for row in self.conn.execute("SELECT * FROM pools WHERE status = 'OPEN' AND complete_at IS NOT NULL"):
-            at = parse_ts(row["complete_at"])
-            if at > now or self.reader_hold_seconds <= 0 or not self._readers_behind(row["id"], now):
-                times.append(at)
-            else:
-                times.append(self._held_wakeup(row, now))
-        return min(times) if times else None
+        with self.transaction():  # reader rows may be written first
+            times = [self.conn.execute("SELECT MIN(due) FROM assignments WHERE status = 'ACTIVE'").fetchone()[0],
+                     self.conn.execute("SELECT MIN(auto_accept_at) FROM assignments WHERE status = 'SUBMITTED'")
+                     .fetchone()[0]]
+            times = [parse_ts(t) for t in times if t]
+            for row in self.conn.execute("SELECT * FROM pools WHERE status = 'OPEN' AND complete_at IS NOT NULL"):
+                at = parse_ts(row["complete_at"])
+                if at > now or self.reader_hold_seconds <= 0 or not self._readers_behind(row["id"], now):
+                    times.append(at)
+                else:
+                    times.append(self._held_wakeup(row, now))
+            return min(times) if times else None
