@@ -383,3 +383,29 @@ def test_found_links_are_urls_even_with_a_loose_pattern(world):
     for i, worker in enumerate(make_workforce(40, 5)):
         link = crowd.solve(worker, {"image": urls["a.png"], "n": i}, spec)["found_link"]
         assert crowd_mod.answering._URL_RE.match(link) and "marksandspencer" in link and " " not in link, link
+
+
+def test_options_taken_from_the_inputs_side_by_side(world):
+    """A radio group whose option values are the task's inputs (toloka-kit's side-by-side link comparison):
+    the answer is one of the two links shown, not some other URL."""
+    urls, truth = world
+    inp = lambda path: {"type": "data.input", "path": path}  # noqa: E731
+    spec = _spec({"image": {"type": "url"}, "left_link": {"type": "url"}, "right_link": {"type": "url"}},
+                 {"result": {"type": "url", "required": True}},
+                 _tb({"type": "view.list", "items": [
+                     {"type": "view.image", "url": inp("image")},
+                     {"type": "layout.side-by-side", "items": [{"type": "view.link", "url": inp("left_link")},
+                                                               {"type": "view.link", "url": inp("right_link")}]},
+                     {"type": "field.radio-group", "data": {"type": "data.output", "path": "result"},
+                      "options": [{"value": inp("left_link"), "label": "The left one"},
+                                  {"value": inp("right_link"), "label": "The right one"}]}]}))
+    crowd = Crowd(truth, seed=0)
+    answers = []
+    for i, worker in enumerate(make_workforce(30, 2)):
+        task = {"image": urls["a.png"], "left_link": f"https://shop.example.com/a{i}",
+                "right_link": f"https://shop.example.com/b{i}"}
+        out = crowd.solve(worker, task, spec)
+        assert out["result"] in (task["left_link"], task["right_link"])
+        answers.append(out["result"] == task["left_link"])
+    assert 0 < sum(answers) < len(answers)
+    assert crowd_mod.task_kind(spec, task) == "choice"

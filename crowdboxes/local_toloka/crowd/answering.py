@@ -35,16 +35,18 @@ import json
 import logging
 import re
 import string
+import functools
 import threading
 from collections.abc import Callable, Mapping
 
+import attrs
 import numpy as np
 
 from crowdboxes.local_toloka.crowd import images as _images
 from crowdboxes.local_toloka.crowd import values
 from crowdboxes.local_toloka.crowd.boxes import draw_boxes, normalised_rects, to_image_annotation
 from crowdboxes.local_toloka.crowd.judging import VERDICT_REASONS, judge_outlines, parse_shapes, shape_list
-from crowdboxes.local_toloka.crowd.spec import OutputField, TaskModel, image_inputs, task_model
+from crowdboxes.local_toloka.crowd.spec import Choice, OutputField, TaskModel, image_inputs, task_model
 from crowdboxes.local_toloka.crowd.truth import as_truth
 from crowdboxes.local_toloka.crowd.workers import WorkerProfile
 
@@ -64,6 +66,73 @@ VERDICT_PAIRS = (("ok", "bad"), ("yes", "no"), ("true", "false"), ("correct", "i
                  ("1", "0"))
 TYPO_RATE = {"careful": 0.01, "slow": 0.01, "small_misser": 0.01, "sloppy": 0.05, "verifier_always_ok": 0.05}
 _MISSING = object()
+
+
+@functools.lru_cache(maxsize=256)
+def _input_option_refs(config_text: str) -> tuple:
+    """``((output name, ((value, label, input path or None), ...)), ...)`` of the choice components of a TB
+    view whose options take their values from the task's inputs (``{"type": "data.input", "path": ...}``),
+    e.g. a side-by-side "which link is better" radio group."""
+    try:
+        config = json.loads(config_text)
+    except (TypeError, ValueError):
+        return ()
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            options = node.get("options")
+            data = node.get("data")
+            if (isinstance(options, list) and isinstance(data, dict) and data.get("type") == "data.output"
+                    and isinstance(data.get("path"), str)
+                    and any(isinstance(o, dict) and isinstance(o.get("value"), dict) for o in options)):
+                refs = []
+                for o in options:
+                    if not isinstance(o, dict):
+                        continue
+                    value, label = o.get("value"), o.get("label")
+                    label = label if isinstance(label, str) else ""
+                    if isinstance(value, dict) and value.get("type") == "data.input" and isinstance(value.get("path"), str):
+                        refs.append((None, label, value["path"]))
+                    elif not isinstance(value, (dict, list)):
+                        refs.append((value, label, None))
+                found.append((data["path"].split(".")[0], tuple(refs)))
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(config)
+    return tuple(found)
+
+
+def _with_input_options(model: TaskModel, task_spec, task_input: dict) -> TaskModel:
+    """``model`` with the options that a TB view takes from the task's inputs filled in for this task."""
+    view = task_spec.get("view_spec") if isinstance(task_spec, dict) else None
+    if not isinstance(view, dict) or view.get("type") != "tb":
+        return model
+    config = view.get("config")
+    text = config if isinstance(config, str) else json.dumps(config, sort_keys=True, default=str)
+    refs = _input_option_refs(text)
+    if not refs:
+        return model
+    outputs = list(model.outputs)
+    for name, options in refs:
+        at = next((i for i, f in enumerate(outputs) if f.name == name and not f.options), None)
+        if at is None:
+            continue
+        resolved = []
+        for value, label, path in options:
+            if path is not None:
+                value = task_input.get(path)
+                if value is None or isinstance(value, (dict, list)):
+                    continue
+            if all(c.value != value for c in resolved):
+                resolved.append(Choice(value, label))
+        if resolved:
+            outputs[at] = attrs.evolve(outputs[at], options=tuple(resolved))
+    return attrs.evolve(model, outputs=tuple(outputs))
 
 
 def _legacy_spec(task_input: dict) -> dict:
@@ -198,7 +267,7 @@ class Crowd:
         task_input = task_input if isinstance(task_input, dict) else {}
         if task_spec is None:
             task_spec = _legacy_spec(task_input)
-        model = task_model(task_spec)
+        model = _with_input_options(task_model(task_spec), task_spec, task_input)
         project = project_id if project_id is not None else _stable_int(json.dumps(task_spec, sort_keys=True,
                                                                                    default=str)) % 10 ** 6
         name = f"project {project_id}" if project_id is not None else f"a project (spec #{project})"
@@ -569,7 +638,7 @@ def task_kind(task_spec: dict | None, task_input: dict) -> str:
     task_input = task_input if isinstance(task_input, dict) else {}
     if task_spec is None:
         task_spec = _legacy_spec(task_input)
-    model = task_model(task_spec)
+    model = _with_input_options(task_model(task_spec), task_spec, task_input)
     kind = model.kind
     if kind == "generic" and image_inputs(model.input_spec, task_input) and Crowd._json_drawing_field(model):
         return "drawing"
