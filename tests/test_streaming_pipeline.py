@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import datetime
 import json
+import time
 
 import pytest
 
@@ -51,7 +52,7 @@ def road_world(tmp_path_factory):
     server.close()
 
 
-def _launch_detection_pool(client, urls):
+def _launch_detection_pool(client, urls, auto_accept=True):
     """Our detection project and pool from configs/, as a user would create them with toloka-kit."""
     project = client.create_project(toloka.structure(
         json.loads((REPO_ROOT / "configs" / "detection_project.json").read_text()), toloka.Project))
@@ -60,6 +61,7 @@ def _launch_detection_pool(client, urls):
     pool_json = (REPO_ROOT / "configs" / "detection_pool.json").read_text().replace("$drawer_skill", skill.id)
     pool = toloka.structure(json.loads(pool_json), toloka.Pool)
     pool.project_id = project.id
+    pool.auto_accept_solutions = auto_accept  # the flow's ``auto_accept`` param
     pool.will_expire = datetime.datetime.utcnow() + datetime.timedelta(days=7)
     pool = client.create_pool(pool)
     client.create_tasks([toloka.Task(pool_id=pool.id, input_values={"image": url}) for url in urls],
@@ -67,9 +69,10 @@ def _launch_detection_pool(client, urls):
     return pool
 
 
-def _observe(client, pool_id) -> tuple[dict[str, set[str]], bool]:
-    """Run a default Pipeline with one AssignmentsObserver on the pool; the ids each callback received and
-    whether the Pipeline finished by itself."""
+def _observe(client, pool_id, start_after: float = 0.0, review=False) -> tuple[dict[str, set[str]], bool]:
+    """Open the pool, and ``start_after`` seconds later run a default Pipeline with one AssignmentsObserver on
+    it (``review``: its submitted-callback accepts what it sees, as a review step would); the ids each callback
+    received and whether the Pipeline finished by itself."""
     seen = collections.defaultdict(set)
     pipeline = streaming.Pipeline(period=PERIOD)
     observer = pipeline.register(streaming.AssignmentsObserver(client, pool_id))  # default 60 s cursor lag
@@ -77,30 +80,53 @@ def _observe(client, pool_id) -> tuple[dict[str, set[str]], bool]:
     @observer.on_submitted
     def submitted(events):
         seen["SUBMITTED"].update(event.assignment.id for event in events)
+        for event in events if review else ():
+            client.accept_assignment(event.assignment.id, "Checked")
 
     @observer.on_accepted
     def accepted(events):
         seen["ACCEPTED"].update(event.assignment.id for event in events)
 
     client.open_pool(pool_id)
+    time.sleep(start_after)
     finished = run_pipeline(pipeline, PIPELINE_SECONDS)
     return dict(seen), finished
 
 
-def test_default_pipeline_processes_every_assignment(tmp_path, road_world):
+@pytest.mark.parametrize("start_after", [0, 10], ids=["pipeline_started_with_the_pool", "pipeline_started_10s_later"])
+def test_default_pipeline_processes_every_assignment(tmp_path, road_world, start_after):
+    """Started at once, or a few seconds after the pool opened (as when a user runs the pipeline in the next
+    notebook cell, or a separate process): either way the Pipeline sees everything."""
     urls, truth = road_world
     with start_local_toloka(tmp_path, TOKEN, ground_truth=truth) as server:  # default settings
         client = server.client()
         pool = _launch_detection_pool(client, urls)
-        seen, finished = _observe(client, pool.id)
+        seen, finished = _observe(client, pool.id, start_after)
         assert finished, f"the Pipeline did not stop after {PIPELINE_SECONDS} s: {pool_state(client, pool.id)}"
         submitted = assignment_ids(client, pool.id)
         accepted = assignment_ids(client, pool.id, ("ACCEPTED",))
         assert len(submitted) >= len(urls) * 3, f"overlap 3 for every image: {pool_state(client, pool.id)}"
-        assert seen.get("SUBMITTED", set()) == submitted, (
-            f"the observer missed {len(submitted - seen.get('SUBMITTED', set()))} of {len(submitted)} submissions")
-        assert seen.get("ACCEPTED", set()) == accepted, (
-            f"the observer missed {len(accepted - seen.get('ACCEPTED', set()))} of {len(accepted)} acceptances")
+        for kind, expected in (("SUBMITTED", submitted), ("ACCEPTED", accepted)):
+            missed = expected - seen.get(kind, set())
+            assert not missed, (f"the observer missed {len(missed)} of {len(expected)} {kind.lower()} assignments; "
+                                f"{pool_state(client, pool.id)}")
+
+
+def test_default_pipeline_sees_its_own_reviews(tmp_path, road_world):
+    """A pool without auto-acceptance, reviewed by the Pipeline itself (accept on submit, as the streaming
+    notebook's verification step does): the acceptances come after the pool completed, and the Pipeline
+    still reads them before it stops."""
+    urls, truth = road_world
+    with start_local_toloka(tmp_path, TOKEN, ground_truth=truth) as server:  # default settings
+        client = server.client()
+        pool = _launch_detection_pool(client, urls[:4], auto_accept=False)
+        seen, finished = _observe(client, pool.id, review=True)
+        assert finished, f"the Pipeline did not stop after {PIPELINE_SECONDS} s: {pool_state(client, pool.id)}"
+        accepted = assignment_ids(client, pool.id, ("ACCEPTED",))
+        assert accepted and seen.get("SUBMITTED") == assignment_ids(client, pool.id)
+        missed = accepted - seen.get("ACCEPTED", set())
+        assert not missed, (f"the observer missed {len(missed)} of {len(accepted)} acceptances made after the pool "
+                            f"completed; {pool_state(client, pool.id)}")
 
 
 def test_without_reader_hold_the_same_pipeline_misses_assignments(tmp_path, road_world):
