@@ -80,6 +80,10 @@ def test_training_resource_lifecycle_and_errors(backend):
     assert err.value.payload["known_solutions"]["code"] == "VALUE_REQUIRED"
     status, task = backend.create_tasks(training_task(training["id"], 0), {"allow_defaults": "true"})
     assert status == 201 and task["infinite_overlap"] is True and task["message_on_unknown_solution"]
+    with pytest.raises(ValidationError):  # edited, never removed
+        backend.patch_task(task["id"], {"known_solutions": None})
+    hinted = backend.patch_task(task["id"], {"message_on_unknown_solution": "Outline the whole sign"})
+    assert hinted["known_solutions"] and hinted["message_on_unknown_solution"] == "Outline the whole sign"
     op = backend.open_training(training["id"])
     assert op["type"] == "TRAINING.OPEN" and op["parameters"] == {"training_id": training["id"]}
     assert backend.open_training(training["id"]) is None  # 204: already open

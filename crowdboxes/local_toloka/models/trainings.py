@@ -346,6 +346,16 @@ class TrainingsMixin:
                 item = {**item, "infinite_overlap": True}
         return super()._prepare_task(item, pools, allow_defaults)
 
+    def patch_task(self, task_id, body, *, overlap_or_min=False) -> dict:
+        """A training task keeps its known solutions: PATCH may edit them, not remove them."""
+        with self.transaction():
+            row = self._task_row(task_id)
+            if isinstance(body, dict) and "known_solutions" in body and not body["known_solutions"] \
+                    and self._is_training_id(row["pool_id"], {}):
+                raise ValidationError.field("known_solutions", "VALUE_REQUIRED",
+                                            "A training task needs known_solutions")
+            return super().patch_task(task_id, body, overlap_or_min=overlap_or_min)
+
     def _is_training_id(self, pool_id, cache) -> bool:
         key = ("training?", str(pool_id))
         if key not in cache:
