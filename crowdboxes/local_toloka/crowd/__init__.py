@@ -28,7 +28,13 @@ literature). For a worker *w* and a true box of width *W* and height *H*:
   :data:`NOTICEABLE_PX` is missed, an outline is on nothing, a box is loose, or a class is wrong) is given
   with the worker's accuracy (careful ~0.9, sloppy ~0.75); spammers answer at random.
 * **Time** (:func:`seconds_for`, :mod:`.timing`): about 25 s per box drawn plus a look at the image, 3-9 s per
-  verification; ``slow`` workers take 3 times as long, spammers a fraction.
+  verification or choice, ~4 s + 0.35 s per character of text, 40-90 s to find a link; ``slow`` workers take
+  3 times as long, spammers a fraction.
+* **Any project** (:class:`Crowd`, :mod:`.answering`): each answer follows the project's task spec (output
+  types, options, view labels and shapes, patterns); drawings and judgements use the model above, choices,
+  texts and links the truth's image-level ``label``/``labels``/``text``/``link`` or its ``tasks`` (format in
+  :mod:`.truth`) with each worker's accuracy, and anything the truth does not cover gets a valid, uninformed
+  answer.
 
 :func:`simulate_answers` is the vectorised bulk version (answers.csv rows) for the aggregation benchmark;
 :func:`draw_boxes` runs the same kernel for one worker and one image, so both agree by construction.
