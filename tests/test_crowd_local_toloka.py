@@ -142,3 +142,55 @@ def test_real_crowd_draws_and_judges_through_the_local_toloka(tmp_path, scenes):
         assert any(v.get("reason") == "missed_sign" for v in verdicts)
     finally:
         handle.stop()
+
+
+def _tb(view: dict) -> dict:
+    return {"type": "tb", "config": json.dumps({"view": view, "plugins": []}), "lock": {"core": "1.0.0"}}
+
+
+def test_projects_of_any_spec_complete_through_the_local_toloka(tmp_path, scenes):
+    """A classification whose image input is ``image_url`` and a text task without any image: both pools
+    complete with answers of the types their specs ask for; the server says once that text has no truth."""
+    import toloka.client as toloka
+
+    url, truth_path = scenes
+    truth = json.loads(truth_path.read_text())
+    truth["images"][0]["label"] = "stop"
+    truth["images"][1]["label"] = "yield"
+    truth_path.write_text(json.dumps(truth))
+    handle = start_local_toloka(tmp_path, TOKEN, workers=20, speed=2000, seed=3, ground_truth=str(truth_path))
+    try:
+        client = handle.client()
+        classify = _project(client, {
+            "input_spec": {"image_url": {"type": "url", "required": True}},
+            "output_spec": {"sign": {"type": "string", "required": True, "allowed_values": ["stop", "yield", "other"]}},
+            "view_spec": _tb({"type": "view.list", "items": [
+                {"type": "view.image", "url": {"type": "data.input", "path": "image_url"}},
+                {"type": "field.radio-group", "data": {"type": "data.output", "path": "sign"},
+                 "options": [{"label": "Stop", "value": "stop"}, {"label": "Yield", "value": "yield"},
+                             {"label": "Other", "value": "other"}]}]})})
+        text = _project(client, {
+            "input_spec": {"question": {"type": "string", "required": True}},
+            "output_spec": {"answer": {"type": "string", "required": True, "max_length": 80}},
+            "view_spec": _tb({"type": "view.list", "items": [
+                {"type": "view.text", "content": {"type": "data.input", "path": "question"}},
+                {"type": "field.textarea", "data": {"type": "data.output", "path": "answer"}}]})})
+        pools = {}
+        for project, inputs in ((classify, [{"image_url": f"{url}/{name}"} for name in SIGNS]),
+                                (text, [{"question": "What colour is the sky?"}])):
+            pool = _pool(client, project.id, 5)
+            client.create_tasks([toloka.Task(pool_id=pool.id, input_values=v) for v in inputs], allow_defaults=True)
+            client.open_pool(pool.id)
+            pools[project.id] = (pool, len(inputs))
+        signs = [(a.tasks[0].input_values["image_url"].rsplit("/", 1)[1], a.solutions[0].output_values["sign"])
+                 for a in _solutions(client, pools[classify.id][0].id, 5 * 2)]
+        assert all(sign in ("stop", "yield", "other") for _, sign in signs)
+        right = {"a.png": "stop", "b.png": "yield"}
+        assert sum(sign == right[name] for name, sign in signs) >= 6  # ~85 % of a default crowd is right
+        answers = [a.solutions[0].output_values["answer"] for a in _solutions(client, pools[text.id][0].id, 5)]
+        assert all(isinstance(x, str) and 0 < len(x) <= 80 for x in answers)
+        log = handle.log()
+        assert log.count(f"project {text.id} has no truth for its tasks; answers are uninformed") == 1
+        assert f"project {classify.id} has no truth" not in log
+    finally:
+        handle.stop()
