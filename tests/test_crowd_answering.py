@@ -409,3 +409,20 @@ def test_options_taken_from_the_inputs_side_by_side(world):
         answers.append(out["result"] == task["left_link"])
     assert 0 < sum(answers) < len(answers)
     assert crowd_mod.task_kind(spec, task) == "choice"
+
+
+def test_multi_label_checkbox_group_from_the_boxes_classes(world):
+    urls, truth = world
+    spec = _spec(IMAGE_URL_IN, {"present": {"type": "json", "required": True}},
+                 _tb({"type": "field.checkbox-group", "data": {"type": "data.output", "path": "present"},
+                      "options": [{"label": "Stop", "value": "stop"}, {"label": "Parking", "value": "parking"},
+                                  {"label": "Yield", "value": "yield"}]}))
+    crowd = Crowd(truth, seed=0)
+    answers = [crowd.solve(w, {"image_url": urls["a.png"]}, spec) for w in make_workforce(20, 1, mix={"careful": 1})]
+    assert all(_valid(spec, a) for a in answers)
+    exact = [a["present"] == {"stop": True, "parking": True, "yield": False} for a in answers]
+    assert sum(exact) >= 12  # three options right at ~0.9 each
+    arrays = _spec(IMAGE_URL_IN, {"present": {"type": "array_string", "required": True,
+                                              "allowed_values": ["stop", "parking", "yield"]}})
+    got = crowd.solve(_careful(class_accuracy=1.0), {"image_url": urls["a.png"]}, arrays)["present"]
+    assert sorted(got) == ["parking", "stop"]

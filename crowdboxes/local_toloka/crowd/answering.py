@@ -489,9 +489,15 @@ class Crowd:
         if found is not None and len(found[2]):
             rows = found[2]
             main_class = str(rows["label"].iloc[int((rows["w"] * rows["h"]).to_numpy().argmax())])
+        classes = list(dict.fromkeys(found[2]["label"].astype(str))) if found is not None else []
         for f in model.outputs:
             if f.name in per_field:
                 out[f.name] = per_field[f.name]
+            elif _multi(f) and f.options and (classes or record.get("label") is not None):
+                mapper = _Labels(f.options, self.label_map)
+                present = [c for c in classes if mapper.find(c) is not _MISSING]
+                if present or record.get("label") is not None:
+                    out[f.name] = present or [record["label"]]
             elif _options(f) and record.get("label") is not None:
                 out[f.name] = record["label"]
             elif f.options and main_class is not None and \
@@ -529,6 +535,20 @@ class Crowd:
             return _MISSING  # spammers do not look: _fill gives their constant / random answer
         accuracy = float(getattr(profile, "class_accuracy", 0.9))
         options = _options(field)
+        if options and _multi(field):
+            wanted = true_value if isinstance(true_value, (list, tuple, set)) else [true_value]
+            labels = _Labels(field.options, self.label_map)
+            right = {labels.find(v) for v in wanted} - {_MISSING}
+            if not right and wanted:
+                self._note(project, ("class", str(wanted)),
+                           f"local Toloka crowd: {name}: truth values {list(wanted)!r} are no options of output "
+                           f"{field.name!r} (give --label-map); answers are uninformed")
+                return _MISSING
+            # each option ticked correctly with the worker's accuracy
+            ticked = [o for o in options if (o in right) == (rng.random() < accuracy)]
+            if field.component == "field.checkbox-group" and field.type == "json":
+                return {str(o): o in ticked for o in options}
+            return ticked
         if options:
             right = _Labels(field.options, self.label_map).find(true_value) if field.options else \
                 self._option_like(field, true_value)
@@ -590,6 +610,11 @@ def _as_url(field: OutputField, value: str, rng: np.random.Generator) -> str:
         if isinstance(candidate, str) and _URL_RE.match(candidate) and values.is_valid(field, candidate):
             return candidate
     return value
+
+
+def _multi(field: OutputField) -> bool:
+    """A field where the worker ticks any number of options (checkbox group, array of options)."""
+    return field.component == "field.checkbox-group" or (field.type.startswith("array_") and bool(field.options))
 
 
 def _constant(field: OutputField):
