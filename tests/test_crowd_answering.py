@@ -426,3 +426,15 @@ def test_multi_label_checkbox_group_from_the_boxes_classes(world):
                                               "allowed_values": ["stop", "parking", "yield"]}})
     got = crowd.solve(_careful(class_accuracy=1.0), {"image_url": urls["a.png"]}, arrays)["present"]
     assert sorted(got) == ["parking", "stop"]
+
+
+def test_likely_images_are_fetched_first(world, monkeypatch):
+    urls, truth = world
+    spec = _spec({"shop_page": {"type": "url"}, "photo": {"type": "url"}},
+                 {"match": {"type": "string", "required": True, "allowed_values": ["cat", "dog"]}})
+    crowd = Crowd(truth, seed=0)
+    fetched = []
+    real = crowd._fetch_bytes
+    monkeypatch.setattr(crowd, "_fetch_bytes", lambda u: fetched.append(u) or real(u))
+    out = crowd.solve(_careful(), {"shop_page": "https://shop.example.com/item/4", "photo": urls["b.png"]}, spec)
+    assert fetched == [urls["b.png"]] and out["match"] in ("cat", "dog")

@@ -66,6 +66,8 @@ VERDICT_PAIRS = (("ok", "bad"), ("yes", "no"), ("true", "false"), ("correct", "i
                  ("1", "0"))
 TYPO_RATE = {"careful": 0.01, "slow": 0.01, "small_misser": 0.01, "sloppy": 0.05, "verifier_always_ok": 0.05}
 _MISSING = object()
+_IMAGE_NAME_RE = re.compile(r"image|img|photo|picture|pic", re.IGNORECASE)
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 
 
 @functools.lru_cache(maxsize=256)
@@ -308,8 +310,12 @@ class Crowd:
         """``(input name, url, (sha256, w, h))`` of the first input that loads as an image, or None."""
         names = image_inputs(model.input_spec, task_input)
         first = model.annotation.image_input if model.annotation is not None else None
-        if first in names:
-            names = [first] + [n for n in names if n != first]
+
+        def likely(name):  # fetch the likeliest images first (a link to a web page loads, but is no image)
+            value = str(task_input.get(name) or "").split("?", 1)[0].split("#", 1)[0].lower()
+            return (name != first, not _IMAGE_NAME_RE.search(name), not value.endswith(_IMAGE_SUFFIXES))
+
+        names = sorted(names, key=likely)
         for name in names:
             url = task_input.get(name)
             if not isinstance(url, str) or not url.strip():
