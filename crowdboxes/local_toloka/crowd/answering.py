@@ -94,7 +94,8 @@ def _input_option_refs(config_text: str) -> tuple:
                         continue
                     value, label = o.get("value"), o.get("label")
                     label = label if isinstance(label, str) else ""
-                    if isinstance(value, dict) and value.get("type") == "data.input" and isinstance(value.get("path"), str):
+                    if (isinstance(value, dict) and value.get("type") == "data.input"
+                            and isinstance(value.get("path"), str)):
                         refs.append((None, label, value["path"]))
                     elif not isinstance(value, (dict, list)):
                         refs.append((value, label, None))
@@ -287,7 +288,8 @@ class Crowd:
     def _answer(self, profile, task_input, model: TaskModel, rng, project, name) -> dict:
         if model.unknown_components:
             self._note(project, "unknown", f"local Toloka crowd: {name}: view components it does not know: "
-                                           f"{', '.join(model.unknown_components)}; their outputs get uninformed answers")
+                                           f"{', '.join(model.unknown_components)}; "
+                                           f"their outputs get uninformed answers")
         if not model.outputs:
             self._note(project, "outputs", f"local Toloka crowd: {name}: no output fields to answer"
                                            + (f" ({'; '.join(model.problems)})" if model.problems else ""))

@@ -254,7 +254,8 @@ def simulate_answers(truth_coco: dict, workforce: list[WorkerProfile], drawers_p
     images = truth_coco["images"]
     n_img = len(images)
     if n_img == 0:
-        return pd.DataFrame({c: pd.Series(dtype=float if c in ("x", "y", "w", "h") else object) for c in ANSWER_COLUMNS})
+        return pd.DataFrame({c: pd.Series(dtype=float if c in ("x", "y", "w", "h") else object)
+                             for c in ANSWER_COLUMNS})
     image_ids = np.array([im["id"] for im in images], dtype=object)
     img_w = np.array([float(im["width"]) for im in images])
     img_h = np.array([float(im["height"]) for im in images])
