@@ -8,7 +8,9 @@ Options become ``serve`` flags (``workers=5`` -> ``--workers 5``; ``fault_error_
 This module is also a tiny deterministic crowd (``crowd_module="helpers_local_toloka"``) for tests of
 the scheduling that must not depend on the real noise model: worker ``kind`` "good" draws one box
 labelled ``stop``, "bad" draws nothing; a verifier says OK iff the outlines are not empty. Each task
-takes 30 simulated seconds times the worker's ``speed``.
+takes 30 simulated seconds times the worker's ``speed``. Its ``Crowd.solve(profile, task_input)`` takes no
+task spec (the scheduler then passes none) and answers None for an image named "unloadable" (the task is
+skipped): the old crowd interface, which the scheduler keeps working for injected crowds.
 """
 
 from __future__ import annotations
