@@ -186,7 +186,7 @@ def test_projects_of_any_spec_complete_through_the_local_toloka(tmp_path, scenes
                  for a in _solutions(client, pools[classify.id][0].id, 5 * 2)]
         assert all(sign in ("stop", "yield", "other") for _, sign in signs)
         right = {"a.png": "stop", "b.png": "yield"}
-        assert sum(sign == right[name] for name, sign in signs) >= 6  # ~85 % of a default crowd is right
+        assert sum(sign == right[name] for name, sign in signs) >= 5  # ~8.5 of 10 expected
         answers = [a.solutions[0].output_values["answer"] for a in _solutions(client, pools[text.id][0].id, 5)]
         assert all(isinstance(x, str) and 0 < len(x) <= 80 for x in answers)
         log = handle.log()

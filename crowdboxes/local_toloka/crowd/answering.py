@@ -45,6 +45,7 @@ import numpy as np
 from crowdboxes.local_toloka.crowd import images as _images
 from crowdboxes.local_toloka.crowd import values
 from crowdboxes.local_toloka.crowd.boxes import draw_boxes, normalised_rects, to_image_annotation
+from crowdboxes.local_toloka.crowd.classes import CLASS_NAMES
 from crowdboxes.local_toloka.crowd.judging import VERDICT_REASONS, judge_outlines, parse_shapes, shape_list
 from crowdboxes.local_toloka.crowd.spec import Choice, OutputField, TaskModel, image_inputs, task_model
 from crowdboxes.local_toloka.crowd.truth import as_truth
@@ -108,6 +109,52 @@ def _input_option_refs(config_text: str) -> tuple:
 
     walk(config)
     return tuple(found)
+
+
+@functools.lru_cache(maxsize=256)
+def _shapes_required_in(config_text: str) -> frozenset:
+    """Outputs of a TB view's ``field.image-annotation`` whose validation requires at least one shape
+    (``condition.required``, alone or inside ``condition.all``; not inside ``condition.any``, which our
+    detection view uses to allow "no signs")."""
+    try:
+        config = json.loads(config_text)
+    except (TypeError, ValueError):
+        return frozenset()
+
+    def requires(validation) -> bool:
+        if not isinstance(validation, dict):
+            return False
+        if validation.get("type") == "condition.required":
+            return True
+        if validation.get("type") == "condition.all":
+            return any(requires(c) for c in validation.get("conditions") or [])
+        return False
+
+    found = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            data = node.get("data")
+            if (node.get("type") == "field.image-annotation" and isinstance(data, dict)
+                    and data.get("type") == "data.output" and isinstance(data.get("path"), str)
+                    and requires(node.get("validation"))):
+                found.add(data["path"].split(".")[0])
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(config)
+    return frozenset(found)
+
+
+def _shapes_required(task_spec) -> frozenset:
+    view = task_spec.get("view_spec") if isinstance(task_spec, dict) else None
+    if not isinstance(view, dict) or view.get("type") != "tb":
+        return frozenset()
+    config = view.get("config")
+    return _shapes_required_in(config if isinstance(config, str) else json.dumps(config, sort_keys=True, default=str))
 
 
 def _with_input_options(model: TaskModel, task_spec, task_input: dict) -> TaskModel:
@@ -276,7 +323,7 @@ class Crowd:
         name = f"project {project_id}" if project_id is not None else f"a project (spec #{project})"
         rng = self._rng(profile, task_input)
         try:
-            return self._answer(profile, task_input, model, rng, project, name)
+            return self._answer(profile, task_input, model, rng, project, name, _shapes_required(task_spec))
         except Exception as exc:  # the crowd never raises into the scheduler
             self._note(project, "error", f"local Toloka crowd: {name}: cannot answer its tasks "
                                          f"({type(exc).__name__}: {exc}); answers are uninformed")
@@ -285,7 +332,7 @@ class Crowd:
             except Exception:
                 return {}
 
-    def _answer(self, profile, task_input, model: TaskModel, rng, project, name) -> dict:
+    def _answer(self, profile, task_input, model: TaskModel, rng, project, name, needs_shape=frozenset()) -> dict:
         if model.unknown_components:
             self._note(project, "unknown", f"local Toloka crowd: {name}: view components it does not know: "
                                            f"{', '.join(model.unknown_components)}; "
@@ -297,7 +344,8 @@ class Crowd:
         image = self._find_image(model, task_input)
         kind = model.kind
         if kind == "drawing":
-            return self._draw(profile, model, model.annotation, image, rng, project, name, labelled=None)
+            return self._draw(profile, model, model.annotation, image, rng, project, name, labelled=None,
+                              needs_shape=model.annotation.name in needs_shape)
         if kind == "generic" and (image is not None or image_inputs(model.input_spec, task_input)):
             field = self._json_drawing_field(model)
             if field is not None:
@@ -335,20 +383,25 @@ class Crowd:
         return (named or fields or [None])[0]
 
     # -- drawing
-    def _draw(self, profile, model, field: OutputField, image, rng, project, name, labelled) -> dict:
+    def _draw(self, profile, model, field: OutputField, image, rng, project, name, labelled,
+              needs_shape=False) -> dict:
         drawn = []
         width = height = 1.0
+        rows = None
         if image is None:
             self._note(project, "noimage", f"local Toloka crowd: {name}: a task's image does not load; "
                                            f"its workers answer without seeing it")
         else:
             _, url, (sha256, img_w, img_h) = image
+            width, height = float(img_w), float(img_h)
             found = self._truth_for(url, sha256)
             if found is None:
                 self._no_truth(project, name)
             else:
                 width, height, rows = found
                 drawn = draw_boxes(profile, rows, width, height, rng)
+        if not drawn and needs_shape:  # the view will not take an empty drawing: the worker draws something
+            drawn = _forced_box(profile, rows, width, height, rng)
         if labelled:  # no view: rectangles with the truth's class names, as before
             answer = {field.name: to_image_annotation(drawn, width, height)}
         else:
@@ -618,6 +671,23 @@ def _as_url(field: OutputField, value: str, rng: np.random.Generator) -> str:
         if isinstance(candidate, str) and _URL_RE.match(candidate) and values.is_valid(field, candidate):
             return candidate
     return value
+
+
+def _forced_box(profile, rows, width: float, height: float, rng: np.random.Generator) -> list[tuple]:
+    """What a worker draws when the view requires a shape and they saw nothing to draw: the most visible
+    true object (drawn with their usual noise), else a random small box (what spammers draw anyway)."""
+    if rows is not None and len(rows) and isinstance(profile, WorkerProfile) and profile.kind != "spammer_empty":
+        largest = rows.iloc[[int((rows["w"] * rows["h"]).to_numpy().argmax())]]
+        sure = attrs.evolve(profile, p_miss=0.0, p_miss_small=0.0, fp_rate=0.0, random_boxes=0.0)
+        drawn = draw_boxes(sure, largest, width, height, rng)
+        if drawn:
+            return drawn[:1]
+    from crowdboxes.local_toloka.crowd.boxes import _random_rects
+
+    x, y, w, h = _random_rects(np.array([float(width)]), np.array([float(height)]), 0.8, rng)[0]
+    label = str(rows["label"].iloc[0]) if rows is not None and len(rows) else CLASS_NAMES[
+        int(rng.integers(len(CLASS_NAMES)))]
+    return [(float(x), float(y), float(w), float(h), label)]
 
 
 def _multi(field: OutputField) -> bool:
