@@ -240,3 +240,29 @@ def test_reads_kept_in_memory_count_before_they_are_written(world):
     assert row[0] < fmt_ts(BASE)
     close_step(backend, clock, at=3.0)
     assert status(backend, pool["id"]) == ("CLOSED", "COMPLETED")
+
+
+def test_an_acceptance_reader_waits_for_the_reviews_still_to_come(world):
+    """No auto-acceptance: SUBMITTED assignments will be accepted or rejected, events an ``accepted``
+    reader must still see (a Pipeline that reviews what it is shown reads its own acceptances)."""
+    backend, clock = world
+    pool = completed_pool(backend, clock, submit_at=2.0, auto_accept_solutions=False)
+    read(backend, clock, pool["id"], at=2.5, field="accepted", lag=dt.timedelta(0))  # nothing accepted yet
+    read(backend, clock, pool["id"], at=2.5, field="submitted", lag=dt.timedelta(0))  # past the submits
+    close_step(backend, clock, at=3.0)
+    assert status(backend, pool["id"])[0] == "OPEN"  # the reviews are still to come
+    submitted = read(backend, clock, pool["id"], at=10.0, lag=dt.timedelta(0))
+    for assignment in submitted:
+        backend.patch_assignment(assignment["id"], {"status": "ACCEPTED"})
+    close_step(backend, clock, at=11.0)
+    assert status(backend, pool["id"])[0] == "OPEN"  # the acceptances (at 10 s) are not read yet
+    assert len(read(backend, clock, pool["id"], at=70.0, field="accepted")) == 2  # lte = BASE + 10 s
+    assert status(backend, pool["id"]) == ("CLOSED", "COMPLETED")
+
+
+def test_a_submit_reader_alone_does_not_wait_for_reviews(world):
+    backend, clock = world
+    pool = completed_pool(backend, clock, submit_at=2.0, auto_accept_solutions=False)
+    read(backend, clock, pool["id"], at=2.5, lag=dt.timedelta(0))
+    close_step(backend, clock, at=3.0)
+    assert status(backend, pool["id"]) == ("CLOSED", "COMPLETED")

@@ -15,7 +15,9 @@ Pipeline would see nothing. So:
 * a pool that has become complete closes (``COMPLETED``) only when, besides Toloka's
   ``auto_close_after_complete_delay_seconds``, every live reader's position is at or past the
   largest value of its field over the pool's assignments (a field no assignment has yet holds
-  nothing);
+  nothing); a reader of ``accepted`` or ``rejected`` also waits while the pool has SUBMITTED
+  assignments, whose review is an event still to come (a Pipeline that accepts what it is shown
+  reads its own acceptances before it stops);
 * ``reader_hold_seconds`` (``Backend`` argument, real seconds, default 600) caps the hold: no pool
   stays open longer than that after it became complete (and never closes before Toloka's delay);
   0 disables holding (Toloka-literal instant completion, for tests that want it);
@@ -34,6 +36,7 @@ from crowdboxes.local_toloka.models.base import ASSIGNMENT_TIME_FIELDS
 
 READER_TTL = dt.timedelta(minutes=10)
 DEFAULT_READER_HOLD_SECONDS = 600.0
+REVIEW_FIELDS = ("accepted", "rejected")
 PERSIST_EVERY = dt.timedelta(seconds=1)  # a reader's row is rewritten at most this often (and before a hold)
 
 
@@ -101,6 +104,11 @@ class ReadersMixin:
         """Live readers of the pool whose position is before the last event of their field:
         ``[(field, position, seen)]``."""
         self._flush_readers(pool_id)
+
+        def pending_reviews():  # SUBMITTED assignments: their acceptance or rejection is an event still to come
+            return self.conn.execute("SELECT 1 FROM assignments WHERE pool_id = ? AND status = 'SUBMITTED' LIMIT 1",
+                                     (pool_id,)).fetchone() is not None
+
         behind = []
         for field, position, seen in self.conn.execute(
                 "SELECT field, position, seen FROM readers WHERE pool_id = ? AND seen >= ?",
@@ -108,7 +116,7 @@ class ReadersMixin:
             if field not in ASSIGNMENT_TIME_FIELDS:
                 continue
             last = self.conn.execute(f"SELECT MAX({field}) FROM assignments WHERE pool_id = ?", (pool_id,)).fetchone()[0]
-            if last is not None and position < last:
+            if (last is not None and position < last) or (field in REVIEW_FIELDS and pending_reviews()):
                 behind.append((field, position, seen))
         return behind
 
