@@ -28,7 +28,7 @@ upload step stores images) against the hashes. A task without an image takes the
 Per output field the truth value of an image is, in this order: ``labels[field]`` (a list for a multi-label
 field), else for a multi-label field (checkbox group, array of options) the classes of the image's boxes, for a
 choice ``label`` (else the class of the image's largest box, when it is one of the options), for a link field
-``link``/``links``, for a free-text field of a text task ``text``. Truth class names meet the view's label or
+``link``/``links``, for a free-text field of a text task (or a required one) ``text``. Truth class names meet the view's label or
 option values through the server's ``--label-map`` (class -> value), else by equal value, else by value or
 label text equal ignoring case, spaces, ``_`` and ``-``. Choices are answered right with each worker's
 ``class_accuracy`` (a wrong answer is uniform over the other options), texts with typos (careful ~1 % of the
