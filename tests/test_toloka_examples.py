@@ -14,7 +14,11 @@ Deliberate differences, each also noted where it happens:
 
 * the waiting loops poll every 2 s instead of 60 s, and the streaming ``Pipeline`` runs every 5 s instead
   of 60 s (its observers keep toloka-kit's default 60 s cursor lag);
-* datasets are smaller than the notebooks' (tens of images, not hundreds);
+* datasets are smaller than the notebooks' (tens of images, not hundreds); the notebooks download theirs
+  (TSV files and images on tlk.s3.yandex.net, unreachable here), and show pictures with ipyplot (left out);
+  the token comes from the test, not from ``input()``;
+* the streaming notebook loads its projects and pools from JSON files in the toloka-kit repository; the same
+  settings are written here as dicts;
 * crowd-kit 1.x names the worker column ``worker`` (the notebooks, written for crowd-kit 0.0.x, say
   ``performer``);
 * every scenario gets its own server: the notebooks' ``ALL_PROJECTS`` restrictions would otherwise ban one
@@ -127,6 +131,7 @@ def learn_the_basics(client, images, deadline):
     )
     pool = client.create_pool(pool)
 
+    # the notebook's toy cats-vs-dogs TSV lives on tlk.s3.yandex.net: local pictures stand in for it
     client.create_tasks([toloka.Task(input_values={"image": url}, pool_id=pool.id) for url in images],
                         allow_defaults=True)
     pool = client.open_pool(pool.id)
@@ -381,6 +386,7 @@ def object_detection(client, images, deadline):
         wait_pool_closed(client, verification_pool.id, deadline, sleep=WAIT_SLEEP)
         apply(verification_results(since))
 
+    # the notebook ends by downloading each photo and painting its accepted rectangles for display: left out
     accepted = {}
     for a in client.get_assignments(status="ACCEPTED", pool_id=detection_pool.id):
         accepted.setdefault(a.tasks[0].input_values["image"], []).append(a.solutions[0].output_values["result"])
