@@ -73,8 +73,17 @@ class LocalTolokaHandle:
         self.stop()
 
 
-def start_local_toloka(tmp_path, token: str, *, state_dir=None, timeout: float = 30.0, **options) -> LocalTolokaHandle:
+# The server's explicit fast mode for tests that do not stream: a completed pool nobody reads with a
+# toloka-kit cursor closes at once instead of waiting for a first streaming reader.
+FAST_OPTIONS = {"first_reader_seconds": 0}
+
+
+def start_local_toloka(tmp_path, token: str, *, state_dir=None, timeout: float = 30.0, defaults: bool = False,
+                       **options) -> LocalTolokaHandle:
+    """``defaults=True`` runs the server at its own defaults (no :data:`FAST_OPTIONS`), as a user would."""
     tmp_path = Path(tmp_path)
+    if not defaults:
+        options = {**FAST_OPTIONS, **options}
     state_dir = Path(state_dir) if state_dir is not None else tmp_path / "toloka_state"
     run_dir = tmp_path / "toloka_run"
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -106,11 +106,41 @@ def test_a_lagging_reader_holds_the_pool_until_it_reads_past_the_last_submit(wor
     assert status(backend, pool["id"]) == ("CLOSED", "COMPLETED")
 
 
-def test_without_readers_a_complete_pool_closes_at_once(world):
+def test_a_pool_nobody_streams_waits_for_a_first_reader_then_closes(world):
     backend, clock = world
     pool = completed_pool(backend, clock)
-    close_step(backend, clock, at=3.0)
+    close_step(backend, clock, at=3.0)  # complete since BASE + 3 s
+    wait = backend.first_reader_seconds
+    assert status(backend, pool["id"]) == ("OPEN", None)
+    assert backend.next_wakeup() == BASE + dt.timedelta(seconds=3 + wait)
+    close_step(backend, clock, at=3 + wait - 1)
+    assert status(backend, pool["id"])[0] == "OPEN"
+    close_step(backend, clock, at=3 + wait)
     assert status(backend, pool["id"]) == ("CLOSED", "COMPLETED")
+
+
+def test_a_reader_who_comes_after_completion_holds_the_pool_until_it_reads_past(world):
+    backend, clock = world
+    pool = completed_pool(backend, clock, submit_at=2.0)
+    close_step(backend, clock, at=3.0)
+    assert read(backend, clock, pool["id"], at=13.0) == []  # a Pipeline from the next notebook cell
+    wait = backend.first_reader_seconds
+    close_step(backend, clock, at=3 + wait + 1)  # past the first-reader window: the reader holds it now
+    assert status(backend, pool["id"])[0] == "OPEN"
+    assert len(read(backend, clock, pool["id"], at=3 + wait + 2, lag=dt.timedelta(seconds=60))) == 2
+    assert status(backend, pool["id"]) == ("CLOSED", "COMPLETED")
+
+
+def test_the_first_reader_wait_never_outlasts_the_cap(tmp_path):
+    backend, clock = make_backend(tmp_path, reader_hold_seconds=20)
+    try:
+        pool = completed_pool(backend, clock)
+        close_step(backend, clock, at=3.0)
+        assert backend.next_wakeup() == BASE + dt.timedelta(seconds=23)
+        close_step(backend, clock, at=23.0)
+        assert status(backend, pool["id"]) == ("CLOSED", "COMPLETED")
+    finally:
+        backend.close()
 
 
 def test_a_reader_of_a_field_without_events_holds_nothing(world):
@@ -179,6 +209,16 @@ def test_an_expired_reader_starts_over_from_its_new_position(world):
     assert reader["position"] == BASE + dt.timedelta(seconds=1)
 
 
+def test_first_reader_zero_closes_a_pool_nobody_streams_at_once(tmp_path):
+    backend, clock = make_backend(tmp_path, first_reader_seconds=0)
+    try:
+        pool = completed_pool(backend, clock)
+        close_step(backend, clock, at=3.0)
+        assert status(backend, pool["id"]) == ("CLOSED", "COMPLETED")
+    finally:
+        backend.close()
+
+
 def test_hold_zero_is_toloka_literal(tmp_path):
     backend, clock = make_backend(tmp_path, reader_hold_seconds=0)
     try:
@@ -194,8 +234,9 @@ def test_the_close_delay_still_applies_and_the_requesters_close_is_never_held(wo
     backend, clock = world
     pool = completed_pool(backend, clock, auto_close_after_complete_delay_seconds=200_000)  # 0.2 real s at 1e6
     close_step(backend, clock, at=3.0)
+    read(backend, clock, pool["id"], at=3.05, lag=dt.timedelta(0))  # a reader already past the end
     close_step(backend, clock, at=3.1)
-    assert status(backend, pool["id"])[0] == "OPEN"  # Toloka's delay, no reader
+    assert status(backend, pool["id"])[0] == "OPEN"  # Toloka's delay
     close_step(backend, clock, at=3.3)
     assert status(backend, pool["id"]) == ("CLOSED", "COMPLETED")
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import json
 import logging
 import os
@@ -99,8 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help='JSON object {"correct": value, "incorrect": value}: which option of a judgement task '
                             "means the shown work is right (default: recognised from OK/BAD, yes/no, ...)")
     serve.add_argument("--reader-hold-seconds", type=float, default=600.0,
-                       help="real seconds a submitted assignment stays visible to slow readers before it may be "
-                            "accepted and the pool closed (streaming clients read with a 60 s cursor lag)")
+                       help="at most this many real seconds a completed pool stays open until its streaming "
+                            "readers (toloka-kit cursors, 60 s lag by default) have read past its last event; "
+                            "0 = close completed pools at once (fast mode)")
+    serve.add_argument("--first-reader-seconds", type=float, default=90.0,
+                       help="real seconds a completed pool that nobody streams yet waits for a first reader (a "
+                            "Pipeline started from the next notebook cell); 0 = not at all (fast mode)")
     return parser
 
 
@@ -174,8 +177,9 @@ def serve(args) -> int:
         crowd_module = importlib.import_module(args.crowd_module)
     except ImportError as exc:
         raise ServeError(f"--crowd-module {args.crowd_module}: cannot import ({exc})") from None
-    if args.reader_hold_seconds < 0:
-        raise ServeError(f"--reader-hold-seconds must be >= 0, got {args.reader_hold_seconds}")
+    for flag in ("reader_hold_seconds", "first_reader_seconds"):
+        if getattr(args, flag) < 0:
+            raise ServeError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
     label_map = _json_option("--label-map", args.label_map)
     judgement = _json_option("--judgement-options", args.judgement_options)
     if judgement is not None and set(judgement) != {"correct", "incorrect"}:
@@ -187,8 +191,8 @@ def serve(args) -> int:
         logger.addHandler(_stderr_handler())
     _lock_state(args.state)
     backend_options = {"balance": args.balance, "speed": args.speed}
-    if "reader_hold_seconds" in inspect.signature(Backend).parameters:
-        backend_options["reader_hold_seconds"] = args.reader_hold_seconds
+    backend_options["reader_hold_seconds"] = args.reader_hold_seconds
+    backend_options["first_reader_seconds"] = args.first_reader_seconds
     backend = Backend(args.state, **backend_options)
     try:
         scheduler = Scheduler(backend, crowd_module, workers=args.workers, seed=args.seed, truth=truth,

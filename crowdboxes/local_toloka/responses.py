@@ -350,6 +350,7 @@ def local_readers(ctx, request):
         raise ValidationError.field("pool_id", "INTEGER_EXPECTED", f"Invalid value {pool_id!r}")
     readers = ctx.backend.streaming_readers(pool_id or None)
     return 200, {"reader_hold_seconds": ctx.backend.reader_hold_seconds,
+                 "first_reader_seconds": ctx.backend.first_reader_seconds,
                  "readers": [{**r, "position": r["position"].isoformat(), "seen": r["seen"].isoformat()}
                              for r in readers]}
 

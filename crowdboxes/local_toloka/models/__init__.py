@@ -63,6 +63,7 @@ class Backend(CoreMixin, TrainingsMixin, TaskSuitesMixin, AttachmentsMixin, Proj
               OperationsMixin, TasksMixin, AssignmentsMixin, UsersMixin, AnalyticsMixin, QualityMixin, WorkMixin):
     """The whole local Toloka state. Thread safe: one RLock, one SQLite connection.
 
-    ``Backend(state_dir, *, balance=None, speed=60.0, reader_hold_seconds=600.0)``; see
+    ``Backend(state_dir, *, balance=None, speed=60.0, reader_hold_seconds=600.0,
+    first_reader_seconds=90.0)``; see
     :class:`~.base.CoreMixin` and, for the hold of completed pools, :mod:`.readers`.
     """

@@ -231,12 +231,17 @@ class CoreMixin:
     """Connection, transactions, meta/counters, time and the requester (``Backend.__init__``)."""
 
     def __init__(self, state_dir, *, balance: Decimal | float | str | None = None, speed: float = 60.0,
-                 reader_hold_seconds: float = 600.0):
+                 reader_hold_seconds: float = 600.0, first_reader_seconds: float = 90.0):
         """``reader_hold_seconds``: at most this many real seconds a completed pool stays open for its
-        streaming readers (``models/readers.py``); 0 closes completed pools at once, as Toloka does."""
+        streaming readers (``models/readers.py``); 0 closes completed pools at once, as Toloka does.
+        ``first_reader_seconds``: how long a completed pool that nobody streams yet waits for a first
+        reader (within the same cap); 0 = not at all."""
         if float(reader_hold_seconds) < 0:
             raise ValueError("reader_hold_seconds must be >= 0")
+        if float(first_reader_seconds) < 0:
+            raise ValueError("first_reader_seconds must be >= 0")
         self.reader_hold_seconds = float(reader_hold_seconds)
+        self.first_reader_seconds = float(first_reader_seconds)
         self.state_dir = state_dir
         self.conn = db.connect(state_dir)
         self.lock = threading.RLock()

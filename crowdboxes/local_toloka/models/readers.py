@@ -18,6 +18,10 @@ Pipeline would see nothing. So:
   nothing); a reader of ``accepted`` or ``rejected`` also waits while the pool has SUBMITTED
   assignments, whose review is an event still to come (a Pipeline that accepts what it is shown
   reads its own acceptances before it stops);
+* a pool that completes before anyone streams it waits ``first_reader_seconds`` (``Backend`` argument,
+  default 90 s of real time) for a first reader: on Toloka a crowd takes minutes, so a Pipeline started
+  from the next notebook cell still finds the pool open; a reader who comes in that window holds it as
+  above, and a pool nobody streams closes when the window ends;
 * ``reader_hold_seconds`` (``Backend`` argument, real seconds, default 600) caps the hold: no pool
   stays open longer than that after it became complete (and never closes before Toloka's delay);
   0 disables holding (Toloka-literal instant completion, for tests that want it);
@@ -36,6 +40,7 @@ from crowdboxes.local_toloka.models.base import ASSIGNMENT_TIME_FIELDS
 
 READER_TTL = dt.timedelta(minutes=10)
 DEFAULT_READER_HOLD_SECONDS = 600.0
+DEFAULT_FIRST_READER_SECONDS = 90.0
 REVIEW_FIELDS = ("accepted", "rejected")
 PERSIST_EVERY = dt.timedelta(seconds=1)  # a reader's row is rewritten at most this often (and before a hold)
 
@@ -44,6 +49,7 @@ class ReadersMixin:
     """Streaming readers of pools and the hold they put on closing a completed pool."""
 
     reader_hold_seconds = DEFAULT_READER_HOLD_SECONDS
+    first_reader_seconds = DEFAULT_FIRST_READER_SECONDS
 
     def _reader_memory(self) -> dict:
         """``{(pool_id, field): {"position", "seen", "saved"}}``: readers as last seen by this process; the
@@ -120,6 +126,22 @@ class ReadersMixin:
                 behind.append((field, position, seen))
         return behind
 
+    def _has_readers(self, pool_id: int, now: dt.datetime) -> bool:
+        return self.conn.execute("SELECT 1 FROM readers WHERE pool_id = ? AND seen >= ? LIMIT 1",
+                                 (pool_id, fmt_ts(now - READER_TTL))).fetchone() is not None
+
+    def _first_reader_deadline(self, pool_row) -> dt.datetime:
+        completed = parse_ts(pool_row["completed"] or pool_row["complete_at"])
+        return min(completed + dt.timedelta(seconds=float(self.first_reader_seconds)), self._hold_deadline(pool_row))
+
+    def _held(self, pool_row, now: dt.datetime) -> bool:
+        """Whether streaming readers (present, or a first one still awaited) keep a completed pool open."""
+        if self.reader_hold_seconds <= 0 or now >= self._hold_deadline(pool_row):
+            return False
+        if self._readers_behind(pool_row["id"], now):
+            return True
+        return now < self._first_reader_deadline(pool_row) and not self._has_readers(pool_row["id"], now)
+
     def _hold_deadline(self, pool_row) -> dt.datetime:
         """When the hold of a completed pool ends at the latest (``completed + reader_hold_seconds``)."""
         completed = parse_ts(pool_row["completed"] or pool_row["complete_at"])
@@ -129,8 +151,7 @@ class ReadersMixin:
         """Close a completed OPEN pool (``COMPLETED``) unless Toloka's delay or a reader still holds it."""
         if parse_ts(pool_row["complete_at"]) > now:
             return False
-        if self.reader_hold_seconds > 0 and now < self._hold_deadline(pool_row) \
-                and self._readers_behind(pool_row["id"], now):
+        if self._held(pool_row, now):
             return False
         self._close_pool(pool_row["id"], "COMPLETED")
         self._notify()
@@ -140,6 +161,8 @@ class ReadersMixin:
         """The next time a held pool may close without a new read: its cap or a reader's expiry."""
         times = [self._hold_deadline(pool_row)]
         times += [parse_ts(seen) + READER_TTL for _, _, seen in self._readers_behind(pool_row["id"], now)]
+        if not self._has_readers(pool_row["id"], now):
+            times.append(self._first_reader_deadline(pool_row))
         return min(times)
 
     def streaming_readers(self, pool_id=None) -> list:

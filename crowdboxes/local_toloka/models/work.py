@@ -236,7 +236,7 @@ class WorkMixin(ReadersMixin):
             times = [parse_ts(t) for t in times if t]
             for row in self.conn.execute("SELECT * FROM pools WHERE status = 'OPEN' AND complete_at IS NOT NULL"):
                 at = parse_ts(row["complete_at"])
-                if at > now or self.reader_hold_seconds <= 0 or not self._readers_behind(row["id"], now):
+                if at > now or not self._held(row, now):
                     times.append(at)
                 else:
                     times.append(self._held_wakeup(row, now))
