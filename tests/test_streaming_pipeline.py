@@ -137,7 +137,7 @@ RUNS = {
 def _run(folder, urls, truth, options, n_images, auto_accept, start_after, review) -> Run:
     run = Run()
     try:
-        with start_local_toloka(folder, TOKEN, ground_truth=truth, **options) as server:
+        with start_local_toloka(folder, TOKEN, defaults=True, ground_truth=truth, **options) as server:
             client = server.client()
             pool = _launch_detection_pool(client, urls[:n_images], auto_accept=auto_accept)
             run.seen, run.finished = _observe(client, pool.id, start_after, review=review)

@@ -851,7 +851,7 @@ def _run(name: str, folder: Path) -> Outcome:
     try:
         data, truth = _world(name, server, folder)
         # default settings: only the ground truth (the dataset's answers) is given
-        toloka_server = start_local_toloka(folder, TOKEN, ground_truth=truth)
+        toloka_server = start_local_toloka(folder, TOKEN, defaults=True, ground_truth=truth)
         seconds = STREAMING_SECONDS if name == "streaming_pipelines" else SCENARIO_SECONDS
         outcome.data = SCENARIOS[name](toloka_server.client(), data, Deadline(seconds)) or {}
         outcome.data["world"] = data
