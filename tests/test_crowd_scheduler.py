@@ -53,7 +53,7 @@ def world(tmp_path):
     truth = {"images": [{"id": 1, "file_name": "a.png", "width": 640, "height": 480, "label": "stop",
                          "sha256": hashlib.sha256(buf.getvalue()).hexdigest()}],
              "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [60, 40, 120, 120]}]}
-    backend = Backend(tmp_path / "state", speed=1e6)
+    backend = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0)
     yield backend, (tmp_path / "a.png").as_uri(), truth
     backend.close()
 

@@ -38,7 +38,7 @@ def pool_spec(project_id):
 
 @pytest.fixture()
 def backend(tmp_path):
-    b = Backend(tmp_path / "state", speed=1e6)
+    b = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0)
     yield b
     b.close()
 

@@ -27,7 +27,7 @@ GOOD = {"result": [dict(fake.GOOD_BOX)]}
 
 @pytest.fixture()
 def backend(tmp_path):
-    b = Backend(tmp_path / "state", speed=1e6)
+    b = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0)
     yield b
     b.close()
 

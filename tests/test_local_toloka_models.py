@@ -35,7 +35,7 @@ def pool_spec(project_id, **extra):
 
 @pytest.fixture()
 def backend(tmp_path):
-    b = Backend(tmp_path / "state", speed=1e6)
+    b = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0)
     yield b
     b.close()
 
@@ -286,7 +286,7 @@ def test_fast_submit_and_acceptance_rate_restrictions(backend):
 def test_money_fee_and_not_enough_balance(tmp_path):
     assert cost_for(Decimal("0.01")) == Decimal("0.015")  # fee floor $0.005
     assert cost_for(Decimal("0.10")) == Decimal("0.13")  # 30 %
-    backend = Backend(tmp_path / "s", speed=1e6, balance="0.05")
+    backend = Backend(tmp_path / "s", speed=1e6, balance="0.05", first_reader_seconds=0)
     try:
         project = backend.create_project(PROJECT)
         pool = backend.create_pool(pool_spec(project["id"], reward_per_assignment=0.1))
@@ -308,7 +308,7 @@ def test_money_fee_and_not_enough_balance(tmp_path):
 
 
 def test_review_period_auto_accept_and_expiry(tmp_path):
-    backend = Backend(tmp_path / "s", speed=86400 * 2)  # a day of review = 0.5 s
+    backend = Backend(tmp_path / "s", speed=86400 * 2, first_reader_seconds=0)  # a day of review = 0.5 s
     try:
         project = backend.create_project(PROJECT)
         pool = backend.create_pool(pool_spec(project["id"], auto_accept_solutions=False, auto_accept_period_day=1))
@@ -354,13 +354,13 @@ def test_assignment_time_filters_parse_datetimes(backend):
 
 
 def test_state_survives_reopen(tmp_path):
-    backend = Backend(tmp_path / "s", speed=1e6)
+    backend = Backend(tmp_path / "s", speed=1e6, first_reader_seconds=0)
     _, pool = make_pool(backend, n_tasks=2)
     backend.open_pool(pool["id"])
     run_crowd(backend, workers=2, steps=5)
     before = (backend.get_requester()["balance"], assignments(backend, pool["id"]))
     backend.close()
-    again = Backend(tmp_path / "s", speed=1e6)
+    again = Backend(tmp_path / "s", speed=1e6, first_reader_seconds=0)
     try:
         assert (again.get_requester()["balance"], assignments(again, pool["id"])) == before
     finally:
@@ -370,7 +370,7 @@ def test_state_survives_reopen(tmp_path):
 def test_interrupted_batch_resumes_after_restart(tmp_path, monkeypatch):
     import crowdboxes.local_toloka.models as models
 
-    backend = Backend(tmp_path / "s", speed=1e6)
+    backend = Backend(tmp_path / "s", speed=1e6, first_reader_seconds=0)
     _, pool = make_pool(backend, n_tasks=0)
     items = [{"__item_idx": str(i), "pool_id": pool["id"], "input_values": {"image": f"https://r/{i}.png"}}
              for i in range(models.INLINE_BATCH + 10)]
@@ -387,7 +387,7 @@ def test_interrupted_batch_resumes_after_restart(tmp_path, monkeypatch):
     assert op["status"] == "RUNNING"
     backend.close()
     monkeypatch.undo()
-    again = Backend(tmp_path / "s", speed=1e6)
+    again = Backend(tmp_path / "s", speed=1e6, first_reader_seconds=0)
     try:
         op = again.get_operation("op-crash")
         assert op["status"] == "SUCCESS" and op["details"]["success_count"] == len(items) and "_progress" not in op

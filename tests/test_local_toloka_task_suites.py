@@ -39,7 +39,7 @@ def suite(pool_id, start, n=3, **extra):
 
 @pytest.fixture()
 def backend(tmp_path):
-    b = Backend(tmp_path / "state", speed=1e6)
+    b = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0)
     yield b
     b.close()
 

@@ -54,7 +54,7 @@ def training_task(training_id, i):
 
 @pytest.fixture()
 def backend(tmp_path):
-    b = Backend(tmp_path / "state", speed=1e6)
+    b = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0)
     yield b
     b.close()
 
