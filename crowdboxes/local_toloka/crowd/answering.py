@@ -47,7 +47,7 @@ from crowdboxes.local_toloka.crowd import values
 from crowdboxes.local_toloka.crowd.boxes import draw_boxes, normalised_rects, to_image_annotation
 from crowdboxes.local_toloka.crowd.classes import CLASS_NAMES
 from crowdboxes.local_toloka.crowd.judging import VERDICT_REASONS, judge_outlines, parse_shapes, shape_list
-from crowdboxes.local_toloka.crowd.spec import Choice, OutputField, TaskModel, image_inputs, task_model
+from crowdboxes.local_toloka.crowd.spec import Choice, OutputField, TaskModel, image_inputs, task_model, view_nodes
 from crowdboxes.local_toloka.crowd.truth import as_truth
 from crowdboxes.local_toloka.crowd.workers import WorkerProfile
 
@@ -81,33 +81,24 @@ def _input_option_refs(config_text: str) -> tuple:
     except (TypeError, ValueError):
         return ()
     found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            options = node.get("options")
-            data = node.get("data")
-            if (isinstance(options, list) and isinstance(data, dict) and data.get("type") == "data.output"
-                    and isinstance(data.get("path"), str)
-                    and any(isinstance(o, dict) and isinstance(o.get("value"), dict) for o in options)):
-                refs = []
-                for o in options:
-                    if not isinstance(o, dict):
-                        continue
-                    value, label = o.get("value"), o.get("label")
-                    label = label if isinstance(label, str) else ""
-                    if (isinstance(value, dict) and value.get("type") == "data.input"
-                            and isinstance(value.get("path"), str)):
-                        refs.append((None, label, value["path"]))
-                    elif not isinstance(value, (dict, list)):
-                        refs.append((value, label, None))
-                found.append((data["path"].split(".")[0], tuple(refs)))
-            for child in node.values():
-                walk(child)
-        elif isinstance(node, list):
-            for child in node:
-                walk(child)
-
-    walk(config)
+    for node in view_nodes(config):
+        options = node.get("options")
+        data = node.get("data")
+        if (isinstance(options, list) and isinstance(data, dict) and data.get("type") == "data.output"
+                and isinstance(data.get("path"), str)
+                and any(isinstance(o, dict) and isinstance(o.get("value"), dict) for o in options)):
+            refs = []
+            for o in options:
+                if not isinstance(o, dict):
+                    continue
+                value, label = o.get("value"), o.get("label")
+                label = label if isinstance(label, str) else ""
+                if (isinstance(value, dict) and value.get("type") == "data.input"
+                        and isinstance(value.get("path"), str)):
+                    refs.append((None, label, value["path"]))
+                elif not isinstance(value, (dict, list)):
+                    refs.append((value, label, None))
+            found.append((data["path"].split(".")[0], tuple(refs)))
     return tuple(found)
 
 
@@ -131,21 +122,12 @@ def _shapes_required_in(config_text: str) -> frozenset:
         return False
 
     found = set()
-
-    def walk(node):
-        if isinstance(node, dict):
-            data = node.get("data")
-            if (node.get("type") == "field.image-annotation" and isinstance(data, dict)
-                    and data.get("type") == "data.output" and isinstance(data.get("path"), str)
-                    and requires(node.get("validation"))):
-                found.add(data["path"].split(".")[0])
-            for child in node.values():
-                walk(child)
-        elif isinstance(node, list):
-            for child in node:
-                walk(child)
-
-    walk(config)
+    for node in view_nodes(config):
+        data = node.get("data")
+        if (node.get("type") == "field.image-annotation" and isinstance(data, dict)
+                and data.get("type") == "data.output" and isinstance(data.get("path"), str)
+                and requires(node.get("validation"))):
+            found.add(data["path"].split(".")[0])
     return frozenset(found)
 
 

@@ -311,7 +311,7 @@ def _parse(task_spec: Any) -> TaskModel:
                      view_type=view_type)
 
 
-def _walk(node: Any) -> Iterator[dict]:
+def view_nodes(node: Any) -> Iterator[dict]:
     """Every dict in the view, depth first in document order; never enters condition.schema's
     JSON schema (its "type" keys are JSON-schema types, not components)."""
     if isinstance(node, dict):
@@ -319,10 +319,10 @@ def _walk(node: Any) -> Iterator[dict]:
         for key, child in node.items():
             if key == "schema" and node.get("type") == "condition.schema":
                 continue
-            yield from _walk(child)
+            yield from view_nodes(child)
     elif isinstance(node, list):
         for child in node:
-            yield from _walk(child)
+            yield from view_nodes(child)
 
 
 def _data_ref(data: Any) -> tuple[str, str] | None:
@@ -351,7 +351,7 @@ def _schema_rules(validation: Any, out_path: str) -> dict:
     """pattern / minLength / maxLength from condition.schema rules inside a field's validation
     (those with no ``data`` or with ``data`` pointing to the same output)."""
     rules: dict[str, Any] = {}
-    for node in _walk(validation):
+    for node in view_nodes(validation):
         if node.get("type") != "condition.schema" or not isinstance(node.get("schema"), dict):
             continue
         ref = _data_ref(node.get("data"))
@@ -370,7 +370,7 @@ def _schema_rules(validation: Any, out_path: str) -> dict:
 def _read_view(config: dict, fields: dict[str, OutputField], unknown: list[str],
                shape_inputs: list[str], shown_labels: list[Choice], problems: list[str]) -> None:
     seen_in_view: set[str] = set()
-    for node in _walk(config):
+    for node in view_nodes(config):
         ctype = node.get("type")
         if not isinstance(ctype, str) or not _COMPONENT_TYPE_RE.match(ctype):
             continue
