@@ -89,6 +89,18 @@ def _dumps(obj) -> str:
     return json.dumps(obj, separators=(",", ":"), default=_num)
 
 
+def offered_to(rows, user_id):
+    """``(seq, doc)`` of the rows ``(seq, doc JSON)`` that ``user_id`` may get: not reserved for other
+    workers (``reserved_for``) and not closed to them (``unavailable_for``); lazily, in row order."""
+    for seq, doc in rows:
+        doc = json.loads(doc)
+        if doc.get("reserved_for") and user_id not in doc["reserved_for"]:
+            continue
+        if user_id in (doc.get("unavailable_for") or []):
+            continue
+        yield seq, doc
+
+
 class RawJSON(str):
     """A response body that already is JSON text (sent as is)."""
 

@@ -24,7 +24,7 @@ from decimal import Decimal
 from crowdboxes.local_toloka.db import fmt_ts, out_ts
 from crowdboxes.local_toloka.exceptions import (DoesNotExist, IncorrectAction, TolokaError, ValidationError,
                                                 field_error)
-from crowdboxes.local_toloka.models.base import MAX_BATCH, SearchSpec, _doc, _dumps, object_id
+from crowdboxes.local_toloka.models.base import MAX_BATCH, SearchSpec, _doc, _dumps, object_id, offered_to
 from crowdboxes.local_toloka.models.validation import _require_object, validate_input_values
 
 MAX_OVERLAP = 30000
@@ -389,12 +389,7 @@ class TaskSuitesMixin:
                 "JOIN assignment_tasks at ON at.task_seq = m.task_seq WHERE m.suite_seq = s.seq AND at.user_id = ?) "
                 "ORDER BY COALESCE(json_extract(s.doc, '$.issuing_order_override'), 0) DESC, s.seq LIMIT 200",
                 (pool_row["id"], user_id)).fetchall()
-            for seq, doc in rows:
-                doc = json.loads(doc)
-                if doc.get("reserved_for") and user_id not in doc["reserved_for"]:
-                    continue
-                if user_id in (doc.get("unavailable_for") or []):
-                    continue
+            for seq, _ in offered_to(rows, user_id):
                 return [(t["seq"], json.loads(t["doc"])) for t in self._suite_members(seq)]
         return super().suite_tasks(pool_row, pool_doc, user_id)
 

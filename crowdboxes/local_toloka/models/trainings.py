@@ -40,7 +40,7 @@ import random
 from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
 from crowdboxes.local_toloka.exceptions import (DoesNotExist, IncorrectAction, ValidationError, field_error,
                                                 inappropriate_status)
-from crowdboxes.local_toloka.models.base import OWNER, POOLS, SearchSpec, _dumps, _id_ranges
+from crowdboxes.local_toloka.models.base import OWNER, POOLS, SearchSpec, _dumps, _id_ranges, offered_to
 from crowdboxes.local_toloka.models.validation import _integer, _require_object, _string
 
 TRAINING_TYPE = "TRAINING"
@@ -398,15 +398,7 @@ class TrainingsMixin:
             "(SELECT at.task_seq FROM assignment_tasks at JOIN assignments a ON a.seq = at.assignment_seq "
             " WHERE at.pool_id = ? AND at.user_id = ? AND a.created >= ? AND a.status NOT IN ('SKIPPED', 'EXPIRED')) "
             "ORDER BY seq", (training_row["id"], training_row["id"], user_id, since or "")).fetchall()
-        out = []
-        for seq, doc in rows:
-            doc = json.loads(doc)
-            if doc.get("reserved_for") and user_id not in doc["reserved_for"]:
-                continue
-            if user_id in (doc.get("unavailable_for") or []):
-                continue
-            out.append((seq, doc))
-        return out
+        return list(offered_to(rows, user_id))
 
     def _finish_training(self, training_id, user_id):
         cur = self.conn.execute("UPDATE training_progress SET finished = ? WHERE training_id = ? AND user_id = ? "

@@ -8,7 +8,8 @@ import random
 from decimal import Decimal
 
 from crowdboxes.local_toloka.db import fmt_ts, parse_ts
-from crowdboxes.local_toloka.models.base import REAL_SQL, _dumps, _num, cost_for, golden_sql, object_id
+from crowdboxes.local_toloka.models.base import (REAL_SQL, _dumps, _num, cost_for, golden_sql, object_id,
+                                                offered_to)
 from crowdboxes.local_toloka.models.readers import ReadersMixin
 
 
@@ -36,12 +37,7 @@ class WorkMixin(ReadersMixin):
             "seq NOT IN (SELECT task_seq FROM assignment_tasks WHERE pool_id = ? AND user_id = ?) ORDER BY seq "
             "LIMIT ?", (pool_id, pool_id, user_id, -1 if limit is None else limit * 4)).fetchall()
         out = []
-        for seq, doc in rows:
-            doc = json.loads(doc)
-            if doc.get("reserved_for") and user_id not in doc["reserved_for"]:
-                continue
-            if user_id in (doc.get("unavailable_for") or []):
-                continue
+        for seq, doc in offered_to(rows, user_id):
             out.append((seq, doc))
             if limit is not None and len(out) == limit:
                 break
