@@ -7,7 +7,8 @@ import uuid
 from decimal import Decimal
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
-from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError, inappropriate_status
+from crowdboxes.local_toloka.exceptions import (DoesNotExist, IncorrectAction, TolokaError, ValidationError,
+                                                inappropriate_status)
 from crowdboxes.local_toloka.models.base import MAX_OVERLAP, MIN_REWARD, OWNER, POOLS, _dumps, _num, cost_for
 from crowdboxes.local_toloka.models.validation import _decimal, _integer, _require_object, _string, _timestamp
 
@@ -203,6 +204,19 @@ class PoolsMixin:
                           (now, _dumps(doc), row["id"]))
         self._notify()
         return True
+
+    def _open_pools_of(self, pool_ids, log=None):
+        """Open the CLOSED ones of these pools (``open_pool=true`` of an upload); a pool that cannot open
+        stays as it is, with a POOL_OPEN entry in the operation ``log`` when one is given."""
+        for pool_id in sorted(set(pool_ids)):
+            entry = {"type": "POOL_OPEN", "input": {"pool_id": str(pool_id)}}
+            try:
+                self._open_pool(self._pool_row(pool_id))
+                if log is not None:
+                    log.append({**entry, "success": True, "output": {}})
+            except TolokaError as exc:
+                if log is not None:
+                    log.append({**entry, "success": False, "output": exc.body()})
 
     def _close_pool(self, pool_id, reason: str):
         row = self._pool_row(pool_id)

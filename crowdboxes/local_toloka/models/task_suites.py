@@ -22,9 +22,9 @@ import uuid
 from decimal import Decimal
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts
-from crowdboxes.local_toloka.exceptions import (DoesNotExist, IncorrectAction, TolokaError, ValidationError,
-                                                field_error)
-from crowdboxes.local_toloka.models.base import MAX_BATCH, SearchSpec, _doc, _dumps, object_id, offered_to
+from crowdboxes.local_toloka.exceptions import DoesNotExist, ValidationError, field_error
+from crowdboxes.local_toloka.models.base import SearchSpec, _doc, _dumps, object_id, offered_to
+from crowdboxes.local_toloka.models.tasks import _batch_items, _flag, _prepare_batch
 from crowdboxes.local_toloka.models.validation import _require_object, validate_input_values
 
 MAX_OVERLAP = 30000
@@ -48,10 +48,6 @@ TASK_SUITES = SearchSpec(
     {"pool_id": ("pool_id", "int"), "overlap": ("overlap", "int"), "task_id": ("", _task_filter)},
     {"id": ("id", "str"), "created": ("created", "ts"), "overlap": ("overlap", "int")},
     {"id": "id", "created": "created"}, 50, 100_000)
-
-
-def _flag(params, name) -> bool:
-    return str(params.get(name, "false")).lower() == "true"
 
 
 def _overlap_value(value, path, minimum):
@@ -143,22 +139,10 @@ class TaskSuitesMixin:
 
     def _prepare_suite(self, item, pools, allow_defaults):
         """Validate one suite: ``(values, None)`` or ``(None, errors)``."""
-        if not isinstance(item, dict):
-            return None, {"task_suite": field_error("OBJECT_EXPECTED", "A task suite object is expected")}
-        if item.get("pool_id") is None:
-            return None, {"pool_id": field_error("VALUE_REQUIRED", "Value must be present and not equal to null")}
-        key = str(item["pool_id"])
-        if key not in pools:
-            try:
-                pool = self._pool_row(key)
-                pools[key] = (pool, self._pool_doc(pool), self.pool_task_spec(pool))
-            except DoesNotExist:
-                pools[key] = None
-        if pools[key] is None:
-            return None, {"pool_id": field_error("ENTITY_DOES_NOT_EXIST", f"Pool {key} does not exist")}
-        pool, pool_doc, spec = pools[key]
-        if pool["status"] == "ARCHIVED":
-            return None, {"pool_id": field_error("POOL_INAPPROPRIATE_STATUS", f"Pool {key} is archived")}
+        found, problem = self._batch_pool(item, pools, "task suite")
+        if problem:
+            return None, problem
+        pool, pool_doc, spec = found
         tasks = item.get("tasks")
         if not isinstance(tasks, list):
             return None, {"tasks": field_error("ARRAY_EXPECTED", "tasks must be an array")}
@@ -233,42 +217,18 @@ class TaskSuitesMixin:
             self._notify()
         return ids
 
-    def _open_pools_of(self, pool_ids, log=None):
-        for pool_id in sorted(set(pool_ids)):
-            entry = {"type": "POOL_OPEN", "input": {"pool_id": str(pool_id)}}
-            try:
-                self._open_pool(self._pool_row(pool_id))
-                if log is not None:
-                    log.append({**entry, "success": True, "output": {}})
-            except TolokaError as exc:
-                if log is not None:
-                    log.append({**entry, "success": False, "output": exc.body()})
-
     def create_task_suites(self, body, params: dict):
         """POST /task-suites: ``(status, json)``; one suite or a list; ``async_mode=true`` answers with a
         finished TASK_SUITE.BATCH_CREATE operation whose log lists each created suite's id."""
         allow_defaults, skip_invalid = _flag(params, "allow_defaults"), _flag(params, "skip_invalid_items")
         open_pool = _flag(params, "open_pool")
-        single = isinstance(body, dict)
-        items = [body] if single else ([] if body is None else body)
-        if not isinstance(items, list):
-            raise ValidationError.field("body", "ARRAY_EXPECTED", "A task suite or an array of task suites is expected")
-        if len(items) > MAX_BATCH:
-            raise ValidationError.field("body", "ARRAY_SIZE_GREATER_THAN_MAX",
-                                        f"At most {MAX_BATCH} task suites per request", [MAX_BATCH])
+        single, items = _batch_items(body, "A task suite or an array of task suites is expected", "task suites")
         if _flag(params, "async_mode"):
             return 202, self._create_suites_operation(items, params, allow_defaults, skip_invalid, open_pool)
         with self.transaction():
-            pools, prepared, errors, where = {}, [], {}, []
-            for idx, item in enumerate(items):
-                values, problem = self._prepare_suite(item, pools, allow_defaults)
-                if problem:
-                    errors[str(idx)] = problem
-                else:
-                    prepared.append(values)
-                    where.append(str(idx))
-            if errors and (single or not skip_invalid):
-                raise ValidationError("Validation failed", errors["0"] if single else errors)
+            pools = {}
+            prepared, errors, where = _prepare_batch(
+                items, lambda item: self._prepare_suite(item, pools, allow_defaults), single, skip_invalid)
             ids = self._insert_suites(prepared)
             if open_pool:
                 self._open_pools_of([p[0] for p in prepared])
@@ -280,9 +240,7 @@ class TaskSuitesMixin:
     def _create_suites_operation(self, items, params, allow_defaults, skip_invalid, open_pool) -> dict:
         op_id = str(params.get("operation_id") or uuid.uuid4())
         with self.transaction():
-            if self.conn.execute("SELECT 1 FROM operations WHERE id = ?", (op_id,)).fetchone():
-                raise IncorrectAction(f"Operation {op_id} already exists", {"operation_id": op_id},
-                                      code="OPERATION_ALREADY_EXISTS")
+            self._check_new_operation(op_id)
             pools, prepared, echoes, log = {}, [], [], []
             for idx, item in enumerate(items):
                 echo = item if isinstance(item, dict) else {"__item_idx": str(idx)}

@@ -7,10 +7,44 @@ import threading
 import uuid
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts
-from crowdboxes.local_toloka.exceptions import (DoesNotExist, IncorrectAction, TolokaError, ValidationError,
-                                                field_error)
+from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError, field_error
 from crowdboxes.local_toloka.models.base import INLINE_BATCH, MAX_BATCH, TASKS, _doc, _dumps, object_id
 from crowdboxes.local_toloka.models.validation import _integer, _require_object, validate_input_values
+
+
+def _flag(params, name) -> bool:
+    """A boolean query parameter (``true`` in any case), false when absent."""
+    return str(params.get(name, "false")).lower() == "true"
+
+
+def _batch_items(body, expected: str, what: str) -> tuple[bool, list]:
+    """``(single, items)`` of a POST body that is one object or an array (at most ``MAX_BATCH``) of them;
+    ``expected`` is the ARRAY_EXPECTED message, ``what`` names the items in the size error."""
+    single = isinstance(body, dict)
+    items = [body] if single else ([] if body is None else body)
+    if not isinstance(items, list):
+        raise ValidationError.field("body", "ARRAY_EXPECTED", expected)
+    if len(items) > MAX_BATCH:
+        raise ValidationError.field("body", "ARRAY_SIZE_GREATER_THAN_MAX",
+                                    f"At most {MAX_BATCH} {what} per request", [MAX_BATCH])
+    return single, items
+
+
+def _prepare_batch(items, prepare, single: bool, skip_invalid: bool) -> tuple[list, dict, list]:
+    """Validate a synchronous batch with ``prepare(item) -> (values, errors)``: ``(prepared, errors by
+    index, indexes of the prepared)``; raises the validation error unless ``skip_invalid_items`` lets a
+    list through with its bad items left out."""
+    prepared, errors, where = [], {}, []
+    for idx, item in enumerate(items):
+        values, problem = prepare(item)
+        if problem:
+            errors[str(idx)] = problem
+        else:
+            prepared.append(values)
+            where.append(str(idx))
+    if errors and (single or not skip_invalid):
+        raise ValidationError("Validation failed", errors["0"] if single else errors)
+    return prepared, errors, where
 
 
 class TasksMixin:
@@ -68,25 +102,39 @@ class TasksMixin:
             self._notify()
             return self._render_task(self._task_row(task_id))
 
-    def _prepare_task(self, item, pools, allow_defaults):
-        """Validate one task; returns ``(row values, errors)``."""
+    def _batch_pool(self, item, pools, kind: str):
+        """The pool an uploaded task or suite (``kind``) goes to: ``((pool row, pool doc, task spec), None)``
+        or ``(None, errors)``; ``pools`` caches the lookups of one batch by pool id."""
         if not isinstance(item, dict):
-            return None, {"task": field_error("OBJECT_EXPECTED", "A task object is expected")}
+            return None, {kind.replace(" ", "_"): field_error("OBJECT_EXPECTED", f"A {kind} object is expected")}
         if item.get("pool_id") is None:
             return None, {"pool_id": field_error("VALUE_REQUIRED", "Value must be present and not equal to null")}
         key = str(item["pool_id"])
         if key not in pools:
             try:
                 pool = self._pool_row(key)
-                pools[key] = (pool, self._pool_doc(pool), {"task_spec": self.pool_task_spec(pool)})
+                pools[key] = (pool, self._pool_doc(pool), self.pool_task_spec(pool))
             except DoesNotExist:
                 pools[key] = None
         if pools[key] is None:
             return None, {"pool_id": field_error("ENTITY_DOES_NOT_EXIST", f"Pool {key} does not exist")}
-        pool, pool_doc, project_doc = pools[key]
-        if pool["status"] == "ARCHIVED":
+        if pools[key][0]["status"] == "ARCHIVED":
             return None, {"pool_id": field_error("POOL_INAPPROPRIATE_STATUS", f"Pool {key} is archived")}
-        errors = validate_input_values(project_doc["task_spec"]["input_spec"], item.get("input_values"))
+        return pools[key], None
+
+    def _check_new_operation(self, op_id):
+        """Refuse an ``operation_id`` already used (OPERATION_ALREADY_EXISTS)."""
+        if self.conn.execute("SELECT 1 FROM operations WHERE id = ?", (op_id,)).fetchone():
+            raise IncorrectAction(f"Operation {op_id} already exists", {"operation_id": op_id},
+                                  code="OPERATION_ALREADY_EXISTS")
+
+    def _prepare_task(self, item, pools, allow_defaults):
+        """Validate one task; returns ``(row values, errors)``."""
+        found, problem = self._batch_pool(item, pools, "task")
+        if problem:
+            return None, problem
+        pool, pool_doc, spec = found
+        errors = validate_input_values(spec["input_spec"], item.get("input_values"))
         infinite = bool(item.get("infinite_overlap"))
         overlap = None
         defaults = pool_doc.get("defaults", {})
@@ -132,39 +180,18 @@ class TasksMixin:
 
     def create_tasks(self, body, params: dict):
         """POST /tasks. Returns ``(status, json)``; async mode answers with a TASK.BATCH_CREATE operation."""
-        async_mode = str(params.get("async_mode", "false")).lower() == "true"
-        allow_defaults = str(params.get("allow_defaults", "false")).lower() == "true"
-        skip_invalid = str(params.get("skip_invalid_items", "false")).lower() == "true"
-        open_pool = str(params.get("open_pool", "false")).lower() == "true"
-        single = isinstance(body, dict)
-        items = [body] if single else body
-        if body is None:
-            items = []
-        if not isinstance(items, list):
-            raise ValidationError.field("body", "ARRAY_EXPECTED", "A task object or an array of tasks is expected")
-        if len(items) > MAX_BATCH:
-            raise ValidationError.field("body", "ARRAY_SIZE_GREATER_THAN_MAX",
-                                        f"At most {MAX_BATCH} tasks per request", [MAX_BATCH])
-        if async_mode:
+        allow_defaults, skip_invalid = _flag(params, "allow_defaults"), _flag(params, "skip_invalid_items")
+        open_pool = _flag(params, "open_pool")
+        single, items = _batch_items(body, "A task object or an array of tasks is expected", "tasks")
+        if _flag(params, "async_mode"):
             return 202, self._start_batch_create(items, params, allow_defaults, skip_invalid, open_pool)
         with self.transaction():
-            pools, prepared, errors, where = {}, [], {}, []
-            for idx, item in enumerate(items):
-                values, problem = self._prepare_task(item, pools, allow_defaults)
-                if problem:
-                    errors[str(idx)] = problem
-                else:
-                    prepared.append(values)
-                    where.append(str(idx))
-            if errors and (single or not skip_invalid):
-                raise ValidationError("Validation failed", errors["0"] if single else errors)
+            pools = {}
+            prepared, errors, where = _prepare_batch(
+                items, lambda item: self._prepare_task(item, pools, allow_defaults), single, skip_invalid)
             ids = self._insert_tasks(prepared)
             if open_pool:
-                for pool_id in {p[0] for p in prepared}:
-                    try:
-                        self._open_pool(self._pool_row(pool_id))
-                    except TolokaError:
-                        pass
+                self._open_pools_of([p[0] for p in prepared])
             tasks = {row["id"]: self._render_task(row) for row in self._tasks_by_ids(ids)}
             if single:
                 return 201, tasks[ids[0]]
@@ -180,9 +207,7 @@ class TasksMixin:
     def _start_batch_create(self, items, params, allow_defaults, skip_invalid, open_pool) -> dict:
         op_id = str(params.get("operation_id") or uuid.uuid4())
         with self.transaction():
-            if self.conn.execute("SELECT 1 FROM operations WHERE id = ?", (op_id,)).fetchone():
-                raise IncorrectAction(f"Operation {op_id} already exists", {"operation_id": op_id},
-                                      code="OPERATION_ALREADY_EXISTS")
+            self._check_new_operation(op_id)
             now = out_ts(fmt_ts(self.now()))
             op = {"id": op_id, "type": "TASK.BATCH_CREATE", "status": "RUNNING", "submitted": now, "started": now,
                   "progress": 0,
@@ -261,13 +286,7 @@ class TasksMixin:
                 finished = state["done"] >= len(items)
                 if finished:
                     if params["open_pool"]:
-                        for pool_id in state["pools"]:
-                            entry = {"type": "POOL_OPEN", "input": {"pool_id": str(pool_id)}}
-                            try:
-                                self._open_pool(self._pool_row(pool_id))
-                                log.append({**entry, "success": True, "output": {}})
-                            except TolokaError as exc:
-                                log.append({**entry, "success": False, "output": exc.body()})
+                        self._open_pools_of(state["pools"], log)
                     invalid = len(items) - state["valid"]
                     op.update(status="SUCCESS", progress=100, finished=out_ts(fmt_ts(self.now())),
                               details={"total_count": len(items), "valid_count": state["valid"],
