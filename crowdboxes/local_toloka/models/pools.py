@@ -13,8 +13,12 @@ from crowdboxes.local_toloka.models.base import MAX_OVERLAP, MIN_REWARD, OWNER, 
 from crowdboxes.local_toloka.models.validation import _decimal, _integer, _require_object, _string, _timestamp
 
 
+CLOSE_INFO = ("last_close_reason", "last_stopped")
+
+
 class PoolsMixin:
-    """Pools and their status transitions."""
+    """Pools and their status transitions. The ``_*_row`` helpers serve any row of ``pools``: trainings
+    (:mod:`.trainings`) are rows there too and share them."""
 
     def _pool_row(self, pool_id):
         try:
@@ -41,16 +45,7 @@ class PoolsMixin:
                if k not in {"id", "status", "created", "owner", "last_started", "last_stopped", "last_close_reason", "type"}}
         if body.get("type") == "TRAINING":
             raise ValidationError.field("type", "VALUE_NOT_ALLOWED", "Training pools are not supported")
-        if body.get("project_id") is None:
-            raise ValidationError.field("project_id", "VALUE_REQUIRED", "Value must be present and not equal to null")
-        try:
-            project = self._project_row(body["project_id"])
-        except DoesNotExist:
-            raise ValidationError.field("project_id", "ENTITY_DOES_NOT_EXIST",
-                                        f"Project {body['project_id']} does not exist") from None
-        if project["status"] != "ACTIVE":
-            raise inappropriate_status(["ACTIVE"], "PROJECT_INAPPROPRIATE_STATUS")
-        doc["project_id"] = str(project["id"])
+        doc["project_id"] = str(self._active_project(body)["id"])
         _string(body, "private_name")
         _decimal(body, "reward_per_assignment", minimum=MIN_REWARD)
         _integer(body, "assignment_max_duration_seconds", minimum=60)
@@ -109,6 +104,19 @@ class PoolsMixin:
         doc["type"] = "REGULAR"
         return doc
 
+    def _active_project(self, body):
+        """The ACTIVE project the body's ``project_id`` names (a pool's or a training's), else the API's error."""
+        if body.get("project_id") is None:
+            raise ValidationError.field("project_id", "VALUE_REQUIRED", "Value must be present and not equal to null")
+        try:
+            project = self._project_row(body["project_id"])
+        except DoesNotExist:
+            raise ValidationError.field("project_id", "ENTITY_DOES_NOT_EXIST",
+                                        f"Project {body['project_id']} does not exist") from None
+        if project["status"] != "ACTIVE":
+            raise inappropriate_status(["ACTIVE"], "PROJECT_INAPPROPRIATE_STATUS")
+        return project
+
     def _check_filter(self, node, path):
         if not isinstance(node, dict):
             raise ValidationError.field(path, "OBJECT_EXPECTED", "A filter object is expected")
@@ -143,21 +151,29 @@ class PoolsMixin:
         """PUT: replace the editable settings (not while archived)."""
         with self.transaction():
             row = self._pool_row(pool_id)
-            if row["status"] == "ARCHIVED":
-                raise inappropriate_status(["OPEN", "CLOSED"], "POOL_INAPPROPRIATE_STATUS")
-            body = dict(_require_object(body))
-            body.setdefault("project_id", str(row["project_id"]))
-            if str(body["project_id"]) != str(row["project_id"]):
-                raise ValidationError.field("project_id", "VALUE_NOT_ALLOWED", "A pool cannot move to another project")
-            old = json.loads(row["doc"])
-            doc = self._validate_pool(body)
+            doc = self._validate_pool(self._replacement_body(row, body, "pool"))
             doc.pop("project_id")
-            for keep in ("last_close_reason", "last_stopped"):
-                if keep in old:
-                    doc[keep] = old[keep]
-            self.conn.execute("UPDATE pools SET doc = ? WHERE id = ?", (_dumps(doc), row["id"]))
-            self._notify()
+            self._replace_doc(row, doc)
             return self._render_pool(self._pool_row(row["id"]))
+
+    def _replacement_body(self, row, body, what: str) -> dict:
+        """A PUT body for ``row`` (a pool or training, ``what``): not while archived; the project stays."""
+        if row["status"] == "ARCHIVED":
+            raise inappropriate_status(["OPEN", "CLOSED"], "POOL_INAPPROPRIATE_STATUS")
+        body = dict(_require_object(body))
+        body.setdefault("project_id", str(row["project_id"]))
+        if str(body["project_id"]) != str(row["project_id"]):
+            raise ValidationError.field("project_id", "VALUE_NOT_ALLOWED", f"A {what} cannot move to another project")
+        return body
+
+    def _replace_doc(self, row, doc):
+        """Store a PUT's validated ``doc`` for ``row``, keeping its last close reason and time."""
+        old = json.loads(row["doc"])
+        for keep in CLOSE_INFO:
+            if keep in old:
+                doc[keep] = old[keep]
+        self.conn.execute("UPDATE pools SET doc = ? WHERE id = ?", (_dumps(doc), row["id"]))
+        self._notify()
 
     def patch_pool(self, pool_id, body) -> dict:
         """PATCH: only ``priority`` is patchable in the API."""
@@ -176,15 +192,25 @@ class PoolsMixin:
     def _save_pool_doc(self, pool_id, doc):
         self.conn.execute("UPDATE pools SET doc = ? WHERE id = ?", (_dumps(doc), pool_id))
 
+    def _check_openable(self, row, code="INAPPROPRIATE_STATUS"):
+        """A pool or training opens only from CLOSED and while its project is ACTIVE."""
+        if row["status"] != "CLOSED":
+            raise inappropriate_status(["CLOSED"], code)
+        if self._project_row(row["project_id"])["status"] != "ACTIVE":
+            raise inappropriate_status(["ACTIVE"], "PROJECT_INAPPROPRIATE_STATUS")
+
+    def _mark_open(self, row, doc):
+        """Store ``row`` (pool or training) as OPEN from now, with ``doc`` (its last close reason dropped)."""
+        doc.pop("last_close_reason", None)
+        self.conn.execute("UPDATE pools SET status = 'OPEN', last_started = ?, complete_at = NULL, doc = ? WHERE id = ?",
+                          (fmt_ts(self.now()), _dumps(doc), row["id"]))
+        self._notify()
+
     def _open_pool(self, row):
         """Open a CLOSED pool (raises the API's errors); no-op when already open."""
         if row["status"] == "OPEN":
             return False
-        if row["status"] != "CLOSED":
-            raise inappropriate_status(["CLOSED"])
-        project = self._project_row(row["project_id"])
-        if project["status"] != "ACTIVE":
-            raise inappropriate_status(["ACTIVE"], "PROJECT_INAPPROPRIATE_STATUS")
+        self._check_openable(row)
         doc = self._pool_doc(row)
         if not doc.get("mixer_config") and not self._has_task_suites(row["id"]):  # suites need no mixing
             raise IncorrectAction("Pool has no mixer_config; tasks cannot be mixed into task suites",
@@ -198,11 +224,7 @@ class PoolsMixin:
         if self.balance() - self.reserved_funds() < cost:
             raise IncorrectAction("Not enough money on the balance to open the pool",
                                   {"balance": _num(self.balance()), "required": _num(cost)}, code="NOT_ENOUGH_BALANCE")
-        now = fmt_ts(self.now())
-        doc.pop("last_close_reason", None)
-        self.conn.execute("UPDATE pools SET status = 'OPEN', last_started = ?, complete_at = NULL, doc = ? WHERE id = ?",
-                          (now, _dumps(doc), row["id"]))
-        self._notify()
+        self._mark_open(row, doc)
         return True
 
     def _open_pools_of(self, pool_ids, log=None):
@@ -230,41 +252,55 @@ class PoolsMixin:
         """``None`` when already open (HTTP 204), else the finished POOL.OPEN operation."""
         with self.transaction():
             row = self._pool_row(pool_id)
-            if row["status"] == "OPEN":
-                return None
-            self._open_pool(row)
-            return self._finished_operation("POOL.OPEN", {"pool_id": str(row["id"])})
+            return self._open_row(row, "POOL.OPEN", {"pool_id": str(row["id"])})
 
     def close_pool(self, pool_id, reason="MANUAL"):
         with self.transaction():
             row = self._pool_row(pool_id)
-            if row["status"] == "CLOSED":
-                return None
-            if row["status"] != "OPEN":
-                raise inappropriate_status(["OPEN"])
-            self._close_pool(row["id"], reason)
-            kind = "POOL.CLOSE"
-            return self._finished_operation(kind, {"pool_id": str(row["id"])})
+            return self._close_row(row, reason, "POOL.CLOSE", {"pool_id": str(row["id"])})
 
     def clone_pool(self, pool_id) -> dict:
         """An empty CLOSED pool with the same settings in the same project (POOL.CLONE operation)."""
         with self.transaction():
             row = self._pool_row(pool_id)
-            doc = self._pool_doc(row)
-            for key in ("last_close_reason", "last_stopped"):
-                doc.pop(key, None)
-            for cfg in doc.get("quality_control", {}).get("configs", []):
-                cfg.get("collector_config", {})["uuid"] = str(uuid.uuid4())
-            cur = self.conn.execute("INSERT INTO pools(project_id, status, created, doc) VALUES(?, 'CLOSED', ?, ?)",
-                                    (row["project_id"], fmt_ts(self.now()), _dumps(doc)))
-            return self._finished_operation("POOL.CLONE", {"pool_id": str(row["id"])}, {"pool_id": str(cur.lastrowid)})
+            return self._clone_row(row, "POOL.CLONE", {"pool_id": str(row["id"])}, "pool_id")
 
     def archive_pool(self, pool_id):
         with self.transaction():
             row = self._pool_row(pool_id)
-            if row["status"] == "ARCHIVED":
-                return None
-            if row["status"] != "CLOSED":
-                raise inappropriate_status(["CLOSED"])
-            self.conn.execute("UPDATE pools SET status = 'ARCHIVED' WHERE id = ?", (row["id"],))
-            return self._finished_operation("POOL.ARCHIVE", {"pool_id": str(row["id"])})
+            return self._archive_row(row, "POOL.ARCHIVE", {"pool_id": str(row["id"])})
+
+    # ---- status actions of any pools row (pool or training): the finished operation, None when no-op ----
+
+    def _open_row(self, row, kind, parameters):
+        if row["status"] == "OPEN":
+            return None
+        self._open_pool(row)
+        return self._finished_operation(kind, parameters)
+
+    def _close_row(self, row, reason, kind, parameters, code="INAPPROPRIATE_STATUS"):
+        if row["status"] == "CLOSED":
+            return None
+        if row["status"] != "OPEN":
+            raise inappropriate_status(["OPEN"], code)
+        self._close_pool(row["id"], reason)
+        return self._finished_operation(kind, parameters)
+
+    def _archive_row(self, row, kind, parameters, code="INAPPROPRIATE_STATUS"):
+        if row["status"] == "ARCHIVED":
+            return None
+        if row["status"] != "CLOSED":
+            raise inappropriate_status(["CLOSED"], code)
+        self.conn.execute("UPDATE pools SET status = 'ARCHIVED' WHERE id = ?", (row["id"],))
+        return self._finished_operation(kind, parameters)
+
+    def _clone_row(self, row, kind, parameters, new_key) -> dict:
+        """An empty CLOSED copy of ``row``; the operation's ``details[new_key]`` is the copy's id."""
+        doc = self._pool_doc(row)
+        for key in CLOSE_INFO:
+            doc.pop(key, None)
+        for cfg in doc.get("quality_control", {}).get("configs", []):
+            cfg.get("collector_config", {})["uuid"] = str(uuid.uuid4())
+        cur = self.conn.execute("INSERT INTO pools(project_id, status, created, doc) VALUES(?, 'CLOSED', ?, ?)",
+                                (row["project_id"], fmt_ts(self.now()), _dumps(doc)))
+        return self._finished_operation(kind, parameters, {new_key: str(cur.lastrowid)})

@@ -38,8 +38,7 @@ import json
 import random
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
-from crowdboxes.local_toloka.exceptions import (DoesNotExist, IncorrectAction, ValidationError, field_error,
-                                                inappropriate_status)
+from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError, field_error
 from crowdboxes.local_toloka.models.base import OWNER, POOLS, SearchSpec, _dumps, _id_ranges, offered_to
 from crowdboxes.local_toloka.models.validation import _integer, _require_object, _string
 
@@ -111,15 +110,7 @@ class TrainingsMixin:
 
     def _validate_training(self, body) -> tuple[int, dict]:
         _require_object(body)
-        if body.get("project_id") is None:
-            raise ValidationError.field("project_id", "VALUE_REQUIRED", "Value must be present and not equal to null")
-        try:
-            project = self._project_row(body["project_id"])
-        except DoesNotExist:
-            raise ValidationError.field("project_id", "ENTITY_DOES_NOT_EXIST",
-                                        f"Project {body['project_id']} does not exist") from None
-        if project["status"] != "ACTIVE":
-            raise inappropriate_status(["ACTIVE"], "PROJECT_INAPPROPRIATE_STATUS")
+        project = self._active_project(body)
         _string(body, "private_name")
         _integer(body, "training_tasks_in_task_suite_count", minimum=0, maximum=500)
         _integer(body, "task_suites_required_to_pass", required=False, minimum=0, maximum=500)
@@ -161,85 +152,51 @@ class TrainingsMixin:
         """PUT: every field (read-only ones ignored); not while archived; the project cannot change."""
         with self.transaction():
             row = self._training_row(training_id)
-            if row["status"] == "ARCHIVED":
-                raise inappropriate_status(["OPEN", "CLOSED"], "POOL_INAPPROPRIATE_STATUS")
-            body = dict(_require_object(body))
-            body.setdefault("project_id", str(row["project_id"]))
-            if str(body["project_id"]) != str(row["project_id"]):
-                raise ValidationError.field("project_id", "VALUE_NOT_ALLOWED",
-                                            "A training cannot move to another project")
-            _, doc = self._validate_training(body)
-            old = json.loads(row["doc"])
-            for keep in ("last_close_reason", "last_stopped"):
-                if keep in old:
-                    doc[keep] = old[keep]
-            self.conn.execute("UPDATE pools SET doc = ? WHERE id = ?", (_dumps(doc), row["id"]))
-            self._notify()
+            _, doc = self._validate_training(self._replacement_body(row, body, "training"))
+            self._replace_doc(row, doc)
             return self._render_training(self._training_row(row["id"]))
 
-    def _training_op(self, kind, row, details=None) -> dict:
-        return self._finished_operation(kind, {"training_id": str(row["id"])}, details)
+    @staticmethod
+    def _training_params(row) -> dict:
+        return {"training_id": str(row["id"])}
 
     def _open_training(self, row):
         if row["status"] == "OPEN":
             return False
-        if row["status"] != "CLOSED":
-            raise inappropriate_status(["CLOSED"], "POOL_INAPPROPRIATE_STATUS")
-        if self._project_row(row["project_id"])["status"] != "ACTIVE":
-            raise inappropriate_status(["ACTIVE"], "PROJECT_INAPPROPRIATE_STATUS")
+        self._check_openable(row, "POOL_INAPPROPRIATE_STATUS")
         if not self.conn.execute("SELECT 1 FROM tasks WHERE pool_id = ? LIMIT 1", (row["id"],)).fetchone():
             raise IncorrectAction("Training contains no tasks. Operation is not allowed", code="EMPTY_POOL")
-        doc = json.loads(row["doc"])
-        doc.pop("last_close_reason", None)
-        self.conn.execute("UPDATE pools SET status = 'OPEN', last_started = ?, complete_at = NULL, doc = ? "
-                          "WHERE id = ?", (fmt_ts(self.now()), _dumps(doc), row["id"]))
-        self._notify()
+        self._mark_open(row, json.loads(row["doc"]))
         return True
 
     def open_training(self, training_id):
         """``None`` when already open (HTTP 204), else the finished TRAINING.OPEN operation."""
         with self.transaction():
             row = self._training_row(training_id)
-            if row["status"] == "OPEN":
-                return None
-            self._open_training(row)
-            return self._training_op("TRAINING.OPEN", row)
+            return self._open_row(row, "TRAINING.OPEN", self._training_params(row))
 
     def close_training(self, training_id, reason="MANUAL"):
         with self.transaction():
             row = self._training_row(training_id)
-            if row["status"] == "CLOSED":
-                return None
-            if row["status"] != "OPEN":
-                raise inappropriate_status(["OPEN"], "POOL_INAPPROPRIATE_STATUS")
-            self._close_pool(row["id"], reason)
-            return self._training_op("TRAINING.CLOSE", row)
+            return self._close_row(row, reason, "TRAINING.CLOSE", self._training_params(row),
+                                   "POOL_INAPPROPRIATE_STATUS")
 
     def archive_training(self, training_id):
         """CLOSED only, and only once every pool linked to it is archived (TRAINING_ARCHIVE_CONFLICT)."""
         with self.transaction():
             row = self._training_row(training_id)
-            if row["status"] == "ARCHIVED":
-                return None
-            if row["status"] != "CLOSED":
-                raise inappropriate_status(["CLOSED"], "POOL_INAPPROPRIATE_STATUS")
-            linked = [str(r["id"]) for r in self._pools_linked_to(row["id"]) if r["status"] != "ARCHIVED"]
-            if linked:
-                raise IncorrectAction("The training is linked to pools that are not archived", {"pool_ids": linked},
-                                      code="TRAINING_ARCHIVE_CONFLICT")
-            self.conn.execute("UPDATE pools SET status = 'ARCHIVED' WHERE id = ?", (row["id"],))
-            return self._training_op("TRAINING.ARCHIVE", row)
+            if row["status"] == "CLOSED":
+                linked = [str(r["id"]) for r in self._pools_linked_to(row["id"]) if r["status"] != "ARCHIVED"]
+                if linked:
+                    raise IncorrectAction("The training is linked to pools that are not archived",
+                                          {"pool_ids": linked}, code="TRAINING_ARCHIVE_CONFLICT")
+            return self._archive_row(row, "TRAINING.ARCHIVE", self._training_params(row), "POOL_INAPPROPRIATE_STATUS")
 
     def clone_training(self, training_id) -> dict:
         """An empty CLOSED training with the same settings (TRAINING.CLONE; ``details.training_id`` = new)."""
         with self.transaction():
             row = self._training_row(training_id)
-            doc = json.loads(row["doc"])
-            for key in ("last_close_reason", "last_stopped"):
-                doc.pop(key, None)
-            cur = self.conn.execute("INSERT INTO pools(project_id, status, created, doc) VALUES(?, 'CLOSED', ?, ?)",
-                                    (row["project_id"], fmt_ts(self.now()), _dumps(doc)))
-            return self._training_op("TRAINING.CLONE", row, {"training_id": str(cur.lastrowid)})
+            return self._clone_row(row, "TRAINING.CLONE", self._training_params(row), "training_id")
 
     def _pools_linked_to(self, training_id) -> list:
         return self.conn.execute(
