@@ -111,6 +111,56 @@ def start_local_toloka(tmp_path, token: str, *, state_dir=None, timeout: float =
     raise RuntimeError(f"local Toloka not ready after {timeout} s: {log_path.read_text(errors='replace')}")
 
 
+# ------------------------------------------------------------------ resources the tests create
+
+def classic_project(**outputs) -> dict:
+    """A classic-view project body: a required ``image`` url input, a ``result`` json output and ``outputs``
+    (name -> output spec)."""
+    return {"public_name": "p", "task_spec": {
+        "input_spec": {"image": {"type": "url", "required": True}},
+        "output_spec": {"result": {"type": "json"}, **outputs},
+        "view_spec": {"type": "classic", "markup": "x"}}}
+
+
+def pool_spec(project_id, **extra) -> dict:
+    """A pool body (0.02 per assignment, expires in a day, overlap 1, one task per suite) updated with
+    ``extra``; a key given as None is left out."""
+    import datetime as dt
+
+    from crowdboxes.local_toloka.db import fmt_ts, utcnow
+    spec = {"project_id": project_id, "private_name": "p", "reward_per_assignment": 0.02,
+            "assignment_max_duration_seconds": 600, "will_expire": fmt_ts(utcnow() + dt.timedelta(days=1)),
+            "defaults": {"default_overlap_for_new_task_suites": 1},
+            "mixer_config": {"real_tasks_count": 1, "golden_tasks_count": 0, "training_tasks_count": 0}}
+    spec.update(extra)
+    return {k: v for k, v in spec.items() if v is not None}
+
+
+def kit_project(client, **outputs):
+    """:func:`classic_project` created through toloka-kit (``outputs``: name -> toloka-kit field spec)."""
+    import toloka.client as toloka
+    return client.create_project(toloka.Project(
+        public_name="p", public_description="d",
+        task_spec=toloka.project.task_spec.TaskSpec(
+            input_spec={"image": toloka.project.UrlSpec()},
+            output_spec={"result": toloka.project.JsonSpec(), **outputs},
+            view_spec=toloka.project.ClassicViewSpec(markup="x"))))
+
+
+def kit_pool(project_id, *, mixer: bool = True):
+    """A toloka-kit ``Pool`` (not created) like :func:`pool_spec`; ``mixer=False`` leaves out mixer_config."""
+    import datetime as dt
+
+    import toloka.client as toloka
+    pool = toloka.Pool(project_id=project_id, private_name="Pool", may_contain_adult_content=False,
+                       reward_per_assignment=0.02, assignment_max_duration_seconds=600,
+                       will_expire=dt.datetime.utcnow() + dt.timedelta(days=1),
+                       defaults=toloka.Pool.Defaults(default_overlap_for_new_task_suites=1))
+    if mixer:
+        pool.set_mixer_config(real_tasks_count=1, golden_tasks_count=0, training_tasks_count=0)
+    return pool
+
+
 # ------------------------------------------------------------------ a deterministic crowd for tests
 
 @dataclass(frozen=True)

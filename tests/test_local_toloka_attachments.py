@@ -3,7 +3,6 @@ ids the answers hold; /attachments lists them, gets their metadata and downloads
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import json
 import time
@@ -13,9 +12,7 @@ import requests
 from PIL import Image
 
 import helpers_local_toloka as fake
-from crowdboxes.local_toloka.db import fmt_ts, utcnow
 from crowdboxes.local_toloka.exceptions import DoesNotExist, ValidationError
-from crowdboxes.local_toloka.models import Backend
 from crowdboxes.local_toloka.models.attachments import attachment_png
 from crowdboxes.local_toloka.scheduler import Scheduler
 from helpers_local_toloka import start_local_toloka
@@ -23,29 +20,13 @@ from helpers_local_toloka import start_local_toloka
 TOKEN = "attachments-test-token"
 FAKE = "helpers_local_toloka"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-PROJECT = {"public_name": "p", "task_spec": {
-    "input_spec": {"image": {"type": "url", "required": True}},
-    "output_spec": {"result": {"type": "json"}, "photo": {"type": "file"}, "more": {"type": "array_file"}},
-    "view_spec": {"type": "classic", "markup": "x"}}}
-
-
-def pool_spec(project_id):
-    return {"project_id": project_id, "private_name": "p", "reward_per_assignment": 0.02,
-            "assignment_max_duration_seconds": 600, "will_expire": fmt_ts(utcnow() + dt.timedelta(days=1)),
-            "defaults": {"default_overlap_for_new_task_suites": 1},
-            "mixer_config": {"real_tasks_count": 2, "golden_tasks_count": 0, "training_tasks_count": 0}}
-
-
-@pytest.fixture()
-def backend(tmp_path):
-    b = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0)
-    yield b
-    b.close()
+PROJECT = fake.classic_project(photo={"type": "file"}, more={"type": "array_file"})
 
 
 def test_file_answers_become_attachments(backend):
     project = backend.create_project(PROJECT)
-    pool = backend.create_pool(pool_spec(project["id"]))
+    pool = backend.create_pool(fake.pool_spec(project["id"], mixer_config={
+        "real_tasks_count": 2, "golden_tasks_count": 0, "training_tasks_count": 0}))
     backend.create_tasks([{"pool_id": pool["id"], "input_values": {"image": f"https://i/{i}.png"}} for i in range(4)],
                          {"allow_defaults": "true"})
     backend.open_pool(pool["id"])
@@ -95,18 +76,8 @@ def test_attachments_through_toloka_kit(tmp_path):
     server = start_local_toloka(tmp_path, TOKEN, workers=3, speed=2000, seed=2, crowd_module=FAKE)
     try:
         client = server.client()
-        project = client.create_project(toloka.Project(
-            public_name="p", public_description="d",
-            task_spec=toloka.project.task_spec.TaskSpec(
-                input_spec={"image": toloka.project.UrlSpec()},
-                output_spec={"result": toloka.project.JsonSpec(), "photo": toloka.project.FileSpec()},
-                view_spec=toloka.project.ClassicViewSpec(markup="x"))))
-        pool = toloka.Pool(project_id=project.id, private_name="Pool", may_contain_adult_content=False,
-                           reward_per_assignment=0.02, assignment_max_duration_seconds=600,
-                           will_expire=dt.datetime.utcnow() + dt.timedelta(days=1),
-                           defaults=toloka.Pool.Defaults(default_overlap_for_new_task_suites=1))
-        pool.set_mixer_config(real_tasks_count=1, golden_tasks_count=0, training_tasks_count=0)
-        pool = client.create_pool(pool)
+        project = fake.kit_project(client, photo=toloka.project.FileSpec())
+        pool = client.create_pool(fake.kit_pool(project.id))
         client.create_tasks([toloka.Task(pool_id=pool.id, input_values={"image": f"https://i/{i}.png"})
                              for i in range(3)], allow_defaults=True, open_pool=True)
         deadline = time.monotonic() + 20

@@ -18,18 +18,10 @@ import pytest
 
 import helpers_local_toloka as fake
 from crowdboxes.local_toloka.db import fmt_ts, utcnow
-from crowdboxes.local_toloka.models import Backend
 from helpers_local_toloka import start_local_toloka
 from test_local_toloka_models import PROJECT, assignments, pool_spec, run_crowd
 
 GOOD = {"result": [dict(fake.GOOD_BOX)]}
-
-
-@pytest.fixture()
-def backend(tmp_path):
-    b = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0)
-    yield b
-    b.close()
 
 
 def mixer(real, golden, **extra):

@@ -33,13 +33,6 @@ def pool_spec(project_id, **extra):
     return spec
 
 
-@pytest.fixture()
-def backend(tmp_path):
-    b = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0)
-    yield b
-    b.close()
-
-
 def make_pool(backend, n_tasks=3, **extra):
     project = backend.create_project(PROJECT)
     pool = backend.create_pool(pool_spec(project["id"], **extra))

@@ -3,45 +3,30 @@ set-overlap-or-min) and the crowd issuing a created suite's tasks together as on
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 
 import pytest
 
 import helpers_local_toloka as fake
-from crowdboxes.local_toloka.db import fmt_ts, utcnow
 from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError
-from crowdboxes.local_toloka.models import Backend
 from crowdboxes.local_toloka.scheduler import Scheduler
 from helpers_local_toloka import start_local_toloka
 
 TOKEN = "task-suites-test-token"
 FAKE = "helpers_local_toloka"
-PROJECT = {"public_name": "p", "task_spec": {
-    "input_spec": {"image": {"type": "url", "required": True}},
-    "output_spec": {"result": {"type": "json"}},
-    "view_spec": {"type": "classic", "markup": "x"}}}
+PROJECT = fake.classic_project()
 
 
 def pool_spec(project_id, **extra):
-    spec = {"project_id": project_id, "private_name": "p", "reward_per_assignment": 0.02,
-            "assignment_max_duration_seconds": 600, "will_expire": fmt_ts(utcnow() + dt.timedelta(days=1)),
-            "defaults": {"default_overlap_for_new_task_suites": 2}}
-    spec.update(extra)
-    return spec
+    """Overlap 2 and no mixer_config (a pool holding only suites needs none)."""
+    return fake.pool_spec(project_id, **{"defaults": {"default_overlap_for_new_task_suites": 2}, "mixer_config": None,
+                                         **extra})
 
 
 def suite(pool_id, start, n=3, **extra):
     return {"pool_id": pool_id, "tasks": [{"input_values": {"image": f"https://s/{start + i}.png"}}
                                           for i in range(n)], **extra}
-
-
-@pytest.fixture()
-def backend(tmp_path):
-    b = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0)
-    yield b
-    b.close()
 
 
 def _assignments(backend, pool_id):
@@ -178,15 +163,8 @@ def test_task_suites_through_toloka_kit(tmp_path):
     server = start_local_toloka(tmp_path, TOKEN, workers=4, speed=2000, seed=2, crowd_module=FAKE)
     try:
         client = server.client()
-        project = client.create_project(toloka.Project(
-            public_name="p", public_description="d",
-            task_spec=toloka.project.task_spec.TaskSpec(
-                input_spec={"image": toloka.project.UrlSpec()}, output_spec={"result": toloka.project.JsonSpec()},
-                view_spec=toloka.project.ClassicViewSpec(markup="x"))))
-        pool = client.create_pool(toloka.Pool(
-            project_id=project.id, private_name="Pool", may_contain_adult_content=False, reward_per_assignment=0.02,
-            assignment_max_duration_seconds=600, will_expire=dt.datetime.utcnow() + dt.timedelta(days=1),
-            defaults=toloka.Pool.Defaults(default_overlap_for_new_task_suites=1)))
+        project = fake.kit_project(client)
+        pool = client.create_pool(fake.kit_pool(project.id, mixer=False))
 
         def make(start, n=2, **extra):
             return toloka.TaskSuite(pool_id=pool.id, tasks=[toloka.Task(input_values={"image": f"https://s/{start + i}"

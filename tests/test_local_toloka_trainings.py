@@ -10,18 +10,14 @@ import time
 import pytest
 
 import helpers_local_toloka as fake
-from crowdboxes.local_toloka.db import fmt_ts, utcnow
+from crowdboxes.local_toloka.db import utcnow
 from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError
-from crowdboxes.local_toloka.models import Backend
 from crowdboxes.local_toloka.scheduler import Scheduler
 from helpers_local_toloka import start_local_toloka
 
 TOKEN = "trainings-test-token"
 FAKE = "helpers_local_toloka"
-PROJECT = {"public_name": "p", "task_spec": {
-    "input_spec": {"image": {"type": "url", "required": True}},
-    "output_spec": {"result": {"type": "json"}},
-    "view_spec": {"type": "classic", "markup": "x"}}}
+PROJECT = fake.classic_project()
 GOOD = [dict(fake.GOOD_BOX)]  # what the fake crowd's good workers draw; bad workers draw nothing
 
 
@@ -35,10 +31,7 @@ def training_spec(project_id, **extra):
 
 
 def pool_spec(project_id, training_id=None, passing=80, **extra):
-    spec = {"project_id": project_id, "private_name": "p", "reward_per_assignment": 0.02,
-            "assignment_max_duration_seconds": 600, "will_expire": fmt_ts(utcnow() + dt.timedelta(days=1)),
-            "defaults": {"default_overlap_for_new_task_suites": 1},
-            "mixer_config": {"real_tasks_count": 1, "golden_tasks_count": 0, "training_tasks_count": 0}}
+    spec = fake.pool_spec(project_id)
     if training_id is not None:
         spec["quality_control"] = {"configs": [], "training_requirement": {
             "training_pool_id": training_id, "training_passing_skill_value": passing}}
@@ -50,13 +43,6 @@ def training_task(training_id, i):
     return {"pool_id": training_id, "input_values": {"image": f"https://t/{i}.png"},
             "known_solutions": [{"output_values": {"result": GOOD}, "correctness_weight": 1}],
             "message_on_unknown_solution": "Outline the sign"}
-
-
-@pytest.fixture()
-def backend(tmp_path):
-    b = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0)
-    yield b
-    b.close()
 
 
 def test_training_resource_lifecycle_and_errors(backend):
@@ -256,11 +242,7 @@ def test_trainings_through_toloka_kit(tmp_path):
     server = start_local_toloka(tmp_path, TOKEN, workers=8, speed=2000, seed=1, crowd_module=FAKE)
     try:
         client = server.client()
-        project = client.create_project(toloka.Project(
-            public_name="p", public_description="d",
-            task_spec=toloka.project.task_spec.TaskSpec(
-                input_spec={"image": toloka.project.UrlSpec()}, output_spec={"result": toloka.project.JsonSpec()},
-                view_spec=toloka.project.ClassicViewSpec(markup="x"))))
+        project = fake.kit_project(client)
         training = client.create_training(toloka.Training(
             project_id=project.id, private_name="Training v0", may_contain_adult_content=False,
             assignment_max_duration_seconds=600, mix_tasks_in_creation_order=True, shuffle_tasks_in_task_suite=True,
@@ -280,11 +262,7 @@ def test_trainings_through_toloka_kit(tmp_path):
         with pytest.raises(toloka.exceptions.ValidationApiError):
             client.create_tasks([toloka.Task(pool_id=training.id, input_values={"image": "https://t/x.png"})])
         assert client.open_training(training.id).status == toloka.Training.Status.OPEN
-        pool = toloka.Pool(project_id=project.id, private_name="Pool", may_contain_adult_content=False,
-                           reward_per_assignment=0.02, assignment_max_duration_seconds=600,
-                           will_expire=dt.datetime.utcnow() + dt.timedelta(days=1),
-                           defaults=toloka.Pool.Defaults(default_overlap_for_new_task_suites=1))
-        pool.set_mixer_config(real_tasks_count=1, golden_tasks_count=0, training_tasks_count=0)
+        pool = fake.kit_pool(project.id)
         pool.quality_control.training_requirement = toloka.quality_control.QualityControl.TrainingRequirement(
             training_pool_id=training.id, training_passing_skill_value=80)
         pool = client.create_pool(pool)
