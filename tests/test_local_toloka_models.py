@@ -82,7 +82,9 @@ def test_pool_defaults_and_transitions(backend):
     for broken, field in (({"reward_per_assignment": 0.001}, "reward_per_assignment"),
                           ({"defaults": {}}, "defaults.default_overlap_for_new_task_suites"),
                           ({"will_expire": "soon"}, "will_expire"),
-                          ({"project_id": "999"}, "project_id")):
+                          ({"project_id": "999"}, "project_id"),
+                          ({"quality_control": {"configs": [{"collector_config": {"type": "GOLDEN_SET"}, "rules": 5}]}},
+                           "quality_control.configs[0].rules")):
         with pytest.raises(ValidationError) as err:
             backend.create_pool({**pool_spec(project["id"]), **broken})
         assert list(err.value.payload) == [field]

@@ -127,6 +127,32 @@ def _assignments(backend, pool_id):
     return json.loads(backend.find_assignments({"pool_id": pool_id, "limit": "1000"}))["items"]
 
 
+def test_what_the_crowd_reads_is_validated_up_front(backend):
+    """Known solutions (create, PATCH, suites) and training_config are what the scheduler scores and reads:
+    a bad one is a validation error, never an exception in the crowd's step."""
+    project = backend.create_project(PROJECT)
+    training = backend.create_training(training_spec(project["id"]))
+    bad_weight = [{"output_values": {"result": GOOD}, "correctness_weight": "x"}]
+    with pytest.raises(ValidationError) as err:
+        backend.create_tasks({**training_task(training["id"], 0), "known_solutions": bad_weight}, {})
+    assert err.value.payload["known_solutions[0].correctness_weight"]["code"] == "FLOAT_EXPECTED"
+    _, task = backend.create_tasks(training_task(training["id"], 1), {})
+    for known, where in ((bad_weight, "known_solutions[0].correctness_weight"), ([5], "known_solutions[0].output_values"),
+                         ([], "known_solutions")):
+        with pytest.raises(ValidationError) as err:
+            backend.patch_task(task["id"], {"known_solutions": known})
+        assert list(err.value.payload) == [where]
+    with pytest.raises(ValidationError) as err:
+        backend.create_task_suites({"pool_id": training["id"], "tasks": [
+            {"input_values": {"image": "https://t/s.png"}, "known_solutions": [{"output_values": 1}]}]}, {})
+    assert "tasks[0].known_solutions[0].output_values" in err.value.payload
+    for config, where in (("x", "training_config"), ({"training_skill_ttl_days": "x"},
+                                                     "training_config.training_skill_ttl_days")):
+        with pytest.raises(ValidationError) as err:
+            backend.create_pool(pool_spec(project["id"], training["id"], training_config=config))
+        assert list(err.value.payload) == [where]
+
+
 def test_crowd_trains_first_and_only_trained_workers_get_the_pool(backend):
     """Seed 1: f04 and f08 of 8 fake workers draw nothing (they fail), the others pass with 100 %."""
     project = backend.create_project(PROJECT)

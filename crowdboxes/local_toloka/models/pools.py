@@ -87,6 +87,9 @@ class PoolsMixin:
                 raise ValidationError.field(f"quality_control.configs[{i}].collector_config", "VALUE_REQUIRED",
                                             "collector_config with a type is required")
             collector.setdefault("uuid", str(uuid.uuid4()))
+            if not isinstance(cfg.get("rules", []), list):
+                raise ValidationError.field(f"quality_control.configs[{i}].rules", "ARRAY_EXPECTED",
+                                            "An array is expected")
             for j, rule in enumerate(cfg.get("rules", [])):
                 if not isinstance(rule, dict) or not isinstance(rule.get("action"), dict) \
                         or "type" not in rule["action"]:

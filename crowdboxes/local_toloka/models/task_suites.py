@@ -25,6 +25,7 @@ from crowdboxes.local_toloka.db import fmt_ts, out_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, ValidationError, field_error
 from crowdboxes.local_toloka.models.base import SearchSpec, _doc, _dumps, object_id, offered_to
 from crowdboxes.local_toloka.models.tasks import _batch_items, _flag, _prepare_batch
+from crowdboxes.local_toloka.models.trainings import known_solutions_errors
 from crowdboxes.local_toloka.models.validation import _require_object, validate_input_values
 
 MAX_OVERLAP = 30000
@@ -162,9 +163,8 @@ class TaskSuitesMixin:
             known = task.get("known_solutions")
             if known is not None and not isinstance(known, list):
                 errors[f"tasks[{i}].known_solutions"] = field_error("ARRAY_EXPECTED", "An array is expected")
-            elif training and not known:
-                errors[f"tasks[{i}].known_solutions"] = field_error("VALUE_REQUIRED",
-                                                                    "A training task needs known_solutions")
+            elif training:
+                errors.update(known_solutions_errors(known, f"tasks[{i}].known_solutions"))
         infinite = bool(item.get("infinite_overlap"))
         overlap = 0
         if not infinite:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import random
+from decimal import Decimal
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError, field_error
@@ -69,6 +70,21 @@ def solution_weight(answer: dict, known_solutions) -> float:
                for ks in known_solutions or []
                if all(answer.get(k) == v for k, v in (ks.get("output_values") or {}).items())]
     return max(weights, default=0.0)
+
+
+def known_solutions_errors(known, path: str = "known_solutions") -> dict:
+    """What is wrong with a training task's ``known_solutions`` (``{}`` when fine): a non-empty array of
+    objects with ``output_values``, whose ``correctness_weight`` (optional) is a number. The crowd scores
+    answers with them (:func:`solution_weight`), so nothing else may reach the scheduler."""
+    if not isinstance(known, list) or not known:
+        return {path: field_error("VALUE_REQUIRED", "A training task needs known_solutions")}
+    for i, solution in enumerate(known):
+        if not isinstance(solution, dict) or not isinstance(solution.get("output_values"), dict):
+            return {f"{path}[{i}].output_values": field_error("VALUE_REQUIRED", "A known solution needs output_values")}
+        weight = solution.get("correctness_weight")
+        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float, Decimal))):
+            return {f"{path}[{i}].correctness_weight": field_error("FLOAT_EXPECTED", "A number is expected")}
+    return {}
 
 
 def training_requirement(pool_doc) -> dict | None:
@@ -284,6 +300,12 @@ class TrainingsMixin:
             if training["status"] == "ARCHIVED":
                 raise ValidationError.field(f"{path}.training_pool_id", "VALUE_NOT_ALLOWED", "The training is archived")
             requirement["training_pool_id"] = str(training["id"])
+        config = doc.get("training_config")
+        if config is not None:  # the crowd reads training_skill_ttl_days on every offer (_skill_expired)
+            if not isinstance(config, dict):
+                raise ValidationError.field("training_config", "OBJECT_EXPECTED", "An object is expected")
+            _integer(config, "training_skill_ttl_days", required=False, minimum=0,
+                     path="training_config.training_skill_ttl_days")
         return doc
 
     # ---- training tasks -------------------------------------------------------------------------------
@@ -292,25 +314,21 @@ class TrainingsMixin:
         """Training tasks need ``known_solutions``; without their own overlap they get infinite overlap
         (a training has no ``defaults``: every worker who trains sees its tasks)."""
         if isinstance(item, dict) and item.get("pool_id") is not None and self._is_training_id(item["pool_id"], pools):
-            known = item.get("known_solutions")
-            if not isinstance(known, list) or not known:
-                return None, {"known_solutions": field_error("VALUE_REQUIRED", "A training task needs known_solutions")}
-            for i, solution in enumerate(known):
-                if not isinstance(solution, dict) or not isinstance(solution.get("output_values"), dict):
-                    return None, {f"known_solutions[{i}].output_values": field_error(
-                        "VALUE_REQUIRED", "A known solution needs output_values")}
+            errors = known_solutions_errors(item.get("known_solutions"))
+            if errors:
+                return None, errors
             if item.get("overlap") is None and item.get("infinite_overlap") is None:
                 item = {**item, "infinite_overlap": True}
         return super()._prepare_task(item, pools, allow_defaults)
 
     def patch_task(self, task_id, body, *, overlap_or_min=False) -> dict:
-        """A training task keeps its known solutions: PATCH may edit them, not remove them."""
+        """A training task keeps valid known solutions: PATCH may edit them, not remove or break them."""
         with self.transaction():
             row = self._task_row(task_id)
-            if isinstance(body, dict) and "known_solutions" in body and not body["known_solutions"] \
-                    and self._is_training_id(row["pool_id"], {}):
-                raise ValidationError.field("known_solutions", "VALUE_REQUIRED",
-                                            "A training task needs known_solutions")
+            if isinstance(body, dict) and "known_solutions" in body and self._is_training_id(row["pool_id"], {}):
+                errors = known_solutions_errors(body["known_solutions"])
+                if errors:
+                    raise ValidationError("Validation failed", errors)
             return super().patch_task(task_id, body, overlap_or_min=overlap_or_min)
 
     def _is_training_id(self, pool_id, cache) -> bool:
