@@ -10,7 +10,8 @@ from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
 from crowdboxes.local_toloka.exceptions import (DoesNotExist, IncorrectAction, TolokaError, ValidationError,
                                                 inappropriate_status)
 from crowdboxes.local_toloka.models.base import MAX_OVERLAP, MIN_REWARD, OWNER, POOLS, _dumps, _num, cost_for
-from crowdboxes.local_toloka.models.validation import _decimal, _integer, _require_object, _string, _timestamp
+from crowdboxes.local_toloka.models.validation import (_decimal, _integer, _referenced, _require_object, _string,
+                                                      _timestamp)
 
 
 CLOSE_INFO = ("last_close_reason", "last_stopped")
@@ -109,13 +110,7 @@ class PoolsMixin:
 
     def _active_project(self, body):
         """The ACTIVE project the body's ``project_id`` names (a pool's or a training's), else the API's error."""
-        if body.get("project_id") is None:
-            raise ValidationError.field("project_id", "VALUE_REQUIRED", "Value must be present and not equal to null")
-        try:
-            project = self._project_row(body["project_id"])
-        except DoesNotExist:
-            raise ValidationError.field("project_id", "ENTITY_DOES_NOT_EXIST",
-                                        f"Project {body['project_id']} does not exist") from None
+        project = _referenced(body, "project_id", self._project_row, "Project")
         if project["status"] != "ACTIVE":
             raise inappropriate_status(["ACTIVE"], "PROJECT_INAPPROPRIATE_STATUS")
         return project

@@ -8,7 +8,7 @@ from decimal import Decimal, ROUND_HALF_UP
 from crowdboxes.local_toloka.db import fmt_ts, out_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError
 from crowdboxes.local_toloka.models.base import RESTRICTIONS, USER_SKILLS, _dumps, _int_or_missing, _num
-from crowdboxes.local_toloka.models.validation import _decimal, _require_object, _string, _timestamp
+from crowdboxes.local_toloka.models.validation import _decimal, _referenced, _require_object, _string, _timestamp
 
 
 class UsersMixin:
@@ -39,13 +39,7 @@ class UsersMixin:
             raise ValidationError.field("value", "VALUE_GREATER_THAN_MAX", "Value must be at most 100", [100])
         user_id = _string(body, "user_id")
         with self.transaction():
-            if body.get("skill_id") is None:
-                raise ValidationError.field("skill_id", "VALUE_REQUIRED", "Value must be present and not equal to null")
-            try:
-                skill = self._skill_row(body["skill_id"])
-            except DoesNotExist:
-                raise ValidationError.field("skill_id", "ENTITY_DOES_NOT_EXIST",
-                                            f"Skill {body['skill_id']} does not exist") from None
+            skill = _referenced(body, "skill_id", self._skill_row, "Skill")
             row_id = self._set_user_skill(skill["id"], user_id, value)
             self._notify()
             return self._render_user_skill(self.conn.execute("SELECT * FROM user_skills WHERE id = ?", (row_id,)).fetchone())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 from crowdboxes.local_toloka.db import parse_ts
-from crowdboxes.local_toloka.exceptions import ValidationError, field_error
+from crowdboxes.local_toloka.exceptions import DoesNotExist, ValidationError, field_error
 from crowdboxes.local_toloka.models.base import COORD_RE, URL_RE
 
 
@@ -30,6 +30,17 @@ def _decimal(body, key, *, required=True, minimum=None):
     if minimum is not None and number < minimum:
         raise ValidationError.field(key, "VALUE_LESS_THAN_MIN", f"Value must be at least {minimum}", [str(minimum)])
     return number
+
+
+def _referenced(body, key, lookup, what: str):
+    """The row ``lookup(body[key])`` of the entity ``body[key]`` names (``what``: "Project", "Skill"...);
+    VALUE_REQUIRED when absent, ENTITY_DOES_NOT_EXIST when there is none."""
+    if body.get(key) is None:
+        raise ValidationError.field(key, "VALUE_REQUIRED", "Value must be present and not equal to null")
+    try:
+        return lookup(body[key])
+    except DoesNotExist:
+        raise ValidationError.field(key, "ENTITY_DOES_NOT_EXIST", f"{what} {body[key]} does not exist") from None
 
 
 def _integer(body, key, *, required=True, minimum=None, maximum=None, path=None):
