@@ -89,6 +89,22 @@ def _dumps(obj) -> str:
     return json.dumps(obj, separators=(",", ":"), default=_num)
 
 
+def correctness_weight(known_solution: dict) -> float:
+    """A known solution's ``correctness_weight``, 1 when unset."""
+    weight = known_solution.get("correctness_weight")
+    return float(1 if weight is None else weight)
+
+
+def solution_weight(answer: dict, known_solutions) -> float:
+    """Score of one answer: the best ``correctness_weight`` among the known solutions it matches (every
+    field a solution lists equal; fields left out are not checked), 0 if none. Scores control tasks
+    (golden statistics) and training tasks."""
+    answer = answer or {}
+    weights = [correctness_weight(ks) for ks in known_solutions or []
+               if all(answer.get(k) == v for k, v in (ks.get("output_values") or {}).items())]
+    return max(weights, default=0.0)
+
+
 def offered_to(rows, user_id):
     """``(seq, doc)`` of the rows ``(seq, doc JSON)`` that ``user_id`` may get: not reserved for other
     workers (``reserved_for``) and not closed to them (``unavailable_for``); lazily, in row order."""

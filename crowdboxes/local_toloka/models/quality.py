@@ -6,7 +6,7 @@ import json
 
 from crowdboxes.local_toloka.db import fmt_ts
 from crowdboxes.local_toloka.exceptions import TolokaError
-from crowdboxes.local_toloka.models.base import REAL_SQL, _loads_cached, golden_sql
+from crowdboxes.local_toloka.models.base import REAL_SQL, _loads_cached, golden_sql, solution_weight
 from crowdboxes.local_toloka.models.validation import _compare
 
 
@@ -148,11 +148,7 @@ class QualityMixin:
             return []
         score = 0.0
         for output, task_doc in rows:
-            answer = _loads_cached(output or "{}")
-            weights = [float(ks.get("correctness_weight", 1) if ks.get("correctness_weight") is not None else 1)
-                       for ks in _loads_cached(task_doc).get("known_solutions") or []
-                       if all(answer.get(k) == v for k, v in (ks.get("output_values") or {}).items())]
-            score += max(weights, default=0.0)
+            score += solution_weight(_loads_cached(output or "{}"), _loads_cached(task_doc).get("known_solutions"))
         n = len(rows)
         rate = 100.0 * score / n
         return [(user_id, {"total_answers_count": n, "golden_set_answers_count": n,

@@ -40,7 +40,8 @@ from decimal import Decimal
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError, field_error
-from crowdboxes.local_toloka.models.base import OWNER, POOLS, SearchSpec, _dumps, _id_ranges, offered_to
+from crowdboxes.local_toloka.models.base import (OWNER, POOLS, SearchSpec, _dumps, _id_ranges, correctness_weight,
+                                                offered_to, solution_weight)
 from crowdboxes.local_toloka.models.validation import _integer, _require_object, _string
 
 TRAINING_TYPE = "TRAINING"
@@ -60,16 +61,6 @@ NOT_TRAINING_SQL = "COALESCE(json_extract(doc, '$.type'), '') != 'TRAINING'"
 TRAININGS = SearchSpec("pools", "id", "int", {"status": ("status", "str"), "project_id": ("project_id", "int")},
                        {**_id_ranges(), "last_started": ("last_started", "ts")},
                        {"id": "id", "created": "created", "last_started": "last_started"}, 20, 300)
-
-
-def solution_weight(answer: dict, known_solutions) -> float:
-    """Score of one answer: the best ``correctness_weight`` (default 1) among the known solutions it
-    matches (every field a solution lists equal), 0 if none."""
-    answer = answer or {}
-    weights = [float(1 if ks.get("correctness_weight") is None else ks["correctness_weight"])
-               for ks in known_solutions or []
-               if all(answer.get(k) == v for k, v in (ks.get("output_values") or {}).items())]
-    return max(weights, default=0.0)
 
 
 def known_solutions_errors(known, path: str = "known_solutions") -> dict:
@@ -497,8 +488,7 @@ class TrainingsMixin:
             total += weight
             first.append({"output_values": output})
             if weight < 1.0 and known:
-                best = max(known, key=lambda ks: float(1 if ks.get("correctness_weight") is None
-                                                       else ks["correctness_weight"]))
+                best = max(known, key=correctness_weight)
                 output = {**output, **(best.get("output_values") or {})}
             corrected.append(output)
         if any(solution_weight(f["output_values"], t.get("known_solutions")) < 1.0 for f, t in zip(first, tasks)):
