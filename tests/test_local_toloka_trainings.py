@@ -137,8 +137,8 @@ def test_what_the_crowd_reads_is_validated_up_front(backend):
         backend.create_tasks({**training_task(training["id"], 0), "known_solutions": bad_weight}, {})
     assert err.value.payload["known_solutions[0].correctness_weight"]["code"] == "FLOAT_EXPECTED"
     _, task = backend.create_tasks(training_task(training["id"], 1), {})
-    for known, where in ((bad_weight, "known_solutions[0].correctness_weight"), ([5], "known_solutions[0].output_values"),
-                         ([], "known_solutions")):
+    for known, where in ((bad_weight, "known_solutions[0].correctness_weight"),
+                         ([5], "known_solutions[0].output_values"), ([], "known_solutions")):
         with pytest.raises(ValidationError) as err:
             backend.patch_task(task["id"], {"known_solutions": known})
         assert list(err.value.payload) == [where]

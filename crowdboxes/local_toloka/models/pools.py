@@ -200,8 +200,8 @@ class PoolsMixin:
     def _mark_open(self, row, doc):
         """Store ``row`` (pool or training) as OPEN from now, with ``doc`` (its last close reason dropped)."""
         doc.pop("last_close_reason", None)
-        self.conn.execute("UPDATE pools SET status = 'OPEN', last_started = ?, complete_at = NULL, doc = ? WHERE id = ?",
-                          (fmt_ts(self.now()), _dumps(doc), row["id"]))
+        self.conn.execute("UPDATE pools SET status = 'OPEN', last_started = ?, complete_at = NULL, doc = ? "
+                          "WHERE id = ?", (fmt_ts(self.now()), _dumps(doc), row["id"]))
         self._notify()
 
     def _open_pool(self, row):
