@@ -41,11 +41,11 @@ class PoolsMixin:
         return doc
 
     def _validate_pool(self, body) -> dict:
+        """A pool's settings as stored. ``type`` is read-only (deprecated, always REGULAR in the API): a body
+        that says ``TRAINING`` is not refused for it, trainings are made through ``/trainings``."""
         _require_object(body)
         doc = {k: v for k, v in body.items()
                if k not in {"id", "status", "created", "owner", "last_started", "last_stopped", "last_close_reason", "type"}}
-        if body.get("type") == "TRAINING":
-            raise ValidationError.field("type", "VALUE_NOT_ALLOWED", "Training pools are not supported")
         doc["project_id"] = str(self._active_project(body)["id"])
         _string(body, "private_name")
         _decimal(body, "reward_per_assignment", minimum=MIN_REWARD)

@@ -262,10 +262,7 @@ class TrainingsMixin:
         return super()._open_pool(row)
 
     def _validate_pool(self, body) -> dict:
-        """The pools' checks, plus ``quality_control.training_requirement``. ``type`` is read-only
-        (deprecated, always REGULAR in the API), so a body that says ``TRAINING`` is not refused for it."""
-        if isinstance(body, dict) and "type" in body:
-            body = {k: v for k, v in body.items() if k != "type"}
+        """The pools' checks, plus ``quality_control.training_requirement`` and ``training_config``."""
         doc = super()._validate_pool(body)
         qc = doc.get("quality_control") or {}
         if "training_requirement" in qc and qc["training_requirement"] is None:

@@ -18,7 +18,7 @@ class WorkMixin(ReadersMixin):
     for their streaming readers (:class:`~.readers.ReadersMixin`)."""
 
     def open_pools(self) -> list:
-        """OPEN pools as ``(row, doc, project_id)``, by priority then id."""
+        """OPEN pools as ``(row, doc)``, by priority then id (``TrainingsMixin.open_pools`` puts trainings first)."""
         rows = self.conn.execute("SELECT * FROM pools WHERE status = 'OPEN'").fetchall()
         out = [(r, self._pool_doc(r)) for r in rows]
         out.sort(key=lambda rd: (-int(rd[1].get("priority") or 0), rd[0]["id"]))
