@@ -83,6 +83,11 @@ def status(backend, pool_id):
     return pool["status"], pool.get("last_close_reason")
 
 
+def raw_status(backend, pool_id):
+    """The pool's status as stored, without a status read (``get_pool`` ends a first-reader wait)."""
+    return backend._pool_row(pool_id)["status"]
+
+
 @pytest.fixture()
 def world(tmp_path):
     backend, clock = make_backend(tmp_path)
@@ -111,10 +116,10 @@ def test_a_pool_nobody_streams_waits_for_a_first_reader_then_closes(world):
     pool = completed_pool(backend, clock)
     close_step(backend, clock, at=3.0)  # complete since BASE + 3 s
     wait = backend.first_reader_seconds
-    assert status(backend, pool["id"]) == ("OPEN", None)
+    assert raw_status(backend, pool["id"]) == "OPEN"  # no GET /pools: that would end the wait
     assert backend.next_wakeup() == BASE + dt.timedelta(seconds=3 + wait)
     close_step(backend, clock, at=3 + wait - 1)
-    assert status(backend, pool["id"])[0] == "OPEN"
+    assert raw_status(backend, pool["id"]) == "OPEN"
     close_step(backend, clock, at=3 + wait)
     assert status(backend, pool["id"]) == ("CLOSED", "COMPLETED")
 
@@ -129,6 +134,26 @@ def test_a_reader_who_comes_after_completion_holds_the_pool_until_it_reads_past(
     assert status(backend, pool["id"])[0] == "OPEN"
     assert len(read(backend, clock, pool["id"], at=3 + wait + 2, lag=dt.timedelta(seconds=60))) == 2
     assert status(backend, pool["id"]) == ("CLOSED", "COMPLETED")
+
+
+def test_a_status_read_from_a_non_reader_ends_the_first_reader_wait(world):
+    backend, clock = world
+    pool = completed_pool(backend, clock)
+    assert backend.get_pool(pool["id"])["status"] == "OPEN"  # not complete yet for the scheduler
+    close_step(backend, clock, at=3.0)
+    clock.at(4.0)
+    # a plain wait loop polls the status: it streams nothing, so nothing waits for it
+    assert (backend.get_pool(pool["id"])["status"], backend.get_pool(pool["id"])["last_close_reason"]) == \
+        ("CLOSED", "COMPLETED")
+
+
+def test_a_status_read_does_not_end_a_readers_hold(world):
+    backend, clock = world
+    pool = completed_pool(backend, clock, submit_at=2.0)
+    read(backend, clock, pool["id"], at=2.5)  # a Pipeline reads assignments before it checks the pool
+    close_step(backend, clock, at=3.0)
+    clock.at(4.0)
+    assert backend.get_pool(pool["id"])["status"] == "OPEN"
 
 
 def test_the_first_reader_wait_never_outlasts_the_cap(tmp_path):

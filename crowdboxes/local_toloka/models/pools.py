@@ -140,7 +140,10 @@ class PoolsMixin:
 
     def get_pool(self, pool_id) -> dict:
         with self.transaction():
-            return self._render_pool(self._pool_row(pool_id))
+            row = self._pool_row(pool_id)
+            if self._status_read_ends_first_reader_wait(row, self.now()):
+                row = self._pool_row(pool_id)
+            return self._render_pool(row)
 
     def find_pools(self, params) -> dict:
         return self._search(POOLS, params, lambda rows: [self._render_pool(r) for r in rows])
@@ -186,9 +189,6 @@ class PoolsMixin:
 
     def _pool_doc(self, row) -> dict:
         return json.loads(row["doc"])
-
-    def _save_pool_doc(self, pool_id, doc):
-        self.conn.execute("UPDATE pools SET doc = ? WHERE id = ?", (_dumps(doc), pool_id))
 
     def _check_openable(self, row, code="INAPPROPRIATE_STATUS"):
         """A pool or training opens only from CLOSED and while its project is ACTIVE."""

@@ -21,7 +21,9 @@ Pipeline would see nothing. So:
 * a pool that completes before anyone streams it waits ``first_reader_seconds`` (``Backend`` argument,
   default 90 s of real time) for a first reader: on Toloka a crowd takes minutes, so a Pipeline started
   from the next notebook cell still finds the pool open; a reader who comes in that window holds it as
-  above, and a pool nobody streams closes when the window ends;
+  above, and a pool nobody streams closes when the window ends, or as soon as a client asks for its
+  status (``GET /pools/{id}``): a Pipeline reads assignments before it checks the pool, so a status
+  read from a client that is no reader is a plain wait loop, which needs no hold;
 * ``reader_hold_seconds`` (``Backend`` argument, real seconds, default 600) caps the hold: no pool
   stays open longer than that after it became complete (and never closes before Toloka's delay);
   0 disables holding (Toloka-literal instant completion, for tests that want it);
@@ -133,6 +135,17 @@ class ReadersMixin:
     def _first_reader_deadline(self, pool_row) -> dt.datetime:
         completed = parse_ts(pool_row["completed"] or pool_row["complete_at"])
         return min(completed + dt.timedelta(seconds=float(self.first_reader_seconds)), self._hold_deadline(pool_row))
+
+    def _status_read_ends_first_reader_wait(self, pool_row, now: dt.datetime) -> bool:
+        """Close a completed pool that waits only for a first reader, because a non-reader asked for its
+        status; True if it closed."""
+        if pool_row["status"] != "OPEN" or not pool_row["complete_at"] or parse_ts(pool_row["complete_at"]) > now:
+            return False
+        if self._has_readers(pool_row["id"], now):
+            return False
+        self._close_pool(pool_row["id"], "COMPLETED")
+        self._notify()
+        return True
 
     def _held(self, pool_row, now: dt.datetime) -> bool:
         """Whether streaming readers (present, or a first one still awaited) keep a completed pool open."""
