@@ -163,10 +163,6 @@ class Truth:
             self._labels = list(dict.fromkeys(out))
         return self._labels
 
-    @property
-    def has_image_truth(self) -> bool:
-        return bool(self._image)
-
     def image_id(self, sha256: str | None = None, file_name: str | None = None):
         """The truth's image id for the content hash, else the file name / URL; None if unknown."""
         if sha256:
