@@ -21,3 +21,20 @@ def backend(tmp_path):
     b = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0)
     yield b
     b.close()
+
+
+def pytest_collection_finish(session):
+    """Start the minutes-long example scenarios at once when they are selected (``start_early`` in their
+    module): they mostly wait for toloka-kit's 60 s cursor lag, so they wait while the other tests run."""
+    config = session.config
+    factory = getattr(config, "_tmp_path_factory", None)
+    if config.option.collectonly or factory is None:
+        return
+    started = set()
+    for item in session.items:
+        module = getattr(item, "module", None)
+        start = getattr(module, "start_early", None)
+        if start is not None and module.__name__ not in started:
+            started.add(module.__name__)
+            start(factory.mktemp(module.__name__.rsplit(".", 1)[-1]))
+

@@ -222,3 +222,36 @@ def assignment_ids(client, pool_id: str, statuses=("SUBMITTED", "ACCEPTED", "REJ
     """Ids of the pool's assignments that reached one of ``statuses`` (what a streaming reader must see)."""
     return {a.id for a in client.get_assignments(pool_id=pool_id)
             if getattr(a.status, "value", a.status) in statuses}
+
+
+# ------------------------------------------------------------------ scenarios started in the background
+
+_BACKGROUND: dict = {}
+_BACKGROUND_LOCK = threading.Lock()
+
+
+def start_in_background(key: str, folder, job):
+    """``job(folder)`` in its own thread, started once per ``key``; returns its Future.
+
+    The notebook and Pipeline scenarios spend minutes waiting for toloka-kit's 60 s cursor lag. conftest starts
+    them as soon as collection shows they are selected, so that they wait while the rest of the suite runs; their
+    module fixture then calls this again and gets the same Future. ``folder`` may be a callable making it.
+    """
+    from concurrent.futures import Future
+
+    with _BACKGROUND_LOCK:
+        if key in _BACKGROUND:
+            return _BACKGROUND[key]
+        future: Future = Future()
+        _BACKGROUND[key] = future
+    where = folder() if callable(folder) else folder
+
+    def run():
+        try:
+            future.set_result(job(where))
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the fixture's result()
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name=f"background-{key}").start()
+    return future
+

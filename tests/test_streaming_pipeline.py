@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from helpers_examples import (ImageServer, assignment_ids, pool_state, road_picture, run_pipeline,
-                              write_truth)
+                              start_in_background, write_truth)
 from helpers_local_toloka import REPO_ROOT, start_local_toloka
 
 toloka = pytest.importorskip("toloka.client")
@@ -42,19 +42,14 @@ PIPELINE_SECONDS = 8 * 60  # generous: the default run takes about the cursor la
 PERIOD = datetime.timedelta(seconds=5)  # Pipeline's polling period (default 60 s); the cursor lag stays 60 s
 
 
-@pytest.fixture(scope="module")
-def road_world(tmp_path_factory):
-    """Road photos on a loopback server and the truth file with their signs."""
-    folder = tmp_path_factory.mktemp("streaming_world")
-    server = ImageServer()
+def _road_world(folder, server):
+    """Road photos on a loopback server and the truth file with their signs: ``(urls, truth path)``."""
     specs, urls = [], []
     for i in range(N_IMAGES):
         boxes = [(1, 30 + 9 * i, 40, 80, 80), (9, 240, 150, 90, 70)]
         specs.append({"name": f"street{i:02d}.png", "size": (400, 300), "boxes": boxes})
         urls.append(server.add(specs[-1]["name"], road_picture(500 + i, [b[1:] for b in boxes])))
-    truth = write_truth(folder / "truth.coco.json", server, specs)
-    yield urls, truth
-    server.close()
+    return urls, write_truth(folder / "truth.coco.json", server, specs)
 
 
 def _launch_detection_pool(client, urls, auto_accept=True):
@@ -149,14 +144,26 @@ def _run(folder, urls, truth, options, n_images, auto_accept, start_after, revie
     return run
 
 
+def _run_all(base) -> dict:
+    """The four runs at once on one image server: each waits mostly for the 60 s cursor lag."""
+    server = ImageServer()
+    try:
+        urls, truth = _road_world(base, server)
+        with ThreadPoolExecutor(len(RUNS), thread_name_prefix="pipeline") as executor:
+            futures = {name: executor.submit(_run, base / name, urls, truth, *spec) for name, spec in RUNS.items()}
+            return {name: future.result() for name, future in futures.items()}
+    finally:
+        server.close()
+
+
+def start_early(folder):
+    """Start the runs (conftest calls this once collection shows these tests are selected)."""
+    return start_in_background("streaming_pipeline", folder, _run_all)
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, road_world):
-    """The four runs at once: each waits mostly for the 60 s cursor lag."""
-    urls, truth = road_world
-    with ThreadPoolExecutor(len(RUNS), thread_name_prefix="pipeline") as executor:
-        futures = {name: executor.submit(_run, tmp_path_factory.mktemp(name), urls, truth, *spec)
-                   for name, spec in RUNS.items()}
-        return {name: future.result() for name, future in futures.items()}
+def runs(tmp_path_factory):
+    return start_early(lambda: tmp_path_factory.mktemp("streaming_pipeline")).result()
 
 
 @pytest.mark.parametrize("name", ["with_the_pool", "10s_later"])

@@ -48,8 +48,8 @@ import pandas as pd
 import pytest
 
 from helpers_examples import (Deadline, ImageServer, ScenarioTimeout, animal_picture, assignment_ids,
-                              meter_picture, pool_state, road_picture, run_pipeline, wait_pool_closed,
-                              write_truth)
+                              meter_picture, pool_state, road_picture, run_pipeline, start_in_background,
+                              wait_pool_closed, write_truth)
 from helpers_local_toloka import start_local_toloka
 
 toloka = pytest.importorskip("toloka.client")
@@ -866,9 +866,8 @@ def _run(name: str, folder: Path) -> Outcome:
     return outcome
 
 
-@pytest.fixture(scope="module")
-def outcomes(tmp_path_factory):
-    base = tmp_path_factory.mktemp("toloka_examples")
+def _run_all(base: Path) -> dict:
+    """The five scenarios at once, each on its own server."""
     started = time.monotonic()
     with ThreadPoolExecutor(len(SCENARIOS), thread_name_prefix="notebook") as pool:
         futures = {name: pool.submit(_run, name, base / name) for name in SCENARIOS}
@@ -876,6 +875,16 @@ def outcomes(tmp_path_factory):
     print(f"\nnotebook scenarios: {time.monotonic() - started:.0f} s in all; "
           + ", ".join(f"{r.name} {r.seconds:.0f} s{' (failed)' if r.error else ''}" for r in results.values()))
     return results
+
+
+def start_early(folder):
+    """Start the scenarios (conftest calls this once collection shows these tests are selected)."""
+    return start_in_background("toloka_examples", folder, _run_all)
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    return start_early(lambda: tmp_path_factory.mktemp("toloka_examples")).result()
 
 
 # ================================================================================== the checks
