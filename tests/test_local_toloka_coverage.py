@@ -4,7 +4,8 @@ Each public method of ``toloka.client.TolokaClient`` is called once against a re
 server over HTTP, with plausible dummy arguments (ids that do not exist, empty objects), inside
 try/except; an httpx response hook records every request it makes (method, path, status). Then:
 
-* no request may hit a path the server does not know (404 for an unknown path) or get a 405;
+* no request may hit a path the server does not know (404 for an unknown path) or get a 405, and none may
+  get a 5xx other than 501 (dummy ids and empty bodies get Toloka's error codes);
 * a request the server routes to a 501 rule must carry Toloka's error shape with code
   ``NOT_IMPLEMENTED`` and a message naming the operation;
 * every method must have sent at least one request (else the dummy arguments are wrong).
@@ -146,6 +147,8 @@ def test_every_toloka_kit_operation_is_served_or_501(server):
                 continue
             if status == 405 or (status == 404 and "No such resource" in response.text):
                 problems.append(f"{name}: {http_method} {path} answered {status}")
+            if status >= 500 and status != 501:  # dummy ids and empty bodies deserve a Toloka error code
+                problems.append(f"{name}: {http_method} {path} answered {status}: {response.text[:200]}")
             if endpoint.startswith(NOT_IMPLEMENTED):
                 body = response.json()
                 operation = endpoint[len(NOT_IMPLEMENTED):]
