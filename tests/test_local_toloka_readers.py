@@ -13,7 +13,7 @@ import pytest
 
 from crowdboxes.local_toloka.db import fmt_ts, utcnow
 from crowdboxes.local_toloka.models import Backend
-from crowdboxes.local_toloka.models.readers import READER_TTL
+from crowdboxes.local_toloka.models.readers import READER_TTL, REVIEW_WAIT_WINDOW
 
 PROJECT = {"public_name": "p", "task_spec": {
     "input_spec": {"image": {"type": "url", "required": True}},
@@ -324,6 +324,18 @@ def test_an_acceptance_reader_waits_for_the_reviews_still_to_come(world):
     assert status(backend, pool["id"])[0] == "OPEN"  # the acceptances (at 10 s) are not read yet
     assert len(read(backend, clock, pool["id"], at=70.0, field="accepted")) == 2  # lte = BASE + 10 s
     assert status(backend, pool["id"]) == ("CLOSED", "COMPLETED")
+
+
+def test_a_review_reader_that_stopped_reading_no_longer_waits_for_reviews(world):
+    """A killed step's acceptance reader: it keeps no completed pool open for reviews once it stops reading."""
+    backend, clock = world
+    pool = completed_pool(backend, clock, submit_at=2.0, auto_accept_solutions=False)
+    read(backend, clock, pool["id"], at=2.5, field="accepted", lag=dt.timedelta(0))
+    read(backend, clock, pool["id"], at=2.5, field="submitted", lag=dt.timedelta(0))
+    close_step(backend, clock, at=60.0)
+    assert raw_status(backend, pool["id"]) == "OPEN"  # still reading a minute ago: reviews may come
+    close_step(backend, clock, at=2.5 + REVIEW_WAIT_WINDOW.total_seconds() + 1)
+    assert raw_status(backend, pool["id"]) == "CLOSED"
 
 
 def test_a_submit_reader_alone_does_not_wait_for_reviews(world):

@@ -381,7 +381,10 @@ GOOD = (0.1, 0.2, 0.3, 0.4)
 @pytest.fixture(scope="module")
 def toloka(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("toloka")
-    handle = start_local_toloka(tmp, TOKEN, workers=4, speed=30, seed=1, crowd_module="helpers_local_toloka")
+    # no streaming-reader holds: a test below kills the step (a reader) and waits for the pool to close;
+    # holds are tested in test_local_toloka_readers.py
+    handle = start_local_toloka(tmp, TOKEN, workers=4, speed=30, seed=1, crowd_module="helpers_local_toloka",
+                                reader_hold_seconds=0)
     client = handle.client()
     project = client.create_project(Project.structure({
         "public_name": "boxes", "public_description": "outline signs", "assignments_issuing_type": "AUTOMATED",

@@ -15,9 +15,9 @@ Pipeline would see nothing. So:
 * a pool that has become complete closes (``COMPLETED``) only when, besides Toloka's
   ``auto_close_after_complete_delay_seconds``, every live reader's position is at or past the
   largest value of its field over the pool's assignments (a field no assignment has yet holds
-  nothing); a reader of ``accepted`` or ``rejected`` also waits while the pool has SUBMITTED
-  assignments, whose review is an event still to come (a Pipeline that accepts what it is shown
-  reads its own acceptances before it stops);
+  nothing); a reader of ``accepted`` or ``rejected`` that read in the last :data:`REVIEW_WAIT_WINDOW`
+  also waits while the pool has SUBMITTED assignments, whose review is an event still to come (a
+  Pipeline that accepts what it is shown reads its own acceptances before it stops);
 * a pool that completes before anyone streams it waits ``first_reader_seconds`` (``Backend`` argument,
   default 90 s of real time) for a first reader: on Toloka a crowd takes minutes, so a Pipeline started
   from the next notebook cell still finds the pool open; a reader who comes in that window holds it as
@@ -44,6 +44,9 @@ READER_TTL = dt.timedelta(minutes=10)
 DEFAULT_READER_HOLD_SECONDS = 600.0
 DEFAULT_FIRST_READER_SECONDS = 90.0
 REVIEW_FIELDS = ("accepted", "rejected")
+# A reader of reviews waits for SUBMITTED assignments only while it keeps reading (a default Pipeline reads
+# every 60 s): a reader that stopped (a killed step) must not keep a completed pool open until it expires.
+REVIEW_WAIT_WINDOW = dt.timedelta(seconds=90)
 PERSIST_EVERY = dt.timedelta(seconds=1)  # a reader's row is rewritten at most this often (and before a hold)
 
 
@@ -124,7 +127,8 @@ class ReadersMixin:
             if field not in ASSIGNMENT_TIME_FIELDS:
                 continue
             last = self.conn.execute(f"SELECT MAX({field}) FROM assignments WHERE pool_id = ?", (pool_id,)).fetchone()[0]
-            if (last is not None and position < last) or (field in REVIEW_FIELDS and pending_reviews()):
+            reviewing = field in REVIEW_FIELDS and seen >= fmt_ts(now - REVIEW_WAIT_WINDOW)
+            if (last is not None and position < last) or (reviewing and pending_reviews()):
                 behind.append((field, position, seen))
         return behind
 
