@@ -30,6 +30,17 @@ def _number(value, digits: int = 3):
     return int(value) if value.is_integer() else round(value, digits)
 
 
+def project_labels(wait_summary: dict | None, path) -> list | None:
+    """The detection project's labels Wait Pool recorded (``detection_fields``), or None (older summaries,
+    ``--wait_summary none``: the classes of crowdboxes/classes.py)."""
+    data = (wait_summary or {}).get("detection_fields")
+    if not data:
+        return None
+    from crowdboxes.fields import DetectionFields
+
+    return list(DetectionFields.from_dict(data, f"{path}: field 'detection_fields'").labels) or None
+
+
 def categories(labels: Sequence | None = None) -> list[dict]:
     """COCO categories of the project's labels (:class:`crowdboxes.fields.Label`, or plain values);
     ``None`` or no labels: the classes of crowdboxes/classes.py."""

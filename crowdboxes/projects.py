@@ -110,6 +110,28 @@ def validate_detection_project(project, path: str | Path):
     return detection_fields(project, Path(path))
 
 
+def label_notes(fields, config_dir: str | Path) -> list[str]:
+    """What a user should know about the detection project's labels (``fields``: its DetectionFields): values
+    that are not class names, and a verification project whose shown labels differ from them."""
+    from crowdboxes.classes import CLASS_NAMES
+    from crowdboxes.fields import view_label_values
+
+    notes = []
+    other = [v for v in fields.label_values if v not in CLASS_NAMES]
+    if other:
+        notes.append(f"label value(s) {', '.join(map(repr, other[:5]))} are not class names of crowdboxes/classes.py: "
+                     f"answers and the COCO export carry them as they are (to score against a truth with class "
+                     f"names, give evaluate a --label-map)")
+    verification_path = Path(config_dir) / VERIFICATION_PROJECT_FILE
+    if verification_path.is_file():
+        shown = view_label_values(load_project_config(verification_path))
+        if shown and fields.label_values and set(shown) != set(fields.label_values):
+            notes.append(f"{verification_path}: its image-annotation labels ({', '.join(shown[:3])}, ...) are not the "
+                         f"detection project's ({', '.join(fields.label_values[:3])}, ...); give it the same label "
+                         f"values so verifiers see the drawings' sign types")
+    return notes
+
+
 def load_skill_configs(path: str | Path, project_key: str) -> dict:
     """``{role: toloka.client.Skill}`` from skills.json, ``{project_key}`` filled into names."""
     from toloka.client.skill import Skill

@@ -73,22 +73,8 @@ def main(argv=None) -> int:
         config_dir / projects.DETECTION_PROJECT_FILE)
     print(f"detection project fields: image input {fields.image_input!r}, output {fields.output!r}, "
           f"labels {', '.join(fields.label_values) or '(none)'}")
-    from crowdboxes.classes import CLASS_NAMES
-
-    other = [v for v in fields.label_values if v not in CLASS_NAMES]
-    if other:
-        print(f"note: label value(s) {', '.join(map(repr, other[:5]))} are not class names of crowdboxes/classes.py: "
-              f"answers and the COCO export carry them as they are (to score against a truth with class names, "
-              f"give evaluate a --label-map)", file=sys.stderr)
-    verification_path = config_dir / projects.VERIFICATION_PROJECT_FILE
-    if verification_path.is_file():
-        from crowdboxes.fields import view_label_values
-
-        shown = view_label_values(projects.load_project_config(verification_path))
-        if shown and fields.label_values and set(shown) != set(fields.label_values):
-            print(f"note: {verification_path}: its image-annotation labels ({', '.join(shown[:3])}, ...) are not the "
-                  f"detection project's ({', '.join(fields.label_values[:3])}, ...); give it the same label values so "
-                  f"verifiers see the drawings' sign types", file=sys.stderr)
+    for note in projects.label_notes(fields, config_dir):
+        print(f"note: {note}", file=sys.stderr)
     projects.load_skill_configs(config_dir / projects.SKILLS_FILE, args.project_key)
     client = connect(args.toloka_env, args.token_env)
     rows = projects.ensure_projects(client, config_dir, args.project_key)

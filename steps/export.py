@@ -68,17 +68,6 @@ def read_wait_summary(path) -> dict | None:
     return data
 
 
-def project_labels(wait_summary: dict | None, path) -> list | None:
-    """The detection project's labels Wait Pool recorded (``detection_fields``), or None (older summaries,
-    ``--wait_summary none``: the classes of crowdboxes/classes.py)."""
-    data = (wait_summary or {}).get("detection_fields")
-    if not data:
-        return None
-    from crowdboxes.fields import DetectionFields
-
-    return list(DetectionFields.from_dict(data, f"{path}: field 'detection_fields'").labels) or None
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not 0.0 <= args.min_score <= 1.0:
@@ -96,7 +85,7 @@ def main(argv=None) -> int:
         raise StepError(f"{args.boxes_csv}: row {row + 2}, field 'image_id': {boxes['image_id'].iloc[row]!r} "
                         f"is not in {args.images_csv}")
     wait_summary = read_wait_summary(args.wait_summary)
-    cats = ex.categories(project_labels(wait_summary, args.wait_summary))
+    cats = ex.categories(ex.project_labels(wait_summary, args.wait_summary))
     kept, problems = ex.select_boxes(boxes, args.min_score, cats)
     for problem in problems[:20]:
         print(f"warning: {problem}", file=sys.stderr)
