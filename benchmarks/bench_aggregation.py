@@ -6,7 +6,7 @@ image, a share of spammers) draws on
 * ``synth``: the truth of helper A's synthetic scenes (``python -m crowdboxes synth``, cached by seed/count);
 * ``road``: the real box geometry of ``/work/shared/data/road-sign-detection`` (when present).
 
-Every method runs in this process on the same answers and is scored with ``crowdboxes.evaluation.evaluate``.
+Every method runs in this process on the same answers and is scored with ``crowdboxes.evaluation.metrics.evaluate``.
 ``ceiling`` = share of true signs that at least one of the k drawers outlined (IoU >= 0.5, right label): an
 upper bound on any aggregator's recall at IoU 0.5, hence on its AP50, for those drawings.
 AP / AP50 use each method's full scored output (lean_em with ``min_score=0``, i.e. every candidate with its
@@ -54,11 +54,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crowdboxes.adaptive import next_targets  # noqa: E402
+from crowdboxes.toloka.overlap import next_targets  # noqa: E402
 from crowdboxes.aggregation import get_aggregator  # noqa: E402
-from crowdboxes.evaluation import evaluate  # noqa: E402
+from crowdboxes.evaluation.metrics import evaluate  # noqa: E402
 from crowdboxes.local_toloka import crowd  # noqa: E402
-from crowdboxes.truth import boxes_frame, images_frame, load_coco, voc_folder_to_coco  # noqa: E402
+from crowdboxes.evaluation.truth import boxes_frame, images_frame, load_coco, voc_folder_to_coco  # noqa: E402
 
 ROAD_DIR = Path("/work/shared/data/road-sign-detection")
 SPAM_KINDS = ("spammer_empty", "spammer_random")
@@ -163,7 +163,7 @@ def score(boxes: pd.DataFrame, true: pd.DataFrame, image_ids) -> dict:
 
 def replay_adaptive(answers: pd.DataFrame, img: pd.DataFrame, start: int, most: int, threshold: float
                     ) -> tuple[pd.DataFrame, pd.Series]:
-    """Wait Pool's adaptive overlap (``crowdboxes.adaptive.next_targets``) replayed on simulated answers.
+    """Wait Pool's adaptive overlap (``crowdboxes.toloka.overlap.next_targets``) replayed on simulated answers.
 
     ``answers`` hold ``most`` drawings per image in arrival order; every image starts with ``start`` of them,
     and each round reveals one more drawing of the images the rule raises (all images decide together, as

@@ -43,7 +43,7 @@ import toloka.client as toloka  # noqa: E402
 from toloka.client import structure  # noqa: E402
 
 from crowdboxes.classes import SIGN_CLASSES, coco_categories  # noqa: E402
-from crowdboxes.truth import write_coco  # noqa: E402
+from crowdboxes.evaluation.truth import write_coco  # noqa: E402
 from helpers_local_toloka import start_local_toloka  # noqa: E402
 
 TOKEN = "bench-local-toloka-token"

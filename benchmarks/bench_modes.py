@@ -16,7 +16,7 @@ to everything, ...) plus 20 who only take verification tasks (``--verification-w
   drawings per image, the demo's default for this mode);
 * ``overlap+verify k=3``: three drawers per image, each drawing verified (at most 3 tries per slot), aggregated.
 
-Each row is scored with ``crowdboxes.evaluation.evaluate`` for the flow's method (lean_em) and, in the
+Each row is scored with ``crowdboxes.evaluation.metrics.evaluate`` for the flow's method (lean_em) and, in the
 verify modes, also for the mode's natural method ``best_verified`` (the accepted drawing as drawn, Toloka's
 tutorial) on the same answers. Money is Toloka's own accounting: the local Toloka's charges (reward + fee
 of every accepted assignment, both pools), checked against wait_pool's ``spent_usd``. "done" = images with
@@ -46,8 +46,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from crowdboxes.evaluation import evaluate  # noqa: E402
-from crowdboxes.truth import boxes_frame, images_frame, load_coco  # noqa: E402
+from crowdboxes.evaluation.metrics import evaluate  # noqa: E402
+from crowdboxes.evaluation.truth import boxes_frame, images_frame, load_coco  # noqa: E402
 
 ROAD_DIR = Path("/work/shared/data/road-sign-detection")
 BASELINE = "overlap k=5"

@@ -22,7 +22,7 @@ TARGET_SECONDS = 30.0
 
 _CHILD = """
 import json, resource, sys, time
-from crowdboxes.synth.generate import SynthOptions, generate
+from crowdboxes.sim.generate import SynthOptions, generate
 count, width, height, jobs, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 start = time.perf_counter()
 coco = generate(out, SynthOptions(count=count, seed=7, width=width, height=height), jobs=jobs)

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from crowdboxes.stepkit import StepError, atomic_path
+from crowdboxes.errors import CrowdboxesError
+
+from crowdboxes.files import atomic_path
 
 
 @dataclass(frozen=True)
@@ -39,31 +41,31 @@ WORKERS = Contract("workers.csv", ("worker_id", "answers", "skill"))
 
 
 def read_csv(path: str | os.PathLike, contract: Contract, **kwargs) -> pd.DataFrame:
-    """Read ``path`` and check it has the contract's columns; StepError naming what is missing."""
+    """Read ``path`` and check it has the contract's columns; CrowdboxesError naming what is missing."""
     path = Path(path)
     if not path.is_file():
-        raise StepError(f"input file {path} does not exist")
+        raise CrowdboxesError(f"input file {path} does not exist")
     try:
         frame = pd.read_csv(path, keep_default_na=True, **kwargs)
     except pd.errors.EmptyDataError:
-        raise StepError(f"{path}: file is empty (expected header {','.join(contract.columns)})") from None
+        raise CrowdboxesError(f"{path}: file is empty (expected header {','.join(contract.columns)})") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise StepError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+        raise CrowdboxesError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     missing = [c for c in contract.columns if c not in frame.columns]
     if missing:
-        raise StepError(f"{path}: missing column(s) {', '.join(missing)}")
+        raise CrowdboxesError(f"{path}: missing column(s) {', '.join(missing)}")
     return frame
 
 
 def require_numeric(frame: pd.DataFrame, path: str | os.PathLike, columns: tuple[str, ...],
                     allow_empty: bool = False) -> pd.DataFrame:
-    """Convert ``columns`` to numbers; StepError naming the first bad row (1-based data row) and field."""
+    """Convert ``columns`` to numbers; CrowdboxesError naming the first bad row (1-based data row) and field."""
     for column in columns:
         values = pd.to_numeric(frame[column], errors="coerce")
         bad = values.isna() & (frame[column].notna() if allow_empty else True)
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0])
-            raise StepError(f"{path}: row {row + 2}, field {column!r}: "
+            raise CrowdboxesError(f"{path}: row {row + 2}, field {column!r}: "
                             f"{frame[column].iloc[row]!r} is not a number")
         frame[column] = values
     return frame

@@ -9,16 +9,16 @@ from __future__ import annotations
 import importlib
 import sys
 
-from crowdboxes.stepkit import run_step
+from crowdboxes.cnvrg.stepkit import run_step
 
 COMMANDS = {
-    "synth": ("crowdboxes.synth.cli", "generate synthetic road-sign scenes with true boxes"),
-    "contact-sheet": ("crowdboxes.synth.contact_sheet", "draw scenes with their boxes into one figure"),
+    "synth": ("crowdboxes.sim.cli", "generate synthetic road-sign scenes with true boxes"),
+    "contact-sheet": ("crowdboxes.sim.contact_sheet", "draw scenes with their boxes into one figure"),
     "local-toloka": ("crowdboxes.local_toloka.cli", "serve the local Toloka API with a simulated crowd"),
-    "local-s3": ("crowdboxes.local_s3", "serve a local S3-compatible store (moto) on loopback"),
-    "flow": ("crowdboxes.flow.cli", "validate or run a cnvrg flow YAML locally"),
+    "local-s3": ("crowdboxes.storage.local_s3", "serve a local S3-compatible store (moto) on loopback"),
+    "flow": ("crowdboxes.cnvrg.cli", "validate or run a cnvrg flow YAML locally"),
     "demo": ("crowdboxes.demo", "run the whole flow on the local Toloka and score it"),
-    "evaluate": ("crowdboxes.evaluation", "score a COCO file of boxes against a COCO ground truth"),
+    "evaluate": ("crowdboxes.evaluation.metrics", "score a COCO file of boxes against a COCO ground truth"),
 }
 
 

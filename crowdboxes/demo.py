@@ -26,7 +26,9 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from crowdboxes.stepkit import StepError, run_step
+from crowdboxes.errors import CrowdboxesError
+
+from crowdboxes.cnvrg.stepkit import run_step
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FLOW_YAML = REPO_ROOT / "traffic_signs_annotation.yaml"
@@ -104,9 +106,9 @@ def _start_server(stack: ExitStack, name: str, args: list[str], env: dict, ready
         if ready_file.exists() and (url := ready_file.read_text().strip()):
             return url
         if proc.poll() is not None:
-            raise StepError(f"{name} exited with code {proc.returncode} before it was ready; see {log_path}")
+            raise CrowdboxesError(f"{name} exited with code {proc.returncode} before it was ready; see {log_path}")
         time.sleep(0.1)
-    raise StepError(f"{name} was not ready after {timeout:.0f} s; see {log_path}")
+    raise CrowdboxesError(f"{name} was not ready after {timeout:.0f} s; see {log_path}")
 
 
 def _create_bucket(endpoint_url: str) -> None:
@@ -122,14 +124,14 @@ def _create_bucket(endpoint_url: str) -> None:
 
 def _voc_subset(folder: Path, out_root: Path, count: int) -> tuple[Path, Path]:
     """(images folder, truth COCO) for the first ``count`` photos of a VOC folder, as symlinks."""
-    from crowdboxes.truth import natural_key, voc_folder_to_coco, write_coco
+    from crowdboxes.evaluation.truth import natural_key, voc_folder_to_coco, write_coco
 
     folder = folder.resolve()
     ann_dir = folder / "annotations" if (folder / "annotations").is_dir() else folder
     img_dir = folder / "images" if (folder / "images").is_dir() else folder
     xml_files = sorted(ann_dir.glob("*.xml"), key=natural_key)[:count]
     if not xml_files:
-        raise StepError(f"--images {folder}: no Pascal VOC .xml files in {ann_dir}")
+        raise CrowdboxesError(f"--images {folder}: no Pascal VOC .xml files in {ann_dir}")
     subset = out_root / f"{folder.name}-n{len(xml_files)}"
     truth_path = subset / "truth.coco.json"
     if truth_path.is_file():
@@ -150,21 +152,21 @@ def _voc_subset(folder: Path, out_root: Path, count: int) -> tuple[Path, Path]:
 def _latest_output(runs_dir: Path, slug: str) -> Path:
     index = runs_dir / "latest.json"
     if not index.is_file():
-        raise StepError(f"the flow runner left no {index}")
+        raise CrowdboxesError(f"the flow runner left no {index}")
     latest = json.loads(index.read_text())
     if slug not in latest:
-        raise StepError(f"{index}: no successful run of task {slug!r}")
+        raise CrowdboxesError(f"{index}: no successful run of task {slug!r}")
     return Path(latest[slug]) / "output"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.count < 1:
-        raise StepError(f"--count {args.count}: need at least one image")
+        raise CrowdboxesError(f"--count {args.count}: need at least one image")
     verification_workers = args.workers // 2 if args.verification_workers is None else args.verification_workers
     if verification_workers < 0:
-        raise StepError(f"--verification-workers {verification_workers}: must be 0 or more")
-    from crowdboxes.fields import inverse_label_map, read_label_map
+        raise CrowdboxesError(f"--verification-workers {verification_workers}: must be 0 or more")
+    from crowdboxes.toloka.fields import inverse_label_map, read_label_map
 
     label_map = read_label_map(args.label_map)
     inverse_label_map(label_map)  # refuse a map that cannot be read back before anything starts
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.config_dir is not None:
         config_dir = Path(args.config_dir).resolve()  # the flow runs in the repository: make it absolute
         if not config_dir.is_dir():
-            raise StepError(f"--config-dir {args.config_dir}: not a folder")
+            raise CrowdboxesError(f"--config-dir {args.config_dir}: not a folder")
     started = time.monotonic()
     workdir = (REPO_ROOT / args.workdir).resolve() if not Path(args.workdir).is_absolute() else Path(args.workdir)
     run_tag = time.strftime("%Y%m%d-%H%M%S")
@@ -235,12 +237,12 @@ def main(argv: list[str] | None = None) -> int:
             command += ["--set", f"{key}={value}"]
         flow = subprocess.run(command, env=env, cwd=REPO_ROOT)
         if flow.returncode != 0:
-            raise StepError(f"the flow failed (exit {flow.returncode}); logs under {runs_dir}")
+            raise CrowdboxesError(f"the flow failed (exit {flow.returncode}); logs under {runs_dir}")
 
     coco_path = _latest_output(runs_dir, "export") / "annotations.coco.json"
     if not coco_path.is_file():
-        raise StepError(f"the export step wrote no {coco_path}")
-    from crowdboxes.evaluation import evaluate_coco_files
+        raise CrowdboxesError(f"the export step wrote no {coco_path}")
+    from crowdboxes.evaluation.metrics import evaluate_coco_files
 
     metrics = evaluate_coco_files(str(coco_path), str(truth_path), label_map=label_map)
     minutes = (time.monotonic() - started) / 60
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         "label_map": label_map, **metrics},
                                                        indent=2, default=float))
     if args.min_ap50 is not None and metrics["AP50"] < args.min_ap50:
-        raise StepError(f"AP50 {metrics['AP50']:.3f} is below the required {args.min_ap50}")
+        raise CrowdboxesError(f"AP50 {metrics['AP50']:.3f} is below the required {args.min_ap50}")
     return 0
 
 

@@ -40,7 +40,9 @@ import pandas as pd  # noqa: E402
 
 from crowdboxes.artifacts import (ANSWERS, BOXES, IMAGES, VERIFICATIONS, WORKERS, read_csv,  # noqa: E402
                                   require_numeric, write_csv)
-from crowdboxes.stepkit import StepError, cnvrg_tag, output_dir, read_json, run_step, step_parser  # noqa: E402
+from crowdboxes.cnvrg.stepkit import StepError, output_dir, run_step, step_parser  # noqa: E402
+from crowdboxes.cnvrg.metrics import cnvrg_tag  # noqa: E402
+from crowdboxes.files import read_json  # noqa: E402
 
 USED_STATUSES = ("SUBMITTED", "ACCEPTED")
 KNOWN_STATUSES = USED_STATUSES + ("REJECTED",)

@@ -45,7 +45,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crowdboxes.artifacts import PROJECTS, write_csv  # noqa: E402
-from crowdboxes.stepkit import StepError, cnvrg_tag, output_dir, read_token, run_step, step_parser  # noqa: E402
+from crowdboxes.cnvrg.stepkit import StepError, output_dir, read_token, run_step, step_parser  # noqa: E402
+from crowdboxes.cnvrg.metrics import cnvrg_tag  # noqa: E402
 
 
 def build_parser():
@@ -57,8 +58,8 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from crowdboxes import projects
-    from crowdboxes.toloka_access import connect
+    from crowdboxes.toloka import projects
+    from crowdboxes.toloka.client import connect
 
     out = output_dir(args.output_dir)
     config_dir = Path(args.config_dir)

@@ -35,11 +35,12 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crowdboxes import export as ex  # noqa: E402
+from crowdboxes.export import annotations as ex  # noqa: E402
 from crowdboxes.artifacts import BOXES, IMAGES, read_csv, require_numeric  # noqa: E402
-from crowdboxes.datasets import ROOT_ENV, check_slug, publish  # noqa: E402
-from crowdboxes.stepkit import (StepError, atomic_path, cnvrg_tag, none_or_value, output_dir, read_json,  # noqa: E402
-                                run_step, step_parser, write_text_atomic)
+from crowdboxes.cnvrg.datasets import ROOT_ENV, check_slug, publish  # noqa: E402
+from crowdboxes.cnvrg.stepkit import StepError, none_or_value, output_dir, run_step, step_parser  # noqa: E402
+from crowdboxes.files import atomic_path, read_json, write_text_atomic
+from crowdboxes.cnvrg.metrics import cnvrg_tag
 
 COCO_NAME, FLAT_NAME, SUMMARY_NAME = "annotations.coco.json", "annotations.csv", "summary.json"
 

@@ -18,7 +18,7 @@ Inputs:
                    modes with verify always use false: the verification accepts or rejects each drawing
   --languages      comma list of worker languages (EN,DE) or none; --expiry_days  pool closes after it
   --adult_content  true | false; --budget  USD cap for the whole job or none; --batch_size  tasks per request
-  --control_csv    none, or control images with known boxes (crowdboxes.control_tasks format: url, width,
+  --control_csv    none, or control images with known boxes (crowdboxes.toloka.known_boxes format: url, width,
                    height, label, x, y, w, h[, image_id]); each image becomes one more task (control=true)
   --toloka_env, --token_env  as in every Toloka step
 Outputs (in --output_dir):
@@ -54,8 +54,8 @@ if __package__ in (None, ""):
 import pandas as pd  # noqa: E402
 
 from crowdboxes.artifacts import IMAGES, POOL, PROJECTS, TASKS, read_csv, write_csv  # noqa: E402
-from crowdboxes.stepkit import (StepError, cnvrg_tag, is_none, output_dir, read_token, run_step,  # noqa: E402
-                                step_parser)
+from crowdboxes.cnvrg.stepkit import StepError, is_none, output_dir, read_token, run_step, step_parser  # noqa: E402
+from crowdboxes.cnvrg.metrics import cnvrg_tag
 
 def build_parser():
     parser = step_parser("launch_pool", "Create and open the detection pool with one task per image.")
@@ -95,10 +95,11 @@ def read_images(path) -> pd.DataFrame:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from crowdboxes import pools, projects
-    from crowdboxes.budget import estimate_cost
-    from crowdboxes.quality_settings import assignment_price, parse_settings
-    from crowdboxes.toloka_access import connect
+    from crowdboxes.toloka import pools
+    from crowdboxes.toloka import projects
+    from crowdboxes.toloka.spending import estimate_cost
+    from crowdboxes.toloka.quality import assignment_price, parse_settings
+    from crowdboxes.toloka.client import connect
 
     # 1. everything local first: a bad value fails here with nothing created
     quality = parse_settings(mode=args.mode, budget=args.budget, reward=args.reward, config_dir=args.config_dir)
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
     wanted = images[["image_id", "url"]].assign(control=False)
     control_ids: list[str] = []
     if not is_none(args.control_csv):
-        from crowdboxes.control_tasks import load_control_csv
+        from crowdboxes.toloka.known_boxes import load_control_csv
 
         control = load_control_csv(args.control_csv)
         control_rows = pd.DataFrame({"image_id": [control.image_ids[u] for u in control.images],
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
     except Exception as exc:
         raise StepError(f"{args.projects_csv}: detection project {ids['detection_project']} cannot be read "
                         f"from Toloka ({type(exc).__name__}); re-run Create Project") from None
-    from crowdboxes.fields import detection_fields
+    from crowdboxes.toloka.fields import detection_fields
 
     # the field names the pool runs on are the project's as Toloka has it, not a copy of configs/
     fields = detection_fields(project, f"detection project {ids['detection_project']} on Toloka", strict=False)
@@ -221,18 +222,18 @@ def main(argv=None) -> int:
 
 def _quality_before_open(client, args, quality, settings, ids, skill_ids, key, will_expire, pool_id, estimate, out,
                          image_field="image"):
-    """Quality control before the detection pool opens (crowdboxes.verification / budget):
+    """Quality control before the detection pool opens (crowdboxes.toloka.verification / budget):
     the verification pool (verify modes), the budget cut of overlaps the cap cannot pay for, and
     control.csv beside tasks.csv so Wait Pool can score control drawings. Returns the verification
     pool's pool.csv row, or None."""
     import shutil
 
-    from crowdboxes import pools
-    from crowdboxes.budget import reserve_pool
+    from crowdboxes.toloka import pools
+    from crowdboxes.toloka.spending import reserve_pool
 
     row = None
     if quality.verifies:
-        from crowdboxes.verification import VERIFICATION_POOL_ROLE, ensure_verification_pool
+        from crowdboxes.toloka.verification import VERIFICATION_POOL_ROLE, ensure_verification_pool
 
         if "verification_project" not in ids:
             raise StepError(f"{args.projects_csv}: --mode {quality.mode} needs a row with role 'verification_project' "

@@ -42,7 +42,8 @@ if __package__ in (None, ""):
 import pandas as pd  # noqa: E402
 
 from crowdboxes.artifacts import IMAGES, REJECTED_IMAGES, write_csv  # noqa: E402
-from crowdboxes.stepkit import StepError, cnvrg_tag, output_dir, run_step, step_parser  # noqa: E402
+from crowdboxes.cnvrg.stepkit import StepError, output_dir, run_step, step_parser  # noqa: E402
+from crowdboxes.cnvrg.metrics import cnvrg_tag  # noqa: E402
 
 
 def build_parser():
@@ -62,9 +63,9 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from crowdboxes import images as img
-    from crowdboxes.pools import parse_number
-    from crowdboxes.stepkit import is_none
+    from crowdboxes.storage import images as img
+    from crowdboxes.toloka.pools import parse_number
+    from crowdboxes.cnvrg.stepkit import is_none
 
     if is_none(args.s3_bucket):
         raise StepError("--s3_bucket is required (the bucket the crowd loads images from)")

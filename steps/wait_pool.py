@@ -5,7 +5,7 @@ pool to ``wait_pool_journal.jsonl`` in the output folder (fsynced), so a re-run 
 timeout resumes from there and ends with the same ``answers.csv`` as an uninterrupted run. When the
 pool is done (closed as COMPLETED/EXPIRED/MANUAL, or no task has overlap left) every submitted
 assignment is read once more and the rectangles are converted to pixels. With ``--mode`` including
-``verify`` (pool.csv), the verification loop (crowdboxes.verification) drives the wait instead.
+``verify`` (pool.csv), the verification loop (crowdboxes.toloka.verification) drives the wait instead.
 
 Inputs:
   --pool_csv     pool.csv of Launch Pool (role ``detection`` row; optional ``verification`` row, ``mode``)
@@ -49,11 +49,12 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crowdboxes import answers as ans  # noqa: E402
+from crowdboxes.toloka import collection as ans  # noqa: E402
 from crowdboxes.artifacts import ANSWERS, IMAGES, POOL, TASKS, read_csv, require_numeric, write_csv  # noqa: E402
-from crowdboxes.quality_settings import VERDICT_METHODS  # noqa: E402
-from crowdboxes.stepkit import (StepError, cnvrg_tag, output_dir, run_step, step_parser,  # noqa: E402
-                                write_text_atomic)
+from crowdboxes.toloka.quality import VERDICT_METHODS  # noqa: E402
+from crowdboxes.cnvrg.stepkit import StepError, output_dir, run_step, step_parser  # noqa: E402
+from crowdboxes.files import write_text_atomic  # noqa: E402
+from crowdboxes.cnvrg.metrics import cnvrg_tag
 
 SUMMARY_NAME = "wait_summary.json"
 
@@ -109,8 +110,8 @@ def _adaptive_wanted(args, pools, detection, mode) -> bool:
 
 def _overlap_controller(args, client, pools, detection, tasks, images, out, fields):
     """The adaptive-overlap controller (mode overlap with --max_overlap)."""
-    from crowdboxes.adaptive import OverlapController
-    from crowdboxes.budget import BudgetGuard, reserve, slot_price
+    from crowdboxes.toloka.overlap import OverlapController
+    from crowdboxes.toloka.spending import BudgetGuard, reserve, slot_price
 
     reward = float(pools.loc[detection.name, "reward_per_assignment"])
     guard = None
@@ -144,7 +145,7 @@ def _control_set(tasks_csv):
     path = Path(tasks_csv).parent / "control.csv"
     if not path.is_file():
         return None
-    from crowdboxes.control_tasks import load_control_csv
+    from crowdboxes.toloka.known_boxes import load_control_csv
 
     return load_control_csv(path)
 
@@ -187,9 +188,9 @@ def main(argv=None) -> int:
     lag = _cursor_lag(args.cursor_lag_seconds, args.toloka_env)
     adaptive = _adaptive_wanted(args, pools, detection, mode)
 
-    from crowdboxes.toloka_access import connect
+    from crowdboxes.toloka.client import connect
 
-    from crowdboxes.fields import fields_from_toloka
+    from crowdboxes.toloka.fields import fields_from_toloka
 
     client = connect(args.toloka_env, args.token_env)
     # the detection project's field names, as Toloka has the project the pool runs on (a re-run of this
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
     controller = None
     try:
         if "verify" in mode:
-            from crowdboxes.verification import run_verification_loop
+            from crowdboxes.toloka.verification import run_verification_loop
 
             outcome = run_verification_loop(
                 client, detection_pool_id=pool_id, verification_pool_id=str(verification["pool_id"]),

@@ -67,8 +67,8 @@ def create_world(client, images: pd.DataFrame, *, verifiers: int = 3, reward: fl
     verification pool from configs/verification_pool.json. Returns a dict of ids and frames."""
     from toloka.client import Pool, Project, Skill, Task
 
-    from crowdboxes.quality_settings import parse_settings
-    from crowdboxes.verification import ensure_verification_pool
+    from crowdboxes.toloka.quality import parse_settings
+    from crowdboxes.toloka.verification import ensure_verification_pool
 
     det_project = client.create_project(Project.structure(json.loads((CONFIGS / "detection_project.json").read_text())))
     ver_project = client.create_project(
@@ -109,7 +109,7 @@ def db_rows(state_dir: Path, sql: str, params=()):
 def control_images(coco: dict, base_url: str, count: int, min_side: float = 24.0):
     """A ControlSet of ``count`` images of ``coco`` whose signs are all at least ``min_side`` px
     (so a careful drawer can score well: known boxes must be complete and visible)."""
-    from crowdboxes.control_tasks import control_from_truth
+    from crowdboxes.toloka.known_boxes import control_from_truth
 
     sides: dict = {}
     for a in coco["annotations"]:
@@ -144,7 +144,7 @@ def run_loop(client, world: dict, images: pd.DataFrame, state_dir, out_dir, *, c
 
     import attr as _attr
 
-    from crowdboxes.verification import run_verification_loop
+    from crowdboxes.toloka.verification import run_verification_loop
 
     settings = world["settings"] if budget is None else _attr.evolve(world["settings"], budget=budget)
     return run_verification_loop(client, world["detection_pool"], world["verification_pool"], images, settings,
@@ -193,7 +193,7 @@ def _main(argv):
 
     from toloka.client import TolokaClient
 
-    from crowdboxes.quality_settings import parse_settings
+    from crowdboxes.toloka.quality import parse_settings
 
     args = json.loads(Path(argv[0]).read_text())
     client = TolokaClient(os.environ[args["token_env"]], url=args["url"], timeout=30.0)

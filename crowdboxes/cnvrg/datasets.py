@@ -1,0 +1,177 @@
+"""Publishing result files as a new version of a dataset: cnvrg's datasets, or a local folder store.
+
+On cnvrg (``CNVRG_URL`` with ``CNVRG_TOKEN``/``CNVRG_JWT_TOKEN`` in the environment, or the SDK's
+``~/.cnvrg/cnvrg.config``) the files go through the cnvrgv2 SDK, an optional extra imported only
+there. Everywhere else they go to :class:`LocalDatasetStore`, which keeps the same idea of
+versions on disk::
+
+    <root>/<slug>/v1/annotations.coco.json ... manifest.json
+    <root>/<slug>/v2/...
+
+A version is staged in a hidden folder and renamed into place, so readers never see half a
+version and two concurrent writers get different numbers. Like cnvrg (``override=False``),
+publishing files identical to the latest version creates no new version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from crowdboxes.errors import CrowdboxesError
+
+from crowdboxes.files import sha256_file
+
+MANIFEST = "manifest.json"
+ROOT_ENV = "CROWDBOXES_DATASETS"
+SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_VERSION_RE = re.compile(r"^v(\d+)$")
+
+
+def check_slug(slug: str) -> str:
+    if not SLUG_RE.match(slug or "") or ".." in slug:
+        raise CrowdboxesError(f"dataset name {slug!r}: use letters, digits, '-', '_' or '.' (up to 128 characters)")
+    return slug
+
+
+@dataclass(frozen=True)
+class Published:
+    kind: str  # "local" or "cnvrg"
+    slug: str
+    version: str  # "3" locally, the commit sha1 on cnvrg
+    location: str
+    created: bool  # False when the files equalled the latest version
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "slug": self.slug, "version": self.version, "location": self.location,
+                "new_version": self.created}
+
+
+class LocalDatasetStore:
+    """Versioned datasets in a folder: ``put_files(slug, files) -> version``, ``latest(slug)``."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root or os.environ.get(ROOT_ENV) or "datasets")
+
+    def versions(self, slug: str) -> list[int]:
+        folder = self.root / check_slug(slug)
+        if not folder.is_dir():
+            return []
+        found = [int(m.group(1)) for p in folder.iterdir() if (m := _VERSION_RE.match(p.name))
+                 and (p / MANIFEST).is_file()]
+        return sorted(found)
+
+    def latest(self, slug: str) -> int | None:
+        versions = self.versions(slug)
+        return versions[-1] if versions else None
+
+    def path(self, slug: str, version: int) -> Path:
+        return self.root / check_slug(slug) / f"v{int(version)}"
+
+    def manifest(self, slug: str, version: int) -> dict:
+        return json.loads((self.path(slug, version) / MANIFEST).read_text(encoding="utf-8"))
+
+    def put_files(self, slug: str, files: Iterable[str | os.PathLike], message: str = "") -> int:
+        """Copy ``files`` (by base name) into a new version and return its number."""
+        return self.publish(slug, files, message).version_number
+
+    def publish(self, slug: str, files: Iterable[str | os.PathLike], message: str = "") -> "_LocalResult":
+        check_slug(slug)
+        paths = [Path(f) for f in files]
+        names = [p.name for p in paths]
+        for p in paths:
+            if not p.is_file():
+                raise CrowdboxesError(f"cannot publish {p}: no such file")
+        if MANIFEST in names or len(set(names)) != len(names):
+            raise CrowdboxesError(f"cannot publish {', '.join(names)}: file names must be unique and not {MANIFEST}")
+        entries = [{"name": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in paths]
+        latest = self.latest(slug)
+        if latest is not None and self.manifest(slug, latest).get("files") == entries:
+            return _LocalResult(latest, self.path(slug, latest), False)
+
+        folder = self.root / slug
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CrowdboxesError(f"cannot create dataset folder {folder}: {exc.strerror}") from None
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+        try:
+            for p in paths:
+                shutil.copyfile(p, staging / p.name)
+            version = (latest or 0) + 1
+            while True:
+                manifest = {"slug": slug, "version": version, "message": message, "files": entries,
+                            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+                try:
+                    # a complete version always holds a manifest, so renaming onto it fails: take the next number
+                    os.rename(staging, folder / f"v{version}")
+                    return _LocalResult(version, folder / f"v{version}", True)
+                except OSError:
+                    if not (folder / f"v{version}").exists():
+                        raise
+                    version = max(version, self.latest(slug) or 0) + 1
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class _LocalResult:
+    version_number: int
+    path: Path
+    created: bool
+
+
+def on_cnvrg(environ=None, home: str | os.PathLike | None = None) -> bool:
+    """True when the cnvrg SDK can authenticate: job environment variables or its config file."""
+    env = os.environ if environ is None else environ
+    if env.get("CNVRG_URL") and (env.get("CNVRG_TOKEN") or env.get("CNVRG_JWT_TOKEN")):
+        return True
+    home = Path(home) if home is not None else Path(env.get("HOME") or Path.home())
+    return (home / ".cnvrg" / "cnvrg.config").is_file()
+
+
+def publish_cnvrg(slug: str, files: Iterable[str | os.PathLike], message: str = "") -> Published:
+    """A new commit of cnvrg dataset ``slug`` (created if missing) with ``files`` at its top level."""
+    try:
+        from cnvrgv2 import Cnvrg
+    except ImportError:
+        raise CrowdboxesError("running on cnvrg but the cnvrgv2 SDK is not installed "
+                        "(pip install 'crowdboxes[cnvrg]'); the files are in the output folder") from None
+    paths = [Path(f).resolve() for f in files]
+    folders = {p.parent for p in paths}
+    if len(folders) != 1:
+        raise CrowdboxesError("files to publish must share one folder")
+    cnvrg = Cnvrg()
+    dataset = cnvrg.datasets.get(slug)
+    try:
+        dataset.reload()  # raises when the dataset does not exist yet
+    except Exception:
+        dataset = cnvrg.datasets.create(name=slug)
+    cwd = os.getcwd()
+    os.chdir(folders.pop())  # the SDK stores paths relative to the working directory
+    try:
+        sha1 = dataset.put_files(paths=[p.name for p in paths], message=message)
+    finally:
+        os.chdir(cwd)
+    return Published("cnvrg", slug, str(sha1), f"cnvrg dataset {slug}", True)
+
+
+def publish(slug: str, files: Iterable[str | os.PathLike], *, root: str | os.PathLike | None = None,
+            message: str = "") -> Published:
+    """Publish ``files`` as a new version of dataset ``slug``: on cnvrg when running there, else locally."""
+    check_slug(slug)
+    files = list(files)
+    if on_cnvrg():
+        return publish_cnvrg(slug, files, message)
+    store = LocalDatasetStore(root)
+    result = store.publish(slug, files, message)
+    return Published("local", slug, str(result.version_number), str(result.path), result.created)

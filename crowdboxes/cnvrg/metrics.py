@@ -1,0 +1,13 @@
+"""cnvrg's stdout protocol: tag and line-chart lines that the cnvrg UI (and the local runner) parse."""
+
+from __future__ import annotations
+
+
+def cnvrg_tag(key: str, value) -> None:
+    """A cnvrg tag line: shown in the UI and passed to downstream tasks as env vars."""
+    print(f"cnvrg_tag_{key}: {value}", flush=True)
+
+
+def cnvrg_linechart(chart: str, value, key=None) -> None:
+    key_part = f" key: {key}" if key is not None else ""
+    print(f"cnvrg_linechart_{chart}{key_part} value: {value}", flush=True)

@@ -1,0 +1,100 @@
+"""What every flow step shares: one-line failures, atomic outputs, cnvrg paths and the token.
+
+A step's ``main`` raises :class:`~crowdboxes.errors.CrowdboxesError` (``StepError`` here) (or lets a known error escape) and :func:`run_step`
+turns it into exactly one ``error: ...`` line on stderr and exit code 2, with the Toloka token
+masked if it ever reached the message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from crowdboxes.errors import CrowdboxesError
+
+DEFAULT_TOKEN_ENV = "toloka_token"
+EXIT_STEP_ERROR = 2
+
+
+StepError = CrowdboxesError  # the CLI's name for the library's one error type
+
+
+def output_dir(path: str | None = None) -> Path:
+    """The step's output folder: ``--output_dir``, else cnvrg's ``$CNVRG_OUTPUT_DIR``, else ``./output``."""
+    chosen = Path(path or os.environ.get("CNVRG_OUTPUT_DIR") or "output")
+    try:
+        chosen.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CrowdboxesError(f"cannot create output folder {chosen}: {exc.strerror}") from None
+    if not os.access(chosen, os.W_OK):
+        raise CrowdboxesError(f"output folder {chosen} is not writable")
+    return chosen
+
+
+def is_none(value) -> bool:
+    """cnvrg params are strings and cannot be empty: the words none/null (or nothing) mean "unset"."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"})
+
+
+def none_or_value(value):
+    """argparse ``type=`` for optional params: None for an unset word, else the value unchanged."""
+    return None if is_none(value) else value
+
+
+def read_token(token_env: str = DEFAULT_TOKEN_ENV) -> str:
+    """The Toloka token from the environment variable named ``token_env`` (a cnvrg secret)."""
+    token = os.environ.get(token_env, "").strip()
+    if not token:
+        raise CrowdboxesError(f"environment variable {token_env!r} with the Toloka token is not set "
+                        f"(on cnvrg: add a project secret named {token_env!r})")
+    return token
+
+
+def _secrets_to_mask() -> list[str]:
+    names = {DEFAULT_TOKEN_ENV, "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "CNVRG_TOKEN"}
+    names.update(n for n in os.environ if n.lower().endswith("token") or "secret" in n.lower())
+    return [v for n in names if len(v := os.environ.get(n, "")) >= 4]
+
+
+def redact(text: str) -> str:
+    """``text`` with every secret value from the environment replaced by ``***``."""
+    for secret in _secrets_to_mask():
+        text = text.replace(secret, "***")
+    return text
+
+
+class StepArgumentParser(argparse.ArgumentParser):
+    """argparse that fails with one line (cnvrg passes every param as ``--key value`` strings)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise CrowdboxesError(f"{self.prog}: {message}")
+
+
+def step_parser(prog: str, description: str) -> StepArgumentParser:
+    parser = StepArgumentParser(prog=prog, description=description)
+    parser.add_argument("--toloka_env", default="production",
+                        help="production, sandbox, or the URL of a Toloka API (e.g. the local Toloka)")
+    parser.add_argument("--token_env", default=DEFAULT_TOKEN_ENV,
+                        help="name of the environment variable holding the Toloka token")
+    parser.add_argument("--output_dir", default=None, help="where outputs go (default: $CNVRG_OUTPUT_DIR or ./output)")
+    return parser
+
+
+def run_step(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Run a step's ``main``; any failure becomes one redacted ``error:`` line and exit code 2."""
+    try:
+        return int(main(argv) or 0)
+    except CrowdboxesError as exc:
+        message = str(exc)
+    except KeyboardInterrupt:
+        message = "interrupted"
+    except Exception as exc:  # last resort: still one line, but keep the trace for debugging
+        if os.environ.get("CROWDBOXES_TRACEBACK"):
+            traceback.print_exc()
+        message = f"{type(exc).__name__}: {exc}"
+    print(f"error: {redact(message).splitlines()[0] if message else 'failed'}", file=sys.stderr, flush=True)
+    return EXIT_STEP_ERROR

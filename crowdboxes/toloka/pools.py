@@ -1,0 +1,408 @@
+"""The detection pool: built from ``configs/detection_pool.json`` plus the step's settings, created
+once, filled with one task per image without duplicates or losses, then opened.
+
+Idempotence rests on two keys:
+
+* the pool's ``private_comment`` is ``<detection project key>:pool:<digest>``, the digest covering
+  the project id, the *content* of the images (their sorted sha256, so presigned URLs re-signed by
+  a re-run of Upload Images do not count as new images), the pool config and the settings. A re-run
+  with the same inputs finds the pool (unless archived) instead of creating another;
+* a task is identified by its image URL without the query string (the object key holds the
+  image's sha256), or by ``input_values.image_id`` when the project's input spec has that field.
+  Tasks already in the pool are never sent again, and each batch is sent with a deterministic
+  ``operation_id`` (uuid5 of pool, batch index and batch content), so a retried request is
+  recognised by Toloka as the same operation.
+
+Money and modes are :mod:`crowdboxes.toloka.quality` / :mod:`crowdboxes.toloka.spending` concepts; this
+module only applies them to the detection pool.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+import sys
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit, urlunsplit
+
+import pandas as pd
+
+from crowdboxes.toloka.quality import MIN_REWARD, resolve_skill_placeholders, for_verification_loop
+from crowdboxes.errors import CrowdboxesError
+from crowdboxes.cnvrg.stepkit import is_none
+
+DETECTION_POOL_FILE = "detection_pool.json"
+DETECTION_POOL_ROLE = "detection_pool"
+# uuid5 namespace of task-batch operation ids (any fixed UUID; it must never change)
+OPERATION_NAMESPACE = uuid.UUID("6f1c9a52-2b7e-5d0c-9a57-3c3f5f0e8d11")
+_SERVER_FIELDS = ("id", "status", "created", "owner", "last_close_reason", "last_started", "last_stopped",
+                  "type", "project_id", "private_comment", "will_expire")
+_LANG_RE = re.compile(r"^[A-Z]{2}$")
+MAX_REVIEW_DAYS = 21  # Toloka's limit for auto_accept_period_day
+TASK_PAGE = 1000  # tasks per listing request (Toloka allows up to 100 000; its default is 50)
+
+
+def parse_bool(name: str, value) -> bool:
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes"}:
+        return True
+    if text in {"false", "0", "no"}:
+        return False
+    raise CrowdboxesError(f"--{name} {value!r}: use true or false")
+
+
+def parse_number(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
+                 integer: bool = False) -> float | int:
+    """A finite number within bounds, or CrowdboxesError naming the param and the value."""
+    try:
+        number = float(str(value).strip())
+    except (TypeError, ValueError):
+        raise CrowdboxesError(f"--{name} {value!r} is not a {'whole ' if integer else ''}number") from None
+    if not math.isfinite(number) or (integer and number != int(number)):
+        raise CrowdboxesError(f"--{name} {value!r} is not a {'whole ' if integer else ''}number")
+    if minimum is not None and number < minimum:
+        raise CrowdboxesError(f"--{name} {value!r} must be at least {minimum:g}")
+    if maximum is not None and number > maximum:
+        raise CrowdboxesError(f"--{name} {value!r} must be at most {maximum:g}")
+    return int(number) if integer else number
+
+
+def parse_languages(value) -> tuple[str, ...]:
+    """``en, de`` -> ``('EN', 'DE')``; ``none`` -> ``()`` (no language filter)."""
+    if is_none(value):
+        return ()
+    codes = tuple(dict.fromkeys(c.strip().upper() for c in str(value).split(",") if c.strip()))
+    bad = [c for c in codes if not _LANG_RE.match(c)]
+    if bad or not codes:
+        raise CrowdboxesError(f"--languages {value!r}: expected ISO 639-1 codes separated by commas, e.g. EN,DE")
+    return codes
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """The step's pool params, checked. ``overlap`` and ``auto_accept`` are what the user asked for;
+    the detection pool uses :attr:`detection_overlap` (1 when the mode is plain ``verify``) and
+    :attr:`detection_auto_accept` (false whenever verification decides what is paid)."""
+
+    mode: str
+    reward: float
+    overlap: int
+    tasks_per_suite: int
+    time_per_suite: int  # seconds a worker has for one suite
+    auto_accept: bool
+    review_days: int
+    languages: tuple[str, ...]
+    expiry_days: float
+    adult_content: bool
+
+    @property
+    def detection_overlap(self) -> int:
+        return 1 if self.mode == "verify" else self.overlap
+
+    @property
+    def detection_auto_accept(self) -> bool:
+        # with verification, the verdicts accept or reject drawings: they must wait SUBMITTED
+        return False if "verify" in self.mode else self.auto_accept
+
+    def key_material(self) -> dict:
+        data = asdict(self)
+        data["languages"] = list(self.languages)
+        data["detection_overlap"] = self.detection_overlap
+        data["detection_auto_accept"] = self.detection_auto_accept
+        return data
+
+
+def parse_pool_settings(*, mode: str, reward, overlap, tasks_per_suite, time_per_suite, auto_accept,
+                        review_days, languages, expiry_days, adult_content) -> PoolSettings:
+    """PoolSettings from cnvrg's string params (``mode`` already checked by quality_settings)."""
+    reward_value = parse_number("reward", reward, minimum=MIN_REWARD)
+    return PoolSettings(
+        mode=mode, reward=float(reward_value),
+        overlap=parse_number("overlap", overlap, minimum=1, maximum=100, integer=True),
+        tasks_per_suite=parse_number("tasks_per_suite", tasks_per_suite, minimum=1, maximum=100, integer=True),
+        time_per_suite=parse_number("time_per_suite", time_per_suite, minimum=5, maximum=86400, integer=True),
+        auto_accept=parse_bool("auto_accept", auto_accept),
+        review_days=parse_number("review_days", review_days, minimum=1, maximum=MAX_REVIEW_DAYS, integer=True),
+        languages=parse_languages(languages),
+        expiry_days=float(parse_number("expiry_days", expiry_days, minimum=0.01, maximum=366)),
+        adult_content=parse_bool("adult_content", adult_content),
+    )
+
+
+def _normalize_filter(filter_json) -> list:
+    """Toloka filter JSON as a list of AND-ed ``{"or": [...]}`` groups (its normal form)."""
+    if not filter_json:
+        return []
+    if "and" in filter_json:
+        groups = filter_json["and"] or []
+    else:
+        groups = [filter_json]
+    return [g if isinstance(g, dict) and "or" in g else {"or": [g]} for g in groups]
+
+
+def _is_language(cond) -> bool:
+    return isinstance(cond, dict) and cond.get("category") == "profile" and cond.get("key") == "languages"
+
+
+def with_languages(filter_json, languages: tuple[str, ...]) -> dict | None:
+    """``filter_json`` with its language conditions replaced by ``languages`` (any of them)."""
+    groups = [g for g in _normalize_filter(filter_json)
+              if not (g["or"] and all(_is_language(c) for c in g["or"]))]
+    if languages:
+        groups.append({"or": [{"category": "profile", "key": "languages", "operator": "IN", "value": code}
+                              for code in languages]})
+    return {"and": groups} if groups else None
+
+
+def load_pool_config(path) -> dict:
+    """The pool config as JSON, checked to structure as a toloka-kit ``Pool``."""
+    from toloka.client.pool import Pool
+
+    from crowdboxes.toloka.projects import read_json
+
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CrowdboxesError(f"{path}: expected a JSON object with a Toloka pool")
+    try:
+        Pool.structure(copy.deepcopy(data))
+    except Exception as exc:  # cattrs raises several types; one line naming the file is what helps
+        raise CrowdboxesError(f"{path}: not a valid toloka-kit Pool ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    return data
+
+
+def _rule_count(config: dict) -> int:
+    return sum(len(qc.get("rules") or []) for qc in (config.get("quality_control") or {}).get("configs") or [])
+
+
+def build_detection_pool(config: dict, settings: PoolSettings, *, project_id: str, skill_ids: dict[str, str],
+                         key: str, will_expire: datetime, config_path="detection_pool.json"):
+    """A ``toloka.client.Pool`` ready for ``create_pool``: the config with the settings applied."""
+    from toloka.client.pool import Pool
+
+    data = resolve_skill_placeholders(copy.deepcopy(config), skill_ids)
+    if "verify" in settings.mode:
+        before = _rule_count(data)
+        data = for_verification_loop(data)  # the loop sets overlaps and bans drawers itself
+        if _rule_count(data) < before:
+            print(f"note: {config_path}: mode {settings.mode} leaves out {before - _rule_count(data)} quality-control "
+                  f"rule(s) the verification loop replaces (CHANGE_OVERLAP, rejected/accepted-share restrictions)",
+                  file=sys.stderr)
+    for field in _SERVER_FIELDS:
+        data.pop(field, None)
+    name = data.get("private_name") or "Road signs: detection"
+    data.update(
+        project_id=str(project_id), private_comment=key,
+        private_name=f"{name} [mode {settings.mode}, overlap {settings.detection_overlap}]"[:200],
+        reward_per_assignment=settings.reward,
+        assignment_max_duration_seconds=settings.time_per_suite,
+        auto_accept_solutions=settings.detection_auto_accept,
+        auto_accept_period_day=settings.review_days,
+        may_contain_adult_content=settings.adult_content,
+        defaults={"default_overlap_for_new_task_suites": settings.detection_overlap,
+                  "default_overlap_for_new_tasks": settings.detection_overlap},
+        mixer_config={"golden_tasks_count": 0, "training_tasks_count": 0, **(data.get("mixer_config") or {}),
+                      "real_tasks_count": settings.tasks_per_suite},
+    )
+    languages_filter = with_languages(data.get("filter"), settings.languages)
+    if languages_filter is None:
+        data.pop("filter", None)
+    else:
+        data["filter"] = languages_filter
+    try:
+        pool = Pool.structure(data)
+    except Exception as exc:
+        raise CrowdboxesError(f"{config_path}: not a valid toloka-kit Pool after applying the params "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    pool.will_expire = will_expire.astimezone(timezone.utc).replace(tzinfo=None)
+    return pool
+
+
+def images_digest(sha256s) -> str:
+    """Identity of an image set that survives re-signed URLs: sha256 over the sorted image hashes."""
+    return hashlib.sha256("\n".join(sorted(str(s) for s in sha256s)).encode()).hexdigest()
+
+
+def pool_key(detection_key: str, project_id: str, image_digest: str, config: dict, settings: PoolSettings) -> str:
+    material = json.dumps({"project_id": str(project_id), "images": image_digest, "config": config,
+                           "settings": settings.key_material()}, sort_keys=True, default=str)
+    return f"{detection_key}:pool:{hashlib.sha256(material.encode()).hexdigest()[:16]}"
+
+
+def find_pool(client, project_id: str, key: str):
+    """The non-archived pool of ``project_id`` whose ``private_comment`` is ``key``, else None."""
+    found = [p for p in client.get_pools(project_id=str(project_id))
+             if (p.private_comment or "") == key and str(getattr(p.status, "value", p.status)) != "ARCHIVED"]
+    return min(found, key=lambda p: int(p.id) if str(p.id).isdigit() else 0) if found else None
+
+
+def url_identity(url: str) -> str:
+    """The URL without query and fragment: a presigned URL re-signed later is the same image."""
+    parts = urlsplit(str(url).strip())
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, "", ""))
+
+
+@dataclass
+class TaskUploadResult:
+    created: int
+    already_there: int
+    failed: list[tuple[str, str]]  # (image_id, reason)
+    tasks: pd.DataFrame  # task_id, pool_id, image_id, url, control: every wanted image found in the pool
+
+
+def _task_image_key(input_values: dict, use_image_id: bool, image_field: str = "image") -> str | None:
+    if use_image_id and input_values.get("image_id"):
+        return "id:" + str(input_values["image_id"])
+    if input_values.get(image_field):
+        return "url:" + url_identity(input_values[image_field])
+    return None
+
+
+def _wanted_key(row, use_image_id: bool) -> str:
+    return "id:" + str(row["image_id"]) if use_image_id else "url:" + url_identity(row["url"])
+
+
+def operation_id(pool_id: str, batch_index: int, image_ids) -> uuid.UUID:
+    content = hashlib.sha256("\n".join(map(str, image_ids)).encode()).hexdigest()
+    return uuid.uuid5(OPERATION_NAMESPACE, f"{pool_id}/{batch_index}/{content}")
+
+
+def upload_tasks(client, pool_id: str, wanted: pd.DataFrame, *, batch_size: int, use_image_id: bool,
+                 image_field: str = "image", log=print) -> TaskUploadResult:
+    """Create one task per row of ``wanted`` (image_id, url, control) that the pool does not have yet.
+
+    Existing tasks are listed first; new ones go in batches of ``batch_size`` through toloka-kit's
+    async ``create_tasks`` with ``allow_defaults`` (the pool's overlap) and a deterministic
+    ``operation_id``. Invalid items are skipped by Toloka and reported in ``failed``. The returned
+    ``tasks`` frame is read back from Toloka, so it is what the pool really holds. The URL goes in the
+    project's image input field ``image_field`` (:class:`crowdboxes.toloka.fields.DetectionFields`).
+    """
+    from toloka.client import Task
+    from toloka.client.batch_create_results import TaskBatchCreateResult
+    from toloka.client.exceptions import FailedOperation, ValidationApiError
+
+    def existing_by_key() -> dict[str, object]:
+        found = {}
+        for task in client.get_tasks(pool_id=str(pool_id), batch_size=TASK_PAGE):
+            key = _task_image_key(task.input_values or {}, use_image_id, image_field)
+            if key is not None and key not in found:
+                found[key] = task
+        return found
+
+    keys = [_wanted_key(row, use_image_id) for _, row in wanted.iterrows()]
+    first = ~pd.Series(keys).duplicated().to_numpy()  # one task per image, the first row wins
+    wanted = wanted[first].reset_index(drop=True)
+    keys = [k for k, keep in zip(keys, first) if keep]
+    present = existing_by_key()
+    missing = [i for i, key in enumerate(keys) if key not in present]
+    already = len(wanted) - len(missing)
+    reasons: dict[str, str] = {}
+    for batch_index, start in enumerate(range(0, len(missing), batch_size)):
+        rows = [wanted.iloc[i] for i in missing[start:start + batch_size]]
+        tasks = []
+        for row in rows:
+            values = {image_field: str(row["url"])}
+            if use_image_id:
+                values["image_id"] = str(row["image_id"])
+            tasks.append(Task(pool_id=str(pool_id), input_values=values))
+        op_id = operation_id(pool_id, batch_index, [r["image_id"] for r in rows])
+        try:
+            result = client.create_tasks(tasks, async_mode=True, allow_defaults=True, skip_invalid_items=True,
+                                         operation_id=op_id)
+        except ValidationApiError as exc:  # toloka-kit raises when no item of the batch was valid
+            result = TaskBatchCreateResult(items={}, validation_errors=exc.payload or {})
+        except FailedOperation:
+            # the same batch was sent by an earlier run and its operation failed: nothing of it was
+            # created (the listing above found none), so it is safe to send it under a new id
+            log(f"tasks: batch {batch_index + 1}: operation {op_id} failed earlier; sending again")
+            for task in tasks:
+                task._unexpected.pop("__item_idx", None)
+            result = client.create_tasks(tasks, async_mode=True, allow_defaults=True, skip_invalid_items=True,
+                                         operation_id=uuid.uuid4())
+        items = result.items or {}
+        for index, errors in (result.validation_errors or {}).items():
+            errors = errors if isinstance(errors, dict) else {"task": errors}
+            detail = "; ".join(f"{f}: {getattr(e, 'message', None) or (e.get('message') if isinstance(e, dict) else e)}"
+                               for f, e in errors.items())
+            reasons[str(rows[int(index)]["image_id"])] = detail or "rejected by Toloka"
+        log(f"tasks: batch {batch_index + 1}: sent {len(rows)}, {len(items)} created")
+
+    # what the pool really holds decides, not the operation's report
+    present = existing_by_key() if missing else present
+    created = sum(keys[i] in present for i in missing)
+    failed = [(str(wanted.iloc[i]["image_id"]), reasons.get(str(wanted.iloc[i]["image_id"]), "not created by Toloka"))
+              for i in missing if keys[i] not in present]
+    rows = []
+    for (_, row), key in zip(wanted.iterrows(), keys):
+        task = present.get(key)
+        if task is not None:
+            rows.append({"task_id": str(task.id), "pool_id": str(pool_id), "image_id": str(row["image_id"]),
+                         "url": str(row["url"]), "control": bool(row.get("control", False))})
+    frame = pd.DataFrame(rows, columns=["task_id", "pool_id", "image_id", "url", "control"])
+    return TaskUploadResult(created=created, already_there=already, failed=failed, tasks=frame)
+
+
+def pool_status(pool) -> str:
+    return str(getattr(pool.status, "value", pool.status) or "")
+
+
+def ensure_open(client, pool, *, added_tasks: int, log=print) -> str:
+    """Open the pool unless it is open, or it completed and nothing new was added. Returns what happened."""
+    pool = client.get_pool(pool.id)
+    status = pool_status(pool)
+    reason = str(getattr(pool.last_close_reason, "value", pool.last_close_reason) or "")
+    if status == "OPEN":
+        return "already open"
+    if status == "ARCHIVED":
+        raise CrowdboxesError(f"pool {pool.id} is archived; delete pool.csv's pool or change a setting to create a new one")
+    if reason == "COMPLETED" and added_tasks == 0:
+        return "completed earlier (not reopened)"
+    if pool.will_expire is not None:
+        expires = pool.will_expire if pool.will_expire.tzinfo else pool.will_expire.replace(tzinfo=timezone.utc)
+        if expires <= datetime.now(timezone.utc):
+            raise CrowdboxesError(f"pool {pool.id} expired at {expires:%Y-%m-%d %H:%M} UTC; change --expiry_days "
+                            f"(a new pool is created for new settings)")
+    client.open_pool(pool.id)
+    return "opened"
+
+
+def will_expire_at(expiry_days: float, now: datetime | None = None) -> datetime:
+    now = now or datetime.now(timezone.utc)
+    return now + timedelta(days=expiry_days)
+
+
+def url_expiry_limit(images: pd.DataFrame, path) -> datetime | None:
+    """When the first presigned image URL stops working (images.csv ``url_expires_at``), else None."""
+    if "url_expires_at" not in images.columns:
+        return None
+    values = images["url_expires_at"].dropna().astype(str).str.strip()
+    values = values[(values != "") & (values.str.lower() != "nan")]
+    if values.empty:
+        return None
+    expiries = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+    if expiries.isna().any():
+        row = int(expiries.isna().to_numpy().nonzero()[0][0])
+        raise CrowdboxesError(f"{path}: row {values.index[row] + 2}, field 'url_expires_at' {values.iloc[row]!r} is not a date")
+    return expiries.min().to_pydatetime()
+
+
+def fit_expiry_to_urls(will_expire: datetime, url_limit: datetime | None, path, *, min_hours: float = 1.0,
+                       now: datetime | None = None, log=print) -> datetime:
+    """The pool's expiry, moved earlier to when its image URLs die (workers would see broken images).
+
+    Refuses when the URLs leave the pool less than ``min_hours`` to run.
+    """
+    if url_limit is None or url_limit >= will_expire:
+        return will_expire
+    now = now or datetime.now(timezone.utc)
+    if url_limit - now < timedelta(hours=min_hours):
+        raise CrowdboxesError(f"{path}: image URLs expire at {url_limit:%Y-%m-%d %H:%M} UTC, less than {min_hours:g} h "
+                        f"from now; re-run Upload Images (fresh presigned URLs) or use --url_mode public")
+    if will_expire - url_limit > timedelta(hours=1):
+        log(f"warning: the pool will expire at {url_limit:%Y-%m-%d %H:%M} UTC, when the presigned image URLs "
+            f"do, not after --expiry_days; use --url_mode public for longer pools")
+    return url_limit

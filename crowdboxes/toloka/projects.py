@@ -1,0 +1,380 @@
+"""Get-or-create the Toloka projects and skills of one annotation job, from ``configs/``.
+
+A job is named by a ``project_key`` (e.g. ``road-signs``). Every object this module creates carries
+a stable key in its ``private_comment`` (``crowdboxes:<project_key>:<role>``) so a re-run finds it
+again instead of creating a second one:
+
+* projects are looked up among ACTIVE projects by that key (an archived project is gone for us);
+* skills are looked up by exact name (Toloka's skill search filters by name), the name being the
+  config's ``name`` with ``{project_key}`` filled in, else by that key (a renamed skill).
+
+A re-run after a config edit brings the object in Toloka up to date (``PUT /projects/{id}``,
+``PUT /skills/{id}``); an unchanged config sends no write at all. What Toloka cannot change in place
+is refused before any write, in one line naming the file and field: a data-spec change
+(``task_spec.input_spec``/``output_spec``) while the project has pools that are not archived (Toloka
+keeps those pools on the old spec), and skill fields other than name, comment and access.
+
+Configs are toloka-kit JSON (``Project.from_json`` / ``Skill.from_json``), so anything Toloka's
+API accepts can be set there. The Template Builder ``view_spec.config`` may be given either as
+Toloka stores it (a JSON string) or, easier to edit, as a JSON object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from crowdboxes.errors import CrowdboxesError
+
+DETECTION_PROJECT_FILE = "detection_project.json"
+VERIFICATION_PROJECT_FILE = "verification_project.json"
+SKILLS_FILE = "skills.json"
+SKILL_ROLES = ("drawer_skill", "verifier_skill", "control_skill")
+# role in projects.csv -> suffix of the private_comment key
+PROJECT_ROLES = {"detection_project": "detection", "verification_project": "verification"}
+_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def object_key(project_key: str, suffix: str) -> str:
+    """The stable ``private_comment`` key of one object of the job ``project_key``."""
+    if not _KEY_RE.match(project_key or ""):
+        raise CrowdboxesError(f"--project_key {project_key!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    return f"crowdboxes:{project_key}:{suffix}"
+
+
+def read_json(path: str | Path) -> object:
+    """Parse a config file; CrowdboxesError naming the file, line and column of a syntax error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CrowdboxesError(f"config file {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CrowdboxesError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise CrowdboxesError(f"{path}: not UTF-8 text") from None
+
+
+def _structure(cls, data: dict, path: Path, what: str):
+    """``cls.structure(data)`` with toloka-kit's exceptions turned into one line naming the file."""
+    try:
+        return cls.structure(data)
+    except Exception as exc:  # cattrs raises several types (ClassValidationError, ValueError, KeyError)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        notes = [n for e in getattr(exc, "exceptions", []) for n in [str(e).splitlines()[0]] if n]
+        if notes:
+            detail = f"{detail}: {notes[0]}"
+        raise CrowdboxesError(f"{path}: not a valid toloka-kit {what} ({detail})") from None
+
+
+def load_project_config(path: str | Path):
+    """A ``toloka.client.Project`` from a config file (``view_spec.config`` as string or object)."""
+    from toloka.client.project import Project
+
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CrowdboxesError(f"{path}: expected a JSON object with a Toloka project")
+    view_spec = (data.get("task_spec") or {}).get("view_spec")
+    if isinstance(view_spec, dict) and isinstance(view_spec.get("config"), dict):
+        view_spec["config"] = json.dumps(view_spec["config"])  # Toloka stores it as a string
+        view_spec.setdefault("lock", {"core": "1.0.0"})
+    if isinstance(view_spec, dict) and isinstance(view_spec.get("config"), str):
+        try:
+            json.loads(view_spec["config"])
+        except json.JSONDecodeError as exc:
+            raise CrowdboxesError(f"{path}: task_spec.view_spec.config is not valid JSON ({exc.msg})") from None
+    for field in ("id", "status", "created", "owner"):
+        data.pop(field, None)  # a project exported from Toloka: drop the server's fields
+    project = _structure(Project, data, path, "Project")
+    if not project.public_name:
+        raise CrowdboxesError(f"{path}: field 'public_name' is required")
+    if project.task_spec is None or not project.task_spec.input_spec or not project.task_spec.output_spec:
+        raise CrowdboxesError(f"{path}: field 'task_spec' needs input_spec and output_spec")
+    return project
+
+
+def validate_detection_project(project, path: str | Path):
+    """Check the detection project's task interface; returns its :class:`~crowdboxes.toloka.fields.DetectionFields`.
+
+    The field names are not fixed: the view's ``field.image-annotation`` names the output field
+    (``data.output``) and the image input field (``image`` data.input), and its label values may be any
+    strings (:mod:`crowdboxes.toloka.fields`). Refusals are one line naming the file and the field.
+    """
+    from crowdboxes.toloka.fields import detection_fields
+
+    return detection_fields(project, Path(path))
+
+
+def label_notes(fields, config_dir: str | Path) -> list[str]:
+    """What a user should know about the detection project's labels (``fields``: its DetectionFields): values
+    that are not class names, and a verification project whose shown labels differ from them."""
+    from crowdboxes.classes import CLASS_NAMES
+    from crowdboxes.toloka.fields import view_label_values
+
+    notes = []
+    other = [v for v in fields.label_values if v not in CLASS_NAMES]
+    if other:
+        notes.append(f"label value(s) {', '.join(map(repr, other[:5]))} are not class names of crowdboxes/classes.py: "
+                     f"answers and the COCO export carry them as they are (to score against a truth with class "
+                     f"names, give evaluate a --label-map)")
+    verification_path = Path(config_dir) / VERIFICATION_PROJECT_FILE
+    if verification_path.is_file():
+        shown = view_label_values(load_project_config(verification_path))
+        if shown and fields.label_values and set(shown) != set(fields.label_values):
+            notes.append(f"{verification_path}: its image-annotation labels ({', '.join(shown[:3])}, ...) are not the "
+                         f"detection project's ({', '.join(fields.label_values[:3])}, ...); give it the same label "
+                         f"values so verifiers see the drawings' sign types")
+    return notes
+
+
+def load_skill_configs(path: str | Path, project_key: str) -> dict:
+    """``{role: toloka.client.Skill}`` from skills.json, ``{project_key}`` filled into names."""
+    from toloka.client.skill import Skill
+
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CrowdboxesError(f"{path}: expected a JSON object {{role: skill}} with roles {', '.join(SKILL_ROLES)}")
+    skills = {}
+    for role, body in data.items():
+        if not isinstance(body, dict) or not str(body.get("name") or "").strip():
+            raise CrowdboxesError(f"{path}: skill {role!r} needs a non-empty 'name'")
+        body = {k: v for k, v in body.items() if k not in ("id", "created", "owner")}
+        body["name"] = body["name"].replace("{project_key}", project_key)
+        skills[role] = _structure(Skill, body, path, f"Skill ({role})")
+    missing = [r for r in SKILL_ROLES if r not in skills]
+    if missing:
+        raise CrowdboxesError(f"{path}: missing skill role(s) {', '.join(missing)}")
+    return skills
+
+
+def find_project(client, key: str):
+    """The ACTIVE project whose ``private_comment`` is ``key`` (lowest id if several), else None."""
+    found = [p for p in client.get_projects(status="ACTIVE") if (p.private_comment or "") == key]
+    return min(found, key=lambda p: int(p.id) if str(p.id).isdigit() else 0) if found else None
+
+
+# --- what a re-run changes -------------------------------------------------------------------------
+# Toloka's rule (guide, "Input and output data"): after an edit of the data specification, existing
+# pools keep the project version they were created with, while other edits (names, instructions,
+# interface) reach every pool. A spec change is therefore only applied while no pool could keep the
+# old one, i.e. when every pool of the project is archived.
+PROJECT_SERVER_FIELDS = ("id", "status", "created", "owner")
+PROJECT_CORE_FIELDS = ("public_name", "public_description", "public_instructions", "task_spec.input_spec",
+                       "task_spec.output_spec", "task_spec.view_spec")
+PROJECT_BREAKING_FIELDS = ("task_spec.input_spec", "task_spec.output_spec", "assignments_issuing_type")
+# PUT /skills/{id} "changes the name, comment, and access to the skill" (OpenAPI); nothing else.
+SKILL_EDITABLE_FIELDS = ("name", "private_comment", "hidden", "public_name", "public_requester_description")
+SKILL_SERVER_FIELDS = ("id", "created", "owner", "deprecated", "global")
+
+
+def _flat_project(project) -> dict:
+    """A project as ``{field: value}`` with the task spec split in its three parts and the
+    Template Builder config parsed, so a re-serialised but equal config compares equal."""
+    data = json.loads(project.to_json()) if not isinstance(project, dict) else dict(project)
+    for field in PROJECT_SERVER_FIELDS + ("private_comment",):
+        data.pop(field, None)
+    spec = data.pop("task_spec", None) or {}
+    for part in ("input_spec", "output_spec", "view_spec"):
+        value = spec.get(part)
+        if part == "view_spec" and isinstance(value, dict) and isinstance(value.get("config"), str):
+            value = {**value, "config": json.loads(value["config"])}
+        data[f"task_spec.{part}"] = value
+    return {k: v for k, v in data.items() if v not in (None, "", {}, [])}
+
+
+def _same(field: str, old, new) -> bool:
+    """Whether Toloka's ``old`` value of ``field`` already is what the config sets (``new``).
+
+    Attributes Toloka adds on its side (a field spec's defaults, view settings) are not differences:
+    in the data spec the field names must match and each field must have the config's attributes;
+    in the view spec the config's keys must match (its Template Builder config exactly).
+    """
+    if field in ("task_spec.input_spec", "task_spec.output_spec") and isinstance(old, dict) \
+            and isinstance(new, dict):
+        return set(old) == set(new) and all(
+            isinstance(old[name], dict) and isinstance(spec, dict)
+            and all(old[name].get(k) == v for k, v in spec.items()) for name, spec in new.items())
+    if field == "task_spec.view_spec" and isinstance(old, dict) and isinstance(new, dict):
+        return all(old.get(k) == v for k, v in new.items())
+    return old == new
+
+
+def project_changes(existing, wanted) -> list[str]:
+    """Fields where the config ``wanted`` differs from the project in Toloka, in a stable order.
+
+    Compared: the core fields (absent in the config = empty) and every other field the config sets;
+    fields only Toloka sets (defaults it fills in, settings made in its UI) are left alone.
+    """
+    old, new = _flat_project(existing), _flat_project(wanted)
+    fields = list(PROJECT_CORE_FIELDS) + sorted(k for k in new if k not in PROJECT_CORE_FIELDS)
+    return [f for f in fields if not _same(f, old.get(f), new.get(f))]
+
+
+def config_digest(obj) -> str:
+    """sha256 of what a config sets (server fields dropped, keys sorted): recorded in projects.csv."""
+    data = _flat_project(obj) if hasattr(obj, "task_spec") else {
+        k: v for k, v in json.loads(obj.to_json()).items() if k not in SKILL_SERVER_FIELDS + ("private_comment",)}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def updated_project_body(existing, wanted, key: str):
+    """The full project for ``PUT /projects/{id}`` (Toloka replaces everything): what Toloka has,
+    overwritten by the config's fields, the core ones always."""
+    from toloka.client.project import Project
+
+    body = {k: v for k, v in json.loads(existing.to_json()).items() if k not in PROJECT_SERVER_FIELDS}
+    new = json.loads(wanted.to_json())
+    for field in ("public_name", "public_description", "public_instructions", "task_spec"):
+        body.pop(field, None)
+    body.update({k: v for k, v in new.items() if k not in PROJECT_SERVER_FIELDS})
+    body["private_comment"] = key
+    return Project.structure(body)
+
+
+def live_pools(client, project_id) -> list:
+    """The project's pools that are not archived (they would keep an old task spec)."""
+    return [p for p in client.get_pools(project_id=str(project_id))
+            if str(getattr(p.status, "value", p.status)) != "ARCHIVED"]
+
+
+def get_or_create_project(client, project, key: str):
+    """``(project, created)``: the existing project with ``key`` or a new one from ``project``."""
+    existing = find_project(client, key)
+    if existing is not None:
+        return existing, False
+    project.private_comment = key
+    return client.create_project(project), True
+
+
+def find_skill(client, name: str, key: str):
+    """The skill named exactly ``name`` (lowest id), else the one whose private comment is ``key``
+    (a skill renamed in skills.json is found again by its key)."""
+    by_id = lambda s: int(s.id) if str(s.id).isdigit() else 0  # noqa: E731
+    found = [s for s in client.get_skills(name=name) if s.name == name]  # the API filter is exact; keep it so
+    if found:
+        return min(found, key=by_id)
+    found = [s for s in client.get_skills() if (s.private_comment or "") == key]
+    return min(found, key=by_id) if found else None
+
+
+def skill_changes(existing, wanted) -> list[str]:
+    """Skill fields where skills.json differs from Toloka (only the fields the config sets)."""
+    old = json.loads(existing.to_json())
+    new = {k: v for k, v in json.loads(wanted.to_json()).items() if k not in SKILL_SERVER_FIELDS}
+    new.pop("private_comment", None)
+    return [f for f in sorted(new) if old.get(f) != new[f]]
+
+
+def get_or_create_skill(client, skill, key: str):
+    """``(skill, created)``: the skill named exactly ``skill.name`` (or keyed ``key``) or a new one."""
+    found = find_skill(client, skill.name, key)
+    if found is not None:
+        return found, False
+    skill.private_comment = key
+    return client.create_skill(skill), True
+
+
+def _where(config_path: Path, role: str, field: str) -> str:
+    return f"{config_path}: {field}" if config_path.name != SKILLS_FILE else f"{config_path}: {role}.{field}"
+
+
+def ensure_projects(client, config_dir: str | Path, project_key: str, log=print) -> pd.DataFrame:
+    """Get-or-create everything configured in ``config_dir`` and bring it up to date; rows for projects.csv.
+
+    Columns: ``role, toloka_id, key, name``, then ``created`` (made by this call), ``updated`` (changed
+    in Toloka by this call), ``changed`` (the fields updated, ``;``-separated) and ``config_sha256``
+    (digest of the config now in force). All configs are read, and every change is checked against
+    what Toloka can do in place, before anything is created or updated: a refused change is one
+    CrowdboxesError naming the file and field, and nothing is touched.
+    """
+    config_dir = Path(config_dir)
+    if not config_dir.is_dir():
+        raise CrowdboxesError(f"--config_dir {config_dir} is not a folder")
+    keys = {role: object_key(project_key, suffix) for role, suffix in PROJECT_ROLES.items()}
+    paths = {"detection_project": config_dir / DETECTION_PROJECT_FILE,
+             "verification_project": config_dir / VERIFICATION_PROJECT_FILE}
+    wanted = {"detection_project": load_project_config(paths["detection_project"])}
+    validate_detection_project(wanted["detection_project"], paths["detection_project"])
+    if paths["verification_project"].is_file():
+        wanted["verification_project"] = load_project_config(paths["verification_project"])
+    skills = load_skill_configs(config_dir / SKILLS_FILE, project_key)
+
+    # 1. plan: look everything up and decide, without writing
+    plans = []  # (kind, role, key, wanted, existing or None, changed fields)
+    for role, project in wanted.items():
+        existing = find_project(client, keys[role])
+        changed = project_changes(existing, project) if existing is not None else []
+        breaking = [f for f in changed if f in PROJECT_BREAKING_FIELDS]
+        if breaking:
+            pools = live_pools(client, existing.id)
+            if pools:
+                listed = ", ".join(f"{p.id} ({getattr(p.status, 'value', p.status)})" for p in pools[:5])
+                more = f" and {len(pools) - 5} more" if len(pools) > 5 else ""
+                raise CrowdboxesError(
+                    f"{_where(paths[role], role, breaking[0])} changed, but project {existing.id} has pool(s) "
+                    f"{listed}{more} that Toloka keeps on the old spec; archive them in Toloka or use a new "
+                    f"--project_key (nothing was changed)")
+        plans.append(("project", role, keys[role], project, existing, changed))
+    for role in SKILL_ROLES:
+        key = object_key(project_key, role)
+        existing = find_skill(client, skills[role].name, key)
+        changed = skill_changes(existing, skills[role]) if existing is not None else []
+        fixed = [f for f in changed if f not in SKILL_EDITABLE_FIELDS]
+        if fixed:
+            raise CrowdboxesError(f"{_where(config_dir / SKILLS_FILE, role, fixed[0])} cannot change on the existing "
+                            f"skill {existing.id} (Toloka edits only {', '.join(SKILL_EDITABLE_FIELDS)}); "
+                            f"put the old value back or use a new --project_key (nothing was changed)")
+        plans.append(("skill", role, key, skills[role], existing, changed))
+
+    # 2. apply
+    rows = []
+    for kind, role, key, config, existing, changed in plans:
+        created = existing is None
+        if kind == "project":
+            if created:
+                config.private_comment = key
+                result = client.create_project(config)
+            elif changed:
+                result = client.update_project(existing.id, updated_project_body(existing, config, key))
+            else:
+                result = existing
+            name = result.public_name
+        else:
+            if created:
+                config.private_comment = key
+                result = client.create_skill(config)
+            elif changed:
+                body = {k: v for k, v in json.loads(existing.to_json()).items() if k not in SKILL_SERVER_FIELDS}
+                body.update({k: v for k, v in json.loads(config.to_json()).items() if k in SKILL_EDITABLE_FIELDS})
+                body["private_comment"] = key
+                result = client.update_skill(existing.id, type(config).structure(body))
+            else:
+                result = existing
+            name = result.name
+        what = "created" if created else (f"updated ({', '.join(changed)})" if changed else "found")
+        log(f"{role}: {what} {kind} {result.id} ({name})")
+        rows.append({"role": role, "toloka_id": str(result.id), "key": key, "name": name, "created": created,
+                     "updated": bool(changed) and not created, "changed": ";".join(changed),
+                     "config_sha256": config_digest(config)})
+    return pd.DataFrame(rows, columns=["role", "toloka_id", "key", "name", "created", "updated", "changed",
+                                       "config_sha256"])
+
+
+def role_ids(projects: pd.DataFrame, path: str | Path) -> dict[str, str]:
+    """``{role: toloka_id}`` from a projects.csv frame; CrowdboxesError when a role appears twice."""
+    ids: dict[str, str] = {}
+    for row_number, row in enumerate(projects.itertuples(index=False), start=2):
+        role, toloka_id = str(row.role), str(row.toloka_id)
+        if not toloka_id or toloka_id == "nan":
+            raise CrowdboxesError(f"{path}: row {row_number}, field 'toloka_id' is empty")
+        if role in ids:
+            raise CrowdboxesError(f"{path}: row {row_number}: role {role!r} appears twice")
+        ids[role] = toloka_id
+    return ids

@@ -1,0 +1,190 @@
+"""Aggregate Boxes run as cnvrg runs it: a subprocess with string params, CSVs in, CSVs out."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STEP = REPO / "steps" / "aggregate_boxes.py"
+
+
+
+def load_step():
+    spec = importlib.util.spec_from_file_location("step_aggregate_boxes", STEP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_in_process(tmp_path, capsys, answers: str, *extra, images_csv=None):
+    """The step's main in this process (error paths: no need to pay for a new interpreter each time)."""
+    from crowdboxes.cnvrg.stepkit import run_step
+
+    (tmp_path / "answers.csv").write_text(answers)
+    (tmp_path / "images.csv").write_text("image_id,file_name,url,width,height,sha256\n"
+                                         "a,a.jpg,http://x/a.jpg,100,100,s1\n")
+    code = run_step(load_step().main, ["--answers_csv", str(tmp_path / "answers.csv"),
+                                       "--images_csv", str(images_csv or tmp_path / "images.csv"),
+                                       "--output_dir", str(tmp_path / "out"), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+HEADER = "assignment_id,task_id,image_id,worker_id,status,submitted_at,label,x,y,w,h\n"
+
+
+def run(tmp_path, answers: str, *extra, images: str | None = None):
+    (tmp_path / "answers.csv").write_text(answers)
+    (tmp_path / "images.csv").write_text(images or
+                                         "image_id,file_name,url,width,height,sha256\n"
+                                         "a,a.jpg,http://x/a.jpg,100,100,s1\n"
+                                         "b,b.jpg,http://x/b.jpg,200,100,s2\n")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(STEP), "--answers_csv", str(tmp_path / "answers.csv"),
+                           "--images_csv", str(tmp_path / "images.csv"), "--output_dir", str(out), *extra],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    return proc, out
+
+
+ANSWERS = HEADER + "".join([
+    # image a: three workers agree on a stop sign; w4's answer was rejected and must not count
+    "as1,t1,a,w1,ACCEPTED,2026-11-23T09:00:00Z,stop,10,10,20,20\n",
+    "as2,t1,a,w2,SUBMITTED,2026-11-23T09:00:01Z,stop,12,10,20,20\n",
+    "as3,t1,a,w3,ACCEPTED,2026-11-23T09:00:02Z,yield,11,10,20,20\n",
+    "as4,t1,a,w4,REJECTED,2026-11-23T09:00:03Z,stop,60,60,30,30\n",
+    # image b: w1 drew nothing, w2 drew a box outside the image (skipped with a warning), w3 drew nothing
+    "as5,t2,b,w1,ACCEPTED,2026-11-23T09:00:04Z,,,,,\n",
+    "as6,t2,b,w2,ACCEPTED,2026-11-23T09:00:05Z,parking,500,500,10,10\n",
+    "as7,t2,b,w3,ACCEPTED,2026-11-23T09:00:06Z,,,,,\n",
+])
+
+
+def test_iou_cluster_boxes_and_workers(tmp_path):
+    proc, out = run(tmp_path, ANSWERS, "--method", "iou_cluster")
+    assert proc.returncode == 0, proc.stderr
+    boxes = pd.read_csv(out / "boxes.csv")
+    assert list(boxes.columns) == ["image_id", "label", "x", "y", "w", "h", "score", "support"]
+    # the mean of the three corners: x = (10+12+11)/3 = 11; the rejected box at (60,60) is ignored
+    assert boxes.values.tolist() == [["a", "stop", 11.0, 10.0, 20.0, 20.0, 1.0, 3]]
+    workers = pd.read_csv(out / "workers.csv").set_index("worker_id")
+    assert list(workers.columns[:2]) == ["answers", "skill"]
+    assert workers.loc["w1", "answers"] == 2 and workers.loc["w1", "boxes"] == 1
+    assert workers.loc["w1", "empty_answers"] == 1
+    assert workers.loc["w4", "answers"] == 0 and workers.loc["w4", "rejected_assignments"] == 1
+    assert pd.isna(workers.loc["w4", "skill"])
+    assert workers.loc["w1", "skill"] == pytest.approx(1.0)
+    # line 7 of answers.csv (as6) is the box outside image b: reported, not fatal
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "answers.csv line 7:" in warnings[0]
+    assert "cnvrg_tag_boxes: 1" in proc.stdout and "cnvrg_tag_problem_rows: 1" in proc.stdout
+
+
+def test_unknown_method_lists_valid_names(tmp_path):
+    proc, out = run(tmp_path, ANSWERS, "--method", "magic")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "magic" in lines[0] and "iou_cluster" in lines[0]
+    assert not (out / "boxes.csv").exists()
+
+
+@pytest.mark.parametrize("answers, message", [
+    (HEADER.replace(",status", "") + "as1,t1,a,w1,2026,stop,1,1,2,2\n", "missing column(s) status"),
+    (HEADER + "as1,t1,a,w1,ACCEPTED,2026,stop,1,one,2,2\n", "row 2, field 'y': 'one' is not a number"),
+    (HEADER + "as1,t1,a,w1,ACCEPTED,2026,stop,1,1,2,2\nas1,t1,a,w1,DONE,2026,stop,1,1,2,2\n",
+     "row 3, field 'status': 'DONE'"),
+])
+def test_bad_answers_fail_with_one_line(tmp_path, capsys, answers, message):
+    code, _, err = run_in_process(tmp_path, capsys, answers, "--method", "iou_cluster")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert not (tmp_path / "out" / "boxes.csv").exists()
+
+
+def test_missing_images_file_is_named(tmp_path, capsys):
+    code, _, err = run_in_process(tmp_path, capsys, ANSWERS, "--method", "iou_cluster",
+                                  images_csv=tmp_path / "nope.csv")
+    assert code == 2 and err.strip().splitlines() == [f"error: input file {tmp_path / 'nope.csv'} does not exist"]
+
+
+def test_nothing_drawn_anywhere_gives_empty_boxes(tmp_path, capsys):
+    answers = HEADER + "as1,t1,a,w1,ACCEPTED,2026,,,,,\nas2,t1,a,w2,ACCEPTED,2026,,,,,\n"
+    code, out_text, err = run_in_process(tmp_path, capsys, answers, "--method", "iou_cluster")
+    assert code == 0, err
+    assert pd.read_csv(tmp_path / "out" / "boxes.csv").empty
+    workers = pd.read_csv(tmp_path / "out" / "workers.csv")
+    assert workers["answers"].tolist() == [1, 1] and workers["empty_answers"].tolist() == [1, 1]
+    assert "cnvrg_tag_boxes: 0" in out_text
+
+
+def test_aggregator_worker_estimates_become_extra_columns(tmp_path, capsys, monkeypatch):
+    """An aggregator with a ``workers_`` frame (lean_em has one) adds its columns to workers.csv."""
+    import crowdboxes.aggregation as aggregation
+    from crowdboxes.aggregation import IoUClustering
+
+    class WithWorkerModel(IoUClustering):
+        def _fit_prepared(self, prep):
+            super()._fit_prepared(prep)
+            self.workers_ = pd.DataFrame({"miss_rate": [0.25] * prep.n_workers, "boxes": 99, "images": 7},
+                                         index=prep.worker_names).rename_axis("worker")
+
+    monkeypatch.setitem(aggregation.METHODS, "with_model", WithWorkerModel)
+    code, _, err = run_in_process(tmp_path, capsys, ANSWERS, "--method", "with_model")
+    assert code == 0, err
+    workers = pd.read_csv(tmp_path / "out" / "workers.csv").set_index("worker_id")
+    assert list(workers.columns) == ["answers", "skill", "boxes", "empty_answers", "rejected_assignments",
+                                     "miss_rate"]
+    assert workers.loc["w1", "boxes"] == 1 and workers.loc["w1", "miss_rate"] == 0.25  # ours win on a clash
+    assert pd.isna(workers.loc["w4", "miss_rate"])  # only rejected answers: the model never saw w4
+
+
+def test_best_verified_takes_the_verdicts_beside_answers_csv(tmp_path, capsys):
+    answers = HEADER + "".join([
+        "d1,t1,a,w1,ACCEPTED,2026,stop,10,10,20,20\n",
+        "d1,t1,a,w1,ACCEPTED,2026,yield,50,50,10,10\n",
+        "d2,t1,a,w2,ACCEPTED,2026,stop,12,12,30,30\n",
+    ])
+    code, _, err = run_in_process(tmp_path, capsys, answers, "--method", "best_verified")
+    assert code == 2 and "needs the verification verdicts" in err and "verifications.csv does not exist" in err
+    # worker_id in verifications.csv is the drawer; w1's drawing got 3 OK of 3, w2's 1 OK of 3
+    (tmp_path / "verifications.csv").write_text(
+        "image_id,assignment_id,worker_id,verdict,ok_votes,bad_votes,attempt,outcome,kind\n"
+        "a,d1,w1,OK,3,0,1,accepted,verify\n"
+        "a,d2,w2,BAD,1,2,1,rejected_final,verify\n"
+        "a,d3,w9,OK,0,0,1,accepted,control\n")
+    code, _, err = run_in_process(tmp_path, capsys, answers, "--method", "best_verified")
+    assert code == 0, err
+    boxes = pd.read_csv(tmp_path / "out" / "boxes.csv")
+    assert sorted(boxes[["label", "x", "y", "w", "h", "score", "support"]].values.tolist()) == [
+        ["stop", 10.0, 10.0, 20.0, 20.0, 1.0, 1], ["yield", 50.0, 50.0, 10.0, 10.0, 1.0, 1]]
+
+
+def test_auto_method_takes_best_verified_after_mode_verify_and_lean_em_otherwise(tmp_path, capsys):
+    answers = HEADER + "".join([
+        "d1,t1,a,w1,ACCEPTED,2026,stop,10,10,20,20\n",
+        "d2,t1,a,w2,REJECTED,2026,yield,50,50,10,10\n",
+    ])
+    (tmp_path / "verifications.csv").write_text(
+        "image_id,assignment_id,worker_id,verdict,ok_votes,bad_votes,attempt,outcome\n"
+        "a,d1,w1,OK,2,1,1,accepted\n"
+        "a,d2,w2,BAD,0,3,1,rejected\n")
+    expected = {"verify": "best_verified", "overlap+verify": "lean_em", "overlap": "lean_em", None: "lean_em"}
+    for mode, method in expected.items():
+        summary = tmp_path / "wait_summary.json"
+        summary.unlink(missing_ok=True)
+        if mode is not None:
+            summary.write_text(json.dumps({"mode": mode}))
+        code, _, err = run_in_process(tmp_path, capsys, answers)  # --method auto is the default
+        assert code == 0, err
+        assert f"aggregate_boxes ({method}):" in err, (mode, err)
+        boxes = pd.read_csv(tmp_path / "out" / "boxes.csv")
+        assert boxes[["label", "x", "y", "w", "h"]].values.tolist() == [["stop", 10.0, 10.0, 20.0, 20.0]]
+        # best_verified scores by the verdicts (2 OK of 3), LeanEM by its existence posterior
+        assert method != "best_verified" or boxes["score"].iloc[0] == pytest.approx(2 / 3)

@@ -1,0 +1,224 @@
+"""Export: COCO validity (pycocotools), flat CSV, summary numbers, dataset versions, one-line failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import types
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pycocotools.coco import COCO
+
+from crowdboxes.cnvrg import datasets
+from crowdboxes.cnvrg.stepkit import StepError
+
+REPO = Path(__file__).resolve().parents[2]
+STEP = REPO / "steps" / "export.py"
+
+IMAGES = ("image_id,file_name,url,width,height,sha256\n"
+          "a,scenes/a.jpg,http://s3/a.jpg,640,480,aaa\n"
+          "b,scenes/b.jpg,http://s3/b.jpg,800,600,bbb\n"
+          "c,scenes/c.jpg,http://s3/c.jpg,320,240,ccc\n")
+BOXES = ("image_id,label,x,y,w,h,score,support\n"
+         "a,stop,10,20,30,40,0.9,3\n"
+         "a,parking,100.5,50,20,20,0.2,1\n"
+         "b,speed_limit,0,0,80,60,0.75,2\n")
+WAIT = {"spent_usd": 0.39, "counts": {"submitted": 9, "accepted": 8, "rejected": 1}, "images_answered": 4,
+        "images_accepted": 3,
+        "duration_seconds": 120.0, "first_started_at": "2026-11-23T09:00:00.000000Z"}
+
+
+def clean_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CNVRG_") and k != datasets.ROOT_ENV}
+    env["HOME"] = str(tmp_path / "home")  # no ~/.cnvrg config: publish locally
+    return env
+
+
+def run(tmp_path, *extra, boxes=BOXES, images=IMAGES, wait=WAIT, out="out"):
+    (tmp_path / "boxes.csv").write_text(boxes)
+    (tmp_path / "images.csv").write_text(images)
+    (tmp_path / "wait_summary.json").write_text(json.dumps(wait))
+    args = {"--boxes_csv": tmp_path / "boxes.csv", "--images_csv": tmp_path / "images.csv",
+            "--wait_summary": tmp_path / "wait_summary.json", "--dataset": "road_signs_annotations",
+            "--dataset_root": tmp_path / "datasets", "--output_dir": tmp_path / out, "--min_score": "0"}
+    for key, value in zip(extra[::2], extra[1::2]):
+        args[key] = value
+    command = [sys.executable, str(STEP)] + [str(x) for kv in args.items() for x in kv]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env=clean_env(tmp_path))
+    return proc, tmp_path / out
+
+
+def test_coco_loads_in_pycocotools_and_matches_boxes(tmp_path):
+    proc, out = run(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    coco_path = out / "annotations.coco.json"
+    gt = COCO(str(coco_path))  # as ground truth
+    assert sorted(gt.getImgIds()) == [1, 2, 3]
+    assert gt.imgs[1]["file_name"] == "scenes/a.jpg" and gt.imgs[2]["width"] == 800
+    assert gt.imgs[3]["sha256"] == "ccc" and gt.imgs[1]["url"] == "http://s3/a.jpg"
+    assert gt.imgs[1]["image_key"] == "a"
+    assert [c["name"] for c in gt.loadCats(gt.getCatIds())][:3] == ["stop", "yield", "speed_limit"]
+    anns = gt.loadAnns(gt.getAnnIds())
+    # image a: highest score first; category ids from classes.py (stop 1, parking 7, speed_limit 3)
+    assert [(a["image_id"], a["category_id"], a["bbox"], a["area"], a["score"], a["support"]) for a in anns] == [
+        (1, 1, [10, 20, 30, 40], 1200, 0.9, 3), (1, 7, [100.5, 50, 20, 20], 400, 0.2, 1),
+        (2, 3, [0, 0, 80, 60], 4800, 0.75, 2)]
+    results = gt.loadRes(json.loads(coco_path.read_text())["annotations"])  # as detection results
+    assert len(results.getAnnIds()) == 3
+
+    flat = pd.read_csv(out / "annotations.csv")
+    assert flat[["image_id", "file_name", "label", "category_id", "w"]].values.tolist() == [
+        ["a", "scenes/a.jpg", "stop", 1, 30.0], ["a", "scenes/a.jpg", "parking", 7, 20.0],
+        ["b", "scenes/b.jpg", "speed_limit", 3, 80.0]]
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 3 and summary["images_with_boxes"] == 2 and summary["boxes"] == 3
+    assert summary["boxes_per_class"] == {"parking": 1, "speed_limit": 1, "stop": 1}
+    assert summary["cost_usd"] == 0.39 and summary["cost_per_accepted_image_usd"] == pytest.approx(0.13)
+    assert summary["crowd_wait_seconds"] == 120.0 and summary["wall_time_seconds"] > 0
+    assert summary["dataset"]["kind"] == "local" and summary["dataset"]["version"] == "1"
+    assert "cnvrg_tag_boxes: 3" in proc.stdout and "cnvrg_tag_dataset_version: 1" in proc.stdout
+    assert "cost: $0.3900, per accepted image: $0.1300" in proc.stdout
+
+
+def test_min_score_filters_and_dataset_versions_increment(tmp_path):
+    proc, _ = run(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc, out = run(tmp_path, "--min_score", "0.5", out="out2")
+    assert proc.returncode == 0, proc.stderr
+    coco = json.loads((out / "annotations.coco.json").read_text())
+    assert [a["score"] for a in coco["annotations"]] == [0.9, 0.75]
+    store = datasets.LocalDatasetStore(tmp_path / "datasets")
+    assert store.versions("road_signs_annotations") == [1, 2]
+    v2 = store.path("road_signs_annotations", 2)
+    assert sorted(p.name for p in v2.iterdir()) == ["annotations.coco.json", "annotations.csv", "manifest.json",
+                                                   "summary.json"]
+    assert (v2 / "annotations.coco.json").read_bytes() == (out / "annotations.coco.json").read_bytes()
+    manifest = store.manifest("road_signs_annotations", 2)
+    assert manifest["version"] == 2 and [f["name"] for f in manifest["files"]][0] == "annotations.coco.json"
+    assert json.loads((out / "summary.json").read_text())["dropped_low_score"] == 1
+
+
+def test_dataset_none_does_not_publish(tmp_path):
+    proc, out = run(tmp_path, "--dataset", "none", "--wait_summary", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "datasets").exists()
+    assert json.loads((out / "summary.json").read_text())["cost_usd"] is None
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"boxes": BOXES.replace("score,", "")}, "boxes.csv: missing column(s) score"),
+    ({"images": IMAGES.replace(",sha256", "")}, "images.csv: missing column(s) sha256"),
+    ({"boxes": BOXES + "zz,stop,1,1,2,2,0.5,1\n"}, "boxes.csv: row 5, field 'image_id': 'zz' is not in"),
+    ({"boxes": BOXES.replace("0.75", "high")}, "row 4, field 'score': 'high' is not a number"),
+])
+def test_bad_inputs_fail_with_one_line(tmp_path, change, message):
+    proc, out = run(tmp_path, **change)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert not (out / "annotations.coco.json").exists()
+
+
+def test_missing_input_file_is_named(tmp_path):
+    proc, _ = run(tmp_path, "--wait_summary", tmp_path / "nowhere.json")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: input file {tmp_path / 'nowhere.json'} does not exist"]
+
+
+def test_unknown_class_is_skipped_with_a_warning(tmp_path):
+    proc, out = run(tmp_path, boxes=BOXES + "b,unicorn,1,1,5,5,0.8,2\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "boxes.csv line 5: unknown class 'unicorn'" in proc.stderr
+    assert json.loads((out / "summary.json").read_text())["boxes"] == 3
+
+
+def test_local_store_skips_unchanged_and_numbers_concurrent_writers(tmp_path):
+    store = datasets.LocalDatasetStore(tmp_path / "ds")
+    f = tmp_path / "a.json"
+    f.write_text("1")
+    assert store.latest("x") is None
+    assert store.put_files("x", [f]) == 1
+    assert store.put_files("x", [f]) == 1  # identical content: no new version
+    results = []
+
+    def writer(n):
+        g = tmp_path / f"w{n}" / "a.json"
+        g.parent.mkdir()
+        g.write_text(f"writer {n}")
+        results.append(datasets.LocalDatasetStore(tmp_path / "ds").put_files("x", [g]))
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [2, 3, 4, 5, 6, 7] and store.latest("x") == 7
+    assert not [p for p in (tmp_path / "ds" / "x").iterdir() if p.name.startswith(".")]
+    with pytest.raises(StepError, match="dataset name '../up'"):
+        store.put_files("../up", [f])
+
+
+def test_root_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(datasets.ROOT_ENV, str(tmp_path / "envroot"))
+    assert datasets.LocalDatasetStore().root == tmp_path / "envroot"
+    monkeypatch.delenv(datasets.ROOT_ENV)
+    assert datasets.LocalDatasetStore().root == Path("datasets")
+
+
+def test_on_cnvrg_publishes_through_the_sdk(tmp_path, monkeypatch):
+    """With cnvrg's job variables set, publish() calls cnvrgv2 the documented way (stub SDK: no server)."""
+    calls = []
+
+    class Dataset:
+        def __init__(self, slug, exists):
+            self.slug, self.exists = slug, exists
+
+        def reload(self):
+            if not self.exists:
+                raise RuntimeError("not found")
+
+        def put_files(self, paths, message=""):
+            calls.append(("put_files", self.slug, paths, message, os.getcwd()))
+            return "sha1abc"
+
+    class Datasets:
+        def get(self, slug):
+            return Dataset(slug, exists=False)
+
+        def create(self, name):
+            calls.append(("create", name))
+            return Dataset(name, exists=True)
+
+    fake = types.ModuleType("cnvrgv2")
+    fake.Cnvrg = lambda: types.SimpleNamespace(datasets=Datasets())
+    monkeypatch.setitem(sys.modules, "cnvrgv2", fake)
+    monkeypatch.setenv("CNVRG_URL", "https://app.cnvrg.io")
+    monkeypatch.setenv("CNVRG_TOKEN", "tok")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("annotations.coco.json", "summary.json"):
+        (out / name).write_text("{}")
+    cwd = os.getcwd()
+    published = datasets.publish("road_signs_annotations", [out / "annotations.coco.json", out / "summary.json"],
+                                 root=tmp_path / "ds", message="m")
+    assert os.getcwd() == cwd
+    assert calls == [("create", "road_signs_annotations"),
+                     ("put_files", "road_signs_annotations", ["annotations.coco.json", "summary.json"], "m",
+                      str(out.resolve()))]
+    assert published.kind == "cnvrg" and published.version == "sha1abc"
+    assert not (tmp_path / "ds").exists()
+
+
+def test_on_cnvrg_detection(tmp_path):
+    assert datasets.on_cnvrg({"CNVRG_URL": "u", "CNVRG_JWT_TOKEN": "t"}, home=tmp_path)
+    assert not datasets.on_cnvrg({"CNVRG_URL": "u"}, home=tmp_path)
+    (tmp_path / ".cnvrg").mkdir()
+    (tmp_path / ".cnvrg" / "cnvrg.config").write_text("token: x")
+    assert datasets.on_cnvrg({}, home=tmp_path)

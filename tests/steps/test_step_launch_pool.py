@@ -1,0 +1,325 @@
+"""Launch Pool: settings -> pool JSON, the cost estimate, refusals before anything is created, and
+re-runs that reuse the pool and never duplicate or lose tasks."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from crowdboxes.toloka import pools
+
+from crowdboxes.cnvrg import stepkit
+from crowdboxes.cnvrg.stepkit import StepError
+from helpers_local_toloka import start_local_toloka
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+TOKEN = "launch-pool-test-token-9a8b7c"
+N_IMAGES = 7
+
+
+def settings(**overrides):
+    values = dict(mode="overlap", reward="0.1", overlap="3", tasks_per_suite="2", time_per_suite="300",
+                  auto_accept="false", review_days="5", languages="en, de", expiry_days="3", adult_content="false")
+    values.update(overrides)
+    return pools.parse_pool_settings(**values)
+
+
+# --- library --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, value, message", [
+    ("reward", "abc", "--reward 'abc' is not a number"),
+    ("reward", "0.001", "--reward '0.001' must be at least 0.005"),
+    ("overlap", "0", "--overlap '0' must be at least 1"),
+    ("overlap", "2.5", "--overlap '2.5' is not a whole number"),
+    ("auto_accept", "maybe", "--auto_accept 'maybe': use true or false"),
+    ("review_days", "30", "--review_days '30' must be at most 21"),
+    ("languages", "english", "--languages 'english': expected ISO 639-1 codes"),
+    ("time_per_suite", "nan", "--time_per_suite 'nan' is not a whole number"),
+])
+def test_bad_settings_name_the_param(name, value, message):
+    with pytest.raises(StepError) as info:
+        settings(**{name: value})
+    assert message in str(info.value)
+
+
+def test_pool_json_applies_the_settings_to_the_config():
+    config = pools.load_pool_config(CONFIGS / "detection_pool.json")
+    expires = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    pool = pools.build_detection_pool(config, settings(), project_id="12",
+                                      skill_ids={"drawer_skill": "77", "verifier_skill": "78", "control_skill": "79"},
+                                      key="crowdboxes:x:detection:pool:abc", will_expire=expires)
+    data = json.loads(pool.to_json())
+    assert data["project_id"] == "12" and data["private_comment"] == "crowdboxes:x:detection:pool:abc"
+    assert data["defaults"] == {"default_overlap_for_new_task_suites": 3, "default_overlap_for_new_tasks": 3}
+    assert data["reward_per_assignment"] == 0.1 and data["assignment_max_duration_seconds"] == 300
+    assert data["auto_accept_solutions"] is False and data["auto_accept_period_day"] == 5
+    assert data["mixer_config"]["real_tasks_count"] == 2
+    assert data["will_expire"].startswith("2030-01-02T03:04:05")
+    assert data["filter"] == {"and": [{"or": [
+        {"category": "profile", "key": "languages", "operator": "IN", "value": "EN"},
+        {"category": "profile", "key": "languages", "operator": "IN", "value": "DE"}]}]}
+    set_skill = [r["action"] for c in data["quality_control"]["configs"] for r in c["rules"]
+                 if r["action"]["type"] == "SET_SKILL"]
+    assert set_skill[0]["parameters"]["skill_id"] == "77"  # "$drawer_skill" resolved
+    verify = json.loads(pools.build_detection_pool(config, settings(mode="verify", languages="none"),
+                                                   project_id="12", skill_ids={"drawer_skill": "77"}, key="k",
+                                                   will_expire=expires).to_json())
+    assert verify["defaults"]["default_overlap_for_new_tasks"] == 1 and "filter" not in verify
+    with pytest.raises(StepError, match="projects.csv has no role 'drawer_skill'"):
+        pools.build_detection_pool(config, settings(), project_id="12", skill_ids={}, key="k", will_expire=expires)
+
+
+def test_languages_replace_only_language_conditions():
+    other = {"category": "computed", "key": "client_type", "operator": "EQ", "value": "BROWSER"}
+    merged = pools.with_languages({"and": [{"or": [other]}, {"or": [
+        {"category": "profile", "key": "languages", "operator": "IN", "value": "RU"}]}]}, ("EN",))
+    assert merged == {"and": [{"or": [other]}, {"or": [
+        {"category": "profile", "key": "languages", "operator": "IN", "value": "EN"}]}]}
+    assert pools.with_languages(other, ()) == {"and": [{"or": [other]}]}
+
+
+def test_pool_key_ignores_resigned_urls_but_not_settings():
+    config = pools.load_pool_config(CONFIGS / "detection_pool.json")
+    digest = pools.images_digest(["b" * 64, "a" * 64])
+    assert digest == pools.images_digest(["a" * 64, "b" * 64])
+    key = pools.pool_key("crowdboxes:x:detection", "1", digest, config, settings())
+    assert key == pools.pool_key("crowdboxes:x:detection", "1", digest, config, settings())
+    assert key != pools.pool_key("crowdboxes:x:detection", "1", digest, config, settings(reward="0.2"))
+    assert key != pools.pool_key("crowdboxes:x:detection", "1", pools.images_digest(["a" * 64]), config, settings())
+    assert pools.url_identity("https://B.s3.amazonaws.com/p/x.png?X-Amz-Signature=1") == \
+        pools.url_identity("https://b.s3.amazonaws.com/p/x.png?X-Amz-Signature=2")
+
+
+def test_pool_expiry_is_fitted_to_presigned_urls():
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    wanted = now + timedelta(days=7)
+    images = pd.DataFrame({"url_expires_at": ["2030-01-04T00:00:00Z", "2030-01-03T12:00:00Z"]})
+    limit = pools.url_expiry_limit(images, "images.csv")
+    assert limit == datetime(2030, 1, 3, 12, tzinfo=timezone.utc)
+    warnings = []
+    assert pools.fit_expiry_to_urls(wanted, limit, "images.csv", now=now, log=warnings.append) == limit
+    assert "presigned image URLs" in warnings[0]
+    assert pools.fit_expiry_to_urls(wanted, None, "images.csv", now=now) == wanted
+    with pytest.raises(StepError, match="less than 1 h from now"):
+        pools.fit_expiry_to_urls(wanted, now + timedelta(minutes=20), "images.csv", now=now)
+    with pytest.raises(StepError, match="row 3, field 'url_expires_at'"):
+        pools.url_expiry_limit(pd.DataFrame({"url_expires_at": ["2030-01-04T00:00:00Z", "soon"]}), "images.csv")
+
+
+# --- the step against the local Toloka -----------------------------------------------------------
+
+def run_step(args, env, timeout=90):
+    return subprocess.run([sys.executable, str(REPO / "steps" / "launch_pool.py"), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_inprocess(args, monkeypatch, capsys, token=TOKEN):
+    """The same ``main`` through ``run_step`` in this process (saves toloka-kit's import per run)."""
+    spec = importlib.util.spec_from_file_location("launch_pool_step", REPO / "steps" / "launch_pool.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if token is None:
+        monkeypatch.delenv("toloka_token", raising=False)
+    else:
+        monkeypatch.setenv("toloka_token", token)
+    capsys.readouterr()
+    code = stepkit.run_step(module.main, args)
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+@pytest.fixture(scope="module")
+def toloka(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("toloka")
+    with start_local_toloka(folder, TOKEN, workers=2, seed=2, crowd_module="helpers_local_toloka") as handle:
+        out = folder / "create_project"
+        created = subprocess.run([sys.executable, str(REPO / "steps" / "create_project.py"), "--toloka_env",
+                                  handle.url, "--config_dir", str(CONFIGS), "--project_key", "launch-test",
+                                  "--output_dir", str(out)], env={**os.environ, "toloka_token": TOKEN},
+                                 cwd=REPO, capture_output=True, text=True, timeout=90)
+        assert created.returncode == 0, created.stderr
+        handle.projects_csv = out / "projects.csv"
+        yield handle
+
+
+def write_images(path: Path, signature: str, n: int = N_IMAGES, expires_in_days: float = 5) -> pd.DataFrame:
+    """An images.csv as Upload Images writes it (the pool never fetches the URLs itself)."""
+    expires = (datetime.now(timezone.utc) + timedelta(days=expires_in_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rows = []
+    for i in range(n):
+        sha = f"{i:02d}" + "ab" * 31
+        rows.append({"image_id": sha[:16], "file_name": f"img{i}.png",
+                     "url": f"http://127.0.0.1:9/bucket/signs/{sha}.png?X-Amz-Signature={signature}",
+                     "width": 640, "height": 480, "sha256": sha, "url_expires_at": expires})
+    frame = pd.DataFrame(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def launch_args(toloka, images_csv, out, **overrides):
+    params = {"toloka_env": toloka.url, "projects_csv": str(toloka.projects_csv), "images_csv": str(images_csv),
+              "config_dir": str(CONFIGS), "mode": "overlap", "reward": "0.1", "overlap": "3",
+              "tasks_per_suite": "1", "time_per_suite": "600", "auto_accept": "true", "review_days": "1",
+              "languages": "EN", "expiry_days": "7", "adult_content": "false", "budget": "10", "batch_size": "3",
+              "control_csv": "none", "output_dir": str(out)}
+    params.update(overrides)
+    return [part for key, value in params.items() for part in (f"--{key}", value)]
+
+
+def pools_of_project(toloka) -> list:
+    projects = pd.read_csv(toloka.projects_csv, dtype=str).set_index("role")
+    return list(toloka.client().get_pools(project_id=projects.loc["detection_project", "toloka_id"]))
+
+
+def test_rerun_reuses_pool_and_tasks(toloka, tmp_path):
+    images_csv = tmp_path / "upload" / "images.csv"
+    images = write_images(images_csv, signature="first")
+    out = tmp_path / "launch"
+    env = {**os.environ, "toloka_token": TOKEN}
+    first = run_step(launch_args(toloka, images_csv, out), env)
+    assert first.returncode == 0, first.stderr
+    # 7 tasks x overlap 3 = 21 assignments at $0.10 + 30 % fee = $2.73
+    assert "cnvrg_tag_estimated_cost: 2.73" in first.stdout and "cnvrg_tag_tasks_created: 7" in first.stdout
+    pool_row = pd.read_csv(out / "pool.csv", dtype=str).iloc[0]
+    assert (pool_row.role, pool_row.tasks, pool_row.overlap, pool_row["mode"]) == ("detection_pool", "7", "3", "overlap")
+    assert abs(float(pool_row.estimated_cost) - 2.73) < 1e-9 and pool_row.status == "OPEN"
+    tasks = pd.read_csv(out / "tasks.csv", dtype=str)
+    assert list(tasks.columns[:4]) == ["task_id", "pool_id", "image_id", "url"]
+    assert sorted(tasks["image_id"]) == sorted(images["image_id"]) and tasks["task_id"].is_unique
+
+    client = toloka.client()
+    pool = client.get_pool(pool_row.pool_id)
+    assert pool.defaults.default_overlap_for_new_tasks == 3 and pool.reward_per_assignment == 0.1
+    assert pool.private_comment == pool_row.key
+    # the pool ends when the presigned URLs do (5 days), not after --expiry_days 7
+    url_limit = datetime.now(timezone.utc) + timedelta(days=5)
+    will_expire = pool.will_expire if pool.will_expire.tzinfo else pool.will_expire.replace(tzinfo=timezone.utc)
+    assert abs((will_expire - url_limit).total_seconds()) < 120
+    in_pool = list(client.get_tasks(pool_id=pool_row.pool_id))
+    assert len(in_pool) == N_IMAGES and all(t.overlap == 3 for t in in_pool)
+
+    # Upload Images re-ran: same images, freshly signed URLs -> same pool, no new tasks
+    write_images(images_csv, signature="second")
+    second = run_step(launch_args(toloka, images_csv, out), env)
+    assert second.returncode == 0, second.stderr
+    assert "cnvrg_tag_tasks_created: 0" in second.stdout and "found pool" in second.stdout
+    again = pd.read_csv(out / "pool.csv", dtype=str).iloc[0]
+    assert again.pool_id == pool_row.pool_id and again.tasks == "7"
+    assert sorted(pd.read_csv(out / "tasks.csv", dtype=str)["task_id"]) == sorted(tasks["task_id"])
+    assert len(list(client.get_tasks(pool_id=pool_row.pool_id))) == N_IMAGES
+    for result in (first, second):
+        assert TOKEN not in result.stdout + result.stderr
+    assert all(TOKEN not in p.read_text() for p in out.iterdir())
+
+
+def test_partial_upload_is_completed_without_duplicates(toloka, tmp_path):
+    """A crash after some batches: the next upload sends only the missing images."""
+    client = toloka.client()
+    projects = pd.read_csv(toloka.projects_csv, dtype=str).set_index("role")["toloka_id"].to_dict()
+    config = pools.load_pool_config(CONFIGS / "detection_pool.json")
+    spec = pools.build_detection_pool(config, settings(overlap="2"), project_id=projects["detection_project"],
+                                      skill_ids=projects, key="crowdboxes:launch-test:detection:pool:partial",
+                                      will_expire=datetime.now(timezone.utc) + timedelta(days=1))
+    pool = client.create_pool(spec)
+    images = write_images(tmp_path / "images.csv", "x")
+    wanted = images[["image_id", "url"]].assign(control=False)
+    first = pools.upload_tasks(client, pool.id, wanted.iloc[:3], batch_size=2, use_image_id=False, log=lambda m: None)
+    assert (first.created, first.already_there, len(first.tasks)) == (3, 0, 3)
+    resumed = pools.upload_tasks(client, pool.id, wanted, batch_size=2, use_image_id=False, log=lambda m: None)
+    assert (resumed.created, resumed.already_there, len(resumed.tasks)) == (4, 3, N_IMAGES)
+    assert set(first.tasks["task_id"]) <= set(resumed.tasks["task_id"])
+    assert len(list(client.get_tasks(pool_id=pool.id))) == N_IMAGES
+    assert pools.find_pool(client, projects["detection_project"], "crowdboxes:launch-test:detection:pool:partial").id == pool.id
+
+
+def test_invalid_task_inputs_are_reported_per_image(toloka):
+    client = toloka.client()
+    projects = pd.read_csv(toloka.projects_csv, dtype=str).set_index("role")["toloka_id"].to_dict()
+    config = pools.load_pool_config(CONFIGS / "detection_pool.json")
+    pool = client.create_pool(pools.build_detection_pool(
+        config, settings(), project_id=projects["detection_project"], skill_ids=projects,
+        key="crowdboxes:launch-test:detection:pool:invalid", will_expire=datetime.now(timezone.utc) + timedelta(days=1)))
+    wanted = pd.DataFrame({"image_id": ["a", "b", "c"], "control": False,
+                           "url": ["ftp://bad", "http://127.0.0.1:9/x.png", "not a url"]})
+    # batch 1 is half valid; batch 2 has no valid item (toloka-kit raises for that one)
+    result = pools.upload_tasks(client, pool.id, wanted, batch_size=2, use_image_id=False, log=lambda m: None)
+    assert result.created == 1 and list(result.tasks["image_id"]) == ["b"]
+    assert [image_id for image_id, _ in result.failed] == ["a", "c"]
+    assert "Invalid URL 'ftp://bad'" in result.failed[0][1]
+
+
+def test_verify_mode_makes_an_overlap_one_pool(toloka, tmp_path, monkeypatch, capsys):
+    images_csv = tmp_path / "images.csv"
+    write_images(images_csv, "v", n=3)
+    result = run_inprocess(launch_args(toloka, images_csv, tmp_path / "out", mode="verify", overlap="5"),
+                           monkeypatch, capsys)
+    assert result.returncode == 0, result.stderr
+    row = pd.read_csv(tmp_path / "out" / "pool.csv", dtype=str).iloc[0]
+    assert (row["mode"], row.overlap) == ("verify", "1")
+    pool = toloka.client().get_pool(row.pool_id)
+    assert pool.defaults.default_overlap_for_new_tasks == 1
+    assert pool.auto_accept_solutions is False and "--auto_accept true ignored" in result.stderr
+
+
+def test_control_images_become_tasks_once(toloka, tmp_path, monkeypatch, capsys):
+    images_csv = tmp_path / "images.csv"
+    images = write_images(images_csv, "c", n=3)
+    control_csv = tmp_path / "control.csv"
+    pd.DataFrame([
+        {"url": "http://127.0.0.1:9/control/one.png", "width": 100, "height": 80, "label": "stop",
+         "x": 10, "y": 10, "w": 20, "h": 20, "image_id": "ctl-one"},
+        {"url": "http://127.0.0.1:9/control/one.png", "width": 100, "height": 80, "label": "yield",
+         "x": 50, "y": 40, "w": 20, "h": 20, "image_id": "ctl-one"},
+        {"url": "http://127.0.0.1:9/control/empty.png", "width": 100, "height": 80, "label": None,
+         "x": None, "y": None, "w": None, "h": None, "image_id": "ctl-empty"},
+        {"url": images["url"][0], "width": 640, "height": 480, "label": "stop",  # also a normal image
+         "x": 1, "y": 1, "w": 5, "h": 5, "image_id": "ctl-dup"},
+    ]).to_csv(control_csv, index=False)
+    args = launch_args(toloka, images_csv, tmp_path / "out", control_csv=str(control_csv), reward="0.06")
+    for created in (5, 0):
+        result = run_inprocess(args, monkeypatch, capsys)
+        assert result.returncode == 0, result.stderr
+        assert f"cnvrg_tag_tasks_created: {created}" in result.stdout
+    tasks = pd.read_csv(tmp_path / "out" / "tasks.csv", dtype=str)
+    assert len(tasks) == 5 and tasks["task_id"].is_unique
+    control = tasks[tasks["control"] == "True"]
+    assert len(control) == 2 and "ctl-one" in set(control["image_id"])
+    assert set(control["url"]) == {"http://127.0.0.1:9/control/one.png", "http://127.0.0.1:9/control/empty.png"}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"mode": "fast"}, "--mode 'fast' is not a mode; choose one of overlap, verify, overlap+verify"),
+    ({"budget": "0.05"}, "--budget '0.05' is below the price of one assignment"),
+    ({"reward": "abc"}, "--reward 'abc' is not a USD amount"),
+    ({"overlap": "0"}, "--overlap '0' must be at least 1"),
+    ({"batch_size": "-1"}, "--batch_size '-1' must be at least 1"),
+    ({"projects_csv": "/nonexistent/projects.csv"}, "/nonexistent/projects.csv does not exist"),
+])
+def test_refusals_create_nothing(toloka, tmp_path, monkeypatch, capsys, overrides, message):
+    images_csv = tmp_path / "images.csv"
+    write_images(images_csv, "r", n=2)
+    before = len(pools_of_project(toloka))
+    result = run_inprocess(launch_args(toloka, images_csv, tmp_path / "out", **overrides), monkeypatch, capsys)
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
+    assert len(pools_of_project(toloka)) == before
+    assert not (tmp_path / "out" / "pool.csv").exists()
+
+
+def test_bad_images_csv_and_missing_token(toloka, tmp_path, monkeypatch, capsys):
+    images_csv = tmp_path / "images.csv"
+    write_images(images_csv, "m", n=2).drop(columns=["sha256"]).to_csv(images_csv, index=False)
+    result = run_inprocess(launch_args(toloka, images_csv, tmp_path / "out"), monkeypatch, capsys)
+    assert result.returncode == 2 and "images.csv: missing column(s) sha256" in result.stderr
+    write_images(images_csv, "m", n=2)
+    missing = run_step(launch_args(toloka, images_csv, tmp_path / "out"),
+                       {k: v for k, v in os.environ.items() if k != "toloka_token"})
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "environment variable 'toloka_token'" in missing.stderr

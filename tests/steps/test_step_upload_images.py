@@ -1,0 +1,245 @@
+"""Upload Images: validation reasons, duplicates, S3 keys/URLs, and re-runs that upload nothing twice."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from PIL import Image
+
+from crowdboxes.storage import images as img
+from crowdboxes.cnvrg.stepkit import StepError
+from helpers_s3 import FAKE_AWS_ENV, start_local_s3
+
+REPO = Path(__file__).resolve().parents[2]
+BUCKET = "test-images"
+PUBLIC_BUCKET = "test-public-images"
+
+
+def _png(path: Path, width: int, height: int, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _jpeg(path: Path, width: int, height: int, seed: int = 0, orientation: int | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    image.save(path, format="JPEG", quality=85, exif=exif)
+    return path
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Four good images (one in a subfolder, one JPEG) and five that must be rejected."""
+    root = tmp_path / "road_signs"
+    _png(root / "a.png", 80, 60, seed=1)
+    _png(root / "b.png", 90, 70, seed=2)
+    _jpeg(root / "sub" / "c.jpg", 100, 50, seed=3)
+    _png(root / "sub" / "deeper" / "d.webp.png", 64, 64, seed=4)
+    (root / "sub" / "copy_of_a.PNG").write_bytes((root / "a.png").read_bytes())  # duplicate by bytes
+    _png(root / "tiny.png", 20, 40, seed=5)  # shorter side 20 < 32
+    (root / "notes.jpg").write_text("this is not an image")
+    truncated = (root / "b.png").read_bytes()
+    (root / "truncated.png").write_bytes(truncated[: len(truncated) // 2])
+    (root / "empty.jpeg").write_bytes(b"")
+    (root / "labels.txt").write_text("ignored: not an image extension")
+    (root / ".hidden.png").write_bytes((root / "b.png").read_bytes())
+    return root
+
+
+def run_step(args, env, timeout=60):
+    return subprocess.run([sys.executable, str(REPO / "steps" / "upload_images.py"), *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# --- library --------------------------------------------------------------------------------
+
+def test_inspect_gives_a_reason_per_bad_file(dataset):
+    infos = img.scan_folder(dataset)
+    names = [i.file_name for i in infos]
+    assert names == sorted(names)
+    assert "labels.txt" not in names and ".hidden.png" not in names
+    img.inspect_all(infos, img.ImageRules(min_side=32), max_workers=2)
+    img.mark_duplicates(infos)
+    reasons = {i.file_name: i.reason for i in infos}
+    assert reasons["a.png"] == "" and reasons["sub/c.jpg"] == ""
+    assert reasons["sub/copy_of_a.PNG"] == "duplicate of a.png"
+    assert reasons["tiny.png"] == "image is 20x40 px, shorter side below --min_side 32"
+    assert reasons["notes.jpg"].startswith("not an image")
+    assert reasons["truncated.png"].startswith("corrupt image")
+    assert reasons["empty.jpeg"] == "empty file"
+    good = {i.file_name: i for i in infos if not i.reason}
+    a = good["a.png"]
+    assert a.sha256 == hashlib.sha256((dataset / "a.png").read_bytes()).hexdigest()
+    assert (a.width, a.height, a.format) == (80, 60, "PNG") and a.image_id == a.sha256[:16]
+
+
+def test_size_and_format_limits(tmp_path):
+    big = img.inspect_image(img.ImageInfo(_png(tmp_path / "big.png", 300, 40), "big.png"),
+                            img.ImageRules(min_side=10, max_side=200))
+    assert big.reason == "image is 300x40 px, longer side above --max_side 200"
+    heavy = img.inspect_image(img.ImageInfo(_png(tmp_path / "heavy.png", 200, 200), "heavy.png"),
+                              img.ImageRules(max_image_mb=0.01))
+    assert heavy.reason.startswith("file is 0.1 MB, above --max_image_mb 0.01")
+    gif_path = tmp_path / "anim.png"
+    Image.new("RGB", (50, 50)).save(gif_path, format="GIF")  # GIF bytes behind a .png name
+    gif = img.inspect_image(img.ImageInfo(gif_path, "anim.png"), img.ImageRules())
+    assert gif.reason == "format GIF is not allowed (allowed: JPEG, PNG, WEBP)"
+
+
+def test_exif_rotation_gives_displayed_size(tmp_path):
+    info = img.inspect_image(img.ImageInfo(_jpeg(tmp_path / "r.jpg", 120, 60, orientation=6), "r.jpg"),
+                             img.ImageRules())
+    assert info.reason == "" and (info.width, info.height, info.orientation) == (60, 120, 6)
+
+
+def test_prefix_and_url_mode_rules():
+    assert img.normalize_prefix("road-signs") == "road-signs/"
+    assert img.normalize_prefix("/a/b/") == "a/b/"
+    assert img.normalize_prefix("none") == ""
+    with pytest.raises(StepError, match="at most 7 days"):
+        img.check_url_mode("presigned", 8)
+    with pytest.raises(StepError, match="--url_mode 'signed'"):
+        img.check_url_mode("signed", 1)
+    img.check_url_mode("public", 365)
+
+
+# --- the step against a local S3 (moto) --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with start_local_s3(tmp_path_factory.mktemp("s3"), buckets=[BUCKET]) as store:
+        yield store
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return {**env, **FAKE_AWS_ENV, "AWS_EC2_METADATA_DISABLED": "true", **extra}
+
+
+def test_upload_then_rerun_uploads_nothing(dataset, s3, tmp_path):
+    out = tmp_path / "out"
+    args = ["--images_dir", str(dataset), "--s3_bucket", BUCKET, "--s3_prefix", "rerun", "--s3_endpoint_url",
+            s3.url, "--url_mode", "presigned", "--url_expiry_days", "2", "--max_workers", "3",
+            "--output_dir", str(out)]
+    first = run_step(args, _env())
+    assert first.returncode == 0, first.stderr
+    assert "cnvrg_tag_images: 4" in first.stdout and "cnvrg_tag_images_uploaded: 4" in first.stdout
+    images = pd.read_csv(out / "images.csv", dtype=str)
+    assert list(images.columns[:6]) == ["image_id", "file_name", "url", "width", "height", "sha256"]
+    assert sorted(images["file_name"]) == ["a.png", "b.png", "sub/c.jpg", "sub/deeper/d.webp.png"]
+    for row in images.itertuples():
+        data = (dataset / row.file_name).read_bytes()
+        assert row.sha256 == hashlib.sha256(data).hexdigest() and row.image_id == row.sha256[:16]
+        ext = "jpg" if row.file_name.endswith(".jpg") else "png"
+        assert row.s3_key == f"rerun/{row.sha256}.{ext}"
+        assert "X-Amz-Expires=172800" in row.url  # presigned for 2 days
+    fetched = requests.get(images.loc[images.file_name == "sub/c.jpg", "url"].iloc[0], timeout=10)
+    assert fetched.status_code == 200 and fetched.content == (dataset / "sub/c.jpg").read_bytes()
+    assert fetched.headers["Content-Type"] == "image/jpeg"
+    rejected = pd.read_csv(out / "rejected_images.csv")
+    assert dict(zip(rejected.file_name, rejected.reason))["sub/copy_of_a.PNG"] == "duplicate of a.png"
+    assert set(rejected.file_name) == {"sub/copy_of_a.PNG", "tiny.png", "notes.jpg", "truncated.png", "empty.jpeg"}
+
+    before = {k: v["LastModified"] for k, v in s3.objects(BUCKET).items() if k.startswith("rerun/")}
+    assert len(before) == 4
+    time.sleep(1.1)  # S3 LastModified has one-second resolution
+    _png(dataset / "new.png", 70, 70, seed=9)
+    second = run_step(args, _env())
+    assert second.returncode == 0, second.stderr
+    assert "cnvrg_tag_images_uploaded: 1" in second.stdout and "cnvrg_tag_images_already_in_s3: 4" in second.stdout
+    after = {k: v["LastModified"] for k, v in s3.objects(BUCKET).items() if k.startswith("rerun/")}
+    assert len(after) == 5 and all(after[k] == before[k] for k in before)  # none re-uploaded
+    assert FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"] not in first.stdout + first.stderr + second.stdout + second.stderr
+    for name in ("images.csv", "rejected_images.csv"):
+        assert FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"] not in (out / name).read_text()
+
+
+def test_public_urls_need_a_public_bucket(dataset, s3, tmp_path):
+    out = tmp_path / "out"
+    args = ["--images_dir", str(dataset), "--s3_bucket", PUBLIC_BUCKET, "--s3_prefix", "none",
+            "--s3_endpoint_url", s3.url, "--url_mode", "public", "--output_dir", str(out)]
+    client = s3.client()
+    client.create_bucket(Bucket=PUBLIC_BUCKET)
+    private = run_step(args, _env())  # anonymous reads are refused until the bucket policy allows them
+    assert private.returncode == 2 and "answered HTTP 403" in private.stderr and "public-read" in private.stderr
+    assert not (out / "images.csv").exists()
+    client.put_bucket_policy(Bucket=PUBLIC_BUCKET, Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                                                "Resource": f"arn:aws:s3:::{PUBLIC_BUCKET}/*"}]}))
+    result = run_step(args, _env())
+    assert result.returncode == 0, result.stderr
+    assert "cnvrg_tag_images_uploaded: 0" in result.stdout  # the failed run's uploads were kept
+    images = pd.read_csv(out / "images.csv", dtype=str, keep_default_na=False)
+    row = images[images.file_name == "a.png"].iloc[0]
+    assert row.url == f"{s3.url}/{PUBLIC_BUCKET}/{row.sha256}.png" and row.url_expires_at == ""
+    assert requests.get(row.url, timeout=10).content == (dataset / "a.png").read_bytes()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--s3_bucket", "no-such-bucket"], "--s3_bucket 'no-such-bucket' does not exist"),
+    (["--s3_bucket", BUCKET, "--max_workers", "abc"], "--max_workers 'abc' is not a whole number"),
+    (["--s3_bucket", BUCKET, "--url_expiry_days", "30"], "presigned S3 URLs live more than 0 and at most 7 days"),
+    (["--s3_bucket", "none"], "--s3_bucket is required"),
+])
+def test_bad_inputs_fail_with_one_line(dataset, s3, tmp_path, args, message):
+    result = run_step(["--images_dir", str(dataset), "--s3_endpoint_url", s3.url, "--output_dir",
+                       str(tmp_path / "out"), *args], _env())
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_missing_folder_and_missing_credentials(dataset, s3, tmp_path):
+    result = run_step(["--images_dir", str(tmp_path / "nope"), "--s3_bucket", BUCKET, "--s3_endpoint_url", s3.url,
+                       "--output_dir", str(tmp_path / "out")], _env())
+    assert result.returncode == 2 and "is not a folder" in result.stderr
+    env = {k: v for k, v in _env().items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"))
+    result = run_step(["--images_dir", str(dataset), "--s3_bucket", BUCKET, "--s3_endpoint_url", s3.url,
+                       "--output_dir", str(tmp_path / "out")], env)
+    assert result.returncode == 2 and result.stderr.startswith("error: no S3 credentials")
+    assert not (tmp_path / "out" / "images.csv").exists()
+
+
+def test_failed_uploads_are_reported_and_retried_alone(dataset, s3, monkeypatch):
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    infos = img.inspect_all(img.scan_folder(dataset), img.ImageRules(), max_workers=2)
+    img.mark_duplicates(infos)
+    good = [i for i in infos if not i.reason]
+    uploader = img.S3Uploader(BUCKET, s3.url, max_workers=2)
+    uploader.check_bucket()
+    real_put = uploader.client.put_object
+    calls = []
+
+    def flaky_put(**kwargs):
+        calls.append(kwargs["Key"])
+        if kwargs["Key"].endswith(".jpg"):
+            raise OSError("connection reset")
+        return real_put(**kwargs)
+
+    monkeypatch.setattr(uploader.client, "put_object", flaky_put)
+    stats = uploader.upload(good, "retry/")
+    assert (stats.uploaded, stats.already_there) == (3, 0)
+    assert stats.failed == [("sub/c.jpg", "connection reset")]
+    calls.clear()
+    again = uploader.upload(good, "retry/")  # still failing: only the missing image is attempted
+    assert (again.uploaded, again.already_there, len(again.failed)) == (0, 3, 1)
+    assert len(calls) == 1 and calls[0].endswith(".jpg")
+    monkeypatch.setattr(uploader.client, "put_object", real_put)
+    final = uploader.upload(good, "retry/")
+    assert (final.uploaded, final.already_there, final.failed) == (1, 3, [])
+    assert len([k for k in s3.objects(BUCKET) if k.startswith("retry/")]) == 4
