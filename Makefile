@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint clean
+.PHONY: run test test-fast typecheck flake-check bench lint clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,14 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 run: $(STAMP)  ## the whole flow on the local Toloka, scored against the synthetic truth
 	$(PY) -m crowdboxes demo $(ARGS)
 
-test: $(STAMP)  ## the test suite
+test: $(STAMP) typecheck  ## type check, then the whole suite (doctests included)
 	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(STAMP)  ## the tests that start no server or step process: the edit loop (under 60 s)
+	$(PY) -m pytest -q -m "not server" $(ARGS)
+
+typecheck: $(STAMP)  ## mypy: strict for aggregation/ and the flow runner, basic elsewhere (config in pyproject.toml)
+	$(PY) -m mypy
 
 bench: $(STAMP)  ## every benchmark (prints tables; slow)
 	$(PY) benchmarks/bench_synth.py

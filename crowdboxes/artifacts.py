@@ -1,7 +1,9 @@
-"""The CSV artifacts steps pass to each other: the product's public contract.
+"""Every file a step reads or writes: the product's public contract.
 
-Each :class:`Contract` names a file and its columns. Columns may be added in later versions, never
+Each :class:`Contract` names a CSV file and its columns. Columns may be added in later versions, never
 renamed or removed. Readers check required columns and report the file, row and field of a bad value.
+Each :class:`Artifact` names a non-CSV file (JSON summaries, restart state, exports). A step finds
+every file through these declarations, never by a literal name of its own.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 
 from crowdboxes.errors import CrowdboxesError
-
 from crowdboxes.files import atomic_path
 
 
@@ -38,6 +39,32 @@ VERIFICATIONS = Contract("verifications.csv", ("image_id", "assignment_id", "wor
                                                "bad_votes", "attempt", "outcome"))
 BOXES = Contract("boxes.csv", ("image_id", "label", "x", "y", "w", "h", "score", "support"))
 WORKERS = Contract("workers.csv", ("worker_id", "answers", "skill"))
+# Launch Pool copies --control_csv here (beside tasks.csv) so Wait Pool can score control drawings.
+CONTROL = Contract("control.csv", ("url", "width", "height", "label", "x", "y", "w", "h"))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A non-CSV file a step writes: a JSON summary, restart state, or an export."""
+
+    file_name: str
+    written_by: str
+    about: str
+
+    def path(self, folder: str | os.PathLike) -> Path:
+        return Path(folder) / self.file_name
+
+
+WAIT_SUMMARY = Artifact("wait_summary.json", "Wait Pool",
+                        "pools, counts, money spent, timing, detection_fields; found beside answers.csv")
+WAIT_JOURNAL = Artifact("wait_pool_journal.jsonl", "Wait Pool", "append-only collection state for re-runs")
+OVERLAP_STATE = Artifact("adaptive_overlap.json", "Wait Pool", "per-image overlap targets (restart state)")
+VERIFICATION_LEDGER = Artifact("verification_ledger.json", "Wait Pool", "verdicts already applied (restart state)")
+VERIFICATION_CURSORS = Artifact("verification_cursors.json", "Wait Pool", "how far each pool was read")
+QC_SUMMARY = Artifact("qc_summary.json", "Wait Pool", "verification-loop counts and bans")
+COCO_EXPORT = Artifact("annotations.coco.json", "Export", "boxes in COCO detection format")
+FLAT_EXPORT = Artifact("annotations.csv", "Export", "one row per box, with image URL and class")
+EXPORT_SUMMARY = Artifact("summary.json", "Export", "counts, cost and the dataset version published")
 
 
 def read_csv(path: str | os.PathLike, contract: Contract, **kwargs) -> pd.DataFrame:

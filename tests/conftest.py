@@ -1,7 +1,10 @@
 """Shared test setup. Area-specific helpers live in ``tests/helpers_<area>.py`` modules (importable
 from test files because pytest puts this folder on ``sys.path``)."""
 
+import importlib.util
+import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -38,3 +41,35 @@ def pytest_collection_finish(session):
             started.add(module.__name__)
             start(factory.mktemp(module.__name__.rsplit(".", 1)[-1]))
 
+
+
+@pytest.fixture()
+def run_step():
+    """Run ``steps/<name>`` as cnvrg does: a separate process in the repo folder, with ``env`` as its
+    whole environment. Returns the CompletedProcess (text stdout/stderr)."""
+    def run(name: str, args: Sequence[str], env: Mapping[str, str], *, timeout: float = 120,
+            cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(REPO_ROOT / "steps" / name), *args], env=dict(env), cwd=cwd,
+                              capture_output=True, text=True, timeout=timeout)
+    return run
+
+
+@pytest.fixture()
+def run_step_in_process(monkeypatch, capsys):
+    """The same step's ``main`` through ``stepkit.run_step`` in this process, with ``env`` added to the
+    environment (the Toloka token variables are cleared first). Saves toloka-kit's import per run."""
+    from crowdboxes.cnvrg import stepkit
+
+    def run(name: str, args: Sequence[str], env: Mapping[str, str] = {}) -> subprocess.CompletedProcess[str]:
+        spec = importlib.util.spec_from_file_location(f"step_{Path(name).stem}", REPO_ROOT / "steps" / name)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for variable in ("toloka_token", "MY_TOLOKA"):
+            monkeypatch.delenv(variable, raising=False)
+        for variable, value in env.items():
+            monkeypatch.setenv(variable, value)
+        capsys.readouterr()
+        code = stepkit.run_step(module.main, list(args))
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
+    return run
