@@ -98,7 +98,8 @@ def main(argv=None) -> int:
     from crowdboxes.toloka import pools
     from crowdboxes.toloka import projects
     from crowdboxes.toloka.spending import estimate_cost
-    from crowdboxes.toloka.quality import assignment_price, parse_settings
+    from crowdboxes.toloka.pricing import assignment_price
+    from crowdboxes.toloka.quality import parse_settings
     from crowdboxes.toloka.client import connect
 
     # 1. everything local first: a bad value fails here with nothing created

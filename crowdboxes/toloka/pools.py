@@ -13,7 +13,8 @@ Idempotence rests on two keys:
   ``operation_id`` (uuid5 of pool, batch index and batch content), so a retried request is
   recognised by Toloka as the same operation.
 
-Money and modes are :mod:`crowdboxes.toloka.quality` / :mod:`crowdboxes.toloka.spending` concepts; this
+Money and modes are :mod:`crowdboxes.toloka.pricing` / :mod:`crowdboxes.toloka.spending` /
+:mod:`crowdboxes.toloka.quality` concepts; this
 module only applies them to the detection pool.
 """
 
@@ -32,7 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
-from crowdboxes.toloka.quality import MIN_REWARD, resolve_skill_placeholders, for_verification_loop
+from crowdboxes.toloka.pricing import MIN_REWARD
+from crowdboxes.toloka.quality import for_verification_loop, resolve_skill_placeholders
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.cnvrg.stepkit import is_none
 

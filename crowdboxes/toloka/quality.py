@@ -5,8 +5,7 @@ account is still untouched: an unknown ``--mode``, a verification pool config wh
 would let drawers judge their own work, a budget that cannot pay for even one assignment, an
 unknown ``--verdict_method``, ``--verifiers`` or ``--max_attempts`` below 1.
 
-Money: Toloka charges the reward per assignment (one task suite) plus its fee,
-``fee = max(FEE_RATE * reward, MIN_FEE)``, i.e. 30 % of the reward but at least $0.005.
+Money (the fee, the minimum reward) is :mod:`crowdboxes.toloka.pricing`.
 """
 
 from __future__ import annotations
@@ -19,15 +18,12 @@ from pathlib import Path
 
 import attr
 
-from crowdboxes.errors import CrowdboxesError
-
 from crowdboxes.cnvrg.stepkit import is_none
+from crowdboxes.errors import CrowdboxesError
+from crowdboxes.toloka.pricing import MIN_REWARD, assignment_price, toloka_fee
 
 MODES = ("overlap", "verify", "overlap+verify")
 VERDICT_METHODS = ("majority", "dawid_skene")
-FEE_RATE = 0.30
-MIN_FEE = 0.005
-MIN_REWARD = 0.005
 
 # Pool configs name skills by their projects.csv role; launch replaces "$<role>" with the Toloka id.
 SKILL_PLACEHOLDER = "$"
@@ -37,16 +33,6 @@ CONTROL_SKILL_ROLE = "control_skill"
 
 VERIFICATION_POOL_CONFIG = "verification_pool.json"
 VERIFICATION_PROJECT_CONFIG = "verification_project.json"
-
-
-def toloka_fee(reward: float) -> float:
-    """Toloka's fee for one assignment paid ``reward``: 30 % of it, at least $0.005."""
-    return max(FEE_RATE * float(reward), MIN_FEE)
-
-
-def assignment_price(reward: float) -> float:
-    """What one accepted (or submitted) assignment costs the requester: reward + fee."""
-    return float(reward) + toloka_fee(reward)
 
 
 def parse_mode(value) -> str:

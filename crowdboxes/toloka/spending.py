@@ -1,7 +1,13 @@
-"""Money: a cost estimate before launch and a guard that keeps spending under the budget cap.
+"""Money: what was spent, a cost estimate before launch, and a guard that keeps spending under the cap.
 
-Prices come from :mod:`crowdboxes.toloka.quality` (reward + Toloka fee per assignment, i.e. per
-task suite). Two mechanisms, because polling alone cannot bound the bill (between two polls a busy
+**Money spent** has one definition, :func:`money_spent`: USD, reward plus Toloka's fee, of the
+paid-or-payable assignments (SUBMITTED and ACCEPTED; rejected ones are not paid) of the given pools,
+counted on Toloka. :func:`recorded_cost` is the same figure from collected assignment records, for
+when Toloka is not asked; :func:`toloka_spent_budget` is Toloka's own analytics figure (rewards
+only, no fee), a cross-check and never the definition.
+
+Prices come from :mod:`crowdboxes.toloka.pricing` (reward + Toloka fee per assignment, i.e. per
+task suite). Two mechanisms because polling alone cannot bound the bill (between two polls a busy
 crowd takes many suites):
 
 * **Reservation** (exact): every assignment Toloka may still issue is a unit of an existing task's
@@ -17,13 +23,15 @@ crowd takes many suites):
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import attr
 
-from crowdboxes.toloka.quality import assignment_price
+from crowdboxes.toloka.pricing import assignment_price, toloka_fee
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +54,7 @@ class CostEstimate:
     def total(self) -> float:
         return self.detection_cost + self.verification_cost + self.redraw_cost
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, float]:
         out = attr.asdict(self)
         out["total"] = self.total
         return out
@@ -86,6 +94,8 @@ def estimate_cost(n_tasks: int, overlap: int, reward: float, tasks_per_suite: in
 
 @attr.s(auto_attribs=True)
 class PoolPrice:
+    """A pool the guard watches and its reward per assignment (USD, without the fee)."""
+
     pool_id: str
     reward: float
 
@@ -94,27 +104,77 @@ class PoolPrice:
         return assignment_price(self.reward)
 
 
-def _count_assignments(client, pool_id: str, statuses: Iterable[str]) -> int:
+def _count_assignments(client: Any, pool_id: str, statuses: Iterable[str]) -> int:
     return sum(1 for _ in client.get_assignments(pool_id=pool_id, status=list(statuses)))
+
+
+def _assignments_cost(client: Any, pool_ids: Iterable[str], rewards: Mapping[str, float] | None,
+                      statuses: Iterable[str]) -> float:
+    total = 0.0
+    for pool_id in dict.fromkeys(str(p) for p in pool_ids):
+        reward = (rewards or {}).get(pool_id)
+        if reward is None:
+            reward = float(client.get_pool(pool_id).reward_per_assignment)
+        total += _count_assignments(client, pool_id, statuses) * assignment_price(reward)
+    return total
+
+
+def money_spent(client: Any, pool_ids: Iterable[str], rewards: Mapping[str, float] | None = None) -> float:
+    """USD spent on ``pool_ids``: reward plus Toloka's fee of every paid-or-payable assignment.
+
+    Paid-or-payable is SUBMITTED (review or auto-accept will pay it) and ACCEPTED; rejected, expired
+    and skipped assignments cost nothing. Counted on Toloka, so it includes work not collected yet.
+    ``rewards`` (pool id -> reward per assignment) saves one pool read per pool when the caller knows
+    them; a pool missing from it is read from Toloka. Each pool id counts once.
+    """
+    return _assignments_cost(client, pool_ids, rewards, PAID_STATUSES)
+
+
+def recorded_cost(records: Iterable[Mapping[str, Any]]) -> tuple[float, float]:
+    """``(rewards, fees)`` in USD of the paid-or-payable assignments among collected records.
+
+    The :func:`money_spent` figure (``rewards + fees``) computed offline from assignment records
+    (``status`` and ``reward`` keys, as :mod:`crowdboxes.toloka.collection` keeps them), so it covers
+    only what was collected. A record with no reward (0) adds no fee either.
+    """
+    paid = [float(r["reward"] or 0.0) for r in records if r["status"] in PAID_STATUSES]
+    return round(sum(paid), 6), round(sum(toloka_fee(x) for x in paid if x > 0), 6)
+
+
+def toloka_spent_budget(client: Any, pool_id: str) -> float | None:
+    """Toloka's ``spent_budget`` analytics of a pool (rewards, without the fee); None if unavailable.
+
+    A cross-check for reports, not the definition of money spent (:func:`money_spent`).
+    """
+    try:
+        from toloka.client.analytics_request import SpentBudgetPoolAnalytics
+
+        op = client.get_analytics([SpentBudgetPoolAnalytics(subject_id=str(pool_id))])
+        op = client.wait_operation(op, timeout=dt.timedelta(seconds=60), disable_progress=True)
+        result = op.details["value"][0]["result"]
+        value = result.get("value") if isinstance(result, dict) else result
+        return float(value)
+    except Exception:  # analytics is a nicety: money_spent stands in
+        return None
 
 
 @attr.s(auto_attribs=True)
 class BudgetGuard:
     """Stops spending at ``cap`` USD across ``pools``.
 
-    ``check()`` counts assignments on Toloka (the count is exact and includes the fee, unlike the
-    ``spent_budget`` analytics which excludes it), and closes all pools when the next suite would
+    ``check()`` measures :func:`money_spent` on Toloka (exact and fee included, unlike the
+    ``spent_budget`` analytics which excludes the fee), and closes all pools when the next suite would
     cross the cap. After it has fired, ``stopped`` stays true so callers never re-open a pool.
     """
 
-    client: object
+    client: Any
     cap: float | None
     pools: list[PoolPrice] = attr.Factory(list)
     stopped: bool = False
     spent_: float = 0.0
     committed_: float = 0.0
     reserved_: float = 0.0
-    trimmed_: list = attr.Factory(list)
+    trimmed_: list[str] = attr.Factory(list)
     reserving: bool = False  # set by reserve(): then only a real overshoot closes the pools
 
     def add_pool(self, pool_id: str, reward: float) -> None:
@@ -126,11 +186,10 @@ class BudgetGuard:
         return max((p.price for p in self.pools), default=0.0)
 
     def measure(self) -> tuple[float, float]:
-        """(spent, committed) in USD: paid-or-payable assignments, and assignments in progress."""
-        spent = committed = 0.0
-        for pool in self.pools:
-            spent += _count_assignments(self.client, pool.pool_id, PAID_STATUSES) * pool.price
-            committed += _count_assignments(self.client, pool.pool_id, COMMITTED_STATUSES) * pool.price
+        """(spent, committed) in USD: :func:`money_spent` of the pools, and the assignments in progress."""
+        rewards = {p.pool_id: p.reward for p in self.pools}
+        spent = money_spent(self.client, rewards, rewards)
+        committed = _assignments_cost(self.client, rewards, rewards, COMMITTED_STATUSES)
         self.spent_, self.committed_ = spent, committed
         return spent, committed
 
@@ -180,8 +239,8 @@ def slot_price(detection_reward: float, verifiers: int = 0, verification_reward:
     return price
 
 
-def reserve(client, guard: BudgetGuard, pool_id: str, unit_price: float, control_price: float | None = None,
-            is_control=lambda task: False, cut: bool = True) -> float:
+def reserve(client: Any, guard: BudgetGuard, pool_id: str, unit_price: float, control_price: float | None = None,
+            is_control: Callable[[Any], bool] = lambda task: False, cut: bool = True) -> float:
     """Reserve the cap for every assignment the detection pool may still issue; cut the rest.
 
     Reads every task of ``pool_id``: ``issued = overlap - remaining_overlap`` units are already
@@ -220,8 +279,9 @@ def grant(guard: BudgetGuard | None, price: float) -> bool:
     return True
 
 
-def reserve_pool(client, pool_id: str, cap: float | None, detection_reward: float, *, verifiers: int = 0,
-                 verification_reward: float | None = None, control_urls=(), image_field: str = "image") -> BudgetGuard:
+def reserve_pool(client: Any, pool_id: str, cap: float | None, detection_reward: float, *, verifiers: int = 0,
+                 verification_reward: float | None = None, control_urls: Iterable[str] = (),
+                 image_field: str = "image") -> BudgetGuard:
     """Cut the detection pool's overlaps to what ``cap`` pays for, drawing + its verification
     included; call it before the pool is opened (launch), and the loop calls it again at start.
 

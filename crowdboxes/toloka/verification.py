@@ -45,10 +45,11 @@ import pandas as pd
 
 from crowdboxes.toloka.client import plain_json
 from crowdboxes.artifacts import VERIFICATIONS, write_csv
-from crowdboxes.toloka.spending import BudgetGuard, grant, reserve, slot_price
+from crowdboxes.toloka.spending import BudgetGuard, grant, money_spent, reserve, slot_price
 from crowdboxes.toloka.known_boxes import ControlScorer, ControlSet
 from crowdboxes.toloka.fields import DetectionFields, VerificationFields, fields_from_toloka, verification_fields
-from crowdboxes.toloka.quality import QualitySettings, assignment_price, loop_settings
+from crowdboxes.toloka.pricing import assignment_price
+from crowdboxes.toloka.quality import QualitySettings, loop_settings
 from crowdboxes.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -1025,11 +1026,12 @@ def _close(client, pool_ids) -> None:
 
 
 def _report(loop: VerificationLoop, guard: BudgetGuard | None, progress) -> float:
-    spent = guard.spent_ if guard is not None else 0.0
-    if guard is None:
+    if guard is not None:
+        spent = guard.spent_
+    else:
         try:
-            spent = _spent_now(loop)
-        except Exception:
+            spent = money_spent(loop.client, [loop.detection_pool_id, loop.verification_pool_id])
+        except Exception:  # a progress line must not end the loop
             spent = 0.0
     status = loop.image_status()
     done = sum(s != "pending" for s in status.values())
@@ -1042,9 +1044,3 @@ def _report(loop: VerificationLoop, guard: BudgetGuard | None, progress) -> floa
                     counts["accepted"], counts["rejected"], spent, counts["banned"])
     return spent
 
-
-def _spent_now(loop: VerificationLoop) -> float:
-    guard = BudgetGuard(loop.client, None)
-    for pool_id in (loop.detection_pool_id, loop.verification_pool_id):
-        guard.add_pool(pool_id, float(loop.client.get_pool(pool_id).reward_per_assignment))
-    return guard.measure()[0]

@@ -23,7 +23,8 @@ import helpers_quality as hq
 from crowdboxes.artifacts import VERIFICATIONS, read_csv
 from crowdboxes.toloka.spending import reserve_pool
 from crowdboxes.toloka.known_boxes import match_boxes, outlines_to_pixels
-from crowdboxes.toloka.quality import assignment_price, filter_excludes_drawers
+from crowdboxes.toloka.pricing import assignment_price
+from crowdboxes.toloka.quality import filter_excludes_drawers
 from helpers_local_toloka import start_local_toloka
 
 TOKEN = "quality-test-token-7f3a"

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from crowdboxes.toloka import pricing
 from crowdboxes.toloka import quality as qs
-from crowdboxes.toloka.spending import BudgetGuard, estimate_cost
+from crowdboxes.toloka.spending import BudgetGuard, estimate_cost, money_spent, recorded_cost
 from crowdboxes.toloka.known_boxes import ControlScorer, load_control_csv, match_boxes, score_drawing
 from crowdboxes.cnvrg.stepkit import StepError
 from crowdboxes.toloka.verification import aggregate_verdicts
@@ -73,9 +74,9 @@ def test_verification_pool_without_drawer_filter_is_refused_naming_the_file(tmp_
 
 
 def test_fee_and_budget_floor():
-    assert qs.toloka_fee(0.01) == pytest.approx(0.005)  # 30 % = 0.003 < minimum
-    assert qs.toloka_fee(0.10) == pytest.approx(0.03)
-    assert qs.assignment_price(0.02) == pytest.approx(0.026)
+    assert pricing.toloka_fee(0.01) == pytest.approx(0.005)  # 30 % = 0.003 < minimum
+    assert pricing.toloka_fee(0.10) == pytest.approx(0.03)
+    assert pricing.assignment_price(0.02) == pytest.approx(0.026)
     with pytest.raises(StepError, match="below the price of one assignment"):
         qs.parse_settings("overlap", budget="0.025", reward="0.02")
     assert qs.parse_settings("overlap", budget="0.026", reward="0.02").budget == pytest.approx(0.026)
@@ -224,6 +225,19 @@ def test_budget_guard_stops_before_the_next_suite_would_cross_the_cap():
     assert sorted(fake.closed) == ["1", "2"]
     assert not guard.may_spend()
     assert BudgetGuard(fake, cap=None).check() is False
+
+
+def test_money_spent_is_reward_plus_fee_of_paid_or_payable_assignments():
+    from types import SimpleNamespace
+
+    fake = _FakeAssignments({("1", "ACCEPTED"): 10, ("1", "SUBMITTED"): 2, ("1", "REJECTED"): 4,
+                             ("1", "ACTIVE"): 1, ("2", "ACCEPTED"): 20})
+    fake.get_pool = lambda pool_id: SimpleNamespace(reward_per_assignment={"1": 0.02, "2": 0.005}[pool_id])
+    assert money_spent(fake, ["1", "2", "1"]) == pytest.approx(12 * 0.026 + 20 * 0.01)  # each pool once
+    assert money_spent(fake, ["1"], {"1": 0.1}) == pytest.approx(12 * 0.13)  # known rewards: no pool read
+    records = [{"status": "ACCEPTED", "reward": 0.02}, {"status": "SUBMITTED", "reward": 0.02},
+               {"status": "REJECTED", "reward": 0.02}, {"status": "ACCEPTED", "reward": 0.0}]
+    assert recorded_cost(records) == pytest.approx((0.04, 0.012))
 
 
 # ------------------------------------------------------------------------------------ control scoring
