@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 DB_NAME = "toloka.sqlite3"
@@ -93,7 +95,7 @@ def connect(state_dir: str | Path) -> sqlite3.Connection:
     return conn
 
 
-def _migrate(conn: sqlite3.Connection):
+def _migrate(conn: sqlite3.Connection) -> None:
     """Columns added since a state folder was created (``CREATE TABLE IF NOT EXISTS`` keeps old tables)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(pools)")}
     if "completed" not in columns:  # when a pool became complete (models/readers.py)
@@ -104,6 +106,35 @@ def utcnow() -> dt.datetime:
     """Wall-clock UTC (naive), truncated to milliseconds like the real API's timestamps."""
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+Clock = Callable[[], dt.datetime]
+"""What the backend reads the time from: naive UTC, like :func:`utcnow` (the default)."""
+
+
+class ManualClock:
+    """A clock that moves only when told (tests step it instead of sleeping on the wall clock).
+
+    >>> clock = ManualClock(dt.datetime(2024, 1, 1))
+    >>> clock.advance(1.5)
+    datetime.datetime(2024, 1, 1, 0, 0, 1, 500000)
+    >>> clock()
+    datetime.datetime(2024, 1, 1, 0, 0, 1, 500000)
+    """
+
+    def __init__(self, start: dt.datetime | None = None) -> None:
+        self._now = start if start is not None else utcnow()
+        self._lock = threading.Lock()  # the scheduler's thread and the test may both read it
+
+    def __call__(self) -> dt.datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> dt.datetime:
+        """Move the clock ``seconds`` (real seconds) forward; returns the new time."""
+        with self._lock:
+            self._now += dt.timedelta(seconds=seconds)
+            return self._now
 
 
 def fmt_ts(value: dt.datetime) -> str:

@@ -38,7 +38,6 @@ from decimal import Decimal
 import numpy as np
 
 from crowdboxes.local_toloka.crowd.answering import task_kind
-from crowdboxes.local_toloka.db import utcnow
 from crowdboxes.local_toloka.models import cost_for
 
 DEFAULT_WORKER_ATTRS = {"languages": ["EN"], "country": "US", "citizenship": "US", "adult_allowed": True,
@@ -179,7 +178,7 @@ class Scheduler:
     # -- one iteration
     def step(self, now: dt.datetime | None = None) -> int:
         """One pass of the loop; returns how many assignments were issued."""
-        now = now or utcnow()
+        now = now or self.backend.now()
         with self.backend.transaction():
             self.backend.finish_due(now)
             self.backend.auto_accept_due(now)

@@ -1,4 +1,8 @@
-"""The local Toloka backend and crowd scheduler in-process (no HTTP): rules, transitions, QC, money."""
+"""The local Toloka backend and crowd scheduler in-process (no HTTP): rules, transitions, QC, money.
+
+Every backend here runs on a :class:`ManualClock` that the tests step: nothing waits on the wall clock,
+so a loaded machine cannot stretch a simulated duration (a one-day ban at speed 1e6 lasts 86 ms).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from decimal import Decimal
 import pytest
 
 import helpers_local_toloka as fake
-from crowdboxes.local_toloka.db import fmt_ts, parse_ts, utcnow
+from crowdboxes.local_toloka.db import ManualClock, fmt_ts, parse_ts, utcnow
 from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError
 from crowdboxes.local_toloka.models import Backend, cost_for
 from crowdboxes.local_toloka.scheduler import Scheduler, passes_filter
@@ -21,6 +25,23 @@ PROJECT = {"public_name": "p", "task_spec": {
     "input_spec": {"image": {"type": "url", "required": True}, "note": {"type": "string", "required": False}},
     "output_spec": {"result": {"type": "json"}},
     "view_spec": {"type": "classic", "markup": "x"}}}
+
+
+STEP_SECONDS = 0.002  # real seconds the clock moves per crowd step (2000 simulated seconds at speed 1e6)
+
+
+def new_backend(state_dir, clock=None, **options):
+    """A Backend on a manual clock, in the explicit fast mode (no wait for a first streaming reader)."""
+    options = {"speed": 1e6, "first_reader_seconds": 0, **options}
+    return Backend(state_dir, clock=clock or ManualClock(), **options)
+
+
+@pytest.fixture()
+def backend(tmp_path):
+    """conftest's fast backend, on a manual clock."""
+    b = new_backend(tmp_path / "state")
+    yield b
+    b.close()
 
 
 def pool_spec(project_id, **extra):
@@ -49,7 +70,7 @@ def run_crowd(backend, module=fake, workers=4, seed=2, steps=30, until=None):
         sched.step()
         if until and until():
             break
-        time.sleep(0.002)
+        backend.clock.advance(STEP_SECONDS)
     return sched
 
 
@@ -281,7 +302,7 @@ def test_fast_submit_and_acceptance_rate_restrictions(backend):
 def test_money_fee_and_not_enough_balance(tmp_path):
     assert cost_for(Decimal("0.01")) == Decimal("0.015")  # fee floor $0.005
     assert cost_for(Decimal("0.10")) == Decimal("0.13")  # 30 %
-    backend = Backend(tmp_path / "s", speed=1e6, balance="0.05", first_reader_seconds=0)
+    backend = new_backend(tmp_path / "s", balance="0.05")
     try:
         project = backend.create_project(PROJECT)
         pool = backend.create_pool(pool_spec(project["id"], reward_per_assignment=0.1))
@@ -303,7 +324,7 @@ def test_money_fee_and_not_enough_balance(tmp_path):
 
 
 def test_review_period_auto_accept_and_expiry(tmp_path):
-    backend = Backend(tmp_path / "s", speed=86400 * 2, first_reader_seconds=0)  # a day of review = 0.5 s
+    backend = new_backend(tmp_path / "s", speed=86400 * 2)  # a day of review = 0.5 s
     try:
         project = backend.create_project(PROJECT)
         pool = backend.create_pool(pool_spec(project["id"], auto_accept_solutions=False, auto_accept_period_day=1))
@@ -312,16 +333,16 @@ def test_review_period_auto_accept_and_expiry(tmp_path):
         run_crowd(backend, workers=1, steps=3)
         (a,) = assignments(backend, pool["id"])
         assert a["status"] == "SUBMITTED"
-        time.sleep(0.6)
+        backend.clock.advance(0.6)
         run_crowd(backend, workers=1, steps=2)
         (a,) = assignments(backend, pool["id"])
         assert a["status"] == "ACCEPTED" and parse_ts(a["accepted"]) > parse_ts(a["submitted"])
         # a pool past will_expire closes as EXPIRED
-        soon = backend.create_pool(pool_spec(project["id"], will_expire=fmt_ts(utcnow() + dt.timedelta(seconds=1.0))))
+        soon = backend.create_pool(pool_spec(project["id"], will_expire=fmt_ts(backend.now() + dt.timedelta(seconds=1.0))))
         backend.create_tasks([{"pool_id": soon["id"], "input_values": {"image": "https://r/2.png"}}], {})
         backend.open_pool(soon["id"])
         backend.speed = 1e-3  # nobody finishes in time
-        time.sleep(1.05)
+        backend.clock.advance(1.05)
         run_crowd(backend, workers=1, steps=1)
         assert backend.get_pool(soon["id"])["last_close_reason"] == "EXPIRED"
     finally:
@@ -349,13 +370,13 @@ def test_assignment_time_filters_parse_datetimes(backend):
 
 
 def test_state_survives_reopen(tmp_path):
-    backend = Backend(tmp_path / "s", speed=1e6, first_reader_seconds=0)
+    backend = new_backend(tmp_path / "s")
     _, pool = make_pool(backend, n_tasks=2)
     backend.open_pool(pool["id"])
     run_crowd(backend, workers=2, steps=5)
     before = (backend.get_requester()["balance"], assignments(backend, pool["id"]))
     backend.close()
-    again = Backend(tmp_path / "s", speed=1e6, first_reader_seconds=0)
+    again = new_backend(tmp_path / "s", clock=backend.clock)
     try:
         assert (again.get_requester()["balance"], assignments(again, pool["id"])) == before
     finally:
@@ -365,7 +386,7 @@ def test_state_survives_reopen(tmp_path):
 def test_interrupted_batch_resumes_after_restart(tmp_path, monkeypatch):
     import crowdboxes.local_toloka.models as models
 
-    backend = Backend(tmp_path / "s", speed=1e6, first_reader_seconds=0)
+    backend = new_backend(tmp_path / "s")
     _, pool = make_pool(backend, n_tasks=0)
     items = [{"__item_idx": str(i), "pool_id": pool["id"], "input_values": {"image": f"https://r/{i}.png"}}
              for i in range(models.INLINE_BATCH + 10)]
@@ -382,7 +403,7 @@ def test_interrupted_batch_resumes_after_restart(tmp_path, monkeypatch):
     assert op["status"] == "RUNNING"
     backend.close()
     monkeypatch.undo()
-    again = Backend(tmp_path / "s", speed=1e6, first_reader_seconds=0)
+    again = new_backend(tmp_path / "s", clock=backend.clock)
     try:
         op = again.get_operation("op-crash")
         assert op["status"] == "SUCCESS" and op["details"]["success_count"] == len(items) and "_progress" not in op

@@ -64,6 +64,6 @@ class Backend(CoreMixin, TrainingsMixin, TaskSuitesMixin, AttachmentsMixin, Proj
     """The whole local Toloka state. Thread safe: one RLock, one SQLite connection.
 
     ``Backend(state_dir, *, balance=None, speed=60.0, reader_hold_seconds=600.0,
-    first_reader_seconds=90.0)``; see
+    first_reader_seconds=90.0, clock=utcnow)``; see
     :class:`~.base.CoreMixin` and, for the hold of completed pools, :mod:`.readers`.
     """

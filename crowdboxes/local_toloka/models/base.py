@@ -21,9 +21,10 @@ import re
 import threading
 from contextlib import contextmanager
 from decimal import Decimal, ROUND_HALF_UP
+from pathlib import Path
 
 from crowdboxes.local_toloka import db
-from crowdboxes.local_toloka.db import fmt_ts, parse_ts, utcnow
+from crowdboxes.local_toloka.db import Clock, fmt_ts, parse_ts, utcnow
 from crowdboxes.local_toloka.exceptions import DoesNotExist, ValidationError
 
 
@@ -258,9 +259,11 @@ def _int_or_missing(value, what):
 class CoreMixin:
     """Connection, transactions, meta/counters, time and the requester (``Backend.__init__``)."""
 
-    def __init__(self, state_dir, *, balance: Decimal | float | str | None = None, speed: float = 60.0,
-                 reader_hold_seconds: float = 600.0, first_reader_seconds: float = 90.0):
-        """``reader_hold_seconds``: at most this many real seconds a completed pool stays open for its
+    def __init__(self, state_dir: str | Path, *, balance: Decimal | float | str | None = None, speed: float = 60.0,
+                 reader_hold_seconds: float = 600.0, first_reader_seconds: float = 90.0,
+                 clock: Clock = utcnow) -> None:
+        """``clock``: where :meth:`now` reads the time (tests pass a :class:`~..db.ManualClock` and step it).
+        ``reader_hold_seconds``: at most this many real seconds a completed pool stays open for its
         streaming readers (``models/readers.py``); 0 closes completed pools at once, as Toloka does.
         ``first_reader_seconds``: how long a completed pool that nobody streams yet waits for a first
         reader (within the same cap); 0 = not at all."""
@@ -271,6 +274,7 @@ class CoreMixin:
         self.reader_hold_seconds = float(reader_hold_seconds)
         self.first_reader_seconds = float(first_reader_seconds)
         self.state_dir = state_dir
+        self.clock = clock
         self.conn = db.connect(state_dir)
         self.lock = threading.RLock()
         self._depth = 0
@@ -338,7 +342,8 @@ class CoreMixin:
             return {"items": render(rows), "has_more": has_more}
 
     def now(self) -> dt.datetime:
-        return utcnow()
+        """The backend's time (naive UTC): every timestamp and due time comes from here."""
+        return self.clock()
 
     def sim_to_real(self, sim_seconds: float) -> dt.timedelta:
         return dt.timedelta(seconds=float(sim_seconds) / max(self.speed, 1e-9))
