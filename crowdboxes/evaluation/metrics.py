@@ -9,8 +9,9 @@ Conventions (box-aggregation.md section 3):
 * ``AP`` = COCO AP@[.5:.95] (mean over IoU thresholds 0.50, 0.55, ..., 0.95 and over classes that have
   ground truth), ``AP50`` / ``AP75`` at one threshold, ``AP_agnostic`` the same with every label mapped to
   one class (``params.useCats = 0``), which separates localisation from class errors.
-* Matched metrics: per image, a one-to-one Hungarian assignment between predictions and true boxes; a pair
-  is a true positive (TP) if IoU >= 0.5 and, for the class-aware numbers, the labels agree.
+* Matched metrics: per image, the one-to-one matching of :func:`crowdboxes.geometry.match_boxes` (the most
+  pairs with IoU >= 0.5 and, for the class-aware numbers, equal labels; then the largest total IoU; the same
+  matcher scores the known-box drawings that ban workers). Each matched pair is a true positive (TP).
   ``precision = TP / n_pred``, ``recall = TP / n_true``, ``mean_iou`` = mean IoU over TPs (pure
   localisation), ``mean_iou_penalized`` = sum of TP IoUs / (TP + FP + FN) (the AWS convention).
 * Images with truth but no predictions count (all their boxes are misses). Predictions on an image the
@@ -30,18 +31,18 @@ import io
 import json
 import math
 import sys
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 
-from crowdboxes.geometry import iou_matrix
+from crowdboxes.geometry import MATCH_IOU, match_boxes
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.files import read_json
 
 BOX_COLUMNS = ("image_id", "label", "x", "y", "w", "h")
-MATCH_IOU = 0.5
 # Size buckets of COCO, by box area in px^2.
 SMALL_AREA, LARGE_AREA = 32 ** 2, 96 ** 2
 
@@ -52,6 +53,7 @@ METRIC_KEYS = ("AP", "AP50", "AP75", "AP_agnostic", "AP50_agnostic", "AP_small",
 
 
 def _check_frame(frame: pd.DataFrame, what: str, with_score: bool) -> pd.DataFrame:
+    """The box columns of ``frame`` as floats (and ``score``, 1 when missing); CrowdboxesError naming a bad cell."""
     missing = [c for c in BOX_COLUMNS if c not in frame.columns]
     if missing:
         raise CrowdboxesError(f"{what} boxes: missing column(s) {', '.join(missing)}")
@@ -106,7 +108,7 @@ def _coco_precision(true: pd.DataFrame, pred: pd.DataFrame, use_cats: bool) -> n
     return ev.eval["precision"]
 
 
-def _no_detection_precision(true: pd.DataFrame, params) -> np.ndarray:
+def _no_detection_precision(true: pd.DataFrame, params: Any) -> np.ndarray:
     """What COCOeval.accumulate gives a category with true boxes and no detection: precision 0 in every
     size bucket holding one of its true boxes (COCO bounds are inclusive), -1 (undefined) elsewhere."""
     areas = (true["w"] * true["h"]).to_numpy()
@@ -117,7 +119,7 @@ def _no_detection_precision(true: pd.DataFrame, params) -> np.ndarray:
     return out
 
 
-def _coco_ap(pred: pd.DataFrame, true: pd.DataFrame, agnostic: bool) -> dict:
+def _coco_ap(pred: pd.DataFrame, true: pd.DataFrame, agnostic: bool) -> dict[str, float]:
     """COCO AP numbers via pycocotools; NaN where COCO has nothing to average (no truth).
 
     Class-aware AP is computed one category at a time over the images that category occurs in, and the
@@ -142,7 +144,7 @@ def _coco_ap(pred: pd.DataFrame, true: pd.DataFrame, agnostic: bool) -> dict:
     precision = np.concatenate(parts, axis=2)  # [T, R, K, A, M]
     m = list(params.maxDets).index(100)
 
-    def summary(iou=None, area=0) -> float:
+    def summary(iou: float | None = None, area: int = 0) -> float:
         p = precision[:, :, :, area, m]
         if iou is not None:
             p = p[np.isclose(params.iouThrs, iou)]
@@ -151,30 +153,6 @@ def _coco_ap(pred: pd.DataFrame, true: pd.DataFrame, agnostic: bool) -> dict:
 
     return {"AP": summary(), "AP50": summary(0.5), "AP75": summary(0.75), "AP_small": summary(area=1),
             "AP_medium": summary(area=2), "AP_large": summary(area=3)}
-
-
-def match_image(pred_xywh: np.ndarray, true_xywh: np.ndarray, pred_labels=None, true_labels=None,
-                threshold: float = MATCH_IOU) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One-to-one matching of one image's predictions to its true boxes.
-
-    Returns ``(pred_index, true_index, iou)`` of the matched pairs with IoU >= ``threshold`` (and equal
-    labels when both label arrays are given). The assignment maximises the number of such pairs first and
-    their total IoU second: plain "maximise total IoU" can trade one eligible pair for two ineligible ones.
-    """
-    empty = (np.empty(0, int), np.empty(0, int), np.empty(0, float))
-    if len(pred_xywh) == 0 or len(true_xywh) == 0:
-        return empty
-    iou = iou_matrix(pred_xywh, true_xywh)
-    eligible = iou >= threshold
-    if pred_labels is not None and true_labels is not None:
-        eligible &= np.asarray(pred_labels)[:, None] == np.asarray(true_labels)[None, :]
-    if not eligible.any():
-        return empty
-    bonus = min(iou.shape) + 1.0  # > any possible sum of IoUs, so the pair count dominates
-    gain = np.where(eligible, iou + bonus, 0.0)
-    rows, cols = linear_sum_assignment(-gain)
-    keep = eligible[rows, cols]
-    return rows[keep], cols[keep], iou[rows[keep], cols[keep]]
 
 
 def _matched(pred: pd.DataFrame, true: pd.DataFrame, class_aware: bool) -> tuple[int, float, np.ndarray]:
@@ -196,19 +174,21 @@ def _matched(pred: pd.DataFrame, true: pd.DataFrame, class_aware: bool) -> tuple
     for ts, te, ps, pe in zip(t_start, t_end, p_start, p_end):
         if pe == ps:
             continue
-        rows, cols, ious = match_image(p_box[ps:pe], t_box[ts:te], p_cat[ps:pe] if class_aware else None,
-                                       t_cat[ts:te] if class_aware else None)
-        tp += len(cols)
-        iou_sum += float(ious.sum())
-        hit[t_order[ts + cols]] = True
+        matches = match_boxes(p_box[ps:pe], t_box[ts:te], MATCH_IOU, p_cat[ps:pe] if class_aware else None,
+                              t_cat[ts:te] if class_aware else None)
+        tp += len(matches.true)
+        iou_sum += float(matches.iou.sum())
+        hit[t_order[ts + matches.true]] = True
     return tp, iou_sum, hit
 
 
 def _ratio(a: float, b: float) -> float:
+    """a / b, NaN when b is 0 (an undefined ratio, e.g. precision without predictions)."""
     return float(a) / float(b) if b else math.nan
 
 
-def evaluate(pred_boxes: pd.DataFrame, true_boxes: pd.DataFrame, images=None) -> dict:
+def evaluate(pred_boxes: pd.DataFrame, true_boxes: pd.DataFrame,
+             images: Iterable[Hashable] | None = None) -> dict[str, float | int]:
     """Score ``pred_boxes`` against ``true_boxes`` (see the module docstring for every number).
 
     ``images``: optional ids of every image in the truth, including images with no true box (a prediction
@@ -263,7 +243,8 @@ def evaluate(pred_boxes: pd.DataFrame, true_boxes: pd.DataFrame, images=None) ->
 
 # ------------------------------------------------------------------------------------------------ CLI
 
-def _load_coco(path: str, what: str) -> dict:
+def _load_coco(path: str, what: str) -> dict[str, Any]:
+    """A JSON file that has COCO's ``images`` and ``annotations`` lists."""
     p = Path(path)
     coco = read_json(p, what)
     for key in ("images", "annotations"):
@@ -272,7 +253,8 @@ def _load_coco(path: str, what: str) -> dict:
     return coco
 
 
-def _coco_frame(coco: dict, path: str, key_of) -> tuple[pd.DataFrame, list]:
+def _coco_frame(coco: dict[str, Any], path: str,
+                key_of: Callable[[str], Hashable]) -> tuple[pd.DataFrame, list[Hashable]]:
     """(boxes keyed by ``key_of(file_name)``, keys of every image in the file)."""
     from crowdboxes.classes import CLASS_BY_ID
 
@@ -297,7 +279,8 @@ def _coco_frame(coco: dict, path: str, key_of) -> tuple[pd.DataFrame, list]:
     return pd.DataFrame(rows, columns=list(BOX_COLUMNS) + ["score"]), list(keys.values())
 
 
-def evaluate_coco_files(pred_path: str, truth_path: str, label_map=None) -> dict:
+def evaluate_coco_files(pred_path: str, truth_path: str,
+                        label_map: Mapping[str, str] | str | Path | None = None) -> dict[str, float | int]:
     """Score two COCO files; images are matched by ``file_name`` (by base name when only that agrees).
 
     ``label_map``: ``{truth class: label value}`` (dict, JSON text or a JSON file path; see
@@ -329,13 +312,15 @@ def evaluate_coco_files(pred_path: str, truth_path: str, label_map=None) -> dict
     return evaluate(pred_frame, true_frame, images=true_keys)
 
 
-def _format(value) -> str:
+def _format(value: float | int | None) -> str:
+    """A metric for the table: integers as they are, NaN/None as ``n/a``, floats with three decimals."""
     if isinstance(value, int):
         return str(value)
     return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m crowdboxes evaluate`` command line."""
     from crowdboxes.cnvrg.stepkit import StepArgumentParser
 
     parser = StepArgumentParser(prog="python -m crowdboxes evaluate",
@@ -350,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m crowdboxes evaluate``: print the metrics as a table or as one JSON object."""
     args = build_parser().parse_args(argv)
     result = evaluate_coco_files(args.pred, args.truth, label_map=args.label_map)
     if args.json:

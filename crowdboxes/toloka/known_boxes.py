@@ -1,8 +1,9 @@
 """Control (golden) images with known boxes, mixed into the detection pool as ordinary tasks.
 
 Toloka's own GoldenSet compares answers by exact match, which is useless for rectangles, so the
-drawings on control images are scored here: boxes are matched one-to-one by the Hungarian method
-on IoU, a match counts when IoU >= 0.5, and a drawing's score is its F1
+drawings on control images are scored here: boxes are matched one-to-one by
+:func:`crowdboxes.geometry.match_boxes`, the evaluation's own matcher (the most pairs with IoU >= 0.5, then
+the largest total IoU), so a worker is banned by the same rule that scores the results. A drawing's score is its F1
 (:math:`F_1 = 2TP / (2TP + FP + FN)`; an empty drawing of an empty image scores 1). A worker's
 control score is the mean F1 over their control drawings; workers under the threshold are banned.
 
@@ -15,40 +16,28 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import attr
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 
-from crowdboxes.geometry import as_boxes, iou_matrix, normalized_to_pixels
+from crowdboxes.geometry import MATCH_IOU, BoxesLike, as_boxes, match_boxes, normalized_to_pixels
 from crowdboxes.errors import CrowdboxesError
 
 logger = logging.getLogger(__name__)
 
 CONTROL_COLUMNS = ("url", "width", "height", "label", "x", "y", "w", "h")
-IOU_THRESHOLD = 0.5
-
-
-def match_boxes(drawn, truth, iou_threshold: float = IOU_THRESHOLD, drawn_labels=None, true_labels=None):
-    """One-to-one matches ``[(i_drawn, j_true, iou)]`` maximising total IoU, keeping IoU >= threshold.
-
-    With labels given, a pair of different labels cannot match.
-    """
-    a, b = as_boxes(drawn), as_boxes(truth)
-    if not len(a) or not len(b):
-        return []
-    iou = iou_matrix(a, b)
-    if drawn_labels is not None and true_labels is not None:
-        same = np.asarray(drawn_labels, dtype=object)[:, None] == np.asarray(true_labels, dtype=object)[None, :]
-        iou = np.where(same, iou, 0.0)
-    rows, cols = linear_sum_assignment(-iou)
-    return [(int(i), int(j), float(iou[i, j])) for i, j in zip(rows, cols) if iou[i, j] >= iou_threshold]
+#: Labels of a drawing or of known boxes, in box order (None: no label).
+Labels = Sequence[str | None]
 
 
 @attr.s(frozen=True, auto_attribs=True)
 class DrawingScore:
+    """One drawing against the known boxes: true / false positives, misses, and the mean IoU of the matches."""
+
     tp: int
     fp: int
     fn: int
@@ -56,21 +45,26 @@ class DrawingScore:
 
     @property
     def f1(self) -> float:
+        """2TP / (2TP + FP + FN); 1 for an empty drawing of an image without signs."""
         denom = 2 * self.tp + self.fp + self.fn
         return 1.0 if denom == 0 else 2 * self.tp / denom
 
 
-def score_drawing(drawn, truth, iou_threshold: float = IOU_THRESHOLD, drawn_labels=None,
-                  true_labels=None) -> DrawingScore:
-    """TP/FP/FN of one drawing against the known boxes (pixels, (x, y, w, h))."""
+def score_drawing(drawn: BoxesLike, truth: BoxesLike, iou_threshold: float = MATCH_IOU,
+                  drawn_labels: Labels | None = None, true_labels: Labels | None = None) -> DrawingScore:
+    """TP/FP/FN of one drawing against the known boxes (pixels, (x, y, w, h)).
+
+    With both label sequences given, a drawn box only matches a known box of the same label.
+    """
     a, b = as_boxes(drawn), as_boxes(truth)
     matches = match_boxes(a, b, iou_threshold, drawn_labels, true_labels)
-    tp = len(matches)
-    mean_iou = float(np.mean([m[2] for m in matches])) if matches else 0.0
+    tp = len(matches.pred)
+    mean_iou = float(matches.iou.mean()) if tp else 0.0
     return DrawingScore(tp=tp, fp=len(a) - tp, fn=len(b) - tp, mean_iou=mean_iou)
 
 
-def outlines_to_pixels(outlines, width: float, height: float) -> tuple[np.ndarray, list]:
+def outlines_to_pixels(outlines: Sequence[Any] | None, width: float,
+                       height: float) -> tuple[np.ndarray, list[str | None]]:
     """Toloka image-annotation rectangles (normalised) -> (pixel boxes, labels); other shapes ignored."""
     rects = [o for o in (outlines or []) if isinstance(o, dict) and o.get("shape", "rectangle") == "rectangle"]
     boxes = [[float(o["left"]), float(o["top"]), float(o["width"]), float(o["height"])] for o in rects]
@@ -83,16 +77,18 @@ def outlines_to_pixels(outlines, width: float, height: float) -> tuple[np.ndarra
 class ControlSet:
     """Known boxes by control image url: ``{url: (width, height, boxes (n,4), labels)}``."""
 
-    images: dict = attr.Factory(dict)
-    image_ids: dict = attr.Factory(dict)
+    images: dict[str, tuple[float, float, np.ndarray, list[str | None]]] = attr.Factory(dict)
+    image_ids: dict[str, str] = attr.Factory(dict)
+    """The image id of each control url (the CSV's ``image_id``, else ``control-<n>``)."""
 
-    def __contains__(self, url) -> bool:
+    def __contains__(self, url: object) -> bool:
         return url in self.images
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def score(self, url: str, outlines, match_labels: bool = False) -> DrawingScore:
+    def score(self, url: str, outlines: Sequence[Any] | None, match_labels: bool = False) -> DrawingScore:
+        """Score a drawing (Toloka outlines) of control image ``url``; labels must agree with ``match_labels``."""
         width, height, boxes, labels = self.images[url]
         drawn, drawn_labels = outlines_to_pixels(outlines, width, height)
         if match_labels:
@@ -113,6 +109,7 @@ def load_control_csv(path: str | os.PathLike) -> ControlSet:
     if missing:
         raise CrowdboxesError(f"{path}: missing column(s) {', '.join(missing)}")
     control = ControlSet()
+    rows: dict[str, tuple[float, float, list[list[float]], list[str | None]]] = {}  # url -> boxes as read
     for row_no, row in enumerate(frame.itertuples(index=False), start=2):
         url = str(row.url).strip() if isinstance(row.url, str) else ""
         if not url.startswith(("http://", "https://")):
@@ -123,7 +120,7 @@ def load_control_csv(path: str | os.PathLike) -> ControlSet:
             width = height = float("nan")
         if not (width > 0 and height > 0):
             raise CrowdboxesError(f"{path}: row {row_no}, fields 'width'/'height': need positive sizes")
-        entry = control.images.setdefault(url, (width, height, [], []))
+        entry = rows.setdefault(url, (width, height, [], []))
         if any(pd.isna(getattr(row, f)) for f in ("x", "y", "w", "h")):
             continue  # an image without signs
         try:
@@ -136,16 +133,16 @@ def load_control_csv(path: str | os.PathLike) -> ControlSet:
         entry[3].append(None if pd.isna(row.label) else str(row.label))
         if "image_id" in frame.columns and not pd.isna(row.image_id):
             control.image_ids[url] = str(row.image_id)
-    control.images = {u: (w, h, as_boxes(b), lab) for u, (w, h, b, lab) in control.images.items()}
+    control.images = {u: (w, h, as_boxes(b), lab) for u, (w, h, b, lab) in rows.items()}
     for url in control.images:
         control.image_ids.setdefault(url, f"control-{len(control.image_ids) + 1}")
     return control
 
 
-def control_from_truth(coco: dict, url_for_file) -> ControlSet:
+def control_from_truth(coco: dict[str, Any], url_for_file: Callable[[str], str]) -> ControlSet:
     """A ControlSet from a COCO ground truth (crowdboxes.evaluation.truth format); ``url_for_file(file_name)``."""
     control = ControlSet()
-    anns: dict = {}
+    anns: dict[Any, list[dict[str, Any]]] = {}
     for ann in coco.get("annotations", []):
         anns.setdefault(ann["image_id"], []).append(ann)
     names = {c["id"]: c["name"] for c in coco.get("categories", [])}
@@ -158,7 +155,7 @@ def control_from_truth(coco: dict, url_for_file) -> ControlSet:
     return control
 
 
-def create_control_tasks(client, pool_id: str, control: ControlSet, overlap: int,
+def create_control_tasks(client: Any, pool_id: str, control: ControlSet, overlap: int,
                          image_field: str = "image") -> pd.DataFrame:
     """Add control images to the detection pool as ordinary tasks; returns task_id, pool_id, image_id, url.
 
@@ -207,6 +204,7 @@ class ControlScorer:
         return self
 
     def banned(self) -> list[str]:
+        """Sorted ids of the workers to ban (rule in the class docstring)."""
         s = self.scores_
         if s.empty:
             return []
