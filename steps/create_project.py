@@ -24,7 +24,9 @@ Sample command:
       --toloka_env sandbox --output_dir out/create_project
 Troubleshooting:
   * "environment variable 'toloka_token' ... is not set": add the cnvrg project secret (or export it).
-  * "configs/detection_project.json: invalid JSON at line L, column C": fix that spot in the file.
+  * "configs/detection_project.json: not valid JSON (... line L column C ...)": fix that spot in the file.
+  * "--project_key 'x y': use 1-64 letters, digits, '.', '_' or '-'": the key is part of every object's
+    idempotency key (``crowdboxes:<project_key>:<role>``), so it must stay simple.
   * "task_spec.output_spec needs field 'boxes' of type json": the view's field.image-annotation saves to
     data.output 'boxes', so the output spec must declare it (the same for its image data.input and the
     input spec). The flow reads the field names from the view; they need not be 'image' and 'result'.
@@ -44,48 +46,21 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crowdboxes.artifacts import PROJECTS, write_csv  # noqa: E402
-from crowdboxes.cnvrg.stepkit import StepError, output_dir, read_token, run_step, step_parser  # noqa: E402
-from crowdboxes.cnvrg.metrics import cnvrg_tag  # noqa: E402
+from crowdboxes.cnvrg.stepkit import StepArgumentParser, run_step, step_parser  # noqa: E402
+from crowdboxes.steps.create_project import CreateProjectOptions, create_project  # noqa: E402
 
 
-def build_parser():
+def build_parser() -> StepArgumentParser:
+    """Create Project's params (the flow YAML passes each as ``--key value``)."""
     parser = step_parser("create_project", "Get-or-create the Toloka projects and skills from configs.")
     parser.add_argument("--config_dir", default="configs", help="folder with the project/skill configs")
     parser.add_argument("--project_key", default="road-signs", help="stable name of this annotation job")
     return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from crowdboxes.toloka import projects
-    from crowdboxes.toloka.client import connect
-
-    out = output_dir(args.output_dir)
-    config_dir = Path(args.config_dir)
-    # cheap checks first: a missing token or folder fails in a moment, before toloka-kit is imported
-    if not config_dir.is_dir():
-        raise StepError(f"--config_dir {config_dir} is not a folder")
-    read_token(args.token_env)
-    # read and check every config before touching Toloka
-    projects.object_key(args.project_key, "detection")
-    fields = projects.validate_detection_project(
-        projects.load_project_config(config_dir / projects.DETECTION_PROJECT_FILE),
-        config_dir / projects.DETECTION_PROJECT_FILE)
-    print(f"detection project fields: image input {fields.image_input!r}, output {fields.output!r}, "
-          f"labels {', '.join(fields.label_values) or '(none)'}")
-    for note in projects.label_notes(fields, config_dir):
-        print(f"note: {note}", file=sys.stderr)
-    projects.load_skill_configs(config_dir / projects.SKILLS_FILE, args.project_key)
-    client = connect(args.toloka_env, args.token_env)
-    rows = projects.ensure_projects(client, config_dir, args.project_key)
-    path = write_csv(rows, out, PROJECTS)
-    print(f"wrote {path} ({len(rows)} rows)")
-    for row in rows.itertuples(index=False):
-        cnvrg_tag(f"{row.role}_id", row.toloka_id)
-    cnvrg_tag("objects_created", int(rows["created"].sum()))
-    cnvrg_tag("objects_updated", int(rows["updated"].sum()))
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    """Parse the params and run the step (:func:`crowdboxes.steps.create_project.create_project`)."""
+    return create_project(CreateProjectOptions(**vars(build_parser().parse_args(argv))))
 
 
 if __name__ == "__main__":

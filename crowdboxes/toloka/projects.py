@@ -1,8 +1,9 @@
 """Get-or-create the Toloka projects and skills of one annotation job, from ``configs/``.
 
 A job is named by a ``project_key`` (e.g. ``road-signs``). Every object this module creates carries
-a stable key in its ``private_comment`` (``crowdboxes:<project_key>:<role>``) so a re-run finds it
-again instead of creating a second one:
+a stable idempotency key in its ``private_comment`` (:func:`idempotency_key`:
+``crowdboxes:<project_key>:<role>``) so a re-run finds it again instead of creating a second one
+(get-or-create is spelled ``ensure_*``; ``find_*`` only looks up):
 
 * projects are looked up among ACTIVE projects by that key (an archived project is gone for us);
 * skills are looked up by exact name (Toloka's skill search filters by name), the name being the
@@ -24,11 +25,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from crowdboxes.errors import CrowdboxesError
+from crowdboxes.files import read_json
+from crowdboxes.toloka.fields import DetectionFields, detection_fields, view_label_values
 
 DETECTION_PROJECT_FILE = "detection_project.json"
 VERIFICATION_PROJECT_FILE = "verification_project.json"
@@ -39,27 +44,14 @@ PROJECT_ROLES = {"detection_project": "detection", "verification_project": "veri
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def object_key(project_key: str, suffix: str) -> str:
-    """The stable ``private_comment`` key of one object of the job ``project_key``."""
+def idempotency_key(project_key: str, suffix: str) -> str:
+    """The stable ``private_comment`` key of one object of the job ``project_key``: how a re-run finds it again."""
     if not _KEY_RE.match(project_key or ""):
         raise CrowdboxesError(f"--project_key {project_key!r}: use 1-64 letters, digits, '.', '_' or '-'")
     return f"crowdboxes:{project_key}:{suffix}"
 
 
-def read_json(path: str | Path) -> object:
-    """Parse a config file; CrowdboxesError naming the file, line and column of a syntax error."""
-    path = Path(path)
-    if not path.is_file():
-        raise CrowdboxesError(f"config file {path} does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CrowdboxesError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    except UnicodeDecodeError:
-        raise CrowdboxesError(f"{path}: not UTF-8 text") from None
-
-
-def _structure(cls, data: dict, path: Path, what: str):
+def _structure(cls: Any, data: dict[str, Any], path: Path, what: str) -> Any:
     """``cls.structure(data)`` with toloka-kit's exceptions turned into one line naming the file."""
     try:
         return cls.structure(data)
@@ -71,12 +63,12 @@ def _structure(cls, data: dict, path: Path, what: str):
         raise CrowdboxesError(f"{path}: not a valid toloka-kit {what} ({detail})") from None
 
 
-def load_project_config(path: str | Path):
+def load_project_config(path: str | Path) -> Any:
     """A ``toloka.client.Project`` from a config file (``view_spec.config`` as string or object)."""
     from toloka.client.project import Project
 
     path = Path(path)
-    data = read_json(path)
+    data = read_json(path, "config")
     if not isinstance(data, dict):
         raise CrowdboxesError(f"{path}: expected a JSON object with a Toloka project")
     view_spec = (data.get("task_spec") or {}).get("view_spec")
@@ -98,25 +90,22 @@ def load_project_config(path: str | Path):
     return project
 
 
-def validate_detection_project(project, path: str | Path):
+def validate_detection_project(project: Any, path: str | Path) -> DetectionFields:
     """Check the detection project's task interface; returns its :class:`~crowdboxes.toloka.fields.DetectionFields`.
 
     The field names are not fixed: the view's ``field.image-annotation`` names the output field
     (``data.output``) and the image input field (``image`` data.input), and its label values may be any
     strings (:mod:`crowdboxes.toloka.fields`). Refusals are one line naming the file and the field.
     """
-    from crowdboxes.toloka.fields import detection_fields
-
     return detection_fields(project, Path(path))
 
 
-def label_notes(fields, config_dir: str | Path) -> list[str]:
+def label_notes(fields: DetectionFields, config_dir: str | Path) -> list[str]:
     """What a user should know about the detection project's labels (``fields``: its DetectionFields): values
     that are not class names, and a verification project whose shown labels differ from them."""
     from crowdboxes.classes import CLASS_NAMES
-    from crowdboxes.toloka.fields import view_label_values
 
-    notes = []
+    notes: list[str] = []
     other = [v for v in fields.label_values if v not in CLASS_NAMES]
     if other:
         notes.append(f"label value(s) {', '.join(map(repr, other[:5]))} are not class names of crowdboxes/classes.py: "
@@ -132,15 +121,15 @@ def label_notes(fields, config_dir: str | Path) -> list[str]:
     return notes
 
 
-def load_skill_configs(path: str | Path, project_key: str) -> dict:
+def load_skill_configs(path: str | Path, project_key: str) -> dict[str, Any]:
     """``{role: toloka.client.Skill}`` from skills.json, ``{project_key}`` filled into names."""
     from toloka.client.skill import Skill
 
     path = Path(path)
-    data = read_json(path)
+    data = read_json(path, "config")
     if not isinstance(data, dict):
         raise CrowdboxesError(f"{path}: expected a JSON object {{role: skill}} with roles {', '.join(SKILL_ROLES)}")
-    skills = {}
+    skills: dict[str, Any] = {}
     for role, body in data.items():
         if not isinstance(body, dict) or not str(body.get("name") or "").strip():
             raise CrowdboxesError(f"{path}: skill {role!r} needs a non-empty 'name'")
@@ -153,7 +142,7 @@ def load_skill_configs(path: str | Path, project_key: str) -> dict:
     return skills
 
 
-def find_project(client, key: str):
+def find_project(client: Any, key: str) -> Any:
     """The ACTIVE project whose ``private_comment`` is ``key`` (lowest id if several), else None."""
     found = [p for p in client.get_projects(status="ACTIVE") if (p.private_comment or "") == key]
     return min(found, key=lambda p: int(p.id) if str(p.id).isdigit() else 0) if found else None
@@ -173,7 +162,7 @@ SKILL_EDITABLE_FIELDS = ("name", "private_comment", "hidden", "public_name", "pu
 SKILL_SERVER_FIELDS = ("id", "created", "owner", "deprecated", "global")
 
 
-def _flat_project(project) -> dict:
+def _flat_project(project: Any) -> dict[str, Any]:
     """A project as ``{field: value}`` with the task spec split in its three parts and the
     Template Builder config parsed, so a re-serialised but equal config compares equal."""
     data = json.loads(project.to_json()) if not isinstance(project, dict) else dict(project)
@@ -188,7 +177,7 @@ def _flat_project(project) -> dict:
     return {k: v for k, v in data.items() if v not in (None, "", {}, [])}
 
 
-def _same(field: str, old, new) -> bool:
+def _same(field: str, old: Any, new: Any) -> bool:
     """Whether Toloka's ``old`` value of ``field`` already is what the config sets (``new``).
 
     Attributes Toloka adds on its side (a field spec's defaults, view settings) are not differences:
@@ -205,7 +194,7 @@ def _same(field: str, old, new) -> bool:
     return old == new
 
 
-def project_changes(existing, wanted) -> list[str]:
+def project_changes(existing: Any, wanted: Any) -> list[str]:
     """Fields where the config ``wanted`` differs from the project in Toloka, in a stable order.
 
     Compared: the core fields (absent in the config = empty) and every other field the config sets;
@@ -216,7 +205,7 @@ def project_changes(existing, wanted) -> list[str]:
     return [f for f in fields if not _same(f, old.get(f), new.get(f))]
 
 
-def config_digest(obj) -> str:
+def config_digest(obj: Any) -> str:
     """sha256 of what a config sets (server fields dropped, keys sorted): recorded in projects.csv."""
     data = _flat_project(obj) if hasattr(obj, "task_spec") else {
         k: v for k, v in json.loads(obj.to_json()).items() if k not in SKILL_SERVER_FIELDS + ("private_comment",)}
@@ -224,7 +213,7 @@ def config_digest(obj) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def updated_project_body(existing, wanted, key: str):
+def updated_project_body(existing: Any, wanted: Any, key: str) -> Any:
     """The full project for ``PUT /projects/{id}`` (Toloka replaces everything): what Toloka has,
     overwritten by the config's fields, the core ones always."""
     from toloka.client.project import Project
@@ -238,13 +227,13 @@ def updated_project_body(existing, wanted, key: str):
     return Project.structure(body)
 
 
-def live_pools(client, project_id) -> list:
+def live_pools(client: Any, project_id: str | int) -> list[Any]:
     """The project's pools that are not archived (they would keep an old task spec)."""
     return [p for p in client.get_pools(project_id=str(project_id))
             if str(getattr(p.status, "value", p.status)) != "ARCHIVED"]
 
 
-def get_or_create_project(client, project, key: str):
+def ensure_project(client: Any, project: Any, key: str) -> tuple[Any, bool]:
     """``(project, created)``: the existing project with ``key`` or a new one from ``project``."""
     existing = find_project(client, key)
     if existing is not None:
@@ -253,7 +242,7 @@ def get_or_create_project(client, project, key: str):
     return client.create_project(project), True
 
 
-def find_skill(client, name: str, key: str):
+def find_skill(client: Any, name: str, key: str) -> Any:
     """The skill named exactly ``name`` (lowest id), else the one whose private comment is ``key``
     (a skill renamed in skills.json is found again by its key)."""
     by_id = lambda s: int(s.id) if str(s.id).isdigit() else 0  # noqa: E731
@@ -264,7 +253,7 @@ def find_skill(client, name: str, key: str):
     return min(found, key=by_id) if found else None
 
 
-def skill_changes(existing, wanted) -> list[str]:
+def skill_changes(existing: Any, wanted: Any) -> list[str]:
     """Skill fields where skills.json differs from Toloka (only the fields the config sets)."""
     old = json.loads(existing.to_json())
     new = {k: v for k, v in json.loads(wanted.to_json()).items() if k not in SKILL_SERVER_FIELDS}
@@ -272,7 +261,7 @@ def skill_changes(existing, wanted) -> list[str]:
     return [f for f in sorted(new) if old.get(f) != new[f]]
 
 
-def get_or_create_skill(client, skill, key: str):
+def ensure_skill(client: Any, skill: Any, key: str) -> tuple[Any, bool]:
     """``(skill, created)``: the skill named exactly ``skill.name`` (or keyed ``key``) or a new one."""
     found = find_skill(client, skill.name, key)
     if found is not None:
@@ -285,7 +274,8 @@ def _where(config_path: Path, role: str, field: str) -> str:
     return f"{config_path}: {field}" if config_path.name != SKILLS_FILE else f"{config_path}: {role}.{field}"
 
 
-def ensure_projects(client, config_dir: str | Path, project_key: str, log=print) -> pd.DataFrame:
+def ensure_projects(client: Any, config_dir: str | Path, project_key: str,
+                    log: Callable[[str], Any] = print) -> pd.DataFrame:
     """Get-or-create everything configured in ``config_dir`` and bring it up to date; rows for projects.csv.
 
     Columns: ``role, toloka_id, key, name``, then ``created`` (made by this call), ``updated`` (changed
@@ -297,7 +287,7 @@ def ensure_projects(client, config_dir: str | Path, project_key: str, log=print)
     config_dir = Path(config_dir)
     if not config_dir.is_dir():
         raise CrowdboxesError(f"--config_dir {config_dir} is not a folder")
-    keys = {role: object_key(project_key, suffix) for role, suffix in PROJECT_ROLES.items()}
+    keys = {role: idempotency_key(project_key, suffix) for role, suffix in PROJECT_ROLES.items()}
     paths = {"detection_project": config_dir / DETECTION_PROJECT_FILE,
              "verification_project": config_dir / VERIFICATION_PROJECT_FILE}
     wanted = {"detection_project": load_project_config(paths["detection_project"])}
@@ -323,7 +313,7 @@ def ensure_projects(client, config_dir: str | Path, project_key: str, log=print)
                     f"--project_key (nothing was changed)")
         plans.append(("project", role, keys[role], project, existing, changed))
     for role in SKILL_ROLES:
-        key = object_key(project_key, role)
+        key = idempotency_key(project_key, role)
         existing = find_skill(client, skills[role].name, key)
         changed = skill_changes(existing, skills[role]) if existing is not None else []
         fixed = [f for f in changed if f not in SKILL_EDITABLE_FIELDS]

@@ -2,55 +2,44 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-STEP = REPO / "steps" / "aggregate_boxes.py"
-
-
-
-def load_step():
-    spec = importlib.util.spec_from_file_location("step_aggregate_boxes", STEP)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_in_process(tmp_path, capsys, answers: str, *extra, images_csv=None):
-    """The step's main in this process (error paths: no need to pay for a new interpreter each time)."""
-    from crowdboxes.cnvrg.stepkit import run_step
-
-    (tmp_path / "answers.csv").write_text(answers)
-    (tmp_path / "images.csv").write_text("image_id,file_name,url,width,height,sha256\n"
-                                         "a,a.jpg,http://x/a.jpg,100,100,s1\n")
-    code = run_step(load_step().main, ["--answers_csv", str(tmp_path / "answers.csv"),
-                                       "--images_csv", str(images_csv or tmp_path / "images.csv"),
-                                       "--output_dir", str(tmp_path / "out"), *extra])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
+from crowdboxes.steps.aggregate_boxes import resolve_method, verifications_path
 
 HEADER = "assignment_id,task_id,image_id,worker_id,status,submitted_at,label,x,y,w,h\n"
+ONE_IMAGE = "image_id,file_name,url,width,height,sha256\na,a.jpg,http://x/a.jpg,100,100,s1\n"
+TWO_IMAGES = ONE_IMAGE + "b,b.jpg,http://x/b.jpg,200,100,s2\n"
 
 
-def run(tmp_path, answers: str, *extra, images: str | None = None):
+def _inputs(tmp_path: Path, answers: str, images: str | None, images_csv: Path | None = None) -> list[str]:
     (tmp_path / "answers.csv").write_text(answers)
-    (tmp_path / "images.csv").write_text(images or
-                                         "image_id,file_name,url,width,height,sha256\n"
-                                         "a,a.jpg,http://x/a.jpg,100,100,s1\n"
-                                         "b,b.jpg,http://x/b.jpg,200,100,s2\n")
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(STEP), "--answers_csv", str(tmp_path / "answers.csv"),
-                           "--images_csv", str(tmp_path / "images.csv"), "--output_dir", str(out), *extra],
-                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    return proc, out
+    (tmp_path / "images.csv").write_text(images or TWO_IMAGES)
+    return ["--answers_csv", str(tmp_path / "answers.csv"), "--images_csv", str(images_csv or tmp_path / "images.csv"),
+            "--output_dir", str(tmp_path / "out")]
+
+
+@pytest.fixture()
+def run(tmp_path, run_step):
+    """The step as cnvrg runs it: a subprocess with string params; returns (process, output folder)."""
+    def go(answers: str, *extra: str, images: str | None = None):
+        proc = run_step("aggregate_boxes.py", [*_inputs(tmp_path, answers, images), *extra], os.environ,
+                        timeout=60, cwd=tmp_path)
+        return proc, tmp_path / "out"
+    return go
+
+
+@pytest.fixture()
+def run_in_process(tmp_path, run_step_in_process):
+    """The step's main in this process (error paths: no need to pay for a new interpreter each time)."""
+    def go(answers: str, *extra: str, images_csv: Path | None = None):
+        proc = run_step_in_process("aggregate_boxes.py", [*_inputs(tmp_path, answers, ONE_IMAGE, images_csv), *extra])
+        return proc.returncode, proc.stdout, proc.stderr
+    return go
 
 
 ANSWERS = HEADER + "".join([
@@ -66,8 +55,8 @@ ANSWERS = HEADER + "".join([
 ])
 
 
-def test_iou_cluster_boxes_and_workers(tmp_path):
-    proc, out = run(tmp_path, ANSWERS, "--method", "iou_cluster")
+def test_iou_cluster_boxes_and_workers(run):
+    proc, out = run(ANSWERS, "--method", "iou_cluster")
     assert proc.returncode == 0, proc.stderr
     boxes = pd.read_csv(out / "boxes.csv")
     assert list(boxes.columns) == ["image_id", "label", "x", "y", "w", "h", "score", "support"]
@@ -86,8 +75,8 @@ def test_iou_cluster_boxes_and_workers(tmp_path):
     assert "cnvrg_tag_boxes: 1" in proc.stdout and "cnvrg_tag_problem_rows: 1" in proc.stdout
 
 
-def test_unknown_method_lists_valid_names(tmp_path):
-    proc, out = run(tmp_path, ANSWERS, "--method", "magic")
+def test_unknown_method_lists_valid_names(run):
+    proc, out = run(ANSWERS, "--method", "magic")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "magic" in lines[0] and "iou_cluster" in lines[0]
@@ -100,23 +89,23 @@ def test_unknown_method_lists_valid_names(tmp_path):
     (HEADER + "as1,t1,a,w1,ACCEPTED,2026,stop,1,1,2,2\nas1,t1,a,w1,DONE,2026,stop,1,1,2,2\n",
      "row 3, field 'status': 'DONE'"),
 ])
-def test_bad_answers_fail_with_one_line(tmp_path, capsys, answers, message):
-    code, _, err = run_in_process(tmp_path, capsys, answers, "--method", "iou_cluster")
+def test_bad_answers_fail_with_one_line(tmp_path, answers, message, run_in_process):
+    code, _, err = run_in_process(answers, "--method", "iou_cluster")
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
     assert not (tmp_path / "out" / "boxes.csv").exists()
 
 
-def test_missing_images_file_is_named(tmp_path, capsys):
-    code, _, err = run_in_process(tmp_path, capsys, ANSWERS, "--method", "iou_cluster",
+def test_missing_images_file_is_named(tmp_path, run_in_process):
+    code, _, err = run_in_process(ANSWERS, "--method", "iou_cluster",
                                   images_csv=tmp_path / "nope.csv")
     assert code == 2 and err.strip().splitlines() == [f"error: input file {tmp_path / 'nope.csv'} does not exist"]
 
 
-def test_nothing_drawn_anywhere_gives_empty_boxes(tmp_path, capsys):
+def test_nothing_drawn_anywhere_gives_empty_boxes(tmp_path, run_in_process):
     answers = HEADER + "as1,t1,a,w1,ACCEPTED,2026,,,,,\nas2,t1,a,w2,ACCEPTED,2026,,,,,\n"
-    code, out_text, err = run_in_process(tmp_path, capsys, answers, "--method", "iou_cluster")
+    code, out_text, err = run_in_process(answers, "--method", "iou_cluster")
     assert code == 0, err
     assert pd.read_csv(tmp_path / "out" / "boxes.csv").empty
     workers = pd.read_csv(tmp_path / "out" / "workers.csv")
@@ -124,7 +113,7 @@ def test_nothing_drawn_anywhere_gives_empty_boxes(tmp_path, capsys):
     assert "cnvrg_tag_boxes: 0" in out_text
 
 
-def test_aggregator_worker_estimates_become_extra_columns(tmp_path, capsys, monkeypatch):
+def test_aggregator_worker_estimates_become_extra_columns(tmp_path, monkeypatch, run_in_process):
     """An aggregator with a ``workers_`` frame (lean_em has one) adds its columns to workers.csv."""
     import crowdboxes.aggregation as aggregation
     from crowdboxes.aggregation import IoUClustering
@@ -136,7 +125,7 @@ def test_aggregator_worker_estimates_become_extra_columns(tmp_path, capsys, monk
                                          index=prep.worker_names).rename_axis("worker")
 
     monkeypatch.setitem(aggregation.METHODS, "with_model", WithWorkerModel)
-    code, _, err = run_in_process(tmp_path, capsys, ANSWERS, "--method", "with_model")
+    code, _, err = run_in_process(ANSWERS, "--method", "with_model")
     assert code == 0, err
     workers = pd.read_csv(tmp_path / "out" / "workers.csv").set_index("worker_id")
     assert list(workers.columns) == ["answers", "skill", "boxes", "empty_answers", "rejected_assignments",
@@ -145,13 +134,13 @@ def test_aggregator_worker_estimates_become_extra_columns(tmp_path, capsys, monk
     assert pd.isna(workers.loc["w4", "miss_rate"])  # only rejected answers: the model never saw w4
 
 
-def test_best_verified_takes_the_verdicts_beside_answers_csv(tmp_path, capsys):
+def test_best_verified_takes_the_verdicts_beside_answers_csv(tmp_path, run_in_process):
     answers = HEADER + "".join([
         "d1,t1,a,w1,ACCEPTED,2026,stop,10,10,20,20\n",
         "d1,t1,a,w1,ACCEPTED,2026,yield,50,50,10,10\n",
         "d2,t1,a,w2,ACCEPTED,2026,stop,12,12,30,30\n",
     ])
-    code, _, err = run_in_process(tmp_path, capsys, answers, "--method", "best_verified")
+    code, _, err = run_in_process(answers, "--method", "best_verified")
     assert code == 2 and "needs the verification verdicts" in err and "verifications.csv does not exist" in err
     # worker_id in verifications.csv is the drawer; w1's drawing got 3 OK of 3, w2's 1 OK of 3
     (tmp_path / "verifications.csv").write_text(
@@ -159,14 +148,14 @@ def test_best_verified_takes_the_verdicts_beside_answers_csv(tmp_path, capsys):
         "a,d1,w1,OK,3,0,1,accepted,verify\n"
         "a,d2,w2,BAD,1,2,1,rejected_final,verify\n"
         "a,d3,w9,OK,0,0,1,accepted,control\n")
-    code, _, err = run_in_process(tmp_path, capsys, answers, "--method", "best_verified")
+    code, _, err = run_in_process(answers, "--method", "best_verified")
     assert code == 0, err
     boxes = pd.read_csv(tmp_path / "out" / "boxes.csv")
     assert sorted(boxes[["label", "x", "y", "w", "h", "score", "support"]].values.tolist()) == [
         ["stop", 10.0, 10.0, 20.0, 20.0, 1.0, 1], ["yield", 50.0, 50.0, 10.0, 10.0, 1.0, 1]]
 
 
-def test_auto_method_takes_best_verified_after_mode_verify_and_lean_em_otherwise(tmp_path, capsys):
+def test_auto_method_takes_best_verified_after_mode_verify_and_lean_em_otherwise(tmp_path, run_in_process):
     answers = HEADER + "".join([
         "d1,t1,a,w1,ACCEPTED,2026,stop,10,10,20,20\n",
         "d2,t1,a,w2,REJECTED,2026,yield,50,50,10,10\n",
@@ -181,10 +170,20 @@ def test_auto_method_takes_best_verified_after_mode_verify_and_lean_em_otherwise
         summary.unlink(missing_ok=True)
         if mode is not None:
             summary.write_text(json.dumps({"mode": mode}))
-        code, _, err = run_in_process(tmp_path, capsys, answers)  # --method auto is the default
+        code, _, err = run_in_process(answers)  # --method auto is the default
         assert code == 0, err
         assert f"aggregate_boxes ({method}):" in err, (mode, err)
         boxes = pd.read_csv(tmp_path / "out" / "boxes.csv")
         assert boxes[["label", "x", "y", "w", "h"]].values.tolist() == [["stop", 10.0, 10.0, 20.0, 20.0]]
         # best_verified scores by the verdicts (2 OK of 3), LeanEM by its existence posterior
         assert method != "best_verified" or boxes["score"].iloc[0] == pytest.approx(2 / 3)
+
+
+def test_auto_reads_the_mode_from_the_wait_summary_beside_answers_csv(tmp_path):
+    answers_csv = tmp_path / "answers.csv"
+    assert resolve_method("iou_cluster", answers_csv) == "iou_cluster"  # a named method is taken as it is
+    assert resolve_method("auto", answers_csv) == "lean_em"  # no wait_summary.json
+    (tmp_path / "wait_summary.json").write_text(json.dumps({"mode": "verify"}))
+    assert resolve_method(" AUTO ", answers_csv) == "best_verified"
+    assert verifications_path("none", answers_csv) == tmp_path / "verifications.csv"
+    assert verifications_path("/x/v.csv", answers_csv) == Path("/x/v.csv")

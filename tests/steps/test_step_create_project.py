@@ -1,11 +1,8 @@
 """Create Project: the shipped configs are toloka-kit JSON, and re-running creates nothing twice."""
 
-import importlib.util
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +10,6 @@ import pytest
 
 from crowdboxes.toloka import projects
 
-from crowdboxes.cnvrg import stepkit
 from crowdboxes.classes import SIGN_CLASSES
 from crowdboxes.cnvrg.stepkit import StepError
 from helpers_local_toloka import start_local_toloka
@@ -21,27 +17,6 @@ from helpers_local_toloka import start_local_toloka
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 TOKEN = "create-project-test-token-5f1e2d"
-
-
-def run_step(args, env, timeout=60):
-    """The step as cnvrg runs it: a separate process."""
-    return subprocess.run([sys.executable, str(REPO / "steps" / "create_project.py"), *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def run_inprocess(args, env, monkeypatch, capsys):
-    """The same ``main`` through ``run_step`` in this process (saves toloka-kit's 2 s import per run)."""
-    spec = importlib.util.spec_from_file_location("create_project_step", REPO / "steps" / "create_project.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for name in ("toloka_token", "MY_TOLOKA"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    capsys.readouterr()
-    code = stepkit.run_step(module.main, args)
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
 
 # --- configs ----------------------------------------------------------------------------------
@@ -94,10 +69,10 @@ def test_project_validation_names_the_problem(tmp_path):
         projects.validate_detection_project(projects.load_project_config(path), path)
 
     path.write_text('{\n  "public_name": "x",\n  "task_spec": {,}\n}')
-    with pytest.raises(StepError, match=r"invalid JSON at line 3, column 17"):
+    with pytest.raises(StepError, match=r"detection_project.json: not valid JSON .*line 3 column 17"):
         projects.load_project_config(path)
     with pytest.raises(StepError, match="--project_key 'bad key!'"):
-        projects.object_key("bad key!", "detection")
+        projects.idempotency_key("bad key!", "detection")
 
 
 # --- against the local Toloka -------------------------------------------------------------------
@@ -120,11 +95,11 @@ def _outputs(result, out: Path) -> str:
     return result.stdout + result.stderr + "".join(p.read_text() for p in out.glob("*") if p.is_file())
 
 
-def test_rerun_finds_everything_and_creates_nothing(toloka, tmp_path, monkeypatch, capsys):
+def test_rerun_finds_everything_and_creates_nothing(toloka, tmp_path, run_step, run_step_in_process):
     out = tmp_path / "out"
     args = ["--toloka_env", toloka.url, "--config_dir", str(CONFIGS), "--project_key", "rerun-test",
             "--output_dir", str(out)]
-    first = run_step(args, _env())
+    first = run_step("create_project.py", args, _env())
     assert first.returncode == 0, first.stderr
     rows1 = pd.read_csv(out / "projects.csv", dtype=str)
     assert list(rows1.columns[:4]) == ["role", "toloka_id", "key", "name"]
@@ -134,7 +109,7 @@ def test_rerun_finds_everything_and_creates_nothing(toloka, tmp_path, monkeypatc
     assert rows1.set_index("role").loc["detection_project", "key"] == "crowdboxes:rerun-test:detection"
     assert "cnvrg_tag_objects_created: 5" in first.stdout
 
-    second = run_step(args, _env())
+    second = run_step("create_project.py", args, _env())
     assert second.returncode == 0, second.stderr
     rows2 = pd.read_csv(out / "projects.csv", dtype=str)
     assert list(rows2["toloka_id"]) == list(rows1["toloka_id"]) and list(rows2["created"]) == ["False"] * 5
@@ -149,8 +124,9 @@ def test_rerun_finds_everything_and_creates_nothing(toloka, tmp_path, monkeypatc
     assert TOKEN not in _outputs(first, out) + _outputs(second, out)
 
     # another job key gets its own projects and skills
-    other = run_inprocess(["--toloka_env", toloka.url, "--config_dir", str(CONFIGS), "--project_key", "other-job",
-                           "--output_dir", str(tmp_path / "other")], TOKEN_ENV, monkeypatch, capsys)
+    other = run_step_in_process("create_project.py", [
+        "--toloka_env", toloka.url, "--config_dir", str(CONFIGS), "--project_key", "other-job",
+        "--output_dir", str(tmp_path / "other")], TOKEN_ENV)
     assert other.returncode == 0, other.stderr
     rows3 = pd.read_csv(tmp_path / "other" / "projects.csv", dtype=str)
     assert set(rows3["toloka_id"][:2]).isdisjoint(rows1["toloka_id"][:2])
@@ -184,15 +160,15 @@ def _editable_run(toloka, tmp_path, project_key):
     return configs, out, args
 
 
-def test_edited_config_updates_toloka_on_rerun_and_unchanged_writes_nothing(toloka, tmp_path, monkeypatch, capsys):
+def test_edited_config_updates_toloka_on_rerun_and_unchanged_writes_nothing(toloka, tmp_path, run_step_in_process):
     configs, out, args = _editable_run(toloka, tmp_path, "edit-test")
-    assert run_inprocess(args, TOKEN_ENV, monkeypatch, capsys).returncode == 0
+    assert run_step_in_process("create_project.py", args, TOKEN_ENV).returncode == 0
     first = pd.read_csv(out / "projects.csv", dtype=str).set_index("role")
     assert list(first["updated"]) == ["False"] * 5 and first["changed"].isna().all()
 
     # unchanged configs: not one write request, same digests
     toloka.admin("POST", "/_local/stats/reset")
-    again = run_inprocess(args, TOKEN_ENV, monkeypatch, capsys)
+    again = run_step_in_process("create_project.py", args, TOKEN_ENV)
     assert again.returncode == 0, again.stderr
     assert _writes(toloka) == {}
     assert "cnvrg_tag_objects_updated: 0" in again.stdout
@@ -211,7 +187,7 @@ def test_edited_config_updates_toloka_on_rerun_and_unchanged_writes_nothing(tolo
     _edit(configs / "skills.json", lambda d: d["drawer_skill"].update(
         name="crowdboxes {project_key}: drew road-sign boxes", public_requester_description={"EN": "Drew boxes."}))
     toloka.admin("POST", "/_local/stats/reset")
-    edited = run_inprocess(args, TOKEN_ENV, monkeypatch, capsys)
+    edited = run_step_in_process("create_project.py", args, TOKEN_ENV)
     assert edited.returncode == 0, edited.stderr
     assert _writes(toloka) == {"PUT update_project": 1, "PUT update_skill": 1}
     assert "detection_project: updated (public_instructions, task_spec.view_spec) project" in edited.stdout
@@ -240,24 +216,25 @@ def test_edited_config_updates_toloka_on_rerun_and_unchanged_writes_nothing(tolo
 
     # and the edited configs are now in force: a further re-run writes nothing
     toloka.admin("POST", "/_local/stats/reset")
-    assert run_inprocess(args, TOKEN_ENV, monkeypatch, capsys).returncode == 0
+    assert run_step_in_process("create_project.py", args, TOKEN_ENV).returncode == 0
     assert _writes(toloka) == {}
     assert pd.read_csv(out / "projects.csv", dtype=str)["updated"].tolist() == ["False"] * 5
 
     # without a verification config there is no verification project
     (configs / "verification_project.json").unlink()
-    result = run_inprocess(["--toloka_env", toloka.url, "--config_dir", str(configs), "--project_key", "no-verify",
-                            "--output_dir", str(tmp_path / "nv")], TOKEN_ENV, monkeypatch, capsys)
+    result = run_step_in_process("create_project.py", [
+        "--toloka_env", toloka.url, "--config_dir", str(configs), "--project_key", "no-verify",
+        "--output_dir", str(tmp_path / "nv")], TOKEN_ENV)
     assert result.returncode == 0, result.stderr
     assert list(pd.read_csv(tmp_path / "nv" / "projects.csv")["role"]) == [
         "detection_project", "drawer_skill", "verifier_skill", "control_skill"]
 
 
-def test_refused_changes_are_one_line_and_change_nothing(toloka, tmp_path, monkeypatch, capsys):
+def test_refused_changes_are_one_line_and_change_nothing(toloka, tmp_path, run_step, run_step_in_process):
     from toloka.client import Pool
 
     configs, out, args = _editable_run(toloka, tmp_path, "refuse-test")
-    assert run_inprocess(args, TOKEN_ENV, monkeypatch, capsys).returncode == 0
+    assert run_step_in_process("create_project.py", args, TOKEN_ENV).returncode == 0
     before_csv = (out / "projects.csv").read_bytes()
     ids = pd.read_csv(out / "projects.csv", dtype=str).set_index("role")["toloka_id"]
     client = toloka.client()
@@ -275,7 +252,7 @@ def test_refused_changes_are_one_line_and_change_nothing(toloka, tmp_path, monke
 
     _edit(configs / "detection_project.json", spec_edit)
     toloka.admin("POST", "/_local/stats/reset")
-    refused = run_step(args, _env())  # as cnvrg runs it: exit 2, one line
+    refused = run_step("create_project.py", args, _env())  # as cnvrg runs it: exit 2, one line
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
     assert refused.stderr.startswith("error: ")
     assert f"detection_project.json: task_spec.output_spec changed, but project {ids['detection_project']} " \
@@ -288,7 +265,7 @@ def test_refused_changes_are_one_line_and_change_nothing(toloka, tmp_path, monke
 
     # once the pool is archived nothing can stay on the old spec: the same re-run applies it in place
     client.archive_pool(pool.id)
-    applied = run_inprocess(args, TOKEN_ENV, monkeypatch, capsys)
+    applied = run_step_in_process("create_project.py", args, TOKEN_ENV)
     assert applied.returncode == 0, applied.stderr
     now = client.get_project(ids["detection_project"])
     assert now.task_spec.output_spec["comment"].type.value == "string"
@@ -300,28 +277,47 @@ def test_refused_changes_are_one_line_and_change_nothing(toloka, tmp_path, monke
     _edit(configs / "skills.json", lambda d: d["control_skill"].update(skill_ttl_hours=24))
     before_csv = (out / "projects.csv").read_bytes()
     toloka.admin("POST", "/_local/stats/reset")
-    refused = run_inprocess(args, TOKEN_ENV, monkeypatch, capsys)
+    refused = run_step_in_process("create_project.py", args, TOKEN_ENV)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert f"skills.json: control_skill.skill_ttl_hours cannot change on the existing skill " \
            f"{ids['control_skill']}" in refused.stderr
     assert _writes(toloka) == {} and (out / "projects.csv").read_bytes() == before_csv
 
 
-def test_token_problems_are_one_line_naming_the_variable(toloka, tmp_path, monkeypatch, capsys):
+def test_token_problems_are_one_line_naming_the_variable(toloka, tmp_path, run_step, run_step_in_process):
     env = {k: v for k, v in _env().items() if k != "toloka_token"}
     args = ["--toloka_env", toloka.url, "--config_dir", str(CONFIGS), "--output_dir", str(tmp_path / "out")]
-    missing = run_step(args, env)  # as a process: exit code 2 and exactly one line
+    missing = run_step("create_project.py", args, env)  # as a process: exit code 2 and exactly one line
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
     assert "environment variable 'toloka_token'" in missing.stderr
-    wrong = run_inprocess(args + ["--token_env", "MY_TOLOKA"], {"MY_TOLOKA": "wrong-token-value-123"},
-                          monkeypatch, capsys)
+    wrong = run_step_in_process("create_project.py", args + ["--token_env", "MY_TOLOKA"],
+                                {"MY_TOLOKA": "wrong-token-value-123"})
     assert wrong.returncode == 2 and "'MY_TOLOKA'" in wrong.stderr and "wrong-token-value-123" not in wrong.stderr
     empty_dir = tmp_path / "empty_configs"
     empty_dir.mkdir()
-    bad_config = run_inprocess(["--toloka_env", toloka.url, "--config_dir", str(empty_dir),
-                                "--output_dir", str(tmp_path / "out")], TOKEN_ENV, monkeypatch, capsys)
+    bad_config = run_step_in_process("create_project.py", [
+        "--toloka_env", toloka.url, "--config_dir", str(empty_dir),
+        "--output_dir", str(tmp_path / "out")], TOKEN_ENV)
     assert bad_config.returncode == 2 and "detection_project.json does not exist" in bad_config.stderr
     assert not (tmp_path / "out" / "projects.csv").exists()
+
+
+def test_ensure_finds_by_idempotency_key_and_find_never_creates(toloka):
+    client = toloka.client()
+    key = projects.idempotency_key("ensure-test", "detection")
+    assert key == "crowdboxes:ensure-test:detection" and projects.find_project(client, key) is None
+    config = projects.load_project_config(CONFIGS / "detection_project.json")
+    made, created = projects.ensure_project(client, config, key)
+    again, created_again = projects.ensure_project(client, projects.load_project_config(
+        CONFIGS / "detection_project.json"), key)
+    assert (created, created_again) == (True, False) and again.id == made.id
+    assert projects.find_project(client, key).id == made.id
+    skill = projects.load_skill_configs(CONFIGS / "skills.json", "ensure-test")["drawer_skill"]
+    skill_key = projects.idempotency_key("ensure-test", "drawer_skill")
+    assert projects.find_skill(client, skill.name, skill_key) is None
+    first, _ = projects.ensure_skill(client, skill, skill_key)
+    second, created_skill = projects.ensure_skill(client, skill, skill_key)
+    assert second.id == first.id and not created_skill
 
 
 def test_what_toloka_adds_on_its_side_is_not_a_change():

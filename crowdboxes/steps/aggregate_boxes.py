@@ -1,0 +1,187 @@
+"""Aggregate Boxes' logic: read the answers (and verdicts), run an aggregator, write boxes.csv and workers.csv.
+
+``steps/aggregate_boxes.py`` parses the params into :class:`AggregateBoxesOptions` and calls
+:func:`aggregate_boxes`. The methods themselves are :mod:`crowdboxes.aggregation`; this module turns the
+step's CSVs into the frames they take (``task`` = the image, ``worker``, the box) and their results back.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from crowdboxes.artifacts import (ANSWERS, BOXES, IMAGES, VERIFICATIONS, WAIT_SUMMARY, WORKERS, read_csv,
+                                  require_numeric, write_csv)
+from crowdboxes.cnvrg.metrics import cnvrg_tag
+from crowdboxes.cnvrg.stepkit import is_none, output_dir
+from crowdboxes.errors import CrowdboxesError
+from crowdboxes.files import read_json
+
+USED_STATUSES = ("SUBMITTED", "ACCEPTED")
+KNOWN_STATUSES = USED_STATUSES + ("REJECTED",)
+MAX_WARNINGS = 20
+
+
+@dataclass(frozen=True)
+class AggregateBoxesOptions:
+    """Aggregate Boxes' params as ``steps/aggregate_boxes.py`` parses them (meanings and defaults are there)."""
+
+    toloka_env: str
+    token_env: str
+    output_dir: str | None
+    answers_csv: str
+    images_csv: str
+    method: str
+    verifications_csv: str
+
+
+def read_answers(path: str | Path) -> pd.DataFrame:
+    """answers.csv with numeric boxes (empty = nothing drawn) and upper-case statuses, each one we know."""
+    frame = read_csv(path, ANSWERS, dtype={"assignment_id": str, "task_id": str, "image_id": str,
+                                           "worker_id": str, "status": str, "label": str})
+    require_numeric(frame, path, ("x", "y", "w", "h"), allow_empty=True)
+    status = frame["status"].astype(str).str.strip().str.upper()
+    bad = ~status.isin(KNOWN_STATUSES)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise CrowdboxesError(f"{path}: row {row + 2}, field 'status': {frame['status'].iloc[row]!r} is not one of "
+                              f"{', '.join(KNOWN_STATUSES)}")
+    frame["status"] = status
+    return frame
+
+
+def read_images(path: str | Path) -> pd.DataFrame:
+    """images.csv with numeric sizes."""
+    return require_numeric(read_csv(path, IMAGES, dtype={"image_id": str}), path, ("width", "height"))
+
+
+def read_verifications(path: str | Path, answers: pd.DataFrame) -> pd.DataFrame:
+    """Votes per drawing as the aggregators take them: ``task`` (image), ``worker`` (the drawer), ok/bad votes."""
+    frame = read_csv(path, VERIFICATIONS, dtype={"image_id": str, "assignment_id": str, "worker_id": str})
+    require_numeric(frame, path, ("ok_votes", "bad_votes"))
+    if "kind" in frame.columns:  # control tasks are scored against known boxes, not voted on
+        frame = frame[frame["kind"].astype(str) != "control"]
+    drawer = dict(zip(answers["assignment_id"], answers["worker_id"]))
+    return pd.DataFrame({"task": frame["image_id"].to_numpy(),
+                         "worker": [drawer.get(a, w) for a, w in zip(frame["assignment_id"], frame["worker_id"])],
+                         "ok_votes": frame["ok_votes"].to_numpy(), "bad_votes": frame["bad_votes"].to_numpy()})
+
+
+def verifications_path(verifications_csv: str, answers_csv: str | Path) -> Path:
+    """``--verifications_csv``, or (none) the verifications.csv beside answers.csv."""
+    if is_none(verifications_csv):
+        return VERIFICATIONS.path(Path(answers_csv).parent)
+    return Path(verifications_csv)
+
+
+def resolve_method(method: str, answers_csv: str | Path) -> str:
+    """``auto``: best_verified after Wait Pool's mode verify (one accepted drawing per image leaves LeanEM
+    nothing to compare; the verdicts rank the boxes), lean_em otherwise. The mode is read from the
+    wait_summary.json beside answers.csv; without one, lean_em."""
+    if method.strip().lower() != "auto":
+        return method
+    summary = WAIT_SUMMARY.path(Path(answers_csv).parent)
+    data = read_json(summary, "wait summary") if summary.is_file() else None
+    mode = data.get("mode") if isinstance(data, dict) else None
+    return "best_verified" if mode == "verify" else "lean_em"
+
+
+def workers_frame(answers: pd.DataFrame, used: pd.DataFrame, skills: pd.Series,
+                  model: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per worker: images answered, skill, boxes drawn, empty answers, rejected assignments, and the
+    aggregator's own per-worker estimates (``workers_``, e.g. lean_em's miss/false-positive rates)."""
+    has_box = used[["x", "y", "w", "h"]].notna().all(axis=1)
+    per_worker = pd.DataFrame({
+        "answers": used.groupby("worker_id")[["assignment_id", "image_id"]].apply(
+            lambda g: len(g.drop_duplicates())),
+        "boxes": has_box.groupby(used["worker_id"]).sum(),
+        "empty_answers": (~has_box).groupby(used["worker_id"]).sum(),
+    })
+    rejected = answers[answers["status"] == "REJECTED"].groupby("worker_id")["assignment_id"].nunique()
+    workers = pd.Index(sorted(set(answers["worker_id"].astype(str))), name="worker_id")
+    out = per_worker.reindex(workers)
+    out["skill"] = skills.reindex(workers).astype(float)
+    out["rejected_assignments"] = rejected.reindex(workers).fillna(0).astype(int)
+    for column in ("answers", "boxes", "empty_answers"):
+        out[column] = out[column].fillna(0).astype(int)
+    out = out[["answers", "skill", "boxes", "empty_answers", "rejected_assignments"]]
+    if isinstance(model, pd.DataFrame) and not model.empty:
+        extra = model.drop(columns=[c for c in model.columns if c in out.columns or c == "images"])
+        extra.index = extra.index.astype(str)
+        out = out.join(extra, how="left")
+    return out.reset_index()
+
+
+def aggregator_frames(used: pd.DataFrame, images: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The answers and images as an aggregator's ``fit`` takes them (``task`` = the image)."""
+    frame = pd.DataFrame({"task": used["image_id"].to_numpy(), "worker": used["worker_id"].to_numpy(),
+                          "x": used["x"].to_numpy(), "y": used["y"].to_numpy(), "w": used["w"].to_numpy(),
+                          "h": used["h"].to_numpy(),
+                          "label": used["label"].to_numpy(dtype=object, na_value=None)})
+    image_frame = pd.DataFrame({"task": images["image_id"], "width": images["width"], "height": images["height"]})
+    return frame, image_frame
+
+
+def fit_options(aggregator: Any, method: str, options: AggregateBoxesOptions,
+                answers: pd.DataFrame) -> dict[str, Any]:
+    """Extra ``fit`` arguments the method asks for: the verification verdicts (best_verified)."""
+    if "verifications" not in inspect.signature(aggregator.fit).parameters:
+        return {}
+    path = verifications_path(options.verifications_csv, options.answers_csv)
+    if not path.is_file():
+        raise CrowdboxesError(f"--method {method} needs the verification verdicts: {path} does not exist "
+                              f"(run Wait Pool with --mode verify or overlap+verify, or pick another method)")
+    return {"verifications": read_verifications(path, answers)}
+
+
+def report_problems(problems: list[tuple[int, str]], used: pd.DataFrame, answers_csv: str) -> None:
+    """A warning per skipped row (the first MAX_WARNINGS), naming its line in answers.csv."""
+    csv_lines = used.index.to_numpy() + 2  # header is line 1
+    for row, reason in problems[:MAX_WARNINGS]:
+        print(f"warning: {answers_csv} line {int(csv_lines[row])}: {reason} (skipped)", file=sys.stderr)
+    if len(problems) > MAX_WARNINGS:
+        print(f"warning: {len(problems) - MAX_WARNINGS} more skipped rows in {answers_csv}", file=sys.stderr)
+
+
+def aggregate_boxes(options: AggregateBoxesOptions) -> int:
+    """Run the step: boxes.csv and workers.csv in the output folder, counts as cnvrg tags; exit code 0."""
+    from crowdboxes.aggregation import get_aggregator
+
+    method = resolve_method(options.method, options.answers_csv)
+    try:
+        aggregator = get_aggregator(method)
+    except ValueError as exc:
+        raise CrowdboxesError(f"--method: {exc}") from None
+    out = output_dir(options.output_dir)
+    answers = read_answers(options.answers_csv)
+    images = read_images(options.images_csv)
+    used = answers[answers["status"].isin(USED_STATUSES)]
+    frame, image_frame = aggregator_frames(used, images)
+    extra = fit_options(aggregator, method, options, answers)
+    try:
+        aggregator.fit(frame, image_frame, **extra)
+    except ValueError as exc:  # a schema problem the method reports (row problems never raise)
+        raise CrowdboxesError(f"--method {method}: {exc}") from None
+    problems = sorted(aggregator.problems_)
+    report_problems(problems, used, options.answers_csv)
+
+    boxes = aggregator.boxes_.rename(columns={"task": "image_id"})
+    boxes = boxes[list(BOXES.columns) + [c for c in boxes.columns if c not in BOXES.columns]]
+    write_csv(boxes, out, BOXES)
+    workers = workers_frame(answers, used, aggregator.skills_, getattr(aggregator, "workers_", None))
+    write_csv(workers, out, WORKERS)
+
+    cnvrg_tag("boxes", len(boxes))
+    cnvrg_tag("images_with_boxes", boxes["image_id"].nunique())
+    cnvrg_tag("workers", len(workers))
+    cnvrg_tag("problem_rows", len(problems))
+    print(f"aggregate_boxes ({method}): {len(used)} answer rows of {used['worker_id'].nunique()} workers "
+          f"on {used['image_id'].nunique()} images -> {len(boxes)} boxes on {boxes['image_id'].nunique()} images"
+          f" ({len(answers) - len(used)} rejected rows ignored, {len(problems)} skipped)", file=sys.stderr)
+    return 0
