@@ -7,25 +7,31 @@ missed, spurious or mislabelled boxes in its output); an image whose answers are
 above ``risk_threshold`` and whose overlap is below ``max_overlap`` gets its task overlap raised by one.
 
 :func:`next_targets` is the rule (used by Wait Pool and by the aggregation benchmark alike);
-:class:`OverlapController` applies it to a live Toloka pool, restartably: the targets are written to
-``adaptive_overlap.json`` before Toloka is told, and a target is an absolute overlap, so re-applying it
-after a crash changes nothing.
+:class:`AdaptiveOverlap` applies it to a live Toloka pool, restartably: the targets are written to
+``artifacts.OVERLAP_STATE`` (adaptive_overlap.json) before Toloka is told, and a target is an absolute
+overlap, so re-applying it after a crash changes nothing. (Not to be confused with control images, the
+images of known boxes that score workers: :mod:`crowdboxes.toloka.known_boxes`.)
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from crowdboxes.toloka.spending import grant
+from crowdboxes.artifacts import OVERLAP_STATE
 from crowdboxes.files import write_text_atomic
+from crowdboxes.toloka.collection.solutions import answers_frame
+from crowdboxes.toloka.spending import BudgetGuard, grant
+
+if TYPE_CHECKING:
+    from toloka.client import TolokaClient
 
 logger = logging.getLogger(__name__)
-
-STATE_NAME = "adaptive_overlap.json"
 
 
 def next_targets(answers: pd.DataFrame, images: pd.DataFrame | None, targets: pd.Series, max_overlap: int,
@@ -33,9 +39,9 @@ def next_targets(answers: pd.DataFrame, images: pd.DataFrame | None, targets: pd
     """Which images get one more drawer.
 
     Args:
-        answers: ``task`` (image), ``worker``, ``x, y, w, h, label`` of every answer collected so far
+        answers: ``image_id``, ``worker``, ``x, y, w, h, label`` of every answer collected so far
             (NaN box = the worker drew nothing), as for the aggregators.
-        images: ``task, width, height`` or None.
+        images: ``image_id, width, height`` or None.
         targets: the current overlap per image (index = image); an image is decided once it has this
             many answering workers.
         max_overlap: no image is raised beyond this.
@@ -47,15 +53,17 @@ def next_targets(answers: pd.DataFrame, images: pd.DataFrame | None, targets: pd
     """
     from crowdboxes.aggregation import LeanEM
 
-    answered = answers.groupby("task")["worker"].nunique().reindex(targets.index).fillna(0).astype(int)
+    answered = answers.groupby("image_id")["worker"].nunique().reindex(targets.index).fillna(0).astype(int)
     if answers.empty:
         return targets.iloc[:0], pd.DataFrame(index=targets.index)
-    risk = LeanEM().fit(answers, images).images_.reindex(targets.index)
+    model = LeanEM()
+    model.fit(answers, images)
+    risk = model.images_.reindex(targets.index)
     raise_ = (answered >= targets) & (targets < max_overlap) & (risk["risk"] > risk_threshold)
     return targets[raise_] + 1, risk
 
 
-class OverlapController:
+class AdaptiveOverlap:
     """Raises task overlaps of a live detection pool by :func:`next_targets` (one task per image).
 
     ``update(records)`` takes the assignments collected so far (non-rejected ones count), decides, patches
@@ -66,17 +74,17 @@ class OverlapController:
     keeps its answers.
     """
 
-    def __init__(self, client, pool_id: str, tasks: pd.DataFrame, images: pd.DataFrame, state_dir,
-                 max_overlap: int, risk_threshold: float, guard=None, unit_price: float = 0.0,
-                 output_field: str = "result"):
+    def __init__(self, client: TolokaClient, pool_id: str, tasks: pd.DataFrame, images: pd.DataFrame,
+                 state_dir: str | os.PathLike[str], max_overlap: int, risk_threshold: float,
+                 guard: BudgetGuard | None = None, unit_price: float = 0.0, output_field: str = "result") -> None:
         self.client, self.pool_id = client, str(pool_id)
         self.output_field = output_field  # the detection project's output (crowdboxes.toloka.fields)
         self.max_overlap, self.risk_threshold = int(max_overlap), float(risk_threshold)
         self.guard, self.unit_price = guard, float(unit_price)
-        self.path = Path(state_dir) / STATE_NAME
+        self.path = OVERLAP_STATE.path(state_dir)
         self.tasks, self.images_table = tasks, images
         self.task_by_image = dict(zip(tasks["image_id"].astype(str), tasks["task_id"].astype(str)))
-        self.images = images.rename(columns={"image_id": "task"})[["task", "width", "height"]].astype({"task": str})
+        self.images = images[["image_id", "width", "height"]].astype({"image_id": str})
         self.raises = 0
         self.refused: set[str] = set()  # images the budget could not pay another drawing for
         self.decided: dict[str, int] = {}  # image -> answers it had when last decided (each count once)
@@ -99,7 +107,7 @@ class OverlapController:
         self._save(targets)
         return targets
 
-    def _save(self, targets: pd.Series, last_raised=()) -> None:
+    def _save(self, targets: pd.Series, last_raised: Iterable[str] = ()) -> None:
         write_text_atomic(self.path, json.dumps({
             "pool_id": self.pool_id, "max_overlap": self.max_overlap, "risk_threshold": self.risk_threshold,
             "raises": self.raises, "refused_by_budget": sorted(self.refused), "last_raised": list(last_raised),
@@ -121,18 +129,17 @@ class OverlapController:
 
     @property
     def expected_answers(self) -> int:
+        """The answers the pool delivers if nothing more is raised: the sum of the targets."""
         return int(self.targets.sum())
 
-    def update(self, records) -> int:
+    def update(self, records: Iterable[dict[str, Any]]) -> int:
         """Decide on the images whose answers are all in (``records``: the collector's assignment
         snapshots); returns how many were raised now."""
-        from crowdboxes.toloka.collection import answers_frame
-
         frame, _ = answers_frame(records, self.tasks, self.images_table, output_field=self.output_field)
         valid = frame[frame["status"].astype(str) != "REJECTED"]
-        answers = valid.rename(columns={"image_id": "task", "worker_id": "worker"})
-        answers = answers.assign(task=answers["task"].astype(str))
-        answered = answers.groupby("task")["worker"].nunique()
+        answers = valid.rename(columns={"worker_id": "worker"})
+        answers = answers.assign(image_id=answers["image_id"].astype(str))
+        answered = answers.groupby("image_id")["worker"].nunique()
         fresh = [image for image, target in self.targets.items()
                  if answered.get(image, 0) >= target and target < self.max_overlap and image not in self.refused
                  and self.decided.get(image) != answered.get(image)]

@@ -1,4 +1,4 @@
-"""Adaptive overlap: LeanEM's per-image risk, the raise rule, and the controller on a pool (fake and local Toloka)."""
+"""Adaptive overlap: LeanEM's per-image risk, the raise rule, and :class:`AdaptiveOverlap` on a (fake) pool."""
 
 from __future__ import annotations
 
@@ -9,10 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crowdboxes.toloka.overlap import OverlapController, next_targets
+from crowdboxes.toloka.overlap import AdaptiveOverlap, next_targets
 from crowdboxes.aggregation import LeanEM
-from crowdboxes.toloka.collection import snapshot
-from test_aggregation import answers, images
+from crowdboxes.artifacts import OVERLAP_STATE
+
+
+def answers(rows) -> pd.DataFrame:
+    """rows: (image, worker, x, y, w, h, label); None coordinates = drew nothing (the aggregators' input)."""
+    frame = pd.DataFrame(rows, columns=["image_id", "worker", "x", "y", "w", "h", "label"])
+    for c in ("x", "y", "w", "h"):
+        frame[c] = pd.to_numeric(frame[c])
+    return frame
+
+
+def images(*image_ids, width=100, height=100) -> pd.DataFrame:
+    return pd.DataFrame({"image_id": list(image_ids), "width": width, "height": height})
 
 
 def agreeing_and_disputed():
@@ -28,17 +39,17 @@ def agreeing_and_disputed():
 def test_risk_is_the_documented_sum_of_expected_errors():
     model = LeanEM(min_score=0.0, label_alternatives=False).fit(agreeing_and_disputed(), images("calm", "torn", "quiet"))
     risk = model.images_
-    p = model.boxes_.groupby("task")["score"].apply(list)
+    p = model.boxes_.groupby("image_id")["score"].apply(list)
     miss = model.workers_["miss_rate"]
     found = {t: sum(p.get(t, [])) for t in ("calm", "torn", "quiet")}
     typical = np.mean(list(found.values()))
-    for task, workers in (("calm", ["w1", "w2", "w3"]), ("torn", ["w1", "w2"]), ("quiet", ["w1", "w2", "w3"])):
+    for image, workers in (("calm", ["w1", "w2", "w3"]), ("torn", ["w1", "w2"]), ("quiet", ["w1", "w2", "w3"])):
         all_miss = float(np.prod(miss[workers]))
-        expected_missed = max(found[task], typical) * all_miss / (1 - all_miss)
-        existence = sum(min(v, 1 - v) for v in p.get(task, []))
-        assert risk.loc[task, "expected_missed"] == pytest.approx(expected_missed)
-        assert risk.loc[task, "existence_risk"] == pytest.approx(existence)
-        assert risk.loc[task, "risk"] == pytest.approx(expected_missed + existence + risk.loc[task, "class_risk"])
+        expected_missed = max(found[image], typical) * all_miss / (1 - all_miss)
+        existence = sum(min(v, 1 - v) for v in p.get(image, []))
+        assert risk.loc[image, "expected_missed"] == pytest.approx(expected_missed)
+        assert risk.loc[image, "existence_risk"] == pytest.approx(existence)
+        assert risk.loc[image, "risk"] == pytest.approx(expected_missed + existence + risk.loc[image, "class_risk"])
     assert risk.loc["calm", "class_risk"] < 0.01 < risk.loc["torn", "class_risk"]  # three labels agree / differ
     assert risk.loc["torn", "risk"] > 0.3 > 0.01 > risk.loc["calm", "risk"]
     assert risk["workers"].to_dict() == {"calm": 3, "quiet": 3, "torn": 2}
@@ -62,7 +73,7 @@ def test_next_targets_raises_only_complete_risky_images_below_the_maximum():
     assert next_targets(data, None, targets, 5, risk.loc["torn", "risk"] + 1e-9)[0].empty
 
 
-# ----------------------------------------------------------------------------------------- the controller
+# ------------------------------------------------------------------------- AdaptiveOverlap on a pool
 
 class FakePoolApi:
     """get_tasks / get_task / patch_task_overlap_or_min / get_pool / open_pool, recording every change."""
@@ -113,21 +124,21 @@ def answers_of_agreeing_and_disputed(start=0):
     return recs
 
 
-def test_controller_raises_the_disputed_image_once_reopens_the_pool_and_resumes_from_its_state(tmp_path):
+def test_adaptive_overlap_raises_the_disputed_image_once_reopens_the_pool_and_resumes_from_its_state(tmp_path):
     api = FakePoolApi({"t-calm": 3, "t-torn": 2})
-    ctl = OverlapController(api, "p1", TASKS, IMAGES, tmp_path, max_overlap=4, risk_threshold=0.3)
+    ctl = AdaptiveOverlap(api, "p1", TASKS, IMAGES, tmp_path, max_overlap=4, risk_threshold=0.3)
     assert ctl.expected_answers == 5
     recs = answers_of_agreeing_and_disputed()
     assert ctl.update(recs[:4]) == 0  # "torn" has one answer of two: nothing to decide; "calm" is calm
     assert ctl.update(recs) == 1
     assert api.patches == [("t-torn", 3)] and api.opened == 1 and ctl.expected_answers == 6
     assert ctl.update(recs) == 0  # the same answers are not decided twice
-    state = json.loads((tmp_path / "adaptive_overlap.json").read_text())
+    state = json.loads((OVERLAP_STATE.path(tmp_path)).read_text())
     assert state["targets"] == {"calm": 3, "torn": 3} and state["raises"] == 1
 
     # a restart reads its targets and re-applies the last raise (as if the crash came before Toloka heard of it)
     api.overlap["t-torn"] = 2
-    again = OverlapController(api, "p1", TASKS, IMAGES, tmp_path, max_overlap=4, risk_threshold=0.3)
+    again = AdaptiveOverlap(api, "p1", TASKS, IMAGES, tmp_path, max_overlap=4, risk_threshold=0.3)
     assert again.targets.to_dict() == {"calm": 3, "torn": 3} and api.overlap["t-torn"] == 3
     # a rejected 3rd answer does not complete the image; an accepted one that settles nothing raises it again,
     # up to the maximum and no further
@@ -138,21 +149,21 @@ def test_controller_raises_the_disputed_image_once_reopens_the_pool_and_resumes_
     assert again.update(recs + [third, fourth]) == 0 and api.overlap["t-torn"] == 4
 
 
-def test_controller_stops_raising_when_the_budget_has_no_room(tmp_path):
+def test_adaptive_overlap_stops_raising_when_the_budget_has_no_room(tmp_path):
     from crowdboxes.toloka.spending import BudgetGuard
 
     api = FakePoolApi({"t-calm": 3, "t-torn": 2})
     guard = BudgetGuard(api, cap=0.134)
     guard.reserved_ = 5 * 0.026  # what the five launched slots reserved: $0.004 left
-    ctl = OverlapController(api, "p1", TASKS, IMAGES, tmp_path, max_overlap=5, risk_threshold=0.3, guard=guard,
-                            unit_price=0.026)
+    ctl = AdaptiveOverlap(api, "p1", TASKS, IMAGES, tmp_path, max_overlap=5, risk_threshold=0.3, guard=guard,
+                          unit_price=0.026)
     assert ctl.update(answers_of_agreeing_and_disputed()) == 0
     assert api.patches == [] and ctl.refused == {"torn"}
-    assert json.loads((tmp_path / "adaptive_overlap.json").read_text())["refused_by_budget"] == ["torn"]
+    assert json.loads((OVERLAP_STATE.path(tmp_path)).read_text())["refused_by_budget"] == ["torn"]
 
 
 def test_a_pool_closed_by_hand_is_not_reopened_or_extended(tmp_path):
     api = FakePoolApi({"t-calm": 3, "t-torn": 2}, close_reason="MANUAL")
-    ctl = OverlapController(api, "p1", TASKS, IMAGES, tmp_path, max_overlap=4, risk_threshold=0.3)
+    ctl = AdaptiveOverlap(api, "p1", TASKS, IMAGES, tmp_path, max_overlap=4, risk_threshold=0.3)
     assert ctl.update(answers_of_agreeing_and_disputed()) == 0
     assert api.patches == [] and api.opened == 0 and ctl.expected_answers == 5

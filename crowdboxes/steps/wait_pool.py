@@ -1,0 +1,357 @@
+"""Wait Pool's logic: wait for the detection pool, collect every answer, write answers.csv and the summary.
+
+``steps/wait_pool.py`` parses the params into :class:`WaitPoolOptions` and calls :func:`wait_pool`. The
+collection itself (journal, cursors, polling, progress, pixels) is :mod:`crowdboxes.toloka.collection`; a
+mode with ``verify`` hands the wait to :mod:`crowdboxes.toloka.verification`, and ``--max_overlap`` to
+:class:`crowdboxes.toloka.overlap.AdaptiveOverlap`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from crowdboxes.artifacts import (ANSWERS, CONTROL, IMAGES, POOL, TASKS, WAIT_SUMMARY, read_csv, require_numeric,
+                                  write_csv)
+from crowdboxes.cnvrg.metrics import cnvrg_tag
+from crowdboxes.cnvrg.stepkit import output_dir
+from crowdboxes.errors import CrowdboxesError
+from crowdboxes.files import write_text_atomic
+from crowdboxes.toloka.collection.collector import AnswerCollector
+from crowdboxes.toloka.collection.progress import Progress
+from crowdboxes.toloka.collection.snapshots import iso, now_utc
+from crowdboxes.toloka.collection.solutions import answers_frame
+from crowdboxes.toloka.collection.wait import WaitOutcome, wait_for_pool
+from crowdboxes.toloka.fields import DetectionFields
+from crowdboxes.toloka.spending import money_spent, recorded_cost, toloka_spent_budget
+
+if TYPE_CHECKING:
+    from toloka.client import TolokaClient
+
+    from crowdboxes.toloka.known_boxes import ControlSet
+    from crowdboxes.toloka.overlap import AdaptiveOverlap
+    from crowdboxes.toloka.verification import LoopOutcome
+
+LOCAL_LAG_SECONDS, TOLOKA_LAG_SECONDS = 1.0, 60.0  # --cursor_lag_seconds auto: a local Toloka is consistent
+
+
+@dataclass(frozen=True)
+class WaitPoolOptions:
+    """Wait Pool's params as ``steps/wait_pool.py`` parses them (names, meanings and defaults are there)."""
+
+    toloka_env: str
+    token_env: str
+    output_dir: str | None
+    projects_csv: str | None
+    images_csv: str
+    pool_csv: str
+    tasks_csv: str
+    poll_seconds: float
+    timeout_hours: float | None
+    cursor_lag_seconds: str
+    verdict_method: str
+    verifiers: int
+    max_attempts: int
+    budget: float | None
+    max_overlap: int | None
+    risk_threshold: float
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """What pool.csv says: the pools (all rows), the detection and verification rows, the mode."""
+
+    pools: pd.DataFrame
+    detection: pd.Series
+    verification: pd.Series | None
+    mode: str
+
+    @property
+    def pool_id(self) -> str:
+        """The detection pool's id."""
+        return str(self.detection["pool_id"])
+
+    @property
+    def pool_ids(self) -> dict[str, str]:
+        """Role (detection, verification) -> pool id, of the pools this wait pays for."""
+        verification = {} if self.verification is None else {"verification": str(self.verification["pool_id"])}
+        return {"detection": self.pool_id, **verification}
+
+    def value(self, column: str) -> Any:
+        """The detection row's ``column`` (after ``require_numeric``)."""
+        return self.pools.loc[self.detection.name, column]
+
+
+def none_or(convert: Any) -> Any:
+    """argparse ``type=``: None for the words none/empty, else ``convert(value)`` (named like ``convert``
+    so argparse's message reads e.g. "invalid float value")."""
+    def parse(value: str) -> Any:
+        if value is None or str(value).strip().lower() in {"none", ""}:
+            return None
+        return convert(value)
+
+    parse.__name__ = convert.__name__
+    return parse
+
+
+def _pool_row(pools: pd.DataFrame, role: str, path: str | Path) -> pd.Series | None:
+    rows = pools[pools["role"].astype(str).str.startswith(role)]
+    if len(rows) > 1:
+        raise CrowdboxesError(f"{path}: {len(rows)} rows with role {role!r}, expected one")
+    return None if rows.empty else rows.iloc[0]
+
+
+def read_pools(path: str | Path) -> PoolPlan:
+    """The detection row, the verification row (or None) and the mode, from pool.csv."""
+    pools = read_csv(path, POOL, dtype={"pool_id": str, "project_id": str})
+    detection = _pool_row(pools, "detection", path)
+    if detection is None:
+        raise CrowdboxesError(f"{path}: no row with role 'detection'")
+    verification = _pool_row(pools, "verification", path)
+    if "mode" in pools.columns and str(detection.get("mode", "")).strip() not in ("", "nan"):
+        mode = str(detection["mode"]).strip()
+    else:
+        mode = "overlap+verify" if verification is not None else "overlap"
+    if "verify" in mode and verification is None:
+        raise CrowdboxesError(f"{path}: mode {mode!r} needs a row with role 'verification'")
+    require_numeric(pools, path, ("tasks", "overlap"))
+    return PoolPlan(pools, detection, verification, mode)
+
+
+def cursor_lag(value: str, toloka_env: str) -> float:
+    """``--cursor_lag_seconds`` in seconds: ``auto`` is 60 on Toloka and 1 on a local URL."""
+    if value == "auto":
+        return TOLOKA_LAG_SECONDS if toloka_env in ("production", "sandbox") else LOCAL_LAG_SECONDS
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        raise CrowdboxesError(f"--cursor_lag_seconds {value!r}: expected a number of seconds or auto") from None
+
+
+def adaptive_wanted(options: WaitPoolOptions, plan: PoolPlan) -> bool:
+    """Whether to run adaptive overlap; refuses impossible settings before anything is read from Toloka."""
+    if options.max_overlap is None:
+        return False
+    if plan.mode != "overlap":
+        print(f"warning: --max_overlap is for mode overlap; mode {plan.mode} redraws by verification instead",
+              file=sys.stderr)
+        return False
+    overlap = int(plan.value("overlap"))
+    if options.max_overlap < overlap:
+        raise CrowdboxesError(f"--max_overlap {options.max_overlap} is below the pool's overlap {overlap} "
+                              f"({options.pool_csv}); use at least {overlap}, or none for a fixed overlap")
+    if options.risk_threshold < 0:
+        raise CrowdboxesError(f"--risk_threshold {options.risk_threshold}: must be 0 or more "
+                              "(expected box errors per image)")
+    return True
+
+
+def start_adaptive_overlap(options: WaitPoolOptions, client: TolokaClient, plan: PoolPlan, tasks: pd.DataFrame,
+                           images: pd.DataFrame, out: Path, fields: DetectionFields) -> AdaptiveOverlap:
+    """Adaptive overlap on the detection pool, within ``--budget`` (reserved at once) when given."""
+    from crowdboxes.toloka.overlap import AdaptiveOverlap
+    from crowdboxes.toloka.spending import BudgetGuard, reserve, slot_price
+
+    reward = float(plan.value("reward_per_assignment"))
+    guard = None
+    if options.budget is not None:
+        guard = BudgetGuard(client, options.budget)
+        guard.add_pool(plan.pool_id, reward)
+        reserve(client, guard, plan.pool_id, slot_price(reward), cut=False)
+    assert options.max_overlap is not None  # adaptive_wanted checked it
+    return AdaptiveOverlap(client, plan.pool_id, tasks, images, out, options.max_overlap, options.risk_threshold,
+                           guard=guard, unit_price=slot_price(reward), output_field=fields.output)
+
+
+def control_set(tasks_csv: str | Path) -> ControlSet | None:
+    """Known boxes of control images: Launch Pool copies --control_csv beside tasks.csv (``artifacts.CONTROL``)."""
+    path = CONTROL.path(Path(tasks_csv).parent)
+    if not path.is_file():
+        return None
+    from crowdboxes.toloka.known_boxes import load_control_csv
+
+    return load_control_csv(path)
+
+
+@dataclass
+class _Run:
+    """One wait's moving parts, shared by its phases."""
+
+    options: WaitPoolOptions
+    client: TolokaClient
+    plan: PoolPlan
+    tasks: pd.DataFrame
+    images: pd.DataFrame
+    out: Path
+    fields: DetectionFields
+    collector: AnswerCollector
+    progress: Progress
+    expected: int
+    adaptive_wanted: bool
+    deadline: float | None
+    started_wall: str | None
+    started: float
+    adaptive: AdaptiveOverlap | None = None
+    spent: float = 0.0  # USD on every pool of pool.csv, measured on Toloka once the wait is over
+
+    def wait(self) -> WaitOutcome | LoopOutcome:
+        """Wait (verification loop or polling), then read the final state of every assignment."""
+        options, plan = self.options, self.plan
+        outcome: WaitOutcome | LoopOutcome
+        if "verify" in plan.mode:
+            from crowdboxes.toloka.verification import run_verification_loop
+
+            assert plan.verification is not None  # read_pools checked it
+            outcome = run_verification_loop(
+                self.client, detection_pool_id=plan.pool_id, verification_pool_id=str(plan.verification["pool_id"]),
+                collector=self.collector, progress=self.progress, tasks=self.tasks, images=self.images,
+                projects_csv=options.projects_csv, output_dir=self.out, poll_seconds=options.poll_seconds,
+                deadline=self.deadline, verdict_method=options.verdict_method, verifiers=options.verifiers,
+                max_attempts=options.max_attempts, budget=options.budget, control=control_set(options.tasks_csv),
+                fields=self.fields)
+        else:
+            if self.adaptive_wanted:
+                self.adaptive = start_adaptive_overlap(options, self.client, plan, self.tasks, self.images, self.out,
+                                                       self.fields)
+                self.expected = self.progress.total = self.adaptive.expected_answers
+            outcome = wait_for_pool(self.client, plan.pool_id, self.collector, self.progress,
+                                    poll_seconds=options.poll_seconds, deadline=self.deadline,
+                                    expected_answers=self.expected, adaptive=self.adaptive)
+        # the final state of every assignment, with no lag (the last events may be inside the lag window)
+        self.collector.rescan()
+        final = self.collector.counts(plan.pool_id)
+        self.spent = money_spent(self.client, plan.pool_ids.values())
+        self.progress.update(final["task_answers"], final, self.spent, outcome.state)
+        return outcome
+
+    def answers(self) -> tuple[pd.DataFrame, list[str]]:
+        """answers.csv of what was collected so far, written; and the problems met on the way."""
+        frame, problems = answers_frame(self.collector.records(self.plan.pool_id), self.tasks, self.images,
+                                        output_field=self.fields.output)
+        write_csv(frame, self.out, ANSWERS)
+        return frame, problems
+
+    def summary(self, outcome: WaitOutcome | LoopOutcome, frame: pd.DataFrame, problems: list[str]) -> dict[str, Any]:
+        """wait_summary.json's content (``artifacts.WAIT_SUMMARY``)."""
+        plan, collector, adaptive = self.plan, self.collector, self.adaptive
+        rewards, fees = recorded_cost(collector.records(plan.pool_id))
+        return {
+            "pool_ids": plan.pool_ids,
+            "mode": plan.mode,
+            # for Export (no Toloka access): the project's output and image fields and its labels
+            "detection_fields": self.fields.as_dict(),
+            "counts": collector.counts(plan.pool_id),
+            "answer_rows": int(len(frame)),
+            "images_answered": int(frame["image_id"].nunique()),
+            "images_accepted": int(frame.loc[frame["status"] == "ACCEPTED", "image_id"].nunique()),
+            "expected_task_answers": self.expected,
+            "spent_usd": round(self.spent, 4),
+            "detection_reward_usd": round(rewards, 4),
+            "detection_fee_usd": round(fees, 4),
+            # Toloka's own figure for the detection pool (documented as rewards without the fee)
+            "toloka_spent_budget_usd": toloka_spent_budget(self.client, plan.pool_id) if outcome.done else None,
+            "pool_state": outcome.state,
+            **({"adaptive_overlap": {
+                "max_overlap": adaptive.max_overlap, "risk_threshold": adaptive.risk_threshold,
+                "raises": adaptive.raises, "refused_by_budget": len(adaptive.refused),
+                "mean_overlap": round(float(adaptive.targets.mean()), 3)}} if adaptive is not None else {}),
+            "timed_out": not outcome.done,
+            "polls": outcome.polls,
+            "problems": problems[:100],
+            "problem_count": len(problems),
+            "first_started_at": collector.first_started,
+            "started_at": self.started_wall,
+            "finished_at": iso(now_utc()),
+            "duration_seconds": round(time.monotonic() - self.started, 1),
+        }
+
+
+def _start(options: WaitPoolOptions) -> _Run:
+    """Check the params and inputs (before anything is asked of Toloka), connect and open the journal."""
+    if options.poll_seconds <= 0:
+        raise CrowdboxesError(f"--poll_seconds {options.poll_seconds}: must be positive")
+    out = output_dir(options.output_dir)
+    plan = read_pools(options.pool_csv)
+    tasks = read_csv(options.tasks_csv, TASKS, dtype={"task_id": str, "pool_id": str, "image_id": str})
+    images = require_numeric(read_csv(options.images_csv, IMAGES, dtype={"image_id": str}), options.images_csv,
+                             ("width", "height"))
+    expected = int(plan.value("tasks") * plan.value("overlap"))
+    lag = cursor_lag(options.cursor_lag_seconds, options.toloka_env)
+    adaptive = adaptive_wanted(options, plan)
+
+    from crowdboxes.toloka.client import connect
+    from crowdboxes.toloka.fields import fields_from_toloka
+
+    client = connect(options.toloka_env, options.token_env)
+    # the detection project's field names, as Toloka has the project the pool runs on (a re-run of this
+    # step alone, with a fresh output folder, finds them again the same way)
+    fields = fields_from_toloka(client, plan.detection["project_id"])
+    started_wall, started = iso(now_utc()), time.monotonic()
+    deadline = started + options.timeout_hours * 3600 if options.timeout_hours is not None else None
+    collector = AnswerCollector(client, [plan.pool_id], out, lag_seconds=lag, image_field=fields.image_input)
+    if collector.resumed:
+        print(f"wait_pool: resuming from {collector.journal.path} "
+              f"({len(collector.snapshots)} assignments collected before)", file=sys.stderr, flush=True)
+    progress = Progress(expected, f"wait_pool {plan.pool_id}")
+    return _Run(options, client, plan, tasks, images, out, fields, collector, progress, expected, adaptive, deadline,
+                started_wall, started)
+
+
+def _failed(exc: BaseException, collected: int, answers_csv: Path) -> CrowdboxesError:
+    """One line for whatever broke the wait, pointing at what was kept."""
+    if isinstance(exc, (CrowdboxesError, KeyboardInterrupt)):
+        message = str(exc) or "interrupted"
+    else:
+        message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return CrowdboxesError(f"wait_pool: {message} (the {collected} assignments collected so far are in "
+                           f"{answers_csv}; re-run with the same --output_dir to resume)")
+
+
+def _tell(summary: dict[str, Any], problems: list[str]) -> None:
+    """The problems on stderr (the first ten), the end figures as cnvrg tags on stdout."""
+    for problem in problems[:10]:
+        print(f"warning: {problem}", file=sys.stderr)
+    if len(problems) > 10:
+        print(f"warning: {len(problems) - 10} more problems in {WAIT_SUMMARY.file_name}", file=sys.stderr)
+    for key in ("submitted", "accepted", "rejected"):
+        cnvrg_tag(key, summary["counts"][key])
+    cnvrg_tag("answer_rows", summary["answer_rows"])
+    cnvrg_tag("spent_usd", summary["spent_usd"])
+    cnvrg_tag("wait_seconds", summary["duration_seconds"])
+
+
+def wait_pool(options: WaitPoolOptions) -> int:
+    """Run Wait Pool: wait, collect, write answers.csv and wait_summary.json; 0 when the pool is done.
+
+    A timeout or any failure raises :class:`~crowdboxes.errors.CrowdboxesError` after answers.csv got
+    what was collected so far; a re-run with the same output folder resumes from the journal.
+    """
+    run = _start(options)
+    answers_csv = ANSWERS.path(run.out)
+    try:
+        outcome = run.wait()
+    except (Exception, KeyboardInterrupt) as exc:
+        # whatever broke the wait, what was collected so far still reaches answers.csv
+        run.answers()
+        raise _failed(exc, len(run.collector.snapshots), answers_csv) from None
+    finally:
+        run.progress.close()
+    frame, problems = run.answers()
+    summary = run.summary(outcome, frame, problems)
+    write_text_atomic(WAIT_SUMMARY.path(run.out), json.dumps(summary, indent=2) + "\n")
+    _tell(summary, problems)
+    counts, pool_id = summary["counts"], run.plan.pool_id
+    if not outcome.done:
+        raise CrowdboxesError(f"wait_pool: timed out after {options.timeout_hours} h with pool {pool_id} "
+                              f"{outcome.state}: {counts['task_answers']}/{run.expected} answers collected, "
+                              f"written to {answers_csv}; re-run with the same --output_dir to resume")
+    print(f"wait_pool: pool {pool_id} done ({outcome.state}): {counts['submitted']} assignments, "
+          f"{len(frame)} answer rows, spent ${summary['spent_usd']:.2f} in {summary['duration_seconds']:.0f} s",
+          file=sys.stderr, flush=True)
+    return 0

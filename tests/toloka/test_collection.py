@@ -1,0 +1,216 @@
+"""The collection of a pool's answers (crowdboxes.toloka.collection): answers.csv rows in pixels, the
+resumable cursors and journal, the pool's done state, progress, and the wait loop's retries and deadline.
+
+A small in-memory stand-in of the assignment search API (tests/helpers_collection.py) with real toloka-kit
+``Assignment`` objects pins the cursor logic down exactly; Wait Pool as a step is tested in
+tests/steps/test_step_wait_pool.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from crowdboxes.artifacts import ANSWERS, WAIT_JOURNAL
+from crowdboxes.toloka.collection import cursor
+from crowdboxes.toloka.collection.collector import AnswerCollector
+from crowdboxes.toloka.collection.progress import Progress
+from crowdboxes.toloka.collection.snapshots import snapshot
+from crowdboxes.toloka.collection.solutions import answers_frame
+from crowdboxes.toloka.collection.wait import pool_state, wait_for_pool
+from crowdboxes.toloka.spending import recorded_cost
+from helpers_collection import IMAGES, T0, TASKS, FakeAssignmentsApi, FlakyApi, Terminal, make_assignment
+
+
+def test_rectangles_become_pixels_and_empty_answer_is_one_row():
+    a1 = make_assignment(1, tasks=(("t1", [{"shape": "rectangle", "left": 0.1, "top": 0.2, "width": 0.3,
+                                            "height": 0.4, "label": "stop"},
+                                           {"shape": "rectangle", "left": 0.5, "top": 0.5, "width": 0.25,
+                                            "height": 0.5, "label": "yield"}]),
+                                   ("t2", [])), submitted_s=1)
+    frame, problems = answers_frame([snapshot(a1)], TASKS, IMAGES)
+    assert problems == []
+    assert list(frame.columns[:11]) == list(ANSWERS.columns)
+    assert frame[["image_id", "label", "x", "y", "w", "h"]].values.tolist()[:2] == [
+        ["img1", "stop", pytest.approx(20.0), pytest.approx(20.0), pytest.approx(60.0), pytest.approx(40.0)],
+        ["img1", "yield", pytest.approx(100.0), pytest.approx(50.0), pytest.approx(50.0), pytest.approx(50.0)]]
+    empty = frame.iloc[2]
+    assert empty["image_id"] == "img2" and empty["task_id"] == "t2" and empty["worker_id"] == "w1"
+    assert pd.isna(empty["label"]) and all(math.isnan(empty[c]) for c in "xywh")
+    assert set(frame["status"]) == {"ACCEPTED"} and frame["submitted_at"].iloc[0] == "2026-11-23T09:00:01.000000Z"
+
+
+def test_bad_shapes_and_unknown_tasks_are_reported_not_fatal():
+    a1 = make_assignment(1, tasks=(("t1", [{"shape": "point", "left": 0.1, "top": 0.2},
+                                           {"shape": "rectangle", "left": "x", "top": 0, "width": 1, "height": 1},
+                                           {"shape": "rectangle", "left": 0, "top": 0, "width": 1, "height": 1,
+                                            "label": "stop"}]),
+                                   ("t9", [])))
+    a2 = make_assignment(2, tasks=(("t2", json.dumps([{"shape": "rectangle", "left": 0.5, "top": 0.5,
+                                                       "width": 0.5, "height": 0.5, "label": "parking"}])),))
+    frame, problems = answers_frame([snapshot(a1), snapshot(a2)], TASKS, IMAGES)
+    assert len(problems) == 3
+    assert "shape 1: shape 'point' is not a rectangle" in problems[0]
+    assert "shape 2: rectangle left is 'x'" in problems[1]
+    assert "task t9 is not in tasks.csv" in problems[2]
+    assert frame[["image_id", "label", "w", "h"]].values.tolist() == [["img1", "stop", 200.0, 100.0],
+                                                                       ["img2", "parking", 320.0, 240.0]]
+
+
+def test_task_missing_from_tasks_csv_maps_by_image_url():
+    a1 = make_assignment(1, tasks=(("t-other", []),))
+    a1.tasks[0].input_values["image"] = "http://img/t2.jpg"
+    frame, problems = answers_frame([snapshot(a1)], TASKS, IMAGES)
+    assert problems == [] and frame["image_id"].tolist() == ["img2"]
+
+
+def test_collector_follows_status_changes_and_survives_restart(tmp_path):
+    api = FakeAssignmentsApi([make_assignment(1, status="SUBMITTED", submitted_s=1),
+                              make_assignment(2, status="SUBMITTED", submitted_s=2)])
+    collector = AnswerCollector(api, ["7"], tmp_path, lag_seconds=0)
+    assert sorted(collector.poll()) == ["00000001--a", "00000002--a"]
+    assert collector.poll() == []  # nothing new: the cursors stand still
+    # the requester reviews: 1 accepted, 2 rejected; a third arrives
+    api.assignments[0] = make_assignment(1, status="ACCEPTED", submitted_s=1, accepted_s=10)
+    api.assignments[1] = make_assignment(2, status="REJECTED", submitted_s=2, rejected_s=11)
+    api.assignments.append(make_assignment(3, status="SUBMITTED", submitted_s=12))
+    assert sorted(collector.poll()) == ["00000001--a", "00000002--a", "00000003--a"]
+    assert collector.counts() == {"submitted": 3, "accepted": 1, "rejected": 1, "pending_review": 1,
+                                  "task_answers": 2}
+    assert recorded_cost(collector.records()) == (0.02, 0.01)  # the accepted one and the one pending review
+    # a new collector on the same folder resumes: same state, nothing refetched as new
+    again = AnswerCollector(api, ["7"], tmp_path, lag_seconds=0)
+    assert again.resumed and again.snapshots == collector.snapshots
+    assert again.poll() == [] and again.rescan() == []
+
+
+def test_cursor_lag_hides_recent_events_until_they_age(tmp_path):
+    recent = (dt.datetime.now(dt.timezone.utc) - T0).total_seconds() - 2  # submitted 2 s ago
+    api = FakeAssignmentsApi([make_assignment(1, submitted_s=0), make_assignment(2, submitted_s=recent)])
+    collector = AnswerCollector(api, ["7"], tmp_path, lag_seconds=30)
+    assert collector.poll() == ["00000001--a"]
+    assert collector.poll(lag=dt.timedelta(0)) == ["00000002--a"]
+
+
+def test_cursor_pages_through_many_assignments_at_one_timestamp(tmp_path, monkeypatch):
+    monkeypatch.setattr(cursor, "BATCH_SIZE", 3)
+    same = [make_assignment(i, submitted_s=5) for i in range(1, 8)]  # 7 at one instant, pages of 3
+    api = FakeAssignmentsApi([make_assignment(0, submitted_s=1), *same, make_assignment(9, submitted_s=6)])
+    collector = AnswerCollector(api, ["7"], tmp_path, lag_seconds=0)
+    got = collector.poll()
+    assert sorted(got) == sorted(a.id for a in api.assignments)
+    api.assignments.append(make_assignment(10, submitted_s=6))  # same time as the cursor, new id
+    assert collector.poll() == ["00000010--a"]
+    assert AnswerCollector(api, ["7"], tmp_path, lag_seconds=0).poll() == []
+
+
+def test_torn_journal_line_is_dropped_and_refetched(tmp_path):
+    api = FakeAssignmentsApi([make_assignment(i, submitted_s=i) for i in range(1, 5)])
+    collector = AnswerCollector(api, ["7"], tmp_path, lag_seconds=0)
+    collector.poll()
+    path = collector.journal.path
+    full = path.read_bytes()
+    # simulate a crash: cut the journal in the middle of the third snapshot line
+    lines = full.split(b"\n")
+    torn = b"\n".join(lines[:3]) + b"\n" + lines[3][:20]
+    path.write_bytes(torn)
+    resumed = AnswerCollector(api, ["7"], tmp_path, lag_seconds=0)
+    assert len(resumed.snapshots) == 2  # two complete snapshot lines survived; the cursors were lost
+    assert path.read_bytes().endswith(b"\n")
+    resumed.poll()
+    frame_a, _ = answers_frame(collector.records(), TASKS, IMAGES)
+    frame_b, _ = answers_frame(resumed.records(), TASKS, IMAGES)
+    pd.testing.assert_frame_equal(frame_a, frame_b)
+
+
+def test_journal_of_other_pools_is_kept_aside(tmp_path):
+    api = FakeAssignmentsApi([make_assignment(1, submitted_s=1)])
+    AnswerCollector(api, ["7"], tmp_path, lag_seconds=0).poll()
+    other = AnswerCollector(api, ["8"], tmp_path, lag_seconds=0)
+    assert not other.resumed and other.snapshots == {}
+    assert len(list(tmp_path.glob(f"{WAIT_JOURNAL.file_name}.*.old"))) == 1
+
+
+def test_pool_state_done_reasons():
+    api = FakeAssignmentsApi(pool_status="CLOSED", close_reason="COMPLETED")
+    assert pool_state(api, "7", 4, 0) == (True, "CLOSED COMPLETED")
+    api.close_reason = "NOT_ENOUGH_BALANCE"
+    assert pool_state(api, "7", 4, 0)[0] is False
+    api.pool_status, api.close_reason = "OPEN", None
+    api.remaining = {"t1": 0, "t2": 1}
+    assert pool_state(api, "7", 4, 4) == (False, "OPEN")
+    api.remaining["t2"] = 0
+    assert pool_state(api, "7", 4, 3) == (False, "OPEN")  # too few answers: tasks not even read
+    assert pool_state(api, "7", 4, 4) == (True, "OPEN with no remaining tasks")
+
+
+
+def test_progress_bar_on_a_terminal_and_lines_otherwise(capsys):
+    counts = {"submitted": 3, "accepted": 2, "rejected": 1}
+    terminal = Terminal(True)
+    bar = Progress(8, "wait_pool 7", stream=terminal)
+    bar.update(2, counts, 0.03, "OPEN")
+    bar.close()
+    assert "wait_pool 7:  25%" in terminal.text and "2/8" in terminal.text and "spent=$0.03" in terminal.text
+    log = Terminal(False)
+    lines = Progress(8, "wait_pool 7", stream=log)
+    lines.update(2, counts, 0.03, "OPEN")
+    lines.update(8, counts, 0.045, "CLOSED COMPLETED")
+    assert log.text.splitlines()[1].startswith("wait_pool 7: 8/8 answers (100.0%), submitted 3, accepted 2, "
+                                               "rejected 1, spent $0.04, pool CLOSED COMPLETED")
+    stdout = capsys.readouterr().out.splitlines()
+    assert stdout == ["cnvrg_linechart_Progress value: 25.0", "cnvrg_linechart_Spent value: 0.03"] * 2 + [
+        "cnvrg_linechart_Progress value: 100.0", "cnvrg_linechart_Spent value: 0.045"]
+
+
+def test_failed_page_does_not_advance_the_cursor(tmp_path, monkeypatch):
+    monkeypatch.setattr(cursor, "BATCH_SIZE", 3)
+    api = FlakyApi([make_assignment(i, submitted_s=i) for i in range(1, 8)], fail_calls={2})
+    collector = AnswerCollector(api, ["7"], tmp_path, lag_seconds=0)
+    with pytest.raises(RuntimeError):
+        collector.poll()  # page 1 of 3 read, page 2 failed
+    assert collector.snapshots == {}
+    assert len(collector.poll()) == 7
+    assert AnswerCollector(api, ["7"], tmp_path, lag_seconds=0).poll() == []
+
+
+def test_wait_survives_transient_failures_but_not_a_rejected_token(tmp_path, capsys):
+    from toloka.client.exceptions import AuthenticationApiError
+
+    api = FlakyApi([make_assignment(1, submitted_s=1)], pool_status="CLOSED", close_reason="COMPLETED",
+                   fail_calls={1, 5})  # the first poll's first fetch, the second poll's get_pool
+    collector = AnswerCollector(api, ["7"], tmp_path, lag_seconds=0)
+    progress = Progress(1, "w", stream=Terminal(False))
+    outcome = wait_for_pool(api, "7", collector, progress, poll_seconds=5, deadline=None, expected_answers=1,
+                                sleep=lambda s: None)
+    assert outcome.done and outcome.polls == 3 and len(collector.snapshots) == 1
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: poll")]
+    assert len(warnings) == 2 and "RuntimeError: connection reset" in warnings[0]
+
+    def auth_error(message):
+        return AuthenticationApiError(status_code=401, code="AUTHENTICATION_ERROR", message=message)
+
+    api = FlakyApi(fail_calls={1}, error=auth_error)
+    with pytest.raises(AuthenticationApiError):
+        wait_for_pool(api, "7", AnswerCollector(api, ["7"], tmp_path / "b", lag_seconds=0), progress,
+                          poll_seconds=5, deadline=None, expected_answers=1, sleep=lambda s: None)
+
+
+def test_wait_stops_at_the_deadline(tmp_path):
+    api = FakeAssignmentsApi(pool_status="OPEN")
+    collector = AnswerCollector(api, ["7"], tmp_path, lag_seconds=0)
+    now, slept = [100.0], []
+
+    def sleep(seconds):  # a fake clock: sleeping moves it on, nothing waits
+        slept.append(seconds)
+        now[0] += seconds
+
+    outcome = wait_for_pool(api, "7", collector, Progress(4, "w", stream=Terminal(False)),
+                            poll_seconds=0.05, deadline=100.12, expected_answers=4, sleep=sleep,
+                            clock=lambda: now[0])
+    assert not outcome.done and outcome.state == "OPEN" and outcome.polls == 4
+    assert slept == pytest.approx([0.05, 0.05, 0.02])  # the last sleep ends at the deadline
