@@ -234,7 +234,7 @@ def _quality_before_open(client, args, quality, settings, ids, skill_ids, key, w
 
     row = None
     if quality.verifies:
-        from crowdboxes.toloka.verification import VERIFICATION_POOL_ROLE, ensure_verification_pool
+        from crowdboxes.toloka.pools import VERIFICATION_POOL_ROLE, ensure_verification_pool
 
         if "verification_project" not in ids:
             raise StepError(f"{args.projects_csv}: --mode {quality.mode} needs a row with role 'verification_project' "

@@ -68,7 +68,7 @@ def create_world(client, images: pd.DataFrame, *, verifiers: int = 3, reward: fl
     from toloka.client import Pool, Project, Skill, Task
 
     from crowdboxes.toloka.quality import parse_settings
-    from crowdboxes.toloka.verification import ensure_verification_pool
+    from crowdboxes.toloka.pools import ensure_verification_pool
 
     det_project = client.create_project(Project.structure(json.loads((CONFIGS / "detection_project.json").read_text())))
     ver_project = client.create_project(
@@ -138,19 +138,21 @@ def merge_truth(a: dict, b: dict, path: Path) -> Path:
 # ------------------------------------------------------------------------------------------------ loop runner
 
 def run_loop(client, world: dict, images: pd.DataFrame, state_dir, out_dir, *, control=None, budget=None,
-             deadline_s: float = 90.0, period: float = 1.0, **kwargs):
-    """``run_verification_loop`` with the test world's ids, lag 0 and a 1 s period."""
+             deadline_s: float = 90.0, period: float = 1.0, progress=None, **settings):
+    """``run_verification_loop`` with the test world's ids, lag 0 and a 1 s period; ``settings`` are more
+    :class:`VerificationRun` fields."""
     import time
 
     import attr as _attr
 
-    from crowdboxes.toloka.verification import run_verification_loop
+    from crowdboxes.toloka.verification import VerificationRun, run_verification_loop
 
-    settings = world["settings"] if budget is None else _attr.evolve(world["settings"], budget=budget)
-    return run_verification_loop(client, world["detection_pool"], world["verification_pool"], images, settings,
-                                 state_dir, tasks=world["tasks"], skill_ids=world["skills"], control=control,
-                                 output_dir=out_dir, cursor_time_lag=0, period=period,
-                                 deadline=time.monotonic() + deadline_s, **kwargs)
+    quality = world["settings"] if budget is None else _attr.evolve(world["settings"], budget=budget)
+    run = VerificationRun(detection_pool_id=world["detection_pool"], verification_pool_id=world["verification_pool"],
+                          images=images, quality=quality, state_dir=state_dir, output_dir=out_dir,
+                          tasks=world["tasks"], skill_ids=world["skills"], control=control, cursor_lag=0,
+                          period=period, deadline=time.monotonic() + deadline_s, **settings)
+    return run_verification_loop(client, run, progress=progress)
 
 
 class LockstepCrowd:

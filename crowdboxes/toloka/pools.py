@@ -29,17 +29,20 @@ import sys
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
 from crowdboxes.toloka.pricing import MIN_REWARD
-from crowdboxes.toloka.quality import for_verification_loop, resolve_skill_placeholders
+from crowdboxes.toloka.quality import (QualitySettings, check_verification_pool_config, for_verification_loop,
+                                       resolve_skill_placeholders)
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.cnvrg.stepkit import is_none
 
 DETECTION_POOL_FILE = "detection_pool.json"
 DETECTION_POOL_ROLE = "detection_pool"
+VERIFICATION_POOL_ROLE = "verification_pool"
 # uuid5 namespace of task-batch operation ids (any fixed UUID; it must never change)
 OPERATION_NAMESPACE = uuid.UUID("6f1c9a52-2b7e-5d0c-9a57-3c3f5f0e8d11")
 _SERVER_FIELDS = ("id", "status", "created", "owner", "last_close_reason", "last_started", "last_stopped",
@@ -125,11 +128,11 @@ def parse_pool_settings(*, mode: str, reward, overlap, tasks_per_suite, time_per
     reward_value = parse_number("reward", reward, minimum=MIN_REWARD)
     return PoolSettings(
         mode=mode, reward=float(reward_value),
-        overlap=parse_number("overlap", overlap, minimum=1, maximum=100, integer=True),
-        tasks_per_suite=parse_number("tasks_per_suite", tasks_per_suite, minimum=1, maximum=100, integer=True),
-        time_per_suite=parse_number("time_per_suite", time_per_suite, minimum=5, maximum=86400, integer=True),
+        overlap=int(parse_number("overlap", overlap, minimum=1, maximum=100, integer=True)),
+        tasks_per_suite=int(parse_number("tasks_per_suite", tasks_per_suite, minimum=1, maximum=100, integer=True)),
+        time_per_suite=int(parse_number("time_per_suite", time_per_suite, minimum=5, maximum=86400, integer=True)),
         auto_accept=parse_bool("auto_accept", auto_accept),
-        review_days=parse_number("review_days", review_days, minimum=1, maximum=MAX_REVIEW_DAYS, integer=True),
+        review_days=int(parse_number("review_days", review_days, minimum=1, maximum=MAX_REVIEW_DAYS, integer=True)),
         languages=parse_languages(languages),
         expiry_days=float(parse_number("expiry_days", expiry_days, minimum=0.01, maximum=366)),
         adult_content=parse_bool("adult_content", adult_content),
@@ -287,7 +290,7 @@ def upload_tasks(client, pool_id: str, wanted: pd.DataFrame, *, batch_size: int,
     from toloka.client.batch_create_results import TaskBatchCreateResult
     from toloka.client.exceptions import FailedOperation, ValidationApiError
 
-    def existing_by_key() -> dict[str, object]:
+    def existing_by_key() -> dict[str, Any]:
         found = {}
         for task in client.get_tasks(pool_id=str(pool_id), batch_size=TASK_PAGE):
             key = _task_image_key(task.input_values or {}, use_image_id, image_field)
@@ -322,7 +325,7 @@ def upload_tasks(client, pool_id: str, wanted: pd.DataFrame, *, batch_size: int,
             # created (the listing above found none), so it is safe to send it under a new id
             log(f"tasks: batch {batch_index + 1}: operation {op_id} failed earlier; sending again")
             for task in tasks:
-                task._unexpected.pop("__item_idx", None)
+                (task._unexpected or {}).pop("__item_idx", None)
             result = client.create_tasks(tasks, async_mode=True, allow_defaults=True, skip_invalid_items=True,
                                          operation_id=uuid.uuid4())
         items = result.items or {}
@@ -340,9 +343,9 @@ def upload_tasks(client, pool_id: str, wanted: pd.DataFrame, *, batch_size: int,
               for i in missing if keys[i] not in present]
     rows = []
     for (_, row), key in zip(wanted.iterrows(), keys):
-        task = present.get(key)
-        if task is not None:
-            rows.append({"task_id": str(task.id), "pool_id": str(pool_id), "image_id": str(row["image_id"]),
+        found = present.get(key)
+        if found is not None:
+            rows.append({"task_id": str(found.id), "pool_id": str(pool_id), "image_id": str(row["image_id"]),
                          "url": str(row["url"]), "control": bool(row.get("control", False))})
     frame = pd.DataFrame(rows, columns=["task_id", "pool_id", "image_id", "url", "control"])
     return TaskUploadResult(created=created, already_there=already, failed=failed, tasks=frame)
@@ -408,3 +411,49 @@ def fit_expiry_to_urls(will_expire: datetime, url_limit: datetime | None, path, 
         log(f"warning: the pool will expire at {url_limit:%Y-%m-%d %H:%M} UTC, when the presigned image URLs "
             f"do, not after --expiry_days; use --url_mode public for longer pools")
     return url_limit
+
+
+# ---------------------------------------------------------------------------------------------
+# the verification pool
+
+
+def build_verification_pool(settings: QualitySettings, *, project_id: str, skill_ids: dict[str, str], key: str,
+                            will_expire: datetime, config_path: str | None = None) -> Any:
+    """A toloka-kit Pool from ``configs/verification_pool.json``: skills resolved, overlap = verifiers.
+
+    Refuses (CrowdboxesError) a config whose filter would let drawers verify, after the ``$drawer_skill``
+    placeholder was resolved as well as before.
+    """
+    from toloka.client.pool import Pool
+
+    path = config_path or settings.verification_pool_path or "verification_pool.json"
+    if settings.verification_pool_config is None:
+        raise CrowdboxesError(f"--mode {settings.mode}: no verification pool config loaded")
+    data = resolve_skill_placeholders(copy.deepcopy(settings.verification_pool_config), skill_ids)
+    check_verification_pool_config(data, path, drawer_skill_id=skill_ids.get("drawer_skill"))
+    for field in ("id", "status", "created", "owner", "last_close_reason", "last_started", "last_stopped", "type"):
+        data.pop(field, None)
+    data.update(project_id=str(project_id), private_comment=key,
+                defaults={"default_overlap_for_new_task_suites": settings.verifiers,
+                          "default_overlap_for_new_tasks": settings.verifiers})
+    try:
+        pool = Pool.structure(data)
+    except Exception as exc:
+        raise CrowdboxesError(f"{path}: not a valid toloka-kit Pool "
+                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    pool.will_expire = will_expire.astimezone(timezone.utc).replace(tzinfo=None) if will_expire.tzinfo else will_expire
+    return pool
+
+
+def ensure_verification_pool(client: Any, settings: QualitySettings, *, project_id: str, skill_ids: dict[str, str],
+                             key: str, will_expire: datetime) -> tuple[Any, bool]:
+    """``(pool, created)``: the verification pool with ``private_comment == key``, else a new one.
+
+    It starts closed and empty; the loop adds tasks with ``open_pool=True`` as drawings arrive.
+    """
+    spec = build_verification_pool(settings, project_id=project_id, skill_ids=skill_ids, key=key,
+                                   will_expire=will_expire)
+    pool = find_pool(client, project_id, key)
+    if pool is not None:
+        return pool, False
+    return client.create_pool(spec), True

@@ -250,12 +250,12 @@ def parse_settings(mode="overlap", verifiers=None, max_attempts=None, verdict_me
         pool_path = str(verification_pool_path)
         pool_config = check_verification_pool_config(load_json_config(pool_path), pool_path, drawer_skill_id)
 
-    if cap is not None:
-        cheapest = [assignment_price(det_reward)] if det_reward is not None else []
-        if cheapest and cap < cheapest[0] - 1e-9:
+    if cap is not None and det_reward is not None:
+        cheapest = assignment_price(det_reward)
+        if cap < cheapest - 1e-9:
             raise CrowdboxesError(f"--budget {budget!r} is below the price of one assignment "
-                            f"(${det_reward:g} reward + ${toloka_fee(det_reward):g} fee = ${cheapest[0]:.4f})")
-        if pool_config is not None and det_reward is not None:
+                                  f"(${det_reward:g} reward + ${toloka_fee(det_reward):g} fee = ${cheapest:.4f})")
+        if pool_config is not None:
             pair = assignment_price(det_reward) + assignment_price(float(pool_config["reward_per_assignment"]))
             if cap < pair - 1e-9:
                 raise CrowdboxesError(f"--budget {budget!r} cannot pay for one drawing and its verification "

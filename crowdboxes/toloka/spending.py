@@ -153,7 +153,7 @@ def toloka_spent_budget(client: Any, pool_id: str) -> float | None:
         op = client.wait_operation(op, timeout=dt.timedelta(seconds=60), disable_progress=True)
         result = op.details["value"][0]["result"]
         value = result.get("value") if isinstance(result, dict) else result
-        return float(value)
+        return None if value is None else float(value)
     except Exception:  # analytics is a nicety: money_spent stands in
         return None
 

@@ -22,7 +22,8 @@ import pytest
 import helpers_quality as hq
 from crowdboxes.artifacts import VERIFICATIONS, read_csv
 from crowdboxes.toloka.spending import reserve_pool
-from crowdboxes.toloka.known_boxes import match_boxes, outlines_to_pixels
+from crowdboxes.geometry import match_boxes
+from crowdboxes.toloka.known_boxes import outlines_to_pixels
 from crowdboxes.toloka.pricing import assignment_price
 from crowdboxes.toloka.quality import filter_excludes_drawers
 from helpers_local_toloka import start_local_toloka
@@ -83,7 +84,7 @@ def test_verify_mode_accepts_complete_drawings_and_bans_spammers_early(env):
         drawn, _ = outlines_to_pixels(item["outlines"], image["width"], image["height"])
         big = _big_signs(env.coco, item["image_id"])
         with_accepted.add(item["image_id"])
-        if len(match_boxes(drawn, big, 0.5)) < len(big):
+        if len(match_boxes(drawn, big, 0.5).pred) < len(big):
             incomplete.add(item["image_id"])
     # no accepted drawing misses a sign of >= 20 px (IoU >= 0.5) in at least 95 % of the images ...
     assert len(incomplete) <= 0.05 * len(images), (incomplete, outcome)

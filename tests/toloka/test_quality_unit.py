@@ -11,7 +11,8 @@ import pytest
 from crowdboxes.toloka import pricing
 from crowdboxes.toloka import quality as qs
 from crowdboxes.toloka.spending import BudgetGuard, estimate_cost, money_spent, recorded_cost
-from crowdboxes.toloka.known_boxes import ControlScorer, load_control_csv, match_boxes, score_drawing
+from crowdboxes.geometry import match_boxes
+from crowdboxes.toloka.known_boxes import ControlScorer, load_control_csv, score_drawing
 from crowdboxes.cnvrg.stepkit import StepError
 from crowdboxes.toloka.verification import aggregate_verdicts
 
@@ -245,10 +246,11 @@ def test_money_spent_is_reward_plus_fee_of_paid_or_payable_assignments():
 def test_hungarian_matching_prefers_the_global_optimum():
     truth = [[0, 0, 10, 10], [8, 0, 10, 10]]
     drawn = [[5, 0, 10, 10]]  # overlaps both; IoU with #0 is 50/150, with #1 70/130
-    assert match_boxes(drawn, truth, iou_threshold=0.0)[0][:2] == (0, 1)
+    found = match_boxes(drawn, truth, iou_threshold=0.0)
+    assert (found.pred.tolist(), found.true.tolist()) == ([0], [1])
     drawn = [[1, 0, 10, 10], [7, 0, 10, 10]]
-    pairs = sorted(m[:2] for m in match_boxes(drawn, truth))
-    assert pairs == [(0, 0), (1, 1)]
+    found = match_boxes(drawn, truth)
+    assert sorted(zip(found.pred.tolist(), found.true.tolist())) == [(0, 0), (1, 1)]
 
 
 def test_f1_by_hand():

@@ -1,34 +1,24 @@
-"""The verification round: every drawing is judged by other workers, then accepted or redrawn.
+"""The verification loop's handlers and decisions: :class:`VerificationLoop`, its stall warnings
+(:class:`StallWatch`) and what a run ends with (:class:`LoopOutcome`).
 
-Toloka's road-sign recipe (toloka-kit's object-detection notebook), made restartable:
+Each drawn image becomes a verification task ``{image, outlines, assignment_id}`` (named as the
+verification project names them; the drawing is read from the detection project's output,
+:mod:`crowdboxes.toloka.fields`) with overlap ``verifiers``; the drawer gets the drawer skill, which
+the verification pool's filter excludes. Drawings of control images are scored against the known
+boxes instead (:mod:`crowdboxes.toloka.known_boxes`). When an image's first verdicts disagree,
+``split_verifiers`` more are asked for (dynamic overlap); then the verdicts are aggregated
+(:mod:`crowdboxes.toloka.verification.verdicts`). The detection assignment is accepted (all its
+images OK) or rejected with a public comment naming the problem; a rejection raises the image's
+task overlap so another worker redraws it, at most ``max_attempts`` drawings per image slot.
 
-1. A ``toloka.streaming.Pipeline`` watches the detection pool's SUBMITTED assignments. Each drawn
-   image becomes a verification task ``{image, outlines, assignment_id}`` (named as the verification
-   project names them; the drawing is read from the detection project's output, :mod:`crowdboxes.toloka.fields`) with overlap
-   ``verifiers`` in the verification pool; the drawer gets the drawer skill, which the
-   verification pool's filter excludes. Drawings of control images are scored against the known
-   boxes instead (:mod:`crowdboxes.toloka.known_boxes`).
-2. It watches the verification pool's SUBMITTED assignments. When an image has ``verifiers``
-   verdicts that disagree, :data:`SPLIT_VERIFIERS` more are asked for (dynamic overlap); then the
-   verdicts are aggregated with crowd-kit (skill-weighted ``MajorityVote`` or
-   ``DawidSkene``). **Tie rule: an exact tie (P(OK) = P(BAD)) is BAD**: paying for a drawing
-   nobody could vouch for is worse than paying for one more drawing.
-3. The detection assignment is accepted (all its images OK) or rejected with a public comment
-   naming the problem. A rejection raises the image's task overlap so another worker redraws it,
-   at most ``max_attempts`` drawings per image slot; the detection pool is re-opened if it had
-   closed.
-
-Exactly once: the cursors are persisted by a token-free storage in ``state_dir`` (toloka-kit's
-JSONLocalStorage would pickle the client and with it the token), and everything the handlers did
-is in a ledger there. Replayed events are recognised by assignment id; before accepting or
-rejecting, the assignment's status is read from Toloka and a non-SUBMITTED one is only recorded;
-verification tasks already in the pool are found by their ``assignment_id`` input at start; the
-raised overlap is an absolute target (base + rejected drawings), so re-applying it is harmless.
+Replayed events are recognised by assignment id; before accepting or rejecting, the assignment's
+status is read from Toloka and a non-SUBMITTED one is only recorded; verification tasks already in
+the pool are found by their ``assignment_id`` input at start; the raised overlap is an absolute
+target (base + rejected drawings), so re-applying it is harmless.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import logging
@@ -36,189 +26,29 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, TextIO
 
 import attr
-import numpy as np
 import pandas as pd
 
 from crowdboxes.toloka.client import plain_json
-from crowdboxes.artifacts import VERIFICATIONS, write_csv
-from crowdboxes.toloka.spending import BudgetGuard, grant, money_spent, reserve, slot_price
-from crowdboxes.toloka.known_boxes import ControlScorer, ControlSet
+from crowdboxes.artifacts import VERIFICATIONS
 from crowdboxes.toloka.fields import DetectionFields, VerificationFields, fields_from_toloka, verification_fields
+from crowdboxes.toloka.known_boxes import ControlScorer, ControlSet
 from crowdboxes.toloka.pricing import assignment_price
-from crowdboxes.toloka.quality import QualitySettings, loop_settings
-from crowdboxes.files import write_text_atomic
+from crowdboxes.toloka.quality import QualitySettings
+from crowdboxes.toloka.spending import BudgetGuard, grant, reserve, slot_price
+from crowdboxes.toloka.verification.state import Ledger, item_key
+from crowdboxes.toloka.verification.verdicts import (ACCEPT_COMMENT, CONTROL_REJECT_COMMENT, REJECT_COMMENTS,
+                                                     aggregate_verdicts)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LAG = dt.timedelta(seconds=60)  # toloka-kit's default: the API is eventually consistent
-DEFAULT_PERIOD = dt.timedelta(seconds=60)
-DEFAULT_SKILL = 50.0  # a verifier we know nothing about (skills are 0..100 on Toloka)
 SPLIT_VERIFIERS = 2  # more verdicts when the first --verifiers disagree
-LEDGER_NAME = "verification_ledger.json"
-CURSORS_NAME = "verification_cursors.json"
 
-ACCEPT_COMMENT = "Thank you! Other workers checked your outlines and found them correct."
-REJECT_COMMENTS = {
-    "missed_sign": "Other workers found a road sign that was not outlined.",
-    "loose_box": "Other workers found a rectangle that does not fit its road sign tightly.",
-    "wrong_object": "Other workers found a rectangle around something that is not a road sign.",
-    "wrong_class": "Other workers found a road sign with the wrong type.",
-    "banned": "Your outlines on control photos with known road signs were far off, so this work was not accepted.",
-    "": "Other workers found the outlines incomplete or incorrect.",
-}
-CONTROL_REJECT_COMMENT = "Your outlines on a control photo did not match its road signs."
-
-
-# ---------------------------------------------------------------------------------------------
-# verdict aggregation
-
-def aggregate_verdicts(votes: pd.DataFrame, method: str = "majority", skills: pd.Series | None = None) -> pd.DataFrame:
-    """Aggregate OK/BAD votes per task.
-
-    Args:
-        votes: columns ``task, worker, label`` (label OK|BAD), optionally ``reason``.
-        method: ``majority`` (crowd-kit ``MajorityVote``, weighted by ``skills`` when given:
-            :math:`P(OK) = \\sum_{w: OK} s_w / \\sum_w s_w`) or ``dawid_skene`` (crowd-kit
-            ``DawidSkene`` over all tasks given, so it learns each verifier's confusion matrix).
-        skills: Series by worker (any positive scale); missing workers get the mean skill.
-
-    Returns:
-        DataFrame indexed by task with ``verdict`` (OK|BAD; a tie is BAD), ``p_ok``,
-        ``ok_votes``, ``bad_votes`` and ``reason`` (the most named reason among BAD votes).
-    """
-    from crowdkit.aggregation import DawidSkene, MajorityVote
-
-    columns = ["verdict", "p_ok", "ok_votes", "bad_votes", "reason"]
-    if votes.empty:
-        return pd.DataFrame(columns=columns)
-    data = votes[["task", "worker", "label"]].astype({"task": str, "worker": str, "label": str})
-    if method == "majority":
-        if skills is not None and len(skills):
-            skills = skills.astype(float).clip(lower=1e-6)
-            skills.index = skills.index.astype(str)
-            default = float(skills.mean())
-        else:
-            skills, default = None, None
-        model = MajorityVote(on_missing_skill="value", default_skill=default or 1.0)
-        probas = model.fit(data, skills).probas_
-    elif method == "dawid_skene":
-        probas = DawidSkene(n_iter=100).fit(data).probas_
-    else:
-        raise ValueError(f"unknown verdict method {method!r}")
-    probas = probas.reindex(columns=["OK", "BAD"], fill_value=0.0).fillna(0.0)
-    counts = data.groupby(["task", "label"]).size().unstack(fill_value=0).reindex(columns=["OK", "BAD"], fill_value=0)
-    out = pd.DataFrame(index=probas.index)
-    out["p_ok"] = probas["OK"]
-    # the explicit tie rule: OK only with strictly more (weighted) support than BAD
-    out["verdict"] = np.where(probas["OK"] - probas["BAD"] > 1e-9, "OK", "BAD")
-    out["ok_votes"] = counts["OK"].reindex(out.index).fillna(0).astype(int)
-    out["bad_votes"] = counts["BAD"].reindex(out.index).fillna(0).astype(int)
-    reasons = {}
-    if "reason" in votes.columns:
-        bad = votes[(votes["label"] == "BAD") & votes["reason"].notna() & (votes["reason"].astype(str) != "")]
-        for task, group in bad.groupby(bad["task"].astype(str)):
-            reasons[task] = Counter(group["reason"].astype(str)).most_common(1)[0][0]
-    out["reason"] = [reasons.get(t, "") if v == "BAD" else "" for t, v in zip(out.index, out["verdict"])]
-    return out[columns]
-
-
-# ---------------------------------------------------------------------------------------------
-# persistent state
-
-class Ledger:
-    """What the loop has done, in ``state_dir``: saved atomically after every handler call."""
-
-    def __init__(self, state_dir: str | os.PathLike):
-        self.path = Path(state_dir) / LEDGER_NAME
-        data = json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
-        self.items: dict = data.get("items", {})  # "<assignment>|<task>" -> one drawn image
-        self.assignments: dict = data.get("assignments", {})  # detection assignment -> outcome
-        self.votes: dict = data.get("votes", {})  # verification assignment -> [[item, worker, label, reason]]
-        self.tasks: dict = data.get("tasks", {})  # detection task -> base overlap, rejected count
-        self.drawers: list = data.get("drawers", [])
-        self.banned: dict = data.get("banned", {})
-        self.control: list = data.get("control", [])  # [worker, assignment, f1, tp, fp, fn]
-        self.vtask_items: dict = data.get("vtask_items", {})  # verification task -> item key
-        self.budget_stopped: bool = data.get("budget_stopped", False)
-        self.budget_cut: list = data.get("budget_cut", [])  # detection tasks whose overlap the cap cut
-        self.resumed = bool(data)
-
-    def save(self) -> None:
-        data = {k: getattr(self, k) for k in ("items", "assignments", "votes", "tasks", "drawers", "banned",
-                                               "control", "vtask_items", "budget_stopped", "budget_cut")}
-        write_text_atomic(self.path, json.dumps(data, indent=1, sort_keys=True))
-
-
-def item_key(assignment_id: str, task_id: str) -> str:
-    return f"{assignment_id}|{task_id}"
-
-
-class CursorStorage:
-    """A toloka.streaming storage that keeps only cursor positions, as JSON (no client, no token).
-
-    Pipeline calls ``save`` after each observer run and ``load`` at start; observers must be
-    :class:`ResumableAssignmentsObserver` (their ``inject`` accepts the saved dict).
-    """
-
-    def __init__(self, state_dir: str | os.PathLike):
-        self.path = Path(state_dir) / CURSORS_NAME
-
-    def _read(self) -> dict:
-        return json.loads(self.path.read_text(encoding="utf-8")) if self.path.is_file() else {}
-
-    def lock(self, key):
-        from contextlib import nullcontext
-
-        return nullcontext()
-
-    def save(self, base_key: str, data: dict) -> None:
-        stored = self._read()
-        for key, observer in data.items():
-            state = getattr(observer, "cursor_states", None)
-            if state is not None:
-                stored[key] = state()
-        write_text_atomic(self.path, json.dumps(stored, indent=1, sort_keys=True))
-
-    def load(self, base_key: str, keys):
-        stored = self._read()
-        return {k: stored[k] for k in keys if k in stored} or None
-
-    def cleanup(self, base_key, keys, lock) -> None:
-        pass  # keep the positions: a re-run after the pools finished must not replay everything
-
-
-def _resumable_observer_class():
-    from toloka.client import structure, unstructure
-    from toloka.client.search_requests import AssignmentSearchRequest
-    from toloka.streaming import AssignmentsObserver
-
-    class ResumableAssignmentsObserver(AssignmentsObserver):
-        """AssignmentsObserver whose cursors are saved/restored as plain JSON."""
-
-        def cursor_states(self) -> dict:
-            out = {}
-            for event_type, consumer in self._callbacks.items():
-                request, _prev, seen = consumer.cursor._get_state()
-                out[event_type.value] = {"request": unstructure(request), "seen_ids": sorted(seen)}
-            return out
-
-        def inject(self, injection) -> None:
-            if not isinstance(injection, dict):
-                return
-            for event_type, consumer in self._callbacks.items():
-                state = injection.get(event_type.value)
-                if state:
-                    request = structure(state["request"], AssignmentSearchRequest)
-                    consumer.cursor._set_state((request, None, set(state["seen_ids"])))
-
-    return ResumableAssignmentsObserver
-
-
-# ---------------------------------------------------------------------------------------------
 
 class StallWatch:
     """Says, in one line, when work waits in a pool and no worker has taken a task there for a while.
@@ -232,11 +62,11 @@ class StallWatch:
     (again after workers came back and left again).
     """
 
-    def __init__(self, loop: "VerificationLoop", kind: str, stall_seconds: float, stream=None,
-                 clock=time.monotonic):
+    def __init__(self, loop: VerificationLoop, kind: str, stall_seconds: float, stream: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.loop, self.kind, self.stall_seconds, self.clock = loop, kind, float(stall_seconds), clock
         self.stream = stream
-        self.last = None
+        self.last: tuple[int, str | None] | None = None
         self.since = clock()
         self.warned = False
         self.warnings = 0
@@ -263,14 +93,12 @@ class StallWatch:
 
     def check(self) -> str | None:
         """The warning line if a stall has just lasted ``stall_seconds``, else None."""
-        from toloka.client import Assignment
-
         now = self.clock()
         client, pool_id = self.loop.client, self.pool_id
         newest = client.find_assignments(pool_id=pool_id, sort=["-created"], limit=1).items
         marker = (self._seen(), newest[0].id if newest else None)
         waiting = self.waiting() if marker == self.last else 0
-        if waiting and client.find_assignments(pool_id=pool_id, status=[Assignment.ACTIVE], limit=1).items:
+        if waiting and client.find_assignments(pool_id=pool_id, status=["ACTIVE"], limit=1).items:
             waiting = 0  # someone is at work
         if not waiting:
             self.last, self.since, self.warned = marker, now, False
@@ -279,8 +107,8 @@ class StallWatch:
             return None
         self.warned = True
         self.warnings += 1
-        idle = now - self.since
-        idle = f"{idle:.0f} s" if idle < 120 else f"{idle / 60:.0f} min"
+        seconds = now - self.since
+        idle = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
         ledger = self.loop.ledger
         if self.kind == "verification":
             line = (f"warning: verification pool {pool_id}: {waiting} drawings wait for verdicts but no verifier "
@@ -316,7 +144,7 @@ class LoopOutcome:
 
 
 
-def _outlines(solution, output_field: str = "result") -> list:
+def _outlines(solution: Any, output_field: str = "result") -> list[Any]:
     value = (solution.output_values or {}).get(output_field) if solution is not None else None
     if isinstance(value, str):
         try:
@@ -327,14 +155,16 @@ def _outlines(solution, output_field: str = "result") -> list:
 
 
 class VerificationLoop:
-    """The handlers and their state; :func:`run_verification_loop` wires them into a Pipeline."""
+    """The handlers and their state; :func:`crowdboxes.toloka.verification.runner.run_verification_loop`
+    wires them into a toloka-kit Pipeline."""
 
-    def __init__(self, client, detection_pool_id: str, verification_pool_id: str, images: pd.DataFrame,
-                 settings: QualitySettings, state_dir, *, tasks: pd.DataFrame | None = None,
-                 skill_ids: dict | None = None, control: ControlSet | None = None,
+    def __init__(self, client: Any, detection_pool_id: str, verification_pool_id: str, images: pd.DataFrame,
+                 settings: QualitySettings, state_dir: str | os.PathLike, *, tasks: pd.DataFrame | None = None,
+                 skill_ids: dict[str, str] | None = None, control: ControlSet | None = None,
                  control_threshold: float = 0.4, ban_reject_rate: float = 0.8, ban_min_judged: int = 3,
                  budget_guard: BudgetGuard | None = None, split_verifiers: int = SPLIT_VERIFIERS,
-                 fields: DetectionFields | None = None, verification_fields: VerificationFields | None = None):
+                 fields: DetectionFields | None = None,
+                 verification_fields: VerificationFields | None = None) -> None:
         self.client = client
         # field names of both projects (crowdboxes.toloka.fields); read from Toloka in reconcile() when not given
         self.fields, self.vfields = fields, verification_fields
@@ -352,7 +182,7 @@ class VerificationLoop:
         self.verification_price = 0.0  # one more verdict, reward + fee (set by reconcile when there is a cap)
         images = images.copy()
         self.image_by_url = {str(r.url): r for r in images.itertuples(index=False)} if "url" in images else {}
-        self.task_image = {}
+        self.task_image: dict[str, str] = {}
         self.real_tasks: set[str] = set()
         if tasks is not None and len(tasks):
             for r in tasks.itertuples(index=False):
@@ -360,10 +190,16 @@ class VerificationLoop:
                 is_control = str(getattr(r, "kind", "")) == "control" or str(getattr(r, "control", "")).lower() == "true"
                 if not is_control and str(r.url) not in self.control:
                     self.real_tasks.add(str(r.task_id))
-        self.project_id = self.verification_project_id = None
+        self.project_id: str | None = None
+        self.verification_project_id: str | None = None
         self.changed = False
         self.slot_price = 0.0
-        self.vtask_index: dict = {}  # (detection assignment, image url) -> verification task on Toloka
+        self.vtask_index: dict[tuple[str, str | None], str] = {}  # (detection assignment, image url) -> verification task on Toloka
+
+    @property
+    def pool_ids(self) -> list[str]:
+        """The detection and the verification pool."""
+        return [self.detection_pool_id, self.verification_pool_id]
 
     # ----------------------------------------------------------------- start-up reconciliation
 
@@ -384,11 +220,11 @@ class VerificationLoop:
             self.slot_price = slot_price(det_reward, self.settings.verifiers, ver_reward)
             reserve(self.client, self.guard, self.detection_pool_id, self.slot_price,
                     control_price=slot_price(det_reward),
-                    is_control=lambda t: (t.input_values or {}).get(self.fields.image_input) in self.control)
+                    is_control=lambda t: (t.input_values or {}).get(self._fields().image_input) in self.control)
             self.ledger.budget_cut = sorted(set(self.ledger.budget_cut) | set(self.guard.trimmed_))
         for task in self.client.get_tasks(pool_id=self.verification_pool_id):
             values = task.input_values or {}
-            aid, url = str(values.get(self.vfields.assignment_input, "")), values.get(self.vfields.image_input)
+            aid, url = str(values.get(self._vfields().assignment_input, "")), values.get(self._vfields().image_input)
             # a crash after create_tasks but before the ledger was saved: the replayed drawing finds it here
             self.vtask_index[(aid, url)] = task.id
             for key, item in self.ledger.items.items():
@@ -399,10 +235,12 @@ class VerificationLoop:
 
     # ----------------------------------------------------------------- detection submitted
 
-    def on_detection_submitted(self, events) -> None:
+    def on_detection_submitted(self, events: Iterable[Any]) -> None:
+        """Pipeline callback: detection assignments were submitted."""
         self.handle_detection([e.assignment for e in events])
 
-    def handle_detection(self, assignments) -> None:
+    def handle_detection(self, assignments: Iterable[Any]) -> None:
+        """Record drawn images, score control drawings, send the others to verification, decide what is ready."""
         from toloka.client import Task
 
         new_vtasks, new_items = [], []
@@ -423,7 +261,7 @@ class VerificationLoop:
                         "outlines": outlines, "kind": "control" if url in self.control else "verify",
                         "verdict": None, "reason": "", "ok_votes": 0, "bad_votes": 0, "vtask_id": None}
                 if item["kind"] == "control":
-                    score = self.control.score(url, outlines)
+                    score = self.control.score(str(url), outlines)  # a control url: a string
                     item.update(verdict="OK" if score.f1 >= self.control_threshold else "BAD", f1=score.f1,
                                 reason="" if score.f1 >= self.control_threshold else
                                 ("missed_sign" if score.fn else "wrong_object" if score.fp else "loose_box"))
@@ -473,11 +311,11 @@ class VerificationLoop:
     def _vfields(self) -> VerificationFields:
         return self.vfields if self.vfields is not None else VerificationFields()
 
-    def _image_id(self, url):
+    def _image_id(self, url: str | None) -> str:
         row = self.image_by_url.get(str(url))
         if row is not None:
             return str(row.image_id)
-        return self.control.image_ids.get(url, "")
+        return self.control.image_ids.get(str(url), "")
 
     def _mark_drawer(self, worker: str) -> None:
         skill = self.skill_ids.get("drawer_skill")
@@ -488,10 +326,12 @@ class VerificationLoop:
 
     # ----------------------------------------------------------------- verification submitted
 
-    def on_verification_submitted(self, events) -> None:
+    def on_verification_submitted(self, events: Iterable[Any]) -> None:
+        """Pipeline callback: verification assignments were submitted."""
         self.handle_verification([e.assignment for e in events])
 
-    def handle_verification(self, assignments) -> None:
+    def handle_verification(self, assignments: Iterable[Any]) -> None:
+        """Record the verdicts, then decide the drawings and assignments that are ready."""
         for va in assignments:
             if va.id in self.ledger.votes:
                 continue
@@ -576,7 +416,7 @@ class VerificationLoop:
     def _split(votes: pd.DataFrame, key: str) -> bool:
         return votes.loc[votes["task"] == key, "label"].nunique() > 1
 
-    def _ask_more(self, item: dict, need: int) -> bool:
+    def _ask_more(self, item: dict[str, Any], need: int) -> bool:
         """Verifiers disagreed: ``split_verifiers`` more verdicts (Toloka's dynamic overlap).
 
         A 2:1 majority of verifiers who are right 90 % of the time is wrong about 3 % of the time, often
@@ -616,7 +456,7 @@ class VerificationLoop:
             self.decide_ready()
         return given_up
 
-    def _decide(self, aid: str, entry: dict, items: list) -> None:
+    def _decide(self, aid: str, entry: dict[str, Any], items: list[dict[str, Any]]) -> None:
         from toloka.client.exceptions import IncorrectActionsApiError
 
         ok = all(it["verdict"] == "OK" for it in items)
@@ -650,7 +490,7 @@ class VerificationLoop:
         a = self.client.get_assignment(aid)
         return str(getattr(a.status, "value", a.status))
 
-    def _redraw(self, item: dict) -> None:
+    def _redraw(self, item: dict[str, Any]) -> None:
         meta = self.ledger.tasks[item["task_id"]]
         meta["rejected"] = sum(1 for it in self.ledger.items.values() if it["task_id"] == item["task_id"]
                                and self.ledger.assignments.get(it["assignment_id"], {}).get("outcome") == "rejected")
@@ -735,11 +575,11 @@ class VerificationLoop:
 
     # ----------------------------------------------------------------- progress and results
 
-    def image_status(self) -> dict:
+    def image_status(self) -> dict[str, str]:
         """Per real detection task: accepted | final (attempts/budget exhausted) | pending."""
         status = {}
         cut = set(self.ledger.budget_cut)
-        accepted = Counter()
+        accepted: Counter[str] = Counter()
         for it in self.ledger.items.values():
             outcome = self.ledger.assignments.get(it["assignment_id"], {}).get("outcome")
             if outcome == "accepted":
@@ -758,17 +598,20 @@ class VerificationLoop:
                 status[task_id] = "pending"
         return status
 
-    def counts(self) -> dict:
+    def counts(self) -> dict[str, int]:
+        """Detection assignments by outcome, and the number of banned workers."""
         outcomes = [e["outcome"] for e in self.ledger.assignments.values()]
         return {"submitted": len(outcomes), "accepted": outcomes.count("accepted"),
                 "rejected": outcomes.count("rejected"), "pending_review": outcomes.count(None),
                 "banned": len(self.ledger.banned)}
 
     def complete(self) -> bool:
+        """Whether every real image is resolved (accepted, or final: attempts or budget exhausted)."""
         status = self.image_status()
         return bool(status) and all(s != "pending" for s in status.values())
 
     def verifications_frame(self) -> pd.DataFrame:
+        """verifications.csv: one row per drawn image, with its verdict and what became of it."""
         rows = []
         for key, it in self.ledger.items.items():
             entry = self.ledger.assignments.get(it["assignment_id"], {})
@@ -798,249 +641,3 @@ class VerificationLoop:
         ver = list(self.client.get_assignments(pool_id=self.verification_pool_id, status=["SUBMITTED", "ACCEPTED"]))
         self.handle_verification([a for a in ver if a.id not in self.ledger.votes])
         return self.changed
-
-
-# ---------------------------------------------------------------------------------------------
-# the verification pool
-
-VERIFICATION_POOL_ROLE = "verification_pool"
-
-
-def build_verification_pool(settings: QualitySettings, *, project_id: str, skill_ids: dict, key: str,
-                            will_expire: dt.datetime, config_path=None):
-    """A toloka-kit Pool from ``configs/verification_pool.json``: skills resolved, overlap = verifiers.
-
-    Refuses (CrowdboxesError) a config whose filter would let drawers verify, after the ``$drawer_skill``
-    placeholder was resolved as well as before.
-    """
-    import copy
-
-    from toloka.client.pool import Pool
-
-    from crowdboxes.toloka.quality import check_verification_pool_config, resolve_skill_placeholders
-    from crowdboxes.errors import CrowdboxesError
-
-    path = config_path or settings.verification_pool_path or "verification_pool.json"
-    if settings.verification_pool_config is None:
-        raise CrowdboxesError(f"--mode {settings.mode}: no verification pool config loaded")
-    data = resolve_skill_placeholders(copy.deepcopy(settings.verification_pool_config), skill_ids)
-    check_verification_pool_config(data, path, drawer_skill_id=skill_ids.get("drawer_skill"))
-    for field in ("id", "status", "created", "owner", "last_close_reason", "last_started", "last_stopped", "type"):
-        data.pop(field, None)
-    data.update(project_id=str(project_id), private_comment=key,
-                defaults={"default_overlap_for_new_task_suites": settings.verifiers,
-                          "default_overlap_for_new_tasks": settings.verifiers})
-    try:
-        pool = Pool.structure(data)
-    except Exception as exc:
-        raise CrowdboxesError(f"{path}: not a valid toloka-kit Pool ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    pool.will_expire = will_expire.astimezone(dt.timezone.utc).replace(tzinfo=None) if will_expire.tzinfo else will_expire
-    return pool
-
-
-def ensure_verification_pool(client, settings: QualitySettings, *, project_id: str, skill_ids: dict, key: str,
-                             will_expire: dt.datetime):
-    """``(pool, created)``: the verification pool with ``private_comment == key``, else a new one.
-
-    It starts closed and empty; the loop adds tasks with ``open_pool=True`` as drawings arrive.
-    """
-    spec = build_verification_pool(settings, project_id=project_id, skill_ids=skill_ids, key=key,
-                                   will_expire=will_expire)
-    for pool in client.get_pools(project_id=str(project_id)):
-        if pool.private_comment == key and str(getattr(pool.status, "value", pool.status)) != "ARCHIVED":
-            return pool, False
-    return client.create_pool(spec), True
-
-
-def _skill_ids_from_projects(projects_csv) -> dict:
-    if projects_csv is None:
-        return {}
-    from crowdboxes.artifacts import PROJECTS, read_csv
-
-    frame = read_csv(projects_csv, PROJECTS, dtype={"toloka_id": str})
-    return {str(r.role): str(r.toloka_id) for r in frame.itertuples(index=False) if str(r.role).endswith("_skill")}
-
-
-def run_verification_loop(client, detection_pool_id: str, verification_pool_id: str, images: pd.DataFrame,
-                          settings: QualitySettings | None = None, state_dir=None, *, tasks: pd.DataFrame | None = None,
-                          projects_csv=None, skill_ids: dict | None = None, control: ControlSet | None = None,
-                          output_dir=None, cursor_time_lag: dt.timedelta | float | None = None,
-                          period: dt.timedelta | float | None = None, poll_seconds: float | None = None,
-                          deadline: float | None = None, progress=None, collector=None,
-                          verdict_method=None, verifiers=None, max_attempts=None, budget=None,
-                          control_threshold: float = 0.4, max_rounds: int = 20,
-                          stall_seconds: float | None = None,
-                          split_verifiers: int = SPLIT_VERIFIERS,
-                          fields: DetectionFields | None = None) -> LoopOutcome:
-    """Run detection -> verification -> accept/reject/redraw until every image is resolved.
-
-    Args:
-        images: images.csv frame (``image_id, url, width, height``). ``tasks``: tasks.csv frame
-            (``task_id, image_id, url``, optional ``kind`` = control).
-        settings: a :class:`QualitySettings`; or give ``verdict_method, verifiers, max_attempts,
-            budget`` (as wait_pool does) and it is built here.
-        state_dir: ledger and cursor positions (default ``output_dir/verification_state``); re-running
-            with the same folder resumes without acting on any assignment twice.
-        cursor_time_lag, period: toloka-kit's defaults (60 s, 60 s) suit real Toloka; on the local
-            Toloka use 0 s / 1 s. ``poll_seconds`` sets ``period`` when ``period`` is not given.
-        deadline: a ``time.monotonic()`` value; the loop returns ``done=False`` after it.
-        budget: USD cap (BudgetGuard over both pools); pools close when it is reached.
-        split_verifiers: more verdicts asked for a drawing whose first ``verifiers`` disagree (0: none).
-        stall_seconds: after this long with work waiting in a pool and nobody at work there, one warning line
-            on stderr (:class:`StallWatch`, per pool); default 15 periods, at least a minute.
-        fields: the detection project's field names (:mod:`crowdboxes.toloka.fields`); default: read from the
-            project on Toloka, as are the verification project's.
-
-    Writes ``verifications.csv`` (and ``qc_summary.json``) to ``output_dir`` when given.
-    """
-    from toloka.streaming import Pipeline
-
-    if settings is None:
-        settings = loop_settings(verifiers=verifiers, max_attempts=max_attempts, verdict_method=verdict_method,
-                                 budget=budget)
-    if state_dir is None:
-        if output_dir is None:
-            raise ValueError("state_dir or output_dir is required")
-        state_dir = Path(output_dir) / "verification_state"
-    lag = cursor_time_lag if cursor_time_lag is not None else (collector.lag if collector is not None else DEFAULT_LAG)
-    lag = lag if isinstance(lag, dt.timedelta) else dt.timedelta(seconds=float(lag))
-    if period is None:
-        period = dt.timedelta(seconds=float(poll_seconds)) if poll_seconds else DEFAULT_PERIOD
-    period = period if isinstance(period, dt.timedelta) else dt.timedelta(seconds=float(period))
-
-    ids = dict(_skill_ids_from_projects(projects_csv))
-    ids.update(skill_ids or {})
-    guard = None
-    if settings.budget is not None:
-        guard = BudgetGuard(client, settings.budget)
-        guard.add_pool(detection_pool_id, float(client.get_pool(detection_pool_id).reward_per_assignment))
-        guard.add_pool(verification_pool_id, float(client.get_pool(verification_pool_id).reward_per_assignment))
-    loop = VerificationLoop(client, detection_pool_id, verification_pool_id, images, settings, state_dir,
-                            tasks=tasks, skill_ids=ids, control=control, control_threshold=control_threshold,
-                            budget_guard=guard, split_verifiers=split_verifiers, fields=fields)
-    loop.reconcile()
-    stall_seconds = stall_seconds if stall_seconds is not None else max(60.0, 15 * period.total_seconds())
-    watches = {kind: StallWatch(loop, kind, stall_seconds) for kind in ("verification", "detection")}
-    Observer = _resumable_observer_class()
-    polls = 0
-    timed_out = False
-
-    class _Deadline(Exception):
-        pass
-
-    from toloka.streaming.observer import BaseObserver
-
-    class Supervisor(BaseObserver):
-        """Budget, progress, completion and deadline, once per pipeline iteration."""
-
-        async def __call__(self) -> None:
-            nonlocal polls
-            polls += 1
-            if guard is not None and not loop.ledger.budget_stopped and guard.check():
-                loop.ledger.budget_stopped = True
-                loop.ledger.save()
-            _report(loop, guard, progress)
-            if loop.complete() or loop.ledger.budget_stopped:
-                _close(client, [detection_pool_id, verification_pool_id])
-            else:
-                for watch in watches.values():
-                    if watch.check() and watch.kind == "verification" and loop.give_up_extra_verdicts():
-                        loop.ledger.save()
-                        watch.since, watch.warned = watch.clock(), False  # a new wait from here
-            if deadline is not None and time.monotonic() > deadline:
-                raise _Deadline()
-
-        def inject(self, injection) -> None:
-            pass
-
-    class _Pipeline(Pipeline):
-        MIN_SLEEP_SECONDS = min(10.0, max(0.2, period.total_seconds()))
-
-    state = "running"
-    for _ in range(max_rounds):
-        pipeline = _Pipeline(period=period, storage=CursorStorage(state_dir), name="crowdboxes-verification")
-        pipeline.register(Observer(client, detection_pool_id, cursor_time_lag=lag)).on_submitted(
-            loop.on_detection_submitted)
-        pipeline.register(Observer(client, verification_pool_id, cursor_time_lag=lag)).on_submitted(
-            loop.on_verification_submitted)
-        pipeline.register(Supervisor(name="supervisor"))
-        try:
-            asyncio.run(pipeline.run())
-        except Exception as exc:  # the Pipeline wraps callback errors; a deadline is ours
-            if _is_deadline(exc, _Deadline):
-                timed_out = True
-                break
-            raise
-        changed = loop.sweep()  # events inside the lag window when the pools closed
-        if loop.complete() or loop.ledger.budget_stopped:
-            break
-        if not changed and not _anything_open(client, [detection_pool_id, verification_pool_id]):
-            loop.decide_ready(final=True)  # verifiers ran out: decide on the verdicts there are
-            loop.ledger.save()
-            if not loop.sweep() and not _anything_open(client, [detection_pool_id, verification_pool_id]):
-                break
-    if loop.complete() or loop.ledger.budget_stopped:
-        _close(client, [detection_pool_id, verification_pool_id])
-    spent = _report(loop, guard, progress)
-    status = loop.image_status()
-    counts = loop.counts()
-    state = "budget_stopped" if loop.ledger.budget_stopped else ("timed_out" if timed_out else
-                                                                 "completed" if loop.complete() else "incomplete")
-    outcome = LoopOutcome(done=not timed_out, state=state, polls=polls, images_total=len(status),
-                          images_done=sum(s != "pending" for s in status.values()), accepted=counts["accepted"],
-                          rejected=counts["rejected"], banned=counts["banned"], spent_usd=spent,
-                          budget_stopped=loop.ledger.budget_stopped,
-                          verifier_stalls=watches["verification"].warnings, drawer_stalls=watches["detection"].warnings)
-    if output_dir is not None:
-        write_csv(loop.verifications_frame(), output_dir, VERIFICATIONS)
-        write_text_atomic(Path(output_dir) / "qc_summary.json",
-                          json.dumps({**attr.asdict(outcome), "banned_workers": loop.ledger.banned}, indent=2) + "\n")
-    return outcome
-
-
-def _is_deadline(exc, kind) -> bool:
-    if isinstance(exc, kind):
-        return True
-    inner = getattr(exc, "exceptions", None) or []
-    return any(_is_deadline(e, kind) for e in inner)
-
-
-def _anything_open(client, pool_ids) -> bool:
-    from toloka.client import Assignment
-
-    for pool_id in pool_ids:
-        if client.get_pool(pool_id).is_open():
-            return True
-        if client.find_assignments(pool_id=pool_id, status=[Assignment.ACTIVE], limit=1).items:
-            return True
-    return False
-
-
-def _close(client, pool_ids) -> None:
-    for pool_id in pool_ids:
-        try:
-            if client.get_pool(pool_id).is_open():
-                client.close_pool(pool_id)
-        except Exception as exc:
-            logger.warning("cannot close pool %s: %s", pool_id, type(exc).__name__)
-
-
-def _report(loop: VerificationLoop, guard: BudgetGuard | None, progress) -> float:
-    if guard is not None:
-        spent = guard.spent_
-    else:
-        try:
-            spent = money_spent(loop.client, [loop.detection_pool_id, loop.verification_pool_id])
-        except Exception:  # a progress line must not end the loop
-            spent = 0.0
-    status = loop.image_status()
-    done = sum(s != "pending" for s in status.values())
-    counts = loop.counts()
-    if progress is not None:
-        progress.total, progress.unit = len(status), "images done"  # the loop counts images, not answers
-        progress.update(done, counts, spent, "budget_stopped" if loop.ledger.budget_stopped else "running")
-    else:
-        logger.info("images %d/%d done, accepted %d, rejected %d, spent $%.2f, banned %d", done, len(status),
-                    counts["accepted"], counts["rejected"], spent, counts["banned"])
-    return spent
-
