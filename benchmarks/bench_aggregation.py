@@ -58,7 +58,7 @@ from crowdboxes.toloka.overlap import next_targets  # noqa: E402
 from crowdboxes.aggregation import get_aggregator  # noqa: E402
 from crowdboxes.evaluation.metrics import evaluate  # noqa: E402
 from crowdboxes.local_toloka import crowd  # noqa: E402
-from crowdboxes.evaluation.truth import boxes_frame, images_frame, load_coco, voc_folder_to_coco  # noqa: E402
+from crowdboxes.evaluation.truth import images_frame, load_coco, truth_boxes, voc_folder_to_coco  # noqa: E402
 
 ROAD_DIR = Path("/work/shared/data/road-sign-detection")
 SPAM_KINDS = ("spammer_empty", "spammer_random")
@@ -102,16 +102,16 @@ def verify_loop(answers: pd.DataFrame, coco: dict, team: list, verifiers: int, s
                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Toloka's draw -> verify -> redraw loop over the k drawings each image already has.
 
-    Returns the drawings used, their verification votes (task, worker=drawer, verdict) and counts.
+    Returns the drawings used, their verification votes (image_id, worker=drawer, verdict) and counts.
     """
     rng = np.random.default_rng([seed, 0xBE57])
-    truth = boxes_frame(coco)
+    truth = truth_boxes(coco)
     by_image = {k: g for k, g in truth.groupby("image_id", sort=False)}
     size = {im["id"]: (im["width"], im["height"]) for im in coco["images"]}
     profiles = np.array(team, dtype=object)
     used_rows, votes = [], []
     n_draw = n_verify = 0
-    for image_id, rows in answers.groupby("task", sort=False):
+    for image_id, rows in answers.groupby("image_id", sort=False):
         true = by_image.get(image_id, truth.iloc[:0])[["x", "y", "w", "h", "label"]]
         width, height = size[image_id]
         drawers = list(dict.fromkeys(rows["assignment_id"]))
@@ -132,7 +132,7 @@ def verify_loop(answers: pd.DataFrame, coco: dict, team: list, verifiers: int, s
             n_verify += len(chosen)
             if ok * 2 > len(chosen):
                 break
-    verifications = pd.DataFrame(votes, columns=["task", "worker", "verdict"])
+    verifications = pd.DataFrame(votes, columns=["image_id", "worker", "verdict"])
     return pd.concat(used_rows, ignore_index=True), verifications, {"drawings": n_draw, "judgements": n_verify}
 
 
@@ -141,7 +141,7 @@ def recall_ceiling(answers: pd.DataFrame, true: pd.DataFrame) -> float:
     aggregator of these drawings can recall more at AP50 (so AP50 <= this)."""
     from crowdboxes.geometry import iou_matrix
 
-    drawn = dict(list(answers.dropna(subset=["x"]).groupby("task", sort=False)))
+    drawn = dict(list(answers.dropna(subset=["x"]).groupby("image_id", sort=False)))
     found = 0
     for image_id, t in true.groupby("image_id", sort=False):
         d = drawn.get(image_id)
@@ -154,9 +154,8 @@ def recall_ceiling(answers: pd.DataFrame, true: pd.DataFrame) -> float:
 
 
 def score(boxes: pd.DataFrame, true: pd.DataFrame, image_ids) -> dict:
-    pred = boxes.rename(columns={"task": "image_id"})
-    full = evaluate(pred, true, images=image_ids)
-    operating = evaluate(pred[pred["score"] >= 0.5], true, images=image_ids)
+    full = evaluate(boxes, true, images=image_ids)
+    operating = evaluate(boxes[boxes["score"] >= 0.5], true, images=image_ids)
     return {"AP": full["AP"], "AP50": full["AP50"], "recall": operating["recall"],
             "precision": operating["precision"], "mean_iou": operating["mean_iou"]}
 
@@ -169,13 +168,14 @@ def replay_adaptive(answers: pd.DataFrame, img: pd.DataFrame, start: int, most: 
     and each round reveals one more drawing of the images the rule raises (all images decide together, as
     when a live pool's first round completes). Returns the revealed answers and the final overlap per image.
     """
-    first = answers.drop_duplicates("assignment_id")[["assignment_id", "task"]]
-    rank = pd.Series(first.groupby("task").cumcount().to_numpy(), index=first["assignment_id"].to_numpy())
+    first = answers.drop_duplicates("assignment_id")[["assignment_id", "image_id"]]
+    rank = pd.Series(first.groupby("image_id").cumcount().to_numpy(), index=first["assignment_id"].to_numpy())
     answers = answers.assign(rank=answers["assignment_id"].map(rank).to_numpy())
-    targets = pd.Series(start, index=img["task"].to_numpy())
+    targets = pd.Series(start, index=img["image_id"].to_numpy())
     while True:
-        revealed = answers[answers["rank"].to_numpy() < answers["task"].map(targets).to_numpy()]
-        raised, _ = next_targets(revealed, img, targets, most, threshold)
+        revealed = answers[answers["rank"].to_numpy() < answers["image_id"].map(targets).to_numpy()]
+        # TODO(#11 integration): drop the task column once toloka/overlap.next_targets groups by image_id
+        raised, _ = next_targets(revealed.assign(task=revealed["image_id"]), img, targets, most, threshold)
         if raised.empty:
             return revealed, targets
         targets[raised.index] = raised
@@ -186,16 +186,16 @@ def quality(datasets: dict, drawers: list[int], spams: list[float], args) -> pd.
     judge_cost = assignment_cost(args.verify_reward) / args.verify_tasks_per_suite
     rows = []
     for name, coco in datasets.items():
-        true = boxes_frame(coco)
+        true = truth_boxes(coco)
         images = images_frame(coco)
         image_ids = images["image_id"]
-        img = images.rename(columns={"image_id": "task"})[["task", "width", "height"]]
+        img = images[["image_id", "width", "height"]]
         n_img = len(images)
         for spam in spams:
             team = workforce(args.workers, args.seed, spam)
             for k in drawers:
                 raw = crowd.simulate_answers(coco, team, k, args.seed)
-                answers = raw.rename(columns={"image_id": "task", "worker_id": "worker"})
+                answers = raw.rename(columns={"worker_id": "worker"})
                 ceiling = recall_ceiling(answers, true)
                 for row_name, method, params in METHODS:
                     extra = {}
@@ -218,7 +218,7 @@ def quality(datasets: dict, drawers: list[int], spams: list[float], args) -> pd.
             if args.adaptive:
                 start, most = args.adaptive
                 raw = crowd.simulate_answers(coco, team, most, args.seed)
-                answers = raw.rename(columns={"image_id": "task", "worker_id": "worker"})
+                answers = raw.rename(columns={"worker_id": "worker"})
                 begin = time.perf_counter()
                 revealed, targets = replay_adaptive(answers, img, start, most, args.risk_threshold)
                 boxes = get_aggregator("lean_em", min_score=0.0).fit_predict(revealed, img)
@@ -329,14 +329,13 @@ def speed_answers(n_boxes: int, seed: int) -> pd.DataFrame:
                             "category_id": cat[lab]} for n, (i, a, b, c, d, lab) in
                            enumerate(zip(img_id, x, y, w, h, labels))]
     raw = crowd.simulate_answers(coco, workforce(40, seed, 0.1), 5, seed)
-    return raw.rename(columns={"image_id": "task", "worker_id": "worker"})[
-        ["task", "worker", "x", "y", "w", "h", "label"]]
+    return raw.rename(columns={"worker_id": "worker"})[["image_id", "worker", "x", "y", "w", "h", "label"]]
 
 
 def speed_child(path: str, method: str) -> None:
     """Child process: load the answers, aggregate once, print seconds and peak RSS as JSON."""
     answers = pd.read_pickle(path)
-    images = pd.DataFrame({"task": np.unique(answers["task"].to_numpy()), "width": 800, "height": 600})
+    images = pd.DataFrame({"image_id": np.unique(answers["image_id"].to_numpy()), "width": 800, "height": 600})
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start, cpu = time.perf_counter(), time.process_time()
     boxes = get_aggregator(method).fit_predict(answers, images)

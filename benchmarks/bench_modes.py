@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from crowdboxes.evaluation.metrics import evaluate  # noqa: E402
-from crowdboxes.evaluation.truth import boxes_frame, images_frame, load_coco  # noqa: E402
+from crowdboxes.evaluation.truth import images_frame, load_coco, truth_boxes  # noqa: E402
 
 ROAD_DIR = Path("/work/shared/data/road-sign-detection")
 BASELINE = "overlap k=5"
@@ -93,7 +93,7 @@ def score_boxes(boxes_csv: Path, truth: dict) -> dict:
     """evaluate() of an aggregate_boxes output against the truth (images matched by sha256)."""
     pred = pd.read_csv(boxes_csv, dtype={"image_id": str})
     key = {str(r.image_id): str(r.sha256)[:16] for r in images_frame(truth).itertuples(index=False)}
-    true = boxes_frame(truth)
+    true = truth_boxes(truth)
     true["image_id"] = true["image_id"].astype(str).map(key)
     return evaluate(pred, true[["image_id", "label", "x", "y", "w", "h"]])
 

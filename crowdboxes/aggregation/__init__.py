@@ -11,6 +11,8 @@ Methods (``get_aggregator(name, **params)``):
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import BaseBoxAggregator
 from .best_verified import BestVerified
 from .iou_cluster import IoUClustering
@@ -29,7 +31,7 @@ METHODS: dict[str, type[BaseBoxAggregator]] = {
 DEFAULT_METHOD = "lean_em"
 
 
-def get_aggregator(name: str = DEFAULT_METHOD, **params) -> BaseBoxAggregator:
+def get_aggregator(name: str = DEFAULT_METHOD, **params: Any) -> BaseBoxAggregator:
     """A new aggregator called ``name`` built with ``params``; ValueError naming the known methods otherwise."""
     try:
         cls = METHODS[name]

@@ -6,7 +6,7 @@ import attr
 import pandas as pd
 from crowdkit.aggregation.utils import named_series_attrib
 
-from .utils import PreparedAnswers, empty_boxes_frame, prepare_answers
+from .utils import PreparedAnswers, Problem, empty_aggregated_boxes, prepare_answers
 
 __all__ = ["BaseBoxAggregator"]
 
@@ -17,17 +17,17 @@ class BaseBoxAggregator:
 
     Input contract (``fit``):
 
-    * ``answers``: a long ``pandas.DataFrame`` with one row per drawn box: ``task`` (image id), ``worker``,
+    * ``answers``: a long ``pandas.DataFrame`` with one row per drawn box: ``image_id``, ``worker``,
       ``x, y, w, h`` (pixels, origin top-left) and ``label`` (class name). A row whose four coordinates are NaN
       means the worker saw the image and drew nothing; it counts as that worker's "no object here" vote.
-    * ``images`` (optional): ``task, width, height``. Boxes are clipped to the image, and rows of unknown
+    * ``images`` (optional): ``image_id, width, height``. Boxes are clipped to the image, and rows of unknown
       images are rejected.
 
     Rows that cannot be used (NaN in some coordinates, negative or zero size, unknown image id, a box outside
     the image, a box without a label) are skipped and listed in ``problems_``; ``fit`` never raises on them.
 
     Attributes:
-        boxes_ (DataFrame): aggregated boxes ``task, label, x, y, w, h, score, support``, sorted by task then
+        boxes_ (DataFrame): aggregated boxes ``image_id, label, x, y, w, h, score, support``, sorted by image then
             score (highest first). ``score`` is in [0, 1] and ranks boxes for AP; ``support`` is the number of
             workers whose box was merged into this one. Images with no box do not appear.
         skills_ (Series): a worker's quality in [0, 1] (or NaN without evidence), indexed by ``worker``.
@@ -36,20 +36,20 @@ class BaseBoxAggregator:
     """
 
     boxes_: pd.DataFrame = attr.ib(init=False)
-    """Aggregated boxes: ``task, label, x, y, w, h, score, support``."""
+    """Aggregated boxes: ``image_id, label, x, y, w, h, score, support``."""
 
     skills_: "pd.Series" = named_series_attrib(name="skill")
     """Workers' skills, indexed by ``worker``."""
 
-    problems_: list = attr.ib(init=False)
+    problems_: list[Problem] = attr.ib(init=False)
     """``(row_number, reason)`` of every rejected input row."""
 
     def fit(self, answers: pd.DataFrame, images: pd.DataFrame | None = None) -> "BaseBoxAggregator":
         """Fit the aggregator.
 
         Args:
-            answers: ``task, worker, x, y, w, h, label`` (extra columns are ignored).
-            images: optional ``task, width, height``.
+            answers: ``image_id, worker, x, y, w, h, label`` (extra columns are ignored).
+            images: optional ``image_id, width, height``.
 
         Returns:
             BaseBoxAggregator: self.
@@ -72,6 +72,6 @@ class BaseBoxAggregator:
 
     def _fit_without_boxes(self, prep: PreparedAnswers) -> None:
         """Nobody drew anything: no boxes and no evidence about anyone."""
-        self.boxes_ = empty_boxes_frame()
+        self.boxes_ = empty_aggregated_boxes()
         self.skills_ = pd.Series(float("nan"), index=prep.worker_names, dtype=float,
                                  name="skill").rename_axis("worker")

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .base import BaseBoxAggregator
-from .utils import PreparedAnswers, boxes_frame, empty_boxes_frame, prepare_answers
+from .utils import PreparedAnswers, aggregated_boxes, empty_aggregated_boxes, old_task_column, prepare_answers
 
 __all__ = ["BestVerified"]
 
@@ -32,7 +32,7 @@ class BestVerified(BaseBoxAggregator):
     Drawings without any verification vote are not eligible. ``skills_`` is a drawer's share of OK votes over
     all their drawings (NaN for a worker never verified).
 
-    ``fit(answers, images=None, verifications=None)``: ``verifications`` has ``task, worker`` (the **drawer**
+    ``fit(answers, images=None, verifications=None)``: ``verifications`` has ``image_id, worker`` (the **drawer**
     judged) and either ``verdict`` (OK|BAD, one row per vote) or counts ``ok_votes, bad_votes``; ValueError
     when it is missing, since this method cannot work without it.
     """
@@ -43,7 +43,7 @@ class BestVerified(BaseBoxAggregator):
     def fit(self, answers: pd.DataFrame, images: pd.DataFrame | None = None,
             verifications: pd.DataFrame | None = None) -> "BestVerified":
         if verifications is None:
-            raise ValueError("best_verified needs verifications (task, worker, verdict or ok_votes/bad_votes)")
+            raise ValueError("best_verified needs verifications (image_id, worker, verdict or ok_votes/bad_votes)")
         self._votes = self._vote_counts(verifications)
         prep = prepare_answers(answers, images)
         self.problems_ = prep.problems
@@ -56,7 +56,8 @@ class BestVerified(BaseBoxAggregator):
 
     @staticmethod
     def _vote_counts(verifications: pd.DataFrame) -> pd.DataFrame:
-        for col in ("task", "worker"):
+        verifications = old_task_column(verifications)  # TODO(#11 integration): remove
+        for col in ("image_id", "worker"):
             if col not in verifications.columns:
                 raise ValueError(f"verifications lack column {col!r}")
         v = verifications
@@ -68,46 +69,46 @@ class BestVerified(BaseBoxAggregator):
             ok, bad = (verdict == "OK").astype(float), (verdict == "BAD").astype(float)
         else:
             raise ValueError("verifications need a verdict column or ok_votes and bad_votes")
-        frame = pd.DataFrame({"task": v["task"].to_numpy(), "worker": v["worker"].to_numpy(),
+        frame = pd.DataFrame({"image_id": v["image_id"].to_numpy(), "worker": v["worker"].to_numpy(),
                               "ok": ok.to_numpy(dtype=float), "bad": bad.to_numpy(dtype=float)})
-        return frame.groupby(["task", "worker"], sort=False, as_index=False)[["ok", "bad"]].sum()
+        return frame.groupby(["image_id", "worker"], sort=False, as_index=False)[["ok", "bad"]].sum()
 
     def _fit_prepared(self, prep: PreparedAnswers) -> None:
         nw = prep.n_workers
         votes = self._votes
-        t_code = prep.task_names.get_indexer(pd.Index(votes["task"]))
+        i_code = prep.image_names.get_indexer(pd.Index(votes["image_id"]))
         w_code = prep.worker_names.get_indexer(pd.Index(votes["worker"]))
-        known = (t_code >= 0) & (w_code >= 0)
-        t_code, w_code = t_code[known], w_code[known]
+        known = (i_code >= 0) & (w_code >= 0)
+        i_code, w_code = i_code[known], w_code[known]
         ok = votes["ok"].to_numpy()[known]
         bad = votes["bad"].to_numpy()[known]
         # only drawings that exist (the worker answered the image) are eligible
-        seen_key = prep.seen_task * max(nw, 1) + prep.seen_worker
-        key = t_code * max(nw, 1) + w_code
+        seen_key = prep.seen_image * max(nw, 1) + prep.seen_worker
+        key = i_code * max(nw, 1) + w_code
         eligible = np.isin(key, seen_key) & (ok + bad > 0)
-        t_code, w_code, ok, bad, key = t_code[eligible], w_code[eligible], ok[eligible], bad[eligible], key[eligible]
+        i_code, w_code, ok, bad, key = i_code[eligible], w_code[eligible], ok[eligible], bad[eligible], key[eligible]
         share = ok / (ok + bad)
         # first input row of each drawing, for the last tie rule (empty drawings have no box row: use +inf)
-        first_row = pd.Series(prep.row).groupby(prep.task * max(nw, 1) + prep.worker).min()
+        first_row = pd.Series(prep.row).groupby(prep.image * max(nw, 1) + prep.worker).min()
         fr = first_row.reindex(key).to_numpy(dtype=float)
         fr = np.where(np.isnan(fr), np.inf, fr)
-        order = np.lexsort((fr, -ok, -share, t_code))
+        order = np.lexsort((fr, -ok, -share, i_code))
         first = np.ones(len(order), dtype=bool)
-        first[1:] = t_code[order][1:] != t_code[order][:-1]
+        first[1:] = i_code[order][1:] != i_code[order][:-1]
         chosen = order[first]
         if self.require_ok:
             chosen = chosen[ok[chosen] > bad[chosen]]
-        chosen_key = np.full(prep.n_tasks, -1, dtype=np.int64)
-        chosen_share = np.zeros(prep.n_tasks)
-        chosen_key[t_code[chosen]] = key[chosen]
-        chosen_share[t_code[chosen]] = share[chosen]
-        box_key = prep.task * max(nw, 1) + prep.worker
-        take = box_key == chosen_key[prep.task]
+        chosen_key = np.full(prep.n_images, -1, dtype=np.int64)
+        chosen_share = np.zeros(prep.n_images)
+        chosen_key[i_code[chosen]] = key[chosen]
+        chosen_share[i_code[chosen]] = share[chosen]
+        box_key = prep.image * max(nw, 1) + prep.worker
+        take = box_key == chosen_key[prep.image]
         if take.any():
-            self.boxes_ = boxes_frame(prep, prep.task[take], prep.label[take], prep.boxes[take],
-                                      chosen_share[prep.task[take]], np.ones(int(take.sum()), dtype=np.int64))
+            self.boxes_ = aggregated_boxes(prep, prep.image[take], prep.label[take], prep.boxes[take],
+                                      chosen_share[prep.image[take]], np.ones(int(take.sum()), dtype=np.int64))
         else:
-            self.boxes_ = empty_boxes_frame()
+            self.boxes_ = empty_aggregated_boxes()
         ok_w = np.bincount(w_code, weights=ok, minlength=nw)
         all_w = np.bincount(w_code, weights=ok + bad, minlength=nw)
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import attr
 import numpy as np
 import pandas as pd
 
 from .base import BaseBoxAggregator
-from .utils import PreparedAnswers, boxes_frame, majority_label, match_boxes
+from .utils import PreparedAnswers, aggregated_boxes, majority_label, cluster_boxes
 
 __all__ = ["LeanEM"]
 
 _TINY = 1e-12
+
+
+class _EMResult(NamedTuple):
+    """What :meth:`LeanEM._em` fitted (symbols of the class docstring)."""
+
+    p: np.ndarray  # per object: existence posterior p_c
+    mu: np.ndarray  # per object: corners x1, y1, x2, y2
+    q: np.ndarray  # per object and class: P(y_c = k)
+    obj_image: np.ndarray  # per object: image code
+    miss: np.ndarray  # per worker: m_w
+    fp: np.ndarray  # per worker: f_w
+    sigma2: np.ndarray  # per worker: sigma_w^2
+    acc: np.ndarray  # per worker: a_w
+    pi: float  # prior that a candidate is real
+    rho: np.ndarray  # class prior
 
 
 @attr.s
@@ -21,7 +36,7 @@ class LeanEM(BaseBoxAggregator):
     r"""Lean-crowdsourcing-style EM over matched crowd boxes (the default aggregator).
 
     **Matching.** Per image, boxes of different workers with IoU $\ge$ ``iou_thr`` are grouped into candidate
-    objects $c$, at most one box per worker per object (``utils.match_boxes``, class-agnostic: workers who
+    objects $c$, at most one box per worker per object (``utils.cluster_boxes``, class-agnostic: workers who
     disagree on the class still vote for the same object).
 
     **Model.** Worker $w$ has a miss rate $m_w$ (draws no box for a real object), a false-positive rate
@@ -85,7 +100,7 @@ class LeanEM(BaseBoxAggregator):
 
     **Rules.** A class tie goes to the alphabetically first label. An image that every worker left empty yields
     no box and no evidence about the workers (there was nothing to miss and nothing drawn). Matching ties
-    follow ``utils.match_boxes``. Rejected input rows (``problems_``) count neither as a box nor as an answer.
+    follow ``utils.cluster_boxes``. Rejected input rows (``problems_``) count neither as a box nor as an answer.
     ``skills_`` is the F1 of a worker's recall $1 - m_w$ and box precision $E[\text{real} \mid \text{box}]$
     (prior-smoothed, so always defined).
 
@@ -95,12 +110,12 @@ class LeanEM(BaseBoxAggregator):
     Examples:
         >>> import pandas as pd
         >>> from crowdboxes.aggregation import LeanEM
-        >>> answers = pd.DataFrame({"task": ["a"] * 3, "worker": ["w1", "w2", "w3"], "x": [10, 10, 10],
+        >>> answers = pd.DataFrame({"image_id": ["a"] * 3, "worker": ["w1", "w2", "w3"], "x": [10, 10, 10],
         ...                         "y": [10, 10, 10], "w": [20, 20, 20], "h": [20, 20, 20],
         ...                         "label": ["stop"] * 3})
-        >>> LeanEM().fit_predict(answers)[["task", "label", "x", "y", "w", "h", "support"]]
-          task label     x     y     w     h  support
-        0    a  stop  10.0  10.0  20.0  20.0        3
+        >>> LeanEM().fit_predict(answers)[["image_id", "label", "x", "y", "w", "h", "support"]]
+          image_id label     x     y     w     h  support
+        0        a  stop  10.0  10.0  20.0  20.0        3
     """
 
     iou_thr: float = attr.ib(default=0.5)
@@ -152,7 +167,7 @@ class LeanEM(BaseBoxAggregator):
     """EM iterations run."""
 
     images_: pd.DataFrame = attr.ib(init=False)
-    """Per image (index ``task``): ``workers, expected_objects, expected_missed, existence_risk, class_risk,
+    """Per image (index ``image_id``): ``workers, expected_objects, expected_missed, existence_risk, class_risk,
     risk`` (see *Risk*)."""
 
     def __attrs_post_init__(self) -> None:
@@ -165,10 +180,10 @@ class LeanEM(BaseBoxAggregator):
         corners = np.column_stack([prep.boxes[:, 0], prep.boxes[:, 1], prep.boxes[:, 0] + prep.boxes[:, 2],
                                    prep.boxes[:, 1] + prep.boxes[:, 3]])
         self.n_iter_ = 0
-        cluster, nc = match_boxes(prep, self.iou_thr)
+        cluster, nc = cluster_boxes(prep, self.iou_thr)
         state = self._em(prep, corners, cluster, nc)
-        p, mu, q = state["p"], state["mu"], state["q"]
-        ctask = state["ctask"]
+        p, mu, q = state.p, state.mu, state.q
+        obj_image = state.obj_image
         support = np.bincount(cluster, minlength=nc)
         keep = p >= self.min_score
         if self.label_method == "dawid_skene":
@@ -186,21 +201,21 @@ class LeanEM(BaseBoxAggregator):
             obj = np.concatenate([obj, c_alt[alt]])
             lab = np.concatenate([lab, k_alt[alt]])
             sc = np.concatenate([sc, s_alt[alt]])
-        self.boxes_ = boxes_frame(prep, ctask[obj], lab, boxes[obj], sc, support[obj])
-        self.prior_ = float(state["pi"])
+        self.boxes_ = aggregated_boxes(prep, obj_image[obj], lab, boxes[obj], sc, support[obj])
+        self.prior_ = state.pi
 
         a_p = 0.9 * self.prior_strength
         real = np.bincount(prep.worker, weights=p[cluster], minlength=nw)
         drawn = np.bincount(prep.worker, minlength=nw)
         precision = (a_p + real) / (self.prior_strength + drawn)
-        recall = 1 - state["miss"]
+        recall = 1 - state.miss
         skill = 2 * precision * recall / np.maximum(precision + recall, _TINY)
         self.skills_ = pd.Series(skill, index=prep.worker_names, name="skill").rename_axis("worker")
         self.workers_ = pd.DataFrame({
-            "miss_rate": state["miss"], "fp_rate": state["fp"], "sigma": np.sqrt(state["sigma2"]),
-            "label_accuracy": state["acc"], "images": np.bincount(prep.seen_worker, minlength=nw),
+            "miss_rate": state.miss, "fp_rate": state.fp, "sigma": np.sqrt(state.sigma2),
+            "label_accuracy": state.acc, "images": np.bincount(prep.seen_worker, minlength=nw),
             "boxes": drawn}, index=prep.worker_names).rename_axis("worker")
-        self.images_ = self._image_risk(prep, ctask, p, q, state["miss"])
+        self.images_ = self._image_risk(prep, obj_image, p, q, state.miss)
 
     def _fit_without_boxes(self, prep: PreparedAnswers) -> None:
         super()._fit_without_boxes(prep)
@@ -208,27 +223,29 @@ class LeanEM(BaseBoxAggregator):
         self.images_ = self._image_risk(prep, np.zeros(0, dtype=np.int64), np.zeros(0), np.ones((0, 1)), miss)
 
     @staticmethod
-    def _image_risk(prep: PreparedAnswers, ctask, p, q, miss) -> pd.DataFrame:
+    def _image_risk(prep: PreparedAnswers, obj_image: np.ndarray, p: np.ndarray, q: np.ndarray,
+                    miss: np.ndarray) -> pd.DataFrame:
         """Expected errors per image in the output at ``min_score=0.5`` (formulas under *Risk*)."""
-        nt = prep.n_tasks
+        ni = prep.n_images
         # P(every worker who answered the image missed one given object)
-        all_miss = np.exp(np.bincount(prep.seen_task, weights=np.log(np.clip(miss, _TINY, 1.0))[prep.seen_worker],
-                                      minlength=nt))
-        found = np.bincount(ctask, weights=p, minlength=nt)
-        typical = found.mean() if nt else 0.0
+        all_miss = np.exp(np.bincount(prep.seen_image, weights=np.log(np.clip(miss, _TINY, 1.0))[prep.seen_worker],
+                                      minlength=ni))
+        found = np.bincount(obj_image, weights=p, minlength=ni)
+        typical = found.mean() if ni else 0.0
         expected_missed = np.maximum(found, typical) * all_miss / np.maximum(1 - all_miss, _TINY)
-        existence = np.bincount(ctask, weights=np.minimum(p, 1 - p), minlength=nt)
-        labels = np.bincount(ctask, weights=p * (1 - q.max(axis=1)), minlength=nt) if len(p) else np.zeros(nt)
+        existence = np.bincount(obj_image, weights=np.minimum(p, 1 - p), minlength=ni)
+        labels = np.bincount(obj_image, weights=p * (1 - q.max(axis=1)), minlength=ni) if len(p) else np.zeros(ni)
         return pd.DataFrame({
             "workers": prep.n_seen.astype(np.int64), "expected_objects": found, "expected_missed": expected_missed,
             "existence_risk": existence, "class_risk": labels, "risk": expected_missed + existence + labels},
-            index=prep.task_names).rename_axis("task")
+            index=prep.image_names).rename_axis("image_id")
 
-    def _em(self, prep: PreparedAnswers, corners: np.ndarray, cluster: np.ndarray, nc: int) -> dict:
-        nw, nt, nl = prep.n_workers, prep.n_tasks, len(prep.label_names)
+    def _em(self, prep: PreparedAnswers, corners: np.ndarray, cluster: np.ndarray, nc: int) -> _EMResult:
+        """Existence and label EM, then localisation EM (both described in the class docstring)."""
+        nw, ni, nl = prep.n_workers, prep.n_images, len(prep.label_names)
         bw = prep.worker
-        ctask = np.zeros(nc, dtype=np.int64)
-        ctask[cluster] = prep.task
+        obj_image = np.zeros(nc, dtype=np.int64)
+        obj_image[cluster] = prep.image
         support = np.bincount(cluster, minlength=nc)
         multi = support[cluster] >= 2  # boxes whose residual says something about the worker
         s = self.prior_strength
@@ -236,7 +253,7 @@ class LeanEM(BaseBoxAggregator):
         a_f, b_f = self.prior_fp * s, (1 - self.prior_fp) * s
         px2 = self.pixel_sigma ** 2
 
-        p = np.clip(support / np.maximum(prep.n_seen[ctask], 1), 0.05, 0.95)
+        p = np.clip(support / np.maximum(prep.n_seen[obj_image], 1), 0.05, 0.95)
         sigma2 = np.full(nw, self.prior_sigma ** 2)
         q = np.zeros((nc, nl))
         lab, _ = majority_label(cluster, prep.label, nc, nl)
@@ -245,10 +262,10 @@ class LeanEM(BaseBoxAggregator):
         for it in range(self.n_iter):
             self.n_iter_ += 1
             # ---- M-step (existence and labels)
-            pg = np.bincount(ctask, weights=p, minlength=nt)
-            fg = np.bincount(ctask, weights=1 - p, minlength=nt)
-            tot_real = np.bincount(prep.seen_worker, weights=pg[prep.seen_task], minlength=nw)
-            tot_fake = np.bincount(prep.seen_worker, weights=fg[prep.seen_task], minlength=nw)
+            pg = np.bincount(obj_image, weights=p, minlength=ni)
+            fg = np.bincount(obj_image, weights=1 - p, minlength=ni)
+            tot_real = np.bincount(prep.seen_worker, weights=pg[prep.seen_image], minlength=nw)
+            tot_fake = np.bincount(prep.seen_worker, weights=fg[prep.seen_image], minlength=nw)
             p_box = p[cluster]
             hit = np.bincount(bw, weights=p_box, minlength=nw)
             junk = np.bincount(bw, minlength=nw) - hit
@@ -259,7 +276,7 @@ class LeanEM(BaseBoxAggregator):
             fake_labels = (1 + np.bincount(prep.label, weights=1 - p_box, minlength=nl)) / (nl + (1 - p_box).sum())
             # ---- E-step
             q, label_llr = self._label_posterior(prep, cluster, nc, nl, acc, rho, fake_labels)
-            p_new = self._existence(prep, cluster, ctask, nc, miss, fp, pi, 0.0)
+            p_new = self._existence(prep, cluster, obj_image, nc, miss, fp, pi, 0.0)
             change = np.abs(p_new - p).max() if nc else 0.0
             p = p_new
             if change <= self.tol:
@@ -267,7 +284,7 @@ class LeanEM(BaseBoxAggregator):
         if self.label_evidence:
             # labels enter the final posterior only: fitting the rates on them too let the label model and
             # the junk-label distribution feed each other and made the scores over-confident
-            p = self._existence(prep, cluster, ctask, nc, miss, fp, pi, label_llr)
+            p = self._existence(prep, cluster, obj_image, nc, miss, fp, pi, label_llr)
 
         # ---- localisation: sigma_w <-> mu_c with the existence posteriors as weights (block coordinate ascent;
         # box positions do not enter p, so this block can run after the existence block has converged)
@@ -287,28 +304,33 @@ class LeanEM(BaseBoxAggregator):
             sigma2 = new
             if moved <= self.tol:
                 break
-        return {"p": p, "mu": mu, "q": q, "ctask": ctask, "miss": miss, "fp": fp, "sigma2": sigma2,
-                "acc": acc, "pi": pi, "rho": rho}
+        return _EMResult(p=p, mu=mu, q=q, obj_image=obj_image, miss=miss, fp=fp, sigma2=sigma2, acc=acc,
+                         pi=float(pi), rho=rho)
 
     # ------------------------------------------------------------------------------------------------ pieces
     @staticmethod
-    def _existence(prep, cluster, ctask, nc, miss, fp, pi, label_llr) -> np.ndarray:
+    def _existence(prep: PreparedAnswers, cluster: np.ndarray, obj_image: np.ndarray, nc: int, miss: np.ndarray,
+                   fp: np.ndarray, pi: float, label_llr: np.ndarray | float) -> np.ndarray:
         """Posterior that each candidate is a real object (formula in the class docstring)."""
-        nt = prep.n_tasks
+        ni = prep.n_images
         silent = np.log(np.maximum(miss, _TINY)) - np.log(np.maximum(1 - fp, _TINY))
         drew = np.log(np.maximum(1 - miss, _TINY)) - np.log(np.maximum(fp, _TINY))
-        per_task = np.bincount(prep.seen_task, weights=silent[prep.seen_worker], minlength=nt)
-        logit = (np.log(pi) - np.log1p(-pi) + per_task[ctask] + label_llr
+        per_image = np.bincount(prep.seen_image, weights=silent[prep.seen_worker], minlength=ni)
+        logit = (np.log(pi) - np.log1p(-pi) + per_image[obj_image] + label_llr
                  + np.bincount(cluster, weights=(drew - silent)[prep.worker], minlength=nc))
-        return 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+        posterior: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
+        return posterior
 
     @staticmethod
     def _sides(mu: np.ndarray, cluster: np.ndarray) -> np.ndarray:
         """Width and height of each box's object, at least 1 px."""
-        return np.maximum(np.column_stack([mu[:, 2] - mu[:, 0], mu[:, 3] - mu[:, 1]]), 1.0)[cluster]
+        sides: np.ndarray = np.maximum(np.column_stack([mu[:, 2] - mu[:, 0], mu[:, 3] - mu[:, 1]]), 1.0)
+        per_box: np.ndarray = sides[cluster]
+        return per_box
 
     @staticmethod
-    def _locate(ref, delta, cluster, nc, side_b, s2_b, px2):
+    def _locate(ref: np.ndarray, delta: np.ndarray, cluster: np.ndarray, nc: int, side_b: np.ndarray,
+                s2_b: np.ndarray, px2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Precision-weighted object corners: ``(mu, prec per box edge, summed prec per object edge)``.
 
         Means are taken as ``ref + weighted mean of (corner - ref)`` with ``ref`` one member's corners, so
@@ -322,7 +344,8 @@ class LeanEM(BaseBoxAggregator):
             mu[:, k] = ref[:, k] + np.bincount(cluster, weights=prec[:, k] * delta[:, k], minlength=nc) / psum[:, k]
         return mu, prec, psum
 
-    def _sigma2(self, corners, cluster, bw, nw, mu, prec, psum, side_b, wgt, px2) -> np.ndarray:
+    def _sigma2(self, corners: np.ndarray, cluster: np.ndarray, bw: np.ndarray, nw: int, mu: np.ndarray,
+                prec: np.ndarray, psum: np.ndarray, side_b: np.ndarray, wgt: np.ndarray, px2: float) -> np.ndarray:
         """M-step for the boundary scale (formula in the class docstring); in place to spare memory."""
         lam = prec / psum[cluster]
         np.minimum(lam, 0.95, out=lam)
@@ -340,7 +363,9 @@ class LeanEM(BaseBoxAggregator):
         return np.maximum((nu * self.prior_sigma ** 2 + num) / (nu + den), 0.005 ** 2)
 
     @staticmethod
-    def _label_m_step(prep, cluster, nl, nw, wgt, p, q):
+    def _label_m_step(prep: PreparedAnswers, cluster: np.ndarray, nl: int, nw: int, wgt: np.ndarray, p: np.ndarray,
+                      q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """M-step of the label model: per-worker accuracy $a_w$ and class prior $\\rho$ (class docstring)."""
         agree = q[cluster, prep.label]
         acc = (1.6 + np.bincount(prep.worker, weights=wgt * agree, minlength=nw)) / (
             2.0 + np.bincount(prep.worker, weights=wgt, minlength=nw))
@@ -348,7 +373,8 @@ class LeanEM(BaseBoxAggregator):
         return acc, rho
 
     @staticmethod
-    def _label_posterior(prep, cluster, nc, nl, acc, rho, fake_labels) -> tuple[np.ndarray, np.ndarray]:
+    def _label_posterior(prep: PreparedAnswers, cluster: np.ndarray, nc: int, nl: int, acc: np.ndarray,
+                         rho: np.ndarray, fake_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Class posterior per object and the log-likelihood ratio of its labels, real vs false positive.
 
         Real: $\\sum_k \\rho_k \\prod_b P(l_b \\mid k)$ (one-coin); false positive: $\\prod_b u_{l_b}$.
@@ -369,13 +395,16 @@ class LeanEM(BaseBoxAggregator):
         return q / total, evidence - fake
 
     @staticmethod
-    def _dawid_skene_labels(prep, cluster, nc, keep, fallback) -> np.ndarray:
+    def _dawid_skene_labels(prep: PreparedAnswers, cluster: np.ndarray, nc: int, keep: np.ndarray,
+                            fallback: np.ndarray) -> np.ndarray:
+        """Class of each kept object by crowd-kit's DawidSkene over its boxes' labels; others keep ``fallback``."""
         from crowdkit.aggregation import DawidSkene
 
         label = fallback.copy()
         box_keep = keep[cluster]
         if not box_keep.any():
             return label
+        # crowd-kit's "task" is the item labelled: here one object (a cluster of boxes)
         data = pd.DataFrame({"task": cluster[box_keep], "worker": prep.worker[box_keep],
                              "label": prep.label[box_keep]})
         agg = DawidSkene(n_iter=100).fit_predict(data)

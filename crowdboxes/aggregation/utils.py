@@ -7,6 +7,8 @@ work is done with ``np.bincount`` / sorting over all images at once instead of a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attr
 import numpy as np
 import pandas as pd
@@ -15,61 +17,70 @@ from crowdboxes.geometry import clip_to_image
 
 __all__ = [
     "ANSWER_COLUMNS",
+    "Problem",
     "PreparedAnswers",
     "prepare_answers",
     "paired_iou",
     "candidate_pairs",
-    "match_boxes",
+    "cluster_boxes",
     "group_offsets",
     "majority_label",
     "agreement_skills",
-    "boxes_frame",
-    "empty_boxes_frame",
+    "aggregated_boxes",
+    "empty_aggregated_boxes",
+    "old_task_column",
 ]
 
-ANSWER_COLUMNS = ("task", "worker", "x", "y", "w", "h", "label")
-BOX_COLUMNS = ("task", "label", "x", "y", "w", "h", "score", "support")
+ANSWER_COLUMNS = ("image_id", "worker", "x", "y", "w", "h", "label")
+BOX_COLUMNS = ("image_id", "label", "x", "y", "w", "h", "score", "support")
 _COORDS = ("x", "y", "w", "h")
+#: A rejected input row: ``(0-based row number in the answers frame, reason)``.
+Problem = tuple[int, str]
 
 
 @attr.s(slots=True)
 class PreparedAnswers:
     """Valid answer boxes as arrays, sorted by (image, worker, input row).
 
-    ``task`` / ``worker`` / ``label`` are integer codes into ``task_names`` / ``worker_names`` / ``label_names``
-    (labels sorted by name, so "first label" in a tie rule means alphabetically first). ``seen_task`` /
-    ``seen_worker`` list every (image, worker) pair that answered the image, including workers who drew
-    nothing (rows rejected as problems do not count); ``n_seen[g]`` is how many workers answered image ``g``.
+    ``image`` / ``worker`` / ``label`` are integer codes into ``image_names`` / ``worker_names`` /
+    ``label_names`` (labels sorted by name, so "first label" in a tie rule means alphabetically first).
+    ``seen_image`` / ``seen_worker`` list every (image, worker) pair that answered the image, including workers
+    who drew nothing (rows rejected as problems do not count); ``n_seen[g]`` is how many workers answered
+    image ``g``.
     """
 
-    task: np.ndarray = attr.ib()
+    image: np.ndarray = attr.ib()
     worker: np.ndarray = attr.ib()
     boxes: np.ndarray = attr.ib()  # (n, 4) pixels x, y, w, h, clipped when image sizes were given
     label: np.ndarray = attr.ib()
     row: np.ndarray = attr.ib()  # 0-based position of the box in the input frame
-    offsets: np.ndarray = attr.ib()  # (n_tasks + 1,) box offsets per image
-    task_names: pd.Index = attr.ib()
+    offsets: np.ndarray = attr.ib()  # (n_images + 1,) box offsets per image
+    image_names: pd.Index = attr.ib()
     worker_names: pd.Index = attr.ib()
     label_names: np.ndarray = attr.ib()
-    seen_task: np.ndarray = attr.ib()
+    seen_image: np.ndarray = attr.ib()
     seen_worker: np.ndarray = attr.ib()
     n_seen: np.ndarray = attr.ib()
-    problems: list = attr.ib()
+    problems: list[Problem] = attr.ib()
 
     @property
     def n_boxes(self) -> int:
-        return len(self.task)
+        """Valid boxes."""
+        return len(self.image)
 
     @property
-    def n_tasks(self) -> int:
-        return len(self.task_names)
+    def n_images(self) -> int:
+        """Images answered by at least one worker (with or without a box)."""
+        return len(self.image_names)
 
     @property
     def n_workers(self) -> int:
+        """Workers with at least one usable answer."""
         return len(self.worker_names)
 
 
-def _problem(problems: list, rows: np.ndarray, mask: np.ndarray, reason) -> np.ndarray:
+def _problem(problems: list[Problem], rows: np.ndarray, mask: np.ndarray,
+             reason: str | Callable[[np.ndarray], list[str]]) -> np.ndarray:
     """Record ``reason`` (a string or a per-row array of strings) for the rows in ``mask``; returns ``mask``."""
     if mask.any():
         idx = np.flatnonzero(mask)
@@ -82,10 +93,10 @@ def prepare_answers(answers: pd.DataFrame, images: pd.DataFrame | None = None) -
     """Validate ``answers`` and turn them into sorted arrays; bad rows become ``problems``, never exceptions.
 
     Args:
-        answers: long frame with ``task, worker, x, y, w, h, label``; a row whose four coordinates are all NaN
-            means "the worker saw the image and drew nothing".
-        images: optional frame with ``task, width, height``; when given, boxes are clipped to the image and
-            answers for tasks not listed are rejected as unknown image ids.
+        answers: long frame with ``image_id, worker, x, y, w, h, label``; a row whose four coordinates are all
+            NaN means "the worker saw the image and drew nothing".
+        images: optional frame with ``image_id, width, height``; when given, boxes are clipped to the image and
+            answers for images not listed are rejected as unknown image ids.
 
     Returns:
         PreparedAnswers. ``problems`` lists ``(row_number, reason)`` with ``row_number`` the 0-based position in
@@ -94,28 +105,30 @@ def prepare_answers(answers: pd.DataFrame, images: pd.DataFrame | None = None) -
     Raises:
         ValueError: only for a missing column (a schema error, not a row error).
     """
+    answers = old_task_column(answers)  # TODO(#11 integration): remove
     missing = [c for c in ANSWER_COLUMNS if c not in answers.columns]
     if missing:
         raise ValueError(f"answers lack column(s) {', '.join(missing)}; need {', '.join(ANSWER_COLUMNS)}")
     n = len(answers)
     rows = np.arange(n)
-    problems: list[tuple[int, str]] = []
-    task = answers["task"].to_numpy()
+    problems: list[Problem] = []
+    image = answers["image_id"].to_numpy()
     worker = answers["worker"].to_numpy()
-    bad = _problem(problems, rows, pd.isna(task), "missing task (image id)")
+    bad = _problem(problems, rows, pd.isna(image), "missing image id")
     bad |= _problem(problems, rows, pd.isna(worker) & ~bad, "missing worker id")
 
     sizes = None
     if images is not None:
-        for col in ("task", "width", "height"):
+        images = old_task_column(images)  # TODO(#11 integration): remove
+        for col in ("image_id", "width", "height"):
             if col not in images.columns:
-                raise ValueError(f"images lack column {col!r}; need task, width, height")
-        images = images.drop_duplicates("task", keep="first")
-        known = pd.Index(images["task"])
-        pos = known.get_indexer(pd.Index(task))
+                raise ValueError(f"images lack column {col!r}; need image_id, width, height")
+        images = images.drop_duplicates("image_id", keep="first")
+        known = pd.Index(images["image_id"])
+        pos = known.get_indexer(pd.Index(image))
         unknown = (pos < 0) & ~bad
         if unknown.any():
-            _problem(problems, rows, unknown, lambda idx: [f"unknown image id {task[r]!r}" for r in idx])
+            _problem(problems, rows, unknown, lambda idx: [f"unknown image id {image[r]!r}" for r in idx])
         bad |= unknown
         width = pd.to_numeric(images["width"], errors="coerce").to_numpy(dtype=np.float64)
         height = pd.to_numeric(images["height"], errors="coerce").to_numpy(dtype=np.float64)
@@ -167,31 +180,31 @@ def prepare_answers(answers: pd.DataFrame, images: pd.DataFrame | None = None) -
     # A worker answered an image when it has a usable box or an explicit "nothing" row there; rejected rows
     # say nothing (they are neither a vote for nor against an object). Empty images still get a code.
     seen = live | (empty & ~bad)
-    task_codes, task_names = pd.factorize(pd.Series(task[seen]), sort=False)
+    image_codes, image_names = pd.factorize(pd.Series(image[seen]), sort=False)
     worker_codes, worker_names = pd.factorize(pd.Series(worker[seen]), sort=False)
-    t_all = np.full(n, -1, dtype=np.int64)
+    i_all = np.full(n, -1, dtype=np.int64)
     w_all = np.full(n, -1, dtype=np.int64)
-    t_all[seen] = task_codes
+    i_all[seen] = image_codes
     w_all[seen] = worker_codes
-    n_tasks, n_workers = len(task_names), len(worker_names)
+    n_images, n_workers = len(image_names), len(worker_names)
 
-    pair = np.unique(t_all[seen] * max(n_workers, 1) + w_all[seen])
-    seen_task = pair // max(n_workers, 1)
+    pair = np.unique(i_all[seen] * max(n_workers, 1) + w_all[seen])
+    seen_image = pair // max(n_workers, 1)
     seen_worker = pair % max(n_workers, 1)
-    n_seen = np.bincount(seen_task, minlength=n_tasks)
+    n_seen = np.bincount(seen_image, minlength=n_images)
 
-    bt, bw = t_all[live], w_all[live]
+    bi, bw = i_all[live], w_all[live]
     label_codes, label_names = pd.factorize(pd.Series(label[live]).astype(str), sort=True)
     brow = rows[live]
-    order = np.lexsort((brow, bw, bt))
-    bt, bw, brow = bt[order], bw[order], brow[order]
+    order = np.lexsort((brow, bw, bi))
+    bi, bw, brow = bi[order], bw[order], brow[order]
     boxes = coords[live][order]
     label_codes = np.asarray(label_codes, dtype=np.int64)[order]
-    offsets = group_offsets(bt, n_tasks)
+    offsets = group_offsets(bi, n_images)
     problems.sort(key=lambda p: p[0])
-    return PreparedAnswers(task=bt, worker=bw, boxes=boxes, label=label_codes, row=brow, offsets=offsets,
-                           task_names=pd.Index(task_names), worker_names=pd.Index(worker_names),
-                           label_names=np.asarray(label_names, dtype=object), seen_task=seen_task,
+    return PreparedAnswers(image=bi, worker=bw, boxes=boxes, label=label_codes, row=brow, offsets=offsets,
+                           image_names=pd.Index(image_names), worker_names=pd.Index(worker_names),
+                           label_names=np.asarray(label_names, dtype=object), seen_image=seen_image,
                            seen_worker=seen_worker, n_seen=n_seen, problems=problems)
 
 
@@ -255,7 +268,7 @@ def candidate_pairs(offsets: np.ndarray, boxes: np.ndarray, worker: np.ndarray, 
     return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_v)
 
 
-def match_boxes(prep: PreparedAnswers, iou_thr: float = 0.5) -> tuple[np.ndarray, int]:
+def cluster_boxes(prep: PreparedAnswers, iou_thr: float = 0.5) -> tuple[np.ndarray, int]:
     """Group the boxes of each image into objects, at most one box per worker per object.
 
     Greedy, all images at once, one object per image per round:
@@ -291,10 +304,10 @@ def match_boxes(prep: PreparedAnswers, iou_thr: float = 0.5) -> tuple[np.ndarray
         starts[1:] = fi[1:] != fi[:-1]
         cand = fi[starts]  # fi is sorted, so this is np.unique(fi)
         # per image: max degree, then max IoU sum, then min row -> the last after an ascending lexsort
-        o = np.lexsort((-prep.row[cand], ious[cand], deg[cand], prep.task[cand]))
+        o = np.lexsort((-prep.row[cand], ious[cand], deg[cand], prep.image[cand]))
         cand = cand[o]
         last = np.ones(len(cand), dtype=bool)
-        last[:-1] = prep.task[cand[1:]] != prep.task[cand[:-1]]
+        last[:-1] = prep.image[cand[1:]] != prep.image[cand[:-1]]
         seeds = cand[last]
         is_seed = np.zeros(n, dtype=bool)
         is_seed[seeds] = True
@@ -330,10 +343,10 @@ def majority_label(cluster: np.ndarray, label: np.ndarray, n_clusters: int, n_la
     return best, share
 
 
-def agreement_skills(prep: PreparedAnswers, kept_box: np.ndarray, objects_per_task: np.ndarray) -> pd.Series:
+def agreement_skills(prep: PreparedAnswers, kept_box: np.ndarray, objects_per_image: np.ndarray) -> pd.Series:
     """A worker's F1 against the consensus, for aggregators without a worker model.
 
-    ``kept_box[b]`` says box b is part of an output object; ``objects_per_task[g]`` counts output objects of
+    ``kept_box[b]`` says box b is part of an output object; ``objects_per_image[g]`` counts output objects of
     image g. Precision = kept boxes / drawn boxes; recall = kept boxes / output objects on the images the worker
     answered. A worker who drew nothing where objects were found gets 0; one who only saw images without
     objects and drew nothing gets NaN (no evidence either way).
@@ -341,7 +354,7 @@ def agreement_skills(prep: PreparedAnswers, kept_box: np.ndarray, objects_per_ta
     nw = prep.n_workers
     drawn = np.bincount(prep.worker, minlength=nw).astype(np.float64)
     kept = np.bincount(prep.worker, weights=kept_box.astype(np.float64), minlength=nw)
-    expected = np.bincount(prep.seen_worker, weights=np.asarray(objects_per_task, dtype=np.float64)[prep.seen_task],
+    expected = np.bincount(prep.seen_worker, weights=np.asarray(objects_per_image, dtype=np.float64)[prep.seen_image],
                            minlength=nw)
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(drawn > 0, kept / drawn, np.nan)
@@ -353,18 +366,24 @@ def agreement_skills(prep: PreparedAnswers, kept_box: np.ndarray, objects_per_ta
     return pd.Series(f1, index=prep.worker_names, name="skill").rename_axis("worker")
 
 
-def boxes_frame(prep: PreparedAnswers, task: np.ndarray, label: np.ndarray, boxes: np.ndarray,
-                score: np.ndarray, support: np.ndarray) -> pd.DataFrame:
+def aggregated_boxes(prep: PreparedAnswers, image: np.ndarray, label: np.ndarray, boxes: np.ndarray,
+                     score: np.ndarray, support: np.ndarray) -> pd.DataFrame:
     """The ``boxes_`` frame from per-object arrays (codes), sorted by image then score (highest first)."""
-    order = np.lexsort((-score, task))
+    order = np.lexsort((-score, image))
     return pd.DataFrame({
-        "task": np.asarray(prep.task_names)[task[order]] if len(order) else np.empty(0, dtype=object),
+        "image_id": np.asarray(prep.image_names)[image[order]] if len(order) else np.empty(0, dtype=object),
         "label": prep.label_names[label[order]] if len(order) else np.empty(0, dtype=object),
         "x": boxes[order, 0], "y": boxes[order, 1], "w": boxes[order, 2], "h": boxes[order, 3],
         "score": score[order].astype(np.float64), "support": support[order].astype(np.int64),
     })
 
 
-def empty_boxes_frame() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object if c in ("task", "label") else
+def empty_aggregated_boxes() -> pd.DataFrame:
+    """A ``boxes_`` frame without rows, with the columns' dtypes."""
+    return pd.DataFrame({c: pd.Series(dtype=object if c in ("image_id", "label") else
                                       (np.int64 if c == "support" else np.float64)) for c in BOX_COLUMNS})
+
+
+def old_task_column(frame: pd.DataFrame) -> pd.DataFrame:  # TODO(#11 integration): remove
+    """``frame`` with an old ``task`` column (the image id) named ``image_id``, for callers not yet updated."""
+    return frame if "image_id" in frame.columns else frame.rename(columns={"task": "image_id"})

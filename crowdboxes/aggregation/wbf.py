@@ -6,7 +6,7 @@ import attr
 import numpy as np
 
 from .base import BaseBoxAggregator
-from .utils import PreparedAnswers, agreement_skills, boxes_frame, group_offsets, majority_label
+from .utils import PreparedAnswers, agreement_skills, aggregated_boxes, group_offsets, majority_label
 
 __all__ = ["WeightedBoxesFusion"]
 
@@ -52,7 +52,7 @@ class WeightedBoxesFusion(BaseBoxAggregator):
         n = prep.n_boxes
         nl = len(prep.label_names)
         # groups = (image) or (image, label); visit order: last input row first (the package's tie order)
-        group = prep.task * nl + prep.label if self.class_aware else prep.task.copy()
+        group = prep.image * nl + prep.label if self.class_aware else prep.image.copy()
         order = np.lexsort((-prep.row, group))
         g_sorted = group[order]
         uniq, g_code = np.unique(g_sorted, return_inverse=True)
@@ -75,19 +75,20 @@ class WeightedBoxesFusion(BaseBoxAggregator):
         nc = int(n_fused.sum())
 
         support = np.bincount(cluster, minlength=nc)
-        ctask = np.zeros(nc, dtype=np.int64)
-        ctask[cluster] = prep.task
+        obj_image = np.zeros(nc, dtype=np.int64)
+        obj_image[cluster] = prep.image
         corners = corners[np.argsort(order)]  # back to prep order
-        mean = np.column_stack([np.bincount(cluster, weights=corners[:, k], minlength=nc) for k in range(4)])
+        mean: np.ndarray = np.column_stack([np.bincount(cluster, weights=corners[:, k], minlength=nc)
+                                            for k in range(4)])
         mean /= support[:, None]
         boxes = np.column_stack([mean[:, 0], mean[:, 1], mean[:, 2] - mean[:, 0], mean[:, 3] - mean[:, 1]])
-        k_workers = prep.n_seen[ctask]
+        k_workers = prep.n_seen[obj_image]
         score = np.minimum(support, k_workers) / k_workers
         label, _ = majority_label(cluster, prep.label, nc, nl)
         keep = score >= self.min_score
-        self.boxes_ = boxes_frame(prep, ctask[keep], label[keep], boxes[keep], score[keep],
+        self.boxes_ = aggregated_boxes(prep, obj_image[keep], label[keep], boxes[keep], score[keep],
                                   np.minimum(support, k_workers)[keep])
-        self.skills_ = agreement_skills(prep, keep[cluster], np.bincount(ctask[keep], minlength=prep.n_tasks))
+        self.skills_ = agreement_skills(prep, keep[cluster], np.bincount(obj_image[keep], minlength=prep.n_images))
 
     @staticmethod
     def _fuse_bucket(corners: np.ndarray, iou_thr: float) -> np.ndarray:

@@ -102,7 +102,7 @@ def images_frame(coco: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
 
 
-def boxes_frame(coco: dict) -> pd.DataFrame:
+def truth_boxes(coco: dict) -> pd.DataFrame:
     """One row per true box: ``image_id, file_name, label, x, y, w, h`` (pixels, float)."""
     labels = _label_by_category(coco)
     names = {im["id"]: im["file_name"] for im in coco["images"]}
@@ -197,7 +197,7 @@ class TruthIndex:
     def __init__(self, coco: dict):
         self.coco = coco
         self.images = images_frame(coco)
-        self.boxes = boxes_frame(coco)
+        self.boxes = truth_boxes(coco)
         self._size = {row.image_id: (row.width, row.height) for row in self.images.itertuples()}
         self._by_sha: dict[str, object] = {}
         self._by_name: dict[str, object] = {}
@@ -231,7 +231,7 @@ class TruthIndex:
         return None
 
     def lookup(self, sha256: str | None = None, file_name: str | None = None):
-        """``(width, height, boxes)`` with ``boxes`` the image's :func:`boxes_frame` rows, or None."""
+        """``(width, height, boxes)`` with ``boxes`` the image's :func:`truth_boxes` rows, or None."""
         image_id = self.image_id(sha256=sha256, file_name=file_name)
         if image_id is None:
             return None

@@ -18,7 +18,7 @@ from crowdboxes.classes import CLASS_NAMES
 from crowdboxes.cnvrg.stepkit import StepArgumentParser
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.files import atomic_path
-from crowdboxes.evaluation.truth import boxes_frame, images_frame, load_coco
+from crowdboxes.evaluation.truth import images_frame, load_coco, truth_boxes
 
 # one distinct colour per class, in classes.py order
 PALETTE = [(255, 59, 48), (255, 149, 0), (255, 214, 10), (52, 199, 89), (0, 199, 190), (50, 173, 230),
@@ -47,7 +47,7 @@ def render_sheet(truth_path, images_dir, count: int = 12, columns: int = 4, tile
     images = images_frame(coco).head(count)
     if images.empty:
         raise CrowdboxesError(f"{truth_path}: no images to show")
-    boxes = boxes_frame(coco)
+    boxes = truth_boxes(coco)
     visible = {a["id"]: a for a in coco["annotations"]}
     boxes["occluded"] = [bool(visible[a["id"]].get("occluded")) for a in coco["annotations"]]
     tiles = []

@@ -10,24 +10,24 @@ import pytest
 from crowdboxes.aggregation import (METHODS, BestVerified, IoUClustering, LeanEM, WeightedBoxesFusion,
                                     get_aggregator)
 
-COLS = ["task", "label", "x", "y", "w", "h"]
+COLS = ["image_id", "label", "x", "y", "w", "h"]
 
 
 def answers(rows) -> pd.DataFrame:
-    """rows: (task, worker, x, y, w, h, label); None coordinates = drew nothing."""
-    frame = pd.DataFrame(rows, columns=["task", "worker", "x", "y", "w", "h", "label"])
+    """rows: (image_id, worker, x, y, w, h, label); None coordinates = drew nothing."""
+    frame = pd.DataFrame(rows, columns=["image_id", "worker", "x", "y", "w", "h", "label"])
     for c in ("x", "y", "w", "h"):
         frame[c] = pd.to_numeric(frame[c])
     return frame
 
 
-def images(*tasks, width=100, height=100) -> pd.DataFrame:
-    return pd.DataFrame({"task": list(tasks), "width": width, "height": height})
+def images(*image_ids, width=100, height=100) -> pd.DataFrame:
+    return pd.DataFrame({"image_id": list(image_ids), "width": width, "height": height})
 
 
 def all_ok(frame: pd.DataFrame) -> pd.DataFrame:
     """Every drawing judged OK by 3 verifiers."""
-    pairs = frame[["task", "worker"]].drop_duplicates()
+    pairs = frame[["image_id", "worker"]].drop_duplicates()
     return pairs.assign(ok_votes=3, bad_votes=0)
 
 
@@ -50,7 +50,7 @@ EXPECTED = pd.DataFrame([("a", "stop", 10.0, 10.0, 20.0, 20.0), ("a", "yield", 5
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_perfect_agreement_returns_exactly_the_boxes(method):
     agg = fit(method, PERFECT, images("a", "b"))
-    got = agg.boxes_.sort_values(["task", "x"]).reset_index(drop=True)
+    got = agg.boxes_.sort_values(["image_id", "x"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(got[COLS], EXPECTED, check_dtype=False)
     assert (got["score"] > 0.9).all() and (got["score"] <= 1.0).all()
     assert agg.problems_ == []
@@ -67,10 +67,10 @@ def test_one_outlier_worker_is_outvoted(method):
                     ("b", "w1", 10, 10, 20, 20, "stop"), ("b", "w2", 10, 10, 20, 20, "stop"),
                     ("b", "w3", 10, 10, 20, 20, "yield")])
     agg = fit(method, data, images("a", "b"), **({"min_score": 0.5} if method != "iou_cluster" else {}))
-    got = agg.boxes_.sort_values("task").reset_index(drop=True)
+    got = agg.boxes_.sort_values("image_id").reset_index(drop=True)
     if method == "wbf":  # class-aware as packaged: the minority label survives as its own, weaker box
         got = got[got["score"] >= 0.5].reset_index(drop=True)
-    assert got["task"].tolist() == ["a", "b"]
+    assert got["image_id"].tolist() == ["a", "b"]
     assert got["label"].tolist() == ["stop", "stop"]
     assert got.loc[0, ["x", "y", "w", "h"]].tolist() == pytest.approx([11, 10, 20, 20], abs=0.01)
 
@@ -118,21 +118,21 @@ def test_best_verified_takes_the_drawing_with_most_ok_support():
     data = answers([("a", "w1", 10, 10, 20, 20, "stop"), ("a", "w2", 11, 11, 20, 20, "stop"),
                     ("a", "w2", 50, 50, 10, 10, "yield"), ("b", "w1", 5, 5, 10, 10, "stop"),
                     ("c", "w1", 5, 5, 10, 10, "stop")])
-    votes = pd.DataFrame({"task": ["a", "a", "b", "c", "c"], "worker": ["w1", "w2", "w1", "w1", "w1"],
+    votes = pd.DataFrame({"image_id": ["a", "a", "b", "c", "c"], "worker": ["w1", "w2", "w1", "w1", "w1"],
                           "ok_votes": [2, 3, 1, 1, 0], "bad_votes": [1, 0, 2, 0, 1]})
     agg = BestVerified().fit(data, verifications=votes)
-    got = agg.boxes_.sort_values(["task", "x"])
+    got = agg.boxes_.sort_values(["image_id", "x"])
     # a: w2 (3/3) beats w1 (2/3); b: the only drawing is BAD -> nothing; c: one OK vote, one BAD (tie, not OK)
-    assert got[["task", "label", "x"]].values.tolist() == [["a", "stop", 11], ["a", "yield", 50]]
+    assert got[["image_id", "label", "x"]].values.tolist() == [["a", "stop", 11], ["a", "yield", 50]]
     assert got["score"].tolist() == [1.0, 1.0] and got["support"].tolist() == [1, 1]
     assert agg.skills_.to_dict() == pytest.approx({"w1": 4 / 8, "w2": 1.0})
     loose = BestVerified(require_ok=False).fit_predict(data, verifications=votes)
-    assert sorted(loose["task"]) == ["a", "a", "b", "c"]
+    assert sorted(loose["image_id"]) == ["a", "a", "b", "c"]
 
 
 def test_best_verified_counts_single_verdict_rows_and_breaks_ties_by_input_order():
     data = answers([("a", "w1", 10, 10, 20, 20, "stop"), ("a", "w2", 30, 30, 20, 20, "stop")])
-    votes = pd.DataFrame({"task": ["a"] * 4, "worker": ["w2", "w1", "w2", "w1"],
+    votes = pd.DataFrame({"image_id": ["a"] * 4, "worker": ["w2", "w1", "w2", "w1"],
                           "verdict": ["OK", "OK", "OK", "OK"]})
     got = BestVerified().fit_predict(data, verifications=votes)
     assert got["x"].tolist() == [10]  # equal support and votes: w1's drawing comes first in the input
@@ -176,7 +176,7 @@ def test_lean_em_weights_precise_workers_more():
     data = answers(rows)
     ours = LeanEM().fit(data)
     mean = IoUClustering().fit_predict(data)
-    err = lambda frame: np.mean([np.abs(r[["x", "y", "w", "h"]].to_numpy(float) - truth[r["task"]]).mean()
+    err = lambda frame: np.mean([np.abs(r[["x", "y", "w", "h"]].to_numpy(float) - truth[r["image_id"]]).mean()
                                  for _, r in frame.iterrows()])
     assert len(ours.boxes_) == 30
     assert err(ours.boxes_) < 0.5 * err(mean)
@@ -189,9 +189,9 @@ def test_empty_images_stay_empty(method):
                    + [("b", "w1", 10, 10, 20, 20, "stop"), ("b", "w2", 10, 10, 20, 20, "stop"),
                       ("b", "w3", None, None, None, None, None)])
     agg = fit(method, data, images("a", "b"))
-    assert set(agg.boxes_["task"]) == {"b"} and agg.problems_ == []
-    nothing = fit(method, data[data["task"] == "a"], images("a"))
-    assert nothing.boxes_.empty and list(nothing.boxes_.columns) == ["task", "label", "x", "y", "w", "h",
+    assert set(agg.boxes_["image_id"]) == {"b"} and agg.problems_ == []
+    nothing = fit(method, data[data["image_id"] == "a"], images("a"))
+    assert nothing.boxes_.empty and list(nothing.boxes_.columns) == ["image_id", "label", "x", "y", "w", "h",
                                                                       "score", "support"]
     assert nothing.skills_.isna().all() or method == "best_verified"
 
@@ -297,7 +297,7 @@ def test_candidate_pairs_match_a_brute_force_per_image_and_do_not_depend_on_chun
             for t in range(60) for _ in range(rng.integers(0, 9))]
     prep = prepare_answers(answers(rows))
     expected = set()
-    for g in range(prep.n_tasks):
+    for g in range(prep.n_images):
         lo, hi = prep.offsets[g], prep.offsets[g + 1]
         m = iou_matrix(prep.boxes[lo:hi], prep.boxes[lo:hi])
         for a in range(lo, hi):

@@ -17,15 +17,14 @@ def road():
     if not (ROAD / "annotations").is_dir():
         pytest.skip(f"{ROAD} absent")
     from crowdboxes.local_toloka import crowd
-    from crowdboxes.evaluation.truth import boxes_frame, images_frame, voc_folder_to_coco
+    from crowdboxes.evaluation.truth import images_frame, truth_boxes, voc_folder_to_coco
 
     coco = voc_folder_to_coco(ROAD)
     mix = dict(crowd.DEFAULT_MIX, spammer_empty=0.05, spammer_random=0.05)
     team = crowd.make_workforce(40, seed=1, mix=mix)
-    answers = crowd.simulate_answers(coco, team, 3, seed=1).rename(columns={"image_id": "task",
-                                                                             "worker_id": "worker"})
+    answers = crowd.simulate_answers(coco, team, 3, seed=1).rename(columns={"worker_id": "worker"})
     images = images_frame(coco)
-    return answers, images.rename(columns={"image_id": "task"}), boxes_frame(coco), images["image_id"]
+    return answers, images, truth_boxes(coco), images["image_id"]
 
 
 def test_lean_em_ranks_best_on_real_geometry_with_three_drawers(road):
@@ -35,8 +34,7 @@ def test_lean_em_ranks_best_on_real_geometry_with_three_drawers(road):
                          ("wbf", {"class_aware": False})):
         boxes = get_aggregator(name, **params).fit_predict(answers, images)
         assert get_aggregator(name, **params).fit(answers, images).problems_ == []
-        ap[(name, params.get("class_aware", True))] = evaluate(boxes.rename(columns={"task": "image_id"}),
-                                                               truth, images=ids)["AP"]
+        ap[(name, params.get("class_aware", True))] = evaluate(boxes, truth, images=ids)["AP"]
     ours = ap.pop(("lean_em", True))
     assert ours > max(ap.values()) + 0.01, (ours, ap)
 
@@ -44,10 +42,10 @@ def test_lean_em_ranks_best_on_real_geometry_with_three_drawers(road):
 def test_lean_em_default_output_is_precise_and_every_box_inside_its_image(road):
     answers, images, truth, ids = road
     boxes = get_aggregator("lean_em").fit_predict(answers, images)
-    assert (boxes["score"] >= 0.5).all() and not boxes.duplicated(["task", "x", "y", "w", "h"]).any()
-    size = images.set_index("task").loc[boxes["task"]]
+    assert (boxes["score"] >= 0.5).all() and not boxes.duplicated(["image_id", "x", "y", "w", "h"]).any()
+    size = images.set_index("image_id").loc[boxes["image_id"]]
     assert (boxes["x"].to_numpy() >= 0).all() and (boxes["y"].to_numpy() >= 0).all()
     assert ((boxes["x"] + boxes["w"]).to_numpy() <= size["width"].to_numpy() + 1e-9).all()
     assert ((boxes["y"] + boxes["h"]).to_numpy() <= size["height"].to_numpy() + 1e-9).all()
-    result = evaluate(boxes.rename(columns={"task": "image_id"}), truth, images=ids)
+    result = evaluate(boxes, truth, images=ids)
     assert result["precision"] > 0.8 and result["recall"] > 0.75

@@ -14,7 +14,7 @@ from conftest import REAL_DATA
 from crowdboxes.classes import class_by_name, coco_categories
 from crowdboxes.cnvrg.stepkit import StepError
 from crowdboxes.evaluation.truth import (
-    TruthIndex, boxes_frame, images_frame, load_coco, voc_folder_to_coco, write_coco,
+    TruthIndex, images_frame, load_coco, truth_boxes, voc_folder_to_coco, write_coco,
 )
 
 
@@ -66,13 +66,13 @@ def test_frames_have_the_contract_columns_and_values():
     images = images_frame(coco)
     assert list(images.columns) == ["image_id", "file_name", "width", "height", "sha256"]
     assert images["file_name"].tolist() == ["a.jpg", "sub/b.jpg", "empty.jpg"]
-    boxes = boxes_frame(coco)
+    boxes = truth_boxes(coco)
     assert list(boxes.columns) == ["image_id", "file_name", "label", "x", "y", "w", "h"]
     assert boxes["label"].tolist() == ["stop", "speed_limit", "traffic_light"]
     assert boxes["file_name"].tolist() == ["a.jpg", "a.jpg", "sub/b.jpg"]
     assert boxes.loc[2, ["x", "y", "w", "h"]].tolist() == [1.5, 2.0, 3.0, 4.0]
     assert boxes["x"].dtype == np.float64
-    empty = boxes_frame({"images": [], "annotations": []})
+    empty = truth_boxes({"images": [], "annotations": []})
     assert list(empty.columns) == list(boxes.columns) and len(empty) == 0
 
 
@@ -173,11 +173,11 @@ def real_coco():
 
 def test_real_sample_converts_with_its_documented_counts(real_coco, tmp_path):
     assert len(real_coco["images"]) == 160
-    counts = boxes_frame(real_coco)["label"].value_counts().to_dict()
+    counts = truth_boxes(real_coco)["label"].value_counts().to_dict()
     # README of the sample: speedlimit 135, crosswalk 87, trafficlight 75, stop 13
     assert counts == {"speed_limit": 135, "pedestrian_crossing": 87, "traffic_light": 75, "stop": 13}
     images = images_frame(real_coco)
-    boxes = boxes_frame(real_coco).merge(images[["image_id", "width", "height"]], on="image_id")
+    boxes = truth_boxes(real_coco).merge(images[["image_id", "width", "height"]], on="image_id")
     assert (boxes.x >= 0).all() and (boxes.y >= 0).all()
     assert (boxes.x + boxes.w <= boxes.width).all() and (boxes.y + boxes.h <= boxes.height).all()
     assert (boxes.w >= 1).all() and (boxes.h >= 1).all()
@@ -198,4 +198,4 @@ def test_missing_categories_are_filled_in_without_touching_the_callers_dict(tmp_
     assert "categories" not in coco
     loaded = load_coco(tmp_path / "t.json")
     assert loaded["categories"] == coco_categories()
-    assert boxes_frame(loaded)["label"].tolist() == ["stop", "speed_limit", "traffic_light"]
+    assert truth_boxes(loaded)["label"].tolist() == ["stop", "speed_limit", "traffic_light"]

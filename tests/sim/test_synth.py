@@ -22,7 +22,7 @@ from crowdboxes.classes import CLASS_NAMES, class_by_name
 from crowdboxes.sim.generate import SynthOptions, generate, parse_class_weights, scene_spec
 from crowdboxes.sim.scene import render_scene
 from crowdboxes.sim.signs import render_sign
-from crowdboxes.evaluation.truth import boxes_frame, images_frame, load_coco
+from crowdboxes.evaluation.truth import images_frame, load_coco, truth_boxes
 
 SMALL = dict(width=320, height=240)
 
@@ -52,7 +52,7 @@ def test_output_files_and_truth_agree(small_set):
             assert im.format == "JPEG" and im.size == (row.width, row.height) == (320, 240)
     csv = pd.read_csv(out / "truth.csv")
     assert list(csv.columns) == ["file_name", "label", "x", "y", "w", "h"]
-    boxes = boxes_frame(coco)
+    boxes = truth_boxes(coco)
     assert csv.values.tolist() == boxes[["file_name", "label", "x", "y", "w", "h"]].astype(
         {c: int for c in "xywh"}).values.tolist()
     assert {c["name"] for c in coco["categories"]} == set(CLASS_NAMES)
@@ -71,7 +71,7 @@ def test_every_box_lies_inside_its_image_and_sizes_span_the_range(small_set):
     sizes = np.array(sizes)
     assert sizes.min() >= 11 and sizes.max() <= 0.4 * 600 + 1
     assert (sizes < 20).sum() >= 10 and (sizes > 120).sum() >= 5  # both tiny and large signs occur
-    boxes = boxes_frame(load_coco(out / "truth.coco.json"))
+    boxes = truth_boxes(load_coco(out / "truth.coco.json"))
     assert len(boxes) > 40
     assert (boxes.x >= 0).all() and (boxes.y >= 0).all()
     assert (boxes.x + boxes.w <= 320).all() and (boxes.y + boxes.h <= 240).all()
@@ -141,7 +141,7 @@ def test_scene_look_matches_the_class(small_set):
     drawn is the class written."""
     out, _ = small_set
     coco = load_coco(out / "truth.coco.json")
-    boxes = boxes_frame(coco)
+    boxes = truth_boxes(coco)
     boxes["visible"] = [a["visible"] for a in coco["annotations"]]
     pictures = {}
     seen = collections.Counter()
@@ -182,7 +182,7 @@ def test_class_mix_follows_the_weights(tmp_path):
     # and what is written is what was planned
     small = SynthOptions(count=12, seed=21, weights=tuple(weights.items()), **SMALL)
     coco = generate(tmp_path, small, jobs=1)
-    written = boxes_frame(coco).groupby("image_id")["label"].apply(list).to_dict()
+    written = truth_boxes(coco).groupby("image_id")["label"].apply(list).to_dict()
     for i in range(small.count):
         assert written.get(i + 1, []) == scene_spec(small, i)[0].labels
 

@@ -9,7 +9,7 @@ from crowdboxes import cli
 from crowdboxes.sim.contact_sheet import PALETTE
 from crowdboxes.classes import CLASS_NAMES
 from crowdboxes.sim.generate import SynthOptions, generate
-from crowdboxes.evaluation.truth import boxes_frame
+from crowdboxes.evaluation.truth import truth_boxes
 
 GAP = 6
 
@@ -24,7 +24,7 @@ def test_sheet_layout_and_box_outlines(tmp_path):
     assert code == 0
     sheet = np.asarray(Image.open(out).convert("RGB"))
     assert sheet.shape == (3 * 150 + 4 * GAP, 2 * 200 + 3 * GAP, 3)
-    boxes = boxes_frame(coco)
+    boxes = truth_boxes(coco)
     occluded = [a["occluded"] for a in coco["annotations"]]
     hits = total = 0
     for b, hidden in zip(boxes.itertuples(), occluded):
