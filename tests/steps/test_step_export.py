@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import types
@@ -16,9 +15,7 @@ from pycocotools.coco import COCO
 
 from crowdboxes.cnvrg import datasets
 from crowdboxes.cnvrg.stepkit import StepError
-
-REPO = Path(__file__).resolve().parents[2]
-STEP = REPO / "steps" / "export.py"
+from crowdboxes.steps.export import read_wait_summary
 
 IMAGES = ("image_id,file_name,url,width,height,sha256\n"
           "a,scenes/a.jpg,http://s3/a.jpg,640,480,aaa\n"
@@ -39,7 +36,7 @@ def clean_env(tmp_path):
     return env
 
 
-def run(tmp_path, *extra, boxes=BOXES, images=IMAGES, wait=WAIT, out="out"):
+def _args(tmp_path: Path, extra: tuple, boxes: str, images: str, wait: dict, out: str) -> list[str]:
     (tmp_path / "boxes.csv").write_text(boxes)
     (tmp_path / "images.csv").write_text(images)
     (tmp_path / "wait_summary.json").write_text(json.dumps(wait))
@@ -48,14 +45,28 @@ def run(tmp_path, *extra, boxes=BOXES, images=IMAGES, wait=WAIT, out="out"):
             "--dataset_root": tmp_path / "datasets", "--output_dir": tmp_path / out, "--min_score": "0"}
     for key, value in zip(extra[::2], extra[1::2]):
         args[key] = value
-    command = [sys.executable, str(STEP)] + [str(x) for kv in args.items() for x in kv]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                          env=clean_env(tmp_path))
-    return proc, tmp_path / out
+    return [str(x) for kv in args.items() for x in kv]
 
 
-def test_coco_loads_in_pycocotools_and_matches_boxes(tmp_path):
-    proc, out = run(tmp_path)
+@pytest.fixture()
+def run(tmp_path, run_step):
+    """The step as cnvrg runs it (a subprocess, publishing locally); returns (process, output folder)."""
+    def go(*extra, boxes=BOXES, images=IMAGES, wait=WAIT, out="out"):
+        args = _args(tmp_path, extra, boxes, images, wait, out)
+        return run_step("export.py", args, clean_env(tmp_path), timeout=60, cwd=tmp_path), tmp_path / out
+    return go
+
+
+@pytest.fixture()
+def run_in_process(tmp_path, run_step_in_process):
+    """The step's main in this process, for failures (nothing is published)."""
+    def go(*extra, boxes=BOXES, images=IMAGES, wait=WAIT, out="out"):
+        return run_step_in_process("export.py", _args(tmp_path, extra, boxes, images, wait, out)), tmp_path / out
+    return go
+
+
+def test_coco_loads_in_pycocotools_and_matches_boxes(tmp_path, run):
+    proc, out = run()
     assert proc.returncode == 0, proc.stderr
     coco_path = out / "annotations.coco.json"
     gt = COCO(str(coco_path))  # as ground truth
@@ -87,10 +98,10 @@ def test_coco_loads_in_pycocotools_and_matches_boxes(tmp_path):
     assert "cost: $0.3900, per accepted image: $0.1300" in proc.stdout
 
 
-def test_min_score_filters_and_dataset_versions_increment(tmp_path):
-    proc, _ = run(tmp_path)
+def test_min_score_filters_and_dataset_versions_increment(tmp_path, run):
+    proc, _ = run()
     assert proc.returncode == 0, proc.stderr
-    proc, out = run(tmp_path, "--min_score", "0.5", out="out2")
+    proc, out = run("--min_score", "0.5", out="out2")
     assert proc.returncode == 0, proc.stderr
     coco = json.loads((out / "annotations.coco.json").read_text())
     assert [a["score"] for a in coco["annotations"]] == [0.9, 0.75]
@@ -105,8 +116,8 @@ def test_min_score_filters_and_dataset_versions_increment(tmp_path):
     assert json.loads((out / "summary.json").read_text())["dropped_low_score"] == 1
 
 
-def test_dataset_none_does_not_publish(tmp_path):
-    proc, out = run(tmp_path, "--dataset", "none", "--wait_summary", "none")
+def test_dataset_none_does_not_publish(tmp_path, run):
+    proc, out = run("--dataset", "none", "--wait_summary", "none")
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "datasets").exists()
     assert json.loads((out / "summary.json").read_text())["cost_usd"] is None
@@ -118,22 +129,22 @@ def test_dataset_none_does_not_publish(tmp_path):
     ({"boxes": BOXES + "zz,stop,1,1,2,2,0.5,1\n"}, "boxes.csv: row 5, field 'image_id': 'zz' is not in"),
     ({"boxes": BOXES.replace("0.75", "high")}, "row 4, field 'score': 'high' is not a number"),
 ])
-def test_bad_inputs_fail_with_one_line(tmp_path, change, message):
-    proc, out = run(tmp_path, **change)
+def test_bad_inputs_fail_with_one_line(change, message, run_in_process):
+    proc, out = run_in_process(**change)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
     assert not (out / "annotations.coco.json").exists()
 
 
-def test_missing_input_file_is_named(tmp_path):
-    proc, _ = run(tmp_path, "--wait_summary", tmp_path / "nowhere.json")
+def test_missing_input_file_is_named(tmp_path, run_in_process):
+    proc, _ = run_in_process("--wait_summary", tmp_path / "nowhere.json")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: input file {tmp_path / 'nowhere.json'} does not exist"]
 
 
-def test_unknown_class_is_skipped_with_a_warning(tmp_path):
-    proc, out = run(tmp_path, boxes=BOXES + "b,unicorn,1,1,5,5,0.8,2\n")
+def test_unknown_class_is_skipped_with_a_warning(tmp_path, run):
+    proc, out = run(boxes=BOXES + "b,unicorn,1,1,5,5,0.8,2\n")
     assert proc.returncode == 0, proc.stderr
     assert "boxes.csv line 5: unknown class 'unicorn'" in proc.stderr
     assert json.loads((out / "summary.json").read_text())["boxes"] == 3
@@ -222,3 +233,16 @@ def test_on_cnvrg_detection(tmp_path):
     (tmp_path / ".cnvrg").mkdir()
     (tmp_path / ".cnvrg" / "cnvrg.config").write_text("token: x")
     assert datasets.on_cnvrg({}, home=tmp_path)
+
+
+def test_wait_summary_must_be_an_object_with_a_numeric_cost(tmp_path):
+    assert read_wait_summary(None) is None
+    path = tmp_path / "wait_summary.json"
+    path.write_text("[1]")
+    with pytest.raises(StepError, match="expected a JSON object"):
+        read_wait_summary(path)
+    path.write_text(json.dumps({"spent_usd": "lots"}))
+    with pytest.raises(StepError, match="field 'spent_usd': 'lots' is not a number"):
+        read_wait_summary(path)
+    path.write_text(json.dumps(WAIT))
+    assert read_wait_summary(str(path)) == WAIT

@@ -3,8 +3,6 @@
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,9 +14,9 @@ from PIL import Image
 
 from crowdboxes.storage import images as img
 from crowdboxes.cnvrg.stepkit import StepError
+from crowdboxes.steps.upload_images import UploadImagesOptions, images_frame, plan_upload
 from helpers_s3 import FAKE_AWS_ENV, start_local_s3
 
-REPO = Path(__file__).resolve().parents[2]
 BUCKET = "test-images"
 PUBLIC_BUCKET = "test-public-images"
 
@@ -58,11 +56,6 @@ def dataset(tmp_path):
     (root / "labels.txt").write_text("ignored: not an image extension")
     (root / ".hidden.png").write_bytes((root / "b.png").read_bytes())
     return root
-
-
-def run_step(args, env, timeout=60):
-    return subprocess.run([sys.executable, str(REPO / "steps" / "upload_images.py"), *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 # --- library --------------------------------------------------------------------------------
@@ -117,6 +110,33 @@ def test_prefix_and_url_mode_rules():
     img.check_url_mode("public", 365)
 
 
+def _options(**changes: str) -> UploadImagesOptions:
+    params = dict(toloka_env="production", token_env="toloka_token", output_dir=None, images_dir="x",
+                  s3_bucket=" my-bucket ", s3_prefix="road-signs", s3_endpoint_url="none", url_mode="Presigned",
+                  url_expiry_days="7", max_workers="8", max_image_mb="20", min_side="32", max_side="8192")
+    return UploadImagesOptions(**{**params, **changes})
+
+
+def test_params_become_an_upload_plan():
+    plan = plan_upload(_options())
+    assert (plan.bucket, plan.endpoint, plan.prefix, plan.url_mode) == ("my-bucket", None, "road-signs/", "presigned")
+    assert (plan.expiry_days, plan.max_workers, plan.rules.min_side, plan.rules.max_side) == (7.0, 8, 32, 8192)
+    assert plan_upload(_options(s3_endpoint_url="http://127.0.0.1:9000")).endpoint == "http://127.0.0.1:9000"
+    with pytest.raises(StepError, match="--min_side 100 is above --max_side 50"):
+        plan_upload(_options(min_side="100", max_side="50"))
+    with pytest.raises(StepError, match="--s3_bucket is required"):
+        plan_upload(_options(s3_bucket="null"))
+
+
+def test_images_frame_has_the_contract_columns_even_when_empty(tmp_path):
+    info = img.inspect_image(img.ImageInfo(_png(tmp_path / "a.png", 40, 40), "a.png"), img.ImageRules())
+    info.url, info.key = "http://s3/a.png", "p/a.png"
+    frame = images_frame([info], "2026-12-01T00:00:00Z")
+    assert frame.iloc[0][["image_id", "width", "s3_key", "url_expires_at"]].tolist() == [
+        info.image_id, 40, "p/a.png", "2026-12-01T00:00:00Z"]
+    assert list(images_frame([], "").columns) == list(frame.columns)
+
+
 # --- the step against a local S3 (moto) --------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -130,12 +150,12 @@ def _env(**extra):
     return {**env, **FAKE_AWS_ENV, "AWS_EC2_METADATA_DISABLED": "true", **extra}
 
 
-def test_upload_then_rerun_uploads_nothing(dataset, s3, tmp_path):
+def test_upload_then_rerun_uploads_nothing(dataset, s3, tmp_path, run_step):
     out = tmp_path / "out"
     args = ["--images_dir", str(dataset), "--s3_bucket", BUCKET, "--s3_prefix", "rerun", "--s3_endpoint_url",
             s3.url, "--url_mode", "presigned", "--url_expiry_days", "2", "--max_workers", "3",
             "--output_dir", str(out)]
-    first = run_step(args, _env())
+    first = run_step("upload_images.py", args, _env())
     assert first.returncode == 0, first.stderr
     assert "cnvrg_tag_images: 4" in first.stdout and "cnvrg_tag_images_uploaded: 4" in first.stdout
     images = pd.read_csv(out / "images.csv", dtype=str)
@@ -158,7 +178,7 @@ def test_upload_then_rerun_uploads_nothing(dataset, s3, tmp_path):
     assert len(before) == 4
     time.sleep(1.1)  # S3 LastModified has one-second resolution
     _png(dataset / "new.png", 70, 70, seed=9)
-    second = run_step(args, _env())
+    second = run_step("upload_images.py", args, _env())
     assert second.returncode == 0, second.stderr
     assert "cnvrg_tag_images_uploaded: 1" in second.stdout and "cnvrg_tag_images_already_in_s3: 4" in second.stdout
     after = {k: v["LastModified"] for k, v in s3.objects(BUCKET).items() if k.startswith("rerun/")}
@@ -168,19 +188,19 @@ def test_upload_then_rerun_uploads_nothing(dataset, s3, tmp_path):
         assert FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"] not in (out / name).read_text()
 
 
-def test_public_urls_need_a_public_bucket(dataset, s3, tmp_path):
+def test_public_urls_need_a_public_bucket(dataset, s3, tmp_path, run_step):
     out = tmp_path / "out"
     args = ["--images_dir", str(dataset), "--s3_bucket", PUBLIC_BUCKET, "--s3_prefix", "none",
             "--s3_endpoint_url", s3.url, "--url_mode", "public", "--output_dir", str(out)]
     client = s3.client()
     client.create_bucket(Bucket=PUBLIC_BUCKET)
-    private = run_step(args, _env())  # anonymous reads are refused until the bucket policy allows them
+    private = run_step("upload_images.py", args, _env())  # anonymous reads refused until the bucket policy allows them
     assert private.returncode == 2 and "answered HTTP 403" in private.stderr and "public-read" in private.stderr
     assert not (out / "images.csv").exists()
     client.put_bucket_policy(Bucket=PUBLIC_BUCKET, Policy=json.dumps({
         "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
                                                 "Resource": f"arn:aws:s3:::{PUBLIC_BUCKET}/*"}]}))
-    result = run_step(args, _env())
+    result = run_step("upload_images.py", args, _env())
     assert result.returncode == 0, result.stderr
     assert "cnvrg_tag_images_uploaded: 0" in result.stdout  # the failed run's uploads were kept
     images = pd.read_csv(out / "images.csv", dtype=str, keep_default_na=False)
@@ -195,21 +215,22 @@ def test_public_urls_need_a_public_bucket(dataset, s3, tmp_path):
     (["--s3_bucket", BUCKET, "--url_expiry_days", "30"], "presigned S3 URLs live more than 0 and at most 7 days"),
     (["--s3_bucket", "none"], "--s3_bucket is required"),
 ])
-def test_bad_inputs_fail_with_one_line(dataset, s3, tmp_path, args, message):
-    result = run_step(["--images_dir", str(dataset), "--s3_endpoint_url", s3.url, "--output_dir",
-                       str(tmp_path / "out"), *args], _env())
+def test_bad_inputs_fail_with_one_line(dataset, s3, tmp_path, args, message, run_step_in_process):
+    result = run_step_in_process("upload_images.py", ["--images_dir", str(dataset), "--s3_endpoint_url", s3.url,
+                                                      "--output_dir", str(tmp_path / "out"), *args],
+                                 {**FAKE_AWS_ENV, "AWS_EC2_METADATA_DISABLED": "true"})
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr
 
 
-def test_missing_folder_and_missing_credentials(dataset, s3, tmp_path):
-    result = run_step(["--images_dir", str(tmp_path / "nope"), "--s3_bucket", BUCKET, "--s3_endpoint_url", s3.url,
-                       "--output_dir", str(tmp_path / "out")], _env())
+def test_missing_folder_and_missing_credentials(dataset, s3, tmp_path, run_step):
+    result = run_step("upload_images.py", ["--images_dir", str(tmp_path / "nope"), "--s3_bucket", BUCKET,
+                                           "--s3_endpoint_url", s3.url, "--output_dir", str(tmp_path / "out")], _env())
     assert result.returncode == 2 and "is not a folder" in result.stderr
     env = {k: v for k, v in _env().items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"))
-    result = run_step(["--images_dir", str(dataset), "--s3_bucket", BUCKET, "--s3_endpoint_url", s3.url,
-                       "--output_dir", str(tmp_path / "out")], env)
+    result = run_step("upload_images.py", ["--images_dir", str(dataset), "--s3_bucket", BUCKET,
+                                           "--s3_endpoint_url", s3.url, "--output_dir", str(tmp_path / "out")], env)
     assert result.returncode == 2 and result.stderr.startswith("error: no S3 credentials")
     assert not (tmp_path / "out" / "images.csv").exists()
 

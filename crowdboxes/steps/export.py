@@ -1,0 +1,138 @@
+"""Export's logic: read the boxes, images and wait summary, write the three export files, publish them.
+
+``steps/export.py`` parses the params into :class:`ExportOptions` and calls :func:`export`. The COCO
+document, flat CSV and summary are built by :mod:`crowdboxes.export.annotations`; dataset versions (cnvrg
+or the local store) by :mod:`crowdboxes.cnvrg.datasets`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from crowdboxes.artifacts import (BOXES, COCO_EXPORT, EXPORT_SUMMARY, FLAT_EXPORT, IMAGES, read_csv,
+                                  require_numeric)
+from crowdboxes.cnvrg.datasets import check_slug, publish
+from crowdboxes.cnvrg.metrics import cnvrg_tag
+from crowdboxes.cnvrg.stepkit import output_dir
+from crowdboxes.errors import CrowdboxesError
+from crowdboxes.export import annotations as ex
+from crowdboxes.files import atomic_path, read_json, write_text_atomic
+
+MAX_WARNINGS = 20
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Export's params as ``steps/export.py`` parses them (None = the word none; meanings are there)."""
+
+    toloka_env: str
+    token_env: str
+    output_dir: str | None
+    boxes_csv: str
+    images_csv: str
+    wait_summary: str | None
+    dataset: str | None
+    dataset_root: str | None
+    min_score: float
+
+
+def read_wait_summary(path: str | Path | None) -> dict[str, Any] | None:
+    """Wait Pool's wait_summary.json (None: not given); CrowdboxesError when it is not an object or its
+    ``spent_usd`` is not a number."""
+    if path is None:
+        return None
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CrowdboxesError(f"{path}: expected a JSON object")
+    if data.get("spent_usd") is not None and not isinstance(data["spent_usd"], (int, float)):
+        raise CrowdboxesError(f"{path}: field 'spent_usd': {data['spent_usd']!r} is not a number")
+    return data
+
+
+def read_inputs(options: ExportOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """boxes.csv and images.csv, numbers checked, every box on an image of images.csv."""
+    boxes = read_csv(options.boxes_csv, BOXES, dtype={"image_id": str, "label": str})
+    require_numeric(boxes, options.boxes_csv, ("x", "y", "w", "h", "score", "support"))
+    images = read_csv(options.images_csv, IMAGES, dtype={"image_id": str, "sha256": str})
+    require_numeric(images, options.images_csv, ("width", "height"))
+    unknown = ~boxes["image_id"].isin(set(images["image_id"]))
+    if unknown.any():
+        row = int(unknown.to_numpy().nonzero()[0][0])
+        raise CrowdboxesError(f"{options.boxes_csv}: row {row + 2}, field 'image_id': "
+                              f"{boxes['image_id'].iloc[row]!r} is not in {options.images_csv}")
+    return boxes, images
+
+
+def write_exports(out: Path, boxes: pd.DataFrame, images: pd.DataFrame, wait_summary: dict[str, Any] | None,
+                  options: ExportOptions) -> dict[str, Any]:
+    """Write annotations.coco.json, annotations.csv and summary.json (each atomically); the summary."""
+    cats = ex.categories(ex.project_labels(wait_summary, options.wait_summary))
+    kept, problems = ex.select_boxes(boxes, options.min_score, cats)
+    for problem in problems[:MAX_WARNINGS]:
+        print(f"warning: {problem}", file=sys.stderr)
+    coco = ex.coco_document(kept, images, cats=cats)
+    write_text_atomic(COCO_EXPORT.path(out), json.dumps(coco, indent=1) + "\n")
+    with atomic_path(FLAT_EXPORT.path(out)) as tmp:
+        ex.flat_frame(kept, images, cats).to_csv(tmp, index=False)
+    summary = ex.summary(kept, images, wait_summary, options.min_score)
+    summary["dropped_low_score"] = int((boxes["score"] < options.min_score).sum())
+    summary["dropped_unknown_class"] = len(problems)
+    write_summary(out, summary)
+    return summary
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> None:
+    """summary.json in the output folder."""
+    write_text_atomic(EXPORT_SUMMARY.path(out), json.dumps(summary, indent=2) + "\n")
+
+
+def publish_exports(out: Path, summary: dict[str, Any], options: ExportOptions) -> str:
+    """Publish the three files as a new version of ``--dataset`` (not with ``none``); where they went.
+
+    The published summary cannot name its own version; the output folder's copy is rewritten to do so.
+    """
+    if options.dataset is None:
+        return "not published (--dataset none)"
+    files = [COCO_EXPORT.path(out), FLAT_EXPORT.path(out), EXPORT_SUMMARY.path(out)]
+    published = publish(options.dataset, files, root=options.dataset_root,
+                        message=f"{summary['boxes']} boxes on {summary['images']} images")
+    summary["dataset"] = published.as_dict()
+    write_summary(out, summary)
+    return (f"dataset {published.slug} version {published.version} ({published.location})"
+            + ("" if published.created else ", unchanged"))
+
+
+def tell(out: Path, summary: dict[str, Any], where: str) -> None:
+    """The summary as readable lines, then the cnvrg tags."""
+    for line in ex.summary_lines(summary):
+        print(line)
+    print(f"export: {COCO_EXPORT.path(out)}; {where}", flush=True)
+    cnvrg_tag("images", summary["images"])
+    cnvrg_tag("images_with_boxes", summary["images_with_boxes"])
+    cnvrg_tag("boxes", summary["boxes"])
+    if summary["cost_usd"] is not None:
+        cnvrg_tag("cost_usd", summary["cost_usd"])
+    if summary["cost_per_accepted_image_usd"] is not None:
+        cnvrg_tag("cost_per_image_usd", summary["cost_per_accepted_image_usd"])
+    if "dataset" in summary:
+        cnvrg_tag("dataset_version", summary["dataset"]["version"])
+
+
+def export(options: ExportOptions) -> int:
+    """Run the step: the three export files in the output folder, published unless --dataset none."""
+    if not 0.0 <= options.min_score <= 1.0:
+        raise CrowdboxesError(f"--min_score {options.min_score}: must be between 0 and 1")
+    if options.dataset is not None:
+        check_slug(options.dataset)
+    out = output_dir(options.output_dir)
+    boxes, images = read_inputs(options)
+    summary = write_exports(out, boxes, images, read_wait_summary(options.wait_summary), options)
+    where = publish_exports(out, summary, options)
+    tell(out, summary, where)
+    return 0

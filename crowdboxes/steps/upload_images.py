@@ -1,0 +1,133 @@
+"""Upload Images' logic: scan, check and de-duplicate the images, upload them once, write images.csv.
+
+``steps/upload_images.py`` parses the params into :class:`UploadImagesOptions` and calls
+:func:`upload_images`. Checking one image, S3 and URLs are :mod:`crowdboxes.storage.images`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from crowdboxes.artifacts import IMAGES, REJECTED_IMAGES, write_csv
+from crowdboxes.cnvrg.metrics import cnvrg_tag
+from crowdboxes.cnvrg.stepkit import is_none, output_dir
+from crowdboxes.errors import CrowdboxesError
+from crowdboxes.storage import images as img
+from crowdboxes.toloka.pools import parse_number
+
+SHOWN_REJECTIONS = 10  # the rest are in rejected_images.csv
+
+
+@dataclass(frozen=True)
+class UploadImagesOptions:
+    """Upload Images' params as ``steps/upload_images.py`` parses them (cnvrg passes strings; meanings there)."""
+
+    toloka_env: str
+    token_env: str
+    output_dir: str | None
+    images_dir: str
+    s3_bucket: str | None
+    s3_prefix: str | None
+    s3_endpoint_url: str | None
+    url_mode: str
+    url_expiry_days: str
+    max_workers: str
+    max_image_mb: str
+    min_side: str
+    max_side: str
+
+
+@dataclass(frozen=True)
+class UploadPlan:
+    """The params checked and converted: where the images go, how their URLs are made, the limits."""
+
+    bucket: str
+    endpoint: str | None
+    prefix: str
+    url_mode: str
+    expiry_days: float
+    max_workers: int
+    rules: img.ImageRules
+
+
+def plan_upload(options: UploadImagesOptions) -> UploadPlan:
+    """Check every param; CrowdboxesError naming the first bad one."""
+    if is_none(options.s3_bucket):
+        raise CrowdboxesError("--s3_bucket is required (the bucket the crowd loads images from)")
+    url_mode = str(options.url_mode).strip().lower()
+    expiry_days = float(parse_number("url_expiry_days", options.url_expiry_days, minimum=0.001))
+    img.check_url_mode(url_mode, expiry_days)
+    max_workers = int(parse_number("max_workers", options.max_workers, minimum=1, maximum=64, integer=True))
+    rules = img.ImageRules(
+        max_image_mb=float(parse_number("max_image_mb", options.max_image_mb, minimum=0.001)),
+        min_side=int(parse_number("min_side", options.min_side, minimum=1, integer=True)),
+        max_side=int(parse_number("max_side", options.max_side, minimum=1, integer=True)))
+    if rules.min_side > rules.max_side:
+        raise CrowdboxesError(f"--min_side {rules.min_side} is above --max_side {rules.max_side}")
+    endpoint = None if is_none(options.s3_endpoint_url) else str(options.s3_endpoint_url).strip()
+    return UploadPlan(bucket=str(options.s3_bucket).strip(), endpoint=endpoint,
+                      prefix=img.normalize_prefix(options.s3_prefix), url_mode=url_mode, expiry_days=expiry_days,
+                      max_workers=max_workers, rules=rules)
+
+
+def rejected_frame(infos: list[img.ImageInfo]) -> pd.DataFrame:
+    """rejected_images.csv: every file that will not be shown to the crowd, with the reason."""
+    return pd.DataFrame([{"file_name": i.file_name, "reason": i.reason} for i in infos if i.reason],
+                        columns=list(REJECTED_IMAGES.columns))
+
+
+def images_frame(good: list[img.ImageInfo], expires: str) -> pd.DataFrame:
+    """images.csv: one row per uploaded image (its URL set), in scan order."""
+    return pd.DataFrame([{"image_id": i.image_id, "file_name": i.file_name, "url": i.url, "width": i.width,
+                          "height": i.height, "sha256": i.sha256, "format": i.format, "bytes": i.size_bytes,
+                          "orientation": i.orientation, "s3_key": i.key, "url_expires_at": expires}
+                         for i in good], columns=list(IMAGES.columns) + ["format", "bytes", "orientation", "s3_key",
+                                                                         "url_expires_at"])
+
+
+def _report_rejected(rejected: pd.DataFrame) -> None:
+    for row in rejected.head(SHOWN_REJECTIONS).itertuples(index=False):
+        print(f"rejected {row.file_name}: {row.reason}")
+    if len(rejected) > SHOWN_REJECTIONS:
+        print(f"... {len(rejected) - SHOWN_REJECTIONS} more in {REJECTED_IMAGES.file_name}")
+
+
+def upload_images(options: UploadImagesOptions) -> int:
+    """Run the step: images.csv and rejected_images.csv in the output folder, counts as cnvrg tags."""
+    plan = plan_upload(options)
+    out = output_dir(options.output_dir)
+    infos = img.scan_folder(options.images_dir)
+    if not infos:
+        raise CrowdboxesError(f"--images_dir {options.images_dir}: no {'/'.join(img.EXTENSIONS)} files found")
+    uploader = img.S3Uploader(plan.bucket, plan.endpoint, max_workers=plan.max_workers)
+    uploader.check_bucket()  # fail fast, before hashing a large dataset
+
+    img.inspect_all(infos, plan.rules, plan.max_workers)
+    img.mark_duplicates(infos)
+    good = [i for i in infos if not i.reason]
+    rejected = rejected_frame(infos)
+    write_csv(rejected, out, REJECTED_IMAGES)  # written first: the reasons are useful even if upload fails
+    _report_rejected(rejected)
+    if not good:
+        raise CrowdboxesError(f"all {len(infos)} images were rejected; see {REJECTED_IMAGES.path(out)}")
+
+    stats = uploader.upload(good, plan.prefix)
+    if stats.failed:
+        name, error = stats.failed[0]
+        raise CrowdboxesError(f"{len(stats.failed)} of {len(good)} uploads failed (first: {name}: {error}); "
+                              f"re-run to retry, uploaded images are kept and skipped")
+    for info in good:
+        info.url = (uploader.presigned_url(info.key, plan.expiry_days) if plan.url_mode == "presigned"
+                    else uploader.public_url(info.key))
+    img.check_url_reachable(good[0].url)
+
+    path = write_csv(images_frame(good, img.url_expiry(plan.url_mode, plan.expiry_days)), out, IMAGES)
+    print(f"wrote {path}: {len(good)} images ({stats.uploaded} uploaded, {stats.already_there} already in S3), "
+          f"{len(rejected)} rejected")
+    cnvrg_tag("images", len(good))
+    cnvrg_tag("images_rejected", len(rejected))
+    cnvrg_tag("images_uploaded", stats.uploaded)
+    cnvrg_tag("images_already_in_s3", stats.already_there)
+    return 0
