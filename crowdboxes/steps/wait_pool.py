@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from crowdboxes.toloka.known_boxes import ControlSet
     from crowdboxes.toloka.overlap import AdaptiveOverlap
-    from crowdboxes.toloka.verification import LoopOutcome
+    from crowdboxes.toloka.verification import LoopOutcome, VerificationRun
 
 LOCAL_LAG_SECONDS, TOLOKA_LAG_SECONDS = 1.0, 60.0  # --cursor_lag_seconds auto: a local Toloka is consistent
 
@@ -193,12 +193,28 @@ class _Run:
     collector: AnswerCollector
     progress: Progress
     expected: int
-    adaptive_wanted: bool
+    adaptive_on: bool  # adaptive overlap asked for and possible (adaptive_wanted)
     deadline: float | None
     started_wall: str | None
     started: float
     adaptive: AdaptiveOverlap | None = None
     spent: float = 0.0  # USD on every pool of pool.csv, measured on Toloka once the wait is over
+
+    def verification_run(self) -> VerificationRun:
+        """The verification loop's settings (mode with verify): Wait Pool's params, the collector's cursor lag."""
+        from crowdboxes.toloka.quality import loop_settings
+        from crowdboxes.toloka.verification import VerificationRun, skill_ids_from_projects
+
+        options, plan = self.options, self.plan
+        assert plan.verification is not None  # read_pools checked it
+        return VerificationRun(
+            detection_pool_id=plan.pool_id, verification_pool_id=str(plan.verification["pool_id"]),
+            images=self.images, tasks=self.tasks, output_dir=self.out, fields=self.fields,
+            quality=loop_settings(verifiers=options.verifiers, max_attempts=options.max_attempts,
+                                  verdict_method=options.verdict_method, budget=options.budget),
+            skill_ids=skill_ids_from_projects(options.projects_csv) if options.projects_csv is not None else {},
+            control=control_set(options.tasks_csv), cursor_lag=self.collector.lag, period=options.poll_seconds,
+            deadline=self.deadline)
 
     def wait(self) -> WaitOutcome | LoopOutcome:
         """Wait (verification loop or polling), then read the final state of every assignment."""
@@ -207,16 +223,9 @@ class _Run:
         if "verify" in plan.mode:
             from crowdboxes.toloka.verification import run_verification_loop
 
-            assert plan.verification is not None  # read_pools checked it
-            outcome = run_verification_loop(
-                self.client, detection_pool_id=plan.pool_id, verification_pool_id=str(plan.verification["pool_id"]),
-                collector=self.collector, progress=self.progress, tasks=self.tasks, images=self.images,
-                projects_csv=options.projects_csv, output_dir=self.out, poll_seconds=options.poll_seconds,
-                deadline=self.deadline, verdict_method=options.verdict_method, verifiers=options.verifiers,
-                max_attempts=options.max_attempts, budget=options.budget, control=control_set(options.tasks_csv),
-                fields=self.fields)
+            outcome = run_verification_loop(self.client, self.verification_run(), progress=self.progress)
         else:
-            if self.adaptive_wanted:
+            if self.adaptive_on:
                 self.adaptive = start_adaptive_overlap(options, self.client, plan, self.tasks, self.images, self.out,
                                                        self.fields)
                 self.expected = self.progress.total = self.adaptive.expected_answers
