@@ -42,6 +42,7 @@ class BestVerified(BaseBoxAggregator):
 
     def fit(self, answers: pd.DataFrame, images: pd.DataFrame | None = None,
             verifications: pd.DataFrame | None = None) -> "BestVerified":
+        """Fit on the drawings (``answers``, ``images`` as for every aggregator) and their ``verifications``."""
         if verifications is None:
             raise ValueError("best_verified needs verifications (image_id, worker, verdict or ok_votes/bad_votes)")
         self._votes = self._vote_counts(verifications)
@@ -52,6 +53,7 @@ class BestVerified(BaseBoxAggregator):
 
     def fit_predict(self, answers: pd.DataFrame, images: pd.DataFrame | None = None,
                     verifications: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Fit and return ``boxes_``."""
         return self.fit(answers, images, verifications).boxes_
 
     @staticmethod

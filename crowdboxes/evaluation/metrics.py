@@ -105,7 +105,8 @@ def _coco_precision(true: pd.DataFrame, pred: pd.DataFrame, use_cats: bool) -> n
         ev.params.useCats = int(use_cats)
         ev.evaluate()
         ev.accumulate()
-    return ev.eval["precision"]
+    precision: np.ndarray = ev.eval["precision"]
+    return precision
 
 
 def _no_detection_precision(true: pd.DataFrame, params: Any) -> np.ndarray:
@@ -145,6 +146,7 @@ def _coco_ap(pred: pd.DataFrame, true: pd.DataFrame, agnostic: bool) -> dict[str
     m = list(params.maxDets).index(100)
 
     def summary(iou: float | None = None, area: int = 0) -> float:
+        """COCOeval.summarize's mean precision at one IoU threshold (all when None) and size bucket."""
         p = precision[:, :, :, area, m]
         if iou is not None:
             p = p[np.isclose(params.iouThrs, iou)]
@@ -247,6 +249,8 @@ def _load_coco(path: str, what: str) -> dict[str, Any]:
     """A JSON file that has COCO's ``images`` and ``annotations`` lists."""
     p = Path(path)
     coco = read_json(p, what)
+    if not isinstance(coco, dict):
+        raise CrowdboxesError(f"{p}: a JSON {type(coco).__name__}, not a COCO object")
     for key in ("images", "annotations"):
         if not isinstance(coco.get(key), list):
             raise CrowdboxesError(f"{p}: no {key!r} list (not a COCO file)")
@@ -297,12 +301,13 @@ def evaluate_coco_files(pred_path: str, truth_path: str,
     base_count = pd.Series([Path(str(n)).name for n in truth_names]).value_counts()
 
     def pred_key(name: str) -> str:
+        """The truth's file name for a predicted image's file name (itself when nothing fits)."""
         # exports often store bare file names while the truth keeps folders (or the reverse)
         if name in exact:
             return name
         base = Path(str(name)).name
         if base_count.get(base, 0) == 1:
-            return next(n for n in truth_names if Path(str(n)).name == base)
+            return str(next(n for n in truth_names if Path(str(n)).name == base))
         return name
 
     true_frame, true_keys = _coco_frame(truth, truth_path, lambda n: n)

@@ -18,6 +18,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,11 +36,13 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data`` (how the truth identifies an image's content)."""
     return hashlib.sha256(data).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- I/O
-def _check_coco(coco, where: str) -> dict:
+def _check_coco(coco: object, where: str) -> dict[str, Any]:
+    """``coco`` itself once it has the fields a truth needs; CrowdboxesError naming ``where`` and the entry."""
     if not isinstance(coco, dict):
         raise CrowdboxesError(f"{where}: expected a JSON object with images, annotations, categories")
     for key in ("images", "annotations"):
@@ -69,7 +72,7 @@ def _check_coco(coco, where: str) -> dict:
     return coco
 
 
-def load_coco(path: str | os.PathLike) -> dict:
+def load_coco(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check a COCO truth file; CrowdboxesError naming the file and the bad entry."""
     path = Path(path)
     coco = read_json(path, "ground-truth")
@@ -78,7 +81,7 @@ def load_coco(path: str | os.PathLike) -> dict:
     return coco
 
 
-def write_coco(coco: dict, path: str | os.PathLike) -> Path:
+def write_coco(coco: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``coco`` atomically (a reader never sees half a file); same dict -> same bytes."""
     _check_coco(coco, str(path))
     if "categories" not in coco:  # a reader needs the label names; the caller's dict stays as it was
@@ -89,20 +92,21 @@ def write_coco(coco: dict, path: str | os.PathLike) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ frames
-def _label_by_category(coco: dict) -> dict:
+def _label_by_category(coco: dict[str, Any]) -> dict[Any, str]:
+    """Class name by category id: the product's classes, overridden by the file's own categories."""
     labels = {c.id: c.name for c in CLASS_BY_ID.values()}
     labels.update({c["id"]: c["name"] for c in coco.get("categories") or []})
     return labels
 
 
-def images_frame(coco: dict) -> pd.DataFrame:
+def images_frame(coco: dict[str, Any]) -> pd.DataFrame:
     """One row per image: ``image_id, file_name, width, height, sha256`` (sha256 '' when absent)."""
     rows = [(im["id"], im["file_name"], im["width"], im["height"], im.get("sha256") or "")
             for im in coco["images"]]
     return pd.DataFrame(rows, columns=list(IMAGE_COLUMNS))
 
 
-def truth_boxes(coco: dict) -> pd.DataFrame:
+def truth_boxes(coco: dict[str, Any]) -> pd.DataFrame:
     """One row per true box: ``image_id, file_name, label, x, y, w, h`` (pixels, float)."""
     labels = _label_by_category(coco)
     names = {im["id"]: im["file_name"] for im in coco["images"]}
@@ -124,7 +128,7 @@ def _voc_int(obj: ET.Element, tag: str, where: str) -> int:
         raise CrowdboxesError(f"{where}: <{tag}> {node.text!r} is not a number") from None
 
 
-def voc_folder_to_coco(folder: str | os.PathLike) -> dict:
+def voc_folder_to_coco(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """A Pascal VOC folder (``annotations/*.xml`` + ``images/``) as a COCO truth dict.
 
     Width/height come from the image file itself (the XML ``<size>`` may be stale); labels are
@@ -136,7 +140,8 @@ def voc_folder_to_coco(folder: str | os.PathLike) -> dict:
     xml_files = sorted(ann_dir.glob("*.xml"), key=natural_key)
     if not xml_files:
         raise CrowdboxesError(f"{ann_dir}: no Pascal VOC .xml files")
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for xml_path in xml_files:
         try:
             root = ET.parse(xml_path).getroot()
@@ -180,8 +185,9 @@ def voc_folder_to_coco(folder: str | os.PathLike) -> dict:
             "annotations": annotations, "categories": coco_categories()}
 
 
-def natural_key(path: Path):
-    # road2.xml before road10.xml, so image ids follow the sample's numbering
+def natural_key(path: Path) -> list[int | str]:
+    """Sort key of a file name with its digit runs as numbers: road2.xml before road10.xml, so image ids
+    follow the sample's numbering."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
@@ -194,7 +200,7 @@ class TruthIndex:
     ``<sha256>.<ext>`` (how the upload step stores images) against the content hashes.
     """
 
-    def __init__(self, coco: dict):
+    def __init__(self, coco: dict[str, Any]) -> None:
         self.coco = coco
         self.images = images_frame(coco)
         self.boxes = truth_boxes(coco)
@@ -213,7 +219,7 @@ class TruthIndex:
     def __len__(self) -> int:
         return len(self.images)
 
-    def image_id(self, sha256: str | None = None, file_name: str | None = None):
+    def image_id(self, sha256: str | None = None, file_name: str | None = None) -> Any:
         """The truth's image id for the content hash, else the file name; None if unknown."""
         if sha256:
             found = self._by_sha.get(sha256.lower())
@@ -230,7 +236,8 @@ class TruthIndex:
             return found
         return None
 
-    def lookup(self, sha256: str | None = None, file_name: str | None = None):
+    def lookup(self, sha256: str | None = None,
+               file_name: str | None = None) -> tuple[float, float, pd.DataFrame] | None:
         """``(width, height, boxes)`` with ``boxes`` the image's :func:`truth_boxes` rows, or None."""
         image_id = self.image_id(sha256=sha256, file_name=file_name)
         if image_id is None:

@@ -96,7 +96,7 @@ class ControlSet:
         return score_drawing(drawn, boxes)
 
 
-def load_control_csv(path: str | os.PathLike) -> ControlSet:
+def load_control_csv(path: str | os.PathLike[str]) -> ControlSet:
     """Read the control CSV; CrowdboxesError naming the file, row and field of a bad value."""
     path = Path(path)
     if not path.is_file():

@@ -189,6 +189,16 @@ def test_cli_missing_file_fails_with_one_line(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "nope.json" in err[0]
 
 
+def test_cli_json_that_is_not_an_object_is_named(tmp_path, capsys):
+    from crowdboxes.evaluation.metrics import evaluate_coco_files
+
+    truth = _write_coco(tmp_path / "truth.json", TRUTH, ["a.jpg", "b.jpg"])
+    listed = tmp_path / "pred.json"
+    listed.write_text("[]")
+    with pytest.raises(StepError, match=r"pred.json: a JSON list, not a COCO object"):
+        evaluate_coco_files(str(listed), str(truth))
+
+
 def test_ap_equals_one_plain_pycocotools_run():
     """Per-category evaluation over each category's images gives COCO's own numbers (random case with
     misses, false positives on empty images, a class without truth and all size buckets)."""
