@@ -245,6 +245,15 @@ def find_pool(client, project_id: str, key: str):
     return min(found, key=lambda p: int(p.id) if str(p.id).isdigit() else 0) if found else None
 
 
+def ensure_detection_pool(client: Any, spec: Any, *, project_id: str, key: str) -> tuple[Any, bool]:
+    """``(pool, created)``: the detection pool whose ``private_comment`` is ``key`` (:func:`find_pool`),
+    else ``spec`` (:func:`build_detection_pool`) created on Toloka."""
+    pool = find_pool(client, project_id, key)
+    if pool is not None:
+        return pool, False
+    return client.create_pool(spec), True
+
+
 def url_identity(url: str) -> str:
     """The URL without query and fragment: a presigned URL re-signed later is the same image."""
     parts = urlsplit(str(url).strip())

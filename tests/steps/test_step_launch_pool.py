@@ -1,21 +1,17 @@
 """Launch Pool: settings -> pool JSON, the cost estimate, refusals before anything is created, and
 re-runs that reuse the pool and never duplicate or lose tasks."""
 
-import importlib.util
 import json
 import os
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from crowdboxes.toloka import pools
-
-from crowdboxes.cnvrg import stepkit
 from crowdboxes.cnvrg.stepkit import StepError
+from crowdboxes.steps.create_project import CreateProjectOptions, create_project
+from crowdboxes.toloka import pools
 from helpers_local_toloka import start_local_toloka
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,38 +109,36 @@ def test_pool_expiry_is_fitted_to_presigned_urls():
         pools.url_expiry_limit(pd.DataFrame({"url_expires_at": ["2030-01-04T00:00:00Z", "soon"]}), "images.csv")
 
 
+def test_read_images_names_the_row_and_field(tmp_path):
+    from crowdboxes.steps.launch_pool import read_images
+
+    path = tmp_path / "images.csv"
+    frame = write_images(path, "s", n=3)
+    assert list(read_images(path)["image_id"]) == list(frame["image_id"])
+    frame.loc[1, "url"] = "ftp://host/x.png"
+    frame.to_csv(path, index=False)
+    with pytest.raises(StepError, match="row 3, field 'url': 'ftp://host/x.png' is not an http"):
+        read_images(path)
+    frame.loc[1, "url"], frame.loc[2, "sha256"] = "http://h/x.png", ""
+    frame.to_csv(path, index=False)
+    with pytest.raises(StepError, match="row 4, field 'sha256' is empty"):
+        read_images(path)
+
+
 # --- the step against the local Toloka -----------------------------------------------------------
 
-def run_step(args, env, timeout=90):
-    return subprocess.run([sys.executable, str(REPO / "steps" / "launch_pool.py"), *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def run_inprocess(args, monkeypatch, capsys, token=TOKEN):
-    """The same ``main`` through ``run_step`` in this process (saves toloka-kit's import per run)."""
-    spec = importlib.util.spec_from_file_location("launch_pool_step", REPO / "steps" / "launch_pool.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if token is None:
-        monkeypatch.delenv("toloka_token", raising=False)
-    else:
-        monkeypatch.setenv("toloka_token", token)
-    capsys.readouterr()
-    code = stepkit.run_step(module.main, args)
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+STEP = "launch_pool.py"
 
 
 @pytest.fixture(scope="module")
 def toloka(tmp_path_factory):
     folder = tmp_path_factory.mktemp("toloka")
-    with start_local_toloka(folder, TOKEN, workers=2, seed=2, crowd_module="helpers_local_toloka") as handle:
+    with start_local_toloka(folder, TOKEN, workers=2, seed=2, crowd_module="helpers_local_toloka") as handle, \
+            pytest.MonkeyPatch.context() as patch:
         out = folder / "create_project"
-        created = subprocess.run([sys.executable, str(REPO / "steps" / "create_project.py"), "--toloka_env",
-                                  handle.url, "--config_dir", str(CONFIGS), "--project_key", "launch-test",
-                                  "--output_dir", str(out)], env={**os.environ, "toloka_token": TOKEN},
-                                 cwd=REPO, capture_output=True, text=True, timeout=90)
-        assert created.returncode == 0, created.stderr
+        patch.setenv("toloka_token", TOKEN)
+        create_project(CreateProjectOptions(toloka_env=handle.url, token_env="toloka_token", output_dir=str(out),
+                                            config_dir=str(CONFIGS), project_key="launch-test"))
         handle.projects_csv = out / "projects.csv"
         yield handle
 
@@ -179,12 +173,12 @@ def pools_of_project(toloka) -> list:
     return list(toloka.client().get_pools(project_id=projects.loc["detection_project", "toloka_id"]))
 
 
-def test_rerun_reuses_pool_and_tasks(toloka, tmp_path):
+def test_rerun_reuses_pool_and_tasks(toloka, tmp_path, run_step):
     images_csv = tmp_path / "upload" / "images.csv"
     images = write_images(images_csv, signature="first")
     out = tmp_path / "launch"
     env = {**os.environ, "toloka_token": TOKEN}
-    first = run_step(launch_args(toloka, images_csv, out), env)
+    first = run_step(STEP, launch_args(toloka, images_csv, out), env)
     assert first.returncode == 0, first.stderr
     # 7 tasks x overlap 3 = 21 assignments at $0.10 + 30 % fee = $2.73
     assert "cnvrg_tag_estimated_cost: 2.73" in first.stdout and "cnvrg_tag_tasks_created: 7" in first.stdout
@@ -208,7 +202,7 @@ def test_rerun_reuses_pool_and_tasks(toloka, tmp_path):
 
     # Upload Images re-ran: same images, freshly signed URLs -> same pool, no new tasks
     write_images(images_csv, signature="second")
-    second = run_step(launch_args(toloka, images_csv, out), env)
+    second = run_step(STEP, launch_args(toloka, images_csv, out), env)
     assert second.returncode == 0, second.stderr
     assert "cnvrg_tag_tasks_created: 0" in second.stdout and "found pool" in second.stdout
     again = pd.read_csv(out / "pool.csv", dtype=str).iloc[0]
@@ -256,11 +250,11 @@ def test_invalid_task_inputs_are_reported_per_image(toloka):
     assert "Invalid URL 'ftp://bad'" in result.failed[0][1]
 
 
-def test_verify_mode_makes_an_overlap_one_pool(toloka, tmp_path, monkeypatch, capsys):
+def test_verify_mode_makes_an_overlap_one_pool(toloka, tmp_path, run_step_in_process):
     images_csv = tmp_path / "images.csv"
     write_images(images_csv, "v", n=3)
-    result = run_inprocess(launch_args(toloka, images_csv, tmp_path / "out", mode="verify", overlap="5"),
-                           monkeypatch, capsys)
+    result = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "out", mode="verify", overlap="5"),
+                                 {"toloka_token": TOKEN})
     assert result.returncode == 0, result.stderr
     row = pd.read_csv(tmp_path / "out" / "pool.csv", dtype=str).iloc[0]
     assert (row["mode"], row.overlap) == ("verify", "1")
@@ -269,7 +263,7 @@ def test_verify_mode_makes_an_overlap_one_pool(toloka, tmp_path, monkeypatch, ca
     assert pool.auto_accept_solutions is False and "--auto_accept true ignored" in result.stderr
 
 
-def test_control_images_become_tasks_once(toloka, tmp_path, monkeypatch, capsys):
+def test_control_images_become_tasks_once(toloka, tmp_path, run_step_in_process):
     images_csv = tmp_path / "images.csv"
     images = write_images(images_csv, "c", n=3)
     control_csv = tmp_path / "control.csv"
@@ -285,7 +279,7 @@ def test_control_images_become_tasks_once(toloka, tmp_path, monkeypatch, capsys)
     ]).to_csv(control_csv, index=False)
     args = launch_args(toloka, images_csv, tmp_path / "out", control_csv=str(control_csv), reward="0.06")
     for created in (5, 0):
-        result = run_inprocess(args, monkeypatch, capsys)
+        result = run_step_in_process(STEP, args, {"toloka_token": TOKEN})
         assert result.returncode == 0, result.stderr
         assert f"cnvrg_tag_tasks_created: {created}" in result.stdout
     tasks = pd.read_csv(tmp_path / "out" / "tasks.csv", dtype=str)
@@ -303,23 +297,23 @@ def test_control_images_become_tasks_once(toloka, tmp_path, monkeypatch, capsys)
     ({"batch_size": "-1"}, "--batch_size '-1' must be at least 1"),
     ({"projects_csv": "/nonexistent/projects.csv"}, "/nonexistent/projects.csv does not exist"),
 ])
-def test_refusals_create_nothing(toloka, tmp_path, monkeypatch, capsys, overrides, message):
+def test_refusals_create_nothing(toloka, tmp_path, run_step_in_process, overrides, message):
     images_csv = tmp_path / "images.csv"
     write_images(images_csv, "r", n=2)
     before = len(pools_of_project(toloka))
-    result = run_inprocess(launch_args(toloka, images_csv, tmp_path / "out", **overrides), monkeypatch, capsys)
+    result = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "out", **overrides),
+                                 {"toloka_token": TOKEN})
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
     assert len(pools_of_project(toloka)) == before
     assert not (tmp_path / "out" / "pool.csv").exists()
 
 
-def test_bad_images_csv_and_missing_token(toloka, tmp_path, monkeypatch, capsys):
+def test_bad_images_csv_and_missing_token(toloka, tmp_path, run_step_in_process):
     images_csv = tmp_path / "images.csv"
     write_images(images_csv, "m", n=2).drop(columns=["sha256"]).to_csv(images_csv, index=False)
-    result = run_inprocess(launch_args(toloka, images_csv, tmp_path / "out"), monkeypatch, capsys)
+    result = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "out"), {"toloka_token": TOKEN})
     assert result.returncode == 2 and "images.csv: missing column(s) sha256" in result.stderr
     write_images(images_csv, "m", n=2)
-    missing = run_step(launch_args(toloka, images_csv, tmp_path / "out"),
-                       {k: v for k, v in os.environ.items() if k != "toloka_token"})
+    missing = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "out"))  # no token
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
     assert "environment variable 'toloka_token'" in missing.stderr

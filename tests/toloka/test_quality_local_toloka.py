@@ -208,7 +208,7 @@ def test_budget_cap_stops_within_one_suite(env):
 
 
 @pytest.mark.parametrize("case", ["no_drawer_filter", "budget_below_one_assignment", "unknown_mode"])
-def test_bad_configs_are_refused_before_anything_is_created(env, case, tmp_path):
+def test_bad_configs_are_refused_before_anything_is_created(env, case, tmp_path, run_step):
     config_dir = tmp_path / "configs"
     shutil.copytree(hq.CONFIGS, config_dir)
     projects = pd.DataFrame([{"role": "detection_project", "toloka_id": "1", "key": "k:d", "name": "d"},
@@ -237,16 +237,14 @@ def test_bad_configs_are_refused_before_anything_is_created(env, case, tmp_path)
         return counts
 
     before = objects()
-    argv = [sys.executable, str(hq.REPO_ROOT / "steps" / "launch_pool.py"), "--toloka_env", env.server.url,
-            "--token_env", "QUALITY_TEST_TOKEN", "--output_dir", str(tmp_path / "out"),
+    argv = ["--toloka_env", env.server.url, "--token_env", "QUALITY_TEST_TOKEN", "--output_dir", str(tmp_path / "out"),
             "--projects_csv", str(tmp_path / "projects.csv"), "--images_csv", str(tmp_path / "images.csv"),
             "--config_dir", str(config_dir), "--overlap", "1", "--tasks_per_suite", "1", "--time_per_suite", "600",
             "--auto_accept", "false", "--review_days", "7", "--languages", "EN", "--expiry_days", "1",
             "--adult_content", "false", "--batch_size", "100", "--control_csv", "none"]
     for key, value in params.items():
         argv += [f"--{key}", value]
-    result = subprocess.run(argv, env={**os.environ, "QUALITY_TEST_TOKEN": TOKEN}, capture_output=True, text=True,
-                            timeout=60)
+    result = run_step("launch_pool.py", argv, {**os.environ, "QUALITY_TEST_TOKEN": TOKEN}, timeout=60)
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0], result.stderr
@@ -254,17 +252,15 @@ def test_bad_configs_are_refused_before_anything_is_created(env, case, tmp_path)
     assert objects() == before
 
 
-def _step(name, args: dict, tmp_path, url):
-    argv = [sys.executable, str(hq.REPO_ROOT / "steps" / f"{name}.py"), "--toloka_env", url,
-            "--token_env", "QUALITY_TEST_TOKEN", "--output_dir", str(tmp_path / name)]
-    for key, value in args.items():
-        argv += [f"--{key}", str(value)]
-    return subprocess.run(argv, env={**os.environ, "QUALITY_TEST_TOKEN": TOKEN}, capture_output=True, text=True,
-                          timeout=120)
-
-
-def test_steps_in_verify_mode_create_the_verification_pool_and_run_the_loop(env, tmp_path):
+def test_steps_in_verify_mode_create_the_verification_pool_and_run_the_loop(env, tmp_path, run_step):
     """Create Project -> Launch Pool (verify, control images, budget) -> Wait Pool, as the flow runs them."""
+
+    def _step(name, args: dict, tmp_path, url):
+        argv = ["--toloka_env", url, "--token_env", "QUALITY_TEST_TOKEN", "--output_dir", str(tmp_path / name)]
+        for key, value in args.items():
+            argv += [f"--{key}", str(value)]
+        return run_step(f"{name}.py", argv, {**os.environ, "QUALITY_TEST_TOKEN": TOKEN}, timeout=120)
+
     images = env.images.iloc[:5].reset_index(drop=True)
     images.to_csv(tmp_path / "images.csv", index=False)
     rows = []

@@ -1,0 +1,247 @@
+"""Launch Pool's logic: check everything locally, then make the pools and their tasks, open the detection pool.
+
+``steps/launch_pool.py`` parses the params into :class:`LaunchPoolOptions` and calls :func:`launch_pool`.
+First :func:`plan_launch` checks every param, projects.csv, images.csv, the control images, the pool
+configs and the budget and builds the detection pool, with nothing created on Toloka. Then
+:func:`launch_pool` finds or creates the detection pool (:func:`crowdboxes.toloka.pools.ensure_detection_pool`),
+uploads the missing tasks, prepares quality control (the verification pool, control.csv, the budget
+cut of overlaps the cap cannot pay for) and opens the pool. The Toloka side of pools (keys, task
+identity, expiry) is :mod:`crowdboxes.toloka.pools`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from crowdboxes.artifacts import CONTROL, IMAGES, POOL, PROJECTS, TASKS, read_csv, write_csv
+from crowdboxes.cnvrg.metrics import cnvrg_tag
+from crowdboxes.cnvrg.stepkit import is_none, output_dir, read_token
+from crowdboxes.errors import CrowdboxesError
+from crowdboxes.toloka import pools, projects
+from crowdboxes.toloka.known_boxes import load_control_csv
+from crowdboxes.toloka.pricing import assignment_price
+from crowdboxes.toloka.quality import QualitySettings, parse_settings
+from crowdboxes.toloka.spending import CostEstimate, estimate_cost, reserve_pool
+
+
+@dataclass(frozen=True)
+class LaunchPoolOptions:
+    """Launch Pool's params as ``steps/launch_pool.py`` parses them (meanings and defaults are there)."""
+
+    toloka_env: str
+    token_env: str
+    output_dir: str | None
+    projects_csv: str
+    images_csv: str
+    config_dir: str
+    mode: str
+    reward: str
+    overlap: str
+    tasks_per_suite: str
+    time_per_suite: str
+    auto_accept: str
+    review_days: str
+    languages: str
+    expiry_days: str
+    adult_content: str
+    budget: str
+    batch_size: str
+    control_csv: str
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Everything checked before Toloka is touched, and the detection pool it leads to."""
+
+    quality: QualitySettings
+    settings: pools.PoolSettings
+    batch_size: int
+    project_ids: dict[str, str]  # projects.csv role -> Toloka id
+    wanted: pd.DataFrame  # image_id, url, control: one task per row
+    control_urls: list[str]
+    will_expire: datetime
+    key: str  # the detection pool's idempotency key
+    pool_spec: Any  # the toloka-kit Pool to create
+    estimate: CostEstimate
+    skill_ids: dict[str, str] = field(default_factory=dict)
+
+
+def read_images(path: str | Path) -> pd.DataFrame:
+    """images.csv with non-empty ``image_id``, ``url``, ``sha256`` and http(s) URLs, else CrowdboxesError."""
+    images = read_csv(path, IMAGES, dtype={"image_id": str, "url": str, "sha256": str, "file_name": str})
+    if images.empty:
+        raise CrowdboxesError(f"{path}: no images (every image was rejected by Upload Images?)")
+    for column in ("image_id", "url", "sha256"):
+        blank = images[column].isna() | (images[column].astype(str).str.strip() == "")
+        if blank.any():
+            raise CrowdboxesError(f"{path}: row {int(blank.to_numpy().nonzero()[0][0]) + 2}, field {column!r} is empty")
+    bad = ~images["url"].str.match(r"^https?://")
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise CrowdboxesError(f"{path}: row {row + 2}, field 'url': {images['url'].iloc[row]!r} is not an http(s) URL")
+    return images
+
+
+def plan_launch(options: LaunchPoolOptions) -> LaunchPlan:
+    """Check every input and build the detection pool; nothing is created on Toloka (CrowdboxesError on a bad value)."""
+    quality = parse_settings(mode=options.mode, budget=options.budget, reward=options.reward,
+                             config_dir=options.config_dir)
+    settings = pools.parse_pool_settings(
+        mode=quality.mode, reward=options.reward, overlap=options.overlap, tasks_per_suite=options.tasks_per_suite,
+        time_per_suite=options.time_per_suite, auto_accept=options.auto_accept, review_days=options.review_days,
+        languages=options.languages, expiry_days=options.expiry_days, adult_content=options.adult_content)
+    if settings.auto_accept and not settings.detection_auto_accept:
+        print(f"note: --mode {quality.mode} reviews every drawing, so the detection pool does not auto-accept "
+              f"(--auto_accept true ignored; unreviewed work is accepted after --review_days {settings.review_days})",
+              file=sys.stderr)
+    batch_size = int(pools.parse_number("batch_size", options.batch_size, minimum=1, maximum=10000, integer=True))
+    project_rows = read_csv(options.projects_csv, PROJECTS, dtype=str)
+    ids = projects.role_ids(project_rows, options.projects_csv)
+    if "detection_project" not in ids:
+        raise CrowdboxesError(f"{options.projects_csv}: no row with role 'detection_project'")
+    detection_key = str(project_rows.loc[project_rows["role"] == "detection_project", "key"].iloc[0])
+    skill_ids = {role: toloka_id for role, toloka_id in ids.items() if role.endswith("_skill")}
+    images = read_images(options.images_csv)
+    wanted = images[["image_id", "url"]].assign(control=False)
+    control_urls: list[str] = []
+    if not is_none(options.control_csv):
+        control = load_control_csv(options.control_csv)
+        control_urls = list(control.images)
+        control_rows = pd.DataFrame({"image_id": [control.image_ids[u] for u in control_urls],
+                                     "url": control_urls, "control": True})
+        wanted = pd.concat([wanted, control_rows], ignore_index=True)
+    read_token(options.token_env)  # fail fast, before toloka-kit's slow import
+    config_path = Path(options.config_dir) / pools.DETECTION_POOL_FILE
+    config = pools.load_pool_config(config_path)
+    will_expire = pools.fit_expiry_to_urls(pools.will_expire_at(settings.expiry_days),
+                                           pools.url_expiry_limit(images, options.images_csv), options.images_csv,
+                                           log=lambda m: print(m, file=sys.stderr))
+    digest = pools.images_digest(list(images["sha256"]) + [f"control:{pools.url_identity(u)}" for u in control_urls])
+    key = pools.pool_key(detection_key, ids["detection_project"], digest, config, settings)
+    pool_spec = pools.build_detection_pool(config, settings, project_id=ids["detection_project"], skill_ids=skill_ids,
+                                           key=key, will_expire=will_expire, config_path=str(config_path))
+    estimate = estimate_cost(int(wanted["image_id"].nunique()), settings.detection_overlap, settings.reward,
+                             settings.tasks_per_suite, mode=quality.mode,
+                             verification_reward=quality.verification_reward)
+    return LaunchPlan(quality=quality, settings=settings, batch_size=batch_size, project_ids=ids, wanted=wanted,
+                      control_urls=control_urls, will_expire=will_expire, key=key, pool_spec=pool_spec,
+                      estimate=estimate, skill_ids=skill_ids)
+
+
+def print_estimate(plan: LaunchPlan) -> None:
+    """The cost estimate on stdout; a warning on stderr when it exceeds the budget."""
+    settings, estimate, quality = plan.settings, plan.estimate, plan.quality
+    print(f"cost estimate: {plan.wanted['image_id'].nunique()} tasks x overlap {settings.detection_overlap} in "
+          f"suites of {settings.tasks_per_suite} = {estimate.detection_assignments:g} assignments x "
+          f"${assignment_price(settings.reward):.4f} (reward ${settings.reward:g} + fee) = "
+          f"${estimate.detection_cost:.2f}")
+    if quality.verifies:
+        print(f"  + verification ~${estimate.verification_cost:.2f} + expected redraws ~${estimate.redraw_cost:.2f}"
+              f" = ${estimate.total:.2f} in total")
+    if quality.budget is not None and estimate.total > quality.budget:
+        print(f"warning: the estimate ${estimate.total:.2f} exceeds --budget ${quality.budget:g}; "
+              f"Wait Pool stops the pools at the budget, so some images may get fewer answers", file=sys.stderr)
+
+
+def detection_pool_row(plan: LaunchPlan, pool: Any, tasks: int, status: str) -> dict[str, Any]:
+    """pool.csv's row of the detection pool."""
+    settings = plan.settings
+    return {"pool_id": str(pool.id), "role": pools.DETECTION_POOL_ROLE, "project_id": plan.project_ids["detection_project"],
+            "tasks": tasks, "overlap": settings.detection_overlap, "reward_per_assignment": settings.reward,
+            "estimated_cost": round(plan.estimate.detection_cost, 4), "mode": plan.quality.mode, "key": plan.key,
+            "status": status, "tasks_per_suite": settings.tasks_per_suite,
+            "will_expire": f"{(pool.will_expire or plan.will_expire):%Y-%m-%dT%H:%M:%S}",
+            "estimated_total_cost": round(plan.estimate.total, 4),
+            "budget": "" if plan.quality.budget is None else plan.quality.budget}
+
+
+def verification_pool_row(client: Any, plan: LaunchPlan, projects_csv: str) -> dict[str, Any] | None:
+    """Find or create the verification pool (modes with verify); its pool.csv row, else None."""
+    quality = plan.quality
+    if not quality.verifies:
+        return None
+    if "verification_project" not in plan.project_ids:
+        raise CrowdboxesError(f"{projects_csv}: --mode {quality.mode} needs a row with role 'verification_project' "
+                              f"(add verification_project.json to --config_dir and re-run Create Project)")
+    key = f"{plan.key}:verification"
+    pool, created = pools.ensure_verification_pool(client, quality, project_id=plan.project_ids["verification_project"],
+                                                   skill_ids=plan.skill_ids, key=key, will_expire=plan.will_expire)
+    print(f"{'created' if created else 'found'} verification pool {pool.id} "
+          f"({quality.verifiers} verifiers per drawing, ${quality.verification_reward:g} per suite)")
+    cnvrg_tag("verification_pool_id", pool.id)
+    return {"pool_id": str(pool.id), "role": pools.VERIFICATION_POOL_ROLE,
+            "project_id": plan.project_ids["verification_project"], "tasks": 0, "overlap": quality.verifiers,
+            "reward_per_assignment": quality.verification_reward,
+            "estimated_cost": round(plan.estimate.verification_cost, 4), "mode": quality.mode, "key": key,
+            "status": pools.pool_status(pool)}
+
+
+def reserve_budget(client: Any, plan: LaunchPlan, pool_id: str, image_field: str) -> None:
+    """Cut the detection pool's overlaps to what ``--budget`` pays for (drawings and their verification)."""
+    quality = plan.quality
+    if quality.budget is None:
+        return
+    guard = reserve_pool(client, pool_id, quality.budget, plan.settings.reward,
+                         verifiers=quality.verifiers if quality.verifies else 0,
+                         verification_reward=quality.verification_reward, control_urls=plan.control_urls,
+                         image_field=image_field)
+    print(f"budget: ${guard.reserved_:.2f} of ${quality.budget:g} reserved"
+          + (f"; {len(guard.trimmed_)} tasks cut to fit the budget" if guard.trimmed_ else ""))
+
+
+def launch_pool(options: LaunchPoolOptions) -> int:
+    """Run the step: pool.csv, tasks.csv (and control.csv) in the output folder, cnvrg tags; exit code 0."""
+    from crowdboxes.toloka.client import connect
+    from crowdboxes.toloka.fields import detection_fields
+
+    plan = plan_launch(options)  # everything local first: a bad value fails here with nothing created
+    print_estimate(plan)
+    out = output_dir(options.output_dir)
+    client = connect(options.toloka_env, options.token_env)
+    project_id = plan.project_ids["detection_project"]
+    try:
+        project = client.get_project(project_id)
+    except Exception as exc:
+        raise CrowdboxesError(f"{options.projects_csv}: detection project {project_id} cannot be read "
+                              f"from Toloka ({type(exc).__name__}); re-run Create Project") from None
+    # the field names the pool runs on are the project's as Toloka has it, not a copy of configs/
+    fields = detection_fields(project, f"detection project {project_id} on Toloka", strict=False)
+    use_image_id = "image_id" in (project.task_spec.input_spec or {}) and fields.image_input != "image_id"
+    balance = getattr(client.get_requester(), "balance", None)
+    if balance is not None and float(balance) < plan.estimate.total:
+        print(f"warning: the account balance ${float(balance):.2f} is below the estimate ${plan.estimate.total:.2f}",
+              file=sys.stderr)
+    pool, created = pools.ensure_detection_pool(client, plan.pool_spec, project_id=project_id, key=plan.key)
+    print(f"created pool {pool.id} ({pool.private_name})" if created else
+          f"found pool {pool.id} from an earlier run (status {pools.pool_status(pool)})")
+    upload = pools.upload_tasks(client, str(pool.id), plan.wanted, batch_size=plan.batch_size,
+                                use_image_id=use_image_id, image_field=fields.image_input)
+    print(f"tasks: {upload.created} created, {upload.already_there} already in the pool, {len(upload.failed)} rejected")
+    if upload.failed:
+        status = pools.pool_status(client.get_pool(pool.id))
+        write_csv(pd.DataFrame([detection_pool_row(plan, pool, len(upload.tasks), status)]), out, POOL)
+        write_csv(upload.tasks, out, TASKS)
+        image_id, reason = upload.failed[0]
+        raise CrowdboxesError(f"{len(upload.failed)} images were rejected by Toloka (first: image_id {image_id}: "
+                              f"{reason}); pool {pool.id} was not opened; fix them and re-run (created tasks are kept)")
+    # quality control before the detection pool opens
+    verification_row = verification_pool_row(client, plan, options.projects_csv)
+    if not is_none(options.control_csv):  # Wait Pool scores control drawings against it
+        shutil.copyfile(options.control_csv, CONTROL.path(out))
+    reserve_budget(client, plan, str(pool.id), fields.image_input)
+    print(f"pool {pool.id}: {pools.ensure_open(client, pool, added_tasks=upload.created)}")
+    rows = [detection_pool_row(plan, pool, len(upload.tasks), pools.pool_status(client.get_pool(pool.id)))]
+    write_csv(pd.DataFrame(rows + ([verification_row] if verification_row is not None else [])), out, POOL)
+    write_csv(upload.tasks, out, TASKS)
+    cnvrg_tag("detection_pool_id", pool.id)
+    cnvrg_tag("tasks", len(upload.tasks))
+    cnvrg_tag("tasks_created", upload.created)
+    cnvrg_tag("estimated_cost", f"{plan.estimate.total:.2f}")
+    return 0
