@@ -1,16 +1,23 @@
 """Shared test setup. Area-specific helpers live in ``tests/helpers_<area>.py`` modules (importable
 from test files because pytest puts this folder on ``sys.path``)."""
 
+import dis
 import importlib.util
+import inspect
+import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+import types
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "road-sign-detection"
+TESTS = Path(__file__).resolve().parent
 
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -41,6 +48,134 @@ def pytest_collection_finish(session):
             started.add(module.__name__)
             start(factory.mktemp(module.__name__.rsplit(".", 1)[-1]))
 
+
+
+# ------------------------------------------------------------------ the ``server`` marker
+# ``make test-fast`` (``-m "not server"``) must start no server and no step process. Marking by hand is
+# forgotten, so collection marks every test that reaches a server starter: through a fixture, a function in
+# the tests (followed transitively, also through ``module.function``), or a subprocess whose command words
+# say it runs a step, the demo, the flow runner or a server. A runtime guard (below) catches what slips by.
+
+# Functions (``module.qualname``) and fixtures that start a local Toloka, a local S3, or run a step.
+SERVER_STARTERS = frozenset({"helpers_local_toloka.start_local_toloka", "helpers_s3.start_local_s3",
+                             "helpers_examples.start_in_background"})
+SERVER_FIXTURES = frozenset({"run_step", "run_step_in_process"})
+SUBPROCESS_CALLS = frozenset({"subprocess.run", "subprocess.Popen", "subprocess.check_call",
+                              "subprocess.check_output", "subprocess.call"})
+# A string constant equal to one of these next to a subprocess call: the command runs a step script
+# (``.../"steps"/name``), the demo, the flow runner, or a server.
+SERVER_COMMAND_WORDS = frozenset({"steps", "demo", "flow", "serve", "local-s3"})
+
+
+def _qualified(obj: object) -> str:
+    return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+
+
+def _codes(code: types.CodeType) -> Iterator[types.CodeType]:
+    """``code`` and every code object nested in it (inner functions, lambdas, comprehensions)."""
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _codes(const)
+
+
+def _references(func: types.FunctionType) -> Iterator[object]:
+    """The global objects ``func`` refers to, and ``module.attr`` where it reads an attribute of a module."""
+    for code in _codes(func.__code__):
+        instructions = list(dis.get_instructions(code))
+        for ins, following in zip(instructions, instructions[1:] + [None]):
+            if ins.opname not in ("LOAD_GLOBAL", "LOAD_NAME"):
+                continue
+            obj = func.__globals__.get(ins.argval)
+            yield obj
+            if isinstance(obj, types.ModuleType) and following is not None and following.opname in (
+                    "LOAD_ATTR", "LOAD_METHOD"):
+                yield getattr(obj, following.argval, None)
+
+
+def _strings(func: types.FunctionType) -> set[str]:
+    return {c for code in _codes(func.__code__) for c in code.co_consts if isinstance(c, str)}
+
+
+def _starts_server(func: Any, seen: dict[Any, bool]) -> bool:
+    """Whether ``func`` (a function defined under tests/) reaches a server starter; memoised in ``seen``."""
+    func = inspect.unwrap(func)
+    if not isinstance(func, types.FunctionType) or not func.__code__.co_filename.startswith(str(TESTS)):
+        return False
+    if func in seen:
+        return seen[func]
+    seen[func] = False  # recursion guard
+    references = list(_references(func))
+    # the words of a command it may run: its string constants and the paths it names (``STEP = .../x.py``)
+    words = _strings(func) | {str(obj) for obj in references if isinstance(obj, (str, Path))}
+    runs_server_command = (any(_qualified(obj) in SUBPROCESS_CALLS for obj in references)
+                           and (bool(words & SERVER_COMMAND_WORDS) or any(map(_is_step_script, words))))
+    found = runs_server_command or any(_qualified(obj) in SERVER_STARTERS or _starts_server(obj, seen)
+                                       for obj in references)
+    seen[func] = found
+    return found
+
+
+def _is_step_script(word: str) -> bool:
+    """A path to one of the flow's step scripts (``steps/<name>.py`` of this repository)."""
+    return word.endswith(".py") and Path(word).parent == REPO_ROOT / "steps"
+
+
+def _needs_server(item: pytest.Item, seen: dict[Any, bool]) -> bool:
+    if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    if getattr(getattr(item, "module", None), "start_early", None) is not None:
+        return True  # a scenario started in the background at collection
+    functions = [getattr(item, "function", None)]
+    fixtureinfo = getattr(item, "_fixtureinfo", None)
+    for definitions in getattr(fixtureinfo, "name2fixturedefs", {}).values():
+        functions += [definition.func for definition in definitions]
+    return any(_starts_server(func, seen) for func in functions if func is not None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``server`` every test that starts a server or a step process (see above)."""
+    seen: dict[Any, bool] = {}
+    for item in items:
+        if item.get_closest_marker("server") is None and _needs_server(item, seen):
+            item.add_marker(pytest.mark.server)
+
+
+# The guard: while a test that is not marked ``server`` runs, starting a step or server process from the
+# main thread fails it (background scenarios started at collection run in their own threads).
+_UNMARKED_TEST: list[str] = []
+
+
+def _server_command(argv: Sequence[str], cwd: Path) -> bool:
+    words = [str(word) for word in argv]
+    if any(_is_step_script(str(cwd / word)) for word in words):  # an absolute word stays itself
+        return True
+    if "crowdboxes" not in words or "--help" in words:
+        return False
+    command = words[words.index("crowdboxes") + 1:words.index("crowdboxes") + 3]
+    return bool(command) and (command[0] in ("demo", "flow", "local-s3") or command == ["local-toloka", "serve"])
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event != "subprocess.Popen" or not _UNMARKED_TEST or threading.current_thread() is not threading.main_thread():
+        return
+    argv = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
+    if _server_command(argv, Path(args[2] or os.getcwd())):
+        raise RuntimeError(f"{_UNMARKED_TEST[0]} starts a server or step process ({' '.join(map(str, argv))[:200]}) "
+                           "but is not marked `server`: add `@pytest.mark.server` (make test-fast must stay fast)")
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    if item.get_closest_marker("server") is None:
+        _UNMARKED_TEST[:] = [item.nodeid]
+    try:
+        yield
+    finally:
+        _UNMARKED_TEST.clear()
 
 
 @pytest.fixture()

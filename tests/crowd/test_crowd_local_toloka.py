@@ -21,6 +21,8 @@ from crowdboxes.geometry import iou_matrix, normalized_to_pixels
 
 from helpers_local_toloka import start_local_toloka
 
+pytestmark = pytest.mark.server  # every test runs the crowd on a local Toloka subprocess
+
 TOKEN = "crowd-e2e-token-91c2"
 SIGNS = {"a.png": [(60, 40, 120, 120, "stop"), (400, 250, 90, 90, "parking")],
          "b.png": [(200, 100, 150, 150, "yield")]}

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.server  # the whole flow: local Toloka, step processes
+
 REPO = Path(__file__).resolve().parents[2]
 
 

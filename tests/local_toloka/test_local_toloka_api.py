@@ -21,6 +21,8 @@ from toloka.streaming import AssignmentsObserver, Pipeline
 
 from helpers_local_toloka import start_local_toloka
 
+pytestmark = pytest.mark.server  # every test talks to a local Toloka subprocess
+
 TOKEN = "local-test-token-7f3a"
 FAKE = "helpers_local_toloka"
 

@@ -16,6 +16,8 @@ from toloka.client.exceptions import ValidationApiError
 
 from helpers_local_toloka import start_local_toloka
 
+pytestmark = pytest.mark.server  # one module-scoped local Toloka subprocess
+
 TOKEN = "local-test-token-overlap0"
 PROJECT = {"public_name": "p", "task_spec": {
     "input_spec": {"image": {"type": "url", "required": True}},

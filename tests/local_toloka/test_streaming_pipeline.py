@@ -34,7 +34,7 @@ from helpers_local_toloka import REPO_ROOT, start_local_toloka
 toloka = pytest.importorskip("toloka.client")
 streaming = pytest.importorskip("toloka.streaming")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 TOKEN = "streaming-token"
 N_IMAGES = 10

@@ -56,7 +56,7 @@ toloka = pytest.importorskip("toloka.client")
 tb = pytest.importorskip("toloka.client.project.template_builder")
 crowdkit = pytest.importorskip("crowdkit.aggregation")
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 SCENARIO_SECONDS = 8 * 60  # generous: a scenario that is not done by then is stuck, not slow
 # The streaming notebook chains pools through 60 s-lag readers: at least four hops (links -> checks,
