@@ -48,7 +48,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crowdboxes.cnvrg.stepkit import StepArgumentParser, run_step, step_parser  # noqa: E402
+from crowdboxes.cnvrg.stepkit import StepArgumentParser, none_or_value, run_step, step_parser  # noqa: E402
 from crowdboxes.steps.wait_pool import WaitPoolOptions, none_or, wait_pool  # noqa: E402
 from crowdboxes.toloka.quality import VERDICT_METHODS  # noqa: E402
 
@@ -56,7 +56,7 @@ from crowdboxes.toloka.quality import VERDICT_METHODS  # noqa: E402
 def build_parser() -> StepArgumentParser:
     """Wait Pool's params (the flow YAML passes each as ``--key value``)."""
     parser = step_parser("wait_pool", "Wait for the detection pool and collect its answers.")
-    parser.add_argument("--projects_csv", type=none_or(str), default="/input/create_project/output/projects.csv",
+    parser.add_argument("--projects_csv", type=none_or_value, default="/input/create_project/output/projects.csv",
                         help="projects.csv of Create Project (skill ids for the verification loop; none: unused)")
     parser.add_argument("--images_csv", default="/input/upload_images/output/images.csv",
                         help="images.csv of Upload Images (width, height of each image)")
