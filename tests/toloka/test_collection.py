@@ -89,10 +89,10 @@ def test_collector_follows_status_changes_and_survives_restart(tmp_path):
 
 
 def test_cursor_lag_hides_recent_events_until_they_age(tmp_path):
-    recent = (dt.datetime.now(dt.timezone.utc) - T0).total_seconds() - 2  # submitted 2 s ago
-    api = FakeAssignmentsApi([make_assignment(1, submitted_s=0), make_assignment(2, submitted_s=recent)])
-    collector = AnswerCollector(api, ["7"], tmp_path, lag_seconds=30)
-    assert collector.poll() == ["00000001--a"]
+    now = (T0 + dt.timedelta(seconds=100)).replace(tzinfo=None)  # naive UTC, as the collector counts
+    api = FakeAssignmentsApi([make_assignment(1, submitted_s=0), make_assignment(2, submitted_s=98)])
+    collector = AnswerCollector(api, ["7"], tmp_path, lag_seconds=30, now=lambda: now)
+    assert collector.poll() == ["00000001--a"]  # the one submitted 2 s ago is inside the 30 s lag
     assert collector.poll(lag=dt.timedelta(0)) == ["00000002--a"]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,11 +31,13 @@ class AnswerCollector:
     ``now - lag`` (Toloka's API is eventually consistent; toloka-kit uses a 60 s lag),
     ``rescan()`` reads every submitted assignment once more with no lag. A journal of other pools
     found in ``state_dir`` (a new launch into the same folder) is renamed aside, and collection starts afresh.
+    ``now`` (naive UTC) is the clock the lag is counted from; tests pass a fixed one.
     """
 
     def __init__(self, client: TolokaClient, pool_ids: Iterable[str], state_dir: str | os.PathLike[str],
-                 lag_seconds: float = 60.0, image_field: str = "image") -> None:
-        self.client = client
+                 lag_seconds: float = 60.0, image_field: str = "image",
+                 now: Callable[[], dt.datetime] = now_utc) -> None:
+        self.client, self.now = client, now
         self.image_field = image_field  # the detection project's image input (crowdboxes.toloka.fields)
         self.pool_ids = [str(p) for p in pool_ids]
         self.lag = dt.timedelta(seconds=float(lag_seconds))
@@ -55,7 +57,7 @@ class AnswerCollector:
             os.replace(self.journal.path, stale)
             records = []
         if not records:
-            self.first_started = iso(now_utc())
+            self.first_started = iso(self.now())
             self.journal.append([{"k": "h", "version": JOURNAL_VERSION, "pool_ids": self.pool_ids,
                                   "started": self.first_started}])
             return
@@ -83,7 +85,7 @@ class AnswerCollector:
 
     def poll(self, lag: dt.timedelta | None = None) -> list[str]:
         """Read new events of every stream; returns ids of assignments that are new or changed."""
-        upper = now_utc() - (self.lag if lag is None else lag)
+        upper = self.now() - (self.lag if lag is None else lag)
         changed = []
         for cursor in self.cursors.values():
             before = cursor.record()
