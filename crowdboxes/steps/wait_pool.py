@@ -259,6 +259,8 @@ class _Run:
             "images_answered": int(frame["image_id"].nunique()),
             "images_accepted": int(frame.loc[frame["status"] == "ACCEPTED", "image_id"].nunique()),
             "expected_task_answers": self.expected,
+            # spending.money_spent over pool.csv's pools; the detection part below is the same figure
+            # (recorded_cost) from the collected assignments
             "spent_usd": round(self.spent, 4),
             "detection_reward_usd": round(rewards, 4),
             "detection_fee_usd": round(fees, 4),

@@ -11,7 +11,6 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crowdboxes.artifacts import WAIT_JOURNAL
