@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from typing import Any
 
 import pandas as pd
 
@@ -25,12 +26,13 @@ FLAT_COLUMNS = ("image_id", "file_name", "url", "width", "height", "label", "cat
                 "score", "support")
 
 
-def _number(value, digits: int = 3):
-    value = float(value)
-    return int(value) if value.is_integer() else round(value, digits)
+def _number(value: Any, digits: int = 3) -> int | float:
+    """A whole number as int (COCO readers expect 640, not 640.0), else rounded to ``digits``."""
+    number = float(value)
+    return int(number) if number.is_integer() else round(number, digits)
 
 
-def project_labels(wait_summary: dict | None, path) -> list | None:
+def project_labels(wait_summary: dict[str, Any] | None, path: object) -> list[Any] | None:
     """The detection project's labels Wait Pool recorded (``detection_fields``), or None (older summaries,
     ``--wait_summary none``: the classes of crowdboxes/classes.py)."""
     data = (wait_summary or {}).get("detection_fields")
@@ -151,10 +153,10 @@ def summary(boxes: pd.DataFrame, images: pd.DataFrame, wait_summary: dict | None
 
 def summary_lines(s: dict) -> list[str]:
     """The summary as a few readable lines for the job log."""
-    def money(v):
+    def money(v: Any) -> str:
         return "unknown" if v is None or (isinstance(v, float) and math.isnan(v)) else f"${float(v):.4f}"
 
-    def seconds(v):
+    def seconds(v: Any) -> str:
         return "unknown" if v is None else f"{float(v) / 60:.1f} min"
 
     lines = [f"images: {s['images']}, with boxes: {s['images_with_boxes']}, boxes: {s['boxes']} "

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from crowdboxes.errors import CrowdboxesError
@@ -185,7 +186,7 @@ class S3Uploader:
         self.client = self._make_client()
         self._lock = threading.Lock()
 
-    def _make_client(self):
+    def _make_client(self) -> Any:
         return self._session.client("s3", endpoint_url=self.endpoint_url, region_name=self.region,
                                     config=self._config)
 
