@@ -174,8 +174,7 @@ def replay_adaptive(answers: pd.DataFrame, img: pd.DataFrame, start: int, most: 
     targets = pd.Series(start, index=img["image_id"].to_numpy())
     while True:
         revealed = answers[answers["rank"].to_numpy() < answers["image_id"].map(targets).to_numpy()]
-        # TODO(#11 integration): drop the task column once toloka/overlap.next_targets groups by image_id
-        raised, _ = next_targets(revealed.assign(task=revealed["image_id"]), img, targets, most, threshold)
+        raised, _ = next_targets(revealed, img, targets, most, threshold)
         if raised.empty:
             return revealed, targets
         targets[raised.index] = raised
