@@ -26,6 +26,10 @@ test-fast: $(STAMP)  ## the tests that start no server or step process: the edit
 typecheck: $(STAMP)  ## mypy: strict for aggregation/ and the flow runner, basic elsewhere (config in pyproject.toml)
 	$(PY) -m mypy
 
+N ?= 10
+flake-check: $(STAMP)  ## the whole suite N times (default 10) beside a CPU burner on every core; one line per run (NEIGHBOUR=suite: a second copy of the suite instead)
+	tests/flake_check.sh $(N) $(ARGS)
+
 bench: $(STAMP)  ## every benchmark (prints tables; slow)
 	$(PY) benchmarks/bench_synth.py
 	$(PY) benchmarks/bench_local_toloka.py

@@ -134,11 +134,14 @@ def _needs_server(item: pytest.Item, seen: dict[Any, bool]) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark ``server`` every test that starts a server or a step process (see above)."""
+    """Mark ``server`` every test that starts a server or a step process (see above), and run the tests of
+    the scenarios started in the background (``start_early``) last: their fixture waits for those minutes-long
+    runs, and everything else can run meanwhile."""
     seen: dict[Any, bool] = {}
     for item in items:
         if item.get_closest_marker("server") is None and _needs_server(item, seen):
             item.add_marker(pytest.mark.server)
+    items.sort(key=lambda item: getattr(getattr(item, "module", None), "start_early", None) is not None)
 
 
 # The guard: while a test that is not marked ``server`` runs, starting a step or server process from the
