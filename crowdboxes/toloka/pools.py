@@ -1,5 +1,7 @@
-"""The detection pool: built from ``configs/detection_pool.json`` plus the step's settings, created
-once, filled with one task per image without duplicates or losses, then opened.
+"""The pools: the detection pool, built from ``configs/detection_pool.json`` plus the step's settings,
+created once (:func:`ensure_detection_pool`), filled with one task per image without duplicates or
+losses, then opened; and the verification pool (:func:`ensure_verification_pool`, from
+``configs/verification_pool.json``), which starts empty and which the verification loop fills.
 
 Idempotence rests on two keys:
 
@@ -14,8 +16,8 @@ Idempotence rests on two keys:
   recognised by Toloka as the same operation.
 
 Money and modes are :mod:`crowdboxes.toloka.pricing` / :mod:`crowdboxes.toloka.spending` /
-:mod:`crowdboxes.toloka.quality` concepts; this
-module only applies them to the detection pool.
+:mod:`crowdboxes.toloka.quality` concepts; this module only applies them to the pools. Both pools
+are found again by their key (:func:`find_pool`, a look-up that never creates).
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
 import sys
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -52,7 +56,8 @@ MAX_REVIEW_DAYS = 21  # Toloka's limit for auto_accept_period_day
 TASK_PAGE = 1000  # tasks per listing request (Toloka allows up to 100 000; its default is 50)
 
 
-def parse_bool(name: str, value) -> bool:
+def parse_bool(name: str, value: object) -> bool:
+    """``true/1/yes`` or ``false/0/no`` (any case), else CrowdboxesError naming the param."""
     text = str(value).strip().lower()
     if text in {"true", "1", "yes"}:
         return True
@@ -61,7 +66,7 @@ def parse_bool(name: str, value) -> bool:
     raise CrowdboxesError(f"--{name} {value!r}: use true or false")
 
 
-def parse_number(name: str, value, *, minimum: float | None = None, maximum: float | None = None,
+def parse_number(name: str, value: object, *, minimum: float | None = None, maximum: float | None = None,
                  integer: bool = False) -> float | int:
     """A finite number within bounds, or CrowdboxesError naming the param and the value."""
     try:
@@ -77,7 +82,7 @@ def parse_number(name: str, value, *, minimum: float | None = None, maximum: flo
     return int(number) if integer else number
 
 
-def parse_languages(value) -> tuple[str, ...]:
+def parse_languages(value: object) -> tuple[str, ...]:
     """``en, de`` -> ``('EN', 'DE')``; ``none`` -> ``()`` (no language filter)."""
     if is_none(value):
         return ()
@@ -122,8 +127,9 @@ class PoolSettings:
         return data
 
 
-def parse_pool_settings(*, mode: str, reward, overlap, tasks_per_suite, time_per_suite, auto_accept,
-                        review_days, languages, expiry_days, adult_content) -> PoolSettings:
+def parse_pool_settings(*, mode: str, reward: object, overlap: object, tasks_per_suite: object,
+                        time_per_suite: object, auto_accept: object, review_days: object, languages: object,
+                        expiry_days: object, adult_content: object) -> PoolSettings:
     """PoolSettings from cnvrg's string params (``mode`` already checked by quality_settings)."""
     reward_value = parse_number("reward", reward, minimum=MIN_REWARD)
     return PoolSettings(
@@ -139,7 +145,7 @@ def parse_pool_settings(*, mode: str, reward, overlap, tasks_per_suite, time_per
     )
 
 
-def _normalize_filter(filter_json) -> list:
+def _normalize_filter(filter_json: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Toloka filter JSON as a list of AND-ed ``{"or": [...]}`` groups (its normal form)."""
     if not filter_json:
         return []
@@ -150,11 +156,11 @@ def _normalize_filter(filter_json) -> list:
     return [g if isinstance(g, dict) and "or" in g else {"or": [g]} for g in groups]
 
 
-def _is_language(cond) -> bool:
+def _is_language(cond: object) -> bool:
     return isinstance(cond, dict) and cond.get("category") == "profile" and cond.get("key") == "languages"
 
 
-def with_languages(filter_json, languages: tuple[str, ...]) -> dict | None:
+def with_languages(filter_json: dict[str, Any] | None, languages: tuple[str, ...]) -> dict[str, Any] | None:
     """``filter_json`` with its language conditions replaced by ``languages`` (any of them)."""
     groups = [g for g in _normalize_filter(filter_json)
               if not (g["or"] and all(_is_language(c) for c in g["or"]))]
@@ -164,7 +170,7 @@ def with_languages(filter_json, languages: tuple[str, ...]) -> dict | None:
     return {"and": groups} if groups else None
 
 
-def load_pool_config(path) -> dict:
+def load_pool_config(path: str | os.PathLike) -> dict[str, Any]:
     """The pool config as JSON, checked to structure as a toloka-kit ``Pool``."""
     from toloka.client.pool import Pool
 
@@ -185,7 +191,7 @@ def _rule_count(config: dict) -> int:
 
 
 def build_detection_pool(config: dict, settings: PoolSettings, *, project_id: str, skill_ids: dict[str, str],
-                         key: str, will_expire: datetime, config_path="detection_pool.json"):
+                         key: str, will_expire: datetime, config_path: str = "detection_pool.json") -> Any:
     """A ``toloka.client.Pool`` ready for ``create_pool``: the config with the settings applied."""
     from toloka.client.pool import Pool
 
@@ -227,7 +233,7 @@ def build_detection_pool(config: dict, settings: PoolSettings, *, project_id: st
     return pool
 
 
-def images_digest(sha256s) -> str:
+def images_digest(sha256s: Iterable[object]) -> str:
     """Identity of an image set that survives re-signed URLs: sha256 over the sorted image hashes."""
     return hashlib.sha256("\n".join(sorted(str(s) for s in sha256s)).encode()).hexdigest()
 
@@ -238,7 +244,7 @@ def pool_key(detection_key: str, project_id: str, image_digest: str, config: dic
     return f"{detection_key}:pool:{hashlib.sha256(material.encode()).hexdigest()[:16]}"
 
 
-def find_pool(client, project_id: str, key: str):
+def find_pool(client: Any, project_id: str, key: str) -> Any:
     """The non-archived pool of ``project_id`` whose ``private_comment`` is ``key``, else None."""
     found = [p for p in client.get_pools(project_id=str(project_id))
              if (p.private_comment or "") == key and str(getattr(p.status, "value", p.status)) != "ARCHIVED"]
@@ -276,17 +282,18 @@ def _task_image_key(input_values: dict, use_image_id: bool, image_field: str = "
     return None
 
 
-def _wanted_key(row, use_image_id: bool) -> str:
+def _wanted_key(row: Any, use_image_id: bool) -> str:
     return "id:" + str(row["image_id"]) if use_image_id else "url:" + url_identity(row["url"])
 
 
-def operation_id(pool_id: str, batch_index: int, image_ids) -> uuid.UUID:
+def operation_id(pool_id: str, batch_index: int, image_ids: Iterable[object]) -> uuid.UUID:
+    """The deterministic id of one task batch: uuid5 of pool, batch index and the batch's image ids."""
     content = hashlib.sha256("\n".join(map(str, image_ids)).encode()).hexdigest()
     return uuid.uuid5(OPERATION_NAMESPACE, f"{pool_id}/{batch_index}/{content}")
 
 
-def upload_tasks(client, pool_id: str, wanted: pd.DataFrame, *, batch_size: int, use_image_id: bool,
-                 image_field: str = "image", log=print) -> TaskUploadResult:
+def upload_tasks(client: Any, pool_id: str, wanted: pd.DataFrame, *, batch_size: int, use_image_id: bool,
+                 image_field: str = "image", log: Callable[[str], None] = print) -> TaskUploadResult:
     """Create one task per row of ``wanted`` (image_id, url, control) that the pool does not have yet.
 
     Existing tasks are listed first; new ones go in batches of ``batch_size`` through toloka-kit's
@@ -360,11 +367,12 @@ def upload_tasks(client, pool_id: str, wanted: pd.DataFrame, *, batch_size: int,
     return TaskUploadResult(created=created, already_there=already, failed=failed, tasks=frame)
 
 
-def pool_status(pool) -> str:
+def pool_status(pool: Any) -> str:
+    """The pool's status as a string (OPEN, CLOSED, ARCHIVED, ...)."""
     return str(getattr(pool.status, "value", pool.status) or "")
 
 
-def ensure_open(client, pool, *, added_tasks: int, log=print) -> str:
+def ensure_open(client: Any, pool: Any, *, added_tasks: int, log: Callable[[str], None] = print) -> str:
     """Open the pool unless it is open, or it completed and nothing new was added. Returns what happened."""
     pool = client.get_pool(pool.id)
     status = pool_status(pool)
@@ -389,7 +397,7 @@ def will_expire_at(expiry_days: float, now: datetime | None = None) -> datetime:
     return now + timedelta(days=expiry_days)
 
 
-def url_expiry_limit(images: pd.DataFrame, path) -> datetime | None:
+def url_expiry_limit(images: pd.DataFrame, path: str | os.PathLike) -> datetime | None:
     """When the first presigned image URL stops working (images.csv ``url_expires_at``), else None."""
     if "url_expires_at" not in images.columns:
         return None
@@ -404,7 +412,7 @@ def url_expiry_limit(images: pd.DataFrame, path) -> datetime | None:
     return expiries.min().to_pydatetime()
 
 
-def fit_expiry_to_urls(will_expire: datetime, url_limit: datetime | None, path, *, min_hours: float = 1.0,
+def fit_expiry_to_urls(will_expire: datetime, url_limit: datetime | None, path: str | os.PathLike, *, min_hours: float = 1.0,
                        now: datetime | None = None, log=print) -> datetime:
     """The pool's expiry, moved earlier to when its image URLs die (workers would see broken images).
 

@@ -14,7 +14,9 @@ import copy
 import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import attr
 
@@ -35,7 +37,7 @@ VERIFICATION_POOL_CONFIG = "verification_pool.json"
 VERIFICATION_PROJECT_CONFIG = "verification_project.json"
 
 
-def parse_mode(value) -> str:
+def parse_mode(value: object) -> str:
     """The QC mode; unknown values fail with one line listing the modes."""
     mode = str(value).strip().lower() if value is not None else ""
     if mode not in MODES:
@@ -43,14 +45,15 @@ def parse_mode(value) -> str:
     return mode
 
 
-def parse_verdict_method(value) -> str:
+def parse_verdict_method(value: object) -> str:
+    """The verdict method (majority when none); unknown values fail with one line listing the methods."""
     method = "majority" if is_none(value) else str(value).strip().lower()
     if method not in VERDICT_METHODS:
         raise CrowdboxesError(f"--verdict_method {value!r} is not a method; choose one of {', '.join(VERDICT_METHODS)}")
     return method
 
 
-def _positive_int(name: str, value, default: int) -> int:
+def _positive_int(name: str, value: Any, default: int) -> int:
     if is_none(value):
         return default
     try:
@@ -64,7 +67,7 @@ def _positive_int(name: str, value, default: int) -> int:
     return int(number)
 
 
-def _money(name: str, value, allow_none: bool) -> float | None:
+def _money(name: str, value: Any, allow_none: bool) -> float | None:
     if is_none(value):
         if allow_none:
             return None
@@ -93,7 +96,7 @@ def _skill_condition_excludes(cond: dict, drawer_keys: set[str]) -> bool:
     return (op == "EQ" and value is None) or (op == "LT" and value is not None and float(value) <= 1)
 
 
-def filter_excludes_drawers(filter_json, drawer_keys) -> bool:
+def filter_excludes_drawers(filter_json: object, drawer_keys: Iterable[object]) -> bool:
     """True if every worker passing ``filter_json`` (toloka-kit filter JSON) lacks the drawer skill.
 
     The condition must hold conjunctively: a top-level condition, a member of a top-level ``and``,
@@ -124,7 +127,8 @@ def load_json_config(path: str | os.PathLike) -> dict:
     return data
 
 
-def check_verification_pool_config(config: dict, path, drawer_skill_id: str | None = None) -> dict:
+def check_verification_pool_config(config: dict[str, Any], path: str | os.PathLike,
+                                   drawer_skill_id: str | None = None) -> dict[str, Any]:
     """Refuse a verification pool config that would let drawers verify; returns ``config``."""
     keys = {SKILL_PLACEHOLDER + DRAWER_SKILL_ROLE}
     if drawer_skill_id is not None:
@@ -163,7 +167,7 @@ def for_verification_loop(config: dict) -> dict:
     """
     out = copy.deepcopy(config)
 
-    def owned(rule) -> bool:
+    def owned(rule: dict[str, Any]) -> bool:
         return ((rule.get("action") or {}).get("type") in LOOP_OWNED_ACTIONS
                 or any(c.get("key") in LOOP_OWNED_CONDITIONS for c in rule.get("conditions") or []))
 
@@ -177,7 +181,7 @@ def for_verification_loop(config: dict) -> dict:
     return out
 
 
-def resolve_skill_placeholders(config, skill_ids: dict[str, str]):
+def resolve_skill_placeholders(config: Any, skill_ids: dict[str, str]) -> Any:
     """A copy of ``config`` with every ``"$<role>"`` string replaced by ``skill_ids[role]``.
 
     An unknown role fails naming it, so a config never reaches Toloka with a placeholder in it.
@@ -224,8 +228,8 @@ class QualitySettings:
         return float(self.verification_pool_config["reward_per_assignment"])
 
 
-def parse_settings(mode="overlap", verifiers=None, max_attempts=None, verdict_method=None, budget=None,
-                   reward=None, config_dir: str | os.PathLike | None = None,
+def parse_settings(mode: object = "overlap", verifiers: object = None, max_attempts: object = None,
+                   verdict_method: object = None, budget: object = None, reward: object = None, config_dir: str | os.PathLike | None = None,
                    verification_pool_path: str | os.PathLike | None = None,
                    drawer_skill_id: str | None = None) -> QualitySettings:
     """Parse step parameters (strings as cnvrg passes them, or typed values) into QualitySettings.
@@ -265,8 +269,8 @@ def parse_settings(mode="overlap", verifiers=None, max_attempts=None, verdict_me
                            verification_pool_path=pool_path)
 
 
-def loop_settings(verifiers=None, max_attempts=None, verdict_method=None, budget=None,
-                  mode="verify") -> QualitySettings:
+def loop_settings(verifiers: object = None, max_attempts: object = None, verdict_method: object = None,
+                  budget: object = None, mode: object = "verify") -> QualitySettings:
     """The settings the verification loop needs (wait_pool's parameters), checked the same way."""
     return QualitySettings(mode=parse_mode(mode), verifiers=_positive_int("verifiers", verifiers, 3),
                            max_attempts=_positive_int("max_attempts", max_attempts, 3),
