@@ -31,6 +31,7 @@ from typing import Any
 
 import attr
 
+from crowdboxes.errors import CrowdboxesError
 from crowdboxes.toloka.pricing import assignment_price, toloka_fee
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def estimate_cost(n_tasks: int, overlap: int, reward: float, tasks_per_suite: in
     ver_assignments = ver_cost = redraw_assignments = redraw_cost = 0.0
     if "verify" in mode:
         if verification_reward is None:
-            raise ValueError("verification_reward is needed when the mode verifies")
+            raise CrowdboxesError("verification_reward is needed when the mode verifies")
         ver_price = assignment_price(verification_reward)
         extra_per_drawing = sum(reject_rate ** k for k in range(1, max(1, max_attempts)))
         drawn_images = n_tasks * overlap

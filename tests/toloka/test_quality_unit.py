@@ -405,3 +405,23 @@ def test_verify_modes_leave_overlap_and_rejection_rate_bans_to_the_loop(mode, ca
     assert (note.strip() == f"note: detection_pool.json: mode {mode} leaves out 2 quality-control rule(s) the "
             "verification loop replaces (CHANGE_OVERLAP, rejected/accepted-share restrictions)"
             if "verify" in mode else note == "")
+
+
+def test_verification_run_has_one_way_to_each_setting(tmp_path):
+    from datetime import timedelta
+
+    from crowdboxes.toloka.verification import VerificationRun
+
+    quality = qs.loop_settings(verifiers=3)
+    images = pd.DataFrame({"image_id": ["a"], "url": ["http://h/a.png"]})
+    run = VerificationRun(detection_pool_id=1, verification_pool_id=2, images=images, quality=quality,
+                          output_dir=tmp_path, period=0.5, cursor_lag=0)
+    assert (run.detection_pool_id, run.verification_pool_id) == ("1", "2")
+    assert run.period == timedelta(seconds=0.5) and run.cursor_lag == timedelta(0)
+    assert run.state_folder == tmp_path / "verification_state"
+    assert run.stall_after == 60.0  # 15 periods, at least a minute
+    with pytest.raises(StepError, match="state_dir or an output_dir"):
+        VerificationRun(detection_pool_id="1", verification_pool_id="2", images=images, quality=quality)
+    with pytest.raises(TypeError):
+        VerificationRun(detection_pool_id="1", verification_pool_id="2", images=images, quality=quality,
+                        output_dir=tmp_path, poll_seconds=1)  # the period is ``period`` only
