@@ -25,10 +25,12 @@ if str(REPO_ROOT) not in sys.path:
 
 @pytest.fixture()
 def backend(tmp_path):
-    """A local Toloka Backend in-process, fast (speed 1e6) and in the explicit fast mode (no wait for a
+    """A local Toloka Backend in-process on a ``ManualClock`` (``backend.clock.advance(seconds)``; see
+    ``helpers_local_toloka.crowd_until``), fast (speed 1e6) and in the explicit fast mode (no wait for a
     first streaming reader); closed after the test. Test modules may define their own ``backend``."""
+    from crowdboxes.local_toloka.db import ManualClock
     from crowdboxes.local_toloka.models import Backend
-    b = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0)
+    b = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0, clock=ManualClock())
     yield b
     b.close()
 

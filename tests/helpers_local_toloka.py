@@ -111,6 +111,28 @@ def start_local_toloka(tmp_path, token: str, *, state_dir=None, timeout: float =
     raise RuntimeError(f"local Toloka not ready after {timeout} s: {log_path.read_text(errors='replace')}")
 
 
+# ------------------------------------------------------------------ the crowd in-process, on a manual clock
+
+STEP_SECONDS = 0.002  # real seconds a manual clock moves per crowd step (2000 simulated seconds at speed 1e6)
+
+
+def crowd_until(backend, sched, done, *, steps: int = 2000, step_seconds: float = STEP_SECONDS) -> bool:
+    """Step the in-process crowd ``sched`` until ``done()``, moving ``backend.clock`` (a ``ManualClock``)
+    ``step_seconds`` after each step: no wall-clock wait, so a loaded machine cannot change the outcome.
+    Returns ``done()`` after at most ``steps`` steps."""
+    for _ in range(steps):
+        sched.step()
+        if done():
+            return True
+        backend.clock.advance(step_seconds)
+    return bool(done())
+
+
+def pool_closed(backend, pool_id):
+    """``done`` for :func:`crowd_until`: the pool is no longer OPEN."""
+    return lambda: backend.get_pool(pool_id)["status"] != "OPEN"
+
+
 # ------------------------------------------------------------------ resources the tests create
 
 def classic_project(**outputs) -> dict:

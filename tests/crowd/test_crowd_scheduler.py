@@ -15,7 +15,7 @@ from PIL import Image
 from crowdboxes.local_toloka import crowd as crowd_mod
 from crowdboxes.local_toloka.crowd.spec import task_model
 from crowdboxes.local_toloka.crowd.values import is_valid
-from crowdboxes.local_toloka.db import fmt_ts, utcnow
+from crowdboxes.local_toloka.db import ManualClock, fmt_ts, utcnow
 from crowdboxes.local_toloka.models import Backend
 from crowdboxes.local_toloka.scheduler import Scheduler
 
@@ -53,7 +53,7 @@ def world(tmp_path):
     truth = {"images": [{"id": 1, "file_name": "a.png", "width": 640, "height": 480, "label": "stop",
                          "sha256": hashlib.sha256(buf.getvalue()).hexdigest()}],
              "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [60, 40, 120, 120]}]}
-    backend = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0)
+    backend = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0, clock=ManualClock())
     yield backend, (tmp_path / "a.png").as_uri(), truth
     backend.close()
 
@@ -73,9 +73,10 @@ def _pool(backend, spec, inputs, overlap=3):
 
 
 def _run(sched, steps=40):
-    now = utcnow()
-    for i in range(steps):
-        sched.step(now=now + dt.timedelta(minutes=10 * (i + 1)))
+    """``steps`` crowd steps, 10 minutes of the backend's manual clock apart."""
+    for _ in range(steps):
+        sched.backend.clock.advance(600)
+        sched.step()
 
 
 def _done(backend, pool_id):

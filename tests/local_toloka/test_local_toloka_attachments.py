@@ -31,10 +31,7 @@ def test_file_answers_become_attachments(backend):
                          {"allow_defaults": "true"})
     backend.open_pool(pool["id"])
     sched = Scheduler(backend, fake, workers=2, seed=2, solve_threads=1)
-    deadline = time.monotonic() + 15
-    while backend.get_pool(pool["id"])["status"] == "OPEN" and time.monotonic() < deadline:
-        sched.step()
-        time.sleep(0.002)
+    fake.crowd_until(backend, sched, fake.pool_closed(backend, pool["id"]))
     done = json.loads(backend.find_assignments({"pool_id": pool["id"]}))["items"]
     assert len(done) == 2 and all(a["status"] == "ACCEPTED" for a in done)
     listed = backend.find_attachments({"pool_id": pool["id"], "limit": "100"})["items"]

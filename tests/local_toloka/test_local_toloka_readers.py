@@ -36,9 +36,8 @@ class Clock:
 
 
 def make_backend(tmp_path, **kwargs):
-    backend = Backend(tmp_path / "state", speed=1e6, **kwargs)
     clock = Clock()
-    backend.now = clock
+    backend = Backend(tmp_path / "state", speed=1e6, clock=clock, **kwargs)
     return backend, clock
 
 

@@ -111,10 +111,7 @@ def test_crowd_takes_created_suites_whole_and_by_priority(backend):
     first = _assignments(backend, pool["id"])
     assert [a["task_suite_id"] for a in first] == [made["items"]["2"]["id"]]  # the highest override first
     sched = Scheduler(backend, fake, workers=4, seed=2, solve_threads=1)
-    deadline = time.monotonic() + 15
-    while backend.get_pool(pool["id"])["status"] == "OPEN" and time.monotonic() < deadline:
-        sched.step()
-        time.sleep(0.002)
+    fake.crowd_until(backend, sched, fake.pool_closed(backend, pool["id"]))
     assert backend.get_pool(pool["id"])["status"] == "CLOSED"
     done = _assignments(backend, pool["id"])
     assert len(done) == 6  # 3 suites x overlap 2
@@ -135,10 +132,7 @@ def test_smart_mixing_leaves_created_suites_alone(backend):
     _, made = backend.create_task_suites(suite(pool["id"], 0, n=3), {"allow_defaults": "true"})
     backend.open_pool(pool["id"])
     sched = Scheduler(backend, fake, workers=3, seed=2, solve_threads=1)
-    deadline = time.monotonic() + 15
-    while backend.get_pool(pool["id"])["status"] == "OPEN" and time.monotonic() < deadline:
-        sched.step()
-        time.sleep(0.002)
+    fake.crowd_until(backend, sched, fake.pool_closed(backend, pool["id"]))
     done = _assignments(backend, pool["id"])
     mine = {t["id"] for t in made["tasks"]}
     created = [a for a in done if a["task_suite_id"] == made["id"]]

@@ -165,10 +165,7 @@ def test_crowd_trains_first_and_only_trained_workers_get_the_pool(backend):
     balance = backend.balance()
     backend.open_pool(pool["id"])
     sched = Scheduler(backend, fake, workers=8, seed=1, solve_threads=1)
-    deadline = time.monotonic() + 20
-    while backend.get_pool(pool["id"])["status"] == "OPEN" and time.monotonic() < deadline:
-        sched.step()
-        time.sleep(0.002)
+    fake.crowd_until(backend, sched, fake.pool_closed(backend, pool["id"]))
     assert backend.get_pool(pool["id"])["status"] == "CLOSED", sched.last_error
     trained = _assignments(backend, training["id"])
     assert {a["pool_id"] for a in trained} == {training["id"]}
@@ -238,7 +235,7 @@ def test_failed_worker_retries_after_retry_days(backend):
     backend.speed = 1.0  # 2 days of simulated time are 2 real days now
     assert _offers(backend, worker) == {int(tid): 0, int(strict["id"]): 0}
     backend.speed = 1e6  # ...and 0.17 s now
-    time.sleep(0.3)
+    backend.clock.advance(0.3)
     assert _offers(backend, worker)[int(tid)] == 1
     progress = backend.conn.execute("SELECT attempt, suites FROM training_progress WHERE user_id = ?",
                                     (worker,)).fetchone()
@@ -258,7 +255,7 @@ def test_training_skill_expires_after_the_pools_ttl(backend):
     _train_once(backend, training["id"], "w1", GOOD)
     assert _offers(backend, "w1") == {int(training["id"]): 0, int(pool["id"]): 1}
     backend.speed = 1e6  # a day is 0.09 s: the skill runs out, the worker trains again (no retry delay set)
-    time.sleep(0.3)
+    backend.clock.advance(0.3)
     assert _offers(backend, "w1") == {int(training["id"]): 1, int(pool["id"]): 0}
 
 
