@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from .base import BaseBoxAggregator
-from .utils import PreparedAnswers, aggregated_boxes, empty_aggregated_boxes, old_task_column, prepare_answers
+from .utils import PreparedAnswers, aggregated_boxes, empty_aggregated_boxes, prepare_answers
 
 __all__ = ["BestVerified"]
 
@@ -58,7 +58,6 @@ class BestVerified(BaseBoxAggregator):
 
     @staticmethod
     def _vote_counts(verifications: pd.DataFrame) -> pd.DataFrame:
-        verifications = old_task_column(verifications)  # TODO(#11 integration): remove
         for col in ("image_id", "worker"):
             if col not in verifications.columns:
                 raise ValueError(f"verifications lack column {col!r}")

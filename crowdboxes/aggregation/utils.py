@@ -28,7 +28,6 @@ __all__ = [
     "agreement_skills",
     "aggregated_boxes",
     "empty_aggregated_boxes",
-    "old_task_column",
 ]
 
 ANSWER_COLUMNS = ("image_id", "worker", "x", "y", "w", "h", "label")
@@ -105,7 +104,6 @@ def prepare_answers(answers: pd.DataFrame, images: pd.DataFrame | None = None) -
     Raises:
         ValueError: only for a missing column (a schema error, not a row error).
     """
-    answers = old_task_column(answers)  # TODO(#11 integration): remove
     missing = [c for c in ANSWER_COLUMNS if c not in answers.columns]
     if missing:
         raise ValueError(f"answers lack column(s) {', '.join(missing)}; need {', '.join(ANSWER_COLUMNS)}")
@@ -119,7 +117,6 @@ def prepare_answers(answers: pd.DataFrame, images: pd.DataFrame | None = None) -
 
     sizes = None
     if images is not None:
-        images = old_task_column(images)  # TODO(#11 integration): remove
         for col in ("image_id", "width", "height"):
             if col not in images.columns:
                 raise ValueError(f"images lack column {col!r}; need image_id, width, height")
@@ -382,8 +379,3 @@ def empty_aggregated_boxes() -> pd.DataFrame:
     """A ``boxes_`` frame without rows, with the columns' dtypes."""
     return pd.DataFrame({c: pd.Series(dtype=object if c in ("image_id", "label") else
                                       (np.int64 if c == "support" else np.float64)) for c in BOX_COLUMNS})
-
-
-def old_task_column(frame: pd.DataFrame) -> pd.DataFrame:  # TODO(#11 integration): remove
-    """``frame`` with an old ``task`` column (the image id) named ``image_id``, for callers not yet updated."""
-    return frame if "image_id" in frame.columns else frame.rename(columns={"task": "image_id"})

@@ -142,7 +142,9 @@ def generate(out: str | os.PathLike, options: SynthOptions, jobs: int | None = N
         if _SCENE_NAME.match(stale.name) and stale.name not in wanted:
             stale.unlink()
 
-    images, annotations, rows = [], [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
+    rows: list[tuple] = []
     for result in results:
         image = result["image"]
         images.append(image)

@@ -36,7 +36,7 @@ RIM = (150, 150, 150)
 
 
 @lru_cache(maxsize=64)
-def _font(size: int) -> ImageFont.FreeTypeFont:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     # Pillow's bundled font: the same glyphs everywhere, no system fonts needed in the image
     return ImageFont.load_default(size=max(size, 4))
 

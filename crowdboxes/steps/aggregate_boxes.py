@@ -2,7 +2,7 @@
 
 ``steps/aggregate_boxes.py`` parses the params into :class:`AggregateBoxesOptions` and calls
 :func:`aggregate_boxes`. The methods themselves are :mod:`crowdboxes.aggregation`; this module turns the
-step's CSVs into the frames they take (``task`` = the image, ``worker``, the box) and their results back.
+step's CSVs into the frames they take (``image_id``, ``worker``, the box) and their results back.
 """
 
 from __future__ import annotations
@@ -62,13 +62,13 @@ def read_images(path: str | Path) -> pd.DataFrame:
 
 
 def read_verifications(path: str | Path, answers: pd.DataFrame) -> pd.DataFrame:
-    """Votes per drawing as the aggregators take them: ``task`` (image), ``worker`` (the drawer), ok/bad votes."""
+    """Votes per drawing as the aggregators take them: ``image_id``, ``worker`` (the drawer), ok/bad votes."""
     frame = read_csv(path, VERIFICATIONS, dtype={"image_id": str, "assignment_id": str, "worker_id": str})
     require_numeric(frame, path, ("ok_votes", "bad_votes"))
     if "kind" in frame.columns:  # control tasks are scored against known boxes, not voted on
         frame = frame[frame["kind"].astype(str) != "control"]
     drawer = dict(zip(answers["assignment_id"], answers["worker_id"]))
-    return pd.DataFrame({"task": frame["image_id"].to_numpy(),
+    return pd.DataFrame({"image_id": frame["image_id"].to_numpy(),
                          "worker": [drawer.get(a, w) for a, w in zip(frame["assignment_id"], frame["worker_id"])],
                          "ok_votes": frame["ok_votes"].to_numpy(), "bad_votes": frame["bad_votes"].to_numpy()})
 
@@ -119,12 +119,12 @@ def workers_frame(answers: pd.DataFrame, used: pd.DataFrame, skills: pd.Series,
 
 
 def aggregator_frames(used: pd.DataFrame, images: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The answers and images as an aggregator's ``fit`` takes them (``task`` = the image)."""
-    frame = pd.DataFrame({"task": used["image_id"].to_numpy(), "worker": used["worker_id"].to_numpy(),
+    """The answers and images as an aggregator's ``fit`` takes them."""
+    frame = pd.DataFrame({"image_id": used["image_id"].to_numpy(), "worker": used["worker_id"].to_numpy(),
                           "x": used["x"].to_numpy(), "y": used["y"].to_numpy(), "w": used["w"].to_numpy(),
                           "h": used["h"].to_numpy(),
                           "label": used["label"].to_numpy(dtype=object, na_value=None)})
-    image_frame = pd.DataFrame({"task": images["image_id"], "width": images["width"], "height": images["height"]})
+    image_frame = images[["image_id", "width", "height"]]
     return frame, image_frame
 
 
@@ -171,7 +171,7 @@ def aggregate_boxes(options: AggregateBoxesOptions) -> int:
     problems = sorted(aggregator.problems_)
     report_problems(problems, used, options.answers_csv)
 
-    boxes = aggregator.boxes_.rename(columns={"task": "image_id"})
+    boxes = aggregator.boxes_
     boxes = boxes[list(BOXES.columns) + [c for c in boxes.columns if c not in BOXES.columns]]
     write_csv(boxes, out, BOXES)
     workers = workers_frame(answers, used, aggregator.skills_, getattr(aggregator, "workers_", None))

@@ -153,7 +153,7 @@ def detection_fields(project, where: str | Path, strict: bool = True) -> Detecti
             return _from_spec(inputs, outputs, where)
         raise CrowdboxesError(f"{where}: the view needs a {ANNOTATION} whose 'data' is a data.output (the field the "
                         f"rectangles are saved in)")
-    paths = sorted({_data_path(c["data"], "data.output") for c in found})
+    paths = sorted({path for c in found if (path := _data_path(c["data"], "data.output")) is not None})
     if len(paths) > 1:
         raise CrowdboxesError(f"{where}: the view has {len(paths)} {ANNOTATION} outputs ({', '.join(paths)}); the flow "
                         f"reads one")
@@ -176,7 +176,7 @@ def detection_fields(project, where: str | Path, strict: bool = True) -> Detecti
     shapes = annotation.get("shapes")
     if isinstance(shapes, dict) and not shapes.get("rectangle"):
         raise CrowdboxesError(f"{where}: the {ANNOTATION} must allow shapes.rectangle")
-    labels = []
+    labels: list[Label] = []
     for n, item in enumerate(annotation.get("labels") or []):
         value = item.get("value") if isinstance(item, dict) else None
         if not isinstance(value, str) or not value.strip():
@@ -225,16 +225,16 @@ def verification_fields(project) -> VerificationFields:
     spec = data.get("task_spec") or {}
     inputs, outputs = spec.get("input_spec") or {}, spec.get("output_spec") or {}
     found = VerificationFields()
-    names = {}
+    names: dict[str, str] = {}
     config = view_config(data)
     annotation = next((c for c in _walk(config) if c.get("type") == ANNOTATION), None) if config else None
     if annotation is not None:
         image = _data_path(annotation.get("image"), "data.input")
         shown = annotation.get("data") or {}
         outlines = _data_path(shown, "data.input") or _data_path(shown.get("default"), "data.input")
-        if image in inputs:
+        if image is not None and image in inputs:
             names["image_input"] = image
-        if outlines in inputs:
+        if outlines is not None and outlines in inputs:
             names["outlines_input"] = outlines
     hidden = [n for n, s in inputs.items() if _spec_type(s) == "string" and n not in names.values()]
     if found.assignment_input not in inputs and len(hidden) == 1:

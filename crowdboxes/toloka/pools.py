@@ -174,7 +174,7 @@ def load_pool_config(path: str | os.PathLike) -> dict[str, Any]:
     """The pool config as JSON, checked to structure as a toloka-kit ``Pool``."""
     from toloka.client.pool import Pool
 
-    from crowdboxes.toloka.projects import read_json
+    from crowdboxes.files import read_json
 
     data = read_json(path)
     if not isinstance(data, dict):
