@@ -11,18 +11,8 @@ from crowdboxes.aggregation import (METHODS, BestVerified, IoUClustering, LeanEM
                                     get_aggregator)
 
 COLS = ["image_id", "label", "x", "y", "w", "h"]
+from helpers_aggregation import answers, images
 
-
-def answers(rows) -> pd.DataFrame:
-    """rows: (image_id, worker, x, y, w, h, label); None coordinates = drew nothing."""
-    frame = pd.DataFrame(rows, columns=["image_id", "worker", "x", "y", "w", "h", "label"])
-    for c in ("x", "y", "w", "h"):
-        frame[c] = pd.to_numeric(frame[c])
-    return frame
-
-
-def images(*image_ids, width=100, height=100) -> pd.DataFrame:
-    return pd.DataFrame({"image_id": list(image_ids), "width": width, "height": height})
 
 
 def all_ok(frame: pd.DataFrame) -> pd.DataFrame:

@@ -12,18 +12,8 @@ import pytest
 from crowdboxes.toloka.overlap import AdaptiveOverlap, next_targets
 from crowdboxes.aggregation import LeanEM
 from crowdboxes.artifacts import OVERLAP_STATE
+from helpers_aggregation import answers, images
 
-
-def answers(rows) -> pd.DataFrame:
-    """rows: (image, worker, x, y, w, h, label); None coordinates = drew nothing (the aggregators' input)."""
-    frame = pd.DataFrame(rows, columns=["image_id", "worker", "x", "y", "w", "h", "label"])
-    for c in ("x", "y", "w", "h"):
-        frame[c] = pd.to_numeric(frame[c])
-    return frame
-
-
-def images(*image_ids, width=100, height=100) -> pd.DataFrame:
-    return pd.DataFrame({"image_id": list(image_ids), "width": width, "height": height})
 
 
 def agreeing_and_disputed():
