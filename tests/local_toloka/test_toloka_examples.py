@@ -14,7 +14,8 @@ Deliberate differences, each also noted where it happens:
 
 * the waiting loops poll every 2 s instead of 60 s, and the streaming ``Pipeline`` runs every 5 s instead
   of 60 s (its observers keep toloka-kit's default 60 s cursor lag);
-* datasets are smaller than the notebooks' (tens of images, not hundreds); the notebooks download theirs
+* datasets are smaller than the notebooks' (tens of images, not hundreds; the streaming notebook's 12
+  links per photo are 4 here); the notebooks download theirs
   (TSV files and images on tlk.s3.yandex.net, unreachable here), and show pictures with ipyplot (left out);
   the token comes from the test, not from ``input()``;
 * the streaming notebook loads its projects and pools from JSON files in the toloka-kit repository; the same
@@ -493,7 +494,9 @@ def text_recognition(client, images, deadline):
 # ================================================================== 6.streaming_pipelines
 
 SHOP = "https://www.marksandspencer.com"
-OVERLAP_FIND_ITEMS, OVERLAP_VERIFICATION, OVERLAP_SBS = 12, 3, 3
+# The notebook asks 12 links per photo; 4 keep every hop of the chain (links -> checks -> accept/reject ->
+# pairs -> ranking) and cut the side-by-side pool from 66 pairs per photo to 6 (990 assignments to 90).
+OVERLAP_FIND_ITEMS, OVERLAP_VERIFICATION, OVERLAP_SBS = 4, 3, 3
 N_SHOE_PHOTOS = 5
 
 
