@@ -78,7 +78,7 @@ class LocalTolokaHandle:
 FAST_OPTIONS = {"first_reader_seconds": 0}
 
 
-def start_local_toloka(tmp_path, token: str, *, state_dir=None, timeout: float = 30.0, defaults: bool = False,
+def start_local_toloka(tmp_path, token: str, *, state_dir=None, timeout: float = 90.0, defaults: bool = False,
                        **options) -> LocalTolokaHandle:
     """``defaults=True`` runs the server at its own defaults (no :data:`FAST_OPTIONS`), as a user would."""
     tmp_path = Path(tmp_path)

@@ -56,7 +56,7 @@ class LocalS3:
         self.stop()
 
 
-def start_local_s3(tmp_path: Path, buckets: tuple[str, ...] | list[str] = (), timeout: float = 30.0) -> LocalS3:
+def start_local_s3(tmp_path: Path, buckets: tuple[str, ...] | list[str] = (), timeout: float = 90.0) -> LocalS3:
     """Start the store on a free loopback port; returns when it is listening with ``buckets`` made."""
     folder = Path(tmp_path) / "local_s3"
     folder.mkdir(parents=True, exist_ok=True)

@@ -77,7 +77,7 @@ def test_attachments_through_toloka_kit(tmp_path):
         pool = client.create_pool(fake.kit_pool(project.id))
         client.create_tasks([toloka.Task(pool_id=pool.id, input_values={"image": f"https://i/{i}.png"})
                              for i in range(3)], allow_defaults=True, open_pool=True)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a condition wait: only a stuck pool reaches it
         while client.get_pool(pool.id).status.value == "OPEN" and time.monotonic() < deadline:
             time.sleep(0.1)
         answers = [s.output_values["photo"] for a in client.get_assignments(pool_id=pool.id) for s in a.solutions]

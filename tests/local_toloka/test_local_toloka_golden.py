@@ -203,7 +203,7 @@ def test_golden_mixing_over_http_with_toloka_kit(tmp_path):
                                          known_solutions=[toloka.task.BaseTask.KnownSolution(
                                              output_values=GOOD)], infinite_overlap=True)
                              for i in range(2)])
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a condition wait: only a stuck pool reaches it
         while client.get_pool(pool.id).status != toloka.Pool.Status.CLOSED and time.monotonic() < deadline:
             time.sleep(0.1)
         closed = client.get_pool(pool.id)

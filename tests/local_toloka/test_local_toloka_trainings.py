@@ -292,7 +292,7 @@ def test_trainings_through_toloka_kit(tmp_path):
         assert pool.quality_control.training_requirement.training_pool_id == training.id
         client.create_tasks([toloka.Task(pool_id=pool.id, input_values={"image": f"https://i/{i}.png"})
                              for i in range(10)], allow_defaults=True, open_pool=True)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a condition wait: only a stuck pool reaches it
         while time.monotonic() < deadline:
             done = [a for a in client.get_assignments(pool_id=pool.id) if a.status.value == "ACCEPTED"]
             if len(done) == 10:
