@@ -382,8 +382,11 @@ def test_kill_9_and_restart_loses_nothing(tmp_path):
 def test_injected_500s_are_absorbed_by_client_retries(tmp_path):
     server = start_local_toloka(tmp_path, TOKEN, workers=4, speed=600, seed=2, crowd_module=FAKE,
                                 fault_error_rate=0.3, fault_seed=7, fault_max_streak=2)
+    # toloka-kit's default retry policy (statuses, methods, count) with short sleeps: its backoff factor 2
+    # would spend about 8 s sleeping here without testing anything more
+    default = toloka.TolokaClient._default_retryer_factory(3, "MIN")
     try:
-        client = server.client()
+        client = server.client(retryer_factory=lambda: default.new(backoff_factor=0.05))
         project = client.create_project(_structure(client, toloka.Project, DETECTION_PROJECT))
         skill = client.create_skill(name="s")
         spec = detection_pool(project.id, skill.id, auto_accept_solutions=True)
