@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from crowdboxes.toloka import collection as ans
+from crowdboxes.toloka.collection.snapshots import snapshot
+from crowdboxes.toloka.collection.solutions import answers_frame
 from crowdboxes.export import annotations as ex
 from crowdboxes.classes import CLASS_NAMES, SIGN_CLASSES
 from crowdboxes.evaluation.metrics import evaluate_coco_files
@@ -164,15 +165,15 @@ def test_answers_are_read_from_the_renamed_output_and_image_fields():
     assignment = types.SimpleNamespace(id="a1", pool_id="7", user_id="w1", status="ACCEPTED", reward=0.05,
                                        submitted="2026-11-26T08:00:00", accepted="2026-11-26T08:00:01",
                                        rejected=None, tasks=[task], solutions=[solution])
-    record = ans.snapshot(assignment, image_field="photo_url")
+    record = snapshot(assignment, image_field="photo_url")
     assert record["tasks"] == [{"id": "t1", "image": "http://img/a.jpg"}]
     tasks = pd.DataFrame({"task_id": ["other"], "pool_id": ["7"], "image_id": ["img1"], "url": ["http://img/a.jpg"]})
     images = pd.DataFrame({"image_id": ["img1"], "file_name": ["a.jpg"], "url": ["http://img/a.jpg"],
                            "width": [200], "height": [100], "sha256": ["x"]})
-    frame, problems = ans.answers_frame([record], tasks, images, output_field="boxes")
+    frame, problems = answers_frame([record], tasks, images, output_field="boxes")
     assert problems == [] and list(frame["label"]) == ["sign_stop"]  # found by the image URL of photo_url
     assert frame[["x", "y", "w", "h"]].round(6).values.tolist() == [[20.0, 20.0, 60.0, 40.0]]
-    frame, _ = ans.answers_frame([record], tasks, images)  # the stock name finds no shapes: an empty answer
+    frame, _ = answers_frame([record], tasks, images)  # the stock name finds no shapes: an empty answer
     assert frame["label"].isna().all()
 
 
