@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from crowdboxes.cnvrg.runner import FlowRunner
 from crowdboxes.cnvrg.flow import FlowError, check_flow, load_flow
@@ -21,7 +22,7 @@ from crowdboxes.cnvrg.stepkit import redact
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, like every other command
+    def error(self, message: str) -> NoReturn:  # one line, like every other command
         raise CrowdboxesError(f"{self.prog}: {message}")
 
 

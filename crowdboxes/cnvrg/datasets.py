@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +130,7 @@ class _LocalResult:
     created: bool
 
 
-def on_cnvrg(environ=None, home: str | os.PathLike | None = None) -> bool:
+def on_cnvrg(environ: Mapping[str, str] | None = None, home: str | os.PathLike[str] | None = None) -> bool:
     """True when the cnvrg SDK can authenticate: job environment variables or its config file."""
     env = os.environ if environ is None else environ
     if env.get("CNVRG_URL") and (env.get("CNVRG_TOKEN") or env.get("CNVRG_JWT_TOKEN")):

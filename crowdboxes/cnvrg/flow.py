@@ -21,6 +21,7 @@ import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -167,7 +168,7 @@ class Flow:
 def _cycle(edges: list[tuple[str, str]], indegree: dict[str, int]) -> list[str]:
     """One cycle among the tasks Kahn's algorithm could not order, as titles ending where it starts."""
     stuck = {t for t, d in indegree.items() if d > 0}
-    nxt = {}
+    nxt: dict[str, str] = {}
     for src, dst in edges:
         if src in stuck and dst in stuck:
             nxt.setdefault(src, dst)
@@ -179,14 +180,14 @@ def _cycle(edges: list[tuple[str, str]], indegree: dict[str, int]) -> list[str]:
     return path[path.index(node):] + [node]
 
 
-def _as_text(value) -> str:
+def _as_text(value: object) -> str:
     # YAML turns `true` / `3` / `0.05` into objects; cnvrg passes their text. Booleans as our steps expect.
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def _parse_params(title: str, raw, problems: list[str]) -> list[Param]:
+def _parse_params(title: str, raw: Any, problems: list[str]) -> list[Param]:
     if raw in (None, ""):
         return []
     if isinstance(raw, dict):  # legacy AI-Library mapping {key: {type, value}}
@@ -218,7 +219,7 @@ def _parse_params(title: str, raw, problems: list[str]) -> list[Param]:
     return params
 
 
-def parse_flow(data, path: Path | None = None) -> Flow:
+def parse_flow(data: Any, path: Path | None = None) -> Flow:
     """Build a :class:`Flow` from parsed YAML; structural problems that stop everything raise."""
     where = str(path) if path else "flow"
     if not isinstance(data, dict):

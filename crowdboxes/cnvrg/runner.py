@@ -29,10 +29,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import IO, TextIO
 
 from crowdboxes.cnvrg.flow import MOUNT_RE, PYTHON_RE, TEMPLATE_RE, Flow, FlowError, Task, check_flow
 from crowdboxes.cnvrg.stepkit import redact
@@ -98,14 +99,14 @@ class Redactor:
         return text
 
 
-def parse_linechart(line: str) -> tuple[str, dict] | None:
+def parse_linechart(line: str) -> tuple[str, dict[str, float | str]] | None:
     match = CHART_RE.match(line)
     if not match:
         return None
     fields = {k: v.strip("'\"") for k, v in CHART_FIELD_RE.findall(match.group(2))}
     if "value" not in fields:
         return None
-    point: dict = {}
+    point: dict[str, float | str] = {}
     for key, value in fields.items():
         try:
             point[key] = float(value) if key in ("value", "key") else value
@@ -147,7 +148,7 @@ class TaskResult:
     error: str = ""
     seconds: float = 0.0
     command: list[str] = field(default_factory=list)
-    tags: dict = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -175,7 +176,7 @@ class FlowRunner:
     """Runs a parsed :class:`Flow` from ``project_dir`` into ``runs_dir`` (see the module docstring)."""
 
     def __init__(self, flow: Flow, project_dir: str | Path | None = None, runs_dir: str | Path = "runs",
-                 data: dict[str, str | Path] | None = None, overrides: list[str] | None = None,
+                 data: Mapping[str, str | Path] | None = None, overrides: list[str] | None = None,
                  env_file: str | Path | None = None, out: TextIO | None = None, err: TextIO | None = None,
                  python: str | None = None, check_steps: bool = True, jobs: int = 1):
         self.flow = flow
@@ -195,7 +196,9 @@ class FlowRunner:
             raise FlowError(f"--jobs {jobs}: need at least 1")
         self.jobs = jobs  # independent branches at once (cnvrg runs them in parallel)
         for task, key, value in parse_overrides(list(overrides or []), flow):
-            task.param(key).values = [value]
+            param = task.param(key)
+            assert param is not None  # parse_overrides keeps only the tasks that have the param
+            param.values = [value]
         self.secrets = self._load_secrets(env_file)
         self.redact = Redactor(self.secrets)
         self._lock = threading.Lock()
@@ -203,7 +206,7 @@ class FlowRunner:
         self._entries: list[str] | None = None
 
     # -- secrets ---------------------------------------------------------------------------------
-    def _load_secrets(self, env_file) -> dict[str, str]:
+    def _load_secrets(self, env_file: str | Path | None) -> dict[str, str]:
         path = Path(env_file) if env_file else self.project_dir / ".env"
         if not path.is_file():
             if env_file:
@@ -227,9 +230,10 @@ class FlowRunner:
         if not path.is_file():
             return {}
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            index: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise FlowError(f"{path}: unreadable index of latest runs: {exc}") from None
+        return index
 
     def _update_index(self, key: str, value: str, name: str = "latest.json") -> None:
         with self._index_lock:  # parallel branches finish concurrently
@@ -271,7 +275,7 @@ class FlowRunner:
 
     # -- command and environment ----------------------------------------------------------------------
     def _remap(self, word: str, mounts: dict[str, Path], datasets: dict[str, Path], task: Task) -> str:
-        def sub(match: re.Match) -> str:
+        def sub(match: re.Match[str]) -> str:
             kind, name, rest = match.group(1), match.group(2), match.group(3) or ""
             table = mounts if kind == "input" else datasets
             if name not in table:
@@ -283,7 +287,7 @@ class FlowRunner:
     def build_command(self, task: Task, mounts: dict[str, Path], datasets: dict[str, Path],
                       parent_tags: dict[str, dict[str, str]]) -> list[str]:
         """The argv for ``task``: cnvrg's shell line split into words, mounts remapped."""
-        def fill(match: re.Match) -> str:
+        def fill(match: re.Match[str]) -> str:
             slug, key = match.group(1), match.group(2)
             if key not in parent_tags.get(slug, {}):
                 raise FlowError(f"task {task.title!r}: template {match.group(0)!r} has no value "
@@ -300,7 +304,8 @@ class FlowRunner:
             words[0] = self.python
         return [self._remap(w, mounts, datasets, task) for w in words]
 
-    def build_env(self, task: Task, workdir: Path, run_id: str, parent_info: dict[str, dict[str, str]]) -> dict[str, str]:
+    def build_env(self, task: Task, workdir: Path, run_id: str,
+                  parent_info: dict[str, dict[str, str]]) -> dict[str, str]:
         # Inherited CNVRG_* would contradict this job (and CNVRG_URL/TOKEN must stay unset: offline SDK path).
         env = {k: v for k, v in os.environ.items() if not k.startswith("CNVRG_")}
         for key, value in self.secrets.items():
@@ -325,7 +330,7 @@ class FlowRunner:
     # -- running one task -----------------------------------------------------------------------------
     def _execute(self, task: Task, argv: list[str], env: dict[str, str], workdir: Path) -> TaskResult:
         tags: dict[str, str] = {}
-        charts: dict[str, list] = {}
+        charts: dict[str, list[dict[str, float | str]]] = {}
         last_err: list[str] = []
         last_out: list[str] = []
         log = open(workdir / "log.txt", "w", encoding="utf-8")
@@ -339,7 +344,7 @@ class FlowRunner:
             return TaskResult(task.title, task.slug, "failed", None, str(workdir),
                               self.redact(f"cannot start {argv[0]}: {exc.strerror}"), 0.0, argv)
 
-        def pump(stream, is_err: bool) -> None:
+        def pump(stream: IO[str], is_err: bool) -> None:
             for raw in stream:
                 line = self.redact(raw.rstrip("\n"))
                 with self._lock:
@@ -459,7 +464,7 @@ class FlowRunner:
         datasets: dict[str, Path] = {}
         tags_by_slug: dict[str, dict[str, str]] = {}
         pending = list(order)
-        running: dict[Future, Task] = {}
+        running: dict[Future[TaskResult], Task] = {}
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             while pending or running:
                 progressed = True

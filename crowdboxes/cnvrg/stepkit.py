@@ -12,6 +12,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from typing import NoReturn
 from pathlib import Path
 
 from crowdboxes.errors import CrowdboxesError
@@ -35,12 +36,12 @@ def output_dir(path: str | None = None) -> Path:
     return chosen
 
 
-def is_none(value) -> bool:
+def is_none(value: object) -> bool:
     """cnvrg params are strings and cannot be empty: the words none/null (or nothing) mean "unset"."""
     return value is None or (isinstance(value, str) and value.strip().lower() in {"", "none", "null"})
 
 
-def none_or_value(value):
+def none_or_value(value: str | None) -> str | None:
     """argparse ``type=`` for optional params: None for an unset word, else the value unchanged."""
     return None if is_none(value) else value
 
@@ -70,7 +71,7 @@ def redact(text: str) -> str:
 class StepArgumentParser(argparse.ArgumentParser):
     """argparse that fails with one line (cnvrg passes every param as ``--key value`` strings)."""
 
-    def error(self, message: str):  # noqa: D401 - argparse API
+    def error(self, message: str) -> NoReturn:  # noqa: D401 - argparse API
         raise CrowdboxesError(f"{self.prog}: {message}")
 
 

@@ -30,6 +30,11 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from crowdboxes.local_toloka.crowd.truth import Truth
 
 DEFAULT_CROWD = "crowdboxes.local_toloka.crowd"
 EXIT_ERROR = 2
@@ -39,7 +44,7 @@ class ServeError(Exception):
     """A failure the user can act on; printed as one ``error:`` line."""
 
 
-def write_text_atomic(path, text: str) -> Path:
+def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` so that a reader never sees half of it."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -58,7 +63,7 @@ def write_text_atomic(path, text: str) -> Path:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, like every other command
+    def error(self, message: str) -> NoReturn:  # one line, like every other command
         raise ServeError(f"{self.prog}: {message}")
 
 
@@ -107,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _json_option(flag: str, text):
+def _json_option(flag: str, text: str | None) -> dict[str, Any] | None:
     """A JSON object given as text or as a path to a JSON file; None when not given."""
     if text is None:
         return None
@@ -129,7 +134,7 @@ def _json_option(flag: str, text):
     return value
 
 
-def _load_truth(path):
+def _load_truth(path: str | None) -> Truth:
     from crowdboxes.local_toloka.crowd.truth import Truth, TruthError, load_truth
 
     if path is None:
@@ -142,10 +147,10 @@ def _load_truth(path):
         raise ServeError(f"--ground-truth {exc}") from None
 
 
-_LOCK_HANDLE = None
+_LOCK_HANDLE: IO[str] | None = None
 
 
-def _lock_state(state) -> None:
+def _lock_state(state: str | Path) -> None:
     """One server per state folder (an OS lock: released even on ``kill -9``)."""
     import fcntl
 
@@ -160,7 +165,7 @@ def _lock_state(state) -> None:
     _LOCK_HANDLE = handle
 
 
-def serve(args) -> int:
+def serve(args: argparse.Namespace) -> int:
     from crowdboxes.local_toloka.models import Backend
     from crowdboxes.local_toloka.scheduler import Scheduler
     from crowdboxes.local_toloka.server import Faults, LocalToloka, serve as make_server
@@ -208,7 +213,7 @@ def serve(args) -> int:
     server = make_server(app, args.host, args.port)
     url = f"http://{args.host}:{server.server_port}"
 
-    def _stop(signum, frame):
+    def _stop(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, _stop)
@@ -228,11 +233,14 @@ def serve(args) -> int:
     return 0
 
 
+class _StderrHandler(logging.StreamHandler):
+    _local_toloka = True  # marks the handler serve() added, so a second serve() adds none
+
+
 def _stderr_handler() -> logging.Handler:
     """The crowd's log lines (no truth for a project, an unknown view component) on stderr, once each."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    handler._local_toloka = True
     return handler
 
 

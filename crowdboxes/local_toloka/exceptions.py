@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 
 class TolokaError(Exception):
@@ -16,8 +17,8 @@ class TolokaError(Exception):
     code = "VALIDATION_ERROR"
     message = "Validation error"
 
-    def __init__(self, message: str | None = None, payload=None, *, code: str | None = None,
-                 status: int | None = None):
+    def __init__(self, message: str | None = None, payload: Any = None, *, code: str | None = None,
+                 status: int | None = None) -> None:
         self.message = message or self.message
         self.payload = payload
         if code:
@@ -26,21 +27,21 @@ class TolokaError(Exception):
             self.status = status
         super().__init__(f"{self.code}: {self.message}")
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         return error_body(self.code, self.message, self.payload)
 
 
-def error_body(code: str, message: str, payload=None) -> dict:
+def error_body(code: str, message: str, payload: Any = None) -> dict[str, Any]:
     return {"request_id": str(uuid.uuid4()), "code": code, "message": message, "payload": payload}
 
 
-def error_json(code: str, message: str, payload=None) -> bytes:
+def error_json(code: str, message: str, payload: Any = None) -> bytes:
     return json.dumps(error_body(code, message, payload)).encode()
 
 
-def field_error(code: str, message: str, params=None) -> dict:
+def field_error(code: str, message: str, params: list[Any] | None = None) -> dict[str, Any]:
     """One entry of a per-field validation map: ``{"code", "message"[, "params"]}``."""
-    entry = {"code": code, "message": message}
+    entry: dict[str, Any] = {"code": code, "message": message}
     if params is not None:
         entry["params"] = params
     return entry
@@ -54,7 +55,7 @@ class ValidationError(TolokaError):
     message = "Validation failed"
 
     @classmethod
-    def field(cls, path: str, code: str, message: str, params=None) -> "ValidationError":
+    def field(cls, path: str, code: str, message: str, params: list[Any] | None = None) -> ValidationError:
         return cls(f"Validation failed: {path}: {message}", {path: field_error(code, message, params)})
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 METHODS = ("get", "post", "put", "patch", "delete")
 # Paths toloka-kit's TolokaClient calls that the OpenAPI file does not list: (path, method, operation).
@@ -55,7 +56,7 @@ def werkzeug_path(openapi_path: str) -> str:
     return "/api/v1" + re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", r"<\1>", openapi_path)
 
 
-def operations(spec: dict) -> list:
+def operations(spec: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows = []
     for path, ops in spec["paths"].items():
         for method in METHODS:
@@ -64,12 +65,13 @@ def operations(spec: dict) -> list:
     return sorted(rows) + EXTRA
 
 
-def render(rows) -> str:
+def render(rows: list[tuple[str, str, str]]) -> str:
+    """The text of ``unsupported.py`` listing ``rows``."""
     lines = [f"    ({path!r}, {method!r}, {op!r}),\n" for path, method, op in rows]
     return HEADER + "".join(lines) + "]\n"
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     import yaml  # a development dependency only
 
     argv = sys.argv[1:] if argv is None else argv

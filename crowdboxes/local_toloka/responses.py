@@ -8,15 +8,25 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.wrappers import Request
 
 from crowdboxes.local_toloka.exceptions import ValidationError
 
 
-def _params(request) -> dict:
+if TYPE_CHECKING:  # server.py imports this module
+    from crowdboxes.local_toloka.server import LocalToloka
+
+Reply = tuple[int, Any]
+"""A handler's ``(HTTP status, body)``; the body as described above (or a werkzeug Response: a file)."""
+
+
+def _params(request: Request) -> dict[str, str]:
     return {k: v for k, v in request.args.items()}
 
 
-def _json(request, *, required=True):
+def _json(request: Request, *, required: bool = True) -> Any:
     """The parsed JSON body; a body that is not JSON is a 400 VALIDATION_ERROR, never a 500."""
     data = request.get_data(cache=True)
     if not data.strip():
@@ -29,219 +39,219 @@ def _json(request, *, required=True):
         raise ValidationError.field("body", "JSON_EXPECTED", f"Malformed JSON: {exc}") from None
 
 
-def _op(result):
+def _op(result: dict[str, Any] | None) -> Reply:
     """Pool actions: a finished operation (202), or 204 when the pool already was in that state."""
     return (204, None) if result is None else (202, result)
 
 
 # ---- requester, projects, skills ------------------------------------------------------------------
 
-def get_requester(ctx, request):
+def get_requester(ctx: LocalToloka, request: Request) -> Reply:
     return 200, ctx.backend.get_requester()
 
 
-def find_projects(ctx, request):
+def find_projects(ctx: LocalToloka, request: Request) -> Reply:
     return 200, ctx.backend.find_projects(_params(request))
 
 
-def create_project(ctx, request):
+def create_project(ctx: LocalToloka, request: Request) -> Reply:
     return 201, ctx.backend.create_project(_json(request))
 
 
-def get_project(ctx, request, project_id):
+def get_project(ctx: LocalToloka, request: Request, project_id: str) -> Reply:
     return 200, ctx.backend.get_project(project_id)
 
 
-def update_project(ctx, request, project_id):
+def update_project(ctx: LocalToloka, request: Request, project_id: str) -> Reply:
     return 200, ctx.backend.update_project(project_id, _json(request))
 
 
-def check_project_update(ctx, request, project_id):
+def check_project_update(ctx: LocalToloka, request: Request, project_id: str) -> Reply:
     return 200, ctx.backend.check_project_update(project_id, _json(request))
 
 
-def archive_project(ctx, request, project_id):
+def archive_project(ctx: LocalToloka, request: Request, project_id: str) -> Reply:
     return 202, ctx.backend.archive_project(project_id)
 
 
-def find_skills(ctx, request):
+def find_skills(ctx: LocalToloka, request: Request) -> Reply:
     return 200, ctx.backend.find_skills(_params(request))
 
 
-def create_skill(ctx, request):
+def create_skill(ctx: LocalToloka, request: Request) -> Reply:
     return 201, ctx.backend.create_skill(_json(request))
 
 
-def get_skill(ctx, request, skill_id):
+def get_skill(ctx: LocalToloka, request: Request, skill_id: str) -> Reply:
     return 200, ctx.backend.get_skill(skill_id)
 
 
-def update_skill(ctx, request, skill_id):
+def update_skill(ctx: LocalToloka, request: Request, skill_id: str) -> Reply:
     return 200, ctx.backend.update_skill(skill_id, _json(request))
 
 
 # ---- pools ----------------------------------------------------------------------------------------
 
-def find_pools(ctx, request):
+def find_pools(ctx: LocalToloka, request: Request) -> Reply:
     return 200, ctx.backend.find_pools(_params(request))
 
 
-def create_pool(ctx, request):
+def create_pool(ctx: LocalToloka, request: Request) -> Reply:
     return 201, ctx.backend.create_pool(_json(request))
 
 
-def get_pool(ctx, request, pool_id):
+def get_pool(ctx: LocalToloka, request: Request, pool_id: str) -> Reply:
     return 200, ctx.backend.get_pool(pool_id)
 
 
-def update_pool(ctx, request, pool_id):
+def update_pool(ctx: LocalToloka, request: Request, pool_id: str) -> Reply:
     return 200, ctx.backend.update_pool(pool_id, _json(request))
 
 
-def patch_pool(ctx, request, pool_id):
+def patch_pool(ctx: LocalToloka, request: Request, pool_id: str) -> Reply:
     return 200, ctx.backend.patch_pool(pool_id, _json(request))
 
 
-def open_pool(ctx, request, pool_id):
+def open_pool(ctx: LocalToloka, request: Request, pool_id: str) -> Reply:
     return _op(ctx.backend.open_pool(pool_id))
 
 
-def close_pool(ctx, request, pool_id):
+def close_pool(ctx: LocalToloka, request: Request, pool_id: str) -> Reply:
     return _op(ctx.backend.close_pool(pool_id))
 
 
-def close_pool_for_update(ctx, request, pool_id):
+def close_pool_for_update(ctx: LocalToloka, request: Request, pool_id: str) -> Reply:
     return _op(ctx.backend.close_pool(pool_id, reason="FOR_UPDATE"))
 
 
-def clone_pool(ctx, request, pool_id):
+def clone_pool(ctx: LocalToloka, request: Request, pool_id: str) -> Reply:
     return 202, ctx.backend.clone_pool(pool_id)
 
 
-def archive_pool(ctx, request, pool_id):
+def archive_pool(ctx: LocalToloka, request: Request, pool_id: str) -> Reply:
     return _op(ctx.backend.archive_pool(pool_id))
 
 
 # ---- tasks, operations --------------------------------------------------------------------------------
 
-def find_tasks(ctx, request):
+def find_tasks(ctx: LocalToloka, request: Request) -> Reply:
     return 200, ctx.backend.find_tasks(_params(request))
 
 
-def create_tasks(ctx, request):
+def create_tasks(ctx: LocalToloka, request: Request) -> Reply:
     # toloka-kit sends no body at all for create_tasks([]) (toloka-api.md 1.1)
     return ctx.backend.create_tasks(_json(request, required=False), _params(request))
 
 
-def get_task(ctx, request, task_id):
+def get_task(ctx: LocalToloka, request: Request, task_id: str) -> Reply:
     return 200, ctx.backend.get_task(task_id)
 
 
-def patch_task(ctx, request, task_id):
+def patch_task(ctx: LocalToloka, request: Request, task_id: str) -> Reply:
     return 200, ctx.backend.patch_task(task_id, _json(request))
 
 
-def patch_task_overlap_or_min(ctx, request, task_id):
+def patch_task_overlap_or_min(ctx: LocalToloka, request: Request, task_id: str) -> Reply:
     return 200, ctx.backend.patch_task(task_id, _json(request), overlap_or_min=True)
 
 
-def find_operations(ctx, request):
+def find_operations(ctx: LocalToloka, request: Request) -> Reply:
     return 200, ctx.backend.find_operations(_params(request))
 
 
-def get_operation(ctx, request, operation_id):
+def get_operation(ctx: LocalToloka, request: Request, operation_id: str) -> Reply:
     return 200, ctx.backend.get_operation(operation_id)
 
 
-def get_operation_log(ctx, request, operation_id):
+def get_operation_log(ctx: LocalToloka, request: Request, operation_id: str) -> Reply:
     return 200, ctx.backend.get_operation_log(operation_id)
 
 
 # ---- assignments ----------------------------------------------------------------------------------------
 
-def find_assignments(ctx, request):
+def find_assignments(ctx: LocalToloka, request: Request) -> Reply:
     return 200, ctx.backend.find_assignments(_params(request))
 
 
-def get_assignment(ctx, request, assignment_id):
+def get_assignment(ctx: LocalToloka, request: Request, assignment_id: str) -> Reply:
     return 200, ctx.backend.get_assignment(assignment_id)
 
 
-def patch_assignment(ctx, request, assignment_id):
+def patch_assignment(ctx: LocalToloka, request: Request, assignment_id: str) -> Reply:
     return 200, ctx.backend.patch_assignment(assignment_id, _json(request))
 
 
-def assignments_tsv(ctx, request, pool_id):
+def assignments_tsv(ctx: LocalToloka, request: Request, pool_id: str) -> Reply:
     return 200, ctx.backend.assignments_tsv(pool_id, _params(request))
 
 
 # ---- trainings, task suites, attachments ------------------------------------------------------------------
 
-def find_trainings(ctx, request):
+def find_trainings(ctx: LocalToloka, request: Request) -> Reply:
     return 200, ctx.backend.find_trainings(_params(request))
 
 
-def create_training(ctx, request):
+def create_training(ctx: LocalToloka, request: Request) -> Reply:
     return 201, ctx.backend.create_training(_json(request))
 
 
-def get_training(ctx, request, training_id):
+def get_training(ctx: LocalToloka, request: Request, training_id: str) -> Reply:
     return 200, ctx.backend.get_training(training_id)
 
 
-def update_training(ctx, request, training_id):
+def update_training(ctx: LocalToloka, request: Request, training_id: str) -> Reply:
     return 200, ctx.backend.update_training(training_id, _json(request))
 
 
-def open_training(ctx, request, training_id):
+def open_training(ctx: LocalToloka, request: Request, training_id: str) -> Reply:
     return _op(ctx.backend.open_training(training_id))
 
 
-def close_training(ctx, request, training_id):
+def close_training(ctx: LocalToloka, request: Request, training_id: str) -> Reply:
     return _op(ctx.backend.close_training(training_id))
 
 
-def close_training_for_update(ctx, request, training_id):
+def close_training_for_update(ctx: LocalToloka, request: Request, training_id: str) -> Reply:
     return _op(ctx.backend.close_training(training_id, reason="FOR_UPDATE"))
 
 
-def archive_training(ctx, request, training_id):
+def archive_training(ctx: LocalToloka, request: Request, training_id: str) -> Reply:
     return _op(ctx.backend.archive_training(training_id))
 
 
-def clone_training(ctx, request, training_id):
+def clone_training(ctx: LocalToloka, request: Request, training_id: str) -> Reply:
     return 202, ctx.backend.clone_training(training_id)
 
 
-def find_task_suites(ctx, request):
+def find_task_suites(ctx: LocalToloka, request: Request) -> Reply:
     return 200, ctx.backend.find_task_suites(_params(request))
 
 
-def create_task_suites(ctx, request):
+def create_task_suites(ctx: LocalToloka, request: Request) -> Reply:
     return ctx.backend.create_task_suites(_json(request, required=False), _params(request))
 
 
-def get_task_suite(ctx, request, task_suite_id):
+def get_task_suite(ctx: LocalToloka, request: Request, task_suite_id: str) -> Reply:
     return 200, ctx.backend.get_task_suite(task_suite_id)
 
 
-def patch_task_suite(ctx, request, task_suite_id):
+def patch_task_suite(ctx: LocalToloka, request: Request, task_suite_id: str) -> Reply:
     return 200, ctx.backend.patch_task_suite(task_suite_id, _json(request), _params(request))
 
 
-def patch_task_suite_overlap_or_min(ctx, request, task_suite_id):
+def patch_task_suite_overlap_or_min(ctx: LocalToloka, request: Request, task_suite_id: str) -> Reply:
     return 200, ctx.backend.patch_task_suite_overlap_or_min(task_suite_id, _json(request))
 
 
-def find_attachments(ctx, request):
+def find_attachments(ctx: LocalToloka, request: Request) -> Reply:
     return 200, ctx.backend.find_attachments(_params(request))
 
 
-def get_attachment(ctx, request, attachment_id):
+def get_attachment(ctx: LocalToloka, request: Request, attachment_id: str) -> Reply:
     return 200, ctx.backend.get_attachment(attachment_id)
 
 
-def download_attachment(ctx, request, attachment_id):
+def download_attachment(ctx: LocalToloka, request: Request, attachment_id: str) -> Reply:
     """The file's bytes (a werkzeug Response: the server sends it as it is)."""
     from werkzeug.wrappers import Response
 
@@ -252,56 +262,56 @@ def download_attachment(ctx, request, attachment_id):
 
 # ---- user skills, restrictions, analytics ----------------------------------------------------------------
 
-def find_user_skills(ctx, request):
+def find_user_skills(ctx: LocalToloka, request: Request) -> Reply:
     return 200, ctx.backend.find_user_skills(_params(request))
 
 
-def set_user_skill(ctx, request):
+def set_user_skill(ctx: LocalToloka, request: Request) -> Reply:
     return 201, ctx.backend.set_user_skill(_json(request))
 
 
-def get_user_skill(ctx, request, user_skill_id):
+def get_user_skill(ctx: LocalToloka, request: Request, user_skill_id: str) -> Reply:
     return 200, ctx.backend.get_user_skill(user_skill_id)
 
 
-def delete_user_skill(ctx, request, user_skill_id):
+def delete_user_skill(ctx: LocalToloka, request: Request, user_skill_id: str) -> Reply:
     ctx.backend.delete_user_skill(user_skill_id)
     return 204, None
 
 
-def find_user_restrictions(ctx, request):
+def find_user_restrictions(ctx: LocalToloka, request: Request) -> Reply:
     return 200, ctx.backend.find_user_restrictions(_params(request))
 
 
-def set_user_restriction(ctx, request):
+def set_user_restriction(ctx: LocalToloka, request: Request) -> Reply:
     return 201, ctx.backend.set_user_restriction(_json(request))
 
 
-def get_user_restriction(ctx, request, restriction_id):
+def get_user_restriction(ctx: LocalToloka, request: Request, restriction_id: str) -> Reply:
     return 200, ctx.backend.get_user_restriction(restriction_id)
 
 
-def delete_user_restriction(ctx, request, restriction_id):
+def delete_user_restriction(ctx: LocalToloka, request: Request, restriction_id: str) -> Reply:
     ctx.backend.delete_user_restriction(restriction_id)
     return 204, None
 
 
-def analytics(ctx, request):
+def analytics(ctx: LocalToloka, request: Request) -> Reply:
     return 202, ctx.backend.analytics(_json(request))
 
 
 # ---- /_local admin ----------------------------------------------------------------------------------------
 
-def local_stats(ctx, request):
+def local_stats(ctx: LocalToloka, request: Request) -> Reply:
     return 200, ctx.stats_snapshot()
 
 
-def local_stats_reset(ctx, request):
+def local_stats_reset(ctx: LocalToloka, request: Request) -> Reply:
     ctx.reset_stats()
     return 200, ctx.stats_snapshot()
 
 
-def _crowd_state(ctx):
+def _crowd_state(ctx: LocalToloka) -> dict[str, Any]:
     sched = ctx.scheduler
     return {"speed": ctx.backend.speed, "paused": bool(sched and sched.paused),
             "workers": [] if sched is None else [
@@ -311,11 +321,11 @@ def _crowd_state(ctx):
             "last_error": None if sched is None else sched.last_error}
 
 
-def local_crowd(ctx, request):
+def local_crowd(ctx: LocalToloka, request: Request) -> Reply:
     return 200, _crowd_state(ctx)
 
 
-def local_set_crowd(ctx, request):
+def local_set_crowd(ctx: LocalToloka, request: Request) -> Reply:
     """``{"speed": simulated seconds per real second, "paused": bool}`` (both optional)."""
     body = _json(request)
     if not isinstance(body, dict):
@@ -332,7 +342,7 @@ def local_set_crowd(ctx, request):
     return 200, _crowd_state(ctx)
 
 
-def local_set_balance(ctx, request):
+def local_set_balance(ctx: LocalToloka, request: Request) -> Reply:
     body = _json(request)
     if not isinstance(body, dict) or "balance" not in body:
         raise ValidationError.field("balance", "VALUE_REQUIRED", "balance is required")
@@ -343,7 +353,7 @@ def local_set_balance(ctx, request):
     return 200, ctx.backend.set_balance(value)
 
 
-def local_readers(ctx, request):
+def local_readers(ctx: LocalToloka, request: Request) -> Reply:
     """Live streaming readers (``?pool_id=`` optional) and the hold cap: what keeps completed pools open."""
     pool_id = request.args.get("pool_id")
     if pool_id not in (None, "") and not str(pool_id).isdigit():
@@ -355,11 +365,11 @@ def local_readers(ctx, request):
                              for r in readers]}
 
 
-def local_faults(ctx, request):
+def local_faults(ctx: LocalToloka, request: Request) -> Reply:
     return 200, ctx.faults.as_dict()
 
 
-def local_set_faults(ctx, request):
+def local_set_faults(ctx: LocalToloka, request: Request) -> Reply:
     """``{"error_rate": 0..1, "rate_limit": requests/s (0 = off), "latency_ms": n}``."""
     body = _json(request)
     if not isinstance(body, dict):

@@ -29,16 +29,22 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import sqlite3
 import threading
 import zlib
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from crowdboxes.local_toloka.crowd.answering import task_kind
 from crowdboxes.local_toloka.models import cost_for
+
+
+if TYPE_CHECKING:
+    from crowdboxes.local_toloka.models import Backend
 
 DEFAULT_WORKER_ATTRS = {"languages": ["EN"], "country": "US", "citizenship": "US", "adult_allowed": True,
                         "client_type": "BROWSER", "user_agent_type": "BROWSER", "os_family": "WINDOWS",
@@ -47,7 +53,7 @@ SKIP_SECONDS = 10.0  # a worker who cannot load an image looks at it this long b
 VERIFIERS_SEED = 7919  # seed offset of the verification-only workers
 
 
-def _renamed(profile, worker_id: str):
+def _renamed(profile: Any, worker_id: str) -> Any:
     """A copy of a (frozen attrs or dataclass) worker profile under another id."""
     import dataclasses
 
@@ -58,7 +64,7 @@ def _renamed(profile, worker_id: str):
     return dataclasses.replace(profile, worker_id=worker_id)
 
 
-def _accepts(func, name: str) -> bool:
+def _accepts(func: Callable[..., Any], name: str) -> bool:
     """Whether ``func`` takes a parameter ``name`` (or ``**kwargs``)."""
     try:
         params = inspect.signature(func).parameters
@@ -71,7 +77,7 @@ def _accepts(func, name: str) -> bool:
 _LEGACY_TIMING = {"drawing": "detection", "judgement": "verification"}
 
 
-def passes_filter(node, attrs: dict, skills: dict) -> bool:
+def passes_filter(node: dict[str, Any] | None, attrs: dict[str, Any], skills: dict[str, Any]) -> bool:
     """Whether a worker with profile ``attrs`` and ``skills`` ({skill_id: value}) passes a pool filter."""
     from crowdboxes.local_toloka.models import _compare
 
@@ -99,7 +105,8 @@ def passes_filter(node, attrs: dict, skills: dict) -> bool:
     return _compare(have, op, value)
 
 
-def restricted(restrictions, pool_id: int, project_id: int) -> bool:
+def restricted(restrictions: Iterable[tuple[str, int | None, int | None]], pool_id: int, project_id: int) -> bool:
+    """Whether one of a worker's active ``(scope, project_id, pool_id)`` restrictions keeps them out of a pool."""
     for scope, r_project, r_pool in restrictions:
         if scope in {"ALL_PROJECTS", "SYSTEM"}:
             return True
@@ -113,9 +120,11 @@ def restricted(restrictions, pool_id: int, project_id: int) -> bool:
 class Scheduler:
     """Runs the crowd against a :class:`crowdboxes.local_toloka.models.Backend`."""
 
-    def __init__(self, backend, crowd_module, *, workers: int = 40, seed: int = 1, truth=None,
+    def __init__(self, backend: Backend, crowd_module: Any, *, workers: int = 40, seed: int = 1, truth: Any = None,
                  tick_seconds: float = 0.05, solve_threads: int = 4, verification_workers: int = 0,
-                 label_map=None, judgement_options=None):
+                 label_map: dict[str, str] | None = None, judgement_options: Any = None) -> None:
+        """``crowd_module``: a module (or namespace) with ``make_workforce(n, seed)``, ``Crowd(truth, seed,
+        **options)`` and optionally ``seconds_for``, like :mod:`crowdboxes.local_toloka.crowd`."""
         self.backend = backend
         self.seed = int(seed)
         main = list(crowd_module.make_workforce(workers, seed))
@@ -125,7 +134,8 @@ class Scheduler:
             if verification_workers else []
         self.profiles = main + extra
         self.verification_only = [p.worker_id for p in extra]
-        self._pool_kind: dict = {}  # pool id -> the crowd's kind of work (task_kind of its spec and first task)
+        # pool id -> the crowd's kind of work (task_kind of its spec and first task)
+        self._pool_kind: dict[int, str] = {}
         self._vrng = np.random.default_rng([self.seed, 0xFE1])
         self.by_id = {p.worker_id: p for p in self.profiles}
         self.attrs = {p.worker_id: {**DEFAULT_WORKER_ATTRS, **(getattr(p, "attributes", None) or {})}
@@ -148,24 +158,24 @@ class Scheduler:
         self._pool = ThreadPoolExecutor(max_workers=max(1, solve_threads), thread_name_prefix="crowd")
         self._rng = np.random.default_rng([self.seed, 0xC0FFEE])
         self._stop = threading.Event()
-        self._thread = None
+        self._thread: threading.Thread | None = None
         self.errors = 0
-        self.last_error = None
+        self.last_error: str | None = None
 
     # -- lifecycle
-    def start(self):
+    def start(self) -> Scheduler:
         self._thread = threading.Thread(target=self._run, name="crowd-scheduler", daemon=True)
         self._thread.start()
         return self
 
-    def stop(self, timeout=5.0):
+    def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self.backend.changed.set()
         if self._thread:
             self._thread.join(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _run(self):
+    def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self.step()
@@ -199,7 +209,7 @@ class Scheduler:
         idle = [p for p in self.profiles if p.worker_id not in busy and p.worker_id not in only]
         order = self._rng.permutation(len(idle))
         issued = 0
-        closed = set()
+        closed: set[int] = set()
         state = {"reserved": backend.reserved_funds()}
         for i in order:
             issued += self._offer(idle[i].worker_id, pools, skills, restrictions, closed, state, False)
@@ -209,7 +219,9 @@ class Scheduler:
                 issued += self._offer(idle[i], pools, skills, restrictions, closed, state, True)
         return issued
 
-    def _offer(self, worker, pools, skills, restrictions, closed, state, verification_only) -> int:
+    def _offer(self, worker: str, pools: list[tuple[sqlite3.Row, dict[str, Any]]], skills: dict[str, dict[str, Any]],
+               restrictions: dict[str, list[tuple[str, int | None, int | None]]], closed: set[int],
+               state: dict[str, Decimal], verification_only: bool) -> int:
         """Give ``worker`` one suite of the first pool that will have them; 1 if issued."""
         backend = self.backend
         for row, doc in pools:
@@ -238,7 +250,7 @@ class Scheduler:
             return 1
         return 0
 
-    def _pool_spec(self, pool_row):
+    def _pool_spec(self, pool_row: sqlite3.Row) -> dict[str, Any] | None:
         """The task spec a pool works with (None if the backend cannot say)."""
         getter = getattr(self.backend, "pool_task_spec", None)
         if getter is None:
@@ -248,7 +260,7 @@ class Scheduler:
         except Exception:
             return None
 
-    def _plan_new(self):
+    def _plan_new(self) -> None:
         with self.backend.transaction():
             pending = self.backend.unplanned_active()
         if not pending:
@@ -256,7 +268,7 @@ class Scheduler:
         for plan in self._pool.map(self._decide, pending):
             self.backend.set_plan(*plan)
 
-    def _decide(self, item):
+    def _decide(self, item: dict[str, Any]) -> tuple[str, str, list[Any], float, dt.datetime]:
         """``(assignment_id, outcome, outputs, sim_seconds, due)`` for one new assignment."""
         profile = self.by_id.get(item["user_id"])
         rng = np.random.default_rng([self.seed, zlib.crc32(item["id"].encode())])

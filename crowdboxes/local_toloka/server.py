@@ -18,11 +18,13 @@ import random
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.exceptions import NotFound
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from crowdboxes.local_toloka import responses
@@ -31,6 +33,13 @@ from crowdboxes.local_toloka.exceptions import (AuthenticationError, DoesNotExis
                                                 TooManyRequests)
 from crowdboxes.local_toloka.models import RawJSON
 from crowdboxes.local_toloka.urls import NOT_IMPLEMENTED, URL_MAP
+
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from crowdboxes.local_toloka.models import Backend
+    from crowdboxes.local_toloka.scheduler import Scheduler
 
 log = logging.getLogger("crowdboxes.local_toloka")
 
@@ -44,16 +53,17 @@ class Faults:
 
     SETTINGS = ("error_rate", "rate_limit", "latency_ms", "max_streak")
 
-    def __init__(self, error_rate=0.0, rate_limit=0.0, latency_ms=0.0, seed=0, max_streak=3):
+    def __init__(self, error_rate: float = 0.0, rate_limit: float = 0.0, latency_ms: float = 0.0, seed: int = 0,
+                 max_streak: float = 3) -> None:
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
         self.error_rate = self.rate_limit = self.latency_ms = 0.0
         self.max_streak = 3.0
         self._streak = 0
-        self._window = collections.deque()
+        self._window: collections.deque[float] = collections.deque()
         self.update(error_rate=error_rate, rate_limit=rate_limit, latency_ms=latency_ms, max_streak=max_streak)
 
-    def update(self, **values):
+    def update(self, **values: Any) -> None:
         for key, value in values.items():
             if key not in self.SETTINGS:
                 raise TolokaError(f"Unknown fault setting {key!r}", {key: {"code": "VALUE_NOT_ALLOWED"}})
@@ -65,10 +75,10 @@ class Faults:
                 raise TolokaError(f"{key} out of range", {key: {"code": "VALUE_OUT_OF_BOUNDS"}})
             setattr(self, key, number)
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, float]:
         return {key: getattr(self, key) for key in self.SETTINGS}
 
-    def check(self):
+    def check(self) -> None:
         """Raise the injected error for this request, if any (after the injected latency)."""
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000.0)
@@ -91,7 +101,8 @@ class Faults:
 class LocalToloka:
     """WSGI application: ``LocalToloka(backend, token, scheduler=None, faults=None)``."""
 
-    def __init__(self, backend, token: str, scheduler=None, faults: Faults | None = None):
+    def __init__(self, backend: Backend, token: str, scheduler: Scheduler | None = None,
+                 faults: Faults | None = None) -> None:
         if not token:
             raise ValueError("the local Toloka needs a non-empty token")
         self.backend = backend
@@ -102,14 +113,14 @@ class LocalToloka:
         self.reset_stats()
 
     # -- stats
-    def reset_stats(self):
+    def reset_stats(self) -> None:
         with self._stats_lock:
-            self._requests = collections.Counter()
-            self._statuses = collections.Counter()
-            self._injected = collections.Counter()
+            self._requests: collections.Counter[str] = collections.Counter()
+            self._statuses: collections.Counter[int] = collections.Counter()
+            self._injected: collections.Counter[int] = collections.Counter()
             self._started = time.time()
 
-    def stats_snapshot(self):
+    def stats_snapshot(self) -> dict[str, Any]:
         with self._stats_lock:
             return {"requests": dict(self._requests), "statuses": {str(k): v for k, v in self._statuses.items()},
                     "injected_faults": {str(k): v for k, v in self._injected.items()},
@@ -117,7 +128,7 @@ class LocalToloka:
                     "scheduler_errors": getattr(self.scheduler, "errors", 0),
                     "scheduler_last_error": getattr(self.scheduler, "last_error", None)}
 
-    def _count(self, key, status, injected=False):
+    def _count(self, key: str, status: int, injected: bool = False) -> None:
         with self._stats_lock:
             self._requests[key] += 1
             self._statuses[status] += 1
@@ -125,7 +136,7 @@ class LocalToloka:
                 self._injected[status] += 1
 
     # -- auth
-    def _authorised(self, request) -> bool:
+    def _authorised(self, request: Request) -> bool:
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme not in {"OAuth", "ApiKey"} or not value:
@@ -133,12 +144,12 @@ class LocalToloka:
         return hmac.compare_digest(value.strip().encode(), self._token.encode())
 
     # -- WSGI
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
         response = self.dispatch(request)
         return response(environ, start_response)
 
-    def dispatch(self, request) -> Response:
+    def dispatch(self, request: Request) -> Response:
         adapter = URL_MAP.bind_to_environ(request.environ)
         key = f"{request.method} {request.path}"
         injected = False
@@ -178,7 +189,7 @@ class LocalToloka:
         return Response(_ENCODER.encode(body), status=status, content_type="application/json")
 
 
-def _json_default(value):
+def _json_default(value: object) -> int | float:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
@@ -187,7 +198,7 @@ def _json_default(value):
 _ENCODER = json.JSONEncoder(default=_json_default, check_circular=False, separators=(",", ":"))
 
 
-def serve(app: LocalToloka, host: str = "127.0.0.1", port: int = 0):
+def serve(app: LocalToloka, host: str = "127.0.0.1", port: int = 0) -> BaseWSGIServer:
     """A threaded werkzeug server (not started); ``server.server_port`` is the bound port."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request log lines
     server = make_server(host, port, app, threaded=True)

@@ -95,7 +95,7 @@ def _shape(path: str) -> str:
     return re.sub(r"<[^>]*>", "<>", path)
 
 
-def unserved_operations(routes=ROUTES) -> list:
+def unserved_operations(routes: list[tuple[str, list[str], str]] = ROUTES) -> list[tuple[str, str, str]]:
     """``[(path, method, operationId)]`` of the Toloka operations no route serves."""
     served = {(_shape(path), method) for path, methods, _ in routes for method in methods}
     return [(path, method, op) for path, method, op in OPERATIONS if (_shape(path), method) not in served]

@@ -29,15 +29,16 @@ the trouble is logged once per project.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
 import logging
 import re
 import string
-import functools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 import numpy as np
@@ -48,10 +49,13 @@ from crowdboxes.local_toloka.crowd.boxes import draw_boxes, normalised_rects, to
 from crowdboxes.local_toloka.crowd.classes import CLASS_NAMES
 from crowdboxes.local_toloka.crowd.judging import VERDICT_REASONS, judge_outlines, parse_shapes, shape_list
 from crowdboxes.local_toloka.crowd.spec import Choice, OutputField, TaskModel, image_inputs, task_model, view_nodes
-from crowdboxes.local_toloka.crowd.truth import as_truth
+from crowdboxes.local_toloka.crowd.truth import TruthHit, as_truth
 from crowdboxes.local_toloka.crowd.workers import WorkerProfile
 
+
 LOGGER = logging.getLogger("crowdboxes.local_toloka")
+ImageHit = tuple[str, str, tuple[str, int, int]]
+"""An image a task shows: ``(input name, url, (sha256, width, height))``."""
 
 # The spec a task is answered by when the caller gives none (the scheduler before it knew projects, tests):
 # a verification when an input holds shapes (``outlines`` in our flow), else a detection with a ``result`` json.
@@ -112,7 +116,7 @@ def _shapes_required_in(config_text: str) -> frozenset:
     except (TypeError, ValueError):
         return frozenset()
 
-    def requires(validation) -> bool:
+    def requires(validation: Any) -> bool:
         if not isinstance(validation, dict):
             return False
         if validation.get("type") == "condition.required":
@@ -131,7 +135,7 @@ def _shapes_required_in(config_text: str) -> frozenset:
     return frozenset(found)
 
 
-def _shapes_required(task_spec) -> frozenset:
+def _shapes_required(task_spec: Any) -> frozenset:
     view = task_spec.get("view_spec") if isinstance(task_spec, dict) else None
     if not isinstance(view, dict) or view.get("type") != "tb":
         return frozenset()
@@ -139,7 +143,7 @@ def _shapes_required(task_spec) -> frozenset:
     return _shapes_required_in(config if isinstance(config, str) else json.dumps(config, sort_keys=True, default=str))
 
 
-def _with_input_options(model: TaskModel, task_spec, task_input: dict) -> TaskModel:
+def _with_input_options(model: TaskModel, task_spec: Any, task_input: dict) -> TaskModel:
     """``model`` with the options that a TB view takes from the task's inputs filled in for this task."""
     view = task_spec.get("view_spec") if isinstance(task_spec, dict) else None
     if not isinstance(view, dict) or view.get("type") != "tb":
@@ -154,7 +158,7 @@ def _with_input_options(model: TaskModel, task_spec, task_input: dict) -> TaskMo
         at = next((i for i, f in enumerate(outputs) if f.name == name and not f.options), None)
         if at is None:
             continue
-        resolved = []
+        resolved: list[Choice] = []
         for value, label, path in options:
             if path is not None:
                 value = task_input.get(path)
@@ -172,11 +176,11 @@ def _legacy_spec(task_input: dict) -> dict:
     return LEGACY_VERIFICATION_SPEC if shown or "outlines" in task_input else LEGACY_DETECTION_SPEC
 
 
-def _norm(text) -> str:
+def _norm(text: Any) -> str:
     return re.sub(r"[\s_\-]+", "", str(text)).casefold()
 
 
-def _stable_int(*parts) -> int:
+def _stable_int(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest(), "big")
 
 
@@ -192,7 +196,7 @@ def _options(field: OutputField) -> list:
 class _Labels:
     """Truth class -> a value among ``choices`` (view labels or options), and back."""
 
-    def __init__(self, choices, label_map: Mapping | None):
+    def __init__(self, choices: Sequence[Choice], label_map: Mapping | None) -> None:
         self.values = [c.value for c in choices]
         self._exact = {str(c.value): c.value for c in choices}
         self._loose: dict[str, object] = {}
@@ -203,7 +207,7 @@ class _Labels:
                 self._loose.setdefault(_norm(c.label), c.value)
         self._map = dict(label_map or {})
 
-    def find(self, cls):
+    def find(self, cls: Any) -> Any:
         """The choice value for truth class ``cls``, or ``_MISSING``."""
         for wanted in ([self._map[cls]] if cls in self._map else []) + [cls]:
             if str(wanted) in self._exact:
@@ -212,7 +216,7 @@ class _Labels:
                 return self._loose[_norm(wanted)]
         return _MISSING
 
-    def back(self, value, classes) -> str:
+    def back(self, value: Any, classes: Iterable[str]) -> str:
         """The truth class among ``classes`` that maps to ``value`` (else ``value`` itself)."""
         for cls in classes:
             if self.find(cls) == value:
@@ -235,8 +239,8 @@ class Crowd:
     FETCH_TIMEOUT = _images.FETCH_TIMEOUT
     CACHE_SIZE = _images.CACHE_SIZE
 
-    def __init__(self, truth, seed: int = 0, *, label_map: Mapping | None = None,
-                 judgement_options: Mapping | None = None, log: Callable[[str], None] | None = None):
+    def __init__(self, truth: Any, seed: int = 0, *, label_map: Mapping | None = None,
+                 judgement_options: Mapping | None = None, log: Callable[[str], None] | None = None) -> None:
         self.truth = as_truth(truth)
         self.seed = int(seed)
         self.label_map = {str(k): v for k, v in (label_map or {}).items()}
@@ -266,11 +270,11 @@ class Crowd:
             self._images.put(url, info)
         return info
 
-    def _truth_for(self, url: str, sha256: str):
+    def _truth_for(self, url: str, sha256: str) -> TruthHit | None:
         """``(width, height, rows)`` of the truth's image for this URL/content, or None."""
         return self.truth.lookup(sha256=sha256, file_name=url)
 
-    def _rng(self, profile, task_input: dict) -> np.random.Generator:
+    def _rng(self, profile: WorkerProfile, task_input: dict) -> np.random.Generator:
         key = (profile.worker_id, json.dumps(task_input, sort_keys=True, default=str))
         with self._lock:
             nth = self._seen.get(key, 0)
@@ -278,7 +282,7 @@ class Crowd:
         return np.random.default_rng([self.seed, _stable_int(*key), nth])
 
     # -- logging, once per project and topic
-    def _note(self, project, topic, message: str) -> None:
+    def _note(self, project: object, topic: object, message: str) -> None:
         with self._lock:
             if (project, topic) in self._noted:
                 return
@@ -290,7 +294,7 @@ class Crowd:
 
     # -- answering
     def solve(self, profile: WorkerProfile, task_input: dict, task_spec: dict | None = None, *,
-              project_id=None) -> dict:
+              project_id: Any = None) -> dict:
         """``output_values`` of ``profile`` for one task of a project with ``task_spec``.
 
         Without a spec the task is read the old way: a verification (``verdict``/``reason``) if an input
@@ -314,7 +318,8 @@ class Crowd:
             except Exception:
                 return {}
 
-    def _answer(self, profile, task_input, model: TaskModel, rng, project, name, needs_shape=frozenset()) -> dict:
+    def _answer(self, profile: WorkerProfile, task_input: dict[str, Any], model: TaskModel, rng: np.random.Generator,
+                project: object, name: str, needs_shape: frozenset[str] = frozenset()) -> dict:
         if model.unknown_components:
             self._note(project, "unknown", f"local Toloka crowd: {name}: view components it does not know: "
                                            f"{', '.join(model.unknown_components)}; "
@@ -326,6 +331,7 @@ class Crowd:
         image = self._find_image(model, task_input)
         kind = model.kind
         if kind == "drawing":
+            assert model.annotation is not None  # spec.task_model: a drawing task is one with an annotation field
             return self._draw(profile, model, model.annotation, image, rng, project, name, labelled=None,
                               needs_shape=model.annotation.name in needs_shape)
         if kind == "generic" and (image is not None or image_inputs(model.input_spec, task_input)):
@@ -338,12 +344,13 @@ class Crowd:
                 return answer
         return self._from_truth(profile, model, task_input, image, rng, project, name)
 
-    def _find_image(self, model: TaskModel, task_input: dict):
+    def _find_image(self, model: TaskModel, task_input: dict) -> ImageHit | None:
         """``(input name, url, (sha256, w, h))`` of the first input that loads as an image, or None."""
         names = image_inputs(model.input_spec, task_input)
         first = model.annotation.image_input if model.annotation is not None else None
 
-        def likely(name):  # fetch the likeliest images first (a link to a web page loads, but is no image)
+        # fetch the likeliest images first (a link to a web page loads, but is no image)
+        def likely(name: str) -> tuple[bool, bool, bool]:
             value = str(task_input.get(name) or "").split("?", 1)[0].split("#", 1)[0].lower()
             return (name != first, not _IMAGE_NAME_RE.search(name), not value.endswith(_IMAGE_SUFFIXES))
 
@@ -362,11 +369,13 @@ class Crowd:
         """A ``json`` output with no view component (classic markup / no spec) to draw into, if any."""
         fields = [f for f in model.outputs if f.type == "json" and f.component is None]
         named = [f for f in fields if f.name == "result"]
-        return (named or fields or [None])[0]
+        candidates = named or fields
+        return candidates[0] if candidates else None
 
     # -- drawing
-    def _draw(self, profile, model, field: OutputField, image, rng, project, name, labelled,
-              needs_shape=False) -> dict:
+    def _draw(self, profile: WorkerProfile, model: TaskModel, field: OutputField, image: ImageHit | None,
+              rng: np.random.Generator, project: object, name: str, labelled: bool | None,
+              needs_shape: bool = False) -> dict:
         drawn = []
         width = height = 1.0
         rows = None
@@ -390,7 +399,7 @@ class Crowd:
             if field.labels:
                 labels = _Labels(field.labels, self.label_map)
                 truth_classes = set(self.truth.labels)
-                boxes = []
+                boxes: list[tuple[Any, ...]] = []
                 for box in drawn:
                     value = labels.find(box[4])
                     if value is _MISSING:
@@ -410,7 +419,7 @@ class Crowd:
         return {f.name: answer[f.name] for f in model.outputs if f.name in answer}
 
     # -- judging
-    def _shown_shapes(self, model: TaskModel, task_input: dict):
+    def _shown_shapes(self, model: TaskModel, task_input: dict) -> tuple[str, list[dict[str, Any]]] | None:
         """``(input name, shapes)`` of the shapes shown to the worker, or None."""
         names = list(model.shown_shapes_inputs) + [n for n in task_input if n not in model.shown_shapes_inputs]
         for input_name in names:
@@ -423,7 +432,7 @@ class Crowd:
                 return input_name, shapes
         return None
 
-    def _verdict_field(self, model: TaskModel):
+    def _verdict_field(self, model: TaskModel) -> tuple[OutputField, Any, Any] | None:
         """``(field, correct value, incorrect value)`` of the question "is this right?", or None."""
         choices = [f for f in model.outputs if _options(f)]
         if self.judgement_options is not None:
@@ -444,7 +453,7 @@ class Crowd:
         return None
 
     @staticmethod
-    def _option_like(field: OutputField, text):
+    def _option_like(field: OutputField, text: Any) -> Any:
         """The option of ``field`` whose value or label is ``text`` (loosely), or ``_MISSING``."""
         wanted = _norm(text)
         if field.options:
@@ -459,7 +468,8 @@ class Crowd:
             return {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}.get(wanted, _MISSING)
         return _MISSING
 
-    def _judge(self, profile, model, task_input, image, rng, project, name, asked) -> dict | None:
+    def _judge(self, profile: WorkerProfile, model: TaskModel, task_input: dict[str, Any], image: ImageHit | None,
+               rng: np.random.Generator, project: object, name: str, asked: bool) -> dict | None:
         shown = self._shown_shapes(model, task_input)
         verdict_field = self._verdict_field(model)
         if shown is None or verdict_field is None:
@@ -474,6 +484,7 @@ class Crowd:
             return None
         _, url, (sha256, img_w, img_h) = image
         found = self._truth_for(url, sha256)
+        rows: Any
         if found is None:
             self._no_truth(project, name)
             width, height, rows = float(img_w), float(img_h), []
@@ -505,10 +516,10 @@ class Crowd:
         return {f.name: answer[f.name] for f in model.outputs if f.name in answer}
 
     # -- choices, texts, links and anything else
-    def _no_truth(self, project, name) -> None:
+    def _no_truth(self, project: object, name: str) -> None:
         self._note(project, "truth", f"{name} has no truth for its tasks; answers are uninformed")
 
-    def _truth_values(self, model: TaskModel, task_input: dict, image) -> dict:
+    def _truth_values(self, model: TaskModel, task_input: dict, image: ImageHit | None) -> dict:
         """Truth per output field name for this task (empty if the truth does not cover it).
 
         From the image's record: ``labels[field]``, else ``label`` for a choice (else the class of the
@@ -523,9 +534,10 @@ class Crowd:
                 out = self._image_truth(model, record, self.truth.lookup(sha256=sha256, file_name=url))
         return out or dict(self.truth.task(task_input) or {})
 
-    def _image_truth(self, model: TaskModel, record: dict, found) -> dict:
+    def _image_truth(self, model: TaskModel, record: dict, found: TruthHit | None) -> dict:
         out = {}
-        per_field = record.get("labels") if isinstance(record.get("labels"), dict) else {}
+        labels = record.get("labels")
+        per_field: dict[str, Any] = labels if isinstance(labels, dict) else {}
         links = record.get("links") if isinstance(record.get("links"), list) else (
             [record["link"]] if record.get("link") is not None else [])
         main_class = None
@@ -559,7 +571,8 @@ class Crowd:
             return True
         return field.item_type == "url" or (model.kind == "link" and field.type == "string" and not field.options)
 
-    def _from_truth(self, profile, model, task_input, image, rng, project, name) -> dict:
+    def _from_truth(self, profile: WorkerProfile, model: TaskModel, task_input: dict[str, Any], image: ImageHit | None,
+                    rng: np.random.Generator, project: object, name: str) -> dict:
         truth = self._truth_values(model, task_input, image)
         if not truth:
             self._no_truth(project, name)
@@ -571,7 +584,8 @@ class Crowd:
                     wanted[f.name] = value
         return self._fill(profile, model.outputs, wanted, rng)
 
-    def _informed(self, profile, field: OutputField, true_value, model, rng, project, name):
+    def _informed(self, profile: WorkerProfile, field: OutputField, true_value: Any, model: TaskModel,
+                  rng: np.random.Generator, project: object, name: str) -> Any:
         """What ``profile`` answers for ``field`` whose right answer is ``true_value``."""
         kind = getattr(profile, "kind", "careful")
         if kind in ("spammer_empty", "spammer_random"):
@@ -617,7 +631,8 @@ class Crowd:
             return true_value
         return _MISSING
 
-    def _fill(self, profile, outputs, wanted: dict, rng, omit_optional_share: float = 0.0) -> dict:
+    def _fill(self, profile: WorkerProfile, outputs: Sequence[OutputField], wanted: dict, rng: np.random.Generator,
+              omit_optional_share: float = 0.0) -> dict:
         """A valid answer for ``outputs``: ``wanted`` values where given, the rest as this worker would."""
         kind = getattr(profile, "kind", "careful")
         wanted = dict(wanted)
@@ -655,7 +670,8 @@ def _as_url(field: OutputField, value: str, rng: np.random.Generator) -> str:
     return value
 
 
-def _forced_box(profile, rows, width: float, height: float, rng: np.random.Generator) -> list[tuple]:
+def _forced_box(profile: WorkerProfile, rows: Any, width: float, height: float,
+                rng: np.random.Generator) -> list[tuple]:
     """What a worker draws when the view requires a shape and they saw nothing to draw: the most visible
     true object (drawn with their usual noise), else a random small box (what spammers draw anyway)."""
     if rows is not None and len(rows) and isinstance(profile, WorkerProfile) and profile.kind != "spammer_empty":
@@ -677,7 +693,7 @@ def _multi(field: OutputField) -> bool:
     return field.component == "field.checkbox-group" or (field.type.startswith("array_") and bool(field.options))
 
 
-def _constant(field: OutputField):
+def _constant(field: OutputField) -> Any:
     """What a worker who does not look answers: the first option, nothing optional, an empty drawing."""
     options = _options(field)
     if options:
@@ -734,7 +750,7 @@ def task_kind(task_spec: dict | None, task_input: dict) -> str:
     return kind
 
 
-def solve_accepts_spec(crowd) -> tuple[bool, bool]:
+def solve_accepts_spec(crowd: Any) -> tuple[bool, bool]:
     """Whether ``crowd.solve`` takes ``task_spec`` (and ``project_id``): injected test crowds may not."""
     try:
         params = inspect.signature(crowd.solve).parameters

@@ -7,12 +7,16 @@ Parameters follow box-aggregation.md section 5.3 (see :mod:`crowdboxes.local_tol
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from crowdboxes.local_toloka.crowd.classes import CLASS_NAMES, RELATED_CLASSES, RELATED_SHARE
 from crowdboxes.local_toloka.crowd.matching import to_normalised
 from crowdboxes.local_toloka.crowd.workers import WorkerProfile
+
 
 # answers.csv columns (the product's ANSWERS contract; a test checks they agree)
 ANSWER_COLUMNS = ("assignment_id", "task_id", "image_id", "worker_id", "status", "submitted_at", "label",
@@ -31,7 +35,7 @@ OCCLUDED_HIDDEN = 0.2  # hidden fraction assumed for ``occluded`` without ``visi
 
 # ----------------------------------------------------------------------------------- the drawing kernel
 
-def _label_table(extra_labels=()) -> tuple[list[str], np.ndarray]:
+def _label_table(extra_labels: Iterable[Any] = ()) -> tuple[list[str], np.ndarray]:
     """Label universe (known classes first, then any others in the truth) and its wrong-label matrix.
 
     Row *i* holds the probabilities of each wrong label given true label *i*: :data:`RELATED_SHARE` spread
@@ -68,7 +72,8 @@ def _params(workforce: list[WorkerProfile]) -> dict[str, np.ndarray]:
     return {f: np.array([getattr(w, f) for w in workforce], dtype=float) for f in fields}
 
 
-def _random_rects(img_w: np.ndarray, img_h: np.ndarray, small_share, rng) -> np.ndarray:
+def _random_rects(img_w: np.ndarray, img_h: np.ndarray, small_share: float | np.ndarray,
+                  rng: np.random.Generator) -> np.ndarray:
     """One box per entry of ``img_w``/``img_h``, placed uniformly in its image: with probability
     ``small_share`` a small square of 10-36 px (sign-like clutter), else a 20-200 px rectangle with aspect
     0.5-2 (a random scribble)."""
@@ -83,7 +88,9 @@ def _random_rects(img_w: np.ndarray, img_h: np.ndarray, small_share, rng) -> np.
     return np.column_stack([x, y, w, h])
 
 
-def _drawn_for_true_boxes(true_xywh, true_code, hidden, img_w, img_h, worker, params, confusion, rng):
+def _drawn_for_true_boxes(true_xywh: np.ndarray, true_code: np.ndarray, hidden: np.ndarray, img_w: np.ndarray,
+                          img_h: np.ndarray, worker: np.ndarray, params: dict[str, np.ndarray], confusion: np.ndarray,
+                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The kernel: for each (worker, true box) pair, whether it is drawn, the drawn box and its label.
 
     All arguments are per pair (``worker`` indexes ``params``; ``hidden`` is the occluded fraction of the
@@ -144,7 +151,8 @@ def _drawn_for_true_boxes(true_xywh, true_code, hidden, img_w, img_h, worker, pa
     return kept, boxes, codes
 
 
-def _extra_boxes(assign_worker, assign_w, assign_h, params, n_classes, rng):
+def _extra_boxes(assign_worker: np.ndarray, assign_w: np.ndarray, assign_h: np.ndarray, params: dict[str, np.ndarray],
+                 n_classes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """False positives and spammers' random boxes per assignment: ``(assignment index, boxes, codes)``."""
     n_fp = rng.poisson(params["fp_rate"][assign_worker])
     rate = params["random_boxes"][assign_worker]
@@ -160,7 +168,7 @@ def _extra_boxes(assign_worker, assign_w, assign_h, params, n_classes, rng):
     return owner, boxes, codes
 
 
-def _hidden_fraction(visible, occluded) -> np.ndarray:
+def _hidden_fraction(visible: Any, occluded: Any) -> np.ndarray:
     """Hidden fraction per sign from ``visible`` (0..1, may be NaN) and ``occluded`` flags."""
     occluded = np.asarray(occluded, dtype=bool)
     visible = np.asarray(visible, dtype=float)
@@ -168,12 +176,12 @@ def _hidden_fraction(visible, occluded) -> np.ndarray:
     return np.where(np.isfinite(visible), np.clip(1.0 - visible, 0.0, 1.0), guess)
 
 
-def _annotation_hidden(annotations) -> np.ndarray:
+def _annotation_hidden(annotations: Sequence[dict[str, Any]]) -> np.ndarray:
     return _hidden_fraction([np.nan if a.get("visible") is None else a["visible"] for a in annotations],
                             [bool(a.get("occluded", False)) for a in annotations]).reshape(-1)
 
 
-def _as_truth(true_boxes) -> tuple[np.ndarray, list[str], np.ndarray]:
+def _as_truth(true_boxes: Any) -> tuple[np.ndarray, list[str], np.ndarray]:
     """(xywh, labels, hidden fraction) from a frame with ``x, y, w, h, label[, occluded, visible]`` or
     ``(x, y, w, h, label)`` tuples."""
     if isinstance(true_boxes, pd.DataFrame):
@@ -191,7 +199,7 @@ def _as_truth(true_boxes) -> tuple[np.ndarray, list[str], np.ndarray]:
     return xywh, labels, np.zeros(len(rows))
 
 
-def draw_boxes(profile: WorkerProfile, true_boxes, width: float, height: float,
+def draw_boxes(profile: WorkerProfile, true_boxes: Any, width: float, height: float,
                rng: np.random.Generator) -> list[tuple[float, float, float, float, str]]:
     """What ``profile`` draws on an image of ``width`` x ``height`` px with ``true_boxes``.
 
@@ -214,7 +222,7 @@ def draw_boxes(profile: WorkerProfile, true_boxes, width: float, height: float,
     return out
 
 
-def normalised_rects(boxes_px, width: float, height: float) -> list[dict]:
+def normalised_rects(boxes_px: Sequence[Sequence[Any]], width: float, height: float) -> list[dict]:
     """``(x, y, w, h[, label])`` pixel boxes as ``{"left", "top", "width", "height"[, "label"]}`` in 0..1 of
     the image, cut to the image and rounded to 6 digits."""
     if not boxes_px:
@@ -231,7 +239,7 @@ def normalised_rects(boxes_px, width: float, height: float) -> list[dict]:
     return out
 
 
-def to_image_annotation(boxes_px, width: float, height: float) -> list[dict]:
+def to_image_annotation(boxes_px: Sequence[Sequence[Any]], width: float, height: float) -> list[dict]:
     """``(x, y, w, h, label)`` pixel boxes as Toloka ``field.image-annotation`` rectangles (0..1)."""
     return [{"shape": "rectangle", **rect} for rect in normalised_rects(boxes_px, width, height)]
 

@@ -57,12 +57,12 @@ def decode(data: bytes | None) -> tuple[str, int, int] | None:
 class ImageCache:
     """Thread-safe LRU of URL -> ``(sha256, width, height)``."""
 
-    def __init__(self, size: int = CACHE_SIZE):
+    def __init__(self, size: int = CACHE_SIZE) -> None:
         self.size = int(size)
         self._items: OrderedDict[str, tuple[str, int, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, url: str):
+    def get(self, url: str) -> tuple[str, int, int] | None:
         with self._lock:
             if url in self._items:
                 self._items.move_to_end(url)

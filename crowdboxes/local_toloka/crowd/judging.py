@@ -11,6 +11,8 @@ its box).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,13 +20,14 @@ from crowdboxes.local_toloka.crowd.boxes import _as_truth
 from crowdboxes.local_toloka.crowd.matching import match, to_pixels
 from crowdboxes.local_toloka.crowd.workers import WorkerProfile
 
+
 NOTICEABLE_PX = 20.0  # a verifier notices a missing sign whose shorter side is at least this
 LOOSE_IOU = 0.5  # below this IoU with its sign an outline is "loose"
 ON_OBJECT_IOU = 0.1  # an outline overlapping a sign this much is "on" it (else it is on nothing)
 VERDICT_REASONS = ("missed_sign", "loose_box", "wrong_object", "wrong_class")
 
 
-def true_verdict(outlines_px, true_boxes, width: float, height: float) -> tuple[str, str]:
+def true_verdict(outlines_px: Sequence[Sequence[Any]], true_boxes: Any, width: float, height: float) -> tuple[str, str]:
     """What a perfect verifier answers for ``outlines_px`` (``(x, y, w, h[, label])`` px) on this image.
 
     BAD reasons, in this order: ``missed_sign`` (a true sign whose shorter side is at least
@@ -51,8 +54,8 @@ def true_verdict(outlines_px, true_boxes, width: float, height: float) -> tuple[
     return "OK", ""
 
 
-def judge_outlines(profile: WorkerProfile, outlines_px, true_boxes, width: float, height: float,
-                   rng: np.random.Generator) -> tuple[str, str]:
+def judge_outlines(profile: WorkerProfile, outlines_px: Sequence[Sequence[Any]], true_boxes: Any, width: float,
+                   height: float, rng: np.random.Generator) -> tuple[str, str]:
     """``(verdict, reason)`` of ``profile`` for ``outlines_px`` drawn on the image with ``true_boxes``.
 
     The worker gives :func:`true_verdict` with probability ``verify_accuracy``, else the opposite (a BAD
@@ -68,7 +71,7 @@ def judge_outlines(profile: WorkerProfile, outlines_px, true_boxes, width: float
     return "OK", ""
 
 
-def shape_list(value) -> list[dict] | None:
+def shape_list(value: Any) -> list[dict] | None:
     """``value`` as a list of image-annotation shapes (a list, or JSON text of one, of dicts with a
     ``shape`` key, or rectangles without it); None if it is not one. An empty list is a list."""
     if isinstance(value, str):
@@ -88,7 +91,8 @@ def shape_list(value) -> list[dict] | None:
     return None
 
 
-def parse_shapes(shapes, width: float, height: float, true_boxes=None, label_of=None) -> list[tuple]:
+def parse_shapes(shapes: Any, width: float, height: float, true_boxes: Any = None,
+                 label_of: Callable[[Any], Any] | None = None) -> list[tuple]:
     """Shapes (list or JSON text) as pixel ``(x, y, w, h, label)`` tuples for :func:`true_verdict`.
 
     Rectangles as drawn; a polygon by its points' bounding box; a point becomes the box of the first true

@@ -6,15 +6,17 @@ Written for the simulator alone (it must not share the product's idea of a right
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 
-def as_boxes(boxes) -> np.ndarray:
+def as_boxes(boxes: Any) -> np.ndarray:
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
 
 
-def iou_matrix(a, b) -> np.ndarray:
+def iou_matrix(a: Any, b: Any) -> np.ndarray:
     """Pairwise IoU of ``(x, y, w, h)`` boxes, shape ``(len(a), len(b))``; 0 where the union is empty."""
     a, b = as_boxes(a), as_boxes(b)
     ax2, ay2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
@@ -29,7 +31,7 @@ def iou_matrix(a, b) -> np.ndarray:
         return np.where(union > 0, inter / union, 0.0)
 
 
-def match(pred_xywh, true_xywh, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def match(pred_xywh: Any, true_xywh: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-to-one pairs ``(pred_index, true_index, iou)`` with IoU >= ``threshold``.
 
     The assignment maximises the number of such pairs first and their total IoU second (a pair is worth
@@ -49,7 +51,7 @@ def match(pred_xywh, true_xywh, threshold: float) -> tuple[np.ndarray, np.ndarra
     return rows[keep], cols[keep], iou[rows[keep], cols[keep]]
 
 
-def to_pixels(boxes, width: float, height: float) -> np.ndarray:
+def to_pixels(boxes: Any, width: float, height: float) -> np.ndarray:
     """Boxes in fractions of the image (Toloka's image-annotation 0..1) to pixels."""
     b = as_boxes(boxes).copy()
     b[:, [0, 2]] *= width
@@ -57,7 +59,7 @@ def to_pixels(boxes, width: float, height: float) -> np.ndarray:
     return b
 
 
-def to_normalised(boxes, width: float, height: float) -> np.ndarray:
+def to_normalised(boxes: Any, width: float, height: float) -> np.ndarray:
     """Pixel boxes to fractions of the image."""
     b = as_boxes(boxes).copy()
     b[:, [0, 2]] /= width

@@ -13,7 +13,13 @@ factor (sd 0.25).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+
+if TYPE_CHECKING:
+    from crowdboxes.local_toloka.crowd.workers import WorkerProfile
 
 SECONDS_PER_BOX = 25.0
 SECONDS_PER_IMAGE = 6.0
@@ -29,7 +35,7 @@ KIND_ALIASES = {"detection": "drawing", "verification": "judgement"}
 TIMED_KINDS = ("drawing", "judgement", "choice", "text", "link", "generic")
 
 
-def seconds_for(profile, n_tasks: int, rng: np.random.Generator, kind: str = "detection",
+def seconds_for(profile: WorkerProfile, n_tasks: int, rng: np.random.Generator, kind: str = "detection",
                 n_boxes: int | None = None, n_chars: int | None = None) -> float:
     """Working seconds ``profile`` needs for ``n_tasks`` tasks (a suite) of ``kind`` (see the module).
 

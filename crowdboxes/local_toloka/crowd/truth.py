@@ -44,12 +44,18 @@ import math
 import os
 import re
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from crowdboxes.local_toloka.crowd.boxes import _annotation_hidden as annotation_hidden
+
+
+TruthHit = tuple[float, float, pd.DataFrame]
+"""The truth of one image: ``(width, height, its rows of Truth.boxes)``."""
 from crowdboxes.local_toloka.crowd.classes import DEFAULT_CATEGORIES
+
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -58,7 +64,7 @@ class TruthError(ValueError):
     """The truth file is missing, not JSON, or not in the format above (the message says where)."""
 
 
-def check_truth(coco, where: str = "ground truth") -> dict:
+def check_truth(coco: Any, where: str = "ground truth") -> dict:
     """``coco`` if it has the format above; :class:`TruthError` naming the bad entry otherwise."""
     if not isinstance(coco, dict):
         raise TruthError(f"{where}: expected a JSON object with images, annotations, categories")
@@ -121,7 +127,7 @@ class Truth:
     (``visible`` = 1 - hidden fraction, from ``visible``/``occluded``).
     """
 
-    def __init__(self, coco: dict | None = None):
+    def __init__(self, coco: dict | None = None) -> None:
         coco = check_truth({"images": [], "annotations": []} if coco is None else coco)
         self.coco = coco
         names = dict(DEFAULT_CATEGORIES)
@@ -163,7 +169,7 @@ class Truth:
             self._labels = list(dict.fromkeys(out))
         return self._labels
 
-    def image_id(self, sha256: str | None = None, file_name: str | None = None):
+    def image_id(self, sha256: str | None = None, file_name: str | None = None) -> Any:
         """The truth's image id for the content hash, else the file name / URL; None if unknown."""
         if sha256:
             found = self._by_sha.get(sha256.lower())
@@ -180,7 +186,7 @@ class Truth:
             return found
         return None
 
-    def lookup(self, sha256: str | None = None, file_name: str | None = None):
+    def lookup(self, sha256: str | None = None, file_name: str | None = None) -> TruthHit | None:
         """``(width, height, boxes)`` with the image's rows of :attr:`boxes`, or None if unknown."""
         image_id = self.image_id(sha256=sha256, file_name=file_name)
         if image_id is None:
@@ -203,7 +209,7 @@ class Truth:
         return None
 
 
-def as_truth(truth) -> Truth:
+def as_truth(truth: Any) -> Truth:
     """A :class:`Truth` from None, a COCO dict, a :class:`Truth`, or any object with a ``coco`` dict."""
     if isinstance(truth, Truth):
         return truth

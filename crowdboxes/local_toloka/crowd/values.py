@@ -196,12 +196,9 @@ def sample_pattern(pattern: str, rng: np.random.Generator, *, max_repeat: int = 
     groups and repeats (an open repeat draws at most ``min + max_repeat`` times); anchors and
     look-arounds are skipped, so the result is checked by the caller with ``re.search``.
     """
-    try:
-        import re._parser as sre_parse  # Python >= 3.11
-        from re import _constants as c
-    except ImportError:  # pragma: no cover - older Pythons
-        import sre_constants as c  # type: ignore[no-redef]
-        import sre_parse  # type: ignore[no-redef]
+    # the stdlib's private regex parser (Python >= 3.11; the package requires it): no type stubs
+    import re._parser as sre_parse  # type: ignore[import-not-found]
+    from re import _constants as c  # type: ignore[attr-defined]
     try:
         tree = sre_parse.parse(pattern)
     except Exception:
@@ -283,11 +280,11 @@ def _string_value(field: OutputField, rng: np.random.Generator) -> str:
                     return text
     if field.pattern:
         for _ in range(30):  # a pattern sample that also fits the lengths, if there is one
-            text = sample_pattern(field.pattern, rng)
-            if text is None:
+            candidate = sample_pattern(field.pattern, rng)
+            if candidate is None:
                 break
-            if fits(text):
-                return text
+            if fits(candidate):
+                return candidate
     return _words(rng, lo, hi)
 
 
@@ -342,9 +339,9 @@ def _scalar_uninformed(field: OutputField, rng: np.random.Generator) -> Any:
         lo, hi = _int_bounds(field)
         return int(rng.integers(lo, hi + 1))
     if kind == "float":
-        lo, hi = _float_bounds(field)
+        low, high = _float_bounds(field)
         # 3 decimals read like a person's number; re-clip after rounding so bounds still hold.
-        return float(min(max(round(float(rng.uniform(lo, hi)), 3), lo), hi))
+        return float(min(max(round(float(rng.uniform(low, high)), 3), low), high))
     if kind == "url":
         return _url_value(rng)
     if kind == "file":

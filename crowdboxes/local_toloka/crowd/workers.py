@@ -7,9 +7,11 @@ or a text.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import numpy as np
+
 
 KINDS = ("careful", "sloppy", "small_misser", "spammer_empty", "spammer_random", "verifier_always_ok", "slow")
 DEFAULT_MIX = {"careful": 0.50, "sloppy": 0.20, "small_misser": 0.10, "spammer_empty": 0.05,
@@ -77,7 +79,7 @@ def _kind_counts(n: int, mix: Mapping[str, float]) -> dict[str, int]:
 
 def _draw_profile(worker_id: str, kind: str, rng: np.random.Generator) -> WorkerProfile:
     """Sample one worker's parameters for its kind (section 5.3 distributions)."""
-    def clip(v, lo, hi):
+    def clip(v: Any, lo: Any, hi: Any) -> float:
         return float(np.clip(v, lo, hi))
 
     base = dict(

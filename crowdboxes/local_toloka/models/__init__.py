@@ -58,9 +58,11 @@ from crowdboxes.local_toloka.models.work import WorkMixin
 
 # TrainingsMixin, TaskSuitesMixin and AttachmentsMixin come before the mixins whose methods they extend
 # through super() (pools' validation and listing, task preparation, open_pools / suite_tasks /
-# issue_suite / available_tasks / can_afford / finish_due): see their module docstrings.
-class Backend(CoreMixin, TrainingsMixin, TaskSuitesMixin, AttachmentsMixin, ProjectsMixin, SkillsMixin, PoolsMixin,
-              OperationsMixin, TasksMixin, AssignmentsMixin, UsersMixin, AnalyticsMixin, QualityMixin, WorkMixin):
+# issue_suite / available_tasks / can_afford / finish_due): see their module docstrings. Every mixin
+# builds on CoreMixin (so the type checker sees the connection, transactions and clock), which comes last.
+class Backend(TrainingsMixin, TaskSuitesMixin, AttachmentsMixin, ProjectsMixin, SkillsMixin, PoolsMixin,
+              OperationsMixin, TasksMixin, AssignmentsMixin, UsersMixin, AnalyticsMixin, QualityMixin, WorkMixin,
+              CoreMixin):
     """The whole local Toloka state. Thread safe: one RLock, one SQLite connection.
 
     ``Backend(state_dir, *, balance=None, speed=60.0, reader_hold_seconds=600.0,

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from decimal import Decimal
+from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, ValidationError
-from crowdboxes.local_toloka.models.base import REAL_SQL, _loads_cached, _num, golden_sql
+from crowdboxes.local_toloka.models.base import REAL_SQL, CoreMixin, Doc, _loads_cached, _num, golden_sql
 
 
-class AnalyticsMixin:
+class AnalyticsMixin(CoreMixin):
     """Pool analytics, answered as a finished ANALYTICS operation."""
 
-    def analytics(self, body) -> dict:
+    def analytics(self, body: Any) -> dict:
         if not isinstance(body, list) or not body:
             raise ValidationError.field("body", "ARRAY_EXPECTED", "An array of analytics requests is expected")
         if len(body) > 10:
@@ -32,7 +34,7 @@ class AnalyticsMixin:
                                 "request": request, "finished": out_ts(fmt_ts(self.now()))})
             return self._finished_operation("ANALYTICS", {"value": body}, {"value": results})
 
-    def _pool_metric(self, pool, name, i, request):
+    def _pool_metric(self, pool: sqlite3.Row, name: str | None, i: int, request: Doc) -> Any:
         pid = pool["id"]
         count = lambda status: self.conn.execute(  # noqa: E731
             "SELECT COUNT(*) FROM assignments WHERE pool_id = ? AND status = ?", (pid, status)).fetchone()[0]

@@ -5,28 +5,31 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 from decimal import Decimal
+from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError, inappropriate_status
-from crowdboxes.local_toloka.models.base import (ASSIGNMENTS, ASSIGNMENT_TIME_FIELDS, JSON_ENCODER, OWNER, RawJSON,
-                                                 TSV_STATUS, _convert, _doc, _dumps, _num, build_search, golden_sql)
+from crowdboxes.local_toloka.models.base import (ASSIGNMENT_TIME_FIELDS, ASSIGNMENTS, JSON_ENCODER, OWNER, TSV_STATUS,
+                                                 CoreMixin, Doc, ObjectId, Params, RawJSON, _convert, _doc, _dumps,
+                                                 _num, build_search, golden_sql)
 from crowdboxes.local_toloka.models.validation import _require_object
 
 
-class AssignmentsMixin:
+class AssignmentsMixin(CoreMixin):
     """Assignments and the TSV export that ``get_assignments_df`` reads."""
 
-    def _assignment_row(self, assignment_id):
+    def _assignment_row(self, assignment_id: str) -> sqlite3.Row:
         row = self.conn.execute("SELECT * FROM assignments WHERE id = ?", (str(assignment_id),)).fetchone()
         if row is None:
             raise DoesNotExist(f"Assignment {assignment_id} does not exist")
         return row
 
-    def _assignment_links(self, rows) -> dict:
+    def _assignment_links(self, rows: list[sqlite3.Row]) -> dict:
         """``{assignment seq: [task rows with pos/output]}`` for ``rows``, in suite order."""
         seqs = [r["seq"] for r in rows]
-        links = {}
+        links: dict[int, list[sqlite3.Row]] = {}
         for start in range(0, len(seqs), 500):
             chunk = seqs[start:start + 500]
             for link in self.conn.execute(
@@ -36,7 +39,7 @@ class AssignmentsMixin:
                 links.setdefault(link["assignment_seq"], []).append(link)
         return links
 
-    def _render_assignment(self, row, tasks) -> dict:
+    def _render_assignment(self, row: sqlite3.Row, tasks: list[sqlite3.Row]) -> Doc:
         doc = _doc(row["doc"])
         doc.update(id=row["id"], task_suite_id=row["task_suite_id"], pool_id=str(row["pool_id"]),
                    user_id=row["user_id"], status=row["status"], owner=OWNER,
@@ -48,17 +51,17 @@ class AssignmentsMixin:
             doc["solutions"] = [{"output_values": _doc(t["output"])} for t in tasks]
         return doc
 
-    def _render_assignments(self, rows) -> list:
+    def _render_assignments(self, rows: list[sqlite3.Row]) -> list:
         if not rows:
             return []
         links = self._assignment_links(rows)
         return [self._render_assignment(row, links.get(row["seq"], [])) for row in rows]
 
-    def get_assignment(self, assignment_id) -> dict:
+    def get_assignment(self, assignment_id: str) -> dict:
         with self.transaction():
             return self._render_assignments([self._assignment_row(assignment_id)])[0]
 
-    def find_assignments(self, params) -> dict:
+    def find_assignments(self, params: Params) -> RawJSON:
         """The search as JSON text (:class:`RawJSON`): listings are the hot path of every observer, so each
         assignment's JSON is cached until anything it shows (status, times, tasks' overlap, outputs) changes."""
         if not any(params.get(k) for k in ("pool_id", "task_id", "task_suite_id")):
@@ -85,7 +88,7 @@ class AssignmentsMixin:
                 parts.append(hit[1])
         return RawJSON('{"items":[' + ",".join(parts) + '],"has_more":' + ("true" if has_more else "false") + "}")
 
-    def patch_assignment(self, assignment_id, body) -> dict:
+    def patch_assignment(self, assignment_id: str, body: Any) -> dict:
         body = _require_object(body)
         status = body.get("status")
         if status not in {"ACCEPTED", "REJECTED"}:
@@ -108,7 +111,7 @@ class AssignmentsMixin:
                 self._reject(row, comment)
             return self._render_assignments([self._assignment_row(assignment_id)])[0]
 
-    def _accept(self, row, comment=None, at: str | None = None) -> bool:
+    def _accept(self, row: sqlite3.Row, comment: str | None = None, at: str | None = None) -> bool:
         """SUBMITTED/REJECTED -> ACCEPTED and pay; False (nothing changed) when the balance is short."""
         cost = Decimal(row["cost"])
         if not row["paid"]:
@@ -130,7 +133,7 @@ class AssignmentsMixin:
                               self._assignment_row(row["id"]))
         return True
 
-    def _reject(self, row, comment):
+    def _reject(self, row: sqlite3.Row, comment: str | None) -> None:
         doc = json.loads(row["doc"])
         doc["public_comment"] = comment
         self.conn.execute("UPDATE assignments SET status = 'REJECTED', rejected = ?, auto_accept_at = NULL, doc = ? "
@@ -139,7 +142,7 @@ class AssignmentsMixin:
 
     # ---- assignments TSV (get_assignments_df) -------------------------------------------------------
 
-    def assignments_tsv(self, pool_id, params) -> str:
+    def assignments_tsv(self, pool_id: ObjectId, params: Params) -> str:
         statuses = [s for s in str(params.get("status") or "APPROVED").split(",") if s]
         unknown = set(statuses) - {"ACTIVE", "SUBMITTED", "APPROVED", "REJECTED", "SKIPPED", "EXPIRED"}
         if unknown:
@@ -169,7 +172,7 @@ class AssignmentsMixin:
         writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
         writer.writerow(header)
 
-        def cell(value):
+        def cell(value: Any) -> Any:
             if value is None:
                 return ""
             if isinstance(value, (dict, list, bool)):

@@ -11,25 +11,29 @@ toloka-kit's ``download_attachment(id, out)`` writes to ``out``.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
+import sqlite3
 import uuid
 import zlib
+from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, ValidationError
-from crowdboxes.local_toloka.models.base import OWNER, SearchSpec, _dumps
+from crowdboxes.local_toloka.models.base import OWNER, CoreMixin, ObjectId, Params, SearchSpec, _dumps
+
 
 ATTACHMENT_TYPE = "ASSIGNMENT_ATTACHMENT"
 MEDIA_TYPE = "image/png"
 FILE_TYPES = {"file": False, "array_file": True}  # output field type -> holds a list of ids
 
 
-def _owner_filter(raw):
+def _owner_filter(raw: Any) -> tuple[str, list[Any]]:
     return ("1 = 1", []) if str(raw) == OWNER["id"] else ("1 = 0", [])
 
 
-def _company_filter(raw):
+def _company_filter(raw: Any) -> tuple[str, list[Any]]:
     return ("1 = 1", []) if str(raw) == OWNER["company_id"] else ("1 = 0", [])
 
 
@@ -41,7 +45,7 @@ ATTACHMENTS = SearchSpec(
     {"id": ("id", "str"), "created": ("created", "ts")}, {"id": "id", "created": "created"}, 50, 1000)
 
 
-def attachment_png(seed: str, size=(48, 32)) -> bytes:
+def attachment_png(seed: str, size: tuple[int, int] = (48, 32)) -> bytes:
     """A small deterministic PNG: two colour bands picked from ``seed``."""
     from PIL import Image, ImageDraw
 
@@ -55,32 +59,32 @@ def attachment_png(seed: str, size=(48, 32)) -> bytes:
     return buf.getvalue()
 
 
-class AttachmentsMixin:
+class AttachmentsMixin(CoreMixin):
     """Attachments, and their creation when an assignment with file answers is submitted."""
 
-    def _attachment_row(self, attachment_id):
+    def _attachment_row(self, attachment_id: str) -> sqlite3.Row:
         row = self.conn.execute("SELECT * FROM attachments WHERE id = ?", (str(attachment_id),)).fetchone()
         if row is None:
             raise DoesNotExist(f"Attachment {attachment_id} does not exist")
         return row
 
     @staticmethod
-    def _render_attachment(row) -> dict:
+    def _render_attachment(row: sqlite3.Row) -> dict:
         return {"id": row["id"], "attachment_type": row["attachment_type"], "name": row["name"],
                 "details": {"user_id": row["user_id"], "assignment_id": row["assignment_id"],
                             "pool_id": str(row["pool_id"])},
                 "created": out_ts(row["created"]), "media_type": row["media_type"], "owner": OWNER}
 
-    def get_attachment(self, attachment_id) -> dict:
+    def get_attachment(self, attachment_id: str) -> dict:
         with self.transaction():
             return self._render_attachment(self._attachment_row(attachment_id))
 
-    def find_attachments(self, params) -> dict:
+    def find_attachments(self, params: Params) -> dict:
         if not any(params.get(k) for k in ("pool_id", "assignment_id")):
             raise ValidationError.field("pool_id", "VALUE_REQUIRED", "One of pool_id, assignment_id is required")
         return self._search(ATTACHMENTS, params, lambda rows: [self._render_attachment(r) for r in rows])
 
-    def download_attachment(self, attachment_id) -> tuple[bytes, str, str]:
+    def download_attachment(self, attachment_id: str) -> tuple[bytes, str, str]:
         """``(bytes, media type, file name)``."""
         with self.transaction():
             row = self._attachment_row(attachment_id)
@@ -88,7 +92,7 @@ class AttachmentsMixin:
 
     # ---- the crowd's side ------------------------------------------------------------------------------
 
-    def _file_fields(self, pool_id) -> dict:
+    def _file_fields(self, pool_id: ObjectId) -> dict:
         """``{field: holds a list}`` of the pool's file outputs. Kept in memory: a pool's output spec never
         changes (changing a project's output spec pins the old spec on its existing pools)."""
         cache = self.__dict__.setdefault("_file_fields_cache", {})
@@ -99,7 +103,7 @@ class AttachmentsMixin:
                               if isinstance(field, dict) and str(field.get("type", "")).lower() in FILE_TYPES}
         return cache[pool_id]
 
-    def _add_attachment(self, row, field, pos, index) -> str:
+    def _add_attachment(self, row: sqlite3.Row, field: str, pos: int, index: int) -> str:
         key = f"{row['id']}/{pos}/{field}/{index}"
         attachment_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"local-toloka:{key}"))
         name = f"{field}_{pos + 1}{'_' + str(index + 1) if index else ''}.png"
@@ -110,7 +114,7 @@ class AttachmentsMixin:
              fmt_ts(self.now()), attachment_png(key)))
         return attachment_id
 
-    def finish_due(self, now) -> int:
+    def finish_due(self, now: dt.datetime) -> int:
         """Before the work's own ``finish_due`` submits them: upload the files of due answers, so their
         ``file`` fields hold attachment ids."""
         rows = self.conn.execute("SELECT * FROM assignments WHERE status = 'ACTIVE' AND due IS NOT NULL AND due <= ?",

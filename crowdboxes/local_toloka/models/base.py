@@ -18,15 +18,25 @@ import datetime as dt
 import functools
 import json
 import re
+import sqlite3
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from decimal import Decimal, ROUND_HALF_UP
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from crowdboxes.local_toloka import db
 from crowdboxes.local_toloka.db import Clock, fmt_ts, parse_ts, utcnow
 from crowdboxes.local_toloka.exceptions import DoesNotExist, ValidationError
 
+
+Doc = dict[str, Any]
+"""A Toloka API object as JSON (a pool, a task, a request body once checked to be an object)."""
+Params = Mapping[str, Any]
+"""A request's query parameters (strings from HTTP; tests also pass numbers)."""
+ObjectId = int | str
+"""An integer-keyed object's id (pool, project, skill, ...): ``str`` from the API, ``int`` from SQLite."""
 
 FEE_RATE = Decimal("0.3")
 MIN_FEE = Decimal("0.005")
@@ -68,7 +78,7 @@ def object_id(pool_id: int, seq: int) -> str:
     return f"{int(pool_id):010x}--{seq:024x}"
 
 
-def _num(value):
+def _num(value: Any) -> Any:
     """Decimal -> int or float for JSON."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
@@ -76,27 +86,27 @@ def _num(value):
 
 
 @functools.lru_cache(maxsize=65536)
-def _loads_cached(text: str):
+def _loads_cached(text: str) -> Any:
     return json.loads(text)
 
 
-def _doc(text: str | None) -> dict:
+def _doc(text: str | None) -> Doc:
     """Parse a stored JSON object; memoised because listings re-read the same task docs over and over.
     Returns a shallow copy: renderers only set top-level keys."""
     return dict(_loads_cached(text or "{}"))
 
 
-def _dumps(obj) -> str:
+def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), default=_num)
 
 
-def correctness_weight(known_solution: dict) -> float:
+def correctness_weight(known_solution: Doc) -> float:
     """A known solution's ``correctness_weight``, 1 when unset."""
     weight = known_solution.get("correctness_weight")
     return float(1 if weight is None else weight)
 
 
-def solution_weight(answer: dict, known_solutions) -> float:
+def solution_weight(answer: Doc | None, known_solutions: Iterable[Doc] | None) -> float:
     """Score of one answer: the best ``correctness_weight`` among the known solutions it matches (every
     field a solution lists equal; fields left out are not checked), 0 if none. Scores control tasks
     (golden statistics) and training tasks."""
@@ -106,7 +116,7 @@ def solution_weight(answer: dict, known_solutions) -> float:
     return max(weights, default=0.0)
 
 
-def offered_to(rows, user_id):
+def offered_to(rows: Iterable[tuple[int, str]], user_id: str) -> Iterator[tuple[int, Doc]]:
     """``(seq, doc)`` of the rows ``(seq, doc JSON)`` that ``user_id`` may get: not reserved for other
     workers (``reserved_for``) and not closed to them (``unavailable_for``); lazily, in row order."""
     for seq, doc in rows:
@@ -132,13 +142,15 @@ JSON_ENCODER = json.JSONEncoder(default=_num, check_circular=False, separators=(
 class SearchSpec:
     """What one resource's list endpoint accepts. Columns are ``(sql expression, kind)``."""
 
-    def __init__(self, table, id_column, id_kind, exact, ranges, sorts, default_limit, max_limit):
+    def __init__(self, table: str, id_column: str, id_kind: str, exact: dict[str, tuple[str, Any]],
+                 ranges: dict[str, tuple[str, str]], sorts: dict[str, str], default_limit: int,
+                 max_limit: int) -> None:
         self.table, self.id_column, self.id_kind = table, id_column, id_kind
         self.exact, self.ranges, self.sorts = exact, ranges, sorts
         self.default_limit, self.max_limit = default_limit, max_limit
 
 
-def _convert(param: str, raw: str, kind: str):
+def _convert(param: str, raw: Any, kind: str) -> Any:
     try:
         if kind == "int":
             return int(raw)
@@ -154,7 +166,8 @@ def _convert(param: str, raw: str, kind: str):
         raise ValidationError.field(param, expected, f"Invalid value {raw!r}") from None
 
 
-def build_search(spec: SearchSpec, params: dict, extra_where=(), extra_args=()):
+def build_search(spec: SearchSpec, params: Params, extra_where: Sequence[str] = (),
+                 extra_args: Sequence[Any] = ()) -> tuple[str, list[Any], int]:
     """SQL for a search request: ``(sql, args, limit)``; fetch ``limit + 1`` rows to know has_more."""
     where, args = list(extra_where), list(extra_args)
     for name, raw in params.items():
@@ -215,7 +228,7 @@ def build_search(spec: SearchSpec, params: dict, extra_where=(), extra_args=()):
     return sql, args, limit
 
 
-def _id_ranges(col="id", kind="int", created="created"):
+def _id_ranges(col: str = "id", kind: str = "int", created: str = "created") -> dict[str, tuple[str, str]]:
     return {"id": (col, kind), "created": (created, "ts")}
 
 
@@ -249,7 +262,7 @@ OPERATIONS = SearchSpec("operations", "seq", "int", {"type": ("type", "str"), "s
                         {"submitted": ("submitted", "ts")}, {"id": "seq", "submitted": "submitted"}, 50, 500)
 
 
-def _int_or_missing(value, what):
+def _int_or_missing(value: Any, what: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -258,6 +271,74 @@ def _int_or_missing(value, what):
 
 class CoreMixin:
     """Connection, transactions, meta/counters, time and the requester (``Backend.__init__``)."""
+
+    if TYPE_CHECKING:
+        # The mixins call each other's methods (pools' row helpers from work, tasks, trainings...). Each
+        # method one mixin calls and another defines is declared here, for the type checker only: the
+        # Backend's real method (found first in its MRO) must keep this signature.
+        def _accept(self, row: sqlite3.Row, comment: str | None = None, at: str | None = None) -> bool: ...
+        def _active_project(self, body: Any) -> sqlite3.Row: ...
+        def _add_restriction(self, user_id: str, scope: str, *, project_id: ObjectId | None = None,
+                             pool_id: ObjectId | None = None, will_expire: dt.datetime | None = None,
+                             comment: str | None = None) -> int | None: ...
+        def _archive_row(self, row: sqlite3.Row, kind: str, parameters: Doc,
+                         code: str = "INAPPROPRIATE_STATUS") -> Doc | None: ...
+        def _assignment_row(self, assignment_id: str) -> sqlite3.Row: ...
+        def _batch_pool(self, item: Any, pools: dict[Any, Any], kind: str) -> tuple[Any, Doc | None]: ...
+        def _check_new_operation(self, op_id: str) -> None: ...
+        def _check_openable(self, row: sqlite3.Row, code: str = "INAPPROPRIATE_STATUS") -> None: ...
+        def _clone_row(self, row: sqlite3.Row, kind: str, parameters: Doc, new_key: str) -> dict: ...
+        def _close_pool(self, pool_id: ObjectId, reason: str) -> None: ...
+        def _close_row(self, row: sqlite3.Row, reason: str, kind: str, parameters: Doc,
+                       code: str = "INAPPROPRIATE_STATUS") -> Doc | None: ...
+        def _finished_operation(self, kind: str, parameters: Doc, details: Doc | None = None,
+                                op_id: str | None = None) -> dict: ...
+        def _has_task_suites(self, pool_id: ObjectId) -> bool: ...
+        def _mark_open(self, row: sqlite3.Row, doc: Doc) -> None: ...
+        def _note_readers(self, params: Params, now: dt.datetime | None = None) -> None: ...
+        def _open_pools_of(self, pool_ids: Iterable[ObjectId], log: list[Any] | None = None) -> None: ...
+        def _open_row(self, row: sqlite3.Row, kind: str, parameters: Doc) -> Doc | None: ...
+        def _pool_doc(self, row: sqlite3.Row) -> dict: ...
+        def _pool_row(self, pool_id: Any) -> sqlite3.Row: ...
+        def _project_row(self, project_id: Any) -> sqlite3.Row: ...
+        def _quality_control(self, pool_id: ObjectId, user_id: str, event: str, asg_row: sqlite3.Row) -> None: ...
+        def _reject(self, row: sqlite3.Row, comment: str | None) -> None: ...
+        @staticmethod
+        def _render_pool(row: sqlite3.Row) -> dict: ...
+        @staticmethod
+        def _render_task(row: sqlite3.Row) -> dict: ...
+        def _replace_doc(self, row: sqlite3.Row, doc: Doc) -> None: ...
+        def _replacement_body(self, row: sqlite3.Row, body: Any, what: str) -> dict: ...
+        def _resume_operations(self) -> None: ...
+        def _set_user_skill(self, skill_id: ObjectId, user_id: str, value: Any) -> int: ...
+        def _skill_row(self, skill_id: Any) -> sqlite3.Row: ...
+        def _status_read_ends_first_reader_wait(self, pool_row: sqlite3.Row, now: dt.datetime) -> bool: ...
+        def _task_row(self, task_id: str) -> sqlite3.Row: ...
+        def create_skill(self, body: Any) -> dict: ...
+        def pool_task_spec(self, pool_row: sqlite3.Row) -> dict: ...
+
+        # Methods that trainings, task suites and attachments extend through super(): declared here so
+        # that every override is checked against one signature (the real ones are in pools, tasks, work).
+        def _validate_pool(self, body: Any) -> Doc: ...
+        def update_pool(self, pool_id: ObjectId, body: Any) -> Doc: ...
+        def patch_pool(self, pool_id: ObjectId, body: Any) -> Doc: ...
+        def clone_pool(self, pool_id: ObjectId) -> Doc: ...
+        def open_pool(self, pool_id: ObjectId) -> Doc | None: ...
+        def close_pool(self, pool_id: ObjectId, reason: str = "MANUAL") -> Doc | None: ...
+        def archive_pool(self, pool_id: ObjectId) -> Doc | None: ...
+        def _open_pool(self, row: sqlite3.Row) -> bool: ...
+        def find_pools(self, params: Params) -> Doc: ...
+        def _prepare_task(self, item: Any, pools: dict[Any, Any],
+                          allow_defaults: bool) -> tuple[Any, Doc | None]: ...
+        def patch_task(self, task_id: str, body: Any, *, overlap_or_min: bool = False) -> Doc: ...
+        def open_pools(self) -> list[tuple[sqlite3.Row, Doc]]: ...
+        def available_tasks(self, pool_id: ObjectId, user_id: str, limit: int | None, *,
+                            golden: bool = False) -> list[tuple[int, Doc]]: ...
+        def suite_tasks(self, pool_row: sqlite3.Row, pool_doc: Doc, user_id: str) -> list[tuple[int, Doc]]: ...
+        def issue_suite(self, pool_row: sqlite3.Row, pool_doc: Doc, user_id: str,
+                        tasks: list[tuple[int, Doc]]) -> str: ...
+        def can_afford(self, pool_doc: Doc, reserved: Decimal | None = None) -> bool: ...
+        def finish_due(self, now: dt.datetime) -> int: ...
 
     def __init__(self, state_dir: str | Path, *, balance: Decimal | float | str | None = None, speed: float = 60.0,
                  reader_hold_seconds: float = 600.0, first_reader_seconds: float = 90.0,
@@ -281,7 +362,9 @@ class CoreMixin:
         self.speed = float(speed)
         self.base_url = "http://127.0.0.1"
         self.changed = threading.Event()  # wakes the scheduler early after a state change
-        self._fragments = {}  # assignment seq -> (what it shows, its JSON); see find_assignments
+        # assignment seq -> (what it shows, its JSON); see find_assignments
+        self._fragments: dict[int, tuple[Any, str]] = {}
+        self.workforce_size = 0  # the crowd's size, set by the scheduler (analytics' active_workers)
         with self.transaction():
             if self._meta("balance") is None:
                 self._set_meta("balance", str(Decimal(str(balance)) if balance is not None else DEFAULT_BALANCE))
@@ -295,7 +378,7 @@ class CoreMixin:
     # ---- plumbing ---------------------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self):
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         with self.lock:
             outer = self._depth == 0
             if outer:
@@ -313,15 +396,15 @@ class CoreMixin:
                 if outer:
                     self.conn.execute("COMMIT")
 
-    def close(self):
+    def close(self) -> None:
         with self.lock:
             self.conn.close()
 
-    def _meta(self, key):
+    def _meta(self, key: str) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def _set_meta(self, key, value):
+    def _set_meta(self, key: str, value: str) -> None:
         self.conn.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value = "
                           "excluded.value", (key, value))
 
@@ -333,7 +416,8 @@ class CoreMixin:
                           "value = excluded.value", (name, first + count - 1))
         return first
 
-    def _search(self, spec: SearchSpec, params: dict, render, extra_where=(), extra_args=()):
+    def _search(self, spec: SearchSpec, params: Params, render: Callable[[list[sqlite3.Row]], Any],
+                extra_where: Sequence[str] = (), extra_args: Sequence[Any] = ()) -> Doc:
         sql, args, limit = build_search(spec, params, extra_where, extra_args)
         with self.transaction():
             rows = self.conn.execute(sql, args).fetchall()
@@ -348,7 +432,7 @@ class CoreMixin:
     def sim_to_real(self, sim_seconds: float) -> dt.timedelta:
         return dt.timedelta(seconds=float(sim_seconds) / max(self.speed, 1e-9))
 
-    def _notify(self):
+    def _notify(self) -> None:
         self.changed.set()
 
     # ---- requester --------------------------------------------------------------------------------
@@ -356,12 +440,12 @@ class CoreMixin:
     def balance(self) -> Decimal:
         return Decimal(self._meta("balance"))
 
-    def get_requester(self) -> dict:
+    def get_requester(self) -> Doc:
         with self.transaction():
             return {"id": OWNER["id"], "balance": _num(self.balance()), "public_name": {"EN": "Local requester"},
                     "company": {"id": OWNER["company_id"], "superintendent_id": OWNER["id"]}}
 
-    def set_balance(self, value) -> dict:
+    def set_balance(self, value: Decimal | float | str) -> Doc:
         with self.transaction():
             self._set_meta("balance", str(Decimal(str(value))))
             self._notify()

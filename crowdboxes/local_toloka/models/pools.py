@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
+from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
 from crowdboxes.local_toloka.exceptions import (DoesNotExist, IncorrectAction, TolokaError, ValidationError,
                                                 inappropriate_status)
-from crowdboxes.local_toloka.models.base import MAX_OVERLAP, MIN_REWARD, OWNER, POOLS, _dumps, _num, cost_for
+from crowdboxes.local_toloka.models.base import (MAX_OVERLAP, MIN_REWARD, OWNER, POOLS, CoreMixin, Doc, ObjectId,
+                                                 Params, _dumps, _num, cost_for)
 from crowdboxes.local_toloka.models.validation import (_decimal, _integer, _referenced, _require_object, _string,
-                                                      _timestamp)
+                                                       _timestamp)
 
 
 CLOSE_INFO = ("last_close_reason", "last_stopped")
 
 
-class PoolsMixin:
+class PoolsMixin(CoreMixin):
     """Pools and their status transitions. The ``_*_row`` helpers serve any row of ``pools``: trainings
     (:mod:`.trainings`) are rows there too and share them."""
 
-    def _pool_row(self, pool_id):
+    def _pool_row(self, pool_id: Any) -> sqlite3.Row:  # any JSON value: a bad id is DoesNotExist
         try:
             pid = int(pool_id)
         except (TypeError, ValueError):
@@ -32,7 +36,7 @@ class PoolsMixin:
         return row
 
     @staticmethod
-    def _render_pool(row) -> dict:
+    def _render_pool(row: sqlite3.Row) -> dict:
         doc = json.loads(row["doc"])
         doc.update(id=str(row["id"]), project_id=str(row["project_id"]), status=row["status"],
                    created=out_ts(row["created"]), owner=OWNER)
@@ -40,7 +44,7 @@ class PoolsMixin:
             doc["last_started"] = out_ts(row["last_started"])
         return doc
 
-    def _validate_pool(self, body) -> dict:
+    def _validate_pool(self, body: Any) -> dict:
         """A pool's settings as stored. ``type`` is read-only (deprecated, always REGULAR in the API): a body
         that says ``TRAINING`` is not refused for it, trainings are made through ``/trainings``."""
         _require_object(body)
@@ -108,14 +112,14 @@ class PoolsMixin:
         doc["type"] = "REGULAR"
         return doc
 
-    def _active_project(self, body):
+    def _active_project(self, body: Any) -> sqlite3.Row:
         """The ACTIVE project the body's ``project_id`` names (a pool's or a training's), else the API's error."""
         project = _referenced(body, "project_id", self._project_row, "Project")
         if project["status"] != "ACTIVE":
             raise inappropriate_status(["ACTIVE"], "PROJECT_INAPPROPRIATE_STATUS")
         return project
 
-    def _check_filter(self, node, path):
+    def _check_filter(self, node: Any, path: str) -> None:
         if not isinstance(node, dict):
             raise ValidationError.field(path, "OBJECT_EXPECTED", "A filter object is expected")
         if "and" in node or "or" in node:
@@ -129,7 +133,7 @@ class PoolsMixin:
             if key not in node:
                 raise ValidationError.field(f"{path}.{key}", "VALUE_REQUIRED", "Filter condition needs " + key)
 
-    def create_pool(self, body) -> dict:
+    def create_pool(self, body: Any) -> dict:
         with self.transaction():
             doc = self._validate_pool(body)
             now = fmt_ts(self.now())
@@ -138,17 +142,17 @@ class PoolsMixin:
                                     (project_id, now, _dumps(doc)))
             return self._render_pool(self._pool_row(cur.lastrowid))
 
-    def get_pool(self, pool_id) -> dict:
+    def get_pool(self, pool_id: ObjectId) -> dict:
         with self.transaction():
             row = self._pool_row(pool_id)
             if self._status_read_ends_first_reader_wait(row, self.now()):
                 row = self._pool_row(pool_id)
             return self._render_pool(row)
 
-    def find_pools(self, params) -> dict:
+    def find_pools(self, params: Params) -> dict:
         return self._search(POOLS, params, lambda rows: [self._render_pool(r) for r in rows])
 
-    def update_pool(self, pool_id, body) -> dict:
+    def update_pool(self, pool_id: ObjectId, body: Any) -> dict:
         """PUT: replace the editable settings (not while archived)."""
         with self.transaction():
             row = self._pool_row(pool_id)
@@ -157,7 +161,7 @@ class PoolsMixin:
             self._replace_doc(row, doc)
             return self._render_pool(self._pool_row(row["id"]))
 
-    def _replacement_body(self, row, body, what: str) -> dict:
+    def _replacement_body(self, row: sqlite3.Row, body: Any, what: str) -> dict:
         """A PUT body for ``row`` (a pool or training, ``what``): not while archived; the project stays."""
         if row["status"] == "ARCHIVED":
             raise inappropriate_status(["OPEN", "CLOSED"], "POOL_INAPPROPRIATE_STATUS")
@@ -167,7 +171,7 @@ class PoolsMixin:
             raise ValidationError.field("project_id", "VALUE_NOT_ALLOWED", f"A {what} cannot move to another project")
         return body
 
-    def _replace_doc(self, row, doc):
+    def _replace_doc(self, row: sqlite3.Row, doc: Doc) -> None:
         """Store a PUT's validated ``doc`` for ``row``, keeping its last close reason and time."""
         old = json.loads(row["doc"])
         for keep in CLOSE_INFO:
@@ -176,7 +180,7 @@ class PoolsMixin:
         self.conn.execute("UPDATE pools SET doc = ? WHERE id = ?", (_dumps(doc), row["id"]))
         self._notify()
 
-    def patch_pool(self, pool_id, body) -> dict:
+    def patch_pool(self, pool_id: ObjectId, body: Any) -> dict:
         """PATCH: only ``priority`` is patchable in the API."""
         with self.transaction():
             row = self._pool_row(pool_id)
@@ -187,24 +191,24 @@ class PoolsMixin:
             self.conn.execute("UPDATE pools SET doc = ? WHERE id = ?", (_dumps(doc), row["id"]))
             return self._render_pool(self._pool_row(row["id"]))
 
-    def _pool_doc(self, row) -> dict:
+    def _pool_doc(self, row: sqlite3.Row) -> dict:
         return json.loads(row["doc"])
 
-    def _check_openable(self, row, code="INAPPROPRIATE_STATUS"):
+    def _check_openable(self, row: sqlite3.Row, code: str = "INAPPROPRIATE_STATUS") -> None:
         """A pool or training opens only from CLOSED and while its project is ACTIVE."""
         if row["status"] != "CLOSED":
             raise inappropriate_status(["CLOSED"], code)
         if self._project_row(row["project_id"])["status"] != "ACTIVE":
             raise inappropriate_status(["ACTIVE"], "PROJECT_INAPPROPRIATE_STATUS")
 
-    def _mark_open(self, row, doc):
+    def _mark_open(self, row: sqlite3.Row, doc: Doc) -> None:
         """Store ``row`` (pool or training) as OPEN from now, with ``doc`` (its last close reason dropped)."""
         doc.pop("last_close_reason", None)
         self.conn.execute("UPDATE pools SET status = 'OPEN', last_started = ?, complete_at = NULL, doc = ? "
                           "WHERE id = ?", (fmt_ts(self.now()), _dumps(doc), row["id"]))
         self._notify()
 
-    def _open_pool(self, row):
+    def _open_pool(self, row: sqlite3.Row) -> bool:
         """Open a CLOSED pool (raises the API's errors); no-op when already open."""
         if row["status"] == "OPEN":
             return False
@@ -225,7 +229,7 @@ class PoolsMixin:
         self._mark_open(row, doc)
         return True
 
-    def _open_pools_of(self, pool_ids, log=None):
+    def _open_pools_of(self, pool_ids: Iterable[ObjectId], log: list[Any] | None = None) -> None:
         """Open the CLOSED ones of these pools (``open_pool=true`` of an upload); a pool that cannot open
         stays as it is, with a POOL_OPEN entry in the operation ``log`` when one is given."""
         for pool_id in sorted(set(pool_ids)):
@@ -238,7 +242,7 @@ class PoolsMixin:
                 if log is not None:
                     log.append({**entry, "success": False, "output": exc.body()})
 
-    def _close_pool(self, pool_id, reason: str):
+    def _close_pool(self, pool_id: ObjectId, reason: str) -> None:
         row = self._pool_row(pool_id)
         doc = self._pool_doc(row)
         doc["last_close_reason"] = reason
@@ -246,37 +250,38 @@ class PoolsMixin:
         self.conn.execute("UPDATE pools SET status = 'CLOSED', complete_at = NULL, doc = ? WHERE id = ?",
                           (_dumps(doc), row["id"]))
 
-    def open_pool(self, pool_id):
+    def open_pool(self, pool_id: ObjectId) -> Doc | None:
         """``None`` when already open (HTTP 204), else the finished POOL.OPEN operation."""
         with self.transaction():
             row = self._pool_row(pool_id)
             return self._open_row(row, "POOL.OPEN", {"pool_id": str(row["id"])})
 
-    def close_pool(self, pool_id, reason="MANUAL"):
+    def close_pool(self, pool_id: ObjectId, reason: str = "MANUAL") -> Doc | None:
         with self.transaction():
             row = self._pool_row(pool_id)
             return self._close_row(row, reason, "POOL.CLOSE", {"pool_id": str(row["id"])})
 
-    def clone_pool(self, pool_id) -> dict:
+    def clone_pool(self, pool_id: ObjectId) -> dict:
         """An empty CLOSED pool with the same settings in the same project (POOL.CLONE operation)."""
         with self.transaction():
             row = self._pool_row(pool_id)
             return self._clone_row(row, "POOL.CLONE", {"pool_id": str(row["id"])}, "pool_id")
 
-    def archive_pool(self, pool_id):
+    def archive_pool(self, pool_id: ObjectId) -> Doc | None:
         with self.transaction():
             row = self._pool_row(pool_id)
             return self._archive_row(row, "POOL.ARCHIVE", {"pool_id": str(row["id"])})
 
     # ---- status actions of any pools row (pool or training): the finished operation, None when no-op ----
 
-    def _open_row(self, row, kind, parameters):
+    def _open_row(self, row: sqlite3.Row, kind: str, parameters: Doc) -> Doc | None:
         if row["status"] == "OPEN":
             return None
         self._open_pool(row)
         return self._finished_operation(kind, parameters)
 
-    def _close_row(self, row, reason, kind, parameters, code="INAPPROPRIATE_STATUS"):
+    def _close_row(self, row: sqlite3.Row, reason: str, kind: str, parameters: Doc,
+                   code: str = "INAPPROPRIATE_STATUS") -> Doc | None:
         if row["status"] == "CLOSED":
             return None
         if row["status"] != "OPEN":
@@ -284,7 +289,8 @@ class PoolsMixin:
         self._close_pool(row["id"], reason)
         return self._finished_operation(kind, parameters)
 
-    def _archive_row(self, row, kind, parameters, code="INAPPROPRIATE_STATUS"):
+    def _archive_row(self, row: sqlite3.Row, kind: str, parameters: Doc,
+                     code: str = "INAPPROPRIATE_STATUS") -> Doc | None:
         if row["status"] == "ARCHIVED":
             return None
         if row["status"] != "CLOSED":
@@ -292,7 +298,7 @@ class PoolsMixin:
         self.conn.execute("UPDATE pools SET status = 'ARCHIVED' WHERE id = ?", (row["id"],))
         return self._finished_operation(kind, parameters)
 
-    def _clone_row(self, row, kind, parameters, new_key) -> dict:
+    def _clone_row(self, row: sqlite3.Row, kind: str, parameters: Doc, new_key: str) -> dict:
         """An empty CLOSED copy of ``row``; the operation's ``details[new_key]`` is the copy's id."""
         doc = self._pool_doc(row)
         for key in CLOSE_INFO:

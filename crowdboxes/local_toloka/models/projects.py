@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError, inappropriate_status
-from crowdboxes.local_toloka.models.base import FIELD_TYPES, OWNER, PROJECTS, _dumps
+from crowdboxes.local_toloka.models.base import FIELD_TYPES, OWNER, PROJECTS, CoreMixin, ObjectId, Params, _dumps
 from crowdboxes.local_toloka.models.validation import _require_object, _string, project_difference
 
 
-class ProjectsMixin:
+class ProjectsMixin(CoreMixin):
     """Projects (toloka-api.md 6.1)."""
 
-    def _project_row(self, project_id):
+    def _project_row(self, project_id: Any) -> sqlite3.Row:  # any JSON value: a bad id is DoesNotExist
         try:
             pid = int(project_id)
         except (TypeError, ValueError):
@@ -24,12 +26,12 @@ class ProjectsMixin:
         return row
 
     @staticmethod
-    def _render_project(row) -> dict:
+    def _render_project(row: sqlite3.Row) -> dict:
         doc = json.loads(row["doc"])
         doc.update(id=str(row["id"]), status=row["status"], created=out_ts(row["created"]), owner=OWNER)
         return doc
 
-    def _validate_project(self, body):
+    def _validate_project(self, body: Any) -> None:
         _require_object(body)
         _string(body, "public_name")
         spec = body.get("task_spec")
@@ -50,7 +52,7 @@ class ProjectsMixin:
         if issuing not in {"AUTOMATED", "MAP_SELECTOR"}:
             raise ValidationError.field("assignments_issuing_type", "UNKNOWN_ENUM_VALUE", f"Unknown value {issuing!r}")
 
-    def create_project(self, body) -> dict:
+    def create_project(self, body: Any) -> dict:
         self._validate_project(body)
         with self.transaction():
             doc = {k: v for k, v in body.items() if k not in {"id", "status", "created", "owner"}}
@@ -60,7 +62,7 @@ class ProjectsMixin:
                                     (now, _dumps(doc)))
             return self._render_project(self._project_row(cur.lastrowid))
 
-    def update_project(self, project_id, body) -> dict:
+    def update_project(self, project_id: ObjectId, body: Any) -> dict:
         """PUT: replace the project (all fields; ``id``/``status``/``created``/``owner`` are read-only).
 
         A change of the data specification (``input_spec``, ``output_spec``) is a breaking change in
@@ -84,7 +86,7 @@ class ProjectsMixin:
             self.conn.execute("UPDATE projects SET doc = ? WHERE id = ?", (_dumps(doc), row["id"]))
             return self._render_project(self._project_row(row["id"]))
 
-    def check_project_update(self, project_id, body) -> dict:
+    def check_project_update(self, project_id: ObjectId, body: Any) -> dict:
         """``POST /staging/projects/{id}/check``: what ``update_project`` would be, without applying it."""
         self._validate_project(body)
         with self.transaction():
@@ -93,21 +95,21 @@ class ProjectsMixin:
             doc.setdefault("assignments_issuing_type", "AUTOMATED")
             return {"differenceLevel": project_difference(old, doc)}
 
-    def pool_task_spec(self, pool_row) -> dict:
+    def pool_task_spec(self, pool_row: sqlite3.Row) -> dict:
         """The task spec a pool works with: its project's, or the one it was pinned to by a breaking change."""
         pinned = self._meta(f"pool_task_spec:{pool_row['id']}")
         if pinned is not None:
             return json.loads(pinned)
         return json.loads(self._project_row(pool_row["project_id"])["doc"])["task_spec"]
 
-    def get_project(self, project_id) -> dict:
+    def get_project(self, project_id: ObjectId) -> dict:
         with self.transaction():
             return self._render_project(self._project_row(project_id))
 
-    def find_projects(self, params) -> dict:
+    def find_projects(self, params: Params) -> dict:
         return self._search(PROJECTS, params, lambda rows: [self._render_project(r) for r in rows])
 
-    def archive_project(self, project_id) -> dict:
+    def archive_project(self, project_id: ObjectId) -> dict:
         with self.transaction():
             row = self._project_row(project_id)
             if row["status"] == "ACTIVE":

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts
 from crowdboxes.local_toloka.exceptions import TolokaError
-from crowdboxes.local_toloka.models.base import REAL_SQL, _loads_cached, golden_sql, solution_weight
+from crowdboxes.local_toloka.models.base import (REAL_SQL, CoreMixin, Doc, ObjectId, Params, _loads_cached, golden_sql,
+                                                 solution_weight)
 from crowdboxes.local_toloka.models.validation import _compare
 
 
-class QualityMixin:
+class QualityMixin(CoreMixin):
     """The pools' quality-control rules, run after each submit/accept/reject/skip."""
 
-    def _quality_control(self, pool_id, user_id, event, asg_row):
+    def _quality_control(self, pool_id: ObjectId, user_id: str, event: str, asg_row: sqlite3.Row) -> None:
         """Run the pool's QC rules for one worker after ``event`` (SUBMIT, ACCEPT, REJECT, ...)."""
         pool = self._pool_row(pool_id)
         doc = self._pool_doc(pool)
@@ -29,7 +32,8 @@ class QualityMixin:
                                           for c in conditions):
                         self._apply_action(rule["action"], pool, uid, stats, asg_row)
 
-    def _collector_stats(self, kind, params, pool, user_id, event, asg_row):
+    def _collector_stats(self, kind: str, params: Params, pool: sqlite3.Row, user_id: str, event: str,
+                         asg_row: sqlite3.Row) -> list[tuple[str, Doc]]:
         pid = pool["id"]
         reviewed = {"ACCEPT", "REJECT", "ACCEPT_AFTER_REJECT"}
         if kind == "ASSIGNMENT_SUBMIT_TIME" and event == "SUBMIT":
@@ -77,7 +81,7 @@ class QualityMixin:
             return self._golden_stats(pid, params, user_id, asg_row)
         return []
 
-    def _majority_stats(self, pid, params, asg_row):
+    def _majority_stats(self, pid: int, params: Params, asg_row: sqlite3.Row) -> list[tuple[str, Doc]]:
         """Majority vote per task once ``answer_threshold`` answers agree; stats for every voter involved.
 
         A worker's answer counts (newest first, up to ``history_size``) only on tasks with a majority;
@@ -97,7 +101,8 @@ class QualityMixin:
             f"ON a.seq = at.assignment_seq WHERE a.submitted IS NOT NULL AND at.task_seq IN (SELECT at2.task_seq FROM "
             f"assignment_tasks at2 JOIN assignments a2 ON a2.seq = at2.assignment_seq WHERE a2.pool_id = ? AND "
             f"a2.user_id IN ({marks}) AND a2.submitted IS NOT NULL)", (pid, *voters)).fetchall()
-        votes, answers = {}, {}
+        votes: dict[int, dict[str, int]] = {}
+        answers: dict[Any, Any] = {}
         for task_seq, uid, output, submitted, seq in rows:
             key = json.dumps(_loads_cached(output or "{}"), sort_keys=True)
             tally = votes.setdefault(task_seq, {})
@@ -123,7 +128,8 @@ class QualityMixin:
                                   "incorrect_answers_rate": 100.0 * (total - correct) / total}))
         return out
 
-    def _golden_stats(self, pid, params, user_id, asg_row=None):
+    def _golden_stats(self, pid: int, params: Params, user_id: str,
+                      asg_row: sqlite3.Row | None = None) -> list[tuple[str, Doc]]:
         """GOLDEN_SET statistics of ``user_id`` in the pool, after a suite with control tasks.
 
         Each control-task answer is compared with the task's ``known_solutions`` by exact match on the
@@ -155,7 +161,8 @@ class QualityMixin:
                            "golden_set_correct_answers_rate": rate, "golden_set_incorrect_answers_rate": 100 - rate,
                            "correct_answers_rate": rate, "incorrect_answers_rate": 100 - rate})]
 
-    def _apply_action(self, action, pool, user_id, stats, asg_row):
+    def _apply_action(self, action: Doc, pool: sqlite3.Row, user_id: str, stats: dict[Any, Any],
+                      asg_row: sqlite3.Row) -> None:
         kind = action.get("type")
         params = action.get("parameters") or {}
         if kind in {"RESTRICTION", "RESTRICTION_V2"}:

@@ -36,9 +36,12 @@ next ``should_resume`` sees it CLOSED at once.
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts, parse_ts
-from crowdboxes.local_toloka.models.base import ASSIGNMENT_TIME_FIELDS
+from crowdboxes.local_toloka.models.base import ASSIGNMENT_TIME_FIELDS, CoreMixin, ObjectId, Params
+
 
 READER_TTL = dt.timedelta(minutes=10)
 DEFAULT_READER_HOLD_SECONDS = 600.0
@@ -50,7 +53,7 @@ REVIEW_WAIT_WINDOW = dt.timedelta(seconds=90)
 PERSIST_EVERY = dt.timedelta(seconds=1)  # a reader's row is rewritten at most this often (and before a hold)
 
 
-class ReadersMixin:
+class ReadersMixin(CoreMixin):
     """Streaming readers of pools and the hold they put on closing a completed pool."""
 
     reader_hold_seconds = DEFAULT_READER_HOLD_SECONDS
@@ -60,12 +63,13 @@ class ReadersMixin:
         """``{(pool_id, field): {"position", "seen", "saved"}}``: readers as last seen by this process; the
         ``readers`` table gets them at most every :data:`PERSIST_EVERY` (listings are the hot path) and
         always before a hold is decided."""
-        memory = self.__dict__.get("_readers_memory")
+        memory: dict[Any, dict[str, Any]] | None = self.__dict__.get("_readers_memory")
         if memory is None:
-            memory = self._readers_memory = {}
+            memory = {}
+            self._readers_memory = memory
         return memory
 
-    def _note_readers(self, params: dict, now: dt.datetime | None = None):
+    def _note_readers(self, params: Params, now: dt.datetime | None = None) -> None:
         """Record the ``<field>_lte`` reads of one ``GET /assignments`` (already validated by the search)."""
         if params.get("pool_id") in (None, ""):
             return
@@ -98,7 +102,7 @@ class ReadersMixin:
         if pool is not None:  # a completed pool held for its readers: this read may be the one it waits for
             self._close_completed(pool, now)
 
-    def _flush_readers(self, pool_id=None):
+    def _flush_readers(self, pool_id: ObjectId | None = None) -> None:
         """Write the readers seen since their last write to the ``readers`` table."""
         changed = [(key, entry) for key, entry in self._reader_memory().items()
                    if entry["seen"] != entry["saved"] and (pool_id is None or key[0] == pool_id)]
@@ -116,7 +120,7 @@ class ReadersMixin:
         ``[(field, position, seen)]``."""
         self._flush_readers(pool_id)
 
-        def pending_reviews():  # SUBMITTED assignments: their acceptance or rejection is an event still to come
+        def pending_reviews() -> bool:  # SUBMITTED assignments: their acceptance or rejection is an event still to come
             return self.conn.execute("SELECT 1 FROM assignments WHERE pool_id = ? AND status = 'SUBMITTED' LIMIT 1",
                                      (pool_id,)).fetchone() is not None
 
@@ -136,11 +140,11 @@ class ReadersMixin:
         return self.conn.execute("SELECT 1 FROM readers WHERE pool_id = ? AND seen >= ? LIMIT 1",
                                  (pool_id, fmt_ts(now - READER_TTL))).fetchone() is not None
 
-    def _first_reader_deadline(self, pool_row) -> dt.datetime:
+    def _first_reader_deadline(self, pool_row: sqlite3.Row) -> dt.datetime:
         completed = parse_ts(pool_row["completed"] or pool_row["complete_at"])
         return min(completed + dt.timedelta(seconds=float(self.first_reader_seconds)), self._hold_deadline(pool_row))
 
-    def _status_read_ends_first_reader_wait(self, pool_row, now: dt.datetime) -> bool:
+    def _status_read_ends_first_reader_wait(self, pool_row: sqlite3.Row, now: dt.datetime) -> bool:
         """Close a completed pool that waits only for a first reader, because a non-reader asked for its
         status; True if it closed."""
         if pool_row["status"] != "OPEN" or not pool_row["complete_at"] or parse_ts(pool_row["complete_at"]) > now:
@@ -151,7 +155,7 @@ class ReadersMixin:
         self._notify()
         return True
 
-    def _held(self, pool_row, now: dt.datetime) -> bool:
+    def _held(self, pool_row: sqlite3.Row, now: dt.datetime) -> bool:
         """Whether streaming readers (present, or a first one still awaited) keep a completed pool open."""
         if self.reader_hold_seconds <= 0 or now >= self._hold_deadline(pool_row):
             return False
@@ -159,12 +163,12 @@ class ReadersMixin:
             return True
         return now < self._first_reader_deadline(pool_row) and not self._has_readers(pool_row["id"], now)
 
-    def _hold_deadline(self, pool_row) -> dt.datetime:
+    def _hold_deadline(self, pool_row: sqlite3.Row) -> dt.datetime:
         """When the hold of a completed pool ends at the latest (``completed + reader_hold_seconds``)."""
         completed = parse_ts(pool_row["completed"] or pool_row["complete_at"])
         return completed + dt.timedelta(seconds=float(self.reader_hold_seconds))
 
-    def _close_completed(self, pool_row, now: dt.datetime) -> bool:
+    def _close_completed(self, pool_row: sqlite3.Row, now: dt.datetime) -> bool:
         """Close a completed OPEN pool (``COMPLETED``) unless Toloka's delay or a reader still holds it."""
         if parse_ts(pool_row["complete_at"]) > now:
             return False
@@ -174,7 +178,7 @@ class ReadersMixin:
         self._notify()
         return True
 
-    def _held_wakeup(self, pool_row, now: dt.datetime) -> dt.datetime:
+    def _held_wakeup(self, pool_row: sqlite3.Row, now: dt.datetime) -> dt.datetime:
         """The next time a held pool may close without a new read: its cap or a reader's expiry."""
         times = [self._hold_deadline(pool_row)]
         times += [parse_ts(seen) + READER_TTL for _, _, seen in self._readers_behind(pool_row["id"], now)]
@@ -182,13 +186,13 @@ class ReadersMixin:
             times.append(self._first_reader_deadline(pool_row))
         return min(times)
 
-    def streaming_readers(self, pool_id=None) -> list:
+    def streaming_readers(self, pool_id: ObjectId | None = None) -> list:
         """Live readers (for tests and ``/_local``): ``[{pool_id, field, position, seen}]``."""
         now = self.now()
         with self.transaction():
             self._flush_readers()
             sql = "SELECT pool_id, field, position, seen FROM readers WHERE seen >= ?"
-            args = [fmt_ts(now - READER_TTL)]
+            args: list[Any] = [fmt_ts(now - READER_TTL)]
             if pool_id is not None:
                 sql += " AND pool_id = ?"
                 args.append(int(pool_id))

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist
-from crowdboxes.local_toloka.models.base import OWNER, SKILLS, SKILL_EDITABLE, _dumps
+from crowdboxes.local_toloka.models.base import OWNER, SKILL_EDITABLE, SKILLS, CoreMixin, ObjectId, Params, _dumps
 from crowdboxes.local_toloka.models.validation import _require_object, _string
 
 
-class SkillsMixin:
+class SkillsMixin(CoreMixin):
     """Skills (toloka-api.md 6.2)."""
 
     @staticmethod
-    def _render_skill(row) -> dict:
+    def _render_skill(row: sqlite3.Row) -> dict:
         doc = json.loads(row["doc"])
         doc.update(id=str(row["id"]), name=row["name"], created=out_ts(row["created"]), owner=OWNER)
         return doc
 
-    def create_skill(self, body) -> dict:
+    def create_skill(self, body: Any) -> dict:
         _require_object(body)
         name = _string(body, "name")
         with self.transaction():
@@ -32,7 +34,7 @@ class SkillsMixin:
                                     (name, fmt_ts(self.now()), _dumps(doc)))
             return self._render_skill(self._skill_row(cur.lastrowid))
 
-    def _skill_row(self, skill_id):
+    def _skill_row(self, skill_id: Any) -> sqlite3.Row:  # any JSON value: a bad id is DoesNotExist
         try:
             sid = int(skill_id)
         except (TypeError, ValueError):
@@ -42,7 +44,7 @@ class SkillsMixin:
             raise DoesNotExist(f"Skill {skill_id} does not exist")
         return row
 
-    def update_skill(self, skill_id, body) -> dict:
+    def update_skill(self, skill_id: ObjectId, body: Any) -> dict:
         """PUT: "changes the name, comment, and access to the skill" (OpenAPI); other fields keep their values."""
         _require_object(body)
         name = _string(body, "name")
@@ -59,9 +61,9 @@ class SkillsMixin:
             self.conn.execute("UPDATE skills SET name = ?, doc = ? WHERE id = ?", (name, _dumps(doc), row["id"]))
             return self._render_skill(self._skill_row(row["id"]))
 
-    def get_skill(self, skill_id) -> dict:
+    def get_skill(self, skill_id: ObjectId) -> dict:
         with self.transaction():
             return self._render_skill(self._skill_row(skill_id))
 
-    def find_skills(self, params) -> dict:
+    def find_skills(self, params: Params) -> dict:
         return self._search(SKILLS, params, lambda rows: [self._render_skill(r) for r in rows])

@@ -18,15 +18,19 @@ task, of either kind) and ``GET /task-suites/{id}`` answers for them, with ``mix
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, ValidationError, field_error
-from crowdboxes.local_toloka.models.base import SearchSpec, _doc, _dumps, object_id, offered_to
+from crowdboxes.local_toloka.models.base import (CoreMixin, Doc, ObjectId, Params, SearchSpec, _doc, _dumps, object_id,
+                                                 offered_to)
 from crowdboxes.local_toloka.models.tasks import _batch_items, _flag, _prepare_batch
 from crowdboxes.local_toloka.models.trainings import known_solutions_errors
 from crowdboxes.local_toloka.models.validation import _require_object, validate_input_values
+
 
 MAX_OVERLAP = 30000
 SUITE_TASK_FIELDS = ("input_values", "known_solutions", "message_on_unknown_solution", "origin_task_id")
@@ -38,7 +42,7 @@ ALL_SUITES = ("(SELECT seq, id, pool_id, created, overlap, infinite, doc, 0 AS m
               "FROM assignments a WHERE a.task_suite_id NOT IN (SELECT id FROM task_suites))")
 
 
-def _task_filter(raw):
+def _task_filter(raw: Any) -> tuple[str, list[Any]]:
     return ("((mixed = 0 AND seq IN (SELECT m.suite_seq FROM task_suite_tasks m JOIN tasks t ON t.seq = m.task_seq "
             "WHERE t.id = ?)) OR (mixed = 1 AND asg_seq IN (SELECT at.assignment_seq FROM assignment_tasks at "
             "JOIN tasks t ON t.seq = at.task_seq WHERE t.id = ?)))", [str(raw), str(raw)])
@@ -51,7 +55,7 @@ TASK_SUITES = SearchSpec(
     {"id": "id", "created": "created"}, 50, 100_000)
 
 
-def _overlap_value(value, path, minimum):
+def _overlap_value(value: Any, path: str, minimum: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)) or int(value) != value:
         raise ValidationError.field(path, "INTEGER_EXPECTED", "An integer is expected")
     if value < minimum:
@@ -62,36 +66,36 @@ def _overlap_value(value, path, minimum):
     return int(value)
 
 
-def _bad_override(value) -> bool:
+def _bad_override(value: Any) -> bool:
     """An ``issuing_order_override`` that is not a number within +-99999.99999 (None is fine)."""
     if value is None:
         return False
     return isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or abs(float(value)) > 99999.99999
 
 
-class TaskSuitesMixin:
+class TaskSuitesMixin(CoreMixin):
     """``/task-suites`` and the issuing of created suites."""
 
     # ---- rows and rendering ---------------------------------------------------------------------------
 
-    def _suite_row(self, suite_id):
+    def _suite_row(self, suite_id: str) -> sqlite3.Row:
         row = self.conn.execute("SELECT * FROM task_suites WHERE id = ?", (str(suite_id),)).fetchone()
         if row is None:
             raise DoesNotExist(f"Task suite {suite_id} does not exist")
         return row
 
-    def _suite_members(self, suite_seq) -> list:
+    def _suite_members(self, suite_seq: int) -> list:
         return self.conn.execute("SELECT t.* FROM task_suite_tasks m JOIN tasks t ON t.seq = m.task_seq "
                                  "WHERE m.suite_seq = ? ORDER BY m.pos", (suite_seq,)).fetchall()
 
     @staticmethod
-    def _render_suite_task(task_row) -> dict:
+    def _render_suite_task(task_row: sqlite3.Row) -> dict:
         doc = _doc(task_row["doc"])
         out = {k: doc[k] for k in SUITE_TASK_FIELDS if doc.get(k) is not None}
         out["id"] = task_row["id"]
         return out
 
-    def _render_suite(self, row) -> dict:
+    def _render_suite(self, row: sqlite3.Row) -> dict:
         doc = _doc(row["doc"])
         members = self._suite_members(row["seq"])
         out = {"id": row["id"], "pool_id": str(row["pool_id"]), "created": out_ts(row["created"]),
@@ -107,7 +111,7 @@ class TaskSuitesMixin:
                        remaining_overlap=max(row["overlap"] - issued, 0))
         return out
 
-    def _render_mixed_suite(self, suite_id) -> dict | None:
+    def _render_mixed_suite(self, suite_id: str) -> dict | None:
         """A suite smart mixing made: what its (first) assignment shows."""
         row = self.conn.execute("SELECT * FROM assignments WHERE task_suite_id = ? ORDER BY seq LIMIT 1",
                                 (str(suite_id),)).fetchone()
@@ -122,7 +126,7 @@ class TaskSuitesMixin:
 
     # ---- the API ----------------------------------------------------------------------------------------
 
-    def get_task_suite(self, suite_id) -> dict:
+    def get_task_suite(self, suite_id: str) -> dict:
         with self.transaction():
             row = self.conn.execute("SELECT * FROM task_suites WHERE id = ?", (str(suite_id),)).fetchone()
             if row is not None:
@@ -132,13 +136,13 @@ class TaskSuitesMixin:
                 raise DoesNotExist(f"Task suite {suite_id} does not exist")
             return mixed
 
-    def find_task_suites(self, params) -> dict:
+    def find_task_suites(self, params: Params) -> dict:
         if not any(params.get(k) for k in ("pool_id", "task_id")):
             raise ValidationError.field("pool_id", "VALUE_REQUIRED", "One of pool_id, task_id is required")
         return self._search(TASK_SUITES, params, lambda rows: [
             self._render_mixed_suite(r["id"]) if r["mixed"] else self._render_suite(r) for r in rows])
 
-    def _prepare_suite(self, item, pools, allow_defaults):
+    def _prepare_suite(self, item: Any, pools: dict[Any, Any], allow_defaults: bool) -> tuple[Any, Doc | None]:
         """Validate one suite: ``(values, None)`` or ``(None, errors)``."""
         found, problem = self._batch_pool(item, pools, "task suite")
         if problem:
@@ -195,7 +199,7 @@ class TaskSuitesMixin:
             task_docs.append(task_doc)
         return (pool["id"], overlap, 1 if infinite else 0, doc, task_docs), None
 
-    def _insert_suites(self, prepared) -> list:
+    def _insert_suites(self, prepared: list[Any]) -> list:
         """Insert validated suites and their tasks; returns the suites' ids in order."""
         ids, now = [], fmt_ts(self.now())
         for pool_id, overlap, infinite, doc, task_docs in prepared:
@@ -217,7 +221,7 @@ class TaskSuitesMixin:
             self._notify()
         return ids
 
-    def create_task_suites(self, body, params: dict):
+    def create_task_suites(self, body: Any, params: dict) -> tuple[int, Doc]:
         """POST /task-suites: ``(status, json)``; one suite or a list; ``async_mode=true`` answers with a
         finished TASK_SUITE.BATCH_CREATE operation whose log lists each created suite's id."""
         allow_defaults, skip_invalid = _flag(params, "allow_defaults"), _flag(params, "skip_invalid_items")
@@ -226,7 +230,7 @@ class TaskSuitesMixin:
         if _flag(params, "async_mode"):
             return 202, self._create_suites_operation(items, params, allow_defaults, skip_invalid, open_pool)
         with self.transaction():
-            pools = {}
+            pools: dict[Any, Any] = {}
             prepared, errors, where = _prepare_batch(
                 items, lambda item: self._prepare_suite(item, pools, allow_defaults), single, skip_invalid)
             ids = self._insert_suites(prepared)
@@ -237,11 +241,15 @@ class TaskSuitesMixin:
                 return 201, suites[0]
             return 201, {"items": dict(zip(where, suites)), "validation_errors": errors}
 
-    def _create_suites_operation(self, items, params, allow_defaults, skip_invalid, open_pool) -> dict:
+    def _create_suites_operation(self, items: list[Any], params: Params, allow_defaults: bool, skip_invalid: bool,
+                                 open_pool: bool) -> dict:
         op_id = str(params.get("operation_id") or uuid.uuid4())
         with self.transaction():
             self._check_new_operation(op_id)
-            pools, prepared, echoes, log = {}, [], [], []
+            pools: dict[Any, Any] = {}
+            prepared: list[Any] = []
+            echoes: list[Any] = []
+            log: list[Doc] = []
             for idx, item in enumerate(items):
                 echo = item if isinstance(item, dict) else {"__item_idx": str(idx)}
                 values, problem = self._prepare_suite(item, pools, allow_defaults)
@@ -272,13 +280,13 @@ class TaskSuitesMixin:
                               (op_id, op["type"], status, fmt_ts(self.now()), _dumps(op), _dumps(log)))
             return op
 
-    def _set_suite_overlap(self, row, overlap, infinite):
+    def _set_suite_overlap(self, row: sqlite3.Row, overlap: int | None, infinite: int) -> None:
         args = (overlap, infinite, row["seq"])
         self.conn.execute("UPDATE task_suites SET overlap = ?, infinite = ? WHERE seq = ?", args)
         self.conn.execute("UPDATE tasks SET overlap = ?, infinite = ? WHERE seq IN "
                           "(SELECT task_seq FROM task_suite_tasks WHERE suite_seq = ?)", args)
 
-    def patch_task_suite(self, suite_id, body, params=None) -> dict:
+    def patch_task_suite(self, suite_id: str, body: Any, params: Params | None = None) -> dict:
         """PATCH: ``overlap`` / ``infinite_overlap`` and ``issuing_order_override``; ``open_pool`` (query)."""
         body = _require_object(body)
         with self.transaction():
@@ -302,7 +310,7 @@ class TaskSuitesMixin:
             self._notify()
             return self._render_suite(self._suite_row(suite_id))
 
-    def patch_task_suite_overlap_or_min(self, suite_id, body) -> dict:
+    def patch_task_suite_overlap_or_min(self, suite_id: str, body: Any) -> dict:
         """``overlap`` or, if more workers already took the suite, that many (0 stops issuing it)."""
         body = _require_object(body)
         if body.get("overlap") is None:
@@ -317,7 +325,7 @@ class TaskSuitesMixin:
 
     # ---- the crowd's side ------------------------------------------------------------------------------
 
-    def _has_task_suites(self, pool_id) -> bool:
+    def _has_task_suites(self, pool_id: ObjectId) -> bool:
         """Whether the pool holds created suites (asked on every offer, so kept in memory: suites are never
         deleted, and only :meth:`_insert_suites` adds them)."""
         pools = getattr(self, "_suite_pools", None)
@@ -327,7 +335,7 @@ class TaskSuitesMixin:
                 pools = self._suite_pools = {r[0] for r in rows}
         return int(pool_id) in pools
 
-    def available_tasks(self, pool_id, user_id, limit, *, golden: bool = False) -> list:
+    def available_tasks(self, pool_id: ObjectId, user_id: str, limit: int | None, *, golden: bool = False) -> list:
         """Smart mixing never takes the tasks of a created suite."""
         if not self._has_task_suites(pool_id):
             return super().available_tasks(pool_id, user_id, limit, golden=golden)
@@ -337,7 +345,7 @@ class TaskSuitesMixin:
         out = [t for t in super().available_tasks(pool_id, user_id, None, golden=golden) if t[0] not in members]
         return out if limit is None else out[:limit]
 
-    def suite_tasks(self, pool_row, pool_doc, user_id) -> list:
+    def suite_tasks(self, pool_row: sqlite3.Row, pool_doc: Doc, user_id: str) -> list:
         """A created suite the worker may take, else smart mixing's suite."""
         if self._has_task_suites(pool_row["id"]):
             rows = self.conn.execute(
@@ -351,7 +359,7 @@ class TaskSuitesMixin:
                 return [(t["seq"], json.loads(t["doc"])) for t in self._suite_members(seq)]
         return super().suite_tasks(pool_row, pool_doc, user_id)
 
-    def issue_suite(self, pool_row, pool_doc, user_id, tasks) -> str:
+    def issue_suite(self, pool_row: sqlite3.Row, pool_doc: Doc, user_id: str, tasks: list[tuple[int, Doc]]) -> str:
         asg_id = super().issue_suite(pool_row, pool_doc, user_id, tasks)
         if tasks and self._has_task_suites(pool_row["id"]):
             suite = self.conn.execute("SELECT s.id FROM task_suite_tasks m JOIN task_suites s ON s.seq = m.suite_seq "

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError, field_error
-from crowdboxes.local_toloka.models.base import INLINE_BATCH, MAX_BATCH, TASKS, _doc, _dumps, object_id
+from crowdboxes.local_toloka.models.base import (INLINE_BATCH, MAX_BATCH, TASKS, CoreMixin, Doc, Params, _doc, _dumps,
+                                                 object_id)
 from crowdboxes.local_toloka.models.validation import _integer, _require_object, validate_input_values
 
 
-def _flag(params, name) -> bool:
+def _flag(params: Params, name: str) -> bool:
     """A boolean query parameter (``true`` in any case), false when absent."""
     return str(params.get(name, "false")).lower() == "true"
 
 
-def _batch_items(body, expected: str, what: str) -> tuple[bool, list]:
+def _batch_items(body: Any, expected: str, what: str) -> tuple[bool, list]:
     """``(single, items)`` of a POST body that is one object or an array (at most ``MAX_BATCH``) of them;
     ``expected`` is the ARRAY_EXPECTED message, ``what`` names the items in the size error."""
     single = isinstance(body, dict)
@@ -30,7 +34,8 @@ def _batch_items(body, expected: str, what: str) -> tuple[bool, list]:
     return single, items
 
 
-def _prepare_batch(items, prepare, single: bool, skip_invalid: bool) -> tuple[list, dict, list]:
+def _prepare_batch(items: list[Any], prepare: Callable[..., Any], single: bool,
+                   skip_invalid: bool) -> tuple[list, dict, list]:
     """Validate a synchronous batch with ``prepare(item) -> (values, errors)``: ``(prepared, errors by
     index, indexes of the prepared)``; raises the validation error unless ``skip_invalid_items`` lets a
     list through with its bad items left out."""
@@ -47,11 +52,11 @@ def _prepare_batch(items, prepare, single: bool, skip_invalid: bool) -> tuple[li
     return prepared, errors, where
 
 
-class TasksMixin:
+class TasksMixin(CoreMixin):
     """Tasks, including TASK.BATCH_CREATE operations that survive a restart."""
 
     @staticmethod
-    def _render_task(row) -> dict:
+    def _render_task(row: sqlite3.Row) -> dict:
         doc = _doc(row["doc"])
         doc.update(id=row["id"], pool_id=str(row["pool_id"]), created=out_ts(row["created"]))
         if row["infinite"]:
@@ -63,20 +68,20 @@ class TasksMixin:
         doc.setdefault("unavailable_for", [])
         return doc
 
-    def _task_row(self, task_id):
+    def _task_row(self, task_id: str) -> sqlite3.Row:
         row = self.conn.execute("SELECT * FROM tasks WHERE id = ?", (str(task_id),)).fetchone()
         if row is None:
             raise DoesNotExist(f"Task {task_id} does not exist")
         return row
 
-    def get_task(self, task_id) -> dict:
+    def get_task(self, task_id: str) -> dict:
         with self.transaction():
             return self._render_task(self._task_row(task_id))
 
-    def find_tasks(self, params) -> dict:
+    def find_tasks(self, params: Params) -> dict:
         return self._search(TASKS, params, lambda rows: [self._render_task(r) for r in rows])
 
-    def patch_task(self, task_id, body, *, overlap_or_min=False) -> dict:
+    def patch_task(self, task_id: str, body: Any, *, overlap_or_min: bool = False) -> dict:
         with self.transaction():
             row = self._task_row(task_id)
             body = _require_object(body)
@@ -102,7 +107,7 @@ class TasksMixin:
             self._notify()
             return self._render_task(self._task_row(task_id))
 
-    def _batch_pool(self, item, pools, kind: str):
+    def _batch_pool(self, item: Any, pools: dict[Any, Any], kind: str) -> tuple[Any, Doc | None]:
         """The pool an uploaded task or suite (``kind``) goes to: ``((pool row, pool doc, task spec), None)``
         or ``(None, errors)``; ``pools`` caches the lookups of one batch by pool id."""
         if not isinstance(item, dict):
@@ -122,13 +127,13 @@ class TasksMixin:
             return None, {"pool_id": field_error("POOL_INAPPROPRIATE_STATUS", f"Pool {key} is archived")}
         return pools[key], None
 
-    def _check_new_operation(self, op_id):
+    def _check_new_operation(self, op_id: str) -> None:
         """Refuse an ``operation_id`` already used (OPERATION_ALREADY_EXISTS)."""
         if self.conn.execute("SELECT 1 FROM operations WHERE id = ?", (op_id,)).fetchone():
             raise IncorrectAction(f"Operation {op_id} already exists", {"operation_id": op_id},
                                   code="OPERATION_ALREADY_EXISTS")
 
-    def _prepare_task(self, item, pools, allow_defaults):
+    def _prepare_task(self, item: Any, pools: dict[Any, Any], allow_defaults: bool) -> tuple[Any, Doc | None]:
         """Validate one task; returns ``(row values, errors)``."""
         found, problem = self._batch_pool(item, pools, "task")
         if problem:
@@ -161,7 +166,7 @@ class TasksMixin:
                if k not in {"id", "pool_id", "created", "overlap", "infinite_overlap", "remaining_overlap", "__item_idx"}}
         return (pool["id"], overlap or 0, 1 if infinite else 0, doc), None
 
-    def _insert_tasks(self, prepared):
+    def _insert_tasks(self, prepared: list[Any]) -> list[str]:
         """Insert validated tasks; returns their ids in order."""
         if not prepared:
             return []
@@ -178,7 +183,7 @@ class TasksMixin:
         self._notify()
         return ids
 
-    def create_tasks(self, body, params: dict):
+    def create_tasks(self, body: Any, params: dict) -> tuple[int, Doc]:
         """POST /tasks. Returns ``(status, json)``; async mode answers with a TASK.BATCH_CREATE operation."""
         allow_defaults, skip_invalid = _flag(params, "allow_defaults"), _flag(params, "skip_invalid_items")
         open_pool = _flag(params, "open_pool")
@@ -186,7 +191,7 @@ class TasksMixin:
         if _flag(params, "async_mode"):
             return 202, self._start_batch_create(items, params, allow_defaults, skip_invalid, open_pool)
         with self.transaction():
-            pools = {}
+            pools: dict[Any, Any] = {}
             prepared, errors, where = _prepare_batch(
                 items, lambda item: self._prepare_task(item, pools, allow_defaults), single, skip_invalid)
             ids = self._insert_tasks(prepared)
@@ -197,14 +202,15 @@ class TasksMixin:
                 return 201, tasks[ids[0]]
             return 201, {"items": {idx: tasks[tid] for idx, tid in zip(where, ids)}, "validation_errors": errors}
 
-    def _tasks_by_ids(self, ids):
+    def _tasks_by_ids(self, ids: list[str]) -> list[sqlite3.Row]:
         rows = []
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             rows += self.conn.execute(f"SELECT * FROM tasks WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
         return rows
 
-    def _start_batch_create(self, items, params, allow_defaults, skip_invalid, open_pool) -> dict:
+    def _start_batch_create(self, items: list[Any], params: Params, allow_defaults: bool, skip_invalid: bool,
+                            open_pool: bool) -> dict:
         op_id = str(params.get("operation_id") or uuid.uuid4())
         with self.transaction():
             self._check_new_operation(op_id)
@@ -223,13 +229,13 @@ class TasksMixin:
         threading.Thread(target=self._run_batch_create, args=(op_id,), name=f"batch-{op_id[:8]}", daemon=True).start()
         return op
 
-    def _resume_operations(self):
+    def _resume_operations(self) -> None:
         """Finish batch creations a crash interrupted; chunks already committed are not redone."""
         rows = self.conn.execute("SELECT id FROM operations WHERE status = 'RUNNING' AND type = 'TASK.BATCH_CREATE'")
         for (op_id,) in rows.fetchall():
             self._run_batch_create(op_id)
 
-    def _run_batch_create(self, op_id) -> dict:
+    def _run_batch_create(self, op_id: str) -> dict:
         """Create the tasks of a TASK.BATCH_CREATE operation, ``INLINE_BATCH`` items per transaction.
 
         Progress (items done, log so far) is committed with each chunk, so other requests are served in
@@ -246,12 +252,13 @@ class TasksMixin:
             state = op.pop("_progress", None) or {"done": 0, "valid": 0, "pools": [], "checked": False}
             log = json.loads(row["log"] or "[]")
 
-        def echo_of(idx, item):
+        def echo_of(idx: int, item: Any) -> Doc:
             return item if isinstance(item, dict) else {"__item_idx": str(idx)}
 
         if not state["checked"] and not params["skip_invalid_items"]:
             with self.transaction():
-                pools, bad = {}, []
+                pools: dict[Any, Any] = {}
+                bad = []
                 for idx, item in enumerate(items):
                     _, problem = self._prepare_task(item, pools, params["allow_defaults"])
                     if problem:

@@ -34,15 +34,19 @@ The simulated crowd (scheduler contract: ``open_pools`` / ``suite_tasks`` / ``is
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
+import sqlite3
 from decimal import Decimal
+from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError, field_error
-from crowdboxes.local_toloka.models.base import (OWNER, POOLS, SearchSpec, _dumps, _id_ranges, correctness_weight,
-                                                offered_to, solution_weight)
+from crowdboxes.local_toloka.models.base import (OWNER, POOLS, CoreMixin, Doc, ObjectId, Params, SearchSpec, _dumps,
+                                                 _id_ranges, correctness_weight, offered_to, solution_weight)
 from crowdboxes.local_toloka.models.validation import _integer, _require_object, _string
+
 
 TRAINING_TYPE = "TRAINING"
 TRAINING_FIELDS = ("private_name", "may_contain_adult_content", "assignment_max_duration_seconds",
@@ -63,7 +67,7 @@ TRAININGS = SearchSpec("pools", "id", "int", {"status": ("status", "str"), "proj
                        {"id": "id", "created": "created", "last_started": "last_started"}, 20, 300)
 
 
-def known_solutions_errors(known, path: str = "known_solutions") -> dict:
+def known_solutions_errors(known: Any, path: str = "known_solutions") -> dict:
     """What is wrong with a training task's ``known_solutions`` (``{}`` when fine): a non-empty array of
     objects with ``output_values``, whose ``correctness_weight`` (optional) is a number. The crowd scores
     answers with them (:func:`solution_weight`), so nothing else may reach the scheduler."""
@@ -78,21 +82,21 @@ def known_solutions_errors(known, path: str = "known_solutions") -> dict:
     return {}
 
 
-def training_requirement(pool_doc) -> dict | None:
+def training_requirement(pool_doc: Doc) -> dict | None:
     requirement = ((pool_doc or {}).get("quality_control") or {}).get("training_requirement")
     return requirement if isinstance(requirement, dict) else None
 
 
-class TrainingsMixin:
+class TrainingsMixin(CoreMixin):
     """``/trainings`` and the training side of the crowd's work."""
 
     # ---- storage ------------------------------------------------------------------------------------
 
     @staticmethod
-    def _is_training_doc(doc) -> bool:
+    def _is_training_doc(doc: Doc) -> bool:
         return (doc or {}).get("type") == TRAINING_TYPE
 
-    def _training_row(self, training_id):
+    def _training_row(self, training_id: Any) -> sqlite3.Row:  # any JSON value: a bad id is DoesNotExist
         try:
             tid = int(training_id)
         except (TypeError, ValueError):
@@ -103,7 +107,7 @@ class TrainingsMixin:
         return row
 
     @staticmethod
-    def _render_training(row) -> dict:
+    def _render_training(row: sqlite3.Row) -> dict:
         doc = json.loads(row["doc"])
         out = {k: doc[k] for k in TRAINING_FIELDS if doc.get(k) is not None}
         out.update(id=str(row["id"]), project_id=str(row["project_id"]), status=row["status"],
@@ -115,7 +119,7 @@ class TrainingsMixin:
             out["last_started"] = out_ts(row["last_started"])
         return out
 
-    def _validate_training(self, body) -> tuple[int, dict]:
+    def _validate_training(self, body: Any) -> tuple[int, dict]:
         _require_object(body)
         project = self._active_project(body)
         _string(body, "private_name")
@@ -140,22 +144,22 @@ class TrainingsMixin:
 
     # ---- the API --------------------------------------------------------------------------------------
 
-    def create_training(self, body) -> dict:
+    def create_training(self, body: Any) -> dict:
         with self.transaction():
             project_id, doc = self._validate_training(body)
             cur = self.conn.execute("INSERT INTO pools(project_id, status, created, doc) VALUES(?, 'CLOSED', ?, ?)",
                                     (project_id, fmt_ts(self.now()), _dumps(doc)))
             return self._render_training(self._training_row(cur.lastrowid))
 
-    def get_training(self, training_id) -> dict:
+    def get_training(self, training_id: ObjectId) -> dict:
         with self.transaction():
             return self._render_training(self._training_row(training_id))
 
-    def find_trainings(self, params) -> dict:
+    def find_trainings(self, params: Params) -> dict:
         return self._search(TRAININGS, params, lambda rows: [self._render_training(r) for r in rows],
                             extra_where=[IS_TRAINING_SQL])
 
-    def update_training(self, training_id, body) -> dict:
+    def update_training(self, training_id: ObjectId, body: Any) -> dict:
         """PUT: every field (read-only ones ignored); not while archived; the project cannot change."""
         with self.transaction():
             row = self._training_row(training_id)
@@ -164,10 +168,10 @@ class TrainingsMixin:
             return self._render_training(self._training_row(row["id"]))
 
     @staticmethod
-    def _training_params(row) -> dict:
+    def _training_params(row: sqlite3.Row) -> dict:
         return {"training_id": str(row["id"])}
 
-    def _open_training(self, row):
+    def _open_training(self, row: sqlite3.Row) -> bool:
         if row["status"] == "OPEN":
             return False
         self._check_openable(row, "POOL_INAPPROPRIATE_STATUS")
@@ -176,19 +180,19 @@ class TrainingsMixin:
         self._mark_open(row, json.loads(row["doc"]))
         return True
 
-    def open_training(self, training_id):
+    def open_training(self, training_id: ObjectId) -> Doc | None:
         """``None`` when already open (HTTP 204), else the finished TRAINING.OPEN operation."""
         with self.transaction():
             row = self._training_row(training_id)
             return self._open_row(row, "TRAINING.OPEN", self._training_params(row))
 
-    def close_training(self, training_id, reason="MANUAL"):
+    def close_training(self, training_id: ObjectId, reason: str = "MANUAL") -> Doc | None:
         with self.transaction():
             row = self._training_row(training_id)
             return self._close_row(row, reason, "TRAINING.CLOSE", self._training_params(row),
                                    "POOL_INAPPROPRIATE_STATUS")
 
-    def archive_training(self, training_id):
+    def archive_training(self, training_id: ObjectId) -> Doc | None:
         """CLOSED only, and only once every pool linked to it is archived (TRAINING_ARCHIVE_CONFLICT)."""
         with self.transaction():
             row = self._training_row(training_id)
@@ -199,13 +203,13 @@ class TrainingsMixin:
                                           {"pool_ids": linked}, code="TRAINING_ARCHIVE_CONFLICT")
             return self._archive_row(row, "TRAINING.ARCHIVE", self._training_params(row), "POOL_INAPPROPRIATE_STATUS")
 
-    def clone_training(self, training_id) -> dict:
+    def clone_training(self, training_id: ObjectId) -> dict:
         """An empty CLOSED training with the same settings (TRAINING.CLONE; ``details.training_id`` = new)."""
         with self.transaction():
             row = self._training_row(training_id)
             return self._clone_row(row, "TRAINING.CLONE", self._training_params(row), "training_id")
 
-    def _pools_linked_to(self, training_id) -> list:
+    def _pools_linked_to(self, training_id: ObjectId) -> list:
         return self.conn.execute(
             f"SELECT * FROM pools WHERE {NOT_TRAINING_SQL} AND "
             "json_extract(doc, '$.quality_control.training_requirement.training_pool_id') IN (?, ?)",
@@ -213,11 +217,11 @@ class TrainingsMixin:
 
     # ---- pools: trainings stay out of /pools; training requirements are checked -------------------------
 
-    def find_pools(self, params) -> dict:
+    def find_pools(self, params: Params) -> dict:
         return self._search(POOLS, params, lambda rs: [self._render_pool(r) for r in rs],
                             extra_where=[NOT_TRAINING_SQL])
 
-    def _refuse_training(self, pool_id):
+    def _refuse_training(self, pool_id: ObjectId) -> None:
         try:
             row = self.conn.execute("SELECT doc FROM pools WHERE id = ?", (int(pool_id),)).fetchone()
         except (TypeError, ValueError):
@@ -225,43 +229,43 @@ class TrainingsMixin:
         if row is not None and self._is_training_doc(json.loads(row[0])):
             raise IncorrectAction(f"Pool {pool_id} is a training; use /trainings", code="POOL_IS_TRAINING")
 
-    def update_pool(self, pool_id, body) -> dict:
+    def update_pool(self, pool_id: ObjectId, body: Any) -> dict:
         with self.transaction():
             self._refuse_training(pool_id)
             return super().update_pool(pool_id, body)
 
-    def patch_pool(self, pool_id, body) -> dict:
+    def patch_pool(self, pool_id: ObjectId, body: Any) -> dict:
         with self.transaction():
             self._refuse_training(pool_id)
             return super().patch_pool(pool_id, body)
 
-    def open_pool(self, pool_id):
+    def open_pool(self, pool_id: ObjectId) -> Doc | None:
         with self.transaction():
             self._refuse_training(pool_id)
             return super().open_pool(pool_id)
 
-    def close_pool(self, pool_id, reason="MANUAL"):
+    def close_pool(self, pool_id: ObjectId, reason: str = "MANUAL") -> Doc | None:
         with self.transaction():
             self._refuse_training(pool_id)
             return super().close_pool(pool_id, reason)
 
-    def archive_pool(self, pool_id):
+    def archive_pool(self, pool_id: ObjectId) -> Doc | None:
         with self.transaction():
             self._refuse_training(pool_id)
             return super().archive_pool(pool_id)
 
-    def clone_pool(self, pool_id) -> dict:
+    def clone_pool(self, pool_id: ObjectId) -> dict:
         with self.transaction():
             self._refuse_training(pool_id)
             return super().clone_pool(pool_id)
 
-    def _open_pool(self, row):
+    def _open_pool(self, row: sqlite3.Row) -> bool:
         """Opening a training through a task upload (``open_pool=true``) opens it as a training."""
         if self._is_training_doc(json.loads(row["doc"])):
             return self._open_training(row)
         return super()._open_pool(row)
 
-    def _validate_pool(self, body) -> dict:
+    def _validate_pool(self, body: Any) -> dict:
         """The pools' checks, plus ``quality_control.training_requirement`` and ``training_config``."""
         doc = super()._validate_pool(body)
         qc = doc.get("quality_control") or {}
@@ -298,7 +302,7 @@ class TrainingsMixin:
 
     # ---- training tasks -------------------------------------------------------------------------------
 
-    def _prepare_task(self, item, pools, allow_defaults):
+    def _prepare_task(self, item: Any, pools: dict[Any, Any], allow_defaults: bool) -> tuple[Any, Doc | None]:
         """Training tasks need ``known_solutions``; without their own overlap they get infinite overlap
         (a training has no ``defaults``: every worker who trains sees its tasks)."""
         if isinstance(item, dict) and item.get("pool_id") is not None and self._is_training_id(item["pool_id"], pools):
@@ -309,7 +313,7 @@ class TrainingsMixin:
                 item = {**item, "infinite_overlap": True}
         return super()._prepare_task(item, pools, allow_defaults)
 
-    def patch_task(self, task_id, body, *, overlap_or_min=False) -> dict:
+    def patch_task(self, task_id: str, body: Any, *, overlap_or_min: bool = False) -> dict:
         """A training task keeps valid known solutions: PATCH may edit them, not remove or break them."""
         with self.transaction():
             row = self._task_row(task_id)
@@ -319,7 +323,7 @@ class TrainingsMixin:
                     raise ValidationError("Validation failed", errors)
             return super().patch_task(task_id, body, overlap_or_min=overlap_or_min)
 
-    def _is_training_id(self, pool_id, cache) -> bool:
+    def _is_training_id(self, pool_id: ObjectId, cache: dict[Any, bool]) -> bool:
         key = ("training?", str(pool_id))
         if key not in cache:
             try:
@@ -351,11 +355,11 @@ class TrainingsMixin:
             trainings.append((row, offer))
         return trainings + pools
 
-    def _training_progress(self, training_id, user_id):
+    def _training_progress(self, training_id: ObjectId, user_id: str) -> sqlite3.Row | None:
         return self.conn.execute("SELECT * FROM training_progress WHERE training_id = ? AND user_id = ?",
                                  (int(training_id), user_id)).fetchone()
 
-    def _training_tasks_left(self, training_row, user_id, since) -> list:
+    def _training_tasks_left(self, training_row: sqlite3.Row, user_id: str, since: str | None) -> list:
         rows = self.conn.execute(
             "SELECT seq, doc FROM tasks WHERE pool_id = ? AND (infinite = 1 OR overlap > issued) AND seq NOT IN "
             "(SELECT at.task_seq FROM assignment_tasks at JOIN assignments a ON a.seq = at.assignment_seq "
@@ -363,14 +367,14 @@ class TrainingsMixin:
             "ORDER BY seq", (training_row["id"], training_row["id"], user_id, since or "")).fetchall()
         return list(offered_to(rows, user_id))
 
-    def _finish_training(self, training_id, user_id):
+    def _finish_training(self, training_id: ObjectId, user_id: str) -> None:
         cur = self.conn.execute("UPDATE training_progress SET finished = ? WHERE training_id = ? AND user_id = ? "
                                 "AND finished IS NULL", (fmt_ts(self.now()), int(training_id), user_id))
         if cur.rowcount:
             self._set_user_skill(self.training_skill_id(training_id), user_id,
                                  self.training_score(training_id, user_id))
 
-    def training_skill_id(self, training_id) -> str:
+    def training_skill_id(self, training_id: ObjectId) -> str:
         """The training's skill (``training: true``, hidden), made when a worker first finishes it; each
         worker who finishes gets their score as its value, so a pool filter on it works too."""
         key = f"training_skill:{int(training_id)}"
@@ -382,20 +386,20 @@ class TrainingsMixin:
             self._set_meta(key, skill_id)
         return skill_id
 
-    def training_score(self, training_id, user_id) -> float | None:
+    def training_score(self, training_id: ObjectId, user_id: str) -> float | None:
         """The worker's finished training score (0..100), or None while not trained."""
         row = self._training_progress(training_id, user_id)
         if row is None or row["finished"] is None:
             return None
         return 100.0 * row["score_sum"] / row["answers"] if row["answers"] else 0.0
 
-    def _skill_expired(self, pool_doc, progress) -> bool:
+    def _skill_expired(self, pool_doc: Doc, progress: sqlite3.Row | None) -> bool:
         """The pool's ``training_config.training_skill_ttl_days`` (simulated) ran out since the training."""
-        ttl = ((pool_doc or {}).get("training_config") or {}).get("training_skill_ttl_days")
+        ttl: Any = ((pool_doc or {}).get("training_config") or {}).get("training_skill_ttl_days")
         return bool(ttl) and progress is not None and progress["finished"] is not None and \
             parse_ts(progress["finished"]) + self.sim_to_real(float(ttl) * 86400) <= self.now()
 
-    def _passes_requirement(self, pool_doc, user_id) -> bool:
+    def _passes_requirement(self, pool_doc: Doc, user_id: str) -> bool:
         requirement = training_requirement(pool_doc)
         if not requirement:
             return True
@@ -404,14 +408,14 @@ class TrainingsMixin:
             return False
         return not self._skill_expired(pool_doc, self._training_progress(requirement["training_pool_id"], user_id))
 
-    def suite_tasks(self, pool_row, pool_doc, user_id) -> list:
+    def suite_tasks(self, pool_row: sqlite3.Row, pool_doc: Doc, user_id: str) -> list:
         if self._is_training_doc(pool_doc):
             return self._training_suite(pool_row, pool_doc, user_id)
         if not self._passes_requirement(pool_doc, user_id):
             return []
         return super().suite_tasks(pool_row, pool_doc, user_id)
 
-    def _training_suite(self, row, doc, user_id) -> list:
+    def _training_suite(self, row: sqlite3.Row, doc: Doc, user_id: str) -> list:
         progress = self._training_progress(row["id"], user_id)
         if progress is not None and progress["finished"] is not None:
             linked = [self._pool_doc(r) for r in self._pools_linked_to(row["id"]) if r["status"] == "OPEN"]
@@ -444,12 +448,12 @@ class TrainingsMixin:
             rng.shuffle(suite)
         return suite
 
-    def can_afford(self, pool_doc, reserved=None) -> bool:
+    def can_afford(self, pool_doc: Doc, reserved: Decimal | None = None) -> bool:
         if self._is_training_doc(pool_doc):
             return True  # training is free
         return super().can_afford(pool_doc, reserved)
 
-    def issue_suite(self, pool_row, pool_doc, user_id, tasks) -> str:
+    def issue_suite(self, pool_row: sqlite3.Row, pool_doc: Doc, user_id: str, tasks: list[tuple[int, Doc]]) -> str:
         asg_id = super().issue_suite(pool_row, pool_doc, user_id, tasks)
         if self._is_training_doc(pool_doc):
             self.conn.execute("UPDATE assignments SET cost = '0' WHERE id = ?", (asg_id,))
@@ -459,7 +463,7 @@ class TrainingsMixin:
                                   (pool_row["id"], user_id, asg_id))
         return asg_id
 
-    def finish_due(self, now) -> int:
+    def finish_due(self, now: dt.datetime) -> int:
         """Score the training suites about to be submitted, then let the work's own ``finish_due`` run."""
         rows = self.conn.execute(
             "SELECT a.* FROM assignments a JOIN pools p ON p.id = a.pool_id WHERE a.status = 'ACTIVE' AND "
@@ -472,7 +476,7 @@ class TrainingsMixin:
             self._score_training_suite(row, plan)
         return super().finish_due(now)
 
-    def _score_training_suite(self, row, plan):
+    def _score_training_suite(self, row: sqlite3.Row, plan: Doc) -> None:
         tasks = [json.loads(t[0]) for t in self.conn.execute(
             "SELECT t.doc FROM assignment_tasks at JOIN tasks t ON t.seq = at.task_seq WHERE at.assignment_seq = ? "
             "ORDER BY at.pos", (row["seq"],))]

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from decimal import Decimal, ROUND_HALF_UP
+import sqlite3
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError
-from crowdboxes.local_toloka.models.base import RESTRICTIONS, USER_SKILLS, _dumps, _int_or_missing, _num
+from crowdboxes.local_toloka.models.base import (RESTRICTIONS, USER_SKILLS, CoreMixin, ObjectId, Params, _dumps,
+                                                 _int_or_missing, _num)
 from crowdboxes.local_toloka.models.validation import _decimal, _referenced, _require_object, _string, _timestamp
 
 
-class UsersMixin:
+class UsersMixin(CoreMixin):
     """User skills and restrictions, and the views of them the crowd's filters need."""
 
     @staticmethod
-    def _render_user_skill(row) -> dict:
+    def _render_user_skill(row: sqlite3.Row) -> dict:
         doc = json.loads(row["doc"])
         exact = Decimal(str(doc["exact_value"]))
         return {"id": str(row["id"]), "skill_id": str(row["skill_id"]), "user_id": row["user_id"],
                 "value": int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP)), "exact_value": _num(exact),
                 "created": out_ts(row["created"]), "modified": out_ts(row["modified"])}
 
-    def _set_user_skill(self, skill_id, user_id, value) -> int:
+    def _set_user_skill(self, skill_id: ObjectId, user_id: str, value: Any) -> int:
         now = fmt_ts(self.now())
         exact = Decimal(str(value)).quantize(Decimal("0.00001"))
         self.conn.execute(
@@ -32,7 +36,7 @@ class UsersMixin:
         return self.conn.execute("SELECT id FROM user_skills WHERE skill_id = ? AND user_id = ?",
                                  (int(skill_id), user_id)).fetchone()[0]
 
-    def set_user_skill(self, body) -> dict:
+    def set_user_skill(self, body: Any) -> dict:
         body = _require_object(body)
         value = _decimal(body, "value", minimum=Decimal(0))
         if value > 100:
@@ -44,26 +48,26 @@ class UsersMixin:
             self._notify()
             return self._render_user_skill(self.conn.execute("SELECT * FROM user_skills WHERE id = ?", (row_id,)).fetchone())
 
-    def get_user_skill(self, user_skill_id) -> dict:
+    def get_user_skill(self, user_skill_id: ObjectId) -> dict:
         with self.transaction():
             row = self.conn.execute("SELECT * FROM user_skills WHERE id = ?", (_int_or_missing(user_skill_id, "User skill"),)).fetchone()
             if row is None:
                 raise DoesNotExist(f"User skill {user_skill_id} does not exist")
             return self._render_user_skill(row)
 
-    def delete_user_skill(self, user_skill_id):
+    def delete_user_skill(self, user_skill_id: ObjectId) -> None:
         with self.transaction():
             cur = self.conn.execute("DELETE FROM user_skills WHERE id = ?", (_int_or_missing(user_skill_id, "User skill"),))
             if not cur.rowcount:
                 raise DoesNotExist(f"User skill {user_skill_id} does not exist")
             self._notify()
 
-    def find_user_skills(self, params) -> dict:
+    def find_user_skills(self, params: Params) -> dict:
         return self._search(USER_SKILLS, params, lambda rows: [self._render_user_skill(r) for r in rows])
 
-    def user_skill_values(self) -> dict:
+    def user_skill_values(self) -> dict[str, dict[str, float]]:
         """``{user_id: {skill_id(str): exact value(float)}}`` for the crowd's filters."""
-        out = {}
+        out: dict[str, dict[str, float]] = {}
         for row in self.conn.execute("SELECT skill_id, user_id, doc FROM user_skills"):
             out.setdefault(row["user_id"], {})[str(row["skill_id"])] = float(json.loads(row["doc"])["exact_value"])
         return out
@@ -71,7 +75,7 @@ class UsersMixin:
     # ---- user restrictions ---------------------------------------------------------------------------
 
     @staticmethod
-    def _render_restriction(row) -> dict:
+    def _render_restriction(row: sqlite3.Row) -> dict:
         doc = json.loads(row["doc"])
         doc.update(id=str(row["id"]), user_id=row["user_id"], scope=row["scope"], created=out_ts(row["created"]))
         if row["will_expire"]:
@@ -82,7 +86,9 @@ class UsersMixin:
             doc["pool_id"] = str(row["pool_id"])
         return doc
 
-    def _add_restriction(self, user_id, scope, *, project_id=None, pool_id=None, will_expire=None, comment=None):
+    def _add_restriction(self, user_id: str, scope: str, *, project_id: ObjectId | None = None,
+                         pool_id: ObjectId | None = None, will_expire: dt.datetime | None = None,
+                         comment: str | None = None) -> int | None:
         doc = {"private_comment": comment} if comment else {}
         cur = self.conn.execute(
             "INSERT INTO restrictions(user_id, scope, project_id, pool_id, created, will_expire, doc) "
@@ -92,7 +98,7 @@ class UsersMixin:
         self._notify()
         return cur.lastrowid
 
-    def set_user_restriction(self, body) -> dict:
+    def set_user_restriction(self, body: Any) -> dict:
         body = _require_object(body)
         user_id = _string(body, "user_id")
         scope = body.get("scope")
@@ -115,7 +121,7 @@ class UsersMixin:
                                         will_expire=will_expire, comment=body.get("private_comment"))
             return self._render_restriction(self.conn.execute("SELECT * FROM restrictions WHERE id = ?", (rid,)).fetchone())
 
-    def get_user_restriction(self, restriction_id) -> dict:
+    def get_user_restriction(self, restriction_id: ObjectId) -> dict:
         with self.transaction():
             row = self.conn.execute("SELECT * FROM restrictions WHERE id = ?",
                                     (_int_or_missing(restriction_id, "User restriction"),)).fetchone()
@@ -123,7 +129,7 @@ class UsersMixin:
                 raise DoesNotExist(f"User restriction {restriction_id} does not exist")
             return self._render_restriction(row)
 
-    def delete_user_restriction(self, restriction_id):
+    def delete_user_restriction(self, restriction_id: ObjectId) -> None:
         with self.transaction():
             cur = self.conn.execute("DELETE FROM restrictions WHERE id = ?",
                                     (_int_or_missing(restriction_id, "User restriction"),))
@@ -131,13 +137,13 @@ class UsersMixin:
                 raise DoesNotExist(f"User restriction {restriction_id} does not exist")
             self._notify()
 
-    def find_user_restrictions(self, params) -> dict:
+    def find_user_restrictions(self, params: Params) -> dict:
         return self._search(RESTRICTIONS, params, lambda rows: [self._render_restriction(r) for r in rows])
 
-    def active_restrictions(self) -> dict:
+    def active_restrictions(self) -> dict[str, list[tuple[str, int | None, int | None]]]:
         """``{user_id: [(scope, project_id, pool_id)]}`` still in force."""
         now = fmt_ts(self.now())
-        out = {}
+        out: dict[str, list[tuple[str, int | None, int | None]]] = {}
         for row in self.conn.execute("SELECT user_id, scope, project_id, pool_id FROM restrictions "
                                      "WHERE will_expire IS NULL OR will_expire > ?", (now,)):
             out.setdefault(row["user_id"], []).append((row["scope"], row["project_id"], row["pool_id"]))

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import sqlite3
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from typing import Any, Literal, overload
 
 from crowdboxes.local_toloka.db import parse_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, ValidationError, field_error
-from crowdboxes.local_toloka.models.base import COORD_RE, URL_RE
+from crowdboxes.local_toloka.models.base import COORD_RE, URL_RE, Doc
 
 
-def _require_object(body, what="body"):
+# The field readers return None only for an absent optional field: the overloads tell a required
+# field's type apart from an optional one's.
+
+
+def _require_object(body: Any, what: str = "body") -> Doc:
     if not isinstance(body, dict):
         raise ValidationError.field(what, "OBJECT_EXPECTED", "A JSON object is expected")
     return body
 
 
-def _decimal(body, key, *, required=True, minimum=None):
+@overload
+def _decimal(body: Doc, key: str, *, required: Literal[True] = ..., minimum: Decimal | None = None) -> Decimal: ...
+@overload
+def _decimal(body: Doc, key: str, *, required: bool, minimum: Decimal | None = None) -> Decimal | None: ...
+def _decimal(body: Doc, key: str, *, required: bool = True, minimum: Decimal | None = None) -> Decimal | None:
     value = body.get(key)
     if value is None:
         if required:
@@ -32,7 +44,7 @@ def _decimal(body, key, *, required=True, minimum=None):
     return number
 
 
-def _referenced(body, key, lookup, what: str):
+def _referenced(body: Doc, key: str, lookup: Callable[[Any], sqlite3.Row], what: str) -> sqlite3.Row:
     """The row ``lookup(body[key])`` of the entity ``body[key]`` names (``what``: "Project", "Skill"...);
     VALUE_REQUIRED when absent, ENTITY_DOES_NOT_EXIST when there is none."""
     if body.get(key) is None:
@@ -43,7 +55,14 @@ def _referenced(body, key, lookup, what: str):
         raise ValidationError.field(key, "ENTITY_DOES_NOT_EXIST", f"{what} {body[key]} does not exist") from None
 
 
-def _integer(body, key, *, required=True, minimum=None, maximum=None, path=None):
+@overload
+def _integer(body: Doc, key: str, *, required: Literal[True] = ..., minimum: int | None = None,
+             maximum: int | None = None, path: str | None = None) -> int: ...
+@overload
+def _integer(body: Doc, key: str, *, required: bool, minimum: int | None = None, maximum: int | None = None,
+             path: str | None = None) -> int | None: ...
+def _integer(body: Doc, key: str, *, required: bool = True, minimum: int | None = None, maximum: int | None = None,
+             path: str | None = None) -> int | None:
     path = path or key
     value = body.get(key)
     if value is None:
@@ -60,7 +79,11 @@ def _integer(body, key, *, required=True, minimum=None, maximum=None, path=None)
     return value
 
 
-def _string(body, key, *, required=True):
+@overload
+def _string(body: Doc, key: str, *, required: Literal[True] = ...) -> str: ...
+@overload
+def _string(body: Doc, key: str, *, required: bool) -> str | None: ...
+def _string(body: Doc, key: str, *, required: bool = True) -> str | None:
     value = body.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
@@ -71,7 +94,11 @@ def _string(body, key, *, required=True):
     return value
 
 
-def _timestamp(body, key, *, required=True):
+@overload
+def _timestamp(body: Doc, key: str, *, required: Literal[True] = ...) -> dt.datetime: ...
+@overload
+def _timestamp(body: Doc, key: str, *, required: bool) -> dt.datetime | None: ...
+def _timestamp(body: Doc, key: str, *, required: bool = True) -> dt.datetime | None:
     value = body.get(key)
     if value is None:
         if required:
@@ -83,7 +110,7 @@ def _timestamp(body, key, *, required=True):
         raise ValidationError.field(key, "INVALID_DATE_TIME_SYNTAX", f"Invalid date-time {value!r}") from None
 
 
-def validate_value(spec: dict, value) -> dict | None:
+def validate_value(spec: dict, value: Any) -> dict | None:
     """One input/output value against its FieldSpec: None if fine, else ``{code, message}``."""
     kind = str(spec.get("type", "")).lower()
     if kind.startswith("array_"):
@@ -127,7 +154,7 @@ def validate_value(spec: dict, value) -> dict | None:
     return None
 
 
-def validate_input_values(input_spec: dict, values, prefix="input_values") -> dict:
+def validate_input_values(input_spec: dict, values: Any, prefix: str = "input_values") -> dict:
     """Per-field errors keyed ``input_values.<field>`` (empty dict when valid)."""
     if not isinstance(values, dict):
         return {prefix: field_error("OBJECT_EXPECTED", "input_values must be an object")}
@@ -161,7 +188,7 @@ def project_difference(old: dict, new: dict) -> str:
     return "NON_BREAKING_CHANGE"
 
 
-def _compare(left, operator: str, right) -> bool:
+def _compare(left: Any, operator: str, right: Any) -> bool:
     """A QC condition or filter comparison; None only equals None."""
     op = str(operator).upper()
     if op == "EQ":
@@ -170,6 +197,8 @@ def _compare(left, operator: str, right) -> bool:
         return left != right
     if left is None or right is None:
         return False
+    left_n: Any  # both floats, or both strings
+    right_n: Any
     try:
         left_n, right_n = float(left), float(right)
     except (TypeError, ValueError):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import sqlite3
 from decimal import Decimal
+from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts, parse_ts
-from crowdboxes.local_toloka.models.base import (REAL_SQL, _dumps, _num, cost_for, golden_sql, object_id,
-                                                offered_to)
+from crowdboxes.local_toloka.models.base import (REAL_SQL, Doc, ObjectId, _dumps, _num, cost_for, golden_sql, object_id,
+                                                 offered_to)
 from crowdboxes.local_toloka.models.readers import ReadersMixin
 
 
@@ -27,7 +29,7 @@ class WorkMixin(ReadersMixin):
     def busy_workers(self) -> set:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT user_id FROM assignments WHERE status = 'ACTIVE'")}
 
-    def available_tasks(self, pool_id, user_id, limit, *, golden: bool = False) -> list:
+    def available_tasks(self, pool_id: ObjectId, user_id: str, limit: int | None, *, golden: bool = False) -> list:
         """Up to ``limit`` tasks ``[(seq, doc)]`` of the pool that ``user_id`` may get next, in creation
         order: overlap left (or infinite), never seen by them, not reserved for others or closed to them.
         General tasks by default, control tasks with ``golden=True`` (``limit=None``: all of them)."""
@@ -43,7 +45,7 @@ class WorkMixin(ReadersMixin):
                 break
         return out
 
-    def suite_tasks(self, pool_row, pool_doc, user_id) -> list:
+    def suite_tasks(self, pool_row: sqlite3.Row, pool_doc: Doc, user_id: str) -> list:
         """The next task suite ``[(seq, doc)]`` for ``user_id`` by the pool's ``mixer_config``, or ``[]``.
 
         Toloka's smart mixing (OpenAPI ``MixerConfig``; guide "Control tasks"):
@@ -88,7 +90,7 @@ class WorkMixin(ReadersMixin):
                 return suite
         return real + golden
 
-    def issue_suite(self, pool_row, pool_doc, user_id, tasks) -> str:
+    def issue_suite(self, pool_row: sqlite3.Row, pool_doc: Doc, user_id: str, tasks: list[tuple[int, Doc]]) -> str:
         """Create an ACTIVE assignment of ``tasks`` (``[(seq, doc)]``) for ``user_id``; returns its id."""
         first = self._next("object", 2)
         suite_id = object_id(pool_row["id"], first)
@@ -134,7 +136,8 @@ class WorkMixin(ReadersMixin):
             out.append(item)
         return out
 
-    def set_plan(self, assignment_id, outcome: str, outputs, sim_seconds: float, due: dt.datetime):
+    def set_plan(self, assignment_id: str, outcome: str, outputs: list[Any], sim_seconds: float,
+                 due: dt.datetime) -> None:
         with self.transaction():
             self.conn.execute("UPDATE assignments SET plan = ?, sim_seconds = ?, due = ? WHERE id = ? AND "
                               "status = 'ACTIVE'",
@@ -188,7 +191,7 @@ class WorkMixin(ReadersMixin):
                     self._close_pool(pool["id"], "NOT_ENOUGH_BALANCE")
         return done
 
-    def close_finished_pools(self, now: dt.datetime):
+    def close_finished_pools(self, now: dt.datetime) -> None:
         """Expire pools past will_expire; close pools whose every task is done, after Toloka's delay and
         once their streaming readers have read past the last event (``models/readers.py``)."""
         for row in self.conn.execute("SELECT * FROM pools WHERE status = 'OPEN'").fetchall():
@@ -214,14 +217,14 @@ class WorkMixin(ReadersMixin):
                 row = self._pool_row(row["id"])
             self._close_completed(row, now)
 
-    def can_afford(self, pool_doc, reserved: Decimal | None = None) -> bool:
+    def can_afford(self, pool_doc: Doc, reserved: Decimal | None = None) -> bool:
         reserved = self.reserved_funds() if reserved is None else reserved
         return self.balance() - reserved >= cost_for(Decimal(str(pool_doc["reward_per_assignment"])))
 
-    def close_for_balance(self, pool_id):
+    def close_for_balance(self, pool_id: ObjectId) -> None:
         self._close_pool(pool_id, "NOT_ENOUGH_BALANCE")
 
-    def next_wakeup(self):
+    def next_wakeup(self) -> dt.datetime | None:
         """The earliest pending due/auto-accept/close time, for the scheduler's sleep (a pool held open
         for its streaming readers: its cap or a reader's expiry; a read that releases it closes it)."""
         now = self.now()
