@@ -64,9 +64,10 @@ SERVER_STARTERS = frozenset({"helpers_local_toloka.start_local_toloka", "helpers
 SERVER_FIXTURES = frozenset({"run_step", "run_step_in_process"})
 SUBPROCESS_CALLS = frozenset({"subprocess.run", "subprocess.Popen", "subprocess.check_call",
                               "subprocess.check_output", "subprocess.call"})
-# A string constant equal to one of these next to a subprocess call: the command runs a step script
-# (``.../"steps"/name``), the demo, the flow runner, or a server.
-SERVER_COMMAND_WORDS = frozenset({"steps", "demo", "flow", "serve", "local-s3"})
+# String constants next to a subprocess call that say the command runs a step script (``.../"steps"/name``),
+# the demo, the flow runner (``flow run``) or a server: any one set of words, all present.
+SERVER_COMMAND_WORDS = (frozenset({"steps"}), frozenset({"demo"}), frozenset({"flow", "run"}),
+                        frozenset({"serve"}), frozenset({"local-s3"}))
 
 
 def _qualified(obj: object) -> str:
@@ -111,7 +112,8 @@ def _starts_server(func: Any, seen: dict[Any, bool]) -> bool:
     # the words of a command it may run: its string constants and the paths it names (``STEP = .../x.py``)
     words = _strings(func) | {str(obj) for obj in references if isinstance(obj, (str, Path))}
     runs_server_command = (any(_qualified(obj) in SUBPROCESS_CALLS for obj in references)
-                           and (bool(words & SERVER_COMMAND_WORDS) or any(map(_is_step_script, words))))
+                           and (any(command <= words for command in SERVER_COMMAND_WORDS)
+                                or any(map(_is_step_script, words))))
     found = runs_server_command or any(_qualified(obj) in SERVER_STARTERS or _starts_server(obj, seen)
                                        for obj in references)
     seen[func] = found
@@ -158,7 +160,7 @@ def _server_command(argv: Sequence[str], cwd: Path) -> bool:
     if "crowdboxes" not in words or "--help" in words:
         return False
     command = words[words.index("crowdboxes") + 1:words.index("crowdboxes") + 3]
-    return bool(command) and (command[0] in ("demo", "flow", "local-s3") or command == ["local-toloka", "serve"])
+    return bool(command) and (command[0] in ("demo", "local-s3") or command in (["flow", "run"], ["local-toloka", "serve"]))
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
