@@ -24,7 +24,7 @@ if str(REPO_ROOT) not in sys.path:
 
 
 @pytest.fixture()
-def backend(tmp_path):
+def backend(tmp_path: Path) -> Iterator[Any]:
     """A local Toloka Backend in-process on a ``ManualClock`` (``backend.clock.advance(seconds)``; see
     ``helpers_local_toloka.crowd_until``), fast (speed 1e6) and in the explicit fast mode (no wait for a
     first streaming reader); closed after the test. Test modules may define their own ``backend``."""
@@ -35,7 +35,7 @@ def backend(tmp_path):
     b.close()
 
 
-def pytest_collection_finish(session):
+def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the minutes-long example scenarios at once when they are selected (``start_early`` in their
     module): they mostly wait for toloka-kit's 60 s cursor lag, so they wait while the other tests run."""
     config = session.config
@@ -49,7 +49,6 @@ def pytest_collection_finish(session):
         if start is not None and module.__name__ not in started:
             started.add(module.__name__)
             start(factory.mktemp(module.__name__.rsplit(".", 1)[-1]))
-
 
 
 # ------------------------------------------------------------------ the ``server`` marker
@@ -160,7 +159,8 @@ def _server_command(argv: Sequence[str], cwd: Path) -> bool:
     if "crowdboxes" not in words or "--help" in words:
         return False
     command = words[words.index("crowdboxes") + 1:words.index("crowdboxes") + 3]
-    return bool(command) and (command[0] in ("demo", "local-s3") or command in (["flow", "run"], ["local-toloka", "serve"]))
+    return bool(command) and (command[0] in ("demo", "local-s3")
+                              or command in (["flow", "run"], ["local-toloka", "serve"]))
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
