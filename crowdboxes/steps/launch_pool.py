@@ -22,7 +22,7 @@ import pandas as pd
 
 from crowdboxes.artifacts import CONTROL, IMAGES, POOL, PROJECTS, TASKS, read_csv, write_csv
 from crowdboxes.cnvrg.metrics import cnvrg_tag
-from crowdboxes.cnvrg.stepkit import is_none, output_dir, read_token
+from crowdboxes.cnvrg.stepkit import is_none, output_dir, parse_number, read_token
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.toloka import pools, projects
 from crowdboxes.toloka.known_boxes import load_control_csv
@@ -101,7 +101,7 @@ def plan_launch(options: LaunchPoolOptions) -> LaunchPlan:
         print(f"note: --mode {quality.mode} reviews every drawing, so the detection pool does not auto-accept "
               f"(--auto_accept true ignored; unreviewed work is accepted after --review_days {settings.review_days})",
               file=sys.stderr)
-    batch_size = int(pools.parse_number("batch_size", options.batch_size, minimum=1, maximum=10000, integer=True))
+    batch_size = int(parse_number("batch_size", options.batch_size, minimum=1, maximum=10000, integer=True))
     project_rows = read_csv(options.projects_csv, PROJECTS, dtype=str)
     ids = projects.role_ids(project_rows, options.projects_csv)
     if "detection_project" not in ids:

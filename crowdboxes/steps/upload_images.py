@@ -15,7 +15,7 @@ from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.cnvrg.stepkit import is_none, output_dir
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.storage import images as img
-from crowdboxes.toloka.pools import parse_number
+from crowdboxes.cnvrg.stepkit import parse_number
 
 SHOWN_REJECTIONS = 10  # the rest are in rejected_images.csv
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ import pandas as pd
 from crowdboxes.artifacts import (ANSWERS, CONTROL, IMAGES, POOL, TASKS, WAIT_SUMMARY, read_csv, require_numeric,
                                   write_csv)
 from crowdboxes.cnvrg.metrics import cnvrg_tag
-from crowdboxes.cnvrg.stepkit import is_none, output_dir
+from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.files import write_text_atomic
 from crowdboxes.toloka.collection.collector import AnswerCollector
@@ -87,16 +86,6 @@ class PoolPlan:
     def value(self, column: str) -> Any:
         """The detection row's ``column`` (after ``require_numeric``)."""
         return self.pools.loc[self.detection.name, column]
-
-
-def none_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
-    """argparse ``type=``: None for the words none/null/empty (:func:`~crowdboxes.cnvrg.stepkit.is_none`),
-    else ``convert(value)``; named like ``convert`` so argparse's message reads e.g. "invalid float value"."""
-    def parse(value: str) -> Any:
-        return None if is_none(value) else convert(value)
-
-    parse.__name__ = getattr(convert, "__name__", "value")
-    return parse
 
 
 def _pool_row(pools: pd.DataFrame, role: str, path: str | Path) -> pd.Series | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 import re
 import sys
@@ -42,7 +41,7 @@ from crowdboxes.toloka.pricing import MIN_REWARD
 from crowdboxes.toloka.quality import (QualitySettings, check_verification_pool_config, for_verification_loop,
                                        resolve_skill_placeholders)
 from crowdboxes.errors import CrowdboxesError
-from crowdboxes.cnvrg.stepkit import is_none
+from crowdboxes.cnvrg.stepkit import is_none, parse_bool, parse_number
 
 DETECTION_POOL_FILE = "detection_pool.json"
 DETECTION_POOL_ROLE = "detection_pool"
@@ -54,32 +53,6 @@ _SERVER_FIELDS = ("id", "status", "created", "owner", "last_close_reason", "last
 _LANG_RE = re.compile(r"^[A-Z]{2}$")
 MAX_REVIEW_DAYS = 21  # Toloka's limit for auto_accept_period_day
 TASK_PAGE = 1000  # tasks per listing request (Toloka allows up to 100 000; its default is 50)
-
-
-def parse_bool(name: str, value: object) -> bool:
-    """``true/1/yes`` or ``false/0/no`` (any case), else CrowdboxesError naming the param."""
-    text = str(value).strip().lower()
-    if text in {"true", "1", "yes"}:
-        return True
-    if text in {"false", "0", "no"}:
-        return False
-    raise CrowdboxesError(f"--{name} {value!r}: use true or false")
-
-
-def parse_number(name: str, value: object, *, minimum: float | None = None, maximum: float | None = None,
-                 integer: bool = False) -> float | int:
-    """A finite number within bounds, or CrowdboxesError naming the param and the value."""
-    try:
-        number = float(str(value).strip())
-    except (TypeError, ValueError):
-        raise CrowdboxesError(f"--{name} {value!r} is not a {'whole ' if integer else ''}number") from None
-    if not math.isfinite(number) or (integer and number != int(number)):
-        raise CrowdboxesError(f"--{name} {value!r} is not a {'whole ' if integer else ''}number")
-    if minimum is not None and number < minimum:
-        raise CrowdboxesError(f"--{name} {value!r} must be at least {minimum:g}")
-    if maximum is not None and number > maximum:
-        raise CrowdboxesError(f"--{name} {value!r} must be at most {maximum:g}")
-    return int(number) if integer else number
 
 
 def parse_languages(value: object) -> tuple[str, ...]:
