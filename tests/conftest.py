@@ -51,6 +51,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             start(factory.mktemp(module.__name__.rsplit(".", 1)[-1]))
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Scenarios still running in the background (the session was interrupted or stopped early) give up
+    at their next wait, so that pytest does not stay alive for minutes waiting for their threads."""
+    examples = sys.modules.get("helpers_examples")
+    if examples is not None:
+        examples.STOP.set()
+
+
 # ------------------------------------------------------------------ the ``server`` marker
 # ``make test-fast`` (``-m "not server"``) must start no server and no step process. Marking by hand is
 # forgotten, so collection marks every test that reaches a server starter: through a fixture, a function in

@@ -7,7 +7,9 @@
 * :class:`Deadline` and :func:`wait_pool_closed`: the notebooks' "wait until the pool is closed" loops,
   with a generous deadline so that a stuck pool fails the test with its state instead of hanging it;
 * :func:`run_pipeline`: runs a toloka-kit streaming ``Pipeline`` in any thread (``Pipeline.run`` installs a
-  SIGINT handler, which asyncio allows only in the main thread; the loop here ignores that one call).
+  SIGINT handler, which asyncio allows only in the main thread; the loop here ignores that one call);
+* :data:`STOP`: set when the test session ends (conftest), so that scenarios still running in the background
+  (an interrupted or ``-x`` run) give up at their next wait instead of keeping pytest alive for minutes.
 """
 
 from __future__ import annotations
@@ -137,6 +139,14 @@ def write_truth(path: Path, server: ImageServer, images: list[dict], tasks: list
 
 # ----------------------------------------------------------------------------------------- waiting
 
+STOP = threading.Event()
+
+
+def pause(seconds: float) -> None:
+    """``time.sleep`` that ends early once :data:`STOP` is set."""
+    STOP.wait(seconds)
+
+
 class ScenarioTimeout(AssertionError):
     """A scenario did not finish before its deadline (the message says what it was waiting for)."""
 
@@ -147,7 +157,8 @@ class Deadline:
         self.end = time.monotonic() + seconds
 
     def left(self) -> float:
-        return self.end - time.monotonic()
+        """Seconds until the deadline; none once the session has ended (:data:`STOP`)."""
+        return 0.0 if STOP.is_set() else self.end - time.monotonic()
 
     def check(self, waiting_for: str) -> None:
         if self.left() <= 0:
@@ -187,7 +198,7 @@ def wait_pool_closed(client, pool_id: str, deadline: Deadline, *, sleep: float =
             operation = client.wait_operation(operation)
             percentage = operation.details["value"][0]["result"]["value"]
             log.info("%s pool %s: %s%%", datetime.datetime.now().strftime("%H:%M:%S"), pool_id, percentage)
-        time.sleep(sleep)
+        pause(sleep)
         pool = client.get_pool(pool_id)
 
 
@@ -205,14 +216,24 @@ class _ThreadLoop(asyncio.SelectorEventLoop):
 
 
 def run_pipeline(pipeline, timeout: float) -> bool:
-    """Run ``pipeline.run()`` in this thread until it returns (True) or ``timeout`` seconds pass (False)."""
+    """Run ``pipeline.run()`` in this thread until it returns (True), or ``timeout`` seconds pass or
+    :data:`STOP` is set (False; the pipeline is cancelled). Its own errors propagate."""
+    async def until_done() -> bool:
+        task = asyncio.ensure_future(pipeline.run())
+        end = time.monotonic() + timeout
+        while not task.done():
+            if STOP.is_set() or time.monotonic() >= end:
+                task.cancel()
+                await asyncio.wait({task})
+                return False
+            await asyncio.wait({task}, timeout=min(0.5, max(end - time.monotonic(), 0.0)))
+        task.result()
+        return True
+
     loop = _ThreadLoop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(asyncio.wait_for(pipeline.run(), timeout))
-        return True
-    except asyncio.TimeoutError:
-        return False
+        return loop.run_until_complete(until_done())
     finally:
         loop.close()
         asyncio.set_event_loop(None)

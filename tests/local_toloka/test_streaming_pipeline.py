@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from helpers_examples import (ImageServer, assignment_ids, pool_state, road_picture, run_pipeline,
+from helpers_examples import (ImageServer, assignment_ids, pause, pool_state, road_picture, run_pipeline,
                               start_in_background, write_truth)
 from helpers_local_toloka import REPO_ROOT, start_local_toloka
 
@@ -88,7 +88,7 @@ def _observe(client, pool_id, start_after: float = 0.0, review=False) -> tuple[d
         seen["ACCEPTED"].update(event.assignment.id for event in events)
 
     client.open_pool(pool_id)
-    time.sleep(start_after)
+    pause(start_after)
     finished = run_pipeline(pipeline, PIPELINE_SECONDS)
     return dict(seen), finished
 
