@@ -35,9 +35,16 @@ def backend(tmp_path: Path) -> Iterator[Any]:
     b.close()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--lag", action="store_true",
+                     help="also run the tests marked lag: replays whose time is bound by toloka-kit's 60 s cursor lag "
+                          "over a chain of pools (the streaming notebook, about 7.5 min); CI runs them")
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the minutes-long example scenarios at once when they are selected (``start_early`` in their
-    module): they mostly wait for toloka-kit's 60 s cursor lag, so they wait while the other tests run."""
+    module, given the names of its selected tests): they mostly wait for toloka-kit's 60 s cursor lag, so
+    they wait while the other tests run."""
     config = session.config
     factory = getattr(config, "_tmp_path_factory", None)
     if config.option.collectonly or factory is None:
@@ -48,7 +55,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         start = getattr(module, "start_early", None)
         if start is not None and module.__name__ not in started:
             started.add(module.__name__)
-            start(factory.mktemp(module.__name__.rsplit(".", 1)[-1]))
+            selected = {other.name for other in session.items if getattr(other, "module", None) is module}
+            start(factory.mktemp(module.__name__.rsplit(".", 1)[-1]), selected)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -145,13 +153,19 @@ def _needs_server(item: pytest.Item, seen: dict[Any, bool]) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark ``server`` every test that starts a server or a step process (see above), and run the tests of
+    """Mark ``server`` every test that starts a server or a step process (see above), leave out the tests
+    marked ``lag`` unless ``--lag`` is given, and run the tests of
     the scenarios started in the background (``start_early``) last: their fixture waits for those minutes-long
     runs, and everything else can run meanwhile."""
     seen: dict[Any, bool] = {}
     for item in items:
         if item.get_closest_marker("server") is None and _needs_server(item, seen):
             item.add_marker(pytest.mark.server)
+    if not config.getoption("lag"):
+        lagging = [item for item in items if item.get_closest_marker("lag") is not None]
+        if lagging:
+            config.hook.pytest_deselected(items=lagging)
+            items[:] = [item for item in items if item.get_closest_marker("lag") is None]
     items.sort(key=lambda item: getattr(getattr(item, "module", None), "start_early", None) is not None)
 
 

@@ -156,8 +156,9 @@ def _run_all(base) -> dict:
         server.close()
 
 
-def start_early(folder):
-    """Start the runs (conftest calls this once collection shows these tests are selected)."""
+def start_early(folder, selected=None):
+    """Start the runs (conftest calls this once collection shows these tests are selected; all runs serve
+    every test, so ``selected`` does not narrow them)."""
     return start_in_background("streaming_pipeline", folder, _run_all)
 
 

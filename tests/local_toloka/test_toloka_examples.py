@@ -871,25 +871,28 @@ def _run(name: str, folder: Path) -> Outcome:
     return outcome
 
 
-def _run_all(base: Path) -> dict:
-    """The five scenarios at once, each on its own server."""
+def _run_all(base: Path, names: list[str]) -> dict:
+    """The selected scenarios at once, each on its own server."""
     started = time.monotonic()
-    with ThreadPoolExecutor(len(SCENARIOS), thread_name_prefix="notebook") as pool:
-        futures = {name: pool.submit(_run, name, base / name) for name in SCENARIOS}
+    with ThreadPoolExecutor(max(len(names), 1), thread_name_prefix="notebook") as pool:
+        futures = {name: pool.submit(_run, name, base / name) for name in names}
         results = {name: future.result() for name, future in futures.items()}
     print(f"\nnotebook scenarios: {time.monotonic() - started:.0f} s in all; "
           + ", ".join(f"{r.name} {r.seconds:.0f} s{' (failed)' if r.error else ''}" for r in results.values()))
     return results
 
 
-def start_early(folder):
-    """Start the scenarios (conftest calls this once collection shows these tests are selected)."""
-    return start_in_background("toloka_examples", folder, _run_all)
+def start_early(folder, selected=None):
+    """Start the scenarios of the selected tests (``test_<scenario>``; all when ``selected`` is None). conftest
+    calls this once collection shows which tests are selected."""
+    names = [name for name in SCENARIOS if selected is None or f"test_{name}" in selected]
+    return start_in_background("toloka_examples", folder, lambda where: _run_all(where, names))
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory):
-    return start_early(lambda: tmp_path_factory.mktemp("toloka_examples")).result()
+def outcomes(request, tmp_path_factory):
+    selected = {item.name for item in request.session.items if getattr(item, "module", None) is request.module}
+    return start_early(lambda: tmp_path_factory.mktemp("toloka_examples"), selected).result()
 
 
 # ================================================================================== the checks
@@ -959,6 +962,7 @@ def test_text_recognition(outcomes):
     assert workers <= data["trainees"], f"only trained workers reach the pool: {sorted(workers - data['trainees'])}"
 
 
+@pytest.mark.lag  # about 7.5 min: four pools chained through toloka-kit's 60 s cursor lag; `--lag` runs it
 def test_streaming_pipelines(outcomes):
     data = outcomes["streaming_pipelines"].require()
     links, verdicts, comparisons = data["links"], data["verdicts"], data["comparisons"]
