@@ -98,6 +98,23 @@ def require_numeric(frame: pd.DataFrame, path: str | os.PathLike, columns: tuple
     return frame
 
 
+def read_images(path: str | Path) -> pd.DataFrame:
+    """images.csv with non-empty ``image_id``, ``url``, ``sha256``, http(s) URLs and numeric sizes, else
+    CrowdboxesError naming the row and field."""
+    images = read_csv(path, IMAGES, dtype={"image_id": str, "url": str, "sha256": str, "file_name": str})
+    if images.empty:
+        raise CrowdboxesError(f"{path}: no images (every image was rejected by Upload Images?)")
+    for column in ("image_id", "url", "sha256"):
+        blank = images[column].isna() | (images[column].astype(str).str.strip() == "")
+        if blank.any():
+            raise CrowdboxesError(f"{path}: row {int(blank.to_numpy().nonzero()[0][0]) + 2}, field {column!r} is empty")
+    bad = ~images["url"].str.match(r"^https?://")
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise CrowdboxesError(f"{path}: row {row + 2}, field 'url': {images['url'].iloc[row]!r} is not an http(s) URL")
+    return require_numeric(images, path, ("width", "height"))
+
+
 def write_csv(frame: pd.DataFrame, folder: str | os.PathLike, contract: Contract) -> Path:
     """Write ``frame`` atomically with the contract's columns first, then any extra ones."""
     missing = [c for c in contract.columns if c not in frame.columns]

@@ -53,6 +53,15 @@ def read_json(path: str | os.PathLike, what: str = "input") -> Any:
         raise CrowdboxesError(f"{path}: not valid JSON ({exc})") from None
 
 
+def read_json_object(path: str | os.PathLike, what: str = "input", holding: str = "") -> dict[str, Any]:
+    """:func:`read_json` of a file that must hold a JSON object; ``holding`` says what the object is
+    (e.g. "with a Toloka pool") in the error."""
+    data = read_json(path, what)
+    if not isinstance(data, dict):
+        raise CrowdboxesError(f"{path}: expected a JSON object{' ' + holding if holding else ''}")
+    return data
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

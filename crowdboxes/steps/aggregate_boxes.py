@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crowdboxes.artifacts import (ANSWERS, BOXES, IMAGES, VERIFICATIONS, WAIT_SUMMARY, WORKERS, read_csv,
+from crowdboxes.artifacts import (ANSWERS, BOXES, VERIFICATIONS, WAIT_SUMMARY, WORKERS, read_csv, read_images,
                                   require_numeric, write_csv)
 from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.cnvrg.stepkit import is_none, output_dir
@@ -54,11 +54,6 @@ def read_answers(path: str | Path) -> pd.DataFrame:
                               f"{', '.join(KNOWN_STATUSES)}")
     frame["status"] = status
     return frame
-
-
-def read_images(path: str | Path) -> pd.DataFrame:
-    """images.csv with numeric sizes."""
-    return require_numeric(read_csv(path, IMAGES, dtype={"image_id": str}), path, ("width", "height"))
 
 
 def read_verifications(path: str | Path, answers: pd.DataFrame) -> pd.DataFrame:

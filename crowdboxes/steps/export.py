@@ -22,7 +22,7 @@ from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.export import annotations as ex
-from crowdboxes.files import atomic_path, read_json, write_text_atomic
+from crowdboxes.files import atomic_path, read_json_object, write_text_atomic
 
 MAX_WARNINGS = 20
 
@@ -47,9 +47,7 @@ def read_wait_summary(path: str | Path | None) -> dict[str, Any] | None:
     ``spent_usd`` is not a number."""
     if path is None:
         return None
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise CrowdboxesError(f"{path}: expected a JSON object")
+    data = read_json_object(path)
     if data.get("spent_usd") is not None and not isinstance(data["spent_usd"], (int, float)):
         raise CrowdboxesError(f"{path}: field 'spent_usd': {data['spent_usd']!r} is not a number")
     return data

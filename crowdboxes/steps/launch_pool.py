@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from crowdboxes.artifacts import CONTROL, IMAGES, POOL, PROJECTS, TASKS, read_csv, write_csv
+from crowdboxes.artifacts import CONTROL, POOL, PROJECTS, TASKS, read_csv, read_images, write_csv
 from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.cnvrg.stepkit import is_none, output_dir, parse_number, read_token
 from crowdboxes.errors import CrowdboxesError
@@ -71,22 +71,6 @@ class LaunchPlan:
     pool_spec: Any  # the toloka-kit Pool to create
     estimate: CostEstimate
     skill_ids: dict[str, str] = field(default_factory=dict)
-
-
-def read_images(path: str | Path) -> pd.DataFrame:
-    """images.csv with non-empty ``image_id``, ``url``, ``sha256`` and http(s) URLs, else CrowdboxesError."""
-    images = read_csv(path, IMAGES, dtype={"image_id": str, "url": str, "sha256": str, "file_name": str})
-    if images.empty:
-        raise CrowdboxesError(f"{path}: no images (every image was rejected by Upload Images?)")
-    for column in ("image_id", "url", "sha256"):
-        blank = images[column].isna() | (images[column].astype(str).str.strip() == "")
-        if blank.any():
-            raise CrowdboxesError(f"{path}: row {int(blank.to_numpy().nonzero()[0][0]) + 2}, field {column!r} is empty")
-    bad = ~images["url"].str.match(r"^https?://")
-    if bad.any():
-        row = int(bad.to_numpy().nonzero()[0][0])
-        raise CrowdboxesError(f"{path}: row {row + 2}, field 'url': {images['url'].iloc[row]!r} is not an http(s) URL")
-    return images
 
 
 def plan_launch(options: LaunchPoolOptions) -> LaunchPlan:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from crowdboxes.artifacts import (ANSWERS, CONTROL, IMAGES, POOL, TASKS, WAIT_SUMMARY, read_csv, require_numeric,
-                                  write_csv)
+from crowdboxes.artifacts import (ANSWERS, CONTROL, POOL, TASKS, WAIT_SUMMARY, read_csv, read_images,
+                                  require_numeric, write_csv)
 from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.errors import CrowdboxesError
@@ -223,9 +223,22 @@ class _Run:
         # the final state of every assignment, with no lag (the last events may be inside the lag window)
         self.collector.rescan()
         final = self.collector.counts(plan.pool_id)
-        self.spent = money_spent(self.client, plan.pool_ids.values())
+        self.spent = self.final_spend(outcome)
         self.progress.update(final["task_answers"], final, self.spent, outcome.state)
         return outcome
+
+    def final_spend(self, outcome: WaitOutcome | LoopOutcome) -> float:
+        """``spending.money_spent`` over pool.csv's pools. If Toloka cannot answer now, the loop's own figure
+        (verify modes) or the collected assignments' stands in: a finished wait is never failed by its report."""
+        try:
+            return money_spent(self.client, self.plan.pool_ids.values())
+        except Exception as exc:  # noqa: BLE001 - any failure here is a reporting failure only
+            print(f"warning: could not count the money spent on Toloka ({type(exc).__name__}); "
+                  f"reporting it from the collected assignments", file=sys.stderr)
+            loop_figure = getattr(outcome, "spent_usd", None)  # LoopOutcome's, over both pools
+            if loop_figure is not None:
+                return float(loop_figure)
+            return sum(recorded_cost(self.collector.records(self.plan.pool_id)))
 
     def answers(self) -> tuple[pd.DataFrame, list[str]]:
         """answers.csv of what was collected so far, written; and the problems met on the way."""
@@ -278,8 +291,7 @@ def _start(options: WaitPoolOptions) -> _Run:
     out = output_dir(options.output_dir)
     plan = read_pools(options.pool_csv)
     tasks = read_csv(options.tasks_csv, TASKS, dtype={"task_id": str, "pool_id": str, "image_id": str})
-    images = require_numeric(read_csv(options.images_csv, IMAGES, dtype={"image_id": str}), options.images_csv,
-                             ("width", "height"))
+    images = read_images(options.images_csv)
     expected = int(plan.value("tasks") * plan.value("overlap"))
     lag = cursor_lag(options.cursor_lag_seconds, options.toloka_env)
     adaptive = adaptive_wanted(options, plan)

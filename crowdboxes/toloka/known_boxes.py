@@ -24,12 +24,12 @@ import attr
 import numpy as np
 import pandas as pd
 
+from crowdboxes.artifacts import CONTROL, read_csv
 from crowdboxes.geometry import MATCH_IOU, BoxesLike, as_boxes, match_boxes, normalized_to_pixels
 from crowdboxes.errors import CrowdboxesError
 
 logger = logging.getLogger(__name__)
 
-CONTROL_COLUMNS = ("url", "width", "height", "label", "x", "y", "w", "h")
 #: Labels of a drawing or of known boxes, in box order (None: no label).
 Labels = Sequence[str | None]
 
@@ -99,15 +99,7 @@ class ControlSet:
 def load_control_csv(path: str | os.PathLike[str]) -> ControlSet:
     """Read the control CSV; CrowdboxesError naming the file, row and field of a bad value."""
     path = Path(path)
-    if not path.is_file():
-        raise CrowdboxesError(f"control file {path} does not exist")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise CrowdboxesError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in CONTROL_COLUMNS if c not in frame.columns]
-    if missing:
-        raise CrowdboxesError(f"{path}: missing column(s) {', '.join(missing)}")
+    frame = read_csv(path, CONTROL)
     control = ControlSet()
     rows: dict[str, tuple[float, float, list[list[float]], list[str | None]]] = {}  # url -> boxes as read
     for row_no, row in enumerate(frame.itertuples(index=False), start=2):

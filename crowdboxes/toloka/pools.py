@@ -147,11 +147,9 @@ def load_pool_config(path: str | os.PathLike) -> dict[str, Any]:
     """The pool config as JSON, checked to structure as a toloka-kit ``Pool``."""
     from toloka.client.pool import Pool
 
-    from crowdboxes.files import read_json
+    from crowdboxes.files import read_json_object
 
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise CrowdboxesError(f"{path}: expected a JSON object with a Toloka pool")
+    data = read_json_object(path, holding="with a Toloka pool")
     try:
         Pool.structure(copy.deepcopy(data))
     except Exception as exc:  # cattrs raises several types; one line naming the file is what helps

@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from crowdboxes.errors import CrowdboxesError
-from crowdboxes.files import read_json
+from crowdboxes.files import read_json_object
 from crowdboxes.toloka.fields import DetectionFields, detection_fields, view_label_values
 
 DETECTION_PROJECT_FILE = "detection_project.json"
@@ -68,9 +68,7 @@ def load_project_config(path: str | Path) -> Any:
     from toloka.client.project import Project
 
     path = Path(path)
-    data = read_json(path, "config")
-    if not isinstance(data, dict):
-        raise CrowdboxesError(f"{path}: expected a JSON object with a Toloka project")
+    data = read_json_object(path, "config", "with a Toloka project")
     view_spec = (data.get("task_spec") or {}).get("view_spec")
     if isinstance(view_spec, dict) and isinstance(view_spec.get("config"), dict):
         view_spec["config"] = json.dumps(view_spec["config"])  # Toloka stores it as a string
@@ -126,9 +124,7 @@ def load_skill_configs(path: str | Path, project_key: str) -> dict[str, Any]:
     from toloka.client.skill import Skill
 
     path = Path(path)
-    data = read_json(path, "config")
-    if not isinstance(data, dict):
-        raise CrowdboxesError(f"{path}: expected a JSON object {{role: skill}} with roles {', '.join(SKILL_ROLES)}")
+    data = read_json_object(path, "config", f"{{role: skill}} with roles {', '.join(SKILL_ROLES)}")
     skills: dict[str, Any] = {}
     for role, body in data.items():
         if not isinstance(body, dict) or not str(body.get("name") or "").strip():

@@ -11,7 +11,6 @@ Money (the fee, the minimum reward) is :mod:`crowdboxes.toloka.pricing`.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -22,6 +21,7 @@ import attr
 
 from crowdboxes.cnvrg.stepkit import is_none
 from crowdboxes.errors import CrowdboxesError
+from crowdboxes.files import read_json_object
 from crowdboxes.toloka.pricing import MIN_REWARD, assignment_price, toloka_fee
 
 MODES = ("overlap", "verify", "overlap+verify")
@@ -112,19 +112,6 @@ def filter_excludes_drawers(filter_json: object, drawer_keys: Iterable[object]) 
         branches = filter_json["or"] or []
         return bool(branches) and all(filter_excludes_drawers(part, keys) for part in branches)
     return _skill_condition_excludes(filter_json, keys)
-
-
-def load_json_config(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CrowdboxesError(f"config file {path} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CrowdboxesError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    if not isinstance(data, dict):
-        raise CrowdboxesError(f"{path}: expected a JSON object")
-    return data
 
 
 def check_verification_pool_config(config: dict[str, Any], path: str | os.PathLike,
@@ -252,7 +239,7 @@ def parse_settings(mode: object = "overlap", verifiers: object = None, max_attem
                 raise CrowdboxesError(f"--mode {mode} needs --config_dir with {VERIFICATION_POOL_CONFIG}")
             verification_pool_path = Path(config_dir) / VERIFICATION_POOL_CONFIG
         pool_path = str(verification_pool_path)
-        pool_config = check_verification_pool_config(load_json_config(pool_path), pool_path, drawer_skill_id)
+        pool_config = check_verification_pool_config(read_json_object(pool_path, "config"), pool_path, drawer_skill_id)
 
     if cap is not None and det_reward is not None:
         cheapest = assignment_price(det_reward)

@@ -110,7 +110,7 @@ def test_pool_expiry_is_fitted_to_presigned_urls():
 
 
 def test_read_images_names_the_row_and_field(tmp_path):
-    from crowdboxes.steps.launch_pool import read_images
+    from crowdboxes.artifacts import read_images
 
     path = tmp_path / "images.csv"
     frame = write_images(path, "s", n=3)

@@ -14,6 +14,7 @@ from crowdboxes.toloka.spending import BudgetGuard, estimate_cost, money_spent, 
 from crowdboxes.geometry import match_boxes
 from crowdboxes.toloka.known_boxes import ControlScorer, load_control_csv, score_drawing
 from crowdboxes.cnvrg.stepkit import StepError
+from crowdboxes.files import read_json_object
 from crowdboxes.toloka.verification import aggregate_verdicts
 
 CONFIGS = qs.Path(__file__).resolve().parents[2] / "configs"
@@ -22,7 +23,7 @@ CONFIGS = qs.Path(__file__).resolve().parents[2] / "configs"
 # ------------------------------------------------------------------------------------ settings
 
 def test_shipped_verification_pool_excludes_drawers():
-    config = qs.load_json_config(CONFIGS / qs.VERIFICATION_POOL_CONFIG)
+    config = read_json_object(CONFIGS / qs.VERIFICATION_POOL_CONFIG)
     assert qs.check_verification_pool_config(config, "x") is config
 
 

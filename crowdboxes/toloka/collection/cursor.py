@@ -67,7 +67,9 @@ class EventCursor:
             found += new
             if not result.has_more or not items:
                 return found
-            if not new and self.time is not None:
+            if not new:
+                if self.time is None:  # a page of assignments without the event time: nothing to move past
+                    return found
                 # a full page at one timestamp: page through it by id, then go strictly after it
                 found += self._page_timestamp(client, self.time)
                 self.strictly_after = True
