@@ -38,7 +38,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from crowdboxes.cnvrg.datasets import ROOT_ENV  # noqa: E402
-from crowdboxes.cnvrg.stepkit import StepArgumentParser, none_or_value, run_step, step_parser  # noqa: E402
+from crowdboxes.cnvrg.stepkit import StepArgumentParser, run_step, step_parser  # noqa: E402
+from crowdboxes.params import none_or_value  # noqa: E402
 from crowdboxes.steps.export import ExportOptions, export  # noqa: E402
 
 

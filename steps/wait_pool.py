@@ -48,7 +48,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crowdboxes.cnvrg.stepkit import StepArgumentParser, none_or, none_or_value, run_step, step_parser  # noqa: E402
+from crowdboxes.cnvrg.stepkit import StepArgumentParser, run_step, step_parser  # noqa: E402
+
+from crowdboxes.params import none_or, none_or_value  # noqa: E402
 from crowdboxes.steps.wait_pool import WaitPoolOptions, wait_pool  # noqa: E402
 from crowdboxes.toloka.quality import VERDICT_METHODS  # noqa: E402
 

@@ -18,7 +18,7 @@ from typing import NoReturn
 from crowdboxes.cnvrg.runner import FlowRunner
 from crowdboxes.cnvrg.flow import FlowError, check_flow, load_flow
 from crowdboxes.errors import CrowdboxesError
-from crowdboxes.cnvrg.stepkit import redact
+from crowdboxes.credentials import redact
 
 
 class _Parser(argparse.ArgumentParser):

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, TextIO
 
 from crowdboxes.cnvrg.flow import MOUNT_RE, PYTHON_RE, TEMPLATE_RE, Flow, FlowError, Task, check_flow
-from crowdboxes.cnvrg.stepkit import redact
+from crowdboxes.credentials import redact
 from crowdboxes.files import write_text_atomic
 
 SECRET_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # cnvrg's secret-key rule
@@ -87,7 +87,7 @@ def _git_ignored(path: Path) -> bool | None:
 
 
 class Redactor:
-    """stepkit.redact (secrets in this process's environment) plus the values read from ``.env``."""
+    """credentials.redact (secrets in this process's environment) plus the values read from ``.env``."""
 
     def __init__(self, extra: dict[str, str] | None = None):
         self.values = sorted({v for v in (extra or {}).values() if len(v) >= 4}, key=len, reverse=True)

@@ -19,7 +19,8 @@ import pandas as pd
 from crowdboxes.artifacts import (ANSWERS, BOXES, VERIFICATIONS, WAIT_SUMMARY, WORKERS, read_csv, read_images,
                                   require_numeric, write_csv)
 from crowdboxes.cnvrg.metrics import cnvrg_tag
-from crowdboxes.cnvrg.stepkit import is_none, output_dir
+from crowdboxes.params import is_none
+from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.files import read_json
 

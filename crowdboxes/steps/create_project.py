@@ -13,7 +13,8 @@ from pathlib import Path
 
 from crowdboxes.artifacts import PROJECTS, write_csv
 from crowdboxes.cnvrg.metrics import cnvrg_tag
-from crowdboxes.cnvrg.stepkit import output_dir, read_token
+from crowdboxes.cnvrg.stepkit import output_dir
+from crowdboxes.credentials import read_token
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.toloka import projects
 from crowdboxes.toloka.client import connect

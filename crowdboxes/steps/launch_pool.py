@@ -22,7 +22,9 @@ import pandas as pd
 
 from crowdboxes.artifacts import CONTROL, POOL, PROJECTS, TASKS, read_csv, read_images, write_csv
 from crowdboxes.cnvrg.metrics import cnvrg_tag
-from crowdboxes.cnvrg.stepkit import is_none, output_dir, parse_number, read_token
+from crowdboxes.params import is_none, parse_number
+from crowdboxes.cnvrg.stepkit import output_dir
+from crowdboxes.credentials import read_token
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.toloka import pools, projects
 from crowdboxes.toloka.known_boxes import load_control_csv

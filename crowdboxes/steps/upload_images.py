@@ -12,10 +12,11 @@ import pandas as pd
 
 from crowdboxes.artifacts import IMAGES, REJECTED_IMAGES, write_csv
 from crowdboxes.cnvrg.metrics import cnvrg_tag
-from crowdboxes.cnvrg.stepkit import is_none, output_dir
+from crowdboxes.params import is_none
+from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.storage import images as img
-from crowdboxes.cnvrg.stepkit import parse_number
+from crowdboxes.params import parse_number
 
 SHOWN_REJECTIONS = 10  # the rest are in rejected_images.csv
 

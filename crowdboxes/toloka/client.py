@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 from crowdboxes.errors import CrowdboxesError
 
-from crowdboxes.cnvrg.stepkit import read_token
+from crowdboxes.credentials import read_token
 
 NAMED_ENVIRONMENTS = {"production": "PRODUCTION", "sandbox": "SANDBOX"}
 

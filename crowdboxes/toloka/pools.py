@@ -41,7 +41,7 @@ from crowdboxes.toloka.pricing import MIN_REWARD
 from crowdboxes.toloka.quality import (QualitySettings, check_verification_pool_config, for_verification_loop,
                                        resolve_skill_placeholders)
 from crowdboxes.errors import CrowdboxesError
-from crowdboxes.cnvrg.stepkit import is_none, parse_bool, parse_number
+from crowdboxes.params import is_none, parse_bool, parse_number
 
 DETECTION_POOL_FILE = "detection_pool.json"
 DETECTION_POOL_ROLE = "detection_pool"

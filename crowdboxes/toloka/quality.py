@@ -19,7 +19,7 @@ from typing import Any
 
 import attr
 
-from crowdboxes.cnvrg.stepkit import is_none
+from crowdboxes.params import is_none
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.files import read_json_object
 from crowdboxes.toloka.pricing import MIN_REWARD, assignment_price, toloka_fee

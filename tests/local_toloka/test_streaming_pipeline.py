@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import datetime
 import json
-import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from crowdboxes import artifacts, classes, files, geometry
+from crowdboxes import artifacts, classes, credentials, files, geometry
 
 from crowdboxes.cnvrg import stepkit
 from crowdboxes.cnvrg.stepkit import StepError
@@ -70,9 +70,9 @@ def test_run_step_prints_one_redacted_line(monkeypatch, capsys):
 def test_read_token_names_the_variable_not_a_value(monkeypatch):
     monkeypatch.delenv("my_token", raising=False)
     with pytest.raises(StepError, match="'my_token'"):
-        stepkit.read_token("my_token")
+        credentials.read_token("my_token")
     monkeypatch.setenv("my_token", "  abc  ")
-    assert stepkit.read_token("my_token") == "abc"
+    assert credentials.read_token("my_token") == "abc"
 
 
 def test_step_parser_errors_are_step_errors():

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from crowdboxes.cnvrg.stepkit import redact
+from crowdboxes.credentials import redact
 from crowdboxes.toloka.collection.collector import AnswerCollector
 from crowdboxes.toloka.collection.progress import Progress
 from crowdboxes.toloka.collection.snapshots import enum_value
