@@ -48,7 +48,7 @@ class Artifact:
     """A non-CSV file a step writes: a JSON summary, restart state, or an export."""
 
     file_name: str
-    written_by: str
+    written_by: str  # a step, or the user for configs/
     about: str
 
     def path(self, folder: str | os.PathLike) -> Path:
@@ -65,6 +65,13 @@ QC_SUMMARY = Artifact("qc_summary.json", "Wait Pool", "verification-loop counts 
 COCO_EXPORT = Artifact("annotations.coco.json", "Export", "boxes in COCO detection format")
 FLAT_EXPORT = Artifact("annotations.csv", "Export", "one row per box, with image URL and class")
 EXPORT_SUMMARY = Artifact("summary.json", "Export", "counts, cost and the dataset version published")
+
+# configs/ (--config_dir): Toloka objects as JSON, edited by users, read by Create Project and Launch Pool
+DETECTION_PROJECT_CONFIG = Artifact("detection_project.json", "the user", "the detection project and its view")
+VERIFICATION_PROJECT_CONFIG = Artifact("verification_project.json", "the user", "the verification project")
+SKILLS_CONFIG = Artifact("skills.json", "the user", "the drawer, verifier and control skills by role")
+DETECTION_POOL_CONFIG = Artifact("detection_pool.json", "the user", "the detection pool's settings and filters")
+VERIFICATION_POOL_CONFIG = Artifact("verification_pool.json", "the user", "the verification pool's settings")
 
 
 def read_csv(path: str | os.PathLike, contract: Contract, **kwargs) -> pd.DataFrame:

@@ -26,6 +26,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from crowdboxes.artifacts import COCO_EXPORT
 from crowdboxes.errors import CrowdboxesError
 
 from crowdboxes.cnvrg.stepkit import run_step
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         if flow.returncode != 0:
             raise CrowdboxesError(f"the flow failed (exit {flow.returncode}); logs under {runs_dir}")
 
-    coco_path = _latest_output(runs_dir, "export") / "annotations.coco.json"
+    coco_path = COCO_EXPORT.path(_latest_output(runs_dir, "export"))
     if not coco_path.is_file():
         raise CrowdboxesError(f"the export step wrote no {coco_path}")
     from crowdboxes.evaluation.metrics import evaluate_coco_files

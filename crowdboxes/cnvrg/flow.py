@@ -448,9 +448,3 @@ def _check_step_args(task: Task, base: Path) -> list[str]:
     except Exception as exc:  # a type= converter that raised something else
         return [f"{where}: {script_rel} rejects its params: {type(exc).__name__}: {exc}"]
     return []
-
-
-def validate_file(path: str | Path, project_dir: str | Path | None = None,
-                  check_steps: bool = True) -> tuple[Flow, list[str]]:
-    flow = load_flow(path)
-    return flow, check_flow(flow, project_dir, check_steps)

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from crowdboxes.artifacts import PROJECTS, write_csv
+from crowdboxes.artifacts import DETECTION_PROJECT_CONFIG, PROJECTS, SKILLS_CONFIG, write_csv
 from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.credentials import read_token
@@ -39,13 +39,13 @@ def check_configs(config_dir: Path, project_key: str) -> DetectionFields:
     verification project showing other labels) go to stderr: worth knowing, not reasons to stop.
     """
     projects.idempotency_key(project_key, "detection")  # a bad --project_key fails before anything else
-    path = config_dir / projects.DETECTION_PROJECT_FILE
+    path = DETECTION_PROJECT_CONFIG.path(config_dir)
     fields = projects.validate_detection_project(projects.load_project_config(path), path)
     print(f"detection project fields: image input {fields.image_input!r}, output {fields.output!r}, "
           f"labels {', '.join(fields.label_values) or '(none)'}")
     for note in projects.label_notes(fields, config_dir):
         print(f"note: {note}", file=sys.stderr)
-    projects.load_skill_configs(config_dir / projects.SKILLS_FILE, project_key)
+    projects.load_skill_configs(SKILLS_CONFIG.path(config_dir), project_key)
     return fields
 
 

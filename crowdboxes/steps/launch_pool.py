@@ -15,12 +15,11 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from crowdboxes.artifacts import CONTROL, POOL, PROJECTS, TASKS, read_csv, read_images, write_csv
+from crowdboxes.artifacts import CONTROL, DETECTION_POOL_CONFIG, POOL, PROJECTS, TASKS, read_csv, read_images, write_csv
 from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.params import is_none, parse_number
 from crowdboxes.cnvrg.stepkit import output_dir
@@ -104,7 +103,7 @@ def plan_launch(options: LaunchPoolOptions) -> LaunchPlan:
                                      "url": control_urls, "control": True})
         wanted = pd.concat([wanted, control_rows], ignore_index=True)
     read_token(options.token_env)  # fail fast, before toloka-kit's slow import
-    config_path = Path(options.config_dir) / pools.DETECTION_POOL_FILE
+    config_path = DETECTION_POOL_CONFIG.path(options.config_dir)
     config = pools.load_pool_config(config_path)
     will_expire = pools.fit_expiry_to_urls(pools.will_expire_at(settings.expiry_days),
                                            pools.url_expiry_limit(images, options.images_csv), options.images_csv,

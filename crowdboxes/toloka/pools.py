@@ -37,13 +37,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
+from crowdboxes.artifacts import DETECTION_POOL_CONFIG, VERIFICATION_POOL_CONFIG
 from crowdboxes.toloka.pricing import MIN_REWARD
 from crowdboxes.toloka.quality import (QualitySettings, check_verification_pool_config, for_verification_loop,
                                        resolve_skill_placeholders)
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.params import is_none, parse_bool, parse_number
 
-DETECTION_POOL_FILE = "detection_pool.json"
 DETECTION_POOL_ROLE = "detection_pool"
 VERIFICATION_POOL_ROLE = "verification_pool"
 # uuid5 namespace of task-batch operation ids (any fixed UUID; it must never change)
@@ -162,7 +162,7 @@ def _rule_count(config: dict) -> int:
 
 
 def build_detection_pool(config: dict, settings: PoolSettings, *, project_id: str, skill_ids: dict[str, str],
-                         key: str, will_expire: datetime, config_path: str = "detection_pool.json") -> Any:
+                         key: str, will_expire: datetime, config_path: str = DETECTION_POOL_CONFIG.file_name) -> Any:
     """A ``toloka.client.Pool`` ready for ``create_pool``: the config with the settings applied."""
     from toloka.client.pool import Pool
 
@@ -414,7 +414,7 @@ def build_verification_pool(settings: QualitySettings, *, project_id: str, skill
     """
     from toloka.client.pool import Pool
 
-    path = config_path or settings.verification_pool_path or "verification_pool.json"
+    path = config_path or settings.verification_pool_path or VERIFICATION_POOL_CONFIG.file_name
     if settings.verification_pool_config is None:
         raise CrowdboxesError(f"--mode {settings.mode}: no verification pool config loaded")
     data = resolve_skill_placeholders(copy.deepcopy(settings.verification_pool_config), skill_ids)

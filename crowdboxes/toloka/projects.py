@@ -31,14 +31,12 @@ from typing import Any
 
 import pandas as pd
 
+from crowdboxes.artifacts import DETECTION_PROJECT_CONFIG, SKILLS_CONFIG, VERIFICATION_PROJECT_CONFIG
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.files import read_json_object
+from crowdboxes.toloka.quality import SKILL_ROLES
 from crowdboxes.toloka.fields import DetectionFields, detection_fields, view_label_values
 
-DETECTION_PROJECT_FILE = "detection_project.json"
-VERIFICATION_PROJECT_FILE = "verification_project.json"
-SKILLS_FILE = "skills.json"
-SKILL_ROLES = ("drawer_skill", "verifier_skill", "control_skill")
 # role in projects.csv -> suffix of the private_comment key
 PROJECT_ROLES = {"detection_project": "detection", "verification_project": "verification"}
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -109,7 +107,7 @@ def label_notes(fields: DetectionFields, config_dir: str | Path) -> list[str]:
         notes.append(f"label value(s) {', '.join(map(repr, other[:5]))} are not class names of crowdboxes/classes.py: "
                      f"answers and the COCO export carry them as they are (to score against a truth with class "
                      f"names, give evaluate a --label-map)")
-    verification_path = Path(config_dir) / VERIFICATION_PROJECT_FILE
+    verification_path = VERIFICATION_PROJECT_CONFIG.path(config_dir)
     if verification_path.is_file():
         shown = view_label_values(load_project_config(verification_path))
         if shown and fields.label_values and set(shown) != set(fields.label_values):
@@ -229,15 +227,6 @@ def live_pools(client: Any, project_id: str | int) -> list[Any]:
             if str(getattr(p.status, "value", p.status)) != "ARCHIVED"]
 
 
-def ensure_project(client: Any, project: Any, key: str) -> tuple[Any, bool]:
-    """``(project, created)``: the existing project with ``key`` or a new one from ``project``."""
-    existing = find_project(client, key)
-    if existing is not None:
-        return existing, False
-    project.private_comment = key
-    return client.create_project(project), True
-
-
 def find_skill(client: Any, name: str, key: str) -> Any:
     """The skill named exactly ``name`` (lowest id), else the one whose private comment is ``key``
     (a skill renamed in skills.json is found again by its key)."""
@@ -257,17 +246,8 @@ def skill_changes(existing: Any, wanted: Any) -> list[str]:
     return [f for f in sorted(new) if old.get(f) != new[f]]
 
 
-def ensure_skill(client: Any, skill: Any, key: str) -> tuple[Any, bool]:
-    """``(skill, created)``: the skill named exactly ``skill.name`` (or keyed ``key``) or a new one."""
-    found = find_skill(client, skill.name, key)
-    if found is not None:
-        return found, False
-    skill.private_comment = key
-    return client.create_skill(skill), True
-
-
 def _where(config_path: Path, role: str, field: str) -> str:
-    return f"{config_path}: {field}" if config_path.name != SKILLS_FILE else f"{config_path}: {role}.{field}"
+    return f"{config_path}: {field}" if config_path.name != SKILLS_CONFIG.file_name else f"{config_path}: {role}.{field}"
 
 
 def ensure_projects(client: Any, config_dir: str | Path, project_key: str,
@@ -284,13 +264,13 @@ def ensure_projects(client: Any, config_dir: str | Path, project_key: str,
     if not config_dir.is_dir():
         raise CrowdboxesError(f"--config_dir {config_dir} is not a folder")
     keys = {role: idempotency_key(project_key, suffix) for role, suffix in PROJECT_ROLES.items()}
-    paths = {"detection_project": config_dir / DETECTION_PROJECT_FILE,
-             "verification_project": config_dir / VERIFICATION_PROJECT_FILE}
+    paths = {"detection_project": DETECTION_PROJECT_CONFIG.path(config_dir),
+             "verification_project": VERIFICATION_PROJECT_CONFIG.path(config_dir)}
     wanted = {"detection_project": load_project_config(paths["detection_project"])}
     validate_detection_project(wanted["detection_project"], paths["detection_project"])
     if paths["verification_project"].is_file():
         wanted["verification_project"] = load_project_config(paths["verification_project"])
-    skills = load_skill_configs(config_dir / SKILLS_FILE, project_key)
+    skills = load_skill_configs(SKILLS_CONFIG.path(config_dir), project_key)
 
     # 1. plan: look everything up and decide, without writing
     plans = []  # (kind, role, key, wanted, existing or None, changed fields)
@@ -314,7 +294,7 @@ def ensure_projects(client: Any, config_dir: str | Path, project_key: str,
         changed = skill_changes(existing, skills[role]) if existing is not None else []
         fixed = [f for f in changed if f not in SKILL_EDITABLE_FIELDS]
         if fixed:
-            raise CrowdboxesError(f"{_where(config_dir / SKILLS_FILE, role, fixed[0])} cannot change on the existing "
+            raise CrowdboxesError(f"{_where(SKILLS_CONFIG.path(config_dir), role, fixed[0])} cannot change on the existing "
                             f"skill {existing.id} (Toloka edits only {', '.join(SKILL_EDITABLE_FIELDS)}); "
                             f"put the old value back or use a new --project_key (nothing was changed)")
         plans.append(("skill", role, key, skills[role], existing, changed))

@@ -14,11 +14,11 @@ import copy
 import math
 import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import attr
 
+from crowdboxes.artifacts import VERIFICATION_POOL_CONFIG
 from crowdboxes.params import is_none
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.files import read_json_object
@@ -32,9 +32,8 @@ SKILL_PLACEHOLDER = "$"
 DRAWER_SKILL_ROLE = "drawer_skill"
 VERIFIER_SKILL_ROLE = "verifier_skill"
 CONTROL_SKILL_ROLE = "control_skill"
+SKILL_ROLES = (DRAWER_SKILL_ROLE, VERIFIER_SKILL_ROLE, CONTROL_SKILL_ROLE)  # the keys of skills.json
 
-VERIFICATION_POOL_CONFIG = "verification_pool.json"
-VERIFICATION_PROJECT_CONFIG = "verification_project.json"
 
 
 def parse_mode(value: object) -> str:
@@ -236,8 +235,8 @@ def parse_settings(mode: object = "overlap", verifiers: object = None, max_attem
     if "verify" in mode:
         if verification_pool_path is None:
             if config_dir is None:
-                raise CrowdboxesError(f"--mode {mode} needs --config_dir with {VERIFICATION_POOL_CONFIG}")
-            verification_pool_path = Path(config_dir) / VERIFICATION_POOL_CONFIG
+                raise CrowdboxesError(f"--mode {mode} needs --config_dir with {VERIFICATION_POOL_CONFIG.file_name}")
+            verification_pool_path = VERIFICATION_POOL_CONFIG.path(config_dir)
         pool_path = str(verification_pool_path)
         pool_config = check_verification_pool_config(read_json_object(pool_path, "config"), pool_path, drawer_skill_id)
 

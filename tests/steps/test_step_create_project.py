@@ -302,22 +302,20 @@ def test_token_problems_are_one_line_naming_the_variable(toloka, tmp_path, run_s
     assert not (tmp_path / "out" / "projects.csv").exists()
 
 
-def test_ensure_finds_by_idempotency_key_and_find_never_creates(toloka):
+def test_find_looks_up_by_idempotency_key_and_never_creates(toloka):
     client = toloka.client()
-    key = projects.idempotency_key("ensure-test", "detection")
-    assert key == "crowdboxes:ensure-test:detection" and projects.find_project(client, key) is None
-    config = projects.load_project_config(CONFIGS / "detection_project.json")
-    made, created = projects.ensure_project(client, config, key)
-    again, created_again = projects.ensure_project(client, projects.load_project_config(
-        CONFIGS / "detection_project.json"), key)
-    assert (created, created_again) == (True, False) and again.id == made.id
-    assert projects.find_project(client, key).id == made.id
-    skill = projects.load_skill_configs(CONFIGS / "skills.json", "ensure-test")["drawer_skill"]
-    skill_key = projects.idempotency_key("ensure-test", "drawer_skill")
-    assert projects.find_skill(client, skill.name, skill_key) is None
-    first, _ = projects.ensure_skill(client, skill, skill_key)
-    second, created_skill = projects.ensure_skill(client, skill, skill_key)
-    assert second.id == first.id and not created_skill
+    assert projects.idempotency_key("find-test", "detection") == "crowdboxes:find-test:detection"
+    skills = projects.load_skill_configs(CONFIGS / "skills.json", "find-test")
+    project_keys = [projects.idempotency_key("find-test", suffix) for suffix in projects.PROJECT_ROLES.values()]
+    for _ in range(2):  # looking twice creates nothing either
+        assert all(projects.find_project(client, key) is None for key in project_keys)
+        assert all(projects.find_skill(client, skill.name, projects.idempotency_key("find-test", role)) is None
+                   for role, skill in skills.items())
+    rows = projects.ensure_projects(client, CONFIGS, "find-test", log=lambda line: None)
+    for row in rows.itertuples(index=False):
+        found = projects.find_project(client, row.key) if row.role in projects.PROJECT_ROLES else \
+            projects.find_skill(client, row.name, row.key)
+        assert str(found.id) == row.toloka_id, row
 
 
 def test_what_toloka_adds_on_its_side_is_not_a_change():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,20 +16,21 @@ from crowdboxes.geometry import match_boxes
 from crowdboxes.toloka.known_boxes import ControlScorer, load_control_csv, score_drawing
 from crowdboxes.cnvrg.stepkit import StepError
 from crowdboxes.files import read_json_object
+from crowdboxes.artifacts import VERIFICATION_POOL_CONFIG, VERIFICATION_PROJECT_CONFIG
 from crowdboxes.toloka.verification import aggregate_verdicts
 
-CONFIGS = qs.Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 # ------------------------------------------------------------------------------------ settings
 
 def test_shipped_verification_pool_excludes_drawers():
-    config = read_json_object(CONFIGS / qs.VERIFICATION_POOL_CONFIG)
+    config = read_json_object(CONFIGS / VERIFICATION_POOL_CONFIG.file_name)
     assert qs.check_verification_pool_config(config, "x") is config
 
 
 def test_shipped_verification_project_has_the_contract_fields():
-    project = json.loads((CONFIGS / qs.VERIFICATION_PROJECT_CONFIG).read_text())
+    project = json.loads((CONFIGS / VERIFICATION_PROJECT_CONFIG.file_name).read_text())
     spec = project["task_spec"]
     assert set(spec["input_spec"]) == {"image", "outlines", "assignment_id"}
     assert spec["input_spec"]["outlines"]["type"] == "json"
@@ -64,12 +66,12 @@ def test_drawer_filter_detection(filter_json, ok):
 
 
 def test_verification_pool_without_drawer_filter_is_refused_naming_the_file(tmp_path):
-    config = json.loads((CONFIGS / qs.VERIFICATION_POOL_CONFIG).read_text())
+    config = json.loads((CONFIGS / VERIFICATION_POOL_CONFIG.file_name).read_text())
     config.pop("filter")
-    (tmp_path / qs.VERIFICATION_POOL_CONFIG).write_text(json.dumps(config))
+    (tmp_path / VERIFICATION_POOL_CONFIG.file_name).write_text(json.dumps(config))
     with pytest.raises(StepError) as err:
         qs.parse_settings("verify", config_dir=tmp_path, reward="0.02")
-    assert str(tmp_path / qs.VERIFICATION_POOL_CONFIG) in str(err.value)
+    assert str(tmp_path / VERIFICATION_POOL_CONFIG.file_name) in str(err.value)
     assert "filter" in str(err.value)
     # overlap mode does not need the verification pool at all
     assert qs.parse_settings("overlap", config_dir=tmp_path, reward="0.02").verification_pool_config is None

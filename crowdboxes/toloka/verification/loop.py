@@ -356,6 +356,7 @@ class VerificationLoop:
     # ----------------------------------------------------------------- decisions
 
     def _votes_frame(self) -> pd.DataFrame:
+        # crowd-kit's long format: its "task" is what was judged, here one drawing (an item key), not an image
         rows = [r for rows in self.ledger.votes.values() for r in rows if r[2] in ("OK", "BAD")]
         return pd.DataFrame(rows, columns=["task", "worker", "label", "reason"])
 
