@@ -17,8 +17,14 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 run: $(STAMP)  ## the whole flow on the local Toloka, scored against the synthetic truth
 	$(PY) -m crowdboxes demo $(ARGS)
 
-test: $(STAMP) typecheck  ## type check, then the whole suite (doctests included)
-	$(PY) -m pytest -q $(ARGS)
+# Two pytest workers (CI has 2 cores): each starts the lag-bound background scenarios it may need, so
+# more workers would mostly add copies of them. mypy runs beside the tests, in their idle waits.
+WORKERS ?= 2
+test: $(STAMP)  ## mypy beside the whole suite (doctests included, $(WORKERS) workers); fails if either fails
+	@log=$$(mktemp); $(PY) -m mypy >"$$log" 2>&1 & mypy=$$!; \
+	$(PY) -m pytest -q -n $(WORKERS) $(ARGS); tests=$$?; \
+	wait $$mypy; typed=$$?; echo "mypy: $$(tail -n 1 "$$log")"; [ $$typed -eq 0 ] || cat "$$log"; rm -f "$$log"; \
+	[ $$tests -eq 0 ] && [ $$typed -eq 0 ]
 
 test-fast: $(STAMP)  ## the tests that start no server or step process: the edit loop (under 60 s)
 	$(PY) -m pytest -q -m "not server" $(ARGS)
@@ -27,8 +33,8 @@ typecheck: $(STAMP)  ## mypy: strict for aggregation/ and the flow runner, basic
 	$(PY) -m mypy
 
 N ?= 10
-flake-check: $(STAMP)  ## the whole suite N times (default 10) beside a CPU burner on every core; one line per run (NEIGHBOUR=suite: a second copy of the suite instead)
-	tests/flake_check.sh $(N) $(ARGS)
+flake-check: $(STAMP)  ## the whole suite N times (default 10), as make test runs it, beside a CPU burner on every core; one line per run (NEIGHBOUR=suite: a second copy of the suite instead)
+	tests/flake_check.sh $(N) -n $(WORKERS) $(ARGS)
 
 bench: $(STAMP)  ## every benchmark (prints tables; slow)
 	$(PY) benchmarks/bench_synth.py
