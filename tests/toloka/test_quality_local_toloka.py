@@ -99,9 +99,9 @@ def test_verify_mode_accepts_complete_drawings_and_bans_spammers_early(env):
     assert misses >= 0.2 * drawings, (misses, drawings)  # the crowd is sloppy enough to need the loop
     assert len(incomplete) <= 4, (incomplete, outcome)
     assert len(incomplete) / len(images) <= 0.5 * misses / drawings, (incomplete, misses, drawings)
-    # ... and that is not because nothing was accepted: most images end with an accepted drawing (23 to 30 of
-    # 30 seen; the rest used up their 5 attempts, and 80 % failed once under load), none would if the loop
-    # rejected everything
+    # ... and that is not because nothing was accepted: most images end with an accepted drawing (at least 24
+    # of 30 in the passing runs, 23 in one flake-check run under load, whose other images used up their 5
+    # attempts); none would if the loop rejected everything
     assert len(with_accepted) >= 0.5 * len(images), outcome
 
     # verifications.csv: the contract, one row per drawing, accepted rows match Toloka
