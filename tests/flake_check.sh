@@ -3,7 +3,7 @@
 #
 #   tests/flake_check.sh [N] [pytest args...]      (or: make flake-check N=10 ARGS="...")
 #
-# NEIGHBOUR=burn (default) runs one busy-loop process per core; NEIGHBOUR=suite runs a second copy of the
+# NEIGHBOUR=burn (default) runs BURNERS busy-loop processes (default: one per core); NEIGHBOUR=suite runs a second copy of the
 # same suite in a loop. Prints one line per run (pass/fail, seconds) and exits 1 if any run failed. Each
 # run's pytest output is kept in $FLAKE_LOGS (default $TMPDIR/crowdboxes-flake-check/run-<i>.log); the neighbour's in
 # neighbour-<i>.log. pytest args default to the whole suite; give paths or -k to check a subset.
@@ -16,6 +16,7 @@ PY=${PY:-.venv/bin/python}
 NEIGHBOUR=${NEIGHBOUR:-burn}
 LOGS=${FLAKE_LOGS:-${TMPDIR:-/tmp}/crowdboxes-flake-check}
 CORES=$(nproc 2>/dev/null || echo 2)
+BURNERS=${BURNERS:-$CORES}
 mkdir -p "$LOGS"
 
 neighbour_pids=()
@@ -29,7 +30,7 @@ start_neighbour() {  # $1: run number
             "$PY" "$LOGS/neighbour-tmp" "${@:2}" >"$LOGS/neighbour-$1.log" 2>&1 &
         neighbour_pids+=(-$!)
     else
-        for _ in $(seq "$CORES"); do
+        for _ in $(seq "$BURNERS"); do
             "$PY" -c "while True: pass" &
             neighbour_pids+=($!)
         done
