@@ -301,12 +301,11 @@ def test_adaptive_overlap_reopens_the_closed_pool_until_every_image_has_its_rais
 def test_timeout_keeps_what_was_collected_and_fails_with_one_line(toloka, tmp_path, wait_step):
     handle, client, project_id = toloka
     make_pool(client, project_id, tmp_path / "in", n_tasks=2, overlap=1, open_pool=False)  # never finishes
-    started = time.monotonic()
+    # the step ends by itself (wait_step's 60 s process timeout would fail a step that waits on)
     proc = wait_step(handle, tmp_path / "in", tmp_path / "out", "--timeout_hours", "0.0004")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: wait_pool: timed out after 0.0004 h") and "re-run" in lines[-1]
     assert len([line for line in lines if line.startswith("error:")]) == 1
-    assert time.monotonic() - started < 20
     assert pd.read_csv(ANSWERS.path(tmp_path / "out")).empty
     assert json.loads(WAIT_SUMMARY.path(tmp_path / "out").read_text())["timed_out"] is True
