@@ -33,8 +33,15 @@ REJECTED_IMAGES = Contract("rejected_images.csv", ("file_name", "reason"))
 POOL = Contract("pool.csv", ("pool_id", "role", "project_id", "tasks", "overlap", "reward_per_assignment",
                              "estimated_cost"))
 TASKS = Contract("tasks.csv", ("task_id", "pool_id", "image_id", "url"))
+# answers.csv may carry an optional column ``round``: ``drawing`` (first-round drawings) or ``missed_signs``
+# (boxes added in the missed-sign round); a file without it holds drawings only.
 ANSWERS = Contract("answers.csv", ("assignment_id", "task_id", "image_id", "worker_id", "status",
                                    "submitted_at", "label", "x", "y", "w", "h"))
+# The per-box check round's answers, beside answers.csv: one row per check of one output box. ``box_id`` is
+# crowdboxes.toloka.rounds' box_key(image_id, label, x, y, w, h); ``verdict`` is yes | no_sign | loose |
+# wrong_class; ``right_label`` is the class the checker chose with wrong_class, else empty.
+CHECKS = Contract("checks.csv", ("image_id", "box_id", "label", "x", "y", "w", "h", "worker_id", "verdict",
+                                 "right_label", "assignment_id", "status", "submitted_at"))
 VERIFICATIONS = Contract("verifications.csv", ("image_id", "assignment_id", "worker_id", "verdict", "ok_votes",
                                                "bad_votes", "attempt", "outcome"))
 BOXES = Contract("boxes.csv", ("image_id", "label", "x", "y", "w", "h", "score", "support"))
@@ -72,6 +79,14 @@ VERIFICATION_PROJECT_CONFIG = Artifact("verification_project.json", "the user", 
 SKILLS_CONFIG = Artifact("skills.json", "the user", "the drawer, verifier and control skills by role")
 DETECTION_POOL_CONFIG = Artifact("detection_pool.json", "the user", "the detection pool's settings and filters")
 VERIFICATION_POOL_CONFIG = Artifact("verification_pool.json", "the user", "the verification pool's settings")
+BOX_CHECK_PROJECT_CONFIG = Artifact("box_check_project.json", "the user",
+                                   "the per-box check project: one box on its image, a verdict (mode overlap rounds)")
+MISSED_SIGNS_PROJECT_CONFIG = Artifact("missed_signs_project.json", "the user",
+                                      "the missed-sign project: current boxes read-only, draw what is missing")
+BOX_CHECK_POOL_CONFIG = Artifact("box_check_pool.json", "the user",
+                                 "the box-check pool's settings (no reward: crowdboxes.toloka.pricing derives it)")
+MISSED_SIGNS_POOL_CONFIG = Artifact("missed_signs_pool.json", "the user",
+                                    "the missed-sign pool's settings (no reward: crowdboxes.toloka.pricing derives it)")
 
 
 def read_csv(path: str | os.PathLike, contract: Contract, **kwargs) -> pd.DataFrame:
