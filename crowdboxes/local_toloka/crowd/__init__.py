@@ -27,6 +27,19 @@ literature). For a worker *w* and a true box of width *W* and height *H*:
 * **Verification** (:func:`judge_outlines`): the true verdict (BAD with a reason if a sign of at least
   :data:`NOTICEABLE_PX` is missed, an outline is on nothing, a box is loose, or a class is wrong) is given
   with the worker's accuracy (careful ~0.9, sloppy ~0.75); spammers answer at random.
+* **Per-box check** (:mod:`.checking`): one box shown on its image, options yes / no sign / loose / wrong
+  class (recognised by value or label: yes|ok|correct|tight, no_sign|nothing|not_a_sign, loose|not_tight,
+  wrong_class|wrong_type), optionally the right class. True state against the truth: no sign with IoU >=
+  :data:`ON_OBJECT_IOU` -> ``no_sign``; IoU < :data:`LOOSE_IOU` -> ``loose``; another class -> ``wrong_class``;
+  else ``yes``. A worker gives it with their ``verify_accuracy``; an erring worker says ``yes`` with
+  probability :data:`YES_BIAS` = 0.6 when that is wrong (else one of the other wrong answers uniformly), and
+  one of the three "no" answers uniformly on a right box. The right class: the true one with
+  ``class_accuracy``, else uniform over the other classes. ``verifier_always_ok`` says yes, ``spammer_empty``
+  the first option, ``spammer_random`` anything.
+* **Missed signs** (:mod:`.adding`): an image with boxes shown read-only and an editable drawing; the worker
+  draws, with the drawing kernel above, only the true signs no shown box covers (one-to-one match at IoU >=
+  :data:`ON_OBJECT_IOU`), false positives at :data:`ADDITION_FP_SHARE` = 0.3 of their rate; nothing missing
+  gives an empty drawing.
 * **Time** (:func:`seconds_for`, :mod:`.timing`): about 25 s per box drawn plus a look at the image, 3-9 s per
   verification or choice, ~4 s + 0.35 s per character of text, 40-90 s to find a link; ``slow`` workers take
   3 times as long, spammers a fraction.
@@ -37,22 +50,27 @@ literature). For a worker *w* and a true box of width *W* and height *H*:
   answer.
 
 :func:`simulate_answers` is the vectorised bulk version (answers.csv rows) for the aggregation benchmark;
-:func:`draw_boxes` runs the same kernel for one worker and one image, so both agree by construction.
+:func:`draw_boxes` runs the same kernel for one worker and one image, so both agree by construction. Likewise
+:func:`simulate_additions` (missed-sign rows, ``round`` = ``missed_signs``) and :func:`simulate_checks`
+(checks.csv-like verdicts) for the two later rounds, on the kernels of the online tasks.
 
 Modules: :mod:`.workers` (profiles, workforce), :mod:`.boxes` (the drawing kernel, bulk answers),
-:mod:`.judging` (verdicts on shown shapes), :mod:`.timing` (seconds per kind of task), :mod:`.images`
-(fetch, decode, cache), :mod:`.truth` (the crowd's own COCO truth reader; its docstring has the format),
-:mod:`.matching` (the crowd's own IoU matcher), :mod:`.spec` / :mod:`.values` (a project's task spec and
-valid values), :mod:`.answering` (:class:`Crowd`: the answer to one task from its spec). Nothing here
-imports the product (``crowdboxes`` outside ``crowdboxes.local_toloka``): the simulator must not share
-its idea of a right answer with the code it tests.
+:mod:`.judging` (verdicts on shown shapes), :mod:`.checking` (per-box checks), :mod:`.adding` (missed signs),
+:mod:`.timing` (seconds per kind of task), :mod:`.images` (fetch, decode, cache), :mod:`.truth` (the crowd's
+own COCO truth reader; its docstring has the format), :mod:`.matching` (the crowd's own IoU matcher),
+:mod:`.spec` / :mod:`.values` (a project's task spec and valid values), :mod:`.viewrefs` / :mod:`.choices`
+(what a TB view adds; options matched to classes and words), :mod:`.answering` (:class:`Crowd`: the answer to
+one task from its spec). Nothing here imports the product (``crowdboxes`` outside
+``crowdboxes.local_toloka``): the simulator must not share its idea of a right answer with the code it tests.
 """
 
 from __future__ import annotations
 
+from crowdboxes.local_toloka.crowd.adding import ADDITION_FP_SHARE, ADDITIONS_ROUND, draw_additions, simulate_additions
 from crowdboxes.local_toloka.crowd.answering import LOGGER, Crowd, solve_accepts_spec, task_kind
 from crowdboxes.local_toloka.crowd.boxes import (
     ANSWER_COLUMNS, SMALL_PX, draw_boxes, normalised_rects, simulate_answers, to_image_annotation)
+from crowdboxes.local_toloka.crowd.checking import CHECK_COLUMNS, CHECK_VERDICTS, YES_BIAS, simulate_checks
 from crowdboxes.local_toloka.crowd.classes import CLASS_NAMES, RELATED_CLASSES, RELATED_SHARE
 from crowdboxes.local_toloka.crowd.judging import (
     LOOSE_IOU, NOTICEABLE_PX, ON_OBJECT_IOU, VERDICT_REASONS, judge_outlines, parse_shapes, true_verdict)
@@ -62,9 +80,11 @@ from crowdboxes.local_toloka.crowd.timing import (
 from crowdboxes.local_toloka.crowd.truth import Truth, TruthError, load_truth
 from crowdboxes.local_toloka.crowd.workers import DEFAULT_MIX, KINDS, WorkerProfile, make_workforce
 
-__all__ = ["ANSWER_COLUMNS", "CLASS_NAMES", "Crowd", "DEFAULT_MIX", "EXPECTED_BOXES_PER_TASK", "KINDS", "LOGGER",
-           "LOOSE_IOU", "NOTICEABLE_PX", "ON_OBJECT_IOU", "RELATED_CLASSES", "RELATED_SHARE", "SECONDS_PER_BOX",
+__all__ = ["ADDITIONS_ROUND", "ADDITION_FP_SHARE", "ANSWER_COLUMNS", "CHECK_COLUMNS", "CHECK_VERDICTS",
+           "CLASS_NAMES", "Crowd", "DEFAULT_MIX", "EXPECTED_BOXES_PER_TASK", "KINDS", "LOGGER", "LOOSE_IOU",
+           "NOTICEABLE_PX", "ON_OBJECT_IOU", "RELATED_CLASSES", "RELATED_SHARE", "SECONDS_PER_BOX",
            "SECONDS_PER_IMAGE", "SMALL_PX", "Truth", "TruthError", "VERDICT_REASONS", "VERIFY_SECONDS",
-           "WorkerProfile", "draw_boxes", "iou_matrix", "judge_outlines", "load_truth", "make_workforce", "match",
-           "normalised_rects", "parse_shapes", "seconds_for", "simulate_answers", "solve_accepts_spec",
-           "task_kind", "to_image_annotation", "to_normalised", "to_pixels", "true_verdict"]
+           "WorkerProfile", "YES_BIAS", "draw_additions", "draw_boxes", "iou_matrix", "judge_outlines", "load_truth",
+           "make_workforce", "match", "normalised_rects", "parse_shapes", "seconds_for", "simulate_additions",
+           "simulate_answers", "simulate_checks", "solve_accepts_spec", "task_kind", "to_image_annotation",
+           "to_normalised", "to_pixels", "true_verdict"]

@@ -14,6 +14,10 @@ input that loads as an image, whatever its name), and answers by the kind of tas
   (``{"correct": value, "incorrect": value}``) or from common option values/labels (OK/BAD, yes/no,
   true/false, correct/incorrect, good/bad, 1/0). A second choice whose options name the reasons
   (:data:`.judging.VERDICT_REASONS`) gets the reason.
+* **per-box check** (one shape shown, a choice whose options name yes / no sign / loose / wrong class):
+  :mod:`.checking`; tried before the judgement, which it is not when the options are OK/BAD.
+* **missed signs** (a drawing whose view also shows shapes from an input): only the signs the shown shapes
+  do not cover are drawn (:func:`.adding.draw_additions`).
 * **choice, text, link, generic**: from the truth when it covers the task (:mod:`.truth`: image-level
   ``labels``/``label``/``text``/``link``, or a ``tasks`` entry), with the worker's ``class_accuracy`` for
   choices (a wrong answer is uniform over the other options), typos in texts (careful ~1 % of characters,
@@ -29,7 +33,6 @@ the trouble is logged once per project.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import inspect
 import json
@@ -37,7 +40,7 @@ import logging
 import re
 import string
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -45,11 +48,17 @@ import numpy as np
 
 from crowdboxes.local_toloka.crowd import images as _images
 from crowdboxes.local_toloka.crowd import values
-from crowdboxes.local_toloka.crowd.boxes import draw_boxes, normalised_rects, to_image_annotation
+from crowdboxes.local_toloka.crowd.adding import draw_additions
+from crowdboxes.local_toloka.crowd.boxes import _as_truth, draw_boxes, normalised_rects, to_image_annotation
+from crowdboxes.local_toloka.crowd.checking import answer_check, check_fields
+from crowdboxes.local_toloka.crowd.choices import MISSING as _MISSING, Labels as _Labels, norm as _norm
+from crowdboxes.local_toloka.crowd.choices import options_of as _options
 from crowdboxes.local_toloka.crowd.classes import CLASS_NAMES
 from crowdboxes.local_toloka.crowd.judging import VERDICT_REASONS, judge_outlines, parse_shapes, shape_list
-from crowdboxes.local_toloka.crowd.spec import Choice, OutputField, TaskModel, image_inputs, task_model, view_nodes
+from crowdboxes.local_toloka.crowd.spec import OutputField, TaskModel, image_inputs, task_model
 from crowdboxes.local_toloka.crowd.truth import TruthHit, as_truth
+from crowdboxes.local_toloka.crowd.viewrefs import shapes_required as _shapes_required
+from crowdboxes.local_toloka.crowd.viewrefs import with_input_options as _with_input_options
 from crowdboxes.local_toloka.crowd.workers import WorkerProfile
 
 
@@ -70,105 +79,8 @@ LEGACY_VERIFICATION_SPEC = {
 VERDICT_PAIRS = (("ok", "bad"), ("yes", "no"), ("true", "false"), ("correct", "incorrect"), ("good", "bad"),
                  ("1", "0"))
 TYPO_RATE = {"careful": 0.01, "slow": 0.01, "small_misser": 0.01, "sloppy": 0.05, "verifier_always_ok": 0.05}
-_MISSING = object()
 _IMAGE_NAME_RE = re.compile(r"image|img|photo|picture|pic", re.IGNORECASE)
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
-
-
-@functools.lru_cache(maxsize=256)
-def _input_option_refs(config_text: str) -> tuple:
-    """``((output name, ((value, label, input path or None), ...)), ...)`` of the choice components of a TB
-    view whose options take their values from the task's inputs (``{"type": "data.input", "path": ...}``),
-    e.g. a side-by-side "which link is better" radio group."""
-    try:
-        config = json.loads(config_text)
-    except (TypeError, ValueError):
-        return ()
-    found = []
-    for node in view_nodes(config):
-        options = node.get("options")
-        data = node.get("data")
-        if (isinstance(options, list) and isinstance(data, dict) and data.get("type") == "data.output"
-                and isinstance(data.get("path"), str)
-                and any(isinstance(o, dict) and isinstance(o.get("value"), dict) for o in options)):
-            refs = []
-            for o in options:
-                if not isinstance(o, dict):
-                    continue
-                value, label = o.get("value"), o.get("label")
-                label = label if isinstance(label, str) else ""
-                if (isinstance(value, dict) and value.get("type") == "data.input"
-                        and isinstance(value.get("path"), str)):
-                    refs.append((None, label, value["path"]))
-                elif not isinstance(value, (dict, list)):
-                    refs.append((value, label, None))
-            found.append((data["path"].split(".")[0], tuple(refs)))
-    return tuple(found)
-
-
-@functools.lru_cache(maxsize=256)
-def _shapes_required_in(config_text: str) -> frozenset:
-    """Outputs of a TB view's ``field.image-annotation`` whose validation requires at least one shape
-    (``condition.required``, alone or inside ``condition.all``; not inside ``condition.any``, which our
-    detection view uses to allow "no signs")."""
-    try:
-        config = json.loads(config_text)
-    except (TypeError, ValueError):
-        return frozenset()
-
-    def requires(validation: Any) -> bool:
-        if not isinstance(validation, dict):
-            return False
-        if validation.get("type") == "condition.required":
-            return True
-        if validation.get("type") == "condition.all":
-            return any(requires(c) for c in validation.get("conditions") or [])
-        return False
-
-    found = set()
-    for node in view_nodes(config):
-        data = node.get("data")
-        if (node.get("type") == "field.image-annotation" and isinstance(data, dict)
-                and data.get("type") == "data.output" and isinstance(data.get("path"), str)
-                and requires(node.get("validation"))):
-            found.add(data["path"].split(".")[0])
-    return frozenset(found)
-
-
-def _shapes_required(task_spec: Any) -> frozenset:
-    view = task_spec.get("view_spec") if isinstance(task_spec, dict) else None
-    if not isinstance(view, dict) or view.get("type") != "tb":
-        return frozenset()
-    config = view.get("config")
-    return _shapes_required_in(config if isinstance(config, str) else json.dumps(config, sort_keys=True, default=str))
-
-
-def _with_input_options(model: TaskModel, task_spec: Any, task_input: dict) -> TaskModel:
-    """``model`` with the options that a TB view takes from the task's inputs filled in for this task."""
-    view = task_spec.get("view_spec") if isinstance(task_spec, dict) else None
-    if not isinstance(view, dict) or view.get("type") != "tb":
-        return model
-    config = view.get("config")
-    text = config if isinstance(config, str) else json.dumps(config, sort_keys=True, default=str)
-    refs = _input_option_refs(text)
-    if not refs:
-        return model
-    outputs = list(model.outputs)
-    for name, options in refs:
-        at = next((i for i, f in enumerate(outputs) if f.name == name and not f.options), None)
-        if at is None:
-            continue
-        resolved: list[Choice] = []
-        for value, label, path in options:
-            if path is not None:
-                value = task_input.get(path)
-                if value is None or isinstance(value, (dict, list)):
-                    continue
-            if all(c.value != value for c in resolved):
-                resolved.append(Choice(value, label))
-        if resolved:
-            outputs[at] = attrs.evolve(outputs[at], options=tuple(resolved))
-    return attrs.evolve(model, outputs=tuple(outputs))
 
 
 def _legacy_spec(task_input: dict) -> dict:
@@ -176,52 +88,8 @@ def _legacy_spec(task_input: dict) -> dict:
     return LEGACY_VERIFICATION_SPEC if shown or "outlines" in task_input else LEGACY_DETECTION_SPEC
 
 
-def _norm(text: Any) -> str:
-    return re.sub(r"[\s_\-]+", "", str(text)).casefold()
-
-
 def _stable_int(*parts: object) -> int:
     return int.from_bytes(hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest(), "big")
-
-
-def _options(field: OutputField) -> list:
-    """The values a worker can pick for a choice field (booleans without options: True, False)."""
-    if field.options:
-        return [c.value for c in field.options]
-    if field.type == "boolean":
-        return [True, False]
-    return []
-
-
-class _Labels:
-    """Truth class -> a value among ``choices`` (view labels or options), and back."""
-
-    def __init__(self, choices: Sequence[Choice], label_map: Mapping | None) -> None:
-        self.values = [c.value for c in choices]
-        self._exact = {str(c.value): c.value for c in choices}
-        self._loose: dict[str, object] = {}
-        for c in choices:
-            self._loose.setdefault(_norm(c.value), c.value)
-        for c in choices:
-            if c.label:
-                self._loose.setdefault(_norm(c.label), c.value)
-        self._map = dict(label_map or {})
-
-    def find(self, cls: Any) -> Any:
-        """The choice value for truth class ``cls``, or ``_MISSING``."""
-        for wanted in ([self._map[cls]] if cls in self._map else []) + [cls]:
-            if str(wanted) in self._exact:
-                return self._exact[str(wanted)]
-            if _norm(wanted) in self._loose:
-                return self._loose[_norm(wanted)]
-        return _MISSING
-
-    def back(self, value: Any, classes: Iterable[str]) -> str:
-        """The truth class among ``classes`` that maps to ``value`` (else ``value`` itself)."""
-        for cls in classes:
-            if self.find(cls) == value:
-                return cls
-        return value
 
 
 class Crowd:
@@ -332,14 +200,17 @@ class Crowd:
         kind = model.kind
         if kind == "drawing":
             assert model.annotation is not None  # spec.task_model: a drawing task is one with an annotation field
+            shown = self._shown_shapes(model, task_input) if model.shown_shapes_inputs else None
             return self._draw(profile, model, model.annotation, image, rng, project, name, labelled=None,
-                              needs_shape=model.annotation.name in needs_shape)
+                              needs_shape=model.annotation.name in needs_shape, shown=shown)
         if kind == "generic" and (image is not None or image_inputs(model.input_spec, task_input)):
             field = self._json_drawing_field(model)
             if field is not None:
                 return self._draw(profile, model, field, image, rng, project, name, labelled=True)
         if kind == "judgement" or (kind in ("choice", "generic") and self._shown_shapes(model, task_input)):
-            answer = self._judge(profile, model, task_input, image, rng, project, name, kind == "judgement")
+            answer = self._check(profile, model, task_input, image, rng, project, name)
+            if answer is None:
+                answer = self._judge(profile, model, task_input, image, rng, project, name, kind == "judgement")
             if answer is not None:
                 return answer
         return self._from_truth(profile, model, task_input, image, rng, project, name)
@@ -375,7 +246,7 @@ class Crowd:
     # -- drawing
     def _draw(self, profile: WorkerProfile, model: TaskModel, field: OutputField, image: ImageHit | None,
               rng: np.random.Generator, project: object, name: str, labelled: bool | None,
-              needs_shape: bool = False) -> dict:
+              needs_shape: bool = False, shown: tuple[str, list] | None = None) -> dict:
         drawn = []
         width = height = 1.0
         rows = None
@@ -390,7 +261,8 @@ class Crowd:
                 self._no_truth(project, name)
             else:
                 width, height, rows = found
-                drawn = draw_boxes(profile, rows, width, height, rng)
+                drawn = draw_boxes(profile, rows, width, height, rng) if shown is None else draw_additions(
+                    profile, rows, self._outlines(model, shown[1], rows, width, height), width, height, rng)
         if not drawn and needs_shape:  # the view will not take an empty drawing: the worker draws something
             drawn = _forced_box(profile, rows, width, height, rng)
         if labelled:  # no view: rectangles with the truth's class names, as before
@@ -468,6 +340,47 @@ class Crowd:
             return {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}.get(wanted, _MISSING)
         return _MISSING
 
+    def _outlines(self, model: TaskModel, shapes: list, rows: Any, width: float, height: float) -> list[tuple]:
+        """The shown ``shapes`` as pixel ``(x, y, w, h, truth class)`` (labels read back through the view's)."""
+        label_of = None
+        view_labels = next((f.labels for f in model.outputs if f.labels), ()) or model.shown_labels
+        if view_labels:
+            mapper, classes = _Labels(view_labels, self.label_map), self.truth.labels
+            label_of = lambda value: mapper.back(value, classes)  # noqa: E731
+        elif self.label_map:  # labels shown but not asked: read them back through the given map
+            inverse = {str(v): k for k, v in self.label_map.items()}
+            label_of = lambda value: inverse.get(str(value), value)  # noqa: E731
+        return parse_shapes(shapes, width, height, true_boxes=rows, label_of=label_of)
+
+    def _shown_on(self, model: TaskModel, shapes: list, image: ImageHit, project: object,
+              name: str) -> tuple[list[tuple], Any, float, float]:
+        """``(shown outlines, true rows, width, height)`` of a task showing ``shapes`` on ``image``."""
+        _, url, (sha256, img_w, img_h) = image
+        found = self._truth_for(url, sha256)
+        rows: Any
+        if found is None:
+            self._no_truth(project, name)
+            width, height, rows = float(img_w), float(img_h), []
+        else:
+            width, height, rows = found
+        return self._outlines(model, shapes, rows, width, height), rows, width, height
+
+    def _check(self, profile: WorkerProfile, model: TaskModel, task_input: dict[str, Any], image: ImageHit | None,
+               rng: np.random.Generator, project: object, name: str) -> dict | None:
+        """A per-box check (:mod:`.checking`), or None when the task is none (or shows nothing)."""
+        fields = check_fields(model, self.truth.labels, self.label_map)
+        shown = self._shown_shapes(model, task_input)
+        if fields is None or shown is None or image is None:
+            return None
+        outlines, rows, width, height = self._shown_on(model, shown[1], image, project, name)
+        true_xywh, true_labels, _ = _as_truth(rows)
+        right = fields[2]
+        answer = answer_check(profile, fields, outlines, true_xywh, true_labels,
+                              _Labels(right.options, self.label_map) if right is not None else None, rng)
+        rest = [f for f in model.outputs if f.name not in answer and (f is not right or f.required)]
+        answer.update(self._fill(profile, rest, {}, rng) if rest else {})
+        return {f.name: answer[f.name] for f in model.outputs if f.name in answer}
+
     def _judge(self, profile: WorkerProfile, model: TaskModel, task_input: dict[str, Any], image: ImageHit | None,
                rng: np.random.Generator, project: object, name: str, asked: bool) -> dict | None:
         shown = self._shown_shapes(model, task_input)
@@ -482,23 +395,7 @@ class Crowd:
             self._note(project, "noimage", f"local Toloka crowd: {name}: a task's image does not load; "
                                            f"its workers answer without seeing it")
             return None
-        _, url, (sha256, img_w, img_h) = image
-        found = self._truth_for(url, sha256)
-        rows: Any
-        if found is None:
-            self._no_truth(project, name)
-            width, height, rows = float(img_w), float(img_h), []
-        else:
-            width, height, rows = found
-        label_of = None
-        view_labels = next((f.labels for f in model.outputs if f.labels), ())
-        if view_labels:
-            mapper, classes = _Labels(view_labels, self.label_map), self.truth.labels
-            label_of = lambda value: mapper.back(value, classes)  # noqa: E731
-        elif self.label_map:  # labels shown but not asked: read them back through the given map
-            inverse = {str(v): k for k, v in self.label_map.items()}
-            label_of = lambda value: inverse.get(str(value), value)  # noqa: E731
-        outlines = parse_shapes(shown[1], width, height, true_boxes=rows, label_of=label_of)
+        outlines, rows, width, height = self._shown_on(model, shown[1], image, project, name)
         verdict, reason = judge_outlines(profile, outlines, rows, width, height, rng)
         answer = {field.name: correct if verdict == "OK" else incorrect}
         reason_field = next((f for f in model.outputs if f.name != field.name

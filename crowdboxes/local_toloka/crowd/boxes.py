@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import attrs
 import numpy as np
 import pandas as pd
 
@@ -246,6 +247,128 @@ def to_image_annotation(boxes_px: Sequence[Sequence[Any]], width: float, height:
 
 # -------------------------------------------------------------------------------- bulk simulation
 
+@attrs.frozen
+class TruthArrays:
+    """A COCO truth as arrays for the bulk simulators: images by position, annotations sorted by image."""
+
+    image_ids: np.ndarray  # truth image ids (object), by position
+    img_w: np.ndarray
+    img_h: np.ndarray
+    position: dict  # image id -> position; str(image id) too, so ids read back from CSV text still match
+    labels: list  # label universe of the kernel (:func:`_label_table`)
+    confusion: np.ndarray
+    ann_img: np.ndarray  # position of each annotation's image (sorted)
+    ann_xywh: np.ndarray
+    ann_code: np.ndarray  # index into ``labels``
+    ann_hidden: np.ndarray
+    per_image: np.ndarray  # annotations per image position
+    first_ann: np.ndarray  # index of each image's first annotation
+
+    @classmethod
+    def of(cls, truth_coco: dict) -> TruthArrays:
+        images = truth_coco["images"]
+        image_ids = np.array([im["id"] for im in images], dtype=object)
+        position: dict[Any, int] = {str(im["id"]): i for i, im in enumerate(images)}
+        position.update({im["id"]: i for i, im in enumerate(images)})
+        cats = {c["id"]: c["name"] for c in truth_coco.get("categories", [])}
+        anns = truth_coco["annotations"]
+        ann_labels = [cats.get(a["category_id"], str(a["category_id"])) for a in anns]
+        labels, confusion = _label_table(ann_labels)
+        code = {name: i for i, name in enumerate(labels)}
+        ann_img = np.array([position[a["image_id"]] for a in anns], dtype=np.int64)
+        ann_xywh = np.array([a["bbox"] for a in anns], dtype=float).reshape(-1, 4)
+        ann_code = np.array([code[x] for x in ann_labels], dtype=np.int64)
+        ann_hidden = _annotation_hidden(anns)
+        order = np.argsort(ann_img, kind="stable")
+        per_image = np.bincount(ann_img[order], minlength=len(images))
+        return cls(image_ids=image_ids, img_w=np.array([float(im["width"]) for im in images]),
+                   img_h=np.array([float(im["height"]) for im in images]), position=position, labels=labels,
+                   confusion=confusion, ann_img=ann_img[order], ann_xywh=ann_xywh[order], ann_code=ann_code[order],
+                   ann_hidden=ann_hidden[order], per_image=per_image, first_ann=np.cumsum(per_image) - per_image)
+
+    def positions(self, image_ids: Iterable[Any], where: str) -> np.ndarray:
+        """Positions of ``image_ids`` (truth ids or their text); ValueError naming the first unknown one."""
+        out = []
+        for image_id in image_ids:
+            at = self.position.get(image_id, self.position.get(str(image_id)))
+            if at is None:
+                raise ValueError(f"{where}: image {image_id!r} is not in the truth")
+            out.append(at)
+        return np.array(out, dtype=np.int64)
+
+
+def _empty_answers() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=float if c in ("x", "y", "w", "h") else object) for c in ANSWER_COLUMNS})
+
+
+def _bulk_drawings(t: TruthArrays, workforce: list[WorkerProfile], a_img: np.ndarray, a_worker: np.ndarray,
+                   rng: np.random.Generator, ann_active: np.ndarray | None = None,
+                   fp_share: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel over assignments ``(image position, worker index)``: ``(assignment, box, label code)`` per
+    drawn box (code -1 and a NaN box: an assignment that drew nothing), sorted by assignment.
+
+    ``ann_active``: the annotations the workers may draw (default all); ``fp_share`` scales false positives.
+    """
+    n_assign = len(a_img)
+    params = _params(workforce)
+    if fp_share != 1.0:
+        params["fp_rate"] = params["fp_rate"] * fp_share
+    # every (assignment, true box of its image) pair
+    counts = t.per_image[a_img]
+    p_assign = np.repeat(np.arange(n_assign), counts)
+    offset = np.arange(len(p_assign)) - np.repeat(np.cumsum(counts) - counts, counts)
+    p_ann = t.first_ann[a_img][p_assign] + offset
+    if ann_active is not None:
+        active = ann_active[p_ann]
+        p_assign, p_ann = p_assign[active], p_ann[active]
+    kept, boxes, codes = _drawn_for_true_boxes(
+        t.ann_xywh[p_ann], t.ann_code[p_ann], t.ann_hidden[p_ann], t.img_w[a_img][p_assign],
+        t.img_h[a_img][p_assign], a_worker[p_assign], params, t.confusion, rng)
+    e_assign, e_boxes, e_codes = _extra_boxes(a_worker, t.img_w[a_img], t.img_h[a_img], params, len(CLASS_NAMES), rng)
+
+    row_assign = np.concatenate([p_assign[kept], e_assign])
+    row_boxes = np.vstack([boxes[kept], e_boxes])
+    row_codes = np.concatenate([codes[kept], e_codes])
+    # assignments with no box at all still leave one row (the worker saw the image)
+    drew = np.bincount(row_assign, minlength=n_assign) > 0
+    empty = np.flatnonzero(~drew)
+    row_assign = np.concatenate([row_assign, empty])
+    row_boxes = np.vstack([row_boxes, np.full((len(empty), 4), np.nan)])
+    row_codes = np.concatenate([row_codes, np.full(len(empty), -1)])
+    sort = np.argsort(row_assign, kind="stable")
+    return row_assign[sort], np.round(row_boxes[sort], 2), row_codes[sort]
+
+
+def _answer_frame(t: TruthArrays, workforce: list[WorkerProfile], a_img: np.ndarray, a_worker: np.ndarray,
+                  drawn: tuple[np.ndarray, np.ndarray, np.ndarray], rng: np.random.Generator, *, prefix: str = "",
+                  start: str = "2026-01-01T08:00:00Z") -> pd.DataFrame:
+    """answers.csv rows of :func:`_bulk_drawings`' output. Ids: ``{prefix}a000001`` per assignment,
+    ``{prefix}t000001`` per distinct image; submissions spread over 6 hours from ``start``."""
+    row_assign, row_boxes, row_codes = drawn
+    n_assign = len(a_img)
+    label_arr = np.array(list(t.labels) + [None], dtype=object)
+    worker_ids = np.array([w.worker_id for w in workforce], dtype=object)
+    width = max(6, len(str(n_assign)))
+    # submission times: each image's answers arrive over the first hours of a pool, in assignment order
+    offsets = np.sort(rng.uniform(0, 6 * 3600, n_assign))
+    submitted = (pd.Timestamp(start) + pd.to_timedelta(offsets, unit="s")).strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3]
+    submitted = np.asarray(submitted, dtype=object)
+    assign_ids = np.char.add(prefix + "a", np.char.zfill(np.arange(1, n_assign + 1).astype(str), width)).astype(object)
+    task_ids = np.char.add(prefix + "t", np.char.zfill(np.arange(1, len(t.image_ids) + 1).astype(str),
+                                                       width)).astype(object)
+    frame = pd.DataFrame({
+        "assignment_id": assign_ids[row_assign],
+        "task_id": task_ids[a_img[row_assign]],
+        "image_id": t.image_ids[a_img[row_assign]],
+        "worker_id": worker_ids[a_worker[row_assign]],
+        "status": "ACCEPTED",
+        "submitted_at": submitted[row_assign],
+        "label": label_arr[row_codes],
+        "x": row_boxes[:, 0], "y": row_boxes[:, 1], "w": row_boxes[:, 2], "h": row_boxes[:, 3],
+    })
+    return frame[list(ANSWER_COLUMNS)]
+
+
 def simulate_answers(truth_coco: dict, workforce: list[WorkerProfile], drawers_per_image: int,
                      seed: int) -> pd.DataFrame:
     """Detection answers of ``drawers_per_image`` distinct workers per truth image, as answers.csv rows.
@@ -259,78 +382,14 @@ def simulate_answers(truth_coco: dict, workforce: list[WorkerProfile], drawers_p
     if k < 1 or k > n_workers:
         raise ValueError(f"drawers_per_image={drawers_per_image}: need 1..{n_workers} (the workforce size)")
     rng = np.random.default_rng([int(seed), 0xA11])
-    images = truth_coco["images"]
-    n_img = len(images)
+    n_img = len(truth_coco["images"])
     if n_img == 0:
-        return pd.DataFrame({c: pd.Series(dtype=float if c in ("x", "y", "w", "h") else object)
-                             for c in ANSWER_COLUMNS})
-    image_ids = np.array([im["id"] for im in images], dtype=object)
-    img_w = np.array([float(im["width"]) for im in images])
-    img_h = np.array([float(im["height"]) for im in images])
-    position = {im["id"]: i for i, im in enumerate(images)}
-
-    cats = {c["id"]: c["name"] for c in truth_coco.get("categories", [])}
-    anns = truth_coco["annotations"]
-    ann_labels = [cats.get(a["category_id"], str(a["category_id"])) for a in anns]
-    labels, confusion = _label_table(ann_labels)
-    code = {name: i for i, name in enumerate(labels)}
-    ann_img = np.array([position[a["image_id"]] for a in anns], dtype=np.int64)
-    ann_xywh = np.array([a["bbox"] for a in anns], dtype=float).reshape(-1, 4)
-    ann_code = np.array([code[x] for x in ann_labels], dtype=np.int64)
-    ann_hidden = _annotation_hidden(anns)
-    order = np.argsort(ann_img, kind="stable")
-    ann_img, ann_xywh, ann_code, ann_hidden = ann_img[order], ann_xywh[order], ann_code[order], ann_hidden[order]
-    per_image = np.bincount(ann_img, minlength=n_img)
-    first_ann = np.cumsum(per_image) - per_image
-
+        return _empty_answers()
+    t = TruthArrays.of(truth_coco)
     # k distinct workers per image: the k smallest of n random keys
     keys = rng.random((n_img, n_workers))
     chosen = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < n_workers else np.tile(np.arange(n_workers), (n_img, 1))
     a_img = np.repeat(np.arange(n_img), k)
     a_worker = chosen.reshape(-1)
-    n_assign = len(a_img)
-    params = _params(workforce)
-
-    # every (assignment, true box of its image) pair
-    counts = per_image[a_img]
-    p_assign = np.repeat(np.arange(n_assign), counts)
-    offset = np.arange(len(p_assign)) - np.repeat(np.cumsum(counts) - counts, counts)
-    p_ann = first_ann[a_img][p_assign] + offset
-    kept, boxes, codes = _drawn_for_true_boxes(
-        ann_xywh[p_ann], ann_code[p_ann], ann_hidden[p_ann], img_w[a_img][p_assign], img_h[a_img][p_assign],
-        a_worker[p_assign], params, confusion, rng)
-    e_assign, e_boxes, e_codes = _extra_boxes(a_worker, img_w[a_img], img_h[a_img], params, len(CLASS_NAMES), rng)
-
-    row_assign = np.concatenate([p_assign[kept], e_assign])
-    row_boxes = np.vstack([boxes[kept], e_boxes])
-    row_codes = np.concatenate([codes[kept], e_codes])
-    # assignments with no box at all still leave one row (the worker saw the image)
-    drew = np.bincount(row_assign, minlength=n_assign) > 0
-    empty = np.flatnonzero(~drew)
-    row_assign = np.concatenate([row_assign, empty])
-    row_boxes = np.vstack([row_boxes, np.full((len(empty), 4), np.nan)])
-    row_codes = np.concatenate([row_codes, np.full(len(empty), -1)])
-    sort = np.argsort(row_assign, kind="stable")
-    row_assign, row_boxes, row_codes = row_assign[sort], np.round(row_boxes[sort], 2), row_codes[sort]
-
-    label_arr = np.array(list(labels) + [None], dtype=object)
-    worker_ids = np.array([w.worker_id for w in workforce], dtype=object)
-    width = max(6, len(str(n_assign)))
-    # submission times: each image's k answers arrive over the first hours of a pool, in assignment order
-    start = pd.Timestamp("2026-01-01T08:00:00Z")
-    offsets = np.sort(rng.uniform(0, 6 * 3600, n_assign))
-    submitted = (start + pd.to_timedelta(offsets, unit="s")).strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3]
-    submitted = np.asarray(submitted, dtype=object)
-    assign_ids = np.char.add("a", np.char.zfill(np.arange(1, n_assign + 1).astype(str), width)).astype(object)
-    task_ids = np.char.add("t", np.char.zfill(np.arange(1, n_img + 1).astype(str), width)).astype(object)
-    frame = pd.DataFrame({
-        "assignment_id": assign_ids[row_assign],
-        "task_id": task_ids[a_img[row_assign]],
-        "image_id": image_ids[a_img[row_assign]],
-        "worker_id": worker_ids[a_worker[row_assign]],
-        "status": "ACCEPTED",
-        "submitted_at": submitted[row_assign],
-        "label": label_arr[row_codes],
-        "x": row_boxes[:, 0], "y": row_boxes[:, 1], "w": row_boxes[:, 2], "h": row_boxes[:, 3],
-    })
-    return frame[list(ANSWER_COLUMNS)]
+    drawn = _bulk_drawings(t, workforce, a_img, a_worker, rng)
+    return _answer_frame(t, workforce, a_img, a_worker, drawn, rng)

@@ -133,3 +133,25 @@ def make_workforce(n: int, seed: int, mix: Mapping[str, float] | None = None) ->
     width = max(4, len(str(n)))
     return [_draw_profile(f"w{i + 1:0{width}d}", kind, rng) for i, kind in enumerate(kinds)]
 
+
+
+def pick_workers(workforce: list[WorkerProfile], k: int, banned: list[set[str]], rng: np.random.Generator,
+                 where: str, names: list[Any]) -> np.ndarray:
+    """``k`` distinct workforce indices per item, uniformly at random, none of them in ``banned[item]``
+    (worker ids as text); shape ``(len(banned), k)``. ValueError naming the first item (``names``) that has
+    fewer than ``k`` eligible workers."""
+    n_items, n_workers = len(banned), len(workforce)
+    if k < 1 or k > n_workers:
+        raise ValueError(f"{where}: {k} workers per item asked; need 1..{n_workers} (the workforce size)")
+    keys = rng.random((n_items, n_workers))
+    worker_ids = np.array([str(w.worker_id) for w in workforce], dtype=object)
+    for i, ban in enumerate(banned):
+        if ban:
+            keys[i, np.isin(worker_ids, list(ban))] = 2.0  # keys are < 1: a banned worker comes last
+    chosen = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < n_workers else np.tile(np.arange(n_workers),
+                                                                                         (n_items, 1))
+    short = (np.take_along_axis(keys, chosen, axis=1) >= 2.0).any(axis=1)
+    if short.any():
+        raise ValueError(f"{where}: fewer than {k} eligible workers for {names[int(np.flatnonzero(short)[0])]!r} "
+                         f"(the others are excluded)")
+    return chosen
