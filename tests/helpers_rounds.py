@@ -1,0 +1,152 @@
+"""The rounds' test setup: a deterministic crowd and a local Toloka served in this process on a ManualClock.
+
+``crowd`` answers by the task's inputs (usable as ``crowd_module="helpers_rounds"`` too): a check task
+(``box_id``) gets ``yes`` for a ``stop`` box and ``wrong_class`` (right label ``stop``) otherwise; a missed-sign
+task (``shown``) gets sign B when the image has it and it is not shown; a drawing gets sign A, plus sign B on
+even images from the "full" workers (odd-numbered ones) while the "partial" ones miss it.
+
+``start_local(tmp_path)`` serves a :class:`~crowdboxes.local_toloka.models.Backend` over real HTTP from a
+thread; the crowd moves only when ``Local.step`` is called (or inside ``Local.crowd_running()``), so tests
+wait on conditions, never on wall-clock speed. ``project_from_config``/``pool_from_config`` create the
+shipped configs/ projects and pools through toloka-kit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import re
+import threading
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+TOKEN = "rounds-local-test-token"
+# every drawer outlines sign A; sign B (on even images only) is drawn by "full" workers and missed by "partial"
+SIGN_A = {"shape": "rectangle", "left": 0.1, "top": 0.2, "width": 0.2, "height": 0.3, "label": "stop"}
+SIGN_B = {"shape": "rectangle", "left": 0.6, "top": 0.5, "width": 0.2, "height": 0.3, "label": "yield"}
+STEP_SECONDS = 0.0001  # real seconds the manual clock moves per crowd step: 100 simulated s at speed 1e6
+
+
+
+@dataclass(frozen=True)
+class Profile:
+    worker_id: str
+    kind: str  # full | partial
+    speed: float = 1.0
+
+
+def make_workforce(n: int, seed: int) -> list[Profile]:
+    """w1, w2, ...: odd ones draw every sign, even ones miss sign B."""
+    return [Profile(f"w{i + 1}", "full" if i % 2 == 0 else "partial") for i in range(int(n))]
+
+
+def image_number(url: str) -> int:
+    """``.../im<n>.jpg`` -> n."""
+    return int(re.search(r"im(\d+)\.jpg", url).group(1))
+
+
+class Crowd:
+    """Answers by the task's inputs: a check (``box_id``), a missed-sign task (``shown``) or a drawing."""
+
+    def __init__(self, truth: Any, seed: int = 0) -> None:
+        pass
+
+    def solve(self, profile: Profile, task_input: dict[str, Any]) -> dict[str, Any]:
+        has_b = image_number(str(task_input["image"])) % 2 == 0
+        if "box_id" in task_input:
+            label = task_input["box"][0]["label"]
+            return {"verdict": "yes"} if label == "stop" else {"verdict": "wrong_class", "right_label": "stop"}
+        if "shown" in task_input:
+            shown_b = any(abs(s["left"] - SIGN_B["left"]) < 0.05 for s in task_input["shown"])
+            return {"result": [dict(SIGN_B)] if has_b and not shown_b else []}
+        return {"result": [dict(SIGN_A)] + ([dict(SIGN_B)] if has_b and profile.kind == "full" else [])}
+
+
+CROWD = types.SimpleNamespace(make_workforce=make_workforce, Crowd=Crowd)
+
+
+@dataclass
+class Local:
+    """The in-process local Toloka: its backend, the crowd's scheduler and a toloka-kit client."""
+
+    backend: Any
+    scheduler: Any
+    client: Any
+
+    def step(self, steps: int = 3) -> None:
+        """Let the crowd work ``steps`` rounds, moving the manual clock :data:`STEP_SECONDS` after each."""
+        for _ in range(steps):
+            self.scheduler.step()
+            self.backend.clock.advance(STEP_SECONDS)
+
+    @contextlib.contextmanager
+    def crowd_running(self) -> Iterator[None]:
+        """Step the crowd from a thread while the block runs (for code that waits with ``time.sleep``)."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                self.step(1)
+                stop.wait(0.002)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(10)
+
+
+@contextlib.contextmanager
+def start_local(tmp_path: Path, workers: int = 4) -> Iterator[Local]:
+    """A local Toloka over HTTP in this process (ManualClock, speed 1e6), the crowd above, a toloka-kit client."""
+    from toloka.client import TolokaClient
+
+    from crowdboxes.local_toloka.db import ManualClock
+    from crowdboxes.local_toloka.models import Backend
+    from crowdboxes.local_toloka.scheduler import Scheduler
+    from crowdboxes.local_toloka.server import LocalToloka, serve
+
+    backend = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0, clock=ManualClock())
+    server = serve(LocalToloka(backend, TOKEN))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    scheduler = Scheduler(backend, CROWD, workers=workers, seed=3, solve_threads=1)
+    try:
+        yield Local(backend, scheduler, TolokaClient(TOKEN, url=backend.base_url, timeout=30.0, retries=2))
+    finally:
+        server.shutdown()
+        thread.join(5)
+        backend.close()
+
+
+# ------------------------------------------------------------------ Toloka objects from configs/
+
+def project_from_config(client: Any, name: str) -> str:
+    """The project of ``configs/<name>`` created through toloka-kit; its id."""
+    from toloka.client import Project
+
+    return client.create_project(Project.structure(json.loads((REPO / "configs" / name).read_text()))).id
+
+
+def pool_from_config(client: Any, project_id: str, name: str | None, *, reward: float = 0.02, overlap: int = 1,
+                     per_suite: int | None = None) -> str:
+    """A pool of ``configs/<name>`` (None: a plain one-task-per-suite drawing pool), expiring in a year (the
+    manual clock runs ahead of the wall clock), with ``reward`` and ``overlap``; its id."""
+    from toloka.client import Pool
+
+    data = json.loads((REPO / "configs" / name).read_text()) if name else {
+        "private_name": "drawing", "assignment_max_duration_seconds": 600, "auto_accept_solutions": True,
+        "mixer_config": {"real_tasks_count": 1, "golden_tasks_count": 0, "training_tasks_count": 0}}
+    data.update(project_id=project_id, reward_per_assignment=reward,
+                will_expire=(dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=365)).isoformat(),
+                defaults={"default_overlap_for_new_task_suites": overlap, "default_overlap_for_new_tasks": overlap})
+    if per_suite is not None:
+        data["mixer_config"]["real_tasks_count"] = per_suite
+    return client.create_pool(Pool.structure(data)).id
