@@ -20,14 +20,27 @@ Inputs:
   --adult_content  true | false; --budget  USD cap for the whole job or none; --batch_size  tasks per request
   --control_csv    none, or control images with known boxes (crowdboxes.toloka.known_boxes format: url, width,
                    height, label, x, y, w, h[, image_id]); each image becomes one more task (control=true)
+  --rounds         none, or a comma list of missed_signs, box_check (mode overlap only): also create the empty
+                   pools of those rounds (configs missed_signs_pool.json / box_check_pool.json, projects of
+                   Create Project); Wait Pool adds their tasks after the drawings and opens them
+  --missed_budget  USD per image the missed-sign round may spend at most (default 0.004: about one missed-sign
+                   task, $0.029 + fee, for one image in nine at --reward 0.05)
+  --check_budget   USD per image the per-box check round may spend at most (default 0.006: about two checks
+                   for three images, $0.009 each with fee in suites of 10 at --reward 0.05)
+                   A round's reward is its pool config's reward_per_assignment, or, when the config sets none,
+                   derived from --reward and the tasks' timings (crowdboxes.toloka.pricing: a check is paid
+                   6 s of a 43.5 s drawing, a missed-sign task 24.5 s of it, in suites where Toloka's fee is 30 %)
   --toloka_env, --token_env  as in every Toloka step
 Outputs (in --output_dir):
   pool.csv   pool_id, role (detection_pool), project_id, tasks, overlap, reward_per_assignment,
              estimated_cost (USD incl. fee, this pool), then mode, key, status, tasks_per_suite, will_expire,
-             estimated_total_cost (incl. verification and expected redraws), budget
+             estimated_total_cost (incl. verification, expected redraws and the rounds' budgets), budget;
+             with --rounds also a row per round (role missed_signs / box_check, tasks 0, overlap of its config,
+             estimated_cost = the round's budget: --missed_budget / --check_budget x images, budget_per_image)
   tasks.csv  task_id, pool_id, image_id, url, control (true for control images)
   control.csv  a copy of --control_csv (when given), so Wait Pool can score control drawings
   stdout: cnvrg_tag_detection_pool_id, cnvrg_tag_tasks, cnvrg_tag_tasks_created, cnvrg_tag_estimated_cost
+          (incl. the rounds' budgets), cnvrg_tag_missed_signs_pool_id, cnvrg_tag_box_check_pool_id (with --rounds)
 Sample command:
   toloka_token=... python steps/launch_pool.py --projects_csv out/create_project/projects.csv \
       --images_csv out/upload_images/images.csv --config_dir configs --mode overlap --reward 0.02 --overlap 3 \
@@ -36,6 +49,9 @@ Sample command:
 Troubleshooting:
   * "--mode 'x' is not a mode": use overlap, verify or overlap+verify.
   * "--budget ... is below the price of one assignment": raise the budget or lower --reward.
+  * "--budget X is below the estimate $Y (pools $A + missed-sign round $B + check round $C)": with --rounds
+    the budget must pay for the whole estimate; raise it or lower the round budgets or --overlap.
+  * "--rounds box_check: the rounds run in --mode overlap only": verify modes review drawings instead.
   * "the pool will expire at ..., when the presigned image URLs do": the pool never outlives its images;
     for pools longer than 7 days use --url_mode public in Upload Images.
   * "image URLs expire ... less than 1 h from now": re-run Upload Images to sign fresh URLs.
@@ -59,7 +75,8 @@ from crowdboxes.steps.launch_pool import LaunchPoolOptions, launch_pool  # noqa:
 
 def build_parser() -> StepArgumentParser:
     """Launch Pool's params (the flow YAML passes each as ``--key value``)."""
-    parser = step_parser("launch_pool", "Create and open the detection pool with one task per image.")
+    parser = step_parser("launch_pool", "Create and open the detection pool with one task per image "
+                                        "(and the empty pools of the rounds).")
     add = parser.add_argument
     add("--projects_csv", default="/input/create_project/output/projects.csv", help="projects.csv of Create Project")
     add("--images_csv", default="/input/upload_images/output/images.csv", help="images.csv of Upload Images")
@@ -78,6 +95,9 @@ def build_parser() -> StepArgumentParser:
     add("--batch_size", default="500", help="tasks per create request")
     add("--control_csv", default="none", help="none, or control images with known boxes (url, width, height, "
                                               "label, x, y, w, h[, image_id])")
+    add("--rounds", default="none", help="none, or a comma list of missed_signs, box_check (mode overlap)")
+    add("--missed_budget", default="0.004", help="USD per image the missed-sign round may spend at most")
+    add("--check_budget", default="0.006", help="USD per image the per-box check round may spend at most")
     return parser
 
 

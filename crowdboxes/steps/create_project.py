@@ -33,16 +33,21 @@ class CreateProjectOptions:
 
 
 def check_configs(config_dir: Path, project_key: str) -> DetectionFields:
-    """Read and check every config before Toloka is touched; the detection project's fields.
+    """Read and check every config before Toloka is touched (the detection project, and the verification,
+    box-check and missed-sign projects when their files are there); the detection project's fields.
 
     The fields found go to stdout; notes about its labels (values that are not class names, a
     verification project showing other labels) go to stderr: worth knowing, not reasons to stop.
     """
     projects.idempotency_key(project_key, "detection")  # a bad --project_key fails before anything else
     path = DETECTION_PROJECT_CONFIG.path(config_dir)
-    fields = projects.validate_detection_project(projects.load_project_config(path), path)
+    loaded = projects.load_project_configs(config_dir)  # every project config, the round projects' fields too
+    fields = projects.validate_detection_project(loaded["detection_project"], path)
     print(f"detection project fields: image input {fields.image_input!r}, output {fields.output!r}, "
           f"labels {', '.join(fields.label_values) or '(none)'}")
+    rounds = [role for role in ("box_check", "missed_signs") if role in loaded]
+    if rounds:
+        print(f"round projects: {', '.join(rounds)} (mode overlap's --rounds)")
     for note in projects.label_notes(fields, config_dir):
         print(f"note: {note}", file=sys.stderr)
     projects.load_skill_configs(SKILLS_CONFIG.path(config_dir), project_key)

@@ -5,8 +5,10 @@ First :func:`plan_launch` checks every param, projects.csv, images.csv, the cont
 configs and the budget and builds the detection pool, with nothing created on Toloka. Then
 :func:`launch_pool` finds or creates the detection pool (:func:`crowdboxes.toloka.pools.ensure_detection_pool`),
 uploads the missing tasks, prepares quality control (the verification pool, control.csv, the budget
-cut of overlaps the cap cannot pay for) and opens the pool. The Toloka side of pools (keys, task
-identity, expiry) is :mod:`crowdboxes.toloka.pools`.
+cut of overlaps the cap cannot pay for) and opens the pool. With ``--rounds`` (mode overlap) it also finds or
+creates the empty, closed pools of the missed-sign and per-box check rounds, which Wait Pool fills; their
+budgets (USD per image x images) are part of the estimate and of ``--budget``. The Toloka side of pools
+(keys, task identity, expiry) is :mod:`crowdboxes.toloka.pools`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from typing import Any
 
 import pandas as pd
 
-from crowdboxes.artifacts import CONTROL, DETECTION_POOL_CONFIG, POOL, PROJECTS, TASKS, read_csv, read_images, write_csv
+from crowdboxes.artifacts import (BOX_CHECK_POOL_CONFIG, CONTROL, DETECTION_POOL_CONFIG, MISSED_SIGNS_POOL_CONFIG, POOL,
+                                  PROJECTS, TASKS, Artifact, read_csv, read_images, write_csv)
 from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.params import is_none, parse_number
 from crowdboxes.cnvrg.stepkit import output_dir
@@ -27,7 +30,7 @@ from crowdboxes.credentials import read_token
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.toloka import pools, projects
 from crowdboxes.toloka.known_boxes import load_control_csv
-from crowdboxes.toloka.pricing import assignment_price
+from crowdboxes.toloka.pricing import MIN_REWARD, RoundPrice, assignment_price, check_price, missed_sign_price
 from crowdboxes.toloka.quality import QualitySettings, parse_settings
 from crowdboxes.toloka.spending import CostEstimate, estimate_cost, reserve_pool
 
@@ -55,6 +58,29 @@ class LaunchPoolOptions:
     budget: str
     batch_size: str
     control_csv: str
+    rounds: str = "none"
+    missed_budget: str = "0.004"
+    check_budget: str = "0.006"
+
+
+ROUND_POOL_CONFIGS: dict[str, Artifact] = {pools.MISSED_SIGNS_POOL_ROLE: MISSED_SIGNS_POOL_CONFIG,
+                                           pools.BOX_CHECK_POOL_ROLE: BOX_CHECK_POOL_CONFIG}
+ROUND_NAMES = {pools.MISSED_SIGNS_POOL_ROLE: "missed-sign round", pools.BOX_CHECK_POOL_ROLE: "check round"}
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """One round's pool (role ``missed_signs`` or ``box_check``), checked and built, not yet on Toloka."""
+
+    role: str
+    project_id: str
+    key: str
+    pool_spec: Any
+    price: RoundPrice
+    overlap: int  # the config's default; Wait Pool sets each task's (--checkers for checks)
+    budget_per_image: float
+    budget: float  # USD the round may spend on this job: budget_per_image x images
+    priced_from: str  # "config" (its reward_per_assignment) or "timings" (crowdboxes.toloka.pricing)
 
 
 @dataclass(frozen=True)
@@ -72,12 +98,75 @@ class LaunchPlan:
     pool_spec: Any  # the toloka-kit Pool to create
     estimate: CostEstimate
     skill_ids: dict[str, str] = field(default_factory=dict)
+    rounds: tuple[RoundPlan, ...] = ()
+
+    @property
+    def rounds_budget(self) -> float:
+        """USD the rounds may spend (their budgets), part of the job's estimate."""
+        return sum(r.budget for r in self.rounds)
+
+    @property
+    def total(self) -> float:
+        """The job's estimate: the pools' (drawings, verification, redraws) plus the rounds' budgets."""
+        return self.estimate.total + self.rounds_budget
+
+
+def parse_rounds(options: LaunchPoolOptions, mode: str) -> dict[str, float]:
+    """``{round: USD per image}`` of ``--rounds`` (empty for none), its budgets and mode checked."""
+    rounds = pools.parse_rounds(options.rounds)
+    budgets = {pools.MISSED_SIGNS_POOL_ROLE: float(parse_number("missed_budget", options.missed_budget, minimum=0)),
+               pools.BOX_CHECK_POOL_ROLE: float(parse_number("check_budget", options.check_budget, minimum=0))}
+    if rounds and mode != "overlap":
+        raise CrowdboxesError(f"--rounds {options.rounds}: the rounds run in --mode overlap only (mode {mode} "
+                              f"reviews drawings by verification); use --rounds none")
+    return {role: budgets[role] for role in rounds}
+
+
+def plan_rounds(options: LaunchPoolOptions, *, budgets: dict[str, float], settings: pools.PoolSettings,
+                ids: dict[str, str], detection_key: str, n_images: int,
+                will_expire: datetime) -> tuple[RoundPlan, ...]:
+    """The rounds of :func:`parse_rounds` (``budgets``), each checked (projects.csv row, pool config) and its
+    pool built.
+
+    A round's reward is the pool config's ``reward_per_assignment`` when it sets one, else derived from
+    the drawing's reward and the tasks' timings (:func:`crowdboxes.toloka.pricing.check_price`,
+    :func:`~crowdboxes.toloka.pricing.missed_sign_price`), with suites of at least the config's
+    ``real_tasks_count`` tasks.
+    """
+    planned = []
+    for role in budgets:
+        if role not in ids:
+            raise CrowdboxesError(f"{options.projects_csv}: --rounds {role} needs a row with role {role!r} (add "
+                                  f"{role}_project.json to --config_dir and re-run Create Project)")
+        path = ROUND_POOL_CONFIGS[role].path(options.config_dir)
+        config = pools.load_pool_config(path)
+        if config.get("reward_per_assignment") is not None:
+            reward = float(config["reward_per_assignment"])  # a number: load_pool_config structured it as a Pool
+            if reward < MIN_REWARD:
+                raise CrowdboxesError(f"{path}: reward_per_assignment {reward:g} is below Toloka's minimum {MIN_REWARD:g}")
+            price = RoundPrice(reward, pools.config_suite_size(config), reward / pools.config_suite_size(config))
+            priced_from = "config"
+        else:
+            derive = check_price if role == pools.BOX_CHECK_POOL_ROLE else missed_sign_price
+            price = derive(settings.reward, settings.tasks_per_suite,
+                           min_tasks_per_suite=pools.config_suite_size(config))
+            priced_from = "timings"
+        key = pools.round_pool_key(detection_key, role, config, price.reward, price.tasks_per_suite)
+        spec = pools.build_round_pool(config, project_id=ids[role], key=key, reward=price.reward,
+                                      tasks_per_suite=price.tasks_per_suite, will_expire=will_expire,
+                                      languages=settings.languages, adult_content=settings.adult_content,
+                                      skill_ids={r: i for r, i in ids.items() if r.endswith("_skill")},
+                                      config_path=str(path))
+        planned.append(RoundPlan(role, ids[role], key, spec, price, pools.default_overlap(config), budgets[role],
+                                 round(budgets[role] * n_images, 4), priced_from))
+    return tuple(planned)
 
 
 def plan_launch(options: LaunchPoolOptions) -> LaunchPlan:
     """Check every input and build the detection pool; nothing is created on Toloka (CrowdboxesError on a bad value)."""
     quality = parse_settings(mode=options.mode, budget=options.budget, reward=options.reward,
                              config_dir=options.config_dir)
+    round_budgets = parse_rounds(options, quality.mode)
     settings = pools.parse_pool_settings(
         mode=quality.mode, reward=options.reward, overlap=options.overlap, tasks_per_suite=options.tasks_per_suite,
         time_per_suite=options.time_per_suite, auto_accept=options.auto_accept, review_days=options.review_days,
@@ -115,9 +204,17 @@ def plan_launch(options: LaunchPoolOptions) -> LaunchPlan:
     estimate = estimate_cost(int(wanted["image_id"].nunique()), settings.detection_overlap, settings.reward,
                              settings.tasks_per_suite, mode=quality.mode,
                              verification_reward=quality.verification_reward)
-    return LaunchPlan(quality=quality, settings=settings, batch_size=batch_size, project_ids=ids, wanted=wanted,
+    rounds = plan_rounds(options, budgets=round_budgets, settings=settings, ids=ids, detection_key=key,
+                         n_images=int(images["image_id"].nunique()), will_expire=will_expire)
+    plan = LaunchPlan(quality=quality, settings=settings, batch_size=batch_size, project_ids=ids, wanted=wanted,
                       control_urls=control_urls, will_expire=will_expire, key=key, pool_spec=pool_spec,
-                      estimate=estimate, skill_ids=skill_ids)
+                      estimate=estimate, skill_ids=skill_ids, rounds=rounds)
+    if rounds and quality.budget is not None and plan.total > quality.budget:
+        parts = " + ".join(f"{ROUND_NAMES[r.role]} ${r.budget:.2f}" for r in rounds)
+        raise CrowdboxesError(f"--budget {quality.budget:g} is below the estimate ${plan.total:.2f} (pools "
+                              f"${estimate.total:.2f} + {parts}); raise --budget, or lower --missed_budget / "
+                              f"--check_budget / --overlap (nothing was created)")
+    return plan
 
 
 def print_estimate(plan: LaunchPlan) -> None:
@@ -130,8 +227,15 @@ def print_estimate(plan: LaunchPlan) -> None:
     if quality.verifies:
         print(f"  + verification ~${estimate.verification_cost:.2f} + expected redraws ~${estimate.redraw_cost:.2f}"
               f" = ${estimate.total:.2f} in total")
-    if quality.budget is not None and estimate.total > quality.budget:
-        print(f"warning: the estimate ${estimate.total:.2f} exceeds --budget ${quality.budget:g}; "
+    for r in plan.rounds:
+        print(f"  + {ROUND_NAMES[r.role]}: budget ${r.budget_per_image:g} per image x "
+              f"{plan.wanted.loc[~plan.wanted['control'].astype(bool), 'image_id'].nunique()} images = ${r.budget:.2f} "
+              f"(${r.price.reward:g} per suite of {r.price.tasks_per_suite}, ${r.price.price_per_task:.4f} per task "
+              f"with fee, reward from {r.priced_from})")
+    if plan.rounds:
+        print(f"  = ${plan.total:.2f} in total with the rounds' budgets")
+    if quality.budget is not None and plan.total > quality.budget:
+        print(f"warning: the estimate ${plan.total:.2f} exceeds --budget ${quality.budget:g}; "
               f"Wait Pool stops the pools at the budget, so some images may get fewer answers", file=sys.stderr)
 
 
@@ -143,8 +247,28 @@ def detection_pool_row(plan: LaunchPlan, pool: Any, tasks: int, status: str) -> 
             "estimated_cost": round(plan.estimate.detection_cost, 4), "mode": plan.quality.mode, "key": plan.key,
             "status": status, "tasks_per_suite": settings.tasks_per_suite,
             "will_expire": f"{(pool.will_expire or plan.will_expire):%Y-%m-%dT%H:%M:%S}",
-            "estimated_total_cost": round(plan.estimate.total, 4),
+            "estimated_total_cost": round(plan.total, 4),
             "budget": "" if plan.quality.budget is None else plan.quality.budget}
+
+
+def round_pool_rows(client: Any, plan: LaunchPlan) -> list[dict[str, Any]]:
+    """Find or create the rounds' pools (closed, no tasks: Wait Pool fills and opens them); their pool.csv rows.
+
+    ``estimated_cost`` is the round's budget, the most Wait Pool may spend on it.
+    """
+    rows = []
+    for r in plan.rounds:
+        pool, created = pools.ensure_detection_pool(client, r.pool_spec, project_id=r.project_id, key=r.key)
+        print(f"{'created' if created else 'found'} {ROUND_NAMES[r.role]} pool {pool.id} "
+              f"(${r.price.reward:g} per suite of {r.price.tasks_per_suite}, budget ${r.budget:.2f})")
+        cnvrg_tag(f"{r.role}_pool_id", pool.id)
+        rows.append({"pool_id": str(pool.id), "role": r.role, "project_id": r.project_id, "tasks": 0,
+                     "overlap": r.overlap, "reward_per_assignment": r.price.reward, "estimated_cost": r.budget,
+                     "mode": plan.quality.mode, "key": r.key, "status": pools.pool_status(pool),
+                     "tasks_per_suite": r.price.tasks_per_suite,
+                     "will_expire": f"{(pool.will_expire or plan.will_expire):%Y-%m-%dT%H:%M:%S}",
+                     "budget_per_image": r.budget_per_image})
+    return rows
 
 
 def verification_pool_row(client: Any, plan: LaunchPlan, projects_csv: str) -> dict[str, Any] | None:
@@ -173,11 +297,13 @@ def reserve_budget(client: Any, plan: LaunchPlan, pool_id: str, image_field: str
     quality = plan.quality
     if quality.budget is None:
         return
-    guard = reserve_pool(client, pool_id, quality.budget, plan.settings.reward,
+    # the rounds' budgets are set aside: the drawings may use the rest
+    guard = reserve_pool(client, pool_id, quality.budget - plan.rounds_budget, plan.settings.reward,
                          verifiers=quality.verifiers if quality.verifies else 0,
                          verification_reward=quality.verification_reward, control_urls=plan.control_urls,
                          image_field=image_field)
     print(f"budget: ${guard.reserved_:.2f} of ${quality.budget:g} reserved"
+          + (f" (${plan.rounds_budget:.2f} set aside for the rounds)" if plan.rounds else "")
           + (f"; {len(guard.trimmed_)} tasks cut to fit the budget" if guard.trimmed_ else ""))
 
 
@@ -200,8 +326,8 @@ def launch_pool(options: LaunchPoolOptions) -> int:
     fields = detection_fields(project, f"detection project {project_id} on Toloka", strict=False)
     use_image_id = "image_id" in (project.task_spec.input_spec or {}) and fields.image_input != "image_id"
     balance = getattr(client.get_requester(), "balance", None)
-    if balance is not None and float(balance) < plan.estimate.total:
-        print(f"warning: the account balance ${float(balance):.2f} is below the estimate ${plan.estimate.total:.2f}",
+    if balance is not None and float(balance) < plan.total:
+        print(f"warning: the account balance ${float(balance):.2f} is below the estimate ${plan.total:.2f}",
               file=sys.stderr)
     pool, created = pools.ensure_detection_pool(client, plan.pool_spec, project_id=project_id, key=plan.key)
     print(f"created pool {pool.id} ({pool.private_name})" if created else
@@ -218,15 +344,16 @@ def launch_pool(options: LaunchPoolOptions) -> int:
                               f"{reason}); pool {pool.id} was not opened; fix them and re-run (created tasks are kept)")
     # quality control before the detection pool opens
     verification_row = verification_pool_row(client, plan, options.projects_csv)
+    round_rows = round_pool_rows(client, plan)
     if not is_none(options.control_csv):  # Wait Pool scores control drawings against it
         shutil.copyfile(options.control_csv, CONTROL.path(out))
     reserve_budget(client, plan, str(pool.id), fields.image_input)
     print(f"pool {pool.id}: {pools.ensure_open(client, pool, added_tasks=upload.created)}")
     rows = [detection_pool_row(plan, pool, len(upload.tasks), pools.pool_status(client.get_pool(pool.id)))]
-    write_csv(pd.DataFrame(rows + ([verification_row] if verification_row is not None else [])), out, POOL)
+    write_csv(pd.DataFrame(rows + ([verification_row] if verification_row is not None else []) + round_rows), out, POOL)
     write_csv(upload.tasks, out, TASKS)
     cnvrg_tag("detection_pool_id", pool.id)
     cnvrg_tag("tasks", len(upload.tasks))
     cnvrg_tag("tasks_created", upload.created)
-    cnvrg_tag("estimated_cost", f"{plan.estimate.total:.2f}")
+    cnvrg_tag("estimated_cost", f"{plan.total:.2f}")
     return 0

@@ -253,6 +253,71 @@ def verification_fields(project) -> VerificationFields:
     return replace(found, **names)
 
 
+# ------------------------------------------------------------------------------------------------- round projects
+# The two projects of mode overlap's extra rounds have fixed field names (Wait Pool fills and reads them):
+# ``{input fields: types}, {output fields: types}`` of configs/box_check_project.json and
+# configs/missed_signs_project.json.
+CHECK_VERDICTS = ("yes", "no_sign", "loose", "wrong_class")  # box_check's ``verdict`` values
+ROUND_PROJECT_FIELDS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    "box_check": ({"image": "url", "box": "json", "box_id": "string", "image_id": "string", "label_text": "string"},
+                  {"verdict": "string", "right_label": "string"}),
+    "missed_signs": ({"image": "url", "shown": "json", "image_id": "string"}, {"result": "json"}),
+}
+
+
+def _required(spec) -> bool:
+    return bool(spec.get("required", True) if isinstance(spec, dict) else getattr(spec, "required", True))
+
+
+def _allowed_values(spec) -> list | None:
+    values = spec.get("allowed_values") if isinstance(spec, dict) else getattr(spec, "allowed_values", None)
+    return None if values is None else list(values)
+
+
+def check_round_project(project, role: str, where: str | Path) -> None:
+    """Refuse (CrowdboxesError, one line naming ``where`` and the field) a round project the flow cannot run.
+
+    ``role``: ``box_check`` or ``missed_signs`` (:data:`ROUND_PROJECT_FIELDS`). Checked: every input and
+    output field is declared with its type (an image may be ``url`` or ``string``); no other input is
+    required (the flow fills only these); box_check's ``verdict`` allows every one of :data:`CHECK_VERDICTS`
+    and ``right_label`` is optional; the Template Builder view writes every output (a ``data.output`` with
+    its path), missed_signs' ``result`` from an editable image-annotation.
+    """
+    if role not in ROUND_PROJECT_FIELDS:
+        raise ValueError(f"unknown round project role {role!r}")
+    data = _project_dict(project)
+    spec = data.get("task_spec") or {}
+    inputs, outputs = spec.get("input_spec") or {}, spec.get("output_spec") or {}
+    wanted_in, wanted_out = ROUND_PROJECT_FIELDS[role]
+    for part, have, wanted in (("input_spec", inputs, wanted_in), ("output_spec", outputs, wanted_out)):
+        for name, kind in wanted.items():
+            kinds = ("url", "string") if kind == "url" else (kind,)
+            if name not in have or _spec_type(have[name]) not in kinds:
+                raise CrowdboxesError(f"{where}: task_spec.{part} needs field {name!r} of type {kind}")
+    extra = [name for name, s in inputs.items() if name not in wanted_in and _required(s)]
+    if extra:
+        raise CrowdboxesError(f"{where}: task_spec.input_spec field {extra[0]!r} is required, but the flow fills only "
+                              f"{', '.join(wanted_in)}; make it \"required\": false or remove it")
+    if role == "box_check":
+        allowed = _allowed_values(outputs["verdict"])
+        missing = [v for v in CHECK_VERDICTS if allowed is not None and v not in allowed]
+        if missing:
+            raise CrowdboxesError(f"{where}: task_spec.output_spec.verdict must allow {', '.join(CHECK_VERDICTS)} "
+                                  f"(missing {', '.join(missing)})")
+        if _required(outputs["right_label"]):
+            raise CrowdboxesError(f"{where}: task_spec.output_spec.right_label must be \"required\": false "
+                                  f"(it is answered only with wrong_class)")
+    config = view_config(data)
+    if config is None:
+        raise CrowdboxesError(f"{where}: task_spec.view_spec must be a Template Builder view (type tb)")
+    writers = {path: c for c in _walk(config) if (path := _data_path(c.get("data"), "data.output")) is not None}
+    for name in wanted_out:
+        if name not in writers:
+            raise CrowdboxesError(f"{where}: the view has no component whose 'data' is data.output {name!r}")
+    if role == "missed_signs" and (writers["result"].get("type") != ANNOTATION or writers["result"].get("disabled")):
+        raise CrowdboxesError(f"{where}: the view's data.output 'result' must be an editable {ANNOTATION}")
+
+
 # ------------------------------------------------------------------------------------------------- label maps
 
 

@@ -1,7 +1,9 @@
 """The pools: the detection pool, built from ``configs/detection_pool.json`` plus the step's settings,
 created once (:func:`ensure_detection_pool`), filled with one task per image without duplicates or
 losses, then opened; and the verification pool (:func:`ensure_verification_pool`, from
-``configs/verification_pool.json``), which starts empty and which the verification loop fills.
+``configs/verification_pool.json``), which starts empty and which the verification loop fills; and the
+pools of mode overlap's rounds (:func:`build_round_pool`, from ``configs/box_check_pool.json`` and
+``configs/missed_signs_pool.json``), which also start empty: Wait Pool adds their tasks and opens them.
 
 Idempotence rests on two keys:
 
@@ -46,6 +48,9 @@ from crowdboxes.params import is_none, parse_bool, parse_number
 
 DETECTION_POOL_ROLE = "detection_pool"
 VERIFICATION_POOL_ROLE = "verification_pool"
+MISSED_SIGNS_POOL_ROLE = "missed_signs"  # pool.csv roles of the rounds' pools (= their projects' roles)
+BOX_CHECK_POOL_ROLE = "box_check"
+ROUND_POOL_ROLES = (MISSED_SIGNS_POOL_ROLE, BOX_CHECK_POOL_ROLE)  # the order Wait Pool runs them in
 # uuid5 namespace of task-batch operation ids (any fixed UUID; it must never change)
 OPERATION_NAMESPACE = uuid.UUID("6f1c9a52-2b7e-5d0c-9a57-3c3f5f0e8d11")
 _SERVER_FIELDS = ("id", "status", "created", "owner", "last_close_reason", "last_started", "last_stopped",
@@ -223,8 +228,8 @@ def find_pool(client: Any, project_id: str, key: str) -> Any:
 
 
 def ensure_detection_pool(client: Any, spec: Any, *, project_id: str, key: str) -> tuple[Any, bool]:
-    """``(pool, created)``: the detection pool whose ``private_comment`` is ``key`` (:func:`find_pool`),
-    else ``spec`` (:func:`build_detection_pool`) created on Toloka."""
+    """``(pool, created)``: the pool whose ``private_comment`` is ``key`` (:func:`find_pool`), else ``spec``
+    (:func:`build_detection_pool`, :func:`build_round_pool`) created on Toloka (closed, without tasks)."""
     pool = find_pool(client, project_id, key)
     if pool is not None:
         return pool, False
@@ -399,6 +404,73 @@ def fit_expiry_to_urls(will_expire: datetime, url_limit: datetime | None, path: 
         log(f"warning: the pool will expire at {url_limit:%Y-%m-%d %H:%M} UTC, when the presigned image URLs "
             f"do, not after --expiry_days; use --url_mode public for longer pools")
     return url_limit
+
+
+# ---------------------------------------------------------------------------------------------
+# the rounds' pools (mode overlap)
+
+
+def parse_rounds(value: object) -> tuple[str, ...]:
+    """``--rounds``: ``none`` -> ``()``; ``box_check,missed_signs`` -> the rounds in :data:`ROUND_POOL_ROLES` order."""
+    if is_none(value):
+        return ()
+    names = [n.strip() for n in str(value).split(",") if n.strip()]
+    bad = [n for n in names if n not in ROUND_POOL_ROLES]
+    if bad or not names:
+        raise CrowdboxesError(f"--rounds {value!r}: use none, or a comma list of {', '.join(ROUND_POOL_ROLES)}")
+    return tuple(r for r in ROUND_POOL_ROLES if r in names)
+
+
+def config_suite_size(config: dict) -> int:
+    """The pool config's tasks per suite (``mixer_config.real_tasks_count``, 1 when absent)."""
+    return max(1, int((config.get("mixer_config") or {}).get("real_tasks_count") or 1))
+
+
+def round_pool_key(detection_key: str, role: str, config: dict, reward: float, tasks_per_suite: int) -> str:
+    """``<detection pool key>:<role>:<digest>``: the round's pool belongs to that detection pool and changes
+    with its config, reward and suite size (a re-run with the same ones finds it again)."""
+    material = json.dumps({"config": config, "reward": reward, "tasks_per_suite": tasks_per_suite}, sort_keys=True,
+                          default=str)
+    return f"{detection_key}:{role}:{hashlib.sha256(material.encode()).hexdigest()[:12]}"
+
+
+def build_round_pool(config: dict, *, project_id: str, key: str, reward: float, tasks_per_suite: int,
+                     will_expire: datetime, languages: tuple[str, ...], adult_content: bool,
+                     skill_ids: dict[str, str], config_path: str) -> Any:
+    """A toloka-kit Pool for a round (box_check / missed_signs) from its config.
+
+    The config's settings stay (overlap, filters, quality control, auto-accept); the step sets the
+    project, the key, the reward and suite size (:mod:`crowdboxes.toloka.pricing` or the config's own), the
+    expiry of the detection pool, its languages and adult-content flag. It is created closed and empty.
+    """
+    from toloka.client.pool import Pool
+
+    data = resolve_skill_placeholders(copy.deepcopy(config), skill_ids)
+    for field in _SERVER_FIELDS:
+        data.pop(field, None)
+    data.update(project_id=str(project_id), private_comment=key, reward_per_assignment=float(reward),
+                may_contain_adult_content=adult_content,
+                mixer_config={"golden_tasks_count": 0, "training_tasks_count": 0, "force_last_assignment": True,
+                              **(data.get("mixer_config") or {}), "real_tasks_count": int(tasks_per_suite)})
+    data.setdefault("defaults", {"default_overlap_for_new_task_suites": 1, "default_overlap_for_new_tasks": 1})
+    data.setdefault("assignment_max_duration_seconds", 600)
+    languages_filter = with_languages(data.get("filter"), languages)
+    if languages_filter is None:
+        data.pop("filter", None)
+    else:
+        data["filter"] = languages_filter
+    try:
+        pool = Pool.structure(data)
+    except Exception as exc:
+        raise CrowdboxesError(f"{config_path}: not a valid toloka-kit Pool after applying the params "
+                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    pool.will_expire = will_expire.astimezone(timezone.utc).replace(tzinfo=None) if will_expire.tzinfo else will_expire
+    return pool
+
+
+def default_overlap(config: dict) -> int:
+    """The overlap a pool config gives new tasks (``defaults.default_overlap_for_new_tasks``, 1 when absent)."""
+    return max(1, int((config.get("defaults") or {}).get("default_overlap_for_new_tasks") or 1))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,14 +31,22 @@ from typing import Any
 
 import pandas as pd
 
-from crowdboxes.artifacts import DETECTION_PROJECT_CONFIG, SKILLS_CONFIG, VERIFICATION_PROJECT_CONFIG
+from crowdboxes.artifacts import (BOX_CHECK_PROJECT_CONFIG, DETECTION_PROJECT_CONFIG, MISSED_SIGNS_PROJECT_CONFIG,
+                                  SKILLS_CONFIG, VERIFICATION_PROJECT_CONFIG, Artifact)
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.files import read_json_object
 from crowdboxes.toloka.quality import SKILL_ROLES
-from crowdboxes.toloka.fields import DetectionFields, detection_fields, view_label_values
+from crowdboxes.toloka.fields import (ROUND_PROJECT_FIELDS, DetectionFields, check_round_project, detection_fields,
+                                      view_label_values)
 
 # role in projects.csv -> suffix of the private_comment key
-PROJECT_ROLES = {"detection_project": "detection", "verification_project": "verification"}
+PROJECT_ROLES = {"detection_project": "detection", "verification_project": "verification",
+                 "box_check": "box_check", "missed_signs": "missed_signs"}
+# role -> its config in --config_dir; the detection project's is required, the others are made when present
+PROJECT_CONFIGS: dict[str, Artifact] = {"detection_project": DETECTION_PROJECT_CONFIG,
+                                        "verification_project": VERIFICATION_PROJECT_CONFIG,
+                                        "box_check": BOX_CHECK_PROJECT_CONFIG,
+                                        "missed_signs": MISSED_SIGNS_PROJECT_CONFIG}
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -81,8 +89,11 @@ def load_project_config(path: str | Path) -> Any:
     project = _structure(Project, data, path, "Project")
     if not project.public_name:
         raise CrowdboxesError(f"{path}: field 'public_name' is required")
-    if project.task_spec is None or not project.task_spec.input_spec or not project.task_spec.output_spec:
+    if project.task_spec is None:
         raise CrowdboxesError(f"{path}: field 'task_spec' needs input_spec and output_spec")
+    for part in ("input_spec", "output_spec"):
+        if not getattr(project.task_spec, part):
+            raise CrowdboxesError(f"{path}: task_spec.{part} declares no field")
     return project
 
 
@@ -96,9 +107,32 @@ def validate_detection_project(project: Any, path: str | Path) -> DetectionField
     return detection_fields(project, Path(path))
 
 
+def load_project_configs(config_dir: str | Path) -> dict[str, Any]:
+    """``{role: toloka.client.Project}`` of every project config in ``config_dir``, each checked.
+
+    The detection project's config is required (:func:`validate_detection_project`); the verification,
+    box-check and missed-sign ones are loaded when present, the round projects checked for the fields the
+    flow fills and reads (:func:`crowdboxes.toloka.fields.check_round_project`). The first problem is a
+    CrowdboxesError naming the file and field; nothing is created by this function.
+    """
+    config_dir = Path(config_dir)
+    path = PROJECT_CONFIGS["detection_project"].path(config_dir)
+    loaded = {"detection_project": load_project_config(path)}
+    validate_detection_project(loaded["detection_project"], path)
+    for role, artifact in PROJECT_CONFIGS.items():
+        path = artifact.path(config_dir)
+        if role == "detection_project" or not path.is_file():
+            continue
+        loaded[role] = load_project_config(path)
+        if role in ROUND_PROJECT_FIELDS:
+            check_round_project(loaded[role], role, path)
+    return loaded
+
+
 def label_notes(fields: DetectionFields, config_dir: str | Path) -> list[str]:
     """What a user should know about the detection project's labels (``fields``: its DetectionFields): values
-    that are not class names, and a verification project whose shown labels differ from them."""
+    that are not class names, and a verification, box-check or missed-sign project whose labels differ from
+    them (the box check's ``right_label`` allowed values included)."""
     from crowdboxes.classes import CLASS_NAMES
 
     notes: list[str] = []
@@ -107,13 +141,20 @@ def label_notes(fields: DetectionFields, config_dir: str | Path) -> list[str]:
         notes.append(f"label value(s) {', '.join(map(repr, other[:5]))} are not class names of crowdboxes/classes.py: "
                      f"answers and the COCO export carry them as they are (to score against a truth with class "
                      f"names, give evaluate a --label-map)")
-    verification_path = VERIFICATION_PROJECT_CONFIG.path(config_dir)
-    if verification_path.is_file():
-        shown = view_label_values(load_project_config(verification_path))
+    for role in ("verification_project", "box_check", "missed_signs"):
+        path = PROJECT_CONFIGS[role].path(config_dir)
+        if not path.is_file():
+            continue
+        project = load_project_config(path)
+        shown = view_label_values(project)
         if shown and fields.label_values and set(shown) != set(fields.label_values):
-            notes.append(f"{verification_path}: its image-annotation labels ({', '.join(shown[:3])}, ...) are not the "
+            notes.append(f"{path}: its image-annotation labels ({', '.join(shown[:3])}, ...) are not the "
                          f"detection project's ({', '.join(fields.label_values[:3])}, ...); give it the same label "
-                         f"values so verifiers see the drawings' sign types")
+                         f"values so its workers see the drawings' sign types")
+        right = getattr((project.task_spec.output_spec or {}).get("right_label"), "allowed_values", None)
+        if role == "box_check" and right and fields.label_values and set(right) != set(fields.label_values):
+            notes.append(f"{path}: task_spec.output_spec.right_label allows ({', '.join(map(str, right[:3]))}, ...), "
+                         f"not the detection project's labels ({', '.join(fields.label_values[:3])}, ...)")
     return notes
 
 
@@ -264,12 +305,8 @@ def ensure_projects(client: Any, config_dir: str | Path, project_key: str,
     if not config_dir.is_dir():
         raise CrowdboxesError(f"--config_dir {config_dir} is not a folder")
     keys = {role: idempotency_key(project_key, suffix) for role, suffix in PROJECT_ROLES.items()}
-    paths = {"detection_project": DETECTION_PROJECT_CONFIG.path(config_dir),
-             "verification_project": VERIFICATION_PROJECT_CONFIG.path(config_dir)}
-    wanted = {"detection_project": load_project_config(paths["detection_project"])}
-    validate_detection_project(wanted["detection_project"], paths["detection_project"])
-    if paths["verification_project"].is_file():
-        wanted["verification_project"] = load_project_config(paths["verification_project"])
+    paths = {role: artifact.path(config_dir) for role, artifact in PROJECT_CONFIGS.items()}
+    wanted = load_project_configs(config_dir)
     skills = load_skill_configs(SKILLS_CONFIG.path(config_dir), project_key)
 
     # 1. plan: look everything up and decide, without writing

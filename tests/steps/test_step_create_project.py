@@ -103,21 +103,29 @@ def test_rerun_finds_everything_and_creates_nothing(toloka, tmp_path, run_step, 
     assert first.returncode == 0, first.stderr
     rows1 = pd.read_csv(out / "projects.csv", dtype=str)
     assert list(rows1.columns[:4]) == ["role", "toloka_id", "key", "name"]
-    assert list(rows1["role"]) == ["detection_project", "verification_project", "drawer_skill",
-                                   "verifier_skill", "control_skill"]
-    assert list(rows1["created"]) == ["True"] * 5
+    assert list(rows1["role"]) == ["detection_project", "verification_project", "box_check", "missed_signs",
+                                   "drawer_skill", "verifier_skill", "control_skill"]
+    assert list(rows1["created"]) == ["True"] * 7
     assert rows1.set_index("role").loc["detection_project", "key"] == "crowdboxes:rerun-test:detection"
-    assert "cnvrg_tag_objects_created: 5" in first.stdout
+    assert rows1.set_index("role").loc["box_check", "key"] == "crowdboxes:rerun-test:box_check"
+    assert "cnvrg_tag_objects_created: 7" in first.stdout
+    assert "cnvrg_tag_box_check_id" in first.stdout and "cnvrg_tag_missed_signs_id" in first.stdout
 
     second = run_step("create_project.py", args, _env())
     assert second.returncode == 0, second.stderr
     rows2 = pd.read_csv(out / "projects.csv", dtype=str)
-    assert list(rows2["toloka_id"]) == list(rows1["toloka_id"]) and list(rows2["created"]) == ["False"] * 5
+    assert list(rows2["toloka_id"]) == list(rows1["toloka_id"]) and list(rows2["created"]) == ["False"] * 7
     assert "cnvrg_tag_objects_created: 0" in second.stdout
 
     client = toloka.client()
     keyed = [p for p in client.get_projects(status="ACTIVE") if p.private_comment == "crowdboxes:rerun-test:detection"]
     assert [p.id for p in keyed] == [rows1.set_index("role").loc["detection_project", "toloka_id"]]
+    for role in ("box_check", "missed_signs"):  # the rounds' projects exist once, by their key, with their fields
+        keyed = [p for p in client.get_projects(status="ACTIVE") if p.private_comment == f"crowdboxes:rerun-test:{role}"]
+        assert [p.id for p in keyed] == [rows1.set_index("role").loc[role, "toloka_id"]]
+    check = client.get_project(rows1.set_index("role").loc["box_check", "toloka_id"])
+    assert set(check.task_spec.output_spec) == {"verdict", "right_label"}
+    assert set(check.task_spec.output_spec["verdict"].allowed_values) == {"yes", "no_sign", "loose", "wrong_class"}
     drawer_name = rows1.set_index("role").loc["drawer_skill", "name"]
     assert drawer_name == "crowdboxes rerun-test: drew road-sign outlines"
     assert len(list(client.get_skills(name=drawer_name))) == 1
@@ -164,7 +172,7 @@ def test_edited_config_updates_toloka_on_rerun_and_unchanged_writes_nothing(tolo
     configs, out, args = _editable_run(toloka, tmp_path, "edit-test")
     assert run_step_in_process("create_project.py", args, TOKEN_ENV).returncode == 0
     first = pd.read_csv(out / "projects.csv", dtype=str).set_index("role")
-    assert list(first["updated"]) == ["False"] * 5 and first["changed"].isna().all()
+    assert list(first["updated"]) == ["False"] * 7 and first["changed"].isna().all()
 
     # unchanged configs: not one write request, same digests
     toloka.admin("POST", "/_local/stats/reset")
@@ -173,7 +181,7 @@ def test_edited_config_updates_toloka_on_rerun_and_unchanged_writes_nothing(tolo
     assert _writes(toloka) == {}
     assert "cnvrg_tag_objects_updated: 0" in again.stdout
     rows = pd.read_csv(out / "projects.csv", dtype=str).set_index("role")
-    assert list(rows["created"]) == ["False"] * 5 and list(rows["updated"]) == ["False"] * 5
+    assert list(rows["created"]) == ["False"] * 7 and list(rows["updated"]) == ["False"] * 7
     assert list(rows["config_sha256"]) == list(first["config_sha256"])
 
     # edit instructions and the interface text of the detection project, a skill's description and name
@@ -218,10 +226,11 @@ def test_edited_config_updates_toloka_on_rerun_and_unchanged_writes_nothing(tolo
     toloka.admin("POST", "/_local/stats/reset")
     assert run_step_in_process("create_project.py", args, TOKEN_ENV).returncode == 0
     assert _writes(toloka) == {}
-    assert pd.read_csv(out / "projects.csv", dtype=str)["updated"].tolist() == ["False"] * 5
+    assert pd.read_csv(out / "projects.csv", dtype=str)["updated"].tolist() == ["False"] * 7
 
-    # without a verification config there is no verification project
-    (configs / "verification_project.json").unlink()
+    # without a verification (or a round's) config there is no such project
+    for name in ("verification_project.json", "box_check_project.json", "missed_signs_project.json"):
+        (configs / name).unlink()
     result = run_step_in_process("create_project.py", [
         "--toloka_env", toloka.url, "--config_dir", str(configs), "--project_key", "no-verify",
         "--output_dir", str(tmp_path / "nv")], TOKEN_ENV)
@@ -282,6 +291,38 @@ def test_refused_changes_are_one_line_and_change_nothing(toloka, tmp_path, run_s
     assert f"skills.json: control_skill.skill_ttl_hours cannot change on the existing skill " \
            f"{ids['control_skill']}" in refused.stderr
     assert _writes(toloka) == {} and (out / "projects.csv").read_bytes() == before_csv
+
+
+def _drop(part: str, name: str):
+    return lambda data: data["task_spec"][part].pop(name)
+
+
+@pytest.mark.parametrize("config, edit, message", [
+    ("box_check_project.json", _drop("output_spec", "verdict"),
+     "box_check_project.json: task_spec.output_spec needs field 'verdict' of type string"),
+    ("box_check_project.json", _drop("input_spec", "box"),
+     "box_check_project.json: task_spec.input_spec needs field 'box' of type json"),
+    ("missed_signs_project.json",  # its only output renamed
+     lambda data: data["task_spec"]["output_spec"].update(boxes=data["task_spec"]["output_spec"].pop("result")),
+     "missed_signs_project.json: task_spec.output_spec needs field 'result' of type json"),
+    ("detection_project.json",  # its image input renamed: the view's image-annotation shows 'image'
+     lambda data: data["task_spec"]["input_spec"].update(photo=data["task_spec"]["input_spec"].pop("image")),
+     "detection_project.json: task_spec.input_spec needs field 'image' of type url"),
+])
+def test_a_config_without_a_needed_field_is_refused_before_anything_is_created(toloka, tmp_path, run_step, config,
+                                                                              edit, message):
+    configs, out, args = _editable_run(toloka, tmp_path, "bad-config")
+    _edit(configs / config, edit)
+    client = toloka.client()
+    before = [p.id for p in client.get_projects()]
+    toloka.admin("POST", "/_local/stats/reset")
+    refused = run_step("create_project.py", args, _env())  # as cnvrg runs it: exit 2, one line
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert message in refused.stderr
+    assert _writes(toloka) == {}  # not one project or skill of the job
+    assert [p.id for p in client.get_projects()] == before
+    assert not [p for p in client.get_projects() if (p.private_comment or "").startswith("crowdboxes:bad-config:")]
+    assert not (out / "projects.csv").exists()
 
 
 def test_token_problems_are_one_line_naming_the_variable(toloka, tmp_path, run_step, run_step_in_process):

@@ -317,3 +317,68 @@ def test_bad_images_csv_and_missing_token(toloka, tmp_path, run_step_in_process)
     missing = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "out"))  # no token
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
     assert "environment variable 'toloka_token'" in missing.stderr
+
+
+# --- the rounds of mode overlap (missed signs, per-box checks) ------------------------------------------
+
+def all_pools(toloka) -> list:
+    return list(toloka.client().get_pools())
+
+
+def test_rounds_pools_are_created_empty_once_and_the_estimate_includes_their_budgets(toloka, tmp_path, run_step):
+    from crowdboxes.toloka.pricing import check_price, missed_sign_price
+
+    images_csv = tmp_path / "images.csv"
+    write_images(images_csv, "rounds")
+    out = tmp_path / "out"
+    env = {**os.environ, "toloka_token": TOKEN}
+    args = launch_args(toloka, images_csv, out, rounds="box_check, missed_signs", missed_budget="0.004",
+                       check_budget="0.006")
+    first = run_step(STEP, args, env)
+    assert first.returncode == 0, first.stderr
+    # 7 images x overlap 3 at $0.10 + fee = $2.73, plus 7 x ($0.004 + $0.006) = $0.07 of round budgets
+    assert "cnvrg_tag_estimated_cost: 2.80" in first.stdout and "= $2.80 in total" in first.stdout
+    rows = pd.read_csv(out / "pool.csv", dtype=str).set_index("role")
+    assert list(rows.index) == ["detection_pool", "missed_signs", "box_check"]
+    assert float(rows.loc["detection_pool", "estimated_total_cost"]) == pytest.approx(2.80)
+    projects = pd.read_csv(toloka.projects_csv, dtype=str).set_index("role")["toloka_id"]
+    client = toloka.client()
+    check, missed = check_price(0.1, min_tasks_per_suite=10), missed_sign_price(0.1)
+    assert (check.reward, check.tasks_per_suite, missed.reward) == (0.138, 10, 0.057)  # hand-computed: 0.1 x 6/43.5
+    for role, price, budget in (("box_check", check, 0.042), ("missed_signs", missed, 0.028)):
+        row = rows.loc[role]
+        assert (row.tasks, row.overlap, row.project_id) == ("0", "1", projects[role])
+        assert float(row.reward_per_assignment) == price.reward and float(row.estimated_cost) == pytest.approx(budget)
+        pool = client.get_pool(row.pool_id)
+        assert pool.project_id == projects[role] and pool.private_comment == row.key
+        assert pool.reward_per_assignment == price.reward
+        assert pool.mixer_config.real_tasks_count == price.tasks_per_suite
+        assert pools.pool_status(pool) == "CLOSED" and not list(client.get_tasks(pool_id=row.pool_id))
+        assert f"created {'check' if role == 'box_check' else 'missed-sign'} round pool {row.pool_id}" in first.stdout
+
+    second = run_step(STEP, args, env)  # a re-run finds the same pools
+    assert second.returncode == 0, second.stderr
+    again = pd.read_csv(out / "pool.csv", dtype=str).set_index("role")
+    assert list(again["pool_id"]) == list(rows["pool_id"])
+    assert "found check round pool" in second.stdout and "found missed-sign round pool" in second.stdout
+    for role in ("box_check", "missed_signs"):
+        keyed = [p for p in client.get_pools(project_id=projects[role]) if p.private_comment == rows.loc[role, "key"]]
+        assert len(keyed) == 1
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"rounds": "box_check", "budget": "2.75"},
+     "--budget 2.75 is below the estimate $2.77 (pools $2.73 + check round $0.04)"),
+    ({"rounds": "missed_signs,box_check", "mode": "verify"}, "the rounds run in --mode overlap only"),
+    ({"rounds": "checks"}, "--rounds 'checks': use none, or a comma list of missed_signs, box_check"),
+    ({"rounds": "box_check", "check_budget": "-1"}, "--check_budget '-1' must be at least 0"),
+])
+def test_rounds_refusals_create_nothing(toloka, tmp_path, run_step_in_process, overrides, message):
+    images_csv = tmp_path / "images.csv"
+    write_images(images_csv, "rr", expires_in_days=10)  # no expiry warning: the refusal is the one line
+    before = len(all_pools(toloka))
+    result = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "out", **overrides),
+                                 {"toloka_token": TOKEN})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert len(all_pools(toloka)) == before and not (tmp_path / "out" / "pool.csv").exists()
