@@ -19,13 +19,22 @@ Inputs:
   answers are all in is aggregated (LeanEM over everything collected); if its expected number of box
   errors is above --risk_threshold (default 0.3) its task overlap is raised by one, up to --max_overlap,
   within --budget when given. Launch with a small --overlap (e.g. 2) and --max_overlap 5.
+  Rounds (mode overlap; each runs only when pool.csv has its row, i.e. Launch Pool's --rounds; refused in
+  verify modes), after the detection pool is done: --missed_threshold (default 0.3, expected missed signs
+  per image; none: off) picks the images for the missed-sign round (one new worker adds what is missing);
+  --check_low/--check_high (default 0.1/0.9) the boxes for the check round, --checkers (default 1) per box.
+  Each round spends at most its pool.csv row's estimated_cost; a re-run creates and pays nothing twice.
   The Toloka token comes from the environment variable named by --token_env.
 Outputs (in --output_dir):
   answers.csv        assignment_id, task_id, image_id, worker_id, status, submitted_at, label, x, y, w, h
-                     (pixels; one row with empty label/box when a worker drew nothing), pool_id
+                     (pixels; one row with empty label/box when a worker drew nothing), pool_id; with
+                     rounds also round (drawing | missed_signs)
+  checks.csv         with a check round: image_id, box_id, label, x, y, w, h, worker_id, verdict (yes |
+                     no_sign | loose | wrong_class), right_label, assignment_id, status, submitted_at
   wait_summary.json  pools, counts, spent money, start/end time, duration, timed_out, detection_fields (the
                      detection project's image input and output field names and its labels, read from Toloka)
-  wait_pool_journal.jsonl  the resumable collection state (append-only)
+  wait_pool_journal.jsonl  the resumable collection state (append-only); rounds/<round>/ the rounds'
+  wait_summary.json's rounds section: per round tasks made, answers, money spent, skipped for budget
   adaptive_overlap.json    with --max_overlap: the overlap target per image (restart state)
   stdout: ``cnvrg_linechart_Progress``/``cnvrg_linechart_Spent`` per poll and ``cnvrg_tag_*`` at the end.
 Sample command:
@@ -83,6 +92,16 @@ def build_parser() -> StepArgumentParser:
     parser.add_argument("--risk_threshold", type=float, default=0.3,
                         help="mode overlap with --max_overlap: expected box errors above which an image gets "
                              "one more drawer")
+    parser.add_argument("--missed_threshold", type=none_or(float), default=0.3,
+                        help="mode overlap, with a missed_signs row in pool.csv: images whose expected number of "
+                             "missed signs (LeanEM, signs per image) is above this get a missed-sign task; "
+                             "none: no missed-sign round")
+    parser.add_argument("--check_low", type=float, default=0.1,
+                        help="mode overlap, with a box_check row in pool.csv: output boxes with a score (0..1) "
+                             "from this ...")
+    parser.add_argument("--check_high", type=float, default=0.9,
+                        help="... up to this (0..1, inclusive) get a per-box check task")
+    parser.add_argument("--checkers", type=int, default=1, help="checkers (workers) per checked box")
     return parser
 
 

@@ -3,7 +3,8 @@
 ``steps/wait_pool.py`` parses the params into :class:`WaitPoolOptions` and calls :func:`wait_pool`. The
 collection itself (journal, cursors, polling, progress, pixels) is :mod:`crowdboxes.toloka.collection`; a
 mode with ``verify`` hands the wait to :mod:`crowdboxes.toloka.verification`, and ``--max_overlap`` to
-:class:`crowdboxes.toloka.overlap.AdaptiveOverlap`.
+:class:`crowdboxes.toloka.overlap.AdaptiveOverlap`. In mode ``overlap``, the missed-sign and check rounds
+(:mod:`crowdboxes.toloka.rounds`) follow when pool.csv has their rows.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
     from crowdboxes.toloka.known_boxes import ControlSet
     from crowdboxes.toloka.overlap import AdaptiveOverlap
+    from crowdboxes.toloka.rounds.runner import RoundPool, RoundSettings
     from crowdboxes.toloka.verification import LoopOutcome, VerificationRun
 
 LOCAL_LAG_SECONDS, TOLOKA_LAG_SECONDS = 1.0, 60.0  # --cursor_lag_seconds auto: a local Toloka is consistent
@@ -61,6 +63,10 @@ class WaitPoolOptions:
     budget: float | None
     max_overlap: int | None
     risk_threshold: float
+    missed_threshold: float | None = 0.3
+    check_low: float = 0.1
+    check_high: float = 0.9
+    checkers: int = 1
 
 
 @dataclass(frozen=True)
@@ -79,9 +85,12 @@ class PoolPlan:
 
     @property
     def pool_ids(self) -> dict[str, str]:
-        """Role (detection, verification) -> pool id, of the pools this wait pays for."""
+        """Role (detection, verification, the rounds') -> pool id, of the pools this wait pays for."""
+        from crowdboxes.toloka.rounds.runner import round_pools
+
         verification = {} if self.verification is None else {"verification": str(self.verification["pool_id"])}
-        return {"detection": self.pool_id, **verification}
+        rounds = {role: pool.pool_id for role, pool in round_pools(self.pools).items()}
+        return {"detection": self.pool_id, **verification, **rounds}
 
     def value(self, column: str) -> Any:
         """The detection row's ``column`` (after ``require_numeric``)."""
@@ -140,6 +149,28 @@ def adaptive_wanted(options: WaitPoolOptions, plan: PoolPlan) -> bool:
     return True
 
 
+def rounds_wanted(options: WaitPoolOptions, plan: PoolPlan) -> dict[str, RoundPool]:
+    """The rounds pool.csv has rows for (Launch Pool's ``--rounds``); refused in one line in a verify mode."""
+    from crowdboxes.toloka.rounds.runner import round_pools
+
+    pools = round_pools(plan.pools, options.pool_csv)
+    if pools and "verify" in plan.mode:
+        raise CrowdboxesError(f"{options.pool_csv}: the {' and '.join(pools)} round(s) run in mode overlap only, "
+                              f"not in mode {plan.mode}; launch without --rounds")
+    if pools:
+        round_settings(options, None, 0.0).check()
+    return pools
+
+
+def round_settings(options: WaitPoolOptions, deadline: float | None, lag: float) -> RoundSettings:
+    """The rounds' params (``--missed_threshold``, ``--check_low``, ``--check_high``, ``--checkers``)."""
+    from crowdboxes.toloka.rounds.runner import RoundSettings
+
+    return RoundSettings(missed_threshold=options.missed_threshold, check_low=options.check_low,
+                         check_high=options.check_high, checkers=options.checkers, poll_seconds=options.poll_seconds,
+                         lag_seconds=lag, deadline=deadline)
+
+
 def start_adaptive_overlap(options: WaitPoolOptions, client: TolokaClient, plan: PoolPlan, tasks: pd.DataFrame,
                            images: pd.DataFrame, out: Path, fields: DetectionFields) -> AdaptiveOverlap:
     """Adaptive overlap on the detection pool, within ``--budget`` (reserved at once) when given."""
@@ -182,11 +213,13 @@ class _Run:
     progress: Progress
     expected: int
     adaptive_on: bool  # adaptive overlap asked for and possible (adaptive_wanted)
+    rounds: dict[str, RoundPool]  # the rounds pool.csv has rows for (rounds_wanted)
     deadline: float | None
     started_wall: str | None
     started: float
     adaptive: AdaptiveOverlap | None = None
     spent: float = 0.0  # USD on every pool of pool.csv, measured on Toloka once the wait is over
+    rounds_summary: dict[str, Any] | None = None
 
     def verification_run(self) -> VerificationRun:
         """The verification loop's settings (mode with verify): Wait Pool's params, the collector's cursor lag."""
@@ -247,6 +280,20 @@ class _Run:
         write_csv(frame, self.out, ANSWERS)
         return frame, problems
 
+    def run_rounds(self, outcome: WaitOutcome | LoopOutcome, frame: pd.DataFrame) -> pd.DataFrame:
+        """The missed-sign and check rounds (when pool.csv has their rows); answers.csv's rows with ``round``."""
+        if not self.rounds or not outcome.done:
+            return frame
+        from crowdboxes.toloka.rounds.runner import Rounds
+
+        labels = {label.value: label.title for label in self.fields.labels}
+        runner = Rounds(self.client, self.rounds, round_settings(self.options, self.deadline, self.collector.lag
+                                                                 .total_seconds()),
+                        images=self.images, tasks=self.tasks, out=self.out, labels=labels)
+        frame, self.rounds_summary = runner.run(frame)
+        self.spent = self.final_spend(outcome)  # the rounds' pools too
+        return frame
+
     def summary(self, outcome: WaitOutcome | LoopOutcome, frame: pd.DataFrame, problems: list[str]) -> dict[str, Any]:
         """wait_summary.json's content (``artifacts.WAIT_SUMMARY``)."""
         plan, collector, adaptive = self.plan, self.collector, self.adaptive
@@ -273,6 +320,7 @@ class _Run:
                 "max_overlap": adaptive.max_overlap, "risk_threshold": adaptive.risk_threshold,
                 "raises": adaptive.raises, "refused_by_budget": len(adaptive.refused),
                 "mean_overlap": round(float(adaptive.targets.mean()), 3)}} if adaptive is not None else {}),
+            **({"rounds": self.rounds_summary} if self.rounds_summary is not None else {}),
             "timed_out": not outcome.done,
             "polls": outcome.polls,
             "problems": problems[:100],
@@ -295,6 +343,7 @@ def _start(options: WaitPoolOptions) -> _Run:
     expected = int(plan.value("tasks") * plan.value("overlap"))
     lag = cursor_lag(options.cursor_lag_seconds, options.toloka_env)
     adaptive = adaptive_wanted(options, plan)
+    rounds = rounds_wanted(options, plan)
 
     from crowdboxes.toloka.client import connect
     from crowdboxes.toloka.fields import fields_from_toloka
@@ -310,8 +359,8 @@ def _start(options: WaitPoolOptions) -> _Run:
         print(f"wait_pool: resuming from {collector.journal.path} "
               f"({len(collector.snapshots)} assignments collected before)", file=sys.stderr, flush=True)
     progress = Progress(expected, f"wait_pool {plan.pool_id}")
-    return _Run(options, client, plan, tasks, images, out, fields, collector, progress, expected, adaptive, deadline,
-                started_wall, started)
+    return _Run(options, client, plan, tasks, images, out, fields, collector, progress, expected, adaptive, rounds,
+                deadline, started_wall, started)
 
 
 def _failed(exc: BaseException, collected: int, answers_csv: Path) -> CrowdboxesError:
@@ -354,6 +403,11 @@ def wait_pool(options: WaitPoolOptions) -> int:
     finally:
         run.progress.close()
     frame, problems = run.answers()
+    try:
+        frame = run.run_rounds(outcome, frame)
+    except (Exception, KeyboardInterrupt) as exc:
+        # the detection answers are in answers.csv; the rounds' tasks stay on Toloka and a re-run resumes them
+        raise _failed(exc, len(run.collector.snapshots), answers_csv) from None
     summary = run.summary(outcome, frame, problems)
     write_text_atomic(WAIT_SUMMARY.path(run.out), json.dumps(summary, indent=2) + "\n")
     _tell(summary, problems)

