@@ -2,9 +2,9 @@
 
 Reads ``detection_project.json``, ``skills.json`` and (if present) ``verification_project.json``,
 ``box_check_project.json`` and ``missed_signs_project.json`` from --config_dir, checks them all (a config
-missing a field the flow needs is refused in one line, before anything is created), then finds each object again by its stable key
-(``crowdboxes:<project_key>:<role>`` in the project's private comment; skills by exact name, then
-by that key) or creates it. Re-running the step never creates anything twice. After an edit of a
+missing a field the flow needs is refused in one line, before anything is created), then finds each
+object again by its stable key (``crowdboxes:<project_key>:<role>`` in the project's private comment;
+skills by exact name, then by that key) or creates it. Re-running the step never creates anything twice. After an edit of a
 config, the re-run updates that project or skill in Toloka (names, descriptions, instructions, the
 task interface apply to running pools at once); with unchanged configs it writes nothing to Toloka.
 

@@ -143,7 +143,8 @@ def plan_rounds(options: LaunchPoolOptions, *, budgets: dict[str, float], settin
         if config.get("reward_per_assignment") is not None:
             reward = float(config["reward_per_assignment"])  # a number: load_pool_config structured it as a Pool
             if reward < MIN_REWARD:
-                raise CrowdboxesError(f"{path}: reward_per_assignment {reward:g} is below Toloka's minimum {MIN_REWARD:g}")
+                raise CrowdboxesError(f"{path}: reward_per_assignment {reward:g} is below Toloka's minimum "
+                                      f"{MIN_REWARD:g}")
             price = RoundPrice(reward, pools.config_suite_size(config), reward / pools.config_suite_size(config))
             priced_from = "config"
         else:

@@ -121,7 +121,8 @@ def test_rerun_finds_everything_and_creates_nothing(toloka, tmp_path, run_step, 
     keyed = [p for p in client.get_projects(status="ACTIVE") if p.private_comment == "crowdboxes:rerun-test:detection"]
     assert [p.id for p in keyed] == [rows1.set_index("role").loc["detection_project", "toloka_id"]]
     for role in ("box_check", "missed_signs"):  # the rounds' projects exist once, by their key, with their fields
-        keyed = [p for p in client.get_projects(status="ACTIVE") if p.private_comment == f"crowdboxes:rerun-test:{role}"]
+        key = f"crowdboxes:rerun-test:{role}"
+        keyed = [p for p in client.get_projects(status="ACTIVE") if p.private_comment == key]
         assert [p.id for p in keyed] == [rows1.set_index("role").loc[role, "toloka_id"]]
     check = client.get_project(rows1.set_index("role").loc["box_check", "toloka_id"])
     assert set(check.task_spec.output_spec) == {"verdict", "right_label"}

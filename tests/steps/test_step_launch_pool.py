@@ -382,3 +382,17 @@ def test_rounds_refusals_create_nothing(toloka, tmp_path, run_step_in_process, o
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
     assert len(all_pools(toloka)) == before and not (tmp_path / "out" / "pool.csv").exists()
+
+
+def test_rounds_need_their_projects(toloka, tmp_path, run_step_in_process):
+    images_csv = tmp_path / "images.csv"
+    write_images(images_csv, "np", expires_in_days=10)
+    old = tmp_path / "projects.csv"  # projects.csv of a Create Project run before the rounds' configs existed
+    rows = pd.read_csv(toloka.projects_csv, dtype=str)
+    rows[~rows["role"].isin(["box_check", "missed_signs"])].to_csv(old, index=False)
+    before = len(all_pools(toloka))
+    result = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "out", projects_csv=str(old),
+                                                   rounds="missed_signs"), {"toloka_token": TOKEN})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"{old}: --rounds missed_signs needs a row with role 'missed_signs'" in result.stderr
+    assert len(all_pools(toloka)) == before
