@@ -23,7 +23,8 @@ Inputs:
   verify modes), after the detection pool is done: --missed_threshold (default 0.3, expected missed signs
   per image; none: off) picks the images for the missed-sign round (one new worker adds what is missing);
   --check_low/--check_high (default 0.1/0.9) the boxes for the check round, --checkers (default 1) per box.
-  Each round spends at most its pool.csv row's estimated_cost; a re-run creates and pays nothing twice.
+  Each round spends at most its pool.csv row's estimated_cost (and what --budget leaves after the other
+  pools); a re-run creates and pays nothing twice.
   The Toloka token comes from the environment variable named by --token_env.
 Outputs (in --output_dir):
   answers.csv        assignment_id, task_id, image_id, worker_id, status, submitted_at, label, x, y, w, h

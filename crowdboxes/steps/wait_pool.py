@@ -289,7 +289,8 @@ class _Run:
         labels = {label.value: label.title for label in self.fields.labels}
         runner = Rounds(self.client, self.rounds, round_settings(self.options, self.deadline, self.collector.lag
                                                                  .total_seconds()),
-                        images=self.images, tasks=self.tasks, out=self.out, labels=labels)
+                        images=self.images, tasks=self.tasks, out=self.out, labels=labels,
+                        total_budget=self.options.budget, all_pool_ids=list(self.plan.pool_ids.values()))
         frame, self.rounds_summary = runner.run(frame)
         self.spent = self.final_spend(outcome)  # the rounds' pools too
         return frame

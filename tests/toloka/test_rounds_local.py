@@ -40,6 +40,7 @@ class Setup:
     tasks: pd.DataFrame
     drawings: pd.DataFrame
     pools: pd.DataFrame  # pool.csv's round rows
+    drawing_pool: str
 
 
 def detection_round(local: Local, tmp_path: Path, *, missed_budget=1.0, check_budget=1.0,
@@ -74,17 +75,17 @@ def detection_round(local: Local, tmp_path: Path, *, missed_budget=1.0, check_bu
                              per_suite=check_per_suite)
     pools = pd.DataFrame({"pool_id": [missed, check], "role": ["missed_signs", "box_check"],
                           "reward_per_assignment": [0.02, 0.02], "estimated_cost": [missed_budget, check_budget]})
-    return Setup(images, tasks, drawings, pools)
+    return Setup(images, tasks, drawings, pools, drawing_pool)
 
 
-def rounds(local: Local, setup: Setup, out: Path, *, sleep=None, **settings) -> Rounds:
+def rounds(local: Local, setup: Setup, out: Path, *, sleep=None, total_budget=None, **settings) -> Rounds:
     """The rounds over ``setup``; by default every image is at risk (threshold 0) and the boxes scored 0.01 to
     0.99 are checked; ``sleep`` lets the crowd work."""
     settings = {"missed_threshold": 0.0, "check_low": 0.01, "check_high": 0.99, "poll_seconds": 1.0,
                 "lag_seconds": 0.0, **settings}
     return Rounds(local.client, round_pools(setup.pools), RoundSettings(**settings), images=setup.images,
                   tasks=setup.tasks, out=out, labels={"stop": "Stop", "yield": "Yield / give way"},
-                  sleep=sleep or (lambda seconds: local.step()), clock=lambda: 0.0)
+                  total_budget=total_budget, all_pool_ids=[setup.drawing_pool, *setup.pools["pool_id"]], sleep=sleep or (lambda seconds: local.step()), clock=lambda: 0.0)
 
 
 def pool_tasks(client, pool_id):
@@ -199,6 +200,20 @@ def test_each_rounds_budget_is_a_hard_cap_and_what_it_leaves_out_is_counted(loca
                                                                                         kind="stable")
     made = {t.input_values["image_id"] for t in pool_tasks(local.client, missed_pool)}
     assert made == set(risk.index[:2]) or risk.iloc[1] == risk.iloc[2]
+
+
+def test_the_steps_budget_caps_the_rounds_after_what_the_other_pools_spent(local, tmp_path):
+    from crowdboxes.toloka.spending import money_spent
+
+    setup = detection_round(local, tmp_path)  # round budgets $1 each
+    drawn = money_spent(local.client, [setup.drawing_pool])
+    assert drawn == pytest.approx(2 * N_IMAGES * 0.026)
+    # --budget leaves $0.06 after the drawings: two missed-sign tasks ($0.052), then nothing for the checks
+    _, summary = rounds(local, setup, tmp_path / "out", total_budget=drawn + 0.06).run(setup.drawings)
+    m, c = summary["missed_signs"], summary["box_check"]
+    assert m["budget_usd"] == pytest.approx(0.06) and m["round_budget_usd"] == 1.0 and m["tasks_created"] == 2
+    assert c["budget_usd"] == pytest.approx(0.008) and c["tasks_created"] == 0 and c["skipped_for_budget"] > 0
+    assert money_spent(local.client, [setup.drawing_pool, *setup.pools["pool_id"]]) <= drawn + 0.06 + 1e-9
 
 
 def test_a_check_answer_about_a_box_nobody_output_is_skipped_and_counted(local, tmp_path):

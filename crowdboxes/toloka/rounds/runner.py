@@ -11,7 +11,8 @@ After the detection pool is done and its answers are collected:
    uncertain first, one task each (overlap ``--checkers``), within the round's budget; wait; the verdicts go
    to checks.csv (``artifacts.CHECKS``).
 
-**Budget.** A round's budget is its pool.csv row's ``estimated_cost`` (Launch Pool sets it), a hard cap:
+**Budget.** A round's budget is its pool.csv row's ``estimated_cost`` (Launch Pool sets it), lowered to what
+Wait Pool's ``--budget`` leaves after every other pool of pool.csv (measured on Toloka), a hard cap:
 tasks are created only while the whole round pool fits (:func:`.selection.affordable`, asked again before
 every create), and while the round runs a :class:`~crowdboxes.toloka.spending.BudgetGuard` measures what
 Toloka owes and closes the pool on a real overshoot. Skipped images and boxes are counted.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,8 +123,9 @@ class Rounds:
     """
 
     def __init__(self, client: Any, pools: dict[str, RoundPool], settings: RoundSettings, *, images: pd.DataFrame,
-                 tasks: pd.DataFrame, out: Path, labels: dict[str, str],
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+                 tasks: pd.DataFrame, out: Path, labels: dict[str, str], total_budget: float | None = None,
+                 all_pool_ids: Sequence[str] = (), sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.client, self.pools, self.settings, self.out = client, pools, settings, Path(out)
         self.images = images.assign(image_id=images["image_id"].astype(str))
         self.sizes = {i: (float(w), float(h)) for i, w, h in
@@ -132,6 +134,8 @@ class Rounds:
         self.urls = dict(zip(self.images["image_id"], self.images["url"].astype(str)))
         self.urls.update(zip(tasks["image_id"].astype(str), tasks["url"].astype(str)))
         self.labels = labels  # label value -> the worker-facing title (the detection project's)
+        # Wait Pool's --budget over every pool of pool.csv (all_pool_ids), rounds included
+        self.total_budget, self.all_pool_ids = total_budget, [str(p) for p in all_pool_ids]
         self.sleep, self.clock = sleep, clock
 
     # ------------------------------------------------------------------ the whole
@@ -153,7 +157,7 @@ class Rounds:
 
     def missed_signs(self, answers: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
         """The missed-sign round; answers.csv's rows with the additions appended."""
-        pool, threshold = self.pools[MISSED_SIGNS], self.settings.missed_threshold
+        pool, threshold = self._capped(self.pools[MISSED_SIGNS]), self.settings.missed_threshold
         assert threshold is not None
         model = aggregate(answers, self.images)
         at_risk = [i for i in selection.at_risk_images(model.images_, threshold) if i in self.sizes]
@@ -180,7 +184,7 @@ class Rounds:
 
     def box_check(self, answers: pd.DataFrame) -> dict[str, Any]:
         """The check round; writes checks.csv."""
-        pool, s = self.pools[BOX_CHECK], self.settings
+        pool, s = self._capped(self.pools[BOX_CHECK]), self.settings
         model = aggregate(answers, self.images)
         current = selection.with_box_ids(model.boxes_)
         candidates = selection.uncertain_boxes(model.boxes_, s.check_low, s.check_high)
@@ -206,6 +210,15 @@ class Rounds:
                 "problem_count": len(rows.problems)}
 
     # ------------------------------------------------------------------ shared parts
+
+    def _capped(self, pool: RoundPool) -> RoundPool:
+        """``pool`` with its budget lowered to what ``--budget`` leaves after the other pools' spending."""
+        if self.total_budget is None:
+            return pool
+        others = [p for p in self.all_pool_ids if p != pool.pool_id]
+        left = max(0.0, self.total_budget - money_spent(self.client, others)) if others else self.total_budget
+        budget = left if pool.budget is None else min(pool.budget, left)
+        return RoundPool(pool.role, pool.pool_id, pool.reward, budget)
 
     def _suite(self, pool: RoundPool) -> tuple[int, float]:
         """(tasks per suite of the pool's mixer, USD per assignment with Toloka's fee)."""
@@ -264,7 +277,8 @@ class Rounds:
     def _common(self, pool: RoundPool, plan: selection.RoundPlan, created: round_tasks.Created,
                 counts: dict[str, int], state: str, n_tasks: int) -> dict[str, Any]:
         """The summary fields both rounds have."""
-        return {"pool_id": pool.pool_id, "budget_usd": pool.budget, "selected": int(len(plan.new)),
+        return {"pool_id": pool.pool_id, "budget_usd": None if pool.budget is None else round(pool.budget, 4),
+                "round_budget_usd": self.pools[pool.role].budget, "selected": int(len(plan.new)),
                 "tasks_created": created.created, "tasks_already_there": plan.already, "tasks_in_pool": n_tasks,
                 "skipped_for_budget": plan.skipped + created.refused, "failed_tasks": created.failed[:20],
                 "answers": counts["task_answers"], "assignments": counts["submitted"],
