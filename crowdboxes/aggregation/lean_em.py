@@ -1,4 +1,4 @@
-"""LeanEM: crowd box aggregation with per-worker miss rate, false-positive rate and boundary sigma, fitted by EM."""
+"""LeanEM: crowd box aggregation with per-worker miss rate, false-box rate and boundary sigma, fitted by EM."""
 
 from __future__ import annotations
 
@@ -9,11 +9,18 @@ import numpy as np
 import pandas as pd
 
 from .base import BaseBoxAggregator
-from .utils import PreparedAnswers, aggregated_boxes, majority_label, cluster_boxes
+from .checks import empty_checkers, fold_checks, unmatched_checks
+from .utils import PreparedAnswers, Problem, aggregated_boxes, cluster_boxes, majority_label
 
 __all__ = ["LeanEM"]
 
 _TINY = 1e-12
+
+
+def _expit(logit: np.ndarray) -> np.ndarray:
+    """The logistic function, clipped so that a posterior never rounds to exactly 0 or 1."""
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(logit, -30.0, 30.0)))
+    return out
 
 
 class _EMResult(NamedTuple):
@@ -24,11 +31,65 @@ class _EMResult(NamedTuple):
     q: np.ndarray  # per object and class: P(y_c = k)
     obj_image: np.ndarray  # per object: image code
     miss: np.ndarray  # per worker: m_w
-    fp: np.ndarray  # per worker: f_w
+    fp: np.ndarray  # per worker: lambda_w (false boxes per image)
     sigma2: np.ndarray  # per worker: sigma_w^2
     acc: np.ndarray  # per worker: a_w
-    pi: float  # prior that a candidate is real
+    kappa: float  # coincidence rate of a false candidate
+    nu: float  # real objects per image
     rho: np.ndarray  # class prior
+    loose: np.ndarray  # per object: P(IoU with the true box < 0.5)
+    shown: np.ndarray  # per object: has a first-round box (shown to a missed-sign worker)
+
+
+class _Evidence(NamedTuple):
+    """Who drew and who was silent at each candidate, as the existence posterior needs it (fixed during EM).
+
+    ``counts[b]`` is 0 for a missed-sign worker's box at a candidate that was shown to it (its silence there is
+    no evidence, so its box there is not a "drew instead of silent" either); ``asked[c]`` is the number of
+    workers whose answer at ``c`` is evidence (first-round workers of the image, plus missed-sign workers when
+    ``c`` was not shown).
+    """
+
+    prep: PreparedAnswers
+    cluster: np.ndarray
+    nc: int
+    obj_image: np.ndarray
+    shown: np.ndarray
+    counts: np.ndarray
+    asked: np.ndarray
+    support: np.ndarray
+
+    @staticmethod
+    def build(prep: PreparedAnswers, cluster: np.ndarray, nc: int, obj_image: np.ndarray) -> "_Evidence":
+        """Shown candidates, per-box counts and per-candidate asked workers of ``prep``'s clustering."""
+        later = prep.later if len(prep.later) == prep.n_boxes else np.zeros(prep.n_boxes, dtype=bool)
+        shown = np.bincount(cluster, weights=(~later).astype(np.float64), minlength=nc) > 0
+        counts = (~(later & shown[cluster])).astype(np.float64)
+        ni = prep.n_images
+        first = np.bincount(prep.seen_image, weights=(~prep.seen_later).astype(np.float64), minlength=ni)
+        second = np.bincount(prep.seen_image, weights=prep.seen_later.astype(np.float64), minlength=ni)
+        asked = first[obj_image] + np.where(shown, 0.0, second[obj_image])
+        return _Evidence(prep, cluster, nc, obj_image, shown, counts, asked, np.bincount(cluster, minlength=nc))
+
+    def logit(self, miss: np.ndarray, lam: np.ndarray, kappa: float, nu: float) -> np.ndarray:
+        """log-odds real : false of every candidate (class docstring, *Model*)."""
+        prep, cluster, nc = self.prep, self.cluster, self.nc
+        log_m = np.log(np.clip(miss, _TINY, 1.0))
+        log_hit = np.log(np.clip(1 - miss, _TINY, 1.0))
+        ni = prep.n_images
+        by_pair = log_m[prep.seen_worker]
+        first = np.bincount(prep.seen_image, weights=by_pair * ~prep.seen_later, minlength=ni)
+        second = np.bincount(prep.seen_image, weights=by_pair * prep.seen_later, minlength=ni)
+        bw = prep.worker
+        silent = (first[self.obj_image] + np.where(self.shown, 0.0, second[self.obj_image])
+                  - np.bincount(cluster, weights=self.counts * log_m[bw], minlength=nc))
+        drew = np.bincount(cluster, weights=log_hit[bw], minlength=nc)
+        makers = np.bincount(cluster, weights=lam[bw], minlength=nc)
+        quiet = np.maximum(self.asked - np.bincount(cluster, weights=self.counts, minlength=nc), 0.0)
+        kappa = float(np.clip(kappa, _TINY, 1 - 1e-9))
+        logit: np.ndarray = (np.log(nu) + drew + silent - np.log(np.maximum(makers, _TINY))
+                             - (self.support - 1) * np.log(kappa) - quiet * np.log1p(-kappa))
+        return logit
 
 
 @attr.s
@@ -39,42 +100,57 @@ class LeanEM(BaseBoxAggregator):
     objects $c$, at most one box per worker per object (``utils.cluster_boxes``, class-agnostic: workers who
     disagree on the class still vote for the same object).
 
-    **Model.** Worker $w$ has a miss rate $m_w$ (draws no box for a real object), a false-positive rate
-    $f_w$ (has a box at a candidate that is not a real object), a boundary scale $\sigma_w$ (fraction of the
-    object side) and a class accuracy $a_w$. Let $z_c \in \{0, 1\}$ say candidate $c$ is a real object
-    (prior $\pi$), $S_c$ the workers with a box in $c$ and $A_c$ the other workers who answered the image:
+    **Model.** Per image, real objects are a Poisson process of intensity $\nu$; worker $w$ outlines each real
+    one with probability $1 - m_w$ ($m_w$ its miss rate) and adds false boxes (junk, gross misplacements) at
+    a rate of $\lambda_w$ per image; another worker's box coincides with a false box with probability
+    $\kappa$. For candidate $c$ with workers $S_c$ who drew it and $A_c$ those whose silence there is evidence
+    (see *Missed-sign round*), the posterior odds that it is real are those of the two ways to produce it:
 
-    $$\operatorname{logit} P(z_c = 1) = \operatorname{logit}\pi
-      + \sum_{w \in S_c} \log\frac{1 - m_w}{f_w} + \sum_{w \in A_c} \log\frac{m_w}{1 - f_w}
-      + \log \sum_k \rho_k \prod_{b \in c} P(l_b \mid y_c = k) - \sum_{b \in c} \log u_{l_b}.$$
+    $$\operatorname{logit} P(z_c = 1) = \tau \Big[\log\nu + \sum_{w \in S_c} \log(1 - m_w)
+      + \sum_{w \in A_c \setminus S_c} \log m_w - \log \sum_{w \in S_c} \lambda_w
+      - (|S_c| - 1)\log\kappa - |A_c \setminus S_c| \log(1 - \kappa) + E^{\text{label}}_c\Big].$$
 
-    A worker who misses most objects ($m_w \to 1$) thus barely counts against an object when silent, and one
-    who draws junk ($f_w$ large) barely counts for it; the posterior $p_c$ is the box ``score``. The last
-    two terms (``label_evidence``) compare the boxes' labels $l_b$ under a real sign (class prior $\rho$,
-    worker label model below) with their distribution $u$ on false positives, so a lone box whose label is
-    typical of junk counts less than one whose label is typical of real signs.
+    A silent worker thus counts against an object by how rarely it misses, and a false box needs one maker
+    (the one most prone to junk) plus coincidences; unlike a per-candidate false-positive rate, the rates
+    stay identifiable with 2 or 3 workers per image. The label term $E^{\text{label}}_c$ (``label_evidence``)
+    compares the boxes' labels $l_b$ under a real sign (class prior $\rho$, worker label model below),
+    $\log \sum_k \rho_k \prod_{b \in c} P(l_b \mid y_c = k)$, with their distribution $u$ on false boxes,
+    $\sum_{b \in c} \log u_{l_b}$. With ``shape_evidence`` (off by default) a similar term compares the
+    candidate's size and aspect under real and false candidates (quintile histograms weighted by $p_c$).
+    $\tau$ (``temper``) tempers the log-odds for correlated errors (1 = none).
 
     Each box edge $e \in \{x_1, y_1, x_2, y_2\}$ of worker $w$ is $\mathcal{N}(\mu_{c,e},\, v_{w,c,e})$ with
     $v_{w,c,e} = \sigma_w^2 S_{c,e}^2 + \sigma_{px}^2$ ($S$ = the object's width for $x$ edges, height for
     $y$ edges; $\sigma_{px}$ = ``pixel_sigma``, the pixel floor of human boxes). The object is the
-    precision-weighted mean $\mu_{c,e} = \sum_b \lambda_{b,e} e_b$, $\lambda_{b,e} \propto 1/v_{b,e}$.
+    precision-weighted mean $\mu_{c,e} = \sum_b \lambda_{b,e} e_b$, $\lambda_{b,e} \propto 1/v_{b,e}$, with
+    posterior precision $P_{c,e} = \sum_{b \in c} 1/v_{b,e}$.
 
     **EM, existence and labels.** Initialise $p_c$ = share of the image's workers with a box in $c$, then
     alternate until no $p_c$ moves by more than ``tol`` (at most ``n_iter`` rounds):
 
-    * M-step (Beta priors of strength ``prior_strength`` around ``prior_miss`` / ``prior_fp``):
-      $m_w = \frac{\alpha_m + \sum_{c \in A_w} p_c}{\alpha_m + \beta_m + \sum_{c \in S_w \cup A_w} p_c}$,
-      $f_w = \frac{\alpha_f + \sum_{c \in S_w} (1 - p_c)}{\alpha_f + \beta_f + \sum_{c \in S_w \cup A_w}(1 - p_c)}$,
-      $\pi = \frac{1 + \sum_c p_c}{2 + C}$; $a_w$ = $p$-weighted expected agreement of $w$'s labels with the
-      class posterior (Beta prior 0.8, 2); $\rho_k \propto 1 + \sum_c p_c P(y_c = k)$;
-      $u_k \propto 1 + \sum_{b: l_b = k} (1 - p_{c(b)})$.
-    * E-step: $p_c$ from the first three terms of the formula above, and the class posterior
-      $P(y_c = k) \propto \rho_k \prod_{b \in c} a_{w_b}^{[l_b = k]} ((1 - a_{w_b})/(K - 1))^{[l_b \ne k]}$
+    * M-step, with priors of strength $s$ = ``prior_strength`` (pseudo-answers) around ``prior_miss``,
+      ``prior_fp`` and ``prior_coincidence``:
+      $m_w = \frac{s\,\bar m + \sum_{c \in A_w} p_c - \sum_{c \in S_w} p_c}{s + \sum_{c \in A_w} p_c}$
+      ($A_w$: candidates where $w$'s answer is evidence);
+      $\lambda_w = \frac{s\,\bar\lambda + \sum_{c \in S_w} (1 - p_c)\,\lambda_w / \sum_{v \in S_c}\lambda_v}
+      {s + n_w}$ ($n_w$ images answered; a false candidate's maker is $w$ with odds $\lambda_w$);
+      $\kappa = \frac{s\bar\kappa + \sum_c (1 - p_c)(|S_c| - 1)}{s + \sum_c (1 - p_c)(|A_c| - 1)}$;
+      $\nu = \frac{1 + \sum_c p_c}{1 + \sum_t (1 - M_t)}$ ($M_t$ below: undetected objects are not
+      candidates); $a_w$ = $p$-weighted expected agreement of $w$'s labels with the class posterior (Beta
+      prior 0.8, 2); $\rho_k \propto 1 + \sum_c p_c P(y_c = k)$; $u_k \propto 1 + \sum_{b: l_b = k} (1 - p_{c(b)})$.
+    * E-step: $p_c$ from the formula above without the label term, and the class posterior
+      $q_{ck} = P(y_c = k) \propto \rho_k \prod_{b \in c} a_{w_b}^{[l_b = k]} ((1 - a_{w_b})/(K - 1))^{[l_b \ne k]}$
       (one-coin Dawid-Skene, i.e. a skill-weighted vote); ``label_method="dawid_skene"`` instead runs
-      crowd-kit's ``DawidSkene`` on the kept objects' labels afterwards.
+      crowd-kit's ``DawidSkene`` on the likely objects' labels afterwards.
 
     The label terms join in one final E-step: letting them drive the rates too made the label model and the
-    junk-label distribution feed each other and the scores over-confident (same AP, lower precision at 0.5).
+    junk-label distribution feed each other and the scores over-confident.
+
+    *Honest priors.* With two workers per image a lone box is either the other worker's miss or this one's
+    junk, and the data cannot say which (only the priors do). ``prior_miss`` 0.2 and ``prior_fp`` 0.2 false
+    boxes per image are what the model fits where it is identified (5 workers per image: careful workers
+    miss 15-20 % of signs, counting gross misplacements, and add about 0.25 false boxes per image), with a
+    strength of 10 answers so that a worker seen on a dozen images is still mostly judged by its own answers.
 
     **EM, localisation.** Box positions do not enter $p$, so with $p$ fixed alternate until no $\sigma_w$
     moves by more than ``tol``: $\mu$ as above, and
@@ -83,20 +159,45 @@ class LeanEM(BaseBoxAggregator):
     $1-\lambda$ factor undoes the shrinkage of a residual towards a mean that contains the box itself;
     $\sigma_0$ = ``prior_sigma``, $\nu_0$ = ``sigma_strength``).
 
-    **Output.** An object is output when $p_c \ge$ ``min_score`` (equality keeps it), with its most probable
-    class and ``score`` $= p_c$. With ``label_alternatives`` it is also output under every other label that one
-    of its boxes carries, with ``score`` $= p_c P(y_c = k)$ (the posterior that a sign *of that class* is
-    there) when that reaches ``min_score``; since $P(y_c = k) \le 1/2$ for a non-winning class, this never
-    happens for ``min_score`` $\ge 0.5$ (one box per object), while a ranked output (small ``min_score``)
-    keeps the runner-up classes for AP, as class-aware detectors do.
+    **Output.** Every candidate is output under its most probable class $\hat k$, and (``label_alternatives``)
+    under every other label one of its boxes carries, as class-aware detectors do. The ``score`` of the box
+    of $c$ under class $k$ is the probability that it is a true positive at AP50 (a real object of class $k$,
+    boxed within IoU 0.5):
+
+    $$\text{score}_{ck} = p_c\; q_{ck}\; (1 - \ell_c),\qquad
+      \ell_c = \min\Big(1, \sum_e \big[\bar F_{\nu_e}(\tfrac{1}{2} S_{c,e} \sqrt{P_{c,e}})
+      + \bar F_{\nu_e}(S_{c,e} \sqrt{P_{c,e}})\big]\Big),$$
+
+    $\ell_c$ the probability that the box is loose: one edge off by half the side inwards or a whole side
+    outwards (each alone brings IoU to 0.5), under a Student-t posterior of the edge with $\nu_e$ =
+    ``edge_dof`` degrees of freedom ($\bar F$ its upper tail): the Gaussian posterior above with an uncertain
+    scale (workers' sigmas fitted from few boxes, correlated looseness, gross errors) integrated out, so the
+    tail is heavy and the term never rounds away. The product never reaches 1 (the logit is clipped at 30),
+    and two candidates tie only with identical boxes and voters. Boxes with ``score`` $\ge$ ``min_score``
+    are output (default 0.01: the ranked candidates; Export's ``--min_score`` decides what a user keeps).
+
+    **Missed-sign round.** Answer rows with ``round == "missed_signs"`` come from a worker who saw the image
+    with the current boxes drawn and was asked to add only what is missing. Their boxes cluster like any
+    others. A candidate is *shown* when it has a first-round box (a simple, checkable definition: it
+    includes low-scored candidates that were not drawn for the worker, whose silence is then also ignored,
+    erring towards no evidence). At a shown candidate the missed-sign worker's silence is no evidence
+    (it is not in $A_c$, and its miss-rate M-step leaves those candidates out); at any other candidate it
+    counts like a drawer's. Its miss rate enters the image risk (it looked for missed signs).
+
+    **Checks** (``fit(..., checks=...)``): per-box verdicts of the check round, folded in by
+    :func:`crowdboxes.aggregation.checks.fold_checks` (states T/W/L/N with prior $p_c (1 - \ell_c) q_{ck}$,
+    $p_c (1 - \ell_c)(1 - q_{ck})$, $p_c \ell_c$, $1 - p_c$; checker accuracies by EM with a Beta prior of
+    mean ``checker_accuracy`` and strength ``checker_strength``, errors leaning to "yes" by
+    ``checker_yes_bias``). A checked box's score becomes $P(T \mid \text{verdicts})$; checks that match no
+    candidate are skipped and listed in ``checks_problems_`` (``checks_skipped_`` counts them).
 
     **Risk** (``images_``, for deciding where one more drawer pays off, as Lean Crowdsourcing's online mode
     does). Per image $t$ with answering workers $A_t$ and candidates $C_t$: the expected number of its real
     objects that every worker missed, $\max(\sum_{c \in C_t} p_c, \bar n) \cdot M_t / (1 - M_t)$ with
-    $M_t = \prod_{w \in A_t} m_w$ and $\bar n$ the mean of $\sum_c p_c$ over images; the expected existence
-    errors of the output at 0.5, $\sum_c \min(p_c, 1 - p_c)$; the expected class errors,
-    $\sum_c p_c (1 - \max_k P(y_c = k))$. ``risk`` is their sum, the expected number of wrong, missing or
-    mislabelled boxes.
+    $M_t = \prod_{w \in A_t} m_w$ (missed-sign workers included) and $\bar n$ the mean of $\sum_c p_c$ over
+    images; the expected existence errors of the output at 0.5, $\sum_c \min(p_c, 1 - p_c)$; the expected
+    class errors, $\sum_c p_c (1 - \max_k P(y_c = k))$. ``risk`` is their sum, the expected number of wrong,
+    missing or mislabelled boxes. With checks, $p_c$ of a checked candidate is $1 - P(N \mid \text{verdicts})$.
 
     **Rules.** A class tie goes to the alphabetically first label. An image that every worker left empty yields
     no box and no evidence about the workers (there was nothing to miss and nothing drawn). Matching ties
@@ -121,8 +222,8 @@ class LeanEM(BaseBoxAggregator):
     iou_thr: float = attr.ib(default=0.5)
     """Minimum IoU for two workers' boxes to be candidates for the same object."""
 
-    min_score: float = attr.ib(default=0.5)
-    """Objects with posterior existence probability below this are not output."""
+    min_score: float = attr.ib(default=0.01)
+    """Output boxes whose score (probability of being a true positive) is below this are not output."""
 
     n_iter: int = attr.ib(default=50)
     """The maximum number of EM iterations (per matching pass)."""
@@ -130,14 +231,23 @@ class LeanEM(BaseBoxAggregator):
     tol: float = attr.ib(default=1e-4)
     """EM stops when no object's existence probability changes by more than this."""
 
-    prior_miss: float = attr.ib(default=0.1)
+    prior_miss: float = attr.ib(default=0.2)
     """Prior mean of a worker's miss rate (Lean Crowdsourcing's ``prob_fn_prior``)."""
 
-    prior_fp: float = attr.ib(default=0.1)
-    """Prior mean of a worker's false-positive rate (``prob_fp_prior``)."""
+    prior_fp: float = attr.ib(default=0.2)
+    """Prior mean of a worker's false boxes per image, $\\lambda_w$ (Lean Crowdsourcing's ``prob_fp_prior``)."""
 
-    prior_strength: float = attr.ib(default=5.0)
-    """Pseudo-count of the Beta priors on miss and false-positive rates."""
+    prior_coincidence: float = attr.ib(default=0.05)
+    """Prior mean of $\\kappa$, the chance that another worker's box coincides with a false box."""
+
+    temper: float = attr.ib(default=1.0)
+    """Tempering $\\tau$ of the existence log-odds (1 = the model as is; below 1 = less confident)."""
+
+    edge_dof: float = attr.ib(default=3.0)
+    """Degrees of freedom $\\nu_e$ of the Student-t posterior of a box edge (localisation term of the score)."""
+
+    prior_strength: float = attr.ib(default=10.0)
+    """Pseudo-count of the priors on the miss, false-box and coincidence rates (answers' worth of evidence)."""
 
     prior_sigma: float = attr.ib(default=0.05)
     """Prior boundary sigma, as a fraction of the object side."""
@@ -148,20 +258,44 @@ class LeanEM(BaseBoxAggregator):
     pixel_sigma: float = attr.ib(default=1.0)
     """Pixel floor of edge noise, added in quadrature."""
 
+    checker_accuracy: float = attr.ib(default=0.85)
+    """Prior mean of a checker's accuracy $a_j$ (*Checks*)."""
+
+    checker_strength: float = attr.ib(default=10.0)
+    """Pseudo-count of the Beta prior on a checker's accuracy."""
+
+    checker_yes_bias: float = attr.ib(default=2.0)
+    """Weight of "yes" among a checker's wrong verdicts, relative to each other wrong verdict (*Checks*)."""
+
     label_method: Literal["one_coin", "dawid_skene"] = attr.ib(default="one_coin")
     """``one_coin``: skill-weighted vote inside EM; ``dawid_skene``: crowd-kit DawidSkene on kept objects."""
 
     label_evidence: bool = attr.ib(default=True)
     """Let the labels vote on existence too (false positives' labels follow their own distribution $u$)."""
 
+    shape_evidence: bool = attr.ib(default=False)
+    """Let the candidates' size and aspect vote on existence too (false boxes have their own shapes)."""
+
     label_alternatives: bool = attr.ib(default=True)
     """Also output an object under each other label one of its boxes carries, scored $p_c\\,P(y_c = k)$."""
 
     workers_: pd.DataFrame = attr.ib(init=False)
-    """Per worker: ``miss_rate, fp_rate, sigma, label_accuracy, images, boxes``."""
+    """Per worker: ``miss_rate, fp_rate`` (false boxes per image, $\\lambda_w$), ``sigma, label_accuracy, images,
+    boxes``."""
 
     prior_: float = attr.ib(init=False)
-    """Fitted prior probability that a candidate object is real."""
+    """Share of the candidate objects that are real (mean existence posterior)."""
+
+    checkers_: pd.DataFrame = attr.ib(init=False)
+    """Per checker (index ``worker``): ``accuracy, checks`` (``checks.fold_checks``); empty without checks."""
+
+    checks_problems_: list[Problem] = attr.ib(init=False)
+    """``(row_number, reason)`` of every check row not used (no output box of its image matches it, bad row)."""
+
+    checks_skipped_: int = attr.ib(init=False)
+    """How many check rows were skipped (``len(checks_problems_)``)."""
+
+    _checks: pd.DataFrame | None = attr.ib(init=False, default=None, repr=False)
 
     n_iter_: int = attr.ib(init=False)
     """EM iterations run."""
@@ -175,6 +309,31 @@ class LeanEM(BaseBoxAggregator):
             raise ValueError(f"label_method must be one_coin or dawid_skene, not {self.label_method!r}")
 
     # ----------------------------------------------------------------------------------------------- fitting
+    def fit(self, answers: pd.DataFrame, images: pd.DataFrame | None = None,
+            checks: pd.DataFrame | None = None) -> "LeanEM":
+        """Fit the model; ``checks`` (optional) are per-box verdicts folded into the scores (*Checks*).
+
+        Args:
+            answers: ``image_id, worker, x, y, w, h, label`` and optionally ``round`` (``missed_signs`` rows
+                come from a missed-sign task).
+            images: optional ``image_id, width, height``.
+            checks: optional ``image_id, x, y, w, h, label, worker, verdict, right_label``.
+
+        Returns:
+            LeanEM: self.
+        """
+        self._checks = checks
+        try:
+            super().fit(answers, images)
+        finally:
+            self._checks = None
+        return self
+
+    def fit_predict(self, answers: pd.DataFrame, images: pd.DataFrame | None = None,
+                    checks: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Fit and return ``boxes_``."""
+        return self.fit(answers, images, checks).boxes_
+
     def _fit_prepared(self, prep: PreparedAnswers) -> None:
         nw = prep.n_workers
         corners = np.column_stack([prep.boxes[:, 0], prep.boxes[:, 1], prep.boxes[:, 0] + prep.boxes[:, 2],
@@ -185,24 +344,39 @@ class LeanEM(BaseBoxAggregator):
         p, mu, q = state.p, state.mu, state.q
         obj_image = state.obj_image
         support = np.bincount(cluster, minlength=nc)
-        keep = p >= self.min_score
         if self.label_method == "dawid_skene":
-            label = self._dawid_skene_labels(prep, cluster, nc, keep, q.argmax(axis=1))
+            label = self._dawid_skene_labels(prep, cluster, nc, p >= 0.5, q.argmax(axis=1))
+            q = q.copy()
+            q[np.arange(nc), label] = np.maximum(q[np.arange(nc), label], q.max(axis=1))
         else:
             label = q.argmax(axis=1)  # argmax keeps the first maximum: the alphabetically first label
         boxes = np.column_stack([mu[:, 0], mu[:, 1], mu[:, 2] - mu[:, 0], mu[:, 3] - mu[:, 1]])
-        obj, lab, sc = np.flatnonzero(keep), label[keep], p[keep]
+        tight = p * (1 - state.loose)  # P(a real object, boxed within IoU 0.5)
+        obj, lab = np.arange(nc), label
         if self.label_alternatives and len(prep.label_names) > 1:
-            # other labels some member drew, scored P(exists, class k) = p_c q_ck < p_c
+            # other labels some member drew: P(real, tight, class k) < the winner's
             pairs = np.unique(cluster * len(prep.label_names) + prep.label)
             c_alt, k_alt = pairs // len(prep.label_names), pairs % len(prep.label_names)
-            s_alt = p[c_alt] * q[c_alt, k_alt]
-            alt = (k_alt != label[c_alt]) & (s_alt >= self.min_score)
+            alt = k_alt != label[c_alt]
             obj = np.concatenate([obj, c_alt[alt]])
             lab = np.concatenate([lab, k_alt[alt]])
-            sc = np.concatenate([sc, s_alt[alt]])
+        sc = tight[obj] * q[obj, lab]
+        if self._checks is not None:
+            folded = fold_checks(self._checks, prep, obj_image, boxes, p, q, state.loose, obj, lab, sc,
+                                 accuracy_prior=self.checker_accuracy, strength=self.checker_strength,
+                                 yes_bias=self.checker_yes_bias)
+            obj, lab, sc = folded.obj, folded.label, folded.score
+            self.checkers_ = folded.checkers
+            self.checks_problems_ = folded.problems
+            p = folded.existence
+        else:
+            self.checkers_ = empty_checkers()
+            self.checks_problems_ = []
+        self.checks_skipped_ = len(self.checks_problems_)
+        keep = sc >= self.min_score
+        obj, lab, sc = obj[keep], lab[keep], sc[keep]
         self.boxes_ = aggregated_boxes(prep, obj_image[obj], lab, boxes[obj], sc, support[obj])
-        self.prior_ = state.pi
+        self.prior_ = float(p.mean())
 
         a_p = 0.9 * self.prior_strength
         real = np.bincount(prep.worker, weights=p[cluster], minlength=nw)
@@ -219,6 +393,9 @@ class LeanEM(BaseBoxAggregator):
 
     def _fit_without_boxes(self, prep: PreparedAnswers) -> None:
         super()._fit_without_boxes(prep)
+        self.checkers_ = empty_checkers()
+        self.checks_problems_ = [] if self._checks is None else unmatched_checks(self._checks)
+        self.checks_skipped_ = len(self.checks_problems_)
         miss = np.full(prep.n_workers, self.prior_miss)
         self.images_ = self._image_risk(prep, np.zeros(0, dtype=np.int64), np.zeros(0), np.ones((0, 1)), miss)
 
@@ -248,35 +425,48 @@ class LeanEM(BaseBoxAggregator):
         obj_image[cluster] = prep.image
         support = np.bincount(cluster, minlength=nc)
         multi = support[cluster] >= 2  # boxes whose residual says something about the worker
+        ev = _Evidence.build(prep, cluster, nc, obj_image)
         s = self.prior_strength
         a_m, b_m = self.prior_miss * s, (1 - self.prior_miss) * s
-        a_f, b_f = self.prior_fp * s, (1 - self.prior_fp) * s
+        a_k, b_k = self.prior_coincidence * s, (1 - self.prior_coincidence) * s
         px2 = self.pixel_sigma ** 2
+        images_of = np.bincount(prep.seen_worker, minlength=nw).astype(np.float64)
+        first_pair = ~prep.seen_later
 
         p = np.clip(support / np.maximum(prep.n_seen[obj_image], 1), 0.05, 0.95)
-        sigma2 = np.full(nw, self.prior_sigma ** 2)
+        lam = np.full(nw, self.prior_fp)
         q = np.zeros((nc, nl))
         lab, _ = majority_label(cluster, prep.label, nc, nl)
         q[np.arange(nc), lab] = 1.0
-        fake_labels = np.full(nl, 1.0 / nl)
+        label_llr: np.ndarray | float = 0.0
+        miss = np.full(nw, self.prior_miss)
+        kappa, nu = self.prior_coincidence, 1.0
+        acc = np.full(nw, 0.8)
+        rho = np.full(nl, 1.0 / nl)
         for it in range(self.n_iter):
             self.n_iter_ += 1
             # ---- M-step (existence and labels)
-            pg = np.bincount(obj_image, weights=p, minlength=ni)
-            fg = np.bincount(obj_image, weights=1 - p, minlength=ni)
-            tot_real = np.bincount(prep.seen_worker, weights=pg[prep.seen_image], minlength=nw)
-            tot_fake = np.bincount(prep.seen_worker, weights=fg[prep.seen_image], minlength=nw)
             p_box = p[cluster]
-            hit = np.bincount(bw, weights=p_box, minlength=nw)
-            junk = np.bincount(bw, minlength=nw) - hit
+            pg = np.bincount(obj_image, weights=p, minlength=ni)
+            pg_new = np.bincount(obj_image, weights=p * ~ev.shown, minlength=ni)  # what a missed-sign worker saw
+            tot_real = np.bincount(prep.seen_worker, weights=np.where(prep.seen_later, pg_new[prep.seen_image],
+                                                                      pg[prep.seen_image]), minlength=nw)
+            hit = np.bincount(bw, weights=p_box * ev.counts, minlength=nw)
             miss = (a_m + np.maximum(tot_real - hit, 0)) / (a_m + b_m + tot_real)
-            fp = (a_f + junk) / (a_f + b_f + tot_fake)
-            pi = (1 + p.sum()) / (2 + nc)
+            # a false candidate is made by one of its workers, w with odds lambda_w
+            share = lam[bw] / np.bincount(cluster, weights=lam[bw], minlength=nc)[cluster]
+            made = np.bincount(bw, weights=(1 - p_box) * share, minlength=nw)
+            lam = (self.prior_fp * s + made) / (s + images_of)
+            fake = 1 - p
+            kappa = (a_k + (fake * (support - 1)).sum()) / (a_k + b_k + (fake * np.maximum(ev.asked - 1, 0)).sum())
+            log_miss = np.log(np.clip(miss, _TINY, 1.0))[prep.seen_worker] * first_pair
+            all_miss = np.exp(np.bincount(prep.seen_image, weights=log_miss, minlength=ni))
+            nu = (1 + p.sum()) / (1 + (1 - all_miss).sum())
             acc, rho = self._label_m_step(prep, cluster, nl, nw, p_box, p, q)
             fake_labels = (1 + np.bincount(prep.label, weights=1 - p_box, minlength=nl)) / (nl + (1 - p_box).sum())
             # ---- E-step
             q, label_llr = self._label_posterior(prep, cluster, nc, nl, acc, rho, fake_labels)
-            p_new = self._existence(prep, cluster, obj_image, nc, miss, fp, pi, 0.0)
+            p_new = _expit(self.temper * ev.logit(miss, lam, kappa, nu))
             change = np.abs(p_new - p).max() if nc else 0.0
             p = p_new
             if change <= self.tol:
@@ -284,7 +474,8 @@ class LeanEM(BaseBoxAggregator):
         if self.label_evidence:
             # labels enter the final posterior only: fitting the rates on them too let the label model and
             # the junk-label distribution feed each other and made the scores over-confident
-            p = self._existence(prep, cluster, obj_image, nc, miss, fp, pi, label_llr)
+            p = _expit(self.temper * (ev.logit(miss, lam, kappa, nu) + label_llr
+                                      + self._shape_llr(corners, cluster, nc, p)))
 
         # ---- localisation: sigma_w <-> mu_c with the existence posteriors as weights (block coordinate ascent;
         # box positions do not enter p, so this block can run after the existence block has converged)
@@ -304,23 +495,43 @@ class LeanEM(BaseBoxAggregator):
             sigma2 = new
             if moved <= self.tol:
                 break
-        return _EMResult(p=p, mu=mu, q=q, obj_image=obj_image, miss=miss, fp=fp, sigma2=sigma2, acc=acc,
-                         pi=float(pi), rho=rho)
+        loose = self._loose(mu, psum)
+        return _EMResult(p=p, mu=mu, q=q, obj_image=obj_image, miss=miss, fp=lam, sigma2=sigma2, acc=acc,
+                         kappa=float(kappa), nu=float(nu), rho=rho, loose=loose, shown=ev.shown)
+
+    def _shape_llr(self, corners: np.ndarray, cluster: np.ndarray, nc: int, p: np.ndarray) -> np.ndarray:
+        """log P(shape | real) / P(shape | false) of each candidate (class docstring, *Model*).
+
+        Shape = (log side, log aspect) of the candidate's mean box, each cut at its quintiles over all
+        candidates; the two histograms are weighted by $p_c$ and $1 - p_c$, smoothed by one pseudo-count a cell.
+        """
+        if not self.shape_evidence or nc < 2:
+            return np.zeros(nc)
+        size = np.maximum(corners[:, 2:] - corners[:, :2], 1e-6)
+        n = np.bincount(cluster, minlength=nc)
+        mean = np.column_stack([np.bincount(cluster, weights=np.log(size[:, k]), minlength=nc) / n for k in (0, 1)])
+        feats = (mean[:, 0] + mean[:, 1]) / 2, mean[:, 0] - mean[:, 1]
+        cell = np.zeros(nc, dtype=np.int64)
+        for f in feats:
+            edges = np.quantile(f, [0.2, 0.4, 0.6, 0.8])
+            cell = cell * 5 + np.searchsorted(edges, f, side="right")
+        real = 1 + np.bincount(cell, weights=p, minlength=25)
+        fake = 1 + np.bincount(cell, weights=1 - p, minlength=25)
+        llr: np.ndarray = (np.log(real / real.sum()) - np.log(fake / fake.sum()))[cell]
+        return llr
+
+    def _loose(self, mu: np.ndarray, psum: np.ndarray) -> np.ndarray:
+        """P(the object's box misses IoU 0.5 with the true one): one edge off by half the side inwards or a
+        whole side outwards, under a Student-t posterior of each edge (class docstring, *Output*)."""
+        from scipy.stats import t as student
+
+        side = np.maximum(np.column_stack([mu[:, 2] - mu[:, 0], mu[:, 3] - mu[:, 1]]), 1.0)[:, [0, 1, 0, 1]]
+        rel = np.sqrt(1.0 / psum) / side  # posterior sd of each edge as a fraction of its side
+        tail = student.sf(0.5 / rel, self.edge_dof) + student.sf(1.0 / rel, self.edge_dof)
+        loose: np.ndarray = np.minimum(tail.sum(axis=1), 1.0)
+        return loose
 
     # ------------------------------------------------------------------------------------------------ pieces
-    @staticmethod
-    def _existence(prep: PreparedAnswers, cluster: np.ndarray, obj_image: np.ndarray, nc: int, miss: np.ndarray,
-                   fp: np.ndarray, pi: float, label_llr: np.ndarray | float) -> np.ndarray:
-        """Posterior that each candidate is a real object (formula in the class docstring)."""
-        ni = prep.n_images
-        silent = np.log(np.maximum(miss, _TINY)) - np.log(np.maximum(1 - fp, _TINY))
-        drew = np.log(np.maximum(1 - miss, _TINY)) - np.log(np.maximum(fp, _TINY))
-        per_image = np.bincount(prep.seen_image, weights=silent[prep.seen_worker], minlength=ni)
-        logit = (np.log(pi) - np.log1p(-pi) + per_image[obj_image] + label_llr
-                 + np.bincount(cluster, weights=(drew - silent)[prep.worker], minlength=nc))
-        posterior: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(logit, -50, 50)))
-        return posterior
-
     @staticmethod
     def _sides(mu: np.ndarray, cluster: np.ndarray) -> np.ndarray:
         """Width and height of each box's object, at least 1 px."""

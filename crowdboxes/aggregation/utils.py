@@ -17,6 +17,7 @@ from crowdboxes.geometry import clip_to_image
 
 __all__ = [
     "ANSWER_COLUMNS",
+    "MISSED_SIGNS_ROUND",
     "Problem",
     "PreparedAnswers",
     "prepare_answers",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 ANSWER_COLUMNS = ("image_id", "worker", "x", "y", "w", "h", "label")
+#: ``round`` value of the drawings of a missed-sign task (the worker saw the current boxes, added what is missing);
+#: any other value, or no ``round`` column, means a first-round drawing.
+MISSED_SIGNS_ROUND = "missed_signs"
 BOX_COLUMNS = ("image_id", "label", "x", "y", "w", "h", "score", "support")
 _COORDS = ("x", "y", "w", "h")
 #: A rejected input row: ``(0-based row number in the answers frame, reason)``.
@@ -45,7 +49,8 @@ class PreparedAnswers:
     ``label_names`` (labels sorted by name, so "first label" in a tie rule means alphabetically first).
     ``seen_image`` / ``seen_worker`` list every (image, worker) pair that answered the image, including workers
     who drew nothing (rows rejected as problems do not count); ``n_seen[g]`` is how many workers answered
-    image ``g``.
+    image ``g``. ``later`` (per box) and ``seen_later`` (per seen pair) flag the missed-sign round
+    (``round == "missed_signs"``); a worker with first-round rows on an image counts as a first-round answer.
     """
 
     image: np.ndarray = attr.ib()
@@ -61,6 +66,8 @@ class PreparedAnswers:
     seen_worker: np.ndarray = attr.ib()
     n_seen: np.ndarray = attr.ib()
     problems: list[Problem] = attr.ib()
+    later: np.ndarray = attr.ib(factory=lambda: np.zeros(0, dtype=bool))
+    seen_later: np.ndarray = attr.ib(factory=lambda: np.zeros(0, dtype=bool))
 
     @property
     def n_boxes(self) -> int:
@@ -185,9 +192,15 @@ def prepare_answers(answers: pd.DataFrame, images: pd.DataFrame | None = None) -
     w_all[seen] = worker_codes
     n_images, n_workers = len(image_names), len(worker_names)
 
-    pair = np.unique(i_all[seen] * max(n_workers, 1) + w_all[seen])
+    if "round" in answers.columns:
+        later_all = answers["round"].astype(str).str.strip().to_numpy() == MISSED_SIGNS_ROUND
+    else:
+        later_all = np.zeros(n, dtype=bool)
+    pair, pair_of_row = np.unique(i_all[seen] * max(n_workers, 1) + w_all[seen], return_inverse=True)
     seen_image = pair // max(n_workers, 1)
     seen_worker = pair % max(n_workers, 1)
+    # a pair is a missed-sign answer only when none of its rows is a first-round drawing
+    seen_later = np.bincount(pair_of_row, weights=(~later_all[seen]).astype(np.float64), minlength=len(pair)) == 0
     n_seen = np.bincount(seen_image, minlength=n_images)
 
     bi, bw = i_all[live], w_all[live]
@@ -197,12 +210,14 @@ def prepare_answers(answers: pd.DataFrame, images: pd.DataFrame | None = None) -
     bi, bw, brow = bi[order], bw[order], brow[order]
     boxes = coords[live][order]
     label_codes = np.asarray(label_codes, dtype=np.int64)[order]
+    later = later_all[live][order]
     offsets = group_offsets(bi, n_images)
     problems.sort(key=lambda p: p[0])
     return PreparedAnswers(image=bi, worker=bw, boxes=boxes, label=label_codes, row=brow, offsets=offsets,
                            image_names=pd.Index(image_names), worker_names=pd.Index(worker_names),
                            label_names=np.asarray(label_names, dtype=object), seen_image=seen_image,
-                           seen_worker=seen_worker, n_seen=n_seen, problems=problems)
+                           seen_worker=seen_worker, n_seen=n_seen, problems=problems, later=later,
+                           seen_later=seen_later)
 
 
 def _clip_many(boxes: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:

@@ -164,7 +164,7 @@ def test_lean_em_weights_precise_workers_more():
         for w, sd in (("p1", 0.3), ("p2", 0.3), ("sloppy", 5.0)):
             rows.append((t, w, *(truth[t] + rng.normal(0, sd, 4)), "stop"))
     data = answers(rows)
-    ours = LeanEM().fit(data)
+    ours = LeanEM(min_score=0.5).fit(data)
     mean = IoUClustering().fit_predict(data)
     err = lambda frame: np.mean([np.abs(r[["x", "y", "w", "h"]].to_numpy(float) - truth[r["image_id"]]).mean()
                                  for _, r in frame.iterrows()])
@@ -257,8 +257,10 @@ def test_lean_em_scores_rank_and_alternatives_only_below_half():
     assert (top["label"], top["x"], top["support"]) == ("stop", 10, 3)
     alt = ranked[(ranked["label"] == "yield")]
     assert len(alt) == 1 and alt["score"].iloc[0] < 0.5
-    default = LeanEM().fit_predict(data)
-    assert len(default) == 1 and default["label"].iloc[0] == "stop"
+    operating = LeanEM(min_score=0.5).fit_predict(data)
+    assert len(operating) == 1 and operating["label"].iloc[0] == "stop"
+    default = LeanEM().fit_predict(data)  # min_score 0.01: every candidate, ranked
+    assert len(default) == 3 and (default["score"] >= 0.01).all() and default["score"].is_unique
 
 
 def test_lean_em_dawid_skene_labels_agree_on_a_clear_case():
