@@ -85,7 +85,8 @@ def rounds(local: Local, setup: Setup, out: Path, *, sleep=None, total_budget=No
                 "lag_seconds": 0.0, **settings}
     return Rounds(local.client, round_pools(setup.pools), RoundSettings(**settings), images=setup.images,
                   tasks=setup.tasks, out=out, labels={"stop": "Stop", "yield": "Yield / give way"},
-                  total_budget=total_budget, all_pool_ids=[setup.drawing_pool, *setup.pools["pool_id"]], sleep=sleep or (lambda seconds: local.step()), clock=lambda: 0.0)
+                  total_budget=total_budget, all_pool_ids=[setup.drawing_pool, *setup.pools["pool_id"]],
+                  sleep=sleep or (lambda seconds: local.step()), clock=lambda: 0.0)
 
 
 def pool_tasks(client, pool_id):
@@ -163,23 +164,37 @@ def test_a_crash_between_creation_and_collection_then_a_rerun_creates_and_pays_n
     first = pool_tasks(local.client, missed_pool)
     assert first and pool_tasks(local.client, check_pool) == []  # crashed while waiting for the missed signs
 
-    # a re-run into a fresh folder finds the tasks on Toloka, creates none of them again, runs to the end
-    _, summary = rounds(local, setup, tmp_path / "second").run(setup.drawings)
-    m = summary["missed_signs"]
-    assert m["tasks_created"] == 0 and m["tasks_already_there"] == len(first) == m["tasks_in_pool"]
-    assert len(pool_tasks(local.client, missed_pool)) == len(first) and m["answers"] == len(first)
+    # a re-run into a fresh folder finds the tasks on Toloka, creates none of them again, and crashes in turn
+    # once the check tasks are made, before any is answered
+    def crash_in_the_checks(seconds):
+        if pool_tasks(local.client, check_pool):
+            raise KeyboardInterrupt("crash")
+        local.step()
+
+    with pytest.raises(KeyboardInterrupt):
+        rounds(local, setup, tmp_path / "second", sleep=crash_in_the_checks).run(setup.drawings)
+    assert len(pool_tasks(local.client, missed_pool)) == len(first)
     n_checks = len(pool_tasks(local.client, check_pool))
-    spent = (summary["missed_signs"]["spent_usd"], summary["box_check"]["spent_usd"])
+    assert n_checks and not list(local.client.get_assignments(pool_id=check_pool))
+
+    # the third run, in the first run's folder, makes nothing new and collects everything
+    _, summary = rounds(local, setup, tmp_path / "first").run(setup.drawings)
+    m, c = summary["missed_signs"], summary["box_check"]
+    assert m["tasks_created"] == 0 and m["tasks_already_there"] == len(first) == m["tasks_in_pool"]
+    assert c["tasks_created"] == 0 and c["tasks_already_there"] == n_checks == c["tasks_in_pool"]
+    assert len(pool_tasks(local.client, missed_pool)) == len(first) and m["answers"] == len(first)
+    assert len(pool_tasks(local.client, check_pool)) == n_checks and c["answers"] == n_checks == c["check_rows"]
+    spent = (m["spent_usd"], c["spent_usd"])
 
     # and once more, after everything was done: nothing new, nothing paid again, the same files
-    answers_then = pd.read_csv(ANSWERS.path(tmp_path / "second"))
+    answers_then = pd.read_csv(ANSWERS.path(tmp_path / "first"))
     _, again = rounds(local, setup, tmp_path / "third").run(setup.drawings)
     assert again["missed_signs"]["tasks_created"] == again["box_check"]["tasks_created"] == 0
     assert len(pool_tasks(local.client, check_pool)) == n_checks
     assert (again["missed_signs"]["spent_usd"], again["box_check"]["spent_usd"]) == spent
     pd.testing.assert_frame_equal(pd.read_csv(ANSWERS.path(tmp_path / "third")), answers_then)
     pd.testing.assert_frame_equal(pd.read_csv(CHECKS.path(tmp_path / "third")),
-                                  pd.read_csv(CHECKS.path(tmp_path / "second")))
+                                  pd.read_csv(CHECKS.path(tmp_path / "first")))
 
 
 def test_each_rounds_budget_is_a_hard_cap_and_what_it_leaves_out_is_counted(local, tmp_path):

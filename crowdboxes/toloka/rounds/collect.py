@@ -68,9 +68,10 @@ def check_rows(records: Iterable[dict[str, Any]], task_inputs: Mapping[str, dict
     ``task_inputs``: task id -> its input values (``box_id`` among them); ``known``: the boxes the check may be
     about (``image_id, box_id, label, x, y, w, h``, the current aggregation's). An answer whose task names a box
     id that is not in ``known`` (after ``aliases``: a task's box id -> the current box it counts for, see
-    :func:`crowdboxes.toloka.rounds.selection.aliases`), or no task at all, is skipped and counted in ``unknown_box``; a verdict outside
-    yes / no_sign / loose / wrong_class, or a wrong_class whose ``right_label`` is not one of ``labels`` (when
-    given), in ``bad_verdict``. ``right_label`` is kept only with wrong_class.
+    :func:`crowdboxes.toloka.rounds.selection.aliases`), or that has no task at all, is skipped and counted in
+    ``unknown_box``; a verdict outside yes / no_sign / loose / wrong_class, or a wrong_class whose
+    ``right_label`` is not one of ``labels`` (when given), in ``bad_verdict``. ``right_label`` is kept only
+    with wrong_class. The box's coordinates in a row are the current box's (``known``).
     """
     boxes = {str(r.box_id): r for r in known.itertuples(index=False)}
     allowed = set(labels)
