@@ -12,6 +12,9 @@ to everything, ...) plus 20 who only take verification tasks (``--verification-w
 * ``overlap k=3`` / ``overlap k=5``: k drawers per image, boxes aggregated (lean_em); k=5 is the baseline;
 * ``overlap adapt 2-5``: Wait Pool's adaptive overlap, 2 drawers per image and one more for each image whose
   aggregated boxes are still uncertain, up to 5;
+* ``overlap 2+rounds``: 2 drawers per image, then Wait Pool's two rounds (``--rounds missed_signs,box_check``):
+  a missed-sign task for the images the aggregate expects to have missed signs, and a per-box check of every
+  box whose score is uncertain, each within its budget;
 * ``verify``: one drawer per image, three verifiers per drawing, redraw of rejected drawings (at most 5
   drawings per image, the demo's default for this mode);
 * ``overlap+verify k=3``: three drawers per image, each drawing verified (at most 3 tries per slot), aggregated.
@@ -19,7 +22,7 @@ to everything, ...) plus 20 who only take verification tasks (``--verification-w
 Each row is scored with ``crowdboxes.evaluation.metrics.evaluate`` for the flow's method (lean_em) and, in the
 verify modes, also for the mode's natural method ``best_verified`` (the accepted drawing as drawn, Toloka's
 tutorial) on the same answers. Money is Toloka's own accounting: the local Toloka's charges (reward + fee
-of every accepted assignment, both pools), checked against wait_pool's ``spent_usd``. "done" = images with
+of every accepted assignment, every pool), checked against wait_pool's ``spent_usd``. "done" = images with
 an accepted drawing. ``wall s`` is the whole flow (server start, six steps); ``wait s`` its Wait Pool
 (the crowd starts when Launch Pool opens the pool, so a fast overlap run may be done before Wait Pool starts).
 
@@ -51,20 +54,23 @@ from crowdboxes.evaluation.truth import images_frame, load_coco, truth_boxes  # 
 
 ROAD_DIR = Path("/work/shared/data/road-sign-detection")
 BASELINE = "overlap k=5"
-# (row, --mode, --overlap, --max-overlap)
-ROWS = (("overlap k=3", "overlap", 3, None), ("overlap k=5", "overlap", 5, None),
-        ("overlap adapt 2-5", "overlap", 2, 5), ("verify", "verify", 1, None),
-        ("overlap+verify k=3", "overlap+verify", 3, None))
+ROUNDS = "missed_signs,box_check"
+# (row, --mode, --overlap, --max-overlap, --rounds)
+ROWS = (("overlap k=3", "overlap", 3, None, None), ("overlap k=5", "overlap", 5, None, None),
+        ("overlap adapt 2-5", "overlap", 2, 5, None), ("overlap 2+rounds", "overlap", 2, None, ROUNDS),
+        ("verify", "verify", 1, None, None), ("overlap+verify k=3", "overlap+verify", 3, None, None))
 
 
-def run_demo(workdir: Path, dataset: str, mode: str, overlap: int, max_overlap: int | None, args,
-             log_path: Path) -> dict:
+def run_demo(workdir: Path, dataset: str, mode: str, overlap: int, max_overlap: int | None, rounds: str | None,
+             args, log_path: Path) -> dict:
     """One flow run; returns the paths it produced and its wall time."""
     command = [sys.executable, "-m", "crowdboxes", "demo", "--mode", mode, "--overlap", str(overlap),
                "--count", str(args.count), "--seed", str(args.seed), "--speed", str(args.speed),
                "--workdir", str(workdir), "--method", "lean_em"]
     if max_overlap is not None:
         command += ["--max-overlap", str(max_overlap)]
+    if rounds is not None:
+        command += ["--rounds", rounds]
     if dataset == "road":
         command += ["--images", str(ROAD_DIR)]
     states = workdir / "toloka-state"
@@ -110,10 +116,10 @@ def rescore(run: dict, method: str, truth: dict, work: Path) -> dict:
     return score_boxes(out_dir / "boxes.csv", truth)
 
 
-def measure(dataset: str, row: str, mode: str, overlap: int, max_overlap: int | None, args, work: Path
-            ) -> list[dict]:
-    log_path = work / f"{dataset}-{row.replace(' ', '_').replace('=', '')}.log"
-    run = run_demo(work / dataset, dataset, mode, overlap, max_overlap, args, log_path)
+def measure(dataset: str, row: str, mode: str, overlap: int, max_overlap: int | None, rounds: str | None, args,
+            work: Path) -> list[dict]:
+    log_path = work / f"{dataset}-{row.replace(' ', '_').replace('=', '').replace('+', '_')}.log"
+    run = run_demo(work / dataset, dataset, mode, overlap, max_overlap, rounds, args, log_path)
     summary = json.loads((run["out"]["wait_pool"] / "wait_summary.json").read_text())
     truth = load_coco(run["last"]["truth"])
     money = toloka_charges(run["state"])
@@ -152,7 +158,7 @@ def print_table(frame: pd.DataFrame) -> None:
                   f"{r.precision:6.3f} {r.mean_iou:6.3f} {f'{r.done}/{r.images}':>7} {r.spent:8.3f} "
                   f"{r.per_image:8.4f} {r.wall:7.1f} {r.wait:7.1f}   {ratios[0]:>6} {ratios[1]:>7} {ratios[2]:>6}")
     print(f"ratios (x) against {BASELINE} with lean_em of the same dataset; money = the local Toloka's charges "
-          f"(reward + fee of accepted assignments in both pools); done = images with an accepted drawing")
+          f"(reward + fee of accepted assignments in every pool); done = images with an accepted drawing")
 
 
 def main(argv=None) -> int:
@@ -166,7 +172,10 @@ def main(argv=None) -> int:
                         help="6 synthetic images, rows overlap k=5, verify and overlap+verify only (~75 s)")
     parser.add_argument("--keep", default=None, help="keep the runs in this folder (default: a temp folder)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument("--rows", default=None,
+                        help="comma list of rows to run (default all), e.g. 'overlap k=5,overlap 2+rounds'")
     args = parser.parse_args(argv)
+    args.rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
     args.count = args.count or (6 if args.quick else 40)
     args.speed = args.speed or (1000.0 if args.quick else 300.0)
     datasets = ["synth"] if args.quick else [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -182,11 +191,13 @@ def main(argv=None) -> int:
     rows = []
     try:
         for dataset in datasets:
-            for row, mode, overlap, max_overlap in ROWS:
+            for row, mode, overlap, max_overlap, rounds in ROWS:
                 if args.quick and row in ("overlap k=3", "overlap adapt 2-5"):
                     continue
+                if args.rows and row not in args.rows:
+                    continue
                 print(f"[bench_modes] {dataset}: {row} ({args.count} images) ...", file=sys.stderr, flush=True)
-                rows += measure(dataset, row, mode, overlap, max_overlap, args, work)
+                rows += measure(dataset, row, mode, overlap, max_overlap, rounds, args, work)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="overlap mode: Wait Pool's adaptive overlap raises uncertain images up to this many "
                              "drawers (none = a fixed --overlap). Measured on the default scenes with --overlap 3 "
                              "--max-overlap 7: AP50 0.80-0.89 (mean 0.85, 5 runs) for 4.1 drawers per image")
+    parser.add_argument("--rounds", default=None,
+                        help="overlap mode: Wait Pool's extra rounds, none or a comma list of missed_signs (a new worker "
+                             "adds the signs the drawers missed) and box_check (a short check of each uncertain box); "
+                             "default: the flow's")
     parser.add_argument("--max-attempts", default=None,
                         help="drawings per image slot in the verify modes (default 5 for verify, the flow's 3 for "
                              "overlap+verify): the scenes are busy, so about half of all drawings miss or mislabel "
@@ -229,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["config_dir"] = str(config_dir)
         if args.mode.strip() == "overlap":
             overrides["max_overlap"] = args.max_overlap
+            if args.rounds is not None:
+                overrides["rounds"] = args.rounds
         max_attempts = args.max_attempts or ("5" if args.mode.strip() == "verify" else None)
         if max_attempts:
             overrides["max_attempts"] = max_attempts

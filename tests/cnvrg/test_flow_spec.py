@@ -237,9 +237,10 @@ CONTRACT = {
                      "max_image_mb min_side max_side",
     "launch_pool": "toloka_env token_env projects_csv images_csv config_dir mode reward overlap tasks_per_suite "
                    "time_per_suite auto_accept review_days languages expiry_days adult_content budget batch_size "
-                   "control_csv",
+                   "control_csv rounds missed_budget check_budget",
     "wait_pool": "toloka_env token_env projects_csv images_csv pool_csv tasks_csv poll_seconds timeout_hours "
-                 "verdict_method verifiers max_attempts budget max_overlap risk_threshold",
+                 "verdict_method verifiers max_attempts budget max_overlap risk_threshold missed_threshold check_low "
+                 "check_high checkers",
     "aggregate_boxes": "answers_csv images_csv method",
     "export": "boxes_csv images_csv wait_summary dataset min_score",
 }
