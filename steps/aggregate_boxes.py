@@ -13,17 +13,27 @@ Inputs:
                  says so: one accepted drawing per image leaves LeanEM nothing to compare, the verdicts rank
                  the boxes), else lean_em
   --verifications_csv  verifications.csv of Wait Pool for best_verified (``none``: the one beside answers.csv)
+  checks.csv   (no param) when Wait Pool's per-box check round wrote it beside answers.csv, lean_em folds the
+               verdicts into the scores (REJECTED rows ignored; a check of no known box is warned about and
+               skipped); other methods ignore it with one warning. answers.csv rows with round=missed_signs are
+               a missed-sign round's additions (their drawers were shown the first-round boxes).
 Outputs (in --output_dir):
-  boxes.csv    image_id, label, x, y, w, h, score, support (pixels; score in [0, 1])
+  boxes.csv    image_id, label, x, y, w, h, score, support (pixels; score in [0, 1], full precision). lean_em
+               keeps every candidate down to score 0.01, ranked: score is its probability of being a true
+               positive (a real sign of that class, boxed within IoU 0.5); Export's --min_score decides what
+               a user keeps
   workers.csv  worker_id, answers (images answered), skill, then boxes, empty_answers, rejected_assignments
                and the method's own per-worker estimates (lean_em: miss_rate, fp_rate, sigma, label_accuracy)
-  stdout: cnvrg_tag_boxes, cnvrg_tag_images_with_boxes, cnvrg_tag_workers, cnvrg_tag_problem_rows
+  stdout: cnvrg_tag_boxes, cnvrg_tag_images_with_boxes, cnvrg_tag_workers, cnvrg_tag_problem_rows (and with
+          checks: cnvrg_tag_checks, cnvrg_tag_checks_skipped)
 Sample command:
   python steps/aggregate_boxes.py --answers_csv out/wait_pool/answers.csv \
       --images_csv out/upload_images/images.csv --method iou_cluster --output_dir out/aggregate_boxes
 Troubleshooting:
   * "unknown aggregation method": the line lists the valid names.
   * "warning: answers.csv line N: ...": that answer was skipped; the rest is aggregated.
+  * "warning: .../checks.csv line N: no output box of its image matches it (skipped)": the check is of a box
+    these answers do not produce (answers.csv changed after the check round); the other checks count.
   * "--method best_verified needs the verification verdicts: .../verifications.csv does not exist": that
     method ranks drawings by the verifiers' votes; run Wait Pool with --mode verify (or overlap+verify), give
     --verifications_csv, or pick another method.

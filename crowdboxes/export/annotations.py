@@ -95,7 +95,7 @@ def coco_document(boxes: pd.DataFrame, images: pd.DataFrame, description: str = 
         annotations.append({
             "id": k, "image_id": int(row.coco_image), "category_id": ids[str(row.label)],
             "bbox": [_number(row.x), _number(row.y), _number(w), _number(h)], "area": _number(w * h),
-            "iscrowd": 0, "score": round(float(row.score), 6), "support": int(row.support),
+            "iscrowd": 0, "score": float(row.score), "support": int(row.support),
         })
     return {
         "info": {"description": description, "version": "1.0",

@@ -1,4 +1,5 @@
-"""Aggregate Boxes' logic: read the answers (and verdicts), run an aggregator, write boxes.csv and workers.csv.
+"""Aggregate Boxes' logic: read the answers (and verdicts, and per-box checks), run an aggregator, write boxes.csv
+and workers.csv.
 
 ``steps/aggregate_boxes.py`` parses the params into :class:`AggregateBoxesOptions` and calls
 :func:`aggregate_boxes`. The methods themselves are :mod:`crowdboxes.aggregation`; this module turns the
@@ -16,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crowdboxes.artifacts import (ANSWERS, BOXES, VERIFICATIONS, WAIT_SUMMARY, WORKERS, read_csv, read_images,
-                                  require_numeric, write_csv)
+from crowdboxes.artifacts import (ANSWERS, BOXES, CHECKS, VERIFICATIONS, WAIT_SUMMARY, WORKERS, read_csv,
+                                  read_images, require_numeric, write_csv)
 from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.params import is_none
 from crowdboxes.cnvrg.stepkit import output_dir
@@ -67,6 +68,16 @@ def read_verifications(path: str | Path, answers: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"image_id": frame["image_id"].to_numpy(),
                          "worker": [drawer.get(a, w) for a, w in zip(frame["assignment_id"], frame["worker_id"])],
                          "ok_votes": frame["ok_votes"].to_numpy(), "bad_votes": frame["bad_votes"].to_numpy()})
+
+
+def read_checks(path: str | Path) -> pd.DataFrame:
+    """checks.csv's usable rows (not REJECTED) as LeanEM takes them (``worker_id`` -> ``worker``); the index
+    keeps each row's position in the file, for warnings."""
+    frame = read_csv(path, CHECKS, dtype={"image_id": str, "box_id": str, "label": str, "worker_id": str,
+                                          "verdict": str, "right_label": str, "assignment_id": str, "status": str})
+    require_numeric(frame, path, ("x", "y", "w", "h"))
+    status = frame["status"].astype(str).str.strip().str.upper()
+    return frame[status != "REJECTED"].rename(columns={"worker_id": "worker"})
 
 
 def verifications_path(verifications_csv: str, answers_csv: str | Path) -> Path:
@@ -120,14 +131,23 @@ def aggregator_frames(used: pd.DataFrame, images: pd.DataFrame) -> tuple[pd.Data
                           "x": used["x"].to_numpy(), "y": used["y"].to_numpy(), "w": used["w"].to_numpy(),
                           "h": used["h"].to_numpy(),
                           "label": used["label"].to_numpy(dtype=object, na_value=None)})
+    if "round" in used.columns:  # missed-sign additions (LeanEM: their silence at shown boxes is no evidence)
+        frame["round"] = used["round"].fillna("").astype(str).to_numpy()
     image_frame = images[["image_id", "width", "height"]]
     return frame, image_frame
 
 
 def fit_options(aggregator: Any, method: str, options: AggregateBoxesOptions,
                 answers: pd.DataFrame) -> dict[str, Any]:
-    """Extra ``fit`` arguments the method asks for: the verification verdicts (best_verified)."""
-    if "verifications" not in inspect.signature(aggregator.fit).parameters:
+    """Extra ``fit`` arguments the method asks for: the verification verdicts (best_verified), the per-box
+    checks (lean_em, when checks.csv sits beside answers.csv; other methods ignore it with one warning)."""
+    parameters = inspect.signature(aggregator.fit).parameters
+    checks_file = CHECKS.path(Path(options.answers_csv).parent)
+    if checks_file.is_file():
+        if "checks" in parameters:
+            return {"checks": read_checks(checks_file)}
+        print(f"warning: --method {method} does not use per-box checks: {checks_file} ignored", file=sys.stderr)
+    if "verifications" not in parameters:
         return {}
     path = verifications_path(options.verifications_csv, options.answers_csv)
     if not path.is_file():
@@ -166,6 +186,9 @@ def aggregate_boxes(options: AggregateBoxesOptions) -> int:
         raise CrowdboxesError(f"--method {method}: {exc}") from None
     problems = sorted(aggregator.problems_)
     report_problems(problems, used, options.answers_csv)
+    if "checks" in extra:
+        report_problems(sorted(getattr(aggregator, "checks_problems_", [])), extra["checks"],
+                        str(CHECKS.path(Path(options.answers_csv).parent)))
 
     boxes = aggregator.boxes_
     boxes = boxes[list(BOXES.columns) + [c for c in boxes.columns if c not in BOXES.columns]]
@@ -177,6 +200,9 @@ def aggregate_boxes(options: AggregateBoxesOptions) -> int:
     cnvrg_tag("images_with_boxes", boxes["image_id"].nunique())
     cnvrg_tag("workers", len(workers))
     cnvrg_tag("problem_rows", len(problems))
+    if "checks" in extra:
+        cnvrg_tag("checks", len(extra["checks"]))
+        cnvrg_tag("checks_skipped", int(getattr(aggregator, "checks_skipped_", 0)))
     print(f"aggregate_boxes ({method}): {len(used)} answer rows of {used['worker_id'].nunique()} workers "
           f"on {used['image_id'].nunique()} images -> {len(boxes)} boxes on {boxes['image_id'].nunique()} images"
           f" ({len(answers) - len(used)} rejected rows ignored, {len(problems)} skipped)", file=sys.stderr)

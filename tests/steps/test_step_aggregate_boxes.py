@@ -187,3 +187,42 @@ def test_auto_reads_the_mode_from_the_wait_summary_beside_answers_csv(tmp_path):
     assert resolve_method(" AUTO ", answers_csv) == "best_verified"
     assert verifications_path("none", answers_csv) == tmp_path / "verifications.csv"
     assert verifications_path("/x/v.csv", answers_csv) == Path("/x/v.csv")
+
+
+ROUND_ANSWERS = HEADER.replace("\n", ",round\n") + "".join([
+    "d1,t1,a,w1,ACCEPTED,2026,stop,10,10,20,20,drawing\n",
+    "d1,t1,a,w1,ACCEPTED,2026,stop,60,60,20,20,drawing\n",  # a lone box: uncertain
+    "d2,t1,a,w2,ACCEPTED,2026,stop,10,10,20,20,drawing\n",
+    "d3,t1,a,w3,ACCEPTED,2026,stop,11,10,20,20,drawing\n",
+    "m1,t9,a,m1,ACCEPTED,2026,yield,40,75,15,15,missed_signs\n",  # added in the missed-sign round
+])
+CHECKS_HEADER = "image_id,box_id,label,x,y,w,h,worker_id,verdict,right_label,assignment_id,status,submitted_at\n"
+
+
+def test_lean_em_folds_the_checks_beside_answers_csv_and_keeps_ranked_candidates(tmp_path, run_in_process):
+    code, _, err = run_in_process(ROUND_ANSWERS, "--method", "lean_em")
+    assert code == 0, err
+    before = pd.read_csv(tmp_path / "out" / "boxes.csv").set_index("x")
+    assert set(before.index) >= {60.0, 40.0}  # the lone box and the addition are ranked candidates
+    assert (before["score"] < 1).all() and before["score"].is_unique
+    (tmp_path / "checks.csv").write_text(CHECKS_HEADER + "".join([
+        "a,k1,stop,60,60,20,20,c1,yes,,ca1,ACCEPTED,2026\n",
+        "a,k2,stop,5,80,10,10,c1,yes,,ca1,ACCEPTED,2026\n",  # no such box: skipped, line 3
+        "a,k1,stop,60,60,20,20,c2,no_sign,,ca2,REJECTED,2026\n",  # rejected: ignored
+    ]))
+    code, out_text, err = run_in_process(ROUND_ANSWERS, "--method", "lean_em")
+    assert code == 0, err
+    after = pd.read_csv(tmp_path / "out" / "boxes.csv").set_index("x")
+    assert after.loc[60.0, "score"] > before.loc[60.0, "score"]  # "yes" raised it
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {tmp_path / 'checks.csv'} line 3: no output box of its image matches it "
+                        "(skipped)"]
+    assert "cnvrg_tag_checks: 2" in out_text and "cnvrg_tag_checks_skipped: 1" in out_text
+
+
+def test_other_methods_ignore_checks_with_one_warning(tmp_path, run_in_process):
+    (tmp_path / "checks.csv").write_text(CHECKS_HEADER + "a,k1,stop,10,10,20,20,c1,yes,,ca1,ACCEPTED,2026\n")
+    code, _, err = run_in_process(ROUND_ANSWERS, "--method", "iou_cluster")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "does not use per-box checks" in warnings[0]
