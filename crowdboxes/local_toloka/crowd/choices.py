@@ -14,6 +14,7 @@ MISSING: Any = object()
 
 
 def norm(text: Any) -> str:
+    """``text`` compared loosely: case-folded, without spaces, ``_`` and ``-`` ("No sign" == "no_sign")."""
     return re.sub(r"[\s_\-]+", "", str(text)).casefold()
 
 

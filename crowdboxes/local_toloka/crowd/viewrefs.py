@@ -74,6 +74,7 @@ def shapes_required_in(config_text: str) -> frozenset:
 
 
 def shapes_required(task_spec: Any) -> frozenset:
+    """:func:`shapes_required_in` of a task spec's TB view (empty for any other view)."""
     view = task_spec.get("view_spec") if isinstance(task_spec, dict) else None
     if not isinstance(view, dict) or view.get("type") != "tb":
         return frozenset()
