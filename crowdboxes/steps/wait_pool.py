@@ -385,6 +385,15 @@ def _tell(summary: dict[str, Any], problems: list[str]) -> None:
     cnvrg_tag("answer_rows", summary["answer_rows"])
     cnvrg_tag("spent_usd", summary["spent_usd"])
     cnvrg_tag("wait_seconds", summary["duration_seconds"])
+    for role, done in (summary.get("rounds") or {}).items():
+        if "tasks_in_pool" not in done:
+            continue  # a round turned off
+        cap = "no cap" if done["budget_usd"] is None else f"of ${done['budget_usd']:.2f}"
+        print(f"wait_pool: round {role}: {done['tasks_in_pool']} tasks ({done['tasks_created']} new, "
+              f"{done['skipped_for_budget']} skipped for budget), {done['answers']} answers, "
+              f"spent ${done['spent_usd']:.2f} {cap}", file=sys.stderr)
+        cnvrg_tag(f"{role}_tasks", done["tasks_in_pool"])
+        cnvrg_tag(f"{role}_spent_usd", done["spent_usd"])
 
 
 def wait_pool(options: WaitPoolOptions) -> int:

@@ -386,6 +386,8 @@ def test_both_rounds_run_after_the_drawings_and_a_rerun_creates_and_pays_nothing
         checks = pd.read_csv(CHECKS.path(tmp_path / "out"))
         assert len(checks) == rounds["box_check"]["check_rows"] == rounds["box_check"]["tasks_created"]
         assert "wait_pool round missed_signs" in first.stderr and "wait_pool round box_check" in first.stderr
+        assert "wait_pool: round missed_signs: 6 tasks (6 new, 0 skipped for budget), 6 answers" in first.stderr
+        assert "cnvrg_tag_box_check_tasks: " in first.stdout
 
         # a re-run into a fresh folder: the pools are done, nothing is created or paid again
         with local.crowd_running():
