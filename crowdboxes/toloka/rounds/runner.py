@@ -14,8 +14,10 @@ After the detection pool is done and its answers are collected:
 **Budget.** A round's budget is its pool.csv row's ``estimated_cost`` (Launch Pool sets it), lowered to what
 Wait Pool's ``--budget`` leaves after every other pool of pool.csv (measured on Toloka), a hard cap:
 tasks are created only while the whole round pool fits (:func:`.selection.affordable`, asked again before
-every create), and while the round runs a :class:`~crowdboxes.toloka.spending.BudgetGuard` measures what
-Toloka owes and closes the pool on a real overshoot. Skipped images and boxes are counted.
+every create). The formula counts whole suites of the pool's ``real_tasks_count`` tasks, as Toloka fills
+them; should Toloka issue smaller suites, the :class:`~crowdboxes.toloka.spending.BudgetGuard` that measures
+what Toloka owes at every poll closes the pool on a real overshoot. Skipped images and boxes are counted.
+A re-run assumes the same ``--checkers`` as the run that made the tasks already there.
 
 **Exactly once.** Each round starts by listing its pool's tasks on Toloka (:mod:`.tasks`); whatever is there
 is not created again, and its answers are collected like the new ones. The collection journal of a round is
