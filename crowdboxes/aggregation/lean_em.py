@@ -58,9 +58,11 @@ class _Evidence(NamedTuple):
     counts: np.ndarray
     asked: np.ndarray
     support: np.ndarray
+    group: np.ndarray  # per candidate: its size group (0 = smallest)
 
     @staticmethod
-    def build(prep: PreparedAnswers, cluster: np.ndarray, nc: int, obj_image: np.ndarray) -> "_Evidence":
+    def build(prep: PreparedAnswers, cluster: np.ndarray, nc: int, obj_image: np.ndarray,
+              group: np.ndarray | None = None) -> "_Evidence":
         """Shown candidates, per-box counts and per-candidate asked workers of ``prep``'s clustering."""
         later = prep.later if len(prep.later) == prep.n_boxes else np.zeros(prep.n_boxes, dtype=bool)
         shown = np.bincount(cluster, weights=(~later).astype(np.float64), minlength=nc) > 0
@@ -69,21 +71,31 @@ class _Evidence(NamedTuple):
         first = np.bincount(prep.seen_image, weights=(~prep.seen_later).astype(np.float64), minlength=ni)
         second = np.bincount(prep.seen_image, weights=prep.seen_later.astype(np.float64), minlength=ni)
         asked = first[obj_image] + np.where(shown, 0.0, second[obj_image])
-        return _Evidence(prep, cluster, nc, obj_image, shown, counts, asked, np.bincount(cluster, minlength=nc))
+        group = np.zeros(nc, dtype=np.int64) if group is None else group
+        return _Evidence(prep, cluster, nc, obj_image, shown, counts, asked, np.bincount(cluster, minlength=nc),
+                         group)
 
-    def logit(self, miss: np.ndarray, lam: np.ndarray, kappa: float, nu: float) -> np.ndarray:
-        """log-odds real : false of every candidate (class docstring, *Model*)."""
+    def logit(self, miss: np.ndarray, lam: np.ndarray, kappa: float, nu: float,
+              visible: np.ndarray | None = None) -> np.ndarray:
+        """log-odds real : false of every candidate (class docstring, *Model*); ``visible`` = $h_g$ per size
+        group (all 1 when None)."""
         prep, cluster, nc = self.prep, self.cluster, self.nc
-        log_m = np.log(np.clip(miss, _TINY, 1.0))
-        log_hit = np.log(np.clip(1 - miss, _TINY, 1.0))
         ni = prep.n_images
-        by_pair = log_m[prep.seen_worker]
-        first = np.bincount(prep.seen_image, weights=by_pair * ~prep.seen_later, minlength=ni)
-        second = np.bincount(prep.seen_image, weights=by_pair * prep.seen_later, minlength=ni)
         bw = prep.worker
-        silent = (first[self.obj_image] + np.where(self.shown, 0.0, second[self.obj_image])
-                  - np.bincount(cluster, weights=self.counts * log_m[bw], minlength=nc))
-        drew = np.bincount(cluster, weights=log_hit[bw], minlength=nc)
+        h = np.ones(int(self.group.max(initial=0)) + 1) if visible is None else visible
+        silent = np.zeros(nc)
+        drew = np.zeros(nc)
+        for g in range(len(h)):
+            mine = self.group == g
+            hit_wg = np.clip((1 - miss) * h[g], _TINY, 1 - 1e-12)
+            log_m, log_hit = np.log1p(-hit_wg), np.log(hit_wg)
+            by_pair = log_m[prep.seen_worker]
+            first = np.bincount(prep.seen_image, weights=by_pair * ~prep.seen_later, minlength=ni)
+            second = np.bincount(prep.seen_image, weights=by_pair * prep.seen_later, minlength=ni)
+            box_in = mine[cluster]
+            silent[mine] = (first[self.obj_image] + np.where(self.shown, 0.0, second[self.obj_image])
+                            - np.bincount(cluster, weights=self.counts * log_m[bw] * box_in, minlength=nc))[mine]
+            drew[mine] = np.bincount(cluster, weights=log_hit[bw] * box_in, minlength=nc)[mine]
         makers = np.bincount(cluster, weights=lam[bw], minlength=nc)
         quiet = np.maximum(self.asked - np.bincount(cluster, weights=self.counts, minlength=nc), 0.0)
         kappa = float(np.clip(kappa, _TINY, 1 - 1e-9))
@@ -101,13 +113,16 @@ class LeanEM(BaseBoxAggregator):
     disagree on the class still vote for the same object).
 
     **Model.** Per image, real objects are a Poisson process of intensity $\nu$; worker $w$ outlines each real
-    one with probability $1 - m_w$ ($m_w$ its miss rate) and adds false boxes (junk, gross misplacements) at
+    one of size group $g$ with probability $(1 - m_w)\,h_g$ ($m_w$ its miss rate; $h_g$ the chance that an
+    object of that size is visible to a worker at all, $h = 1$ for the largest third of the candidates,
+    ``size_groups``: small signs are missed by everyone more often, so silence at them says less) and adds
+    false boxes (junk, gross misplacements) at
     a rate of $\lambda_w$ per image; another worker's box coincides with a false box with probability
     $\kappa$. For candidate $c$ with workers $S_c$ who drew it and $A_c$ those whose silence there is evidence
     (see *Missed-sign round*), the posterior odds that it is real are those of the two ways to produce it:
 
-    $$\operatorname{logit} P(z_c = 1) = \tau \Big[\log\nu + \sum_{w \in S_c} \log(1 - m_w)
-      + \sum_{w \in A_c \setminus S_c} \log m_w - \log \sum_{w \in S_c} \lambda_w
+    $$\operatorname{logit} P(z_c = 1) = \tau \Big[\log\nu + \sum_{w \in S_c} \log((1 - m_w) h_{g_c})
+      + \sum_{w \in A_c \setminus S_c} \log(1 - (1 - m_w) h_{g_c}) - \log \sum_{w \in S_c} \lambda_w
       - (|S_c| - 1)\log\kappa - |A_c \setminus S_c| \log(1 - \kappa) + E^{\text{label}}_c\Big].$$
 
     A silent worker thus counts against an object by how rarely it misses, and a false box needs one maker
@@ -130,8 +145,12 @@ class LeanEM(BaseBoxAggregator):
 
     * M-step, with priors of strength $s$ = ``prior_strength`` (pseudo-answers) around ``prior_miss``,
       ``prior_fp`` and ``prior_coincidence``:
-      $m_w = \frac{s\,\bar m + \sum_{c \in A_w} p_c - \sum_{c \in S_w} p_c}{s + \sum_{c \in A_w} p_c}$
-      ($A_w$: candidates where $w$'s answer is evidence);
+      with $v_{wc} = h_{g_c} m_w / (1 - h_{g_c}(1 - m_w))$ the probability that a silent $w$ could see a real
+      $c$ (latent visibility), $m_w = \frac{s\,\bar m + \sum_{c \in A_w \setminus S_w} p_c v_{wc}}
+      {s + \sum_{c \in S_w} p_c + \sum_{c \in A_w \setminus S_w} p_c v_{wc}}$ ($A_w$: candidates where
+      $w$'s answer is evidence) and $h_g = \frac{1 + \sum_{w} [\sum_{c \in S_w, g} p_c
+      + \sum_{c \in A_w \setminus S_w, g} p_c v_{wc}]}{1 + \sum_w \sum_{c \in A_w, g} p_c}$ (started at 0.8:
+      1 is a fixed point);
       $\lambda_w = \frac{s\,\bar\lambda + \sum_{c \in S_w} (1 - p_c)\,\lambda_w / \sum_{v \in S_c}\lambda_v}
       {s + n_w}$ ($n_w$ images answered; a false candidate's maker is $w$ with odds $\lambda_w$);
       $\kappa = \frac{s\bar\kappa + \sum_c (1 - p_c)(|S_c| - 1)}{s + \sum_c (1 - p_c)(|A_c| - 1)}$;
@@ -272,6 +291,10 @@ class LeanEM(BaseBoxAggregator):
 
     label_evidence: bool = attr.ib(default=True)
     """Let the labels vote on existence too (false positives' labels follow their own distribution $u$)."""
+
+    size_groups: int = attr.ib(default=3)
+    """Candidates are cut into this many size groups (quantiles); a smaller group's objects may be invisible to
+    a worker ($h_g$, *Model*); 1 = every object as visible as the largest."""
 
     shape_evidence: bool = attr.ib(default=False)
     """Let the candidates' size and aspect vote on existence too (false boxes have their own shapes)."""
@@ -425,7 +448,10 @@ class LeanEM(BaseBoxAggregator):
         obj_image[cluster] = prep.image
         support = np.bincount(cluster, minlength=nc)
         multi = support[cluster] >= 2  # boxes whose residual says something about the worker
-        ev = _Evidence.build(prep, cluster, nc, obj_image)
+        group = self._size_groups(corners, cluster, nc)
+        n_groups = int(group.max(initial=0)) + 1
+        ev = _Evidence.build(prep, cluster, nc, obj_image, group)
+        visible = np.append(np.full(n_groups - 1, 0.8), 1.0)  # h = 1 would be a fixed point of the EM
         s = self.prior_strength
         a_m, b_m = self.prior_miss * s, (1 - self.prior_miss) * s
         a_k, b_k = self.prior_coincidence * s, (1 - self.prior_coincidence) * s
@@ -447,12 +473,29 @@ class LeanEM(BaseBoxAggregator):
             self.n_iter_ += 1
             # ---- M-step (existence and labels)
             p_box = p[cluster]
-            pg = np.bincount(obj_image, weights=p, minlength=ni)
-            pg_new = np.bincount(obj_image, weights=p * ~ev.shown, minlength=ni)  # what a missed-sign worker saw
-            tot_real = np.bincount(prep.seen_worker, weights=np.where(prep.seen_later, pg_new[prep.seen_image],
-                                                                      pg[prep.seen_image]), minlength=nw)
-            hit = np.bincount(bw, weights=p_box * ev.counts, minlength=nw)
-            miss = (a_m + np.maximum(tot_real - hit, 0)) / (a_m + b_m + tot_real)
+            # per size group g: real mass a worker could have drawn (tot), drew (hit), and the silent share that
+            # was visible to it, P(visible | silent, real) = h_g m_w / (1 - h_g (1 - m_w))  (latent visibility)
+            seen_drawn = np.zeros(nw)
+            seen_silent = np.zeros(nw)
+            vis_num = np.zeros(n_groups)
+            vis_den = np.zeros(n_groups)
+            for g in range(n_groups):
+                mine = group == g
+                pg = np.bincount(obj_image, weights=p * mine, minlength=ni)
+                pg_new = np.bincount(obj_image, weights=p * (mine & ~ev.shown), minlength=ni)  # missed-sign view
+                tot = np.bincount(prep.seen_worker, weights=np.where(prep.seen_later, pg_new[prep.seen_image],
+                                                                     pg[prep.seen_image]), minlength=nw)
+                hit_g = np.bincount(bw, weights=p_box * ev.counts * mine[cluster], minlength=nw)
+                silent_g = np.maximum(tot - hit_g, 0.0)
+                hw = visible[g] * (1 - miss)
+                v = visible[g] * miss / np.maximum(1 - hw, _TINY)
+                seen_drawn += hit_g
+                seen_silent += silent_g * v
+                vis_num[g] = hit_g.sum() + (silent_g * v).sum()
+                vis_den[g] = tot.sum()
+            miss = (a_m + seen_silent) / (a_m + b_m + seen_drawn + seen_silent)
+            # the largest objects are always visible (h = 1), which pins the scale of h against m_w
+            visible = np.append((1 + vis_num[:-1]) / (1 + vis_den[:-1]), 1.0)
             # a false candidate is made by one of its workers, w with odds lambda_w
             share = lam[bw] / np.bincount(cluster, weights=lam[bw], minlength=nc)[cluster]
             made = np.bincount(bw, weights=(1 - p_box) * share, minlength=nw)
@@ -466,7 +509,7 @@ class LeanEM(BaseBoxAggregator):
             fake_labels = (1 + np.bincount(prep.label, weights=1 - p_box, minlength=nl)) / (nl + (1 - p_box).sum())
             # ---- E-step
             q, label_llr = self._label_posterior(prep, cluster, nc, nl, acc, rho, fake_labels)
-            p_new = _expit(self.temper * ev.logit(miss, lam, kappa, nu))
+            p_new = _expit(self.temper * ev.logit(miss, lam, kappa, nu, visible))
             change = np.abs(p_new - p).max() if nc else 0.0
             p = p_new
             if change <= self.tol:
@@ -474,7 +517,7 @@ class LeanEM(BaseBoxAggregator):
         if self.label_evidence:
             # labels enter the final posterior only: fitting the rates on them too let the label model and
             # the junk-label distribution feed each other and made the scores over-confident
-            p = _expit(self.temper * (ev.logit(miss, lam, kappa, nu) + label_llr
+            p = _expit(self.temper * (ev.logit(miss, lam, kappa, nu, visible) + label_llr
                                       + self._shape_llr(corners, cluster, nc, p)))
 
         # ---- localisation: sigma_w <-> mu_c with the existence posteriors as weights (block coordinate ascent;
@@ -498,6 +541,16 @@ class LeanEM(BaseBoxAggregator):
         loose = self._loose(mu, psum)
         return _EMResult(p=p, mu=mu, q=q, obj_image=obj_image, miss=miss, fp=lam, sigma2=sigma2, acc=acc,
                          kappa=float(kappa), nu=float(nu), rho=rho, loose=loose, shown=ev.shown)
+
+    def _size_groups(self, corners: np.ndarray, cluster: np.ndarray, nc: int) -> np.ndarray:
+        """Size group of each candidate: quantiles (``size_groups`` of them) of the mean log side of its boxes."""
+        if self.size_groups <= 1 or nc < 2 * self.size_groups:
+            return np.zeros(nc, dtype=np.int64)
+        side = np.log(np.maximum(corners[:, 2:] - corners[:, :2], 1e-6)).mean(axis=1)
+        mean = np.bincount(cluster, weights=side, minlength=nc) / np.bincount(cluster, minlength=nc)
+        edges = np.quantile(mean, np.arange(1, self.size_groups) / self.size_groups)
+        groups: np.ndarray = np.searchsorted(edges, mean, side="right").astype(np.int64)
+        return groups
 
     def _shape_llr(self, corners: np.ndarray, cluster: np.ndarray, nc: int, p: np.ndarray) -> np.ndarray:
         """log P(shape | real) / P(shape | false) of each candidate (class docstring, *Model*).
