@@ -39,6 +39,7 @@ class _EMResult(NamedTuple):
     rho: np.ndarray  # class prior
     loose: np.ndarray  # per object: P(IoU with the true box < 0.5)
     shown: np.ndarray  # per object: has a first-round box (shown to a missed-sign worker)
+    visible: np.ndarray  # per size group: h_g
 
 
 class _Evidence(NamedTuple):
@@ -213,10 +214,11 @@ class LeanEM(BaseBoxAggregator):
     **Risk** (``images_``, for deciding where one more drawer pays off, as Lean Crowdsourcing's online mode
     does). Per image $t$ with answering workers $A_t$ and candidates $C_t$: the expected number of its real
     objects that every worker missed, $\max(\sum_{c \in C_t} p_c, \bar n) \cdot M_t / (1 - M_t)$ with
-    $M_t = \prod_{w \in A_t} m_w$ (missed-sign workers included) and $\bar n$ the mean of $\sum_c p_c$ over
-    images; the expected existence errors of the output at 0.5, $\sum_c \min(p_c, 1 - p_c)$; the expected
-    class errors, $\sum_c p_c (1 - \max_k P(y_c = k))$. ``risk`` is their sum, the expected number of wrong,
-    missing or mislabelled boxes. With checks, $p_c$ of a checked candidate is $1 - P(N \mid \text{verdicts})$.
+    $M_t = \frac{1}{G}\sum_g \prod_{w \in A_t} (1 - (1 - m_w) h_g)$ (missed-sign workers included) and
+    $\bar n$ the mean of $\sum_c p_c$ over images; the expected existence errors of the output at 0.5,
+    $\sum_c \min(p_c, 1 - p_c)$; the expected class errors, $\sum_c p_c (1 - \max_k P(y_c = k))$. ``risk``
+    is their sum, the expected number of wrong, missing or mislabelled boxes. With checks, $p_c$ of a checked
+    candidate is $1 - P(N \mid \text{verdicts})$.
 
     **Rules.** A class tie goes to the alphabetically first label. An image that every worker left empty yields
     no box and no evidence about the workers (there was nothing to miss and nothing drawn). Matching ties
@@ -412,7 +414,7 @@ class LeanEM(BaseBoxAggregator):
             "miss_rate": state.miss, "fp_rate": state.fp, "sigma": np.sqrt(state.sigma2),
             "label_accuracy": state.acc, "images": np.bincount(prep.seen_worker, minlength=nw),
             "boxes": drawn}, index=prep.worker_names).rename_axis("worker")
-        self.images_ = self._image_risk(prep, obj_image, p, q, state.miss)
+        self.images_ = self._image_risk(prep, obj_image, p, q, state.miss, state.visible)
 
     def _fit_without_boxes(self, prep: PreparedAnswers) -> None:
         super()._fit_without_boxes(prep)
@@ -424,12 +426,16 @@ class LeanEM(BaseBoxAggregator):
 
     @staticmethod
     def _image_risk(prep: PreparedAnswers, obj_image: np.ndarray, p: np.ndarray, q: np.ndarray,
-                    miss: np.ndarray) -> pd.DataFrame:
+                    miss: np.ndarray, visible: np.ndarray | None = None) -> pd.DataFrame:
         """Expected errors per image in the output at ``min_score=0.5`` (formulas under *Risk*)."""
         ni = prep.n_images
         # P(every worker who answered the image missed one given object)
-        all_miss = np.exp(np.bincount(prep.seen_image, weights=np.log(np.clip(miss, _TINY, 1.0))[prep.seen_worker],
-                                      minlength=ni))
+        # (the mean over size groups: an object of group g is missed by w with 1 - (1 - m_w) h_g)
+        all_miss = np.zeros(ni)
+        groups = np.ones(1) if visible is None else visible
+        for h in groups:
+            log_miss = np.log(np.clip(1 - (1 - miss) * h, _TINY, 1.0))[prep.seen_worker]
+            all_miss += np.exp(np.bincount(prep.seen_image, weights=log_miss, minlength=ni)) / len(groups)
         found = np.bincount(obj_image, weights=p, minlength=ni)
         typical = found.mean() if ni else 0.0
         expected_missed = np.maximum(found, typical) * all_miss / np.maximum(1 - all_miss, _TINY)
@@ -540,7 +546,8 @@ class LeanEM(BaseBoxAggregator):
                 break
         loose = self._loose(mu, psum)
         return _EMResult(p=p, mu=mu, q=q, obj_image=obj_image, miss=miss, fp=lam, sigma2=sigma2, acc=acc,
-                         kappa=float(kappa), nu=float(nu), rho=rho, loose=loose, shown=ev.shown)
+                         kappa=float(kappa), nu=float(nu), rho=rho, loose=loose, shown=ev.shown,
+                         visible=visible)
 
     def _size_groups(self, corners: np.ndarray, cluster: np.ndarray, nc: int) -> np.ndarray:
         """Size group of each candidate: quantiles (``size_groups`` of them) of the mean log side of its boxes."""
