@@ -23,6 +23,19 @@ majority OK, so it pays only for the drawings and judgements it used (at most k 
 2 drawings, and images whose LeanEM risk (expected box errors) is above 0.3 get one more, up to 5; its cost is
 the mean number of drawings it paid for (``--adaptive``, ``--risk-threshold``).
 
+``lean_em_rounds`` rows replay the rounds mode as Wait Pool runs it (``replay_rounds``): ``--rounds-drawers``
+drawings per image, a missed-sign task (a new worker sees the current boxes and adds what is missing) for
+the images LeanEM expects to have missed signs, and a per-box check for the boxes whose score is uncertain,
+each round within its budget per image; the crowd's own noise models (``crowd.simulate_additions``,
+``crowd.simulate_checks``: checker accuracy, bias toward "yes"). Money per image = Toloka's charges of every
+drawing, missed-sign suite and check suite (``crowdboxes.toloka.pricing``), divided by the images.
+
+Calibration: ``ECE`` is the expected calibration error of the ranked output (10 score bins; a box is right
+when COCO's AP50 matching counts it, ``crowdboxes.evaluation.calibration``), ``tied`` the share of boxes
+whose score equals another's. The verdict lines check issue #12's criteria: the rounds mode at no more than
+60 % of the best 5-drawer baseline's money with at least its AP and AP50; lean_em's AP50 within 0.05 of
+the ceiling; ECE <= 0.05; fewer than 1 % tied scores.
+
 Speed: 100,000 images with about 10 answer boxes each (random sign geometry, 5 drawers, the same crowd model)
 are aggregated by each fast method in a fresh child process; seconds and peak RSS against the targets
 (30 s, 4 GB).
@@ -55,7 +68,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from crowdboxes.toloka.overlap import next_targets  # noqa: E402
+from crowdboxes.toloka.pricing import assignment_price, check_price, missed_sign_price  # noqa: E402
 from crowdboxes.aggregation import get_aggregator  # noqa: E402
+from crowdboxes.evaluation.calibration import calibration  # noqa: E402
 from crowdboxes.evaluation.metrics import evaluate  # noqa: E402
 from crowdboxes.local_toloka import crowd  # noqa: E402
 from crowdboxes.evaluation.truth import images_frame, load_coco, truth_boxes, voc_folder_to_coco  # noqa: E402
@@ -73,11 +88,8 @@ METHODS = (
     ("best_verified", "best_verified", {}),
 )
 BASELINES = ("iou_cluster", "wbf", "wbf_agnostic", "best_verified")
-
-
-def assignment_cost(reward: float) -> float:
-    """Toloka: reward plus a 30 % fee of at least $0.005."""
-    return reward + max(0.3 * reward, 0.005)
+# issue #12's criteria: the rounds mode at <= 60 % of the best 5-drawer baseline's money, calibrated scores
+MONEY_SHARE, MAX_ECE, MAX_TIED, MAX_CEILING_GAP = 0.60, 0.05, 0.01, 0.05
 
 
 def workforce(n: int, seed: int, spam: float) -> list:
@@ -156,8 +168,10 @@ def recall_ceiling(answers: pd.DataFrame, true: pd.DataFrame) -> float:
 def score(boxes: pd.DataFrame, true: pd.DataFrame, image_ids) -> dict:
     full = evaluate(boxes, true, images=image_ids)
     operating = evaluate(boxes[boxes["score"] >= 0.5], true, images=image_ids)
+    calibrated = calibration(boxes, true)
     return {"AP": full["AP"], "AP50": full["AP50"], "recall": operating["recall"],
-            "precision": operating["precision"], "mean_iou": operating["mean_iou"]}
+            "precision": operating["precision"], "mean_iou": operating["mean_iou"], "ECE": calibrated.ece,
+            "tied": calibrated.tied_share}
 
 
 def replay_adaptive(answers: pd.DataFrame, img: pd.DataFrame, start: int, most: int, threshold: float
@@ -180,9 +194,60 @@ def replay_adaptive(answers: pd.DataFrame, img: pd.DataFrame, start: int, most: 
         targets[raised.index] = raised
 
 
+def round_prices(args) -> tuple[float, float, float]:
+    """Toloka's charge for one drawing, one missed-sign task and one check, priced as Launch Pool prices the
+    rounds' pools from the drawing reward (``crowdboxes.toloka.pricing``: by their time, in suites that
+    clear the minimum fee)."""
+    return (assignment_price(args.draw_reward), missed_sign_price(args.draw_reward).price_per_task,
+            check_price(args.draw_reward, min_tasks_per_suite=args.checks_per_suite).price_per_task)
+
+
+def replay_rounds(coco: dict, team: list, img: pd.DataFrame, args) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The rounds mode replayed as Wait Pool runs it (``crowdboxes.toloka.rounds``), on simulated answers.
+
+    ``--rounds-drawers`` drawings per image; LeanEM; a missed-sign task for each image whose
+    ``expected_missed`` is above ``--missed-threshold`` (most at risk first, within ``--missed-budget`` per
+    image), drawn by a new worker who sees the current boxes (``crowd.simulate_additions``); LeanEM again;
+    a check by ``--checkers`` workers of every box scored in [``--check-low``, ``--check-high``] (most
+    uncertain first, within ``--check-budget`` per image; ``crowd.simulate_checks``: the checkers'
+    accuracy and their bias toward "yes"); LeanEM with the checks. Returns the final boxes, every answer
+    used, and the counts and money per image.
+    """
+    n_img = len(img)
+    draw_cost, missed_cost, check_cost = round_prices(args)
+    first = crowd.simulate_answers(coco, team, args.rounds_drawers, args.seed)
+    first = first.rename(columns={"worker_id": "worker"}).assign(round="drawing")
+    drew = first.groupby("image_id")["worker"].agg(set).to_dict()
+    model = get_aggregator("lean_em", min_score=0.01).fit(first, img)
+    risk = model.images_["expected_missed"]
+    wanted = risk[risk > args.missed_threshold].sort_values(ascending=False, kind="stable")
+    n_missed = min(len(wanted), int(args.missed_budget * draw_cost * n_img / missed_cost + 1e-9))
+    shown = model.boxes_[model.boxes_["score"] >= 0.5]
+    answers = first
+    if n_missed:
+        added = crowd.simulate_additions(coco, team, shown, list(wanted.index[:n_missed]), args.seed, exclude=drew)
+        answers = pd.concat([first, added.rename(columns={"worker_id": "worker"})], ignore_index=True)
+        model = get_aggregator("lean_em", min_score=0.01).fit(answers, img)
+    boxes = model.boxes_
+    band = boxes[(boxes["score"] >= args.check_low) & (boxes["score"] <= args.check_high)]
+    band = band.iloc[np.argsort(np.abs(band["score"].to_numpy() - 0.5), kind="stable")]
+    n_boxes = min(len(band), int(args.check_budget * draw_cost * n_img / (check_cost * args.checkers) + 1e-9))
+    band = band.iloc[:n_boxes].assign(box_id=[f"b{n}" for n in range(n_boxes)])
+    checks = None
+    if n_boxes:
+        verdicts = crowd.simulate_checks(coco, team, band, args.checkers, args.seed, exclude=drew)
+        checks = verdicts.merge(band[["box_id", "x", "y", "w", "h", "label"]], on="box_id", how="left")
+        checks = checks.rename(columns={"worker_id": "worker"})
+    final = get_aggregator("lean_em", min_score=0.01).fit(answers, img, checks=checks).boxes_
+    cost = (args.rounds_drawers * draw_cost * n_img + n_missed * missed_cost
+            + n_boxes * args.checkers * check_cost) / n_img
+    return final, answers, {"cost_per_image": cost, "missed_tasks": n_missed / n_img,
+                            "checks": n_boxes * args.checkers / n_img}
+
+
 def quality(datasets: dict, drawers: list[int], spams: list[float], args) -> pd.DataFrame:
-    draw_cost = assignment_cost(args.draw_reward)
-    judge_cost = assignment_cost(args.verify_reward) / args.verify_tasks_per_suite
+    draw_cost = assignment_price(args.draw_reward)
+    judge_cost = assignment_price(args.verify_reward) / args.verify_tasks_per_suite
     rows = []
     for name, coco in datasets.items():
         true = truth_boxes(coco)
@@ -227,13 +292,23 @@ def quality(datasets: dict, drawers: list[int], spams: list[float], args) -> pd.
                              "ceiling": recall_ceiling(revealed, true), "cost_per_image": targets.mean() * draw_cost,
                              "s_per_100k": seconds / max(len(revealed), 1) * 1e5, "mean_drawers": targets.mean()})
                 print(f"  done {name} spammers={spam:.0%} adaptive {start}-{most}", file=sys.stderr, flush=True)
+            if args.rounds:
+                begin = time.perf_counter()
+                boxes, used, counts = replay_rounds(coco, team, img, args)
+                seconds = time.perf_counter() - begin
+                rows.append({"dataset": name, "drawers": f"{args.rounds_drawers}+r", "spammers": spam,
+                             "method": "lean_em_rounds", **score(boxes, true, image_ids),
+                             "ceiling": recall_ceiling(used, true), **counts,
+                             "s_per_100k": seconds / max(len(used), 1) * 1e5})
+                print(f"  done {name} spammers={spam:.0%} rounds", file=sys.stderr, flush=True)
     return pd.DataFrame(rows)
 
 
 def verdicts(table: pd.DataFrame) -> list[str]:
     lines, all_ok = [], True
     adaptive = table[table["method"] == "lean_em_adaptive"]
-    table = table[table["method"] != "lean_em_adaptive"]
+    rounds = table[table["method"] == "lean_em_rounds"]
+    table = table[~table["method"].isin(["lean_em_adaptive", "lean_em_rounds"])]
     for (ds, spam), g in table.groupby(["dataset", "spammers"], sort=False):
         for k, gk in g.groupby("drawers"):
             ours = gk[gk["method"] == "lean_em"].iloc[0]
@@ -270,6 +345,29 @@ def verdicts(table: pd.DataFrame) -> list[str]:
                 f"{ours['AP']:.3f}/{ours['AP50']:.3f} vs best baseline at k={hi} ({best['method']}) "
                 f"{base['AP'].max():.3f}/{base['AP50'].max():.3f} -> {'matches or beats' if ok else 'below'}; "
                 f"lean_em k={hi} {lean['AP']:.3f}/{lean['AP50']:.3f}")
+        ours = rounds[(rounds["dataset"] == ds) & (rounds["spammers"] == spam)]
+        if len(ks) and not ours.empty:
+            ours, hi = ours.iloc[0], ks[-1]
+            base = g[(g["drawers"] == hi) & g["method"].isin(BASELINES)]
+            best = base.loc[base["AP50"].idxmax()]
+            share = ours["cost_per_image"] / best["cost_per_image"]
+            ok = (ours["AP"] >= best["AP"] and ours["AP50"] >= best["AP50"] and share <= MONEY_SHARE
+                  and ours["ECE"] <= MAX_ECE and ours["tied"] < MAX_TIED)
+            all_ok &= ok
+            lines.append(
+                f"{ds:6} spam {spam:4.0%}: lean_em rounds ({ours['drawers']}: {ours['missed_tasks']:.2f} missed-sign "
+                f"tasks, {ours['checks']:.2f} checks per image; {share:.0%} of {best['method']} k={hi}'s money) "
+                f"AP/AP50 {ours['AP']:.3f}/{ours['AP50']:.3f} vs {best['AP']:.3f}/{best['AP50']:.3f}, ECE "
+                f"{ours['ECE']:.3f}, tied {ours['tied']:.1%} -> {'meets' if ok else 'DOES NOT meet'} "
+                f"(>= AP and AP50, <= {MONEY_SHARE:.0%} of the money, ECE <= {MAX_ECE}, tied < {MAX_TIED:.0%})")
+        lean = g[g["method"] == "lean_em"]
+        for r in lean.itertuples(index=False):
+            ok = r.ceiling - r.AP50 <= MAX_CEILING_GAP and r.ECE <= MAX_ECE and r.tied < MAX_TIED
+            all_ok &= ok
+            lines.append(f"{ds:6} spam {spam:4.0%} k={r.drawers}: lean_em AP50 {r.AP50:.3f} vs ceiling {r.ceiling:.3f} "
+                         f"({r.AP50 - r.ceiling:+.3f}), ECE {r.ECE:.3f}, tied {r.tied:.1%} -> "
+                         f"{'ok' if ok else 'NOT ok'} (within {MAX_CEILING_GAP} of the ceiling, ECE <= {MAX_ECE}, "
+                         f"tied < {MAX_TIED:.0%})")
     lines.append("ALL QUALITY CRITERIA MET" if all_ok else "SOME QUALITY CRITERIA NOT MET")
     return lines
 
@@ -286,9 +384,10 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     for ax, ds in zip(axes[0], names):
         g = table[table["dataset"] == ds]
         for method, gm in g.groupby("method", sort=False):
-            if method == "lean_em_adaptive":
+            if method in ("lean_em_adaptive", "lean_em_rounds"):
                 for label, r in gm.groupby("drawers").agg(AP=("AP", "mean"), cost=("cost_per_image", "mean")).iterrows():
-                    ax.plot(r["cost"], r["AP"], "*", markersize=12, label=f"lean_em adaptive {label}")
+                    ax.plot(r["cost"], r["AP"], "*" if method == "lean_em_adaptive" else "P", markersize=12,
+                            label=f"{method.replace('_', ' ')} {label}")
                 continue
             mean = gm.groupby("drawers").agg(AP=("AP", "mean"), cost=("cost_per_image", "mean"))
             line, = ax.plot(mean["cost"], mean["AP"], "-", label=method)
@@ -377,6 +476,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adaptive", default="2,5",
                         help="start,max drawers of the adaptive-overlap rows (none: no such rows)")
     parser.add_argument("--risk-threshold", type=float, default=0.3, help="adaptive overlap's risk threshold")
+    parser.add_argument("--rounds", default="on", help="on: rows of the rounds mode (lean_em_rounds); off: none")
+    parser.add_argument("--rounds-drawers", type=int, default=2, help="rounds mode: drawers per image")
+    parser.add_argument("--missed-threshold", type=float, default=0.3,
+                        help="rounds mode: expected missed signs above which an image gets a missed-sign task")
+    parser.add_argument("--check-low", type=float, default=0.1, help="rounds mode: lowest score checked")
+    parser.add_argument("--check-high", type=float, default=0.9, help="rounds mode: highest score checked")
+    parser.add_argument("--checkers", type=int, default=1, help="rounds mode: checkers per box")
+    parser.add_argument("--missed-budget", type=float, default=0.5,
+                        help="rounds mode: the missed-sign round's budget per image, in drawings' money")
+    parser.add_argument("--check-budget", type=float, default=0.5,
+                        help="rounds mode: the check round's budget per image, in drawings' money")
+    parser.add_argument("--checks-per-suite", type=int, default=10, help="as configs/box_check_pool.json")
     parser.add_argument("--draw-reward", type=float, default=0.01, help="USD per drawing assignment")
     parser.add_argument("--verify-reward", type=float, default=0.01, help="USD per verification suite")
     parser.add_argument("--verify-tasks-per-suite", type=int, default=10)
@@ -393,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         speed_child(*args.speed_child)
         return 0
     args.adaptive = None if args.adaptive == "none" else tuple(int(x) for x in args.adaptive.split(","))
+    args.rounds = args.rounds == "on"
     if args.quick:
         args.synth_count, args.datasets, args.speed_boxes = 150, "synth", 200_000
     pd.set_option("display.width", 200)
@@ -418,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.perf_counter() - start:.0f} s)")
         shown = table.copy()
         shown["spammers"] = (shown["spammers"] * 100).round().astype(int).astype(str) + "%"
-        shown = shown.drop(columns=["mean_drawers"], errors="ignore")
+        shown = shown.drop(columns=["mean_drawers", "missed_tasks", "checks"], errors="ignore")
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}",
                               formatters={"cost_per_image": "${:.4f}".format, "s_per_100k": "{:.2f}".format}))
         print()
