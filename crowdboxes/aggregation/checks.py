@@ -141,7 +141,8 @@ def _match(checks: pd.DataFrame, boxes: np.ndarray, usable: np.ndarray, prep: Pr
            obj_image: np.ndarray, obj_boxes: np.ndarray, problems: list[Problem]) -> np.ndarray:
     """The candidate of each check (-1 when none of its image has IoU >= 0.5 with it)."""
     matched = np.full(len(checks), -1, dtype=np.int64)
-    image = prep.image_names.get_indexer(pd.Index(checks["image_id"].astype(str)))
+    # ids compare as text: checks.csv is read as text, the answers' ids may be numbers (a truth's ids)
+    image = pd.Index(prep.image_names.astype(str)).get_indexer(pd.Index(checks["image_id"].astype(str)))
     offsets = group_offsets(obj_image, prep.n_images)
     for row in np.flatnonzero(usable):
         g = image[row]
