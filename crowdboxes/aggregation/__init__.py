@@ -3,7 +3,8 @@
 Methods (``get_aggregator(name, **params)``):
 
 * ``lean_em`` (default, ours): worker reliability by EM without ground truth, precision-weighted boxes,
-  calibrated existence scores.
+  every candidate ranked by a calibrated score (the probability that the box is a true positive); optional
+  per-box checks (``checks``) and missed-sign additions (``round`` column) fold into the same posterior.
 * ``iou_cluster``: SageMaker Ground Truth's consolidation (IoU clustering, majority, average).
 * ``wbf``: Weighted Boxes Fusion (Solovyev et al.), class-aware as packaged or class-agnostic.
 * ``best_verified``: the Toloka tutorial's "one drawer plus verifiers" (needs verification verdicts).
