@@ -66,6 +66,8 @@ WAIT_SUMMARY = Artifact("wait_summary.json", "Wait Pool",
                         "pools, counts, money spent, timing, detection_fields; found beside answers.csv")
 WAIT_JOURNAL = Artifact("wait_pool_journal.jsonl", "Wait Pool", "append-only collection state for re-runs")
 OVERLAP_STATE = Artifact("adaptive_overlap.json", "Wait Pool", "per-image overlap targets (restart state)")
+ROUND_JOURNALS = Artifact("rounds", "Wait Pool", "a folder: each round's collection journal, "
+                          "rounds/<role>/wait_pool_journal.jsonl (restart state of the rounds)")
 VERIFICATION_LEDGER = Artifact("verification_ledger.json", "Wait Pool", "verdicts already applied (restart state)")
 VERIFICATION_CURSORS = Artifact("verification_cursors.json", "Wait Pool", "how far each pool was read")
 QC_SUMMARY = Artifact("qc_summary.json", "Wait Pool", "verification-loop counts and bans")

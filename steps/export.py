@@ -8,7 +8,9 @@ Inputs:
   --dataset       dataset to publish to (``none``: do not publish); on cnvrg through the cnvrgv2 SDK,
                   elsewhere a local store ``<dataset_root>/<dataset>/v<N>/``
   --dataset_root  local store root (default $CROWDBOXES_DATASETS or ./datasets)
-  --min_score     drop boxes whose score is below this (0..1, default 0)
+  --min_score     drop boxes whose score is below this (0..1, default 0.5). A score is the probability that the
+                  box is right (a sign of that class, boxed within IoU 0.5); boxes.csv keeps every candidate
+                  down to 0.01, so 0 exports the whole ranked list (for AP, or to review the doubtful ones)
 Outputs (in --output_dir):
   annotations.coco.json  COCO detection file (pixel bbox, area, category_id, score, support)
   annotations.csv        one row per box: image_id, file_name, url, width, height, label, category_id, x, y, w,
@@ -56,7 +58,9 @@ def build_parser() -> StepArgumentParser:
                         help="dataset to publish a new version of (none: do not publish)")
     parser.add_argument("--dataset_root", type=none_or_value, default=None,
                         help=f"local dataset store (default ${ROOT_ENV} or ./datasets)")
-    parser.add_argument("--min_score", type=float, default=0.0, help="drop boxes scored below this (0..1)")
+    parser.add_argument("--min_score", type=float, default=0.5,
+                        help="drop boxes scored below this (0..1; a score is the probability the box is right; "
+                             "0 keeps every ranked candidate)")
     return parser
 
 

@@ -23,10 +23,10 @@ Inputs:
   --rounds         none, or a comma list of missed_signs, box_check (mode overlap only): also create the empty
                    pools of those rounds (configs missed_signs_pool.json / box_check_pool.json, projects of
                    Create Project); Wait Pool adds their tasks after the drawings and opens them
-  --missed_budget  USD per image the missed-sign round may spend at most (default 0.004: about one missed-sign
-                   task, $0.029 + fee, for one image in nine at --reward 0.05)
-  --check_budget   USD per image the per-box check round may spend at most (default 0.006: about two checks
-                   for three images, $0.009 each with fee in suites of 10 at --reward 0.05)
+  --missed_budget  USD per image the missed-sign round may spend at most (default 0.03: about half a drawing's
+                   money, a missed-sign task ($0.029 + fee at --reward 0.05) for four images in five)
+  --check_budget   USD per image the per-box check round may spend at most (default 0.03: about three checks
+                   per image, $0.009 each with fee in suites of 10 at --reward 0.05)
                    A round's reward is its pool config's reward_per_assignment, or, when the config sets none,
                    derived from --reward and the tasks' timings (crowdboxes.toloka.pricing: a check is paid
                    6 s of a 43.5 s drawing, a missed-sign task 24.5 s of it, in suites where Toloka's fee is 30 %)
@@ -96,8 +96,8 @@ def build_parser() -> StepArgumentParser:
     add("--control_csv", default="none", help="none, or control images with known boxes (url, width, height, "
                                               "label, x, y, w, h[, image_id])")
     add("--rounds", default="none", help="none, or a comma list of missed_signs, box_check (mode overlap)")
-    add("--missed_budget", default="0.004", help="USD per image the missed-sign round may spend at most")
-    add("--check_budget", default="0.006", help="USD per image the per-box check round may spend at most")
+    add("--missed_budget", default="0.03", help="USD per image the missed-sign round may spend at most")
+    add("--check_budget", default="0.03", help="USD per image the per-box check round may spend at most")
     return parser
 
 

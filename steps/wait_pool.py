@@ -20,9 +20,9 @@ Inputs:
   errors is above --risk_threshold (default 0.3) its task overlap is raised by one, up to --max_overlap,
   within --budget when given. Launch with a small --overlap (e.g. 2) and --max_overlap 5.
   Rounds (mode overlap; each runs only when pool.csv has its row, i.e. Launch Pool's --rounds; refused in
-  verify modes), after the detection pool is done: --missed_threshold (default 0.3, expected missed signs
+  verify modes), after the detection pool is done: --missed_threshold (default 0.1, expected missed signs
   per image; none: off) picks the images for the missed-sign round (one new worker adds what is missing);
-  --check_low/--check_high (default 0.1/0.9) the boxes for the check round, --checkers (default 1) per box.
+  --check_low/--check_high (default 0.05/0.97) the boxes for the check round, --checkers (default 1) per box.
   Each round spends at most its pool.csv row's estimated_cost (and what --budget leaves after the other
   pools); a re-run creates and pays nothing twice.
   The Toloka token comes from the environment variable named by --token_env.
@@ -93,14 +93,14 @@ def build_parser() -> StepArgumentParser:
     parser.add_argument("--risk_threshold", type=float, default=0.3,
                         help="mode overlap with --max_overlap: expected box errors above which an image gets "
                              "one more drawer")
-    parser.add_argument("--missed_threshold", type=none_or(float), default=0.3,
+    parser.add_argument("--missed_threshold", type=none_or(float), default=0.1,
                         help="mode overlap, with a missed_signs row in pool.csv: images whose expected number of "
                              "missed signs (LeanEM, signs per image) is above this get a missed-sign task; "
                              "none: no missed-sign round")
-    parser.add_argument("--check_low", type=float, default=0.1,
+    parser.add_argument("--check_low", type=float, default=0.05,
                         help="mode overlap, with a box_check row in pool.csv: output boxes with a score (0..1) "
                              "from this ...")
-    parser.add_argument("--check_high", type=float, default=0.9,
+    parser.add_argument("--check_high", type=float, default=0.97,
                         help="... up to this (0..1, inclusive) get a per-box check task")
     parser.add_argument("--checkers", type=int, default=1, help="checkers (workers) per checked box")
     return parser

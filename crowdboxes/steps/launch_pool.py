@@ -59,8 +59,8 @@ class LaunchPoolOptions:
     batch_size: str
     control_csv: str
     rounds: str = "none"
-    missed_budget: str = "0.004"
-    check_budget: str = "0.006"
+    missed_budget: str = "0.03"
+    check_budget: str = "0.03"
 
 
 ROUND_POOL_CONFIGS: dict[str, Artifact] = {pools.MISSED_SIGNS_POOL_ROLE: MISSED_SIGNS_POOL_CONFIG,

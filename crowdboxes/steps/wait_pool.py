@@ -63,9 +63,9 @@ class WaitPoolOptions:
     budget: float | None
     max_overlap: int | None
     risk_threshold: float
-    missed_threshold: float | None = 0.3
-    check_low: float = 0.1
-    check_high: float = 0.9
+    missed_threshold: float | None = 0.1
+    check_low: float = 0.05
+    check_high: float = 0.97
     checkers: int = 1
 
 

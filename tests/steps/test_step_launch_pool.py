@@ -367,7 +367,7 @@ def test_rounds_pools_are_created_empty_once_and_the_estimate_includes_their_bud
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"rounds": "box_check", "budget": "2.75"},
+    ({"rounds": "box_check", "budget": "2.75", "check_budget": "0.006"},
      "--budget 2.75 is below the estimate $2.77 (pools $2.73 + check round $0.04)"),
     ({"rounds": "missed_signs,box_check", "mode": "verify"}, "the rounds run in --mode overlap only"),
     ({"rounds": "checks"}, "--rounds 'checks': use none, or a comma list of missed_signs, box_check"),

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from crowdboxes.artifacts import ANSWERS, CHECKS, write_csv
+from crowdboxes.artifacts import ANSWERS, CHECKS, ROUND_JOURNALS, write_csv
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.toloka.collection.collector import AnswerCollector
 from crowdboxes.toloka.collection.progress import Progress
@@ -238,7 +238,7 @@ class Rounds:
 
     def _wait(self, pool: RoundPool) -> tuple[AnswerCollector, str]:
         """Collect the round pool's answers until it is done; CrowdboxesError at the deadline (re-run resumes)."""
-        collector = AnswerCollector(self.client, [pool.pool_id], self.out / "rounds" / pool.role,
+        collector = AnswerCollector(self.client, [pool.pool_id], ROUND_JOURNALS.path(self.out) / pool.role,
                                     lag_seconds=self.settings.lag_seconds)
         expected = sum(int(t.overlap or 0) for t in round_tasks.list_tasks(self.client, pool.pool_id))
         progress = Progress(expected, f"wait_pool round {pool.role} (pool {pool.pool_id})")
