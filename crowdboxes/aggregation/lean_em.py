@@ -115,11 +115,10 @@ class LeanEM(BaseBoxAggregator):
 
     **Model.** Per image, real objects are a Poisson process of intensity $\nu$; worker $w$ outlines each real
     one of size group $g$ with probability $(1 - m_w)\,h_g$ ($m_w$ its miss rate; $h_g$ the chance that an
-    object of that size is visible to a worker at all, $h = 1$ for the largest third of the candidates,
+    object of that size is visible to a worker at all, $h = 1$ for the group of the largest candidates,
     ``size_groups``: small signs are missed by everyone more often, so silence at them says less) and adds
-    false boxes (junk, gross misplacements) at
-    a rate of $\lambda_w$ per image; another worker's box coincides with a false box with probability
-    $\kappa$. For candidate $c$ with workers $S_c$ who drew it and $A_c$ those whose silence there is evidence
+    false boxes (junk, gross misplacements) at a rate of $\lambda_w$ per image; another worker's box
+    coincides with a false box with probability $\kappa$. For candidate $c$ with workers $S_c$ who drew it and $A_c$ those whose silence there is evidence
     (see *Missed-sign round*), the posterior odds that it is real are those of the two ways to produce it:
 
     $$\operatorname{logit} P(z_c = 1) = \tau \Big[\log\nu + \sum_{w \in S_c} \log((1 - m_w) h_{g_c})
@@ -168,9 +167,10 @@ class LeanEM(BaseBoxAggregator):
 
     *Honest priors.* With two workers per image a lone box is either the other worker's miss or this one's
     junk, and the data cannot say which (only the priors do). ``prior_miss`` 0.2 and ``prior_fp`` 0.2 false
-    boxes per image are what the model fits where it is identified (5 workers per image: careful workers
-    miss 15-20 % of signs, counting gross misplacements, and add about 0.25 false boxes per image), with a
-    strength of 10 answers so that a worker seen on a dozen images is still mostly judged by its own answers.
+    boxes per image are close to what the model fits where it is identified (5 workers per image on the
+    benchmark's crowds: careful workers miss 15-20 % of signs, counting gross misplacements, and add about
+    0.25 false boxes per image), with a strength of 10 answers so that a worker seen on a dozen images is
+    still mostly judged by its own answers.
 
     **EM, localisation.** Box positions do not enter $p$, so with $p$ fixed alternate until no $\sigma_w$
     moves by more than ``tol``: $\mu$ as above, and
@@ -508,8 +508,10 @@ class LeanEM(BaseBoxAggregator):
             lam = (self.prior_fp * s + made) / (s + images_of)
             fake = 1 - p
             kappa = (a_k + (fake * (support - 1)).sum()) / (a_k + b_k + (fake * np.maximum(ev.asked - 1, 0)).sum())
-            log_miss = np.log(np.clip(miss, _TINY, 1.0))[prep.seen_worker] * first_pair
-            all_miss = np.exp(np.bincount(prep.seen_image, weights=log_miss, minlength=ni))
+            all_miss = np.zeros(ni)  # M_t over the first-round workers (class docstring, *Risk*)
+            for h in visible:
+                log_miss = np.log(np.clip(1 - (1 - miss) * h, _TINY, 1.0))[prep.seen_worker] * first_pair
+                all_miss += np.exp(np.bincount(prep.seen_image, weights=log_miss, minlength=ni)) / n_groups
             nu = (1 + p.sum()) / (1 + (1 - all_miss).sum())
             acc, rho = self._label_m_step(prep, cluster, nl, nw, p_box, p, q)
             fake_labels = (1 + np.bincount(prep.label, weights=1 - p_box, minlength=nl)) / (nl + (1 - p_box).sum())
