@@ -118,8 +118,9 @@ class LeanEM(BaseBoxAggregator):
     object of that size is visible to a worker at all, $h = 1$ for the group of the largest candidates,
     ``size_groups``: small signs are missed by everyone more often, so silence at them says less) and adds
     false boxes (junk, gross misplacements) at a rate of $\lambda_w$ per image; another worker's box
-    coincides with a false box with probability $\kappa$. For candidate $c$ with workers $S_c$ who drew it and $A_c$ those whose silence there is evidence
-    (see *Missed-sign round*), the posterior odds that it is real are those of the two ways to produce it:
+    coincides with a false box with probability $\kappa$. For candidate $c$ with workers $S_c$ who drew it
+    and $A_c$ those whose silence there is evidence (see *Missed-sign round*), the posterior odds that it is
+    real are those of the two ways to produce it:
 
     $$\operatorname{logit} P(z_c = 1) = \tau \Big[\log\nu + \sum_{w \in S_c} \log((1 - m_w) h_{g_c})
       + \sum_{w \in A_c \setminus S_c} \log(1 - (1 - m_w) h_{g_c}) - \log \sum_{w \in S_c} \lambda_w
