@@ -38,6 +38,8 @@ mean ``accuracy_prior`` and strength $\alpha + \beta_a$ = ``strength``), until n
 $P(W \mid v)$ as $r_{k'} \propto (q_{ck'} + 10^{-3}) \prod_{j:\,\text{wrong\_class}} P(\text{right\_label}_j
 \mid k')$ with $P(\text{right\_label} = k' \mid k') = a_j$ and $(1 - a_j)/(K - 2)$ for each other class;
 each becomes (or updates) an output box under class $k'$ with score $P(W \mid v)\,r_{k'}$, at the same place.
+A ``right_label`` that no answer carries adds no class (the model has no posterior for it); verdicts compare
+case-insensitively.
 The candidate's existence becomes $1 - P(N \mid v)$ (the image risk uses it). A candidate checked under two
 labels takes its other classes from the label with more checks; each checked label keeps its own $P(T)$.
 """
