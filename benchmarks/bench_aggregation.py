@@ -24,7 +24,7 @@ majority OK, so it pays only for the drawings and judgements it used (at most k 
 the mean number of drawings it paid for (``--adaptive``, ``--risk-threshold``).
 
 ``lean_em_rounds`` rows replay the rounds mode as Wait Pool runs it (``replay_rounds``): ``--rounds-drawers``
-drawings per image, a missed-sign task (a new worker sees the current boxes and adds what is missing) for
+drawings per image (2), one more for the risky images up to ``--rounds-max-overlap`` (3), a missed-sign task (a new worker sees the current boxes and adds what is missing) for
 the images LeanEM expects to have missed signs, and a per-box check for the boxes whose score is uncertain,
 each round within its budget per image; the crowd's own noise models (``crowd.simulate_additions``,
 ``crowd.simulate_checks``: checker accuracy, bias toward "yes"). Money per image = Toloka's charges of every
@@ -205,7 +205,8 @@ def round_prices(args) -> tuple[float, float, float]:
 def replay_rounds(coco: dict, team: list, img: pd.DataFrame, args) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """The rounds mode replayed as Wait Pool runs it (``crowdboxes.toloka.rounds``), on simulated answers.
 
-    ``--rounds-drawers`` drawings per image; LeanEM; a missed-sign task for each image whose
+    ``--rounds-drawers`` drawings per image, raised by adaptive overlap up to ``--rounds-max-overlap``
+    (``replay_adaptive``, as Wait Pool's ``--max_overlap`` runs before the rounds); LeanEM; a missed-sign task for each image whose
     ``expected_missed`` is above ``--missed-threshold`` (most at risk first, within ``--missed-budget`` per
     image), drawn by a new worker who sees the current boxes (``crowd.simulate_additions``); LeanEM again;
     a check by ``--checkers`` workers of every box scored in [``--check-low``, ``--check-high``] (most
@@ -215,8 +216,14 @@ def replay_rounds(coco: dict, team: list, img: pd.DataFrame, args) -> tuple[pd.D
     """
     n_img = len(img)
     draw_cost, missed_cost, check_cost = round_prices(args)
-    first = crowd.simulate_answers(coco, team, args.rounds_drawers, args.seed)
-    first = first.rename(columns={"worker_id": "worker"}).assign(round="drawing")
+    most = max(args.rounds_max_overlap or 0, args.rounds_drawers)
+    first = crowd.simulate_answers(coco, team, most, args.seed).rename(columns={"worker_id": "worker"})
+    drawings = args.rounds_drawers * n_img
+    if most > args.rounds_drawers:  # adaptive overlap first, as Wait Pool runs it before the rounds
+        first, targets = replay_adaptive(first, img, args.rounds_drawers, most, args.risk_threshold)
+        first = first.drop(columns="rank")
+        drawings = int(targets.sum())
+    first = first.assign(round="drawing")
     drew = first.groupby("image_id")["worker"].agg(set).to_dict()
     model = get_aggregator("lean_em", min_score=0.01).fit(first, img)
     risk = model.images_["expected_missed"]
@@ -239,7 +246,7 @@ def replay_rounds(coco: dict, team: list, img: pd.DataFrame, args) -> tuple[pd.D
         checks = verdicts.merge(band[["box_id", "x", "y", "w", "h", "label"]], on="box_id", how="left")
         checks = checks.rename(columns={"worker_id": "worker"})
     final = get_aggregator("lean_em", min_score=0.01).fit(answers, img, checks=checks).boxes_
-    cost = (args.rounds_drawers * draw_cost * n_img + n_missed * missed_cost
+    cost = (drawings * draw_cost + n_missed * missed_cost
             + n_boxes * args.checkers * check_cost) / n_img
     return final, answers, {"cost_per_image": cost, "missed_tasks": n_missed / n_img,
                             "checks": n_boxes * args.checkers / n_img}
@@ -296,7 +303,9 @@ def quality(datasets: dict, drawers: list[int], spams: list[float], args) -> pd.
                 begin = time.perf_counter()
                 boxes, used, counts = replay_rounds(coco, team, img, args)
                 seconds = time.perf_counter() - begin
-                rows.append({"dataset": name, "drawers": f"{args.rounds_drawers}+r", "spammers": spam,
+                drawn = (f"{args.rounds_drawers}-{args.rounds_max_overlap}" if args.rounds_max_overlap
+                         else str(args.rounds_drawers))
+                rows.append({"dataset": name, "drawers": f"{drawn}+r", "spammers": spam,
                              "method": "lean_em_rounds", **score(boxes, true, image_ids),
                              "ceiling": recall_ceiling(used, true), **counts,
                              "s_per_100k": seconds / max(len(used), 1) * 1e5})
@@ -478,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--risk-threshold", type=float, default=0.3, help="adaptive overlap's risk threshold")
     parser.add_argument("--rounds", default="on", help="on: rows of the rounds mode (lean_em_rounds); off: none")
     parser.add_argument("--rounds-drawers", type=int, default=2, help="rounds mode: drawers per image")
+    parser.add_argument("--rounds-max-overlap", type=int, default=3,
+                        help="rounds mode: adaptive overlap up to this many drawers before the rounds "
+                             "(--risk-threshold), as Wait Pool's --max_overlap (0: none)")
     parser.add_argument("--missed-threshold", type=float, default=0.3,
                         help="rounds mode: expected missed signs above which an image gets a missed-sign task")
     parser.add_argument("--check-low", type=float, default=0.1, help="rounds mode: lowest score checked")

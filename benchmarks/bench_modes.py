@@ -12,9 +12,10 @@ to everything, ...) plus 20 who only take verification tasks (``--verification-w
 * ``overlap k=3`` / ``overlap k=5``: k drawers per image, boxes aggregated (lean_em); k=5 is the baseline;
 * ``overlap adapt 2-5``: Wait Pool's adaptive overlap, 2 drawers per image and one more for each image whose
   aggregated boxes are still uncertain, up to 5;
-* ``overlap 2+rounds``: 2 drawers per image, then Wait Pool's two rounds (``--rounds missed_signs,box_check``):
-  a missed-sign task for the images the aggregate expects to have missed signs, and a per-box check of every
-  box whose score is uncertain, each within its budget;
+* ``overlap 2-3+rounds``: 2 drawers per image, a third for the risky images (adaptive overlap up to 3), then
+  Wait Pool's two rounds (``--rounds missed_signs,box_check``): a missed-sign task for the images the aggregate
+  expects to have missed signs, and a per-box check of every box whose score is uncertain, each within its
+  budget;
 * ``verify``: one drawer per image, three verifiers per drawing, redraw of rejected drawings (at most 5
   drawings per image, the demo's default for this mode);
 * ``overlap+verify k=3``: three drawers per image, each drawing verified (at most 3 tries per slot), aggregated.
@@ -57,7 +58,7 @@ BASELINE = "overlap k=5"
 ROUNDS = "missed_signs,box_check"
 # (row, --mode, --overlap, --max-overlap, --rounds)
 ROWS = (("overlap k=3", "overlap", 3, None, None), ("overlap k=5", "overlap", 5, None, None),
-        ("overlap adapt 2-5", "overlap", 2, 5, None), ("overlap 2+rounds", "overlap", 2, None, ROUNDS),
+        ("overlap adapt 2-5", "overlap", 2, 5, None), ("overlap 2-3+rounds", "overlap", 2, 3, ROUNDS),
         ("verify", "verify", 1, None, None), ("overlap+verify k=3", "overlap+verify", 3, None, None))
 
 
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", default=None, help="keep the runs in this folder (default: a temp folder)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     parser.add_argument("--rows", default=None,
-                        help="comma list of rows to run (default all), e.g. 'overlap k=5,overlap 2+rounds'")
+                        help="comma list of rows to run (default all), e.g. 'overlap k=5,overlap 2-3+rounds'")
     args = parser.parse_args(argv)
     args.rows = [r.strip() for r in args.rows.split(",")] if args.rows else None
     args.count = args.count or (6 if args.quick else 40)
