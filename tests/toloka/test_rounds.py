@@ -53,15 +53,17 @@ def test_uncertain_boxes_are_inside_the_bounds_nearest_one_half_first():
     assert picked["box_id"].tolist()[0] == box_key("a", "yield", 40, 0, 10, 10)
 
 
-def test_a_box_counts_as_checked_by_its_id_or_an_iou_of_at_least_0_7_on_the_same_image():
+def test_a_box_counts_as_checked_by_its_id_or_an_iou_of_at_least_0_7_on_the_same_image_and_label():
     existing = with_box_ids(boxes_frame([("a", "stop", 0, 0, 10, 10, 0.5)]))
     candidates = with_box_ids(boxes_frame([
         ("a", "stop", 0, 0, 10, 10, 0.5),     # the same box id
-        ("a", "yield", 0, 0, 10, 8, 0.5),     # IoU 80/100 = 0.8: checked, whatever the label
+        ("a", "yield", 0, 0, 10, 8, 0.5),     # IoU 80/100 = 0.8 but another label: its old answers would not
+                                              # count for it (selection.aliases), so it is not checked
+        ("a", "stop", 0, 0, 10, 8, 0.5),      # IoU 0.8, same label: checked
         ("a", "stop", 0, 0, 10, 7, 0.5),      # IoU 0.7 exactly: checked
         ("a", "stop", 0, 0, 10, 6, 0.5),      # IoU 0.6: not checked
         ("b", "stop", 0, 0, 10, 10, 0.5)]))   # another image
-    assert not_checked(candidates, existing).tolist() == [False, False, False, True, True]
+    assert not_checked(candidates, existing).tolist() == [False, True, False, False, True, True]
 
 
 def test_pool_cost_pays_whole_suites_and_affordable_counts_the_tasks_already_there():
@@ -126,6 +128,13 @@ class FakeTasksApi:
 
     def __init__(self):
         self.requests = []
+        self.opened = 0
+
+    def get_pool(self, pool_id):
+        return types.SimpleNamespace(is_open=lambda: self.opened > 0)
+
+    def open_pool(self, pool_id):
+        self.opened += 1
 
     def create_tasks(self, tasks, **params):
         self.requests.append((len(tasks), params))
@@ -145,7 +154,10 @@ def test_create_tasks_asks_the_budget_before_every_batch_and_cuts_the_last_one()
     done = create_tasks(api, "p", [{"image_id": str(i)} for i in range(9)], overlap=2, fits=fits, batch=3)
     assert done.created == 5 and done.refused == 4
     assert [n for n, _ in api.requests] == [3, 2]
-    assert api.requests[0][1] == {"allow_defaults": False, "open_pool": True, "skip_invalid_items": True}
+    # closed while the batches arrive, opened once after the last (a partial suite per batch would break the cap)
+    assert all(params == {"allow_defaults": False, "open_pool": False, "skip_invalid_items": True}
+               for _, params in api.requests)
+    assert api.opened == 1
     assert asked == [3, 6, 5]  # before each batch (and while cutting one); nothing after the cap was reached
 
 

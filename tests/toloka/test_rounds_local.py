@@ -22,6 +22,7 @@ from crowdboxes.toloka.collection.collector import AnswerCollector
 from crowdboxes.toloka.collection.solutions import answers_frame
 from crowdboxes.toloka.rounds import box_key
 from crowdboxes.toloka.rounds.runner import Rounds, RoundSettings, round_pools
+from crowdboxes.toloka.spending import money_spent
 from helpers_rounds import Local, pool_from_config, project_from_config, start_local
 
 N_IMAGES = 8
@@ -133,9 +134,11 @@ def test_both_rounds_create_tasks_only_for_the_selected_images_and_boxes(local, 
     assert len(added) + by_drawers == sum(max(1, len(a.solutions[0].output_values["result"]))
                                           for a in local.client.get_assignments(pool_id=missed_pool))
 
-    # checks: one task per box with score in [0.01, 0.99] after the missed-sign round, and checks.csv
+    # checks: one task per place (its best-scored label) with score in [0.01, 0.99] after the missed-sign
+    # round, and checks.csv
     model = lean_em(answers, setup.images)
-    boxes = model.boxes_
+    boxes = model.boxes_.sort_values("score", ascending=False, kind="stable")
+    boxes = boxes.drop_duplicates(["image_id", "x", "y", "w", "h"])
     uncertain = boxes[(boxes["score"] >= 0.01) & (boxes["score"] <= 0.99)]
     wanted_boxes = {box_key(r.image_id, r.label, r.x, r.y, r.w, r.h) for r in uncertain.itertuples()}
     checks_made = [t.input_values for t in pool_tasks(local.client, check_pool)]
@@ -144,10 +147,16 @@ def test_both_rounds_create_tasks_only_for_the_selected_images_and_boxes(local, 
     checks = pd.read_csv(CHECKS.path(tmp_path / "out"), dtype={"image_id": str, "right_label": str},
                          keep_default_na=False)
     assert list(checks.columns) == list(CHECKS.columns)
-    assert set(checks["box_id"]) == wanted_boxes and len(checks) == len(wanted_boxes)
+    c = summary["box_check"]
+    # a check by a drawer of the image (4 workers here) is paid but not used: no independent evidence
+    drawers = setup.drawings.groupby("image_id")["worker_id"].agg(set)
+    by_drawers = sum(1 for a in local.client.get_assignments(pool_id=check_pool) for t in a.tasks
+                     if a.user_id in drawers[t.input_values["image_id"]])
+    assert c["dropped_drawer_checks"] == by_drawers and not any(w in drawers[i] for i, w in
+                                                                 zip(checks["image_id"], checks["worker_id"]))
+    assert set(checks["box_id"]) <= wanted_boxes and len(checks) + by_drawers == len(wanted_boxes)
     assert set(checks.loc[checks["label"] == "stop", "verdict"]) <= {"yes"}
     assert set(checks.loc[checks["verdict"] == "wrong_class", "right_label"]) <= {"stop"}
-    c = summary["box_check"]
     assert c["tasks_created"] == len(wanted_boxes) and c["check_rows"] == len(checks) and c["unknown_box"] == 0
     assert c["spent_usd"] == pytest.approx(-(-len(wanted_boxes) // 2) * 0.026)  # suites of 2 at 0.02 + fee
 
@@ -183,7 +192,8 @@ def test_a_crash_between_creation_and_collection_then_a_rerun_creates_and_pays_n
     assert m["tasks_created"] == 0 and m["tasks_already_there"] == len(first) == m["tasks_in_pool"]
     assert c["tasks_created"] == 0 and c["tasks_already_there"] == n_checks == c["tasks_in_pool"]
     assert len(pool_tasks(local.client, missed_pool)) == len(first) and m["answers"] == len(first)
-    assert len(pool_tasks(local.client, check_pool)) == n_checks and c["answers"] == n_checks == c["check_rows"]
+    assert len(pool_tasks(local.client, check_pool)) == n_checks
+    assert c["answers"] == n_checks == c["check_rows"] + c["dropped_drawer_checks"]
     spent = (m["spent_usd"], c["spent_usd"])
 
     # and once more, after everything was done: nothing new, nothing paid again, the same files
@@ -244,7 +254,8 @@ def test_a_check_answer_about_a_box_nobody_output_is_skipped_and_counted(local, 
     assert c["unknown_box"] == 1 and any("0123456789abcdef" in p for p in c["problems"])
     assert summary["missed_signs"] == {"pool_id": setup.pools["pool_id"][0], "off": "--missed_threshold none"}
     checks = pd.read_csv(CHECKS.path(tmp_path / "out"))
-    assert "0123456789abcdef" not in set(checks["box_id"]) and len(checks) == c["check_rows"] == c["tasks_created"]
+    assert "0123456789abcdef" not in set(checks["box_id"])
+    assert len(checks) == c["check_rows"] == c["tasks_created"] - c["dropped_drawer_checks"]
     assert c["tasks_in_pool"] == c["tasks_created"] + 1
 
 
@@ -254,3 +265,19 @@ def test_the_deadline_ends_a_round_with_one_line_and_the_tasks_stay(local, tmp_p
     with pytest.raises(CrowdboxesError, match="timed out in round missed_signs") as err:
         run.run(setup.drawings)
     assert "\n" not in str(err.value) and pool_tasks(local.client, setup.pools["pool_id"][0])
+
+
+def test_a_second_pass_with_other_thresholds_keeps_the_cap_despite_the_first_passs_partial_suite(local, tmp_path):
+    # the check pool takes 3 tasks per suite at $0.026: a $0.05 budget pays one suite. A first run checks one
+    # or two boxes (a partial suite, paid in full); a re-run with a wider band may add nothing: counted as
+    # ceil(tasks / 3) suites the pool would still have room, but the new tasks would come in a second suite
+    setup = detection_round(local, tmp_path, missed_budget=0.0, check_budget=0.05, check_per_suite=3)
+    scores = lean_em(setup.drawings, setup.images).boxes_["score"]
+    one = float(scores[(scores > 0.01) & (scores < 0.99)].iloc[0])
+    _, first = rounds(local, setup, tmp_path / "first", check_low=one, check_high=one).run(setup.drawings)
+    assert first["box_check"]["tasks_created"] in (1, 2)  # the premise: a partial suite
+    _, second = rounds(local, setup, tmp_path / "second", check_low=0.0, check_high=1.0).run(setup.drawings)
+    check_pool = setup.pools["pool_id"].iloc[1]
+    assert second["box_check"]["tasks_created"] == 0 and second["box_check"]["skipped_for_budget"] > 0
+    assert len(pool_tasks(local.client, check_pool)) == first["box_check"]["tasks_created"]
+    assert money_spent(local.client, [check_pool]) <= 0.05

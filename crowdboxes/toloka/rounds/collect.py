@@ -58,11 +58,13 @@ class CheckRows:
     frame: pd.DataFrame
     unknown_box: int = 0
     bad_verdict: int = 0
+    dropped_drawer_checks: int = 0
     problems: list[str] = field(default_factory=list)
 
 
 def check_rows(records: Iterable[dict[str, Any]], task_inputs: Mapping[str, dict[str, Any]],
-               known: pd.DataFrame, labels: Iterable[str] = (), aliases: Mapping[str, str] | None = None) -> CheckRows:
+               known: pd.DataFrame, labels: Iterable[str] = (), aliases: Mapping[str, str] | None = None,
+               drawers: Mapping[str, set[str]] | None = None) -> CheckRows:
     """checks.csv rows (``artifacts.CHECKS``) of the collected check assignments.
 
     ``task_inputs``: task id -> its input values (``box_id`` among them); ``known``: the boxes the check may be
@@ -71,7 +73,9 @@ def check_rows(records: Iterable[dict[str, Any]], task_inputs: Mapping[str, dict
     :func:`crowdboxes.toloka.rounds.selection.aliases`), or that has no task at all, is skipped and counted in
     ``unknown_box``; a verdict outside yes / no_sign / loose / wrong_class, or a wrong_class whose
     ``right_label`` is not one of ``labels`` (when given), in ``bad_verdict``. ``right_label`` is kept only
-    with wrong_class. The box's coordinates in a row are the current box's (``known``).
+    with wrong_class. The box's coordinates in a row are the current box's (``known``). A check by one of the
+    image's drawers (``drawers``: image id -> worker ids) is dropped and counted in ``dropped_drawer_checks``:
+    Toloka cannot keep a worker from one task, and a drawer's "yes" on their own box is no independent evidence.
     """
     boxes = {str(r.box_id): r for r in known.itertuples(index=False)}
     allowed = set(labels)
@@ -85,6 +89,9 @@ def check_rows(records: Iterable[dict[str, Any]], task_inputs: Mapping[str, dict
             if box is None:
                 out.unknown_box += 1
                 out.problems.append(f"assignment {rec['id']} task {task['id']}: unknown box_id {box_id!r}")
+                continue
+            if str(rec["user_id"]) in (drawers or {}).get(str(box.image_id), set()):
+                out.dropped_drawer_checks += 1
                 continue
             verdict = str((output or {}).get(VERDICT) or "")
             right = str((output or {}).get(RIGHT_LABEL) or "") if verdict == "wrong_class" else ""

@@ -107,6 +107,12 @@ def round_pools(pools: pd.DataFrame, path: str | Path = "pool.csv") -> dict[str,
     return out
 
 
+def drawers_of(answers: pd.DataFrame) -> dict[str, set[str]]:
+    """Image id -> the workers who drew it in the first round (answers.csv rows with ``round`` drawing)."""
+    drawn = answers[answers["round"] == DRAWING]
+    return {str(i): set(g.astype(str)) for i, g in drawn.groupby(drawn["image_id"].astype(str))["worker_id"]}
+
+
 def aggregate(answers: pd.DataFrame, images: pd.DataFrame) -> LeanEM:
     """LeanEM (``min_score`` :data:`MIN_SCORE`) over the answers not rejected."""
     from crowdboxes.aggregation import LeanEM
@@ -165,17 +171,16 @@ class Rounds:
         at_risk = [i for i in selection.at_risk_images(model.images_, threshold) if i in self.sizes]
         existing = round_tasks.list_tasks(self.client, pool.pool_id)
         per_suite, price = self._suite(pool)
+        left = self._left(pool, existing, per_suite, price)
         plan = selection.plan_images(at_risk, round_tasks.task_images(existing), overlap=1, tasks_per_suite=per_suite,
-                                     price=price, budget=pool.budget, n_existing_tasks=len(existing))
+                                     price=price, budget=left, n_existing_tasks=0)
         inputs = round_tasks.missed_sign_inputs(plan.new["image_id"].tolist(), self.urls, self.sizes, model.boxes_)
         created = round_tasks.create_tasks(self.client, pool.pool_id, inputs, overlap=1,
-                                           fits=self._fits(pool, len(existing), 1, per_suite, price))
+                                           fits=self._fits(left, 1, per_suite, price))
         collector, outcome = self._wait(pool)
         all_tasks = round_tasks.list_tasks(self.client, pool.pool_id)
-        drawn = answers[answers["round"] == DRAWING]
-        drawers = {str(i): set(g.astype(str)) for i, g in drawn.groupby(drawn["image_id"].astype(str))["worker_id"]}
         rows = missed_sign_rows(collector.records(pool.pool_id), round_tasks_frame(all_tasks, pool.pool_id),
-                                self.images, drawers)
+                                self.images, drawers_of(answers))
         merged = pd.concat([answers, rows.frame], ignore_index=True) if len(rows.frame) else answers
         counts = collector.counts(pool.pool_id)
         return merged, {
@@ -193,22 +198,25 @@ class Rounds:
         existing_tasks = round_tasks.list_tasks(self.client, pool.pool_id)
         existing = round_tasks.task_boxes(existing_tasks, self.sizes)
         per_suite, price = self._suite(pool)
+        left = self._left(pool, existing_tasks, per_suite, price)
         plan = selection.plan_boxes(candidates, existing, overlap=s.checkers, tasks_per_suite=per_suite, price=price,
-                                    budget=pool.budget, n_existing_tasks=len(existing_tasks))
+                                    budget=left, n_existing_tasks=0)
         inputs = round_tasks.check_inputs(plan.new, self.urls, self.sizes, self.labels)
         created = round_tasks.create_tasks(self.client, pool.pool_id, inputs, overlap=s.checkers,
-                                           fits=self._fits(pool, len(existing_tasks), s.checkers, per_suite, price))
+                                           fits=self._fits(left, s.checkers, per_suite, price))
         collector, outcome = self._wait(pool)
         all_tasks = round_tasks.list_tasks(self.client, pool.pool_id)
         inputs_by_task = {str(t.id): dict(t.input_values or {}) for t in all_tasks}
         alias = selection.aliases(round_tasks.task_boxes(all_tasks, self.sizes), current)
-        rows = check_rows(collector.records(pool.pool_id), inputs_by_task, current, self.labels.keys(), alias)
+        rows = check_rows(collector.records(pool.pool_id), inputs_by_task, current, self.labels.keys(), alias,
+                          drawers=drawers_of(answers))
         write_csv(rows.frame, self.out, CHECKS)
         counts = collector.counts(pool.pool_id)
         return {**self._common(pool, plan, created, counts, outcome, len(all_tasks)),
                 "check_low": s.check_low, "check_high": s.check_high, "checkers": s.checkers,
                 "boxes_uncertain": int(len(candidates)), "check_rows": int(len(rows.frame)),
-                "unknown_box": rows.unknown_box, "bad_verdict": rows.bad_verdict, "problems": rows.problems[:20],
+                "unknown_box": rows.unknown_box, "bad_verdict": rows.bad_verdict,
+                "dropped_drawer_checks": rows.dropped_drawer_checks, "problems": rows.problems[:20],
                 "problem_count": len(rows.problems)}
 
     # ------------------------------------------------------------------ shared parts
@@ -228,12 +236,26 @@ class Rounds:
         per_suite = int(getattr(mixer, "real_tasks_count", None) or 1)
         return max(1, per_suite), assignment_price(pool.reward)
 
+    def _left(self, pool: RoundPool, existing: Sequence[Any], per_suite: int, price: float) -> float | None:
+        """The round's budget minus what its pool's existing tasks already commit (None: no cap).
+
+        Committed = Toloka's charges so far (``spending.money_spent``: submitted and accepted assignments)
+        + every assignment issued and not yet submitted + the suites the tasks' unissued overlap still needs,
+        ``ceil(sum of remaining_overlap / tasks per suite)``. Counting what Toloka has and not a formula of the
+        task count keeps the cap when earlier passes (a re-run, other thresholds) each ended in a partial suite.
+        """
+        if pool.budget is None:
+            return None
+        paid = money_spent(self.client, [pool.pool_id]) if existing else 0.0
+        issued = sum(1 for _ in self.client.get_assignments(pool_id=pool.pool_id, status="ACTIVE")) if existing else 0
+        slots = sum(int(getattr(t, "remaining_overlap", 0) or 0) for t in existing)
+        return max(0.0, pool.budget - paid - (issued + math.ceil(slots / max(1, per_suite))) * price)
+
     @staticmethod
-    def _fits(pool: RoundPool, n_existing: int, overlap: int, per_suite: int, price: float) -> Callable[[int], bool]:
-        """The budget question asked before every create: does the pool still fit with ``n`` more tasks?"""
+    def _fits(left: float | None, overlap: int, per_suite: int, price: float) -> Callable[[int], bool]:
+        """The budget question asked before every create: do ``n`` new tasks still fit in what is ``left``?"""
         def fits(n: int) -> bool:
-            return pool.budget is None or selection.pool_cost(n_existing + n, overlap, per_suite, price) \
-                <= pool.budget + 1e-9
+            return left is None or selection.pool_cost(n, overlap, per_suite, price) <= left + 1e-9
         return fits
 
     def _wait(self, pool: RoundPool) -> tuple[AnswerCollector, str]:

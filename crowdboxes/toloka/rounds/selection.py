@@ -46,8 +46,14 @@ def with_box_ids(boxes: pd.DataFrame) -> pd.DataFrame:
 
 
 def uncertain_boxes(boxes: pd.DataFrame, low: float, high: float) -> pd.DataFrame:
-    """Boxes with ``low <= score <= high`` and their ``box_id``, most uncertain (score nearest 0.5) first."""
+    """Boxes with ``low <= score <= high`` and their ``box_id``, most uncertain (score nearest 0.5) first.
+
+    One rectangle is checked once: LeanEM outputs a candidate under its runner-up labels too, at the same place,
+    and only the best-scored label of a place is sent (a wrong_class verdict names the right class anyway).
+    """
     boxes = with_box_ids(boxes)
+    boxes = boxes.sort_values("score", ascending=False, kind="stable")
+    boxes = boxes[~boxes.duplicated(["image_id", "x", "y", "w", "h"], keep="first")]
     picked = boxes[(boxes["score"] >= low) & (boxes["score"] <= high)]
     picked = picked.assign(_doubt=(picked["score"] - 0.5).abs())
     picked = picked.sort_values(["_doubt", "image_id", "box_id"], kind="stable")
@@ -56,10 +62,11 @@ def uncertain_boxes(boxes: pd.DataFrame, low: float, high: float) -> pd.DataFram
 
 def not_checked(candidates: pd.DataFrame, existing: pd.DataFrame, iou: float = CHECKED_IOU) -> pd.Series:
     """True for the candidates with no task yet: box id unknown to ``existing`` and IoU below ``iou`` with each
-    of ``existing``'s boxes on the same image (both frames: ``image_id, box_id, x, y, w, h``)."""
+    of ``existing``'s boxes of the same image and label (both frames: ``image_id, box_id, label, x, y, w, h``;
+    the rule :func:`aliases` uses to credit the old answers to the current box)."""
     fresh = ~candidates["box_id"].isin(set(existing["box_id"]))
-    for image_id, group in candidates[fresh].groupby("image_id"):
-        theirs = existing[existing["image_id"] == image_id]
+    for (image_id, label), group in candidates[fresh].groupby(["image_id", "label"]):
+        theirs = existing[(existing["image_id"] == image_id) & (existing["label"] == label)]
         if theirs.empty:
             continue
         overlap = iou_matrix(group[["x", "y", "w", "h"]].to_numpy(float), theirs[["x", "y", "w", "h"]].to_numpy(float))

@@ -117,8 +117,9 @@ def create_tasks(client: Any, pool_id: str, inputs: Sequence[dict[str, Any]], *,
 
     ``fits(n)`` says whether ``n`` more tasks still fit the round's budget; it is asked before every batch
     (a batch that does not fit is cut to what does). ``allow_defaults=False`` because the overlap is given
-    (``--checkers`` may differ from the pool's default); ``open_pool=True`` opens the pool with the tasks.
-    Invalid items are skipped by Toloka and reported in ``failed``.
+    (``--checkers`` may differ from the pool's default). The pool opens once, after the last batch: opened
+    with the first batch, workers could empty it before the next one arrives, and every batch would end in a
+    partial suite the budget did not count. Invalid items are skipped by Toloka and reported in ``failed``.
     """
     from toloka.client import Task
 
@@ -130,11 +131,13 @@ def create_tasks(client: Any, pool_id: str, inputs: Sequence[dict[str, Any]], *,
             n -= 1
         if n:
             tasks = [Task(pool_id=str(pool_id), overlap=int(overlap), input_values=values) for values in part[:n]]
-            result = client.create_tasks(tasks, allow_defaults=False, open_pool=True, skip_invalid_items=True)
+            result = client.create_tasks(tasks, allow_defaults=False, open_pool=False, skip_invalid_items=True)
             done.created += len(result.items or {})
             for index, errors in (result.validation_errors or {}).items():
                 done.failed.append(f"task {start + int(index) + 1}: {errors}")
         if n < len(part):  # the budget is reached: the rest does not fit either
             done.refused += len(inputs) - start - n
             break
+    if done.created and not client.get_pool(str(pool_id)).is_open():
+        client.open_pool(str(pool_id))
     return done
