@@ -16,23 +16,36 @@ model ($p_c$ existence, $q_{ck}$ class posterior, $\ell_c$ the probability that 
 
 * $T$ (a real sign of class $k$, boxed within IoU 0.5): $p_c\,(1 - \ell_c)\,q_{ck}$;
 * $W$ (a real sign of another class, boxed tightly): $p_c\,(1 - \ell_c)\,(1 - q_{ck})$;
-* $L$ (a real sign, loosely boxed): $p_c\,\ell_c$;
-* $N$ (no sign): $1 - p_c$.
+* $L$ (on a sign, but not tightly boxed): $p_c\,\ell_c + (1 - p_c)\,\phi$;
+* $N$ (no sign): $(1 - p_c)(1 - \phi)$.
 
-**Checkers.** Checker $j$ reports the true state ($T \to$ yes, $W \to$ wrong_class, $L \to$ loose,
-$N \to$ no_sign) with accuracy $a_j$; otherwise it picks one of the three other verdicts with weights
-$\beta$ for "yes" (``yes_bias``) and 1 for each other, so a careless checker leans towards "yes":
+$\phi$ is the share of false candidates that lie loosely on a sign: a sign boxed far off (a gross
+misplacement, or a second box of a sign beside its real one) is a false candidate to the existence model, yet
+a checker sees a sign under it. Without $\phi$ a "loose" verdict on a lone box could only be a checker's
+error, and would raise the box's score.
 
-$$P(v \mid s) = a_j [v = s] + (1 - a_j)\,[v \ne s]\,\frac{w_v}{\sum_{v' \ne s} w_{v'}},\qquad
-w_{\text{yes}} = \beta,\; w_{\text{other}} = 1.$$
+**Checkers.** Checker $j$ answers "yes" without looking with probability $\pi_j$ (its lazy rate: the bias
+toward "yes" of checkers who accept whatever they are shown); otherwise it reports the true state
+($T \to$ yes, $W \to$ wrong_class, $L \to$ loose, $N \to$ no_sign) with accuracy $a_j$, else picks one of
+the three other verdicts with weights $\beta$ for "yes" (``yes_bias``) and 1 for each other:
 
-For $\beta = 2$: given $T$, each wrong verdict has $(1 - a_j)/3$; given $N$, "yes" has $(1 - a_j)/2$ and
-loose and wrong_class $(1 - a_j)/4$ each.
+$$P(v \mid s) = \pi_j [v = \text{yes}] + (1 - \pi_j)\Big(a_j [v = s] + (1 - a_j)\,[v \ne s]\,
+\frac{w_v}{\sum_{v' \ne s} w_{v'}}\Big),\qquad w_{\text{yes}} = \beta,\; w_{\text{other}} = 1.$$
 
-**EM.** Alternate: the posterior of each checked box's state, $P(s \mid v) \propto P(s) \prod_j P(v_j \mid s)$;
-and $a_j = \frac{\alpha + \sum_{\text{checks of } j} P(s = v_j \mid v)}{\alpha + \beta_a + n_j}$ (Beta prior of
-mean ``accuracy_prior`` and strength $\alpha + \beta_a$ = ``strength``), until no $a_j$ moves by more than
-1e-6 (at most 100 rounds).
+For $\pi_j = 0$, $\beta = 2$: given $T$, each wrong verdict has $(1 - a_j)/3$; given $N$, "yes" has
+$(1 - a_j)/2$ and loose and wrong_class $(1 - a_j)/4$ each. With one check per box a one-coin checker who
+always says "yes" looks accurate (its "yes" makes the boxes it checks look right); $\pi_j$ separates it, since
+its "yes" rate does not follow the prior of the boxes it is shown.
+
+**EM.** Alternate: the posterior of each checked box's state, $P(s \mid v) \propto P(s) \prod_i P(v_i \mid s)$;
+then, per check $i$ of checker $j$ on box $g$, the share of a lazy "yes"
+$z_i = [v_i = \text{yes}]\sum_s P(s \mid v_g)\,\pi_j / P(v_i \mid s)$ and of an attentive true verdict
+$r_i = P(s = v_i \mid v_g)\,(1 - \pi_j)\,a_j / P(v_i \mid s = v_i)$, and
+$a_j = \frac{\alpha + \sum_i r_i}{\alpha + \beta_a + \sum_i (1 - z_i)}$,
+$\pi_j = \frac{\alpha_\pi + \sum_i z_i}{\alpha_\pi + \beta_\pi + n_j}$,
+$\phi = \frac{\alpha_\phi + \sum_g P(L \mid v_g)\,(1 - p_g)\phi / P_g(L)}{\alpha_\phi + \beta_\phi + \sum_g (1 - p_g)}$
+(Beta priors of means ``accuracy_prior``, ``lazy_prior``, ``misplaced_prior``, each of strength
+``strength``), until no parameter moves by more than 1e-6 (at most 100 rounds).
 
 **Scores.** The checked box's new score is $P(T \mid v)$. The candidate's other classes share
 $P(W \mid v)$ as $r_{k'} \propto (q_{ck'} + 10^{-3}) \prod_{j:\,\text{wrong\_class}} P(\text{right\_label}_j
@@ -40,7 +53,8 @@ $P(W \mid v)$ as $r_{k'} \propto (q_{ck'} + 10^{-3}) \prod_{j:\,\text{wrong\_cla
 each becomes (or updates) an output box under class $k'$ with score $P(W \mid v)\,r_{k'}$, at the same place.
 A ``right_label`` that no answer carries adds no class (the model has no posterior for it); verdicts compare
 case-insensitively.
-The candidate's existence becomes $1 - P(N \mid v)$ (the image risk uses it). A candidate checked under two
+The candidate's existence becomes $P(T \mid v) + P(W \mid v) + P(L \mid v)\,p_c\ell_c / P(L)$ (the image risk
+uses it: a sign boxed far off is still a false candidate). A candidate checked under two
 labels takes its other classes from the label with more checks; each checked label keeps its own $P(T)$.
 """
 
@@ -76,25 +90,29 @@ class Folded(NamedTuple):
 
 def empty_checkers() -> pd.DataFrame:
     """A ``checkers_`` frame without rows."""
-    return pd.DataFrame({"accuracy": pd.Series(dtype=np.float64),
+    return pd.DataFrame({"accuracy": pd.Series(dtype=np.float64), "lazy": pd.Series(dtype=np.float64),
                          "checks": pd.Series(dtype=np.int64)}).rename_axis("worker")
 
 
-def confusion(accuracy: np.ndarray, yes_bias: float) -> np.ndarray:
-    """$P(v \\mid s)$ per checker: shape (checkers, 4 states, 4 verdicts), states and verdicts in VERDICTS order."""
+def confusion(accuracy: np.ndarray, yes_bias: float, lazy: np.ndarray | None = None) -> np.ndarray:
+    """$P(v \\mid s)$ per checker: shape (checkers, 4 states, 4 verdicts), states and verdicts in VERDICTS order;
+    ``lazy`` = $\\pi_j$ per checker (None: 0)."""
     weights = np.array([yes_bias, 1.0, 1.0, 1.0])
     wrong = np.tile(weights, (4, 1))
     np.fill_diagonal(wrong, 0.0)
     wrong /= wrong.sum(axis=1, keepdims=True)
     acc = np.asarray(accuracy, dtype=np.float64)[:, None, None]
     out: np.ndarray = acc * np.eye(4)[None] + (1 - acc) * wrong[None]
+    if lazy is not None:
+        pi = np.asarray(lazy, dtype=np.float64)[:, None, None]
+        out = pi * np.eye(4)[0][None, None, :] + (1 - pi) * out
     return out
 
 
 def state_posterior(prior: np.ndarray, group: np.ndarray, verdict: np.ndarray, checker: np.ndarray,
-                    accuracy: np.ndarray, yes_bias: float) -> np.ndarray:
+                    accuracy: np.ndarray, yes_bias: float, lazy: np.ndarray | None = None) -> np.ndarray:
     """$P(s \\mid v)$ per checked box: ``prior`` (boxes, 4); check i is on box ``group[i]`` by ``checker[i]``."""
-    like = confusion(accuracy, yes_bias)[checker, :, verdict]  # (checks, 4 states)
+    like = confusion(accuracy, yes_bias, lazy)[checker, :, verdict]  # (checks, 4 states)
     log_post = np.log(np.maximum(prior, 1e-300))
     for s in range(4):
         log_post[:, s] += np.bincount(group, weights=np.log(np.maximum(like[:, s], 1e-300)), minlength=len(prior))
@@ -162,7 +180,7 @@ def _match(checks: pd.DataFrame, boxes: np.ndarray, usable: np.ndarray, prep: Pr
 def fold_checks(checks: pd.DataFrame, prep: PreparedAnswers, obj_image: np.ndarray, obj_boxes: np.ndarray,
                 p: np.ndarray, q: np.ndarray, loose: np.ndarray, obj: np.ndarray, label: np.ndarray,
                 score: np.ndarray, accuracy_prior: float = 0.85, strength: float = 10.0,
-                yes_bias: float = 2.0) -> Folded:
+                yes_bias: float = 2.0, lazy_prior: float = 0.0, misplaced_prior: float = 0.0) -> Folded:
     """New output rows and scores after the checks (module docstring).
 
     Args:
@@ -173,6 +191,9 @@ def fold_checks(checks: pd.DataFrame, prep: PreparedAnswers, obj_image: np.ndarr
         obj, label, score: the output rows before the checks (candidate, class code, score).
         accuracy_prior, strength: the Beta prior on a checker's accuracy.
         yes_bias: weight of "yes" among a checker's wrong verdicts.
+        lazy_prior: prior mean of a checker's lazy-"yes" rate $\\pi_j$ (strength ``strength``; 0 = none).
+        misplaced_prior: prior mean of $\\phi$, the share of false candidates that lie loosely on a sign
+            (strength ``strength``; 0 = none).
     """
     boxes, code, problems = _valid_rows(checks)
     names = list(prep.label_names)
@@ -195,21 +216,40 @@ def fold_checks(checks: pd.DataFrame, prep: PreparedAnswers, obj_image: np.ndarr
     checker = np.asarray(checker_codes, dtype=np.int64)
     verdict = code[used]
     qk = q[g_cand, g_lab]
-    tight = p[g_cand] * (1 - loose[g_cand])
-    prior = np.column_stack([tight * qk, tight * (1 - qk), p[g_cand] * loose[g_cand], 1 - p[g_cand]])
+    pc, lc = p[g_cand], loose[g_cand]
+    tight = pc * (1 - lc)
 
     n_checks = np.bincount(checker, minlength=len(checker_names)).astype(np.float64)
     alpha, beta = accuracy_prior * strength, (1 - accuracy_prior) * strength
+    alpha_l, beta_l = lazy_prior * strength, (1 - lazy_prior) * strength
+    alpha_m, beta_m = misplaced_prior * strength, (1 - misplaced_prior) * strength
     accuracy = np.full(len(checker_names), accuracy_prior)
+    lazy = np.full(len(checker_names), lazy_prior)
+    phi = misplaced_prior
+    said_yes = verdict == 0
     for _ in range(_N_ITER):
-        post = state_posterior(prior, group, verdict, checker, accuracy, yes_bias)
-        agree = post[group, verdict]
-        new = (alpha + np.bincount(checker, weights=agree, minlength=len(accuracy))) / (alpha + beta + n_checks)
-        moved = float(np.abs(new - accuracy).max())
-        accuracy = new
+        prior = np.column_stack([tight * qk, tight * (1 - qk), pc * lc + (1 - pc) * phi, (1 - pc) * (1 - phi)])
+        post = state_posterior(prior, group, verdict, checker, accuracy, yes_bias, lazy)
+        # per check: P(v | s), then the shares of the lazy "yes" and of the attentive right verdict
+        like = confusion(accuracy, yes_bias, lazy)[checker, :, verdict]
+        per_state = post[group] / np.maximum(like, 1e-300)
+        lazy_share = lazy[checker] * said_yes * per_state.sum(axis=1)
+        right = (1 - lazy[checker]) * accuracy[checker] * post[group, verdict] / np.maximum(
+            like[np.arange(len(verdict)), verdict], 1e-300)
+        attentive = np.bincount(checker, weights=1 - lazy_share, minlength=len(accuracy))
+        new = (alpha + np.bincount(checker, weights=right, minlength=len(accuracy))) / (alpha + beta + attentive)
+        new_lazy = (alpha_l + np.bincount(checker, weights=lazy_share, minlength=len(lazy))) / (
+            alpha_l + beta_l + n_checks)
+        # the loose state's share that is a false candidate (a sign boxed far off), over the false mass
+        false_loose = post[:, 2] * (1 - pc) * phi / np.maximum(prior[:, 2], 1e-300)
+        new_phi = float((alpha_m + false_loose.sum()) / (alpha_m + beta_m + (1 - pc).sum()))
+        moved = max(float(np.abs(new - accuracy).max()), float(np.abs(new_lazy - lazy).max()), abs(new_phi - phi))
+        accuracy, lazy, phi = new, new_lazy, new_phi
         if moved <= 1e-6:
             break
-    post = state_posterior(prior, group, verdict, checker, accuracy, yes_bias)
+    prior = np.column_stack([tight * qk, tight * (1 - qk), pc * lc + (1 - pc) * phi, (1 - pc) * (1 - phi)])
+    post = state_posterior(prior, group, verdict, checker, accuracy, yes_bias, lazy)
+    false_loose = post[:, 2] * (1 - pc) * phi / np.maximum(prior[:, 2], 1e-300)
 
     # other classes of a candidate share P(W): its class posterior times the checkers' right_label evidence
     nl = len(names)
@@ -244,13 +284,13 @@ def fold_checks(checks: pd.DataFrame, prep: PreparedAnswers, obj_image: np.ndarr
     primary = order[np.r_[True, g_cand[order][1:] != g_cand[order][:-1]]]
     for g in primary:
         c = int(g_cand[g])
-        existence[c] = 1 - post[g, 3]
+        existence[c] = 1 - post[g, 3] - false_loose[g]
         for k in range(nl):
             at = pos.get(c * nl + k)
             if at is not None and k != g_lab[g]:
                 new_score[at] = post[g, 1] * r[g, k]
     for g in range(len(boxes_key)):
         new_score[pos[int(boxes_key[g])]] = post[g, 0]
-    checkers = pd.DataFrame({"accuracy": accuracy, "checks": n_checks.astype(np.int64)},
+    checkers = pd.DataFrame({"accuracy": accuracy, "lazy": lazy, "checks": n_checks.astype(np.int64)},
                             index=pd.Index(checker_names, name="worker"))
     return Folded(rows // nl, rows % nl, new_score, existence, checkers, sorted(problems))

@@ -10,11 +10,14 @@ import pandas as pd
 
 from .base import BaseBoxAggregator
 from .checks import empty_checkers, fold_checks, unmatched_checks
-from .utils import PreparedAnswers, Problem, aggregated_boxes, cluster_boxes, majority_label
+from .utils import (PreparedAnswers, Problem, aggregated_boxes, candidate_pairs, cluster_boxes, first_round,
+                    majority_label)
 
 __all__ = ["LeanEM"]
 
 _TINY = 1e-12
+#: IoU from which a first-round box counts as marking the same sign as a shown box (*Missed-sign round*).
+SHOWN_OVERLAP_IOU = 0.1
 
 
 def _expit(logit: np.ndarray) -> np.ndarray:
@@ -63,10 +66,12 @@ class _Evidence(NamedTuple):
 
     @staticmethod
     def build(prep: PreparedAnswers, cluster: np.ndarray, nc: int, obj_image: np.ndarray,
-              group: np.ndarray | None = None) -> "_Evidence":
-        """Shown candidates, per-box counts and per-candidate asked workers of ``prep``'s clustering."""
+              group: np.ndarray | None = None, shown_box: np.ndarray | None = None) -> "_Evidence":
+        """Shown candidates, per-box counts and per-candidate asked workers of ``prep``'s clustering;
+        ``shown_box`` flags the first-round boxes the missed-sign worker saw (None: all of them)."""
         later = prep.later if len(prep.later) == prep.n_boxes else np.zeros(prep.n_boxes, dtype=bool)
-        shown = np.bincount(cluster, weights=(~later).astype(np.float64), minlength=nc) > 0
+        was_shown = ~later if shown_box is None else ~later & shown_box
+        shown = np.bincount(cluster, weights=was_shown.astype(np.float64), minlength=nc) > 0
         counts = (~(later & shown[cluster])).astype(np.float64)
         ni = prep.n_images
         first = np.bincount(prep.seen_image, weights=(~prep.seen_later).astype(np.float64), minlength=ni)
@@ -199,18 +204,23 @@ class LeanEM(BaseBoxAggregator):
 
     **Missed-sign round.** Answer rows with ``round == "missed_signs"`` come from a worker who saw the image
     with the current boxes drawn and was asked to add only what is missing. Their boxes cluster like any
-    others. A candidate is *shown* when it has a first-round box (a simple, checkable definition: it
-    includes low-scored candidates that were not drawn for the worker, whose silence is then also ignored,
-    erring towards no evidence). At a shown candidate the missed-sign worker's silence is no evidence
-    (it is not in $A_c$, and its miss-rate M-step leaves those candidates out); at any other candidate it
-    counts like a drawer's. Its miss rate enters the image risk (it looked for missed signs).
+    others. A candidate is *shown* when it has a first-round box that the worker saw: the model refits the
+    first-round answers alone (what Wait Pool fitted when it chose and drew the round) and a first-round box is
+    shown when its candidate there scored at least ``shown_min_score`` (the boxes the task draws), or when it
+    overlaps such a box with IoU $\ge$ 0.1 (``SHOWN_OVERLAP_IOU``: a sign already marked, even loosely, is not
+    redrawn). At a shown candidate the missed-sign worker's silence is no evidence (it is not in $A_c$, and its
+    miss-rate M-step leaves those candidates out); at any other candidate, a lone low-scored box included, it
+    counts like a drawer's: the worker looked for unmarked signs there and drew none. Its miss rate enters the
+    image risk (it looked for missed signs). ``shown_min_score=None`` counts every first-round box as shown.
 
     **Checks** (``fit(..., checks=...)``): per-box verdicts of the check round, folded in by
     :func:`crowdboxes.aggregation.checks.fold_checks` (states T/W/L/N with prior $p_c (1 - \ell_c) q_{ck}$,
-    $p_c (1 - \ell_c)(1 - q_{ck})$, $p_c \ell_c$, $1 - p_c$; checker accuracies by EM with a Beta prior of
-    mean ``checker_accuracy`` and strength ``checker_strength``, errors leaning to "yes" by
-    ``checker_yes_bias``). A checked box's score becomes $P(T \mid \text{verdicts})$; checks that match no
-    candidate are skipped and listed in ``checks_problems_`` (``checks_skipped_`` counts them).
+    $p_c (1 - \ell_c)(1 - q_{ck})$, $p_c \ell_c + (1 - p_c)\phi$, $(1 - p_c)(1 - \phi)$, $\phi$ the share of
+    false candidates that lie loosely on a sign, prior mean ``misplaced_prior``; checker accuracies and lazy
+    "yes" rates by EM with Beta priors of means ``checker_accuracy`` and ``checker_lazy`` and strength
+    ``checker_strength``, errors leaning to "yes" by ``checker_yes_bias``). A checked box's score becomes
+    $P(T \mid \text{verdicts})$; checks that match no candidate are skipped and listed in ``checks_problems_``
+    (``checks_skipped_`` counts them).
 
     **Risk** (``images_``, for deciding where one more drawer pays off, as Lean Crowdsourcing's online mode
     does). Per image $t$ with answering workers $A_t$ and candidates $C_t$: the expected number of its real
@@ -219,7 +229,7 @@ class LeanEM(BaseBoxAggregator):
     $\bar n$ the mean of $\sum_c p_c$ over images; the expected existence errors of the output at 0.5,
     $\sum_c \min(p_c, 1 - p_c)$; the expected class errors, $\sum_c p_c (1 - \max_k P(y_c = k))$. ``risk``
     is their sum, the expected number of wrong, missing or mislabelled boxes. With checks, $p_c$ of a checked
-    candidate is $1 - P(N \mid \text{verdicts})$.
+    candidate is its existence after the checks (``checks.fold_checks``).
 
     **Rules.** A class tie goes to the alphabetically first label. An image that every worker left empty yields
     no box and no evidence about the workers (there was nothing to miss and nothing drawn). Matching ties
@@ -280,6 +290,10 @@ class LeanEM(BaseBoxAggregator):
     pixel_sigma: float = attr.ib(default=1.0)
     """Pixel floor of edge noise, added in quadrature."""
 
+    shown_min_score: float | None = attr.ib(default=0.5)
+    """The score from which a first-round box was shown to a missed-sign worker (Wait Pool shows the boxes the
+    output keeps at 0.5); None: every first-round box counts as shown (*Missed-sign round*)."""
+
     checker_accuracy: float = attr.ib(default=0.85)
     """Prior mean of a checker's accuracy $a_j$ (*Checks*)."""
 
@@ -288,6 +302,12 @@ class LeanEM(BaseBoxAggregator):
 
     checker_yes_bias: float = attr.ib(default=2.0)
     """Weight of "yes" among a checker's wrong verdicts, relative to each other wrong verdict (*Checks*)."""
+
+    checker_lazy: float = attr.ib(default=0.1)
+    """Prior mean of a checker's lazy-"yes" rate $\\pi_j$ (answers "yes" without looking; *Checks*)."""
+
+    misplaced_prior: float = attr.ib(default=0.2)
+    """Prior mean of $\\phi$, the share of false candidates that lie loosely on a sign (*Checks*)."""
 
     label_method: Literal["one_coin", "dawid_skene"] = attr.ib(default="one_coin")
     """``one_coin``: skill-weighted vote inside EM; ``dawid_skene``: crowd-kit DawidSkene on kept objects."""
@@ -313,7 +333,7 @@ class LeanEM(BaseBoxAggregator):
     """Share of the candidate objects that are real (mean existence posterior)."""
 
     checkers_: pd.DataFrame = attr.ib(init=False)
-    """Per checker (index ``worker``): ``accuracy, checks`` (``checks.fold_checks``); empty without checks."""
+    """Per checker (index ``worker``): ``accuracy, lazy, checks`` (``checks.fold_checks``); empty without checks."""
 
     checks_problems_: list[Problem] = attr.ib(init=False)
     """``(row_number, reason)`` of every check row not used (no output box of its image matches it, bad row)."""
@@ -365,8 +385,10 @@ class LeanEM(BaseBoxAggregator):
         corners = np.column_stack([prep.boxes[:, 0], prep.boxes[:, 1], prep.boxes[:, 0] + prep.boxes[:, 2],
                                    prep.boxes[:, 1] + prep.boxes[:, 3]])
         self.n_iter_ = 0
+        shown_box = self._shown_boxes(prep, corners)
+        self.n_iter_ = 0  # the first-round fit above does not count
         cluster, nc = cluster_boxes(prep, self.iou_thr)
-        state = self._em(prep, corners, cluster, nc)
+        state = self._em(prep, corners, cluster, nc, shown_box)
         p, mu, q = state.p, state.mu, state.q
         obj_image = state.obj_image
         support = np.bincount(cluster, minlength=nc)
@@ -390,7 +412,8 @@ class LeanEM(BaseBoxAggregator):
         if self._checks is not None:
             folded = fold_checks(self._checks, prep, obj_image, boxes, p, q, state.loose, obj, lab, sc,
                                  accuracy_prior=self.checker_accuracy, strength=self.checker_strength,
-                                 yes_bias=self.checker_yes_bias)
+                                 yes_bias=self.checker_yes_bias, lazy_prior=self.checker_lazy,
+                                 misplaced_prior=self.misplaced_prior)
             obj, lab, sc = folded.obj, folded.label, folded.score
             self.checkers_ = folded.checkers
             self.checks_problems_ = folded.problems
@@ -447,7 +470,26 @@ class LeanEM(BaseBoxAggregator):
             "existence_risk": existence, "class_risk": labels, "risk": expected_missed + existence + labels},
             index=prep.image_names).rename_axis("image_id")
 
-    def _em(self, prep: PreparedAnswers, corners: np.ndarray, cluster: np.ndarray, nc: int) -> _EMResult:
+    def _shown_boxes(self, prep: PreparedAnswers, corners: np.ndarray) -> np.ndarray | None:
+        """Per box: a first-round box whose candidate the first-round model scored at least ``shown_min_score``
+        (what a missed-sign worker was shown); None without missed-sign rows (*Missed-sign round*)."""
+        later = prep.later if len(prep.later) == prep.n_boxes else np.zeros(prep.n_boxes, dtype=bool)
+        if not later.any() or self.shown_min_score is None:
+            return None
+        sub = first_round(prep)
+        cluster, nc = cluster_boxes(sub, self.iou_thr)
+        state = self._em(sub, corners[~later], cluster, nc)
+        score = state.p * (1 - state.loose) * state.q.max(axis=1, initial=0.0)
+        first = score[cluster] >= self.shown_min_score
+        # a box overlapping a shown one marks the same sign for the worker, even when loose: not redrawn
+        i, j, _ = candidate_pairs(sub.offsets, sub.boxes, np.arange(sub.n_boxes), SHOWN_OVERLAP_IOU)
+        first[i[first[j]]] = True
+        shown = np.zeros(prep.n_boxes, dtype=bool)
+        shown[~later] = first
+        return shown
+
+    def _em(self, prep: PreparedAnswers, corners: np.ndarray, cluster: np.ndarray, nc: int,
+            shown_box: np.ndarray | None = None) -> _EMResult:
         """Existence and label EM, then localisation EM (both described in the class docstring)."""
         nw, ni, nl = prep.n_workers, prep.n_images, len(prep.label_names)
         bw = prep.worker
@@ -457,7 +499,7 @@ class LeanEM(BaseBoxAggregator):
         multi = support[cluster] >= 2  # boxes whose residual says something about the worker
         group = self._size_groups(corners, cluster, nc)
         n_groups = int(group.max(initial=0)) + 1
-        ev = _Evidence.build(prep, cluster, nc, obj_image, group)
+        ev = _Evidence.build(prep, cluster, nc, obj_image, group, shown_box)
         visible = np.append(np.full(n_groups - 1, 0.8), 1.0)  # h = 1 would be a fixed point of the EM
         s = self.prior_strength
         a_m, b_m = self.prior_miss * s, (1 - self.prior_miss) * s

@@ -21,6 +21,7 @@ __all__ = [
     "Problem",
     "PreparedAnswers",
     "prepare_answers",
+    "first_round",
     "paired_iou",
     "candidate_pairs",
     "cluster_boxes",
@@ -218,6 +219,22 @@ def prepare_answers(answers: pd.DataFrame, images: pd.DataFrame | None = None) -
                            label_names=np.asarray(label_names, dtype=object), seen_image=seen_image,
                            seen_worker=seen_worker, n_seen=n_seen, problems=problems, later=later,
                            seen_later=seen_later)
+
+
+def first_round(prep: PreparedAnswers) -> PreparedAnswers:
+    """The first-round part of ``prep`` (missed-sign rows and answers left out), with the same image, worker
+    and label codes: what the model saw when the missed-sign round was chosen and drawn."""
+    later = prep.later if len(prep.later) == prep.n_boxes else np.zeros(prep.n_boxes, dtype=bool)
+    seen_later = prep.seen_later if len(prep.seen_later) == len(prep.seen_image) else np.zeros(0, dtype=bool)
+    keep, pairs = ~later, ~seen_later if len(seen_later) else np.ones(len(prep.seen_image), dtype=bool)
+    image = prep.image[keep]
+    return PreparedAnswers(image=image, worker=prep.worker[keep], boxes=prep.boxes[keep], label=prep.label[keep],
+                           row=prep.row[keep], offsets=group_offsets(image, prep.n_images),
+                           image_names=prep.image_names, worker_names=prep.worker_names,
+                           label_names=prep.label_names, seen_image=prep.seen_image[pairs],
+                           seen_worker=prep.seen_worker[pairs],
+                           n_seen=np.bincount(prep.seen_image[pairs], minlength=prep.n_images), problems=[],
+                           later=np.zeros(len(image), dtype=bool), seen_later=np.zeros(int(pairs.sum()), dtype=bool))
 
 
 def _clip_many(boxes: np.ndarray, width: np.ndarray, height: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from helpers_aggregation import answers
 from crowdboxes.aggregation import LeanEM
 from crowdboxes.aggregation.checks import VERDICTS, confusion, fold_checks, state_posterior
 from crowdboxes.aggregation.lean_em import _Evidence
-from crowdboxes.aggregation.utils import cluster_boxes, prepare_answers
+from crowdboxes.aggregation.utils import cluster_boxes, first_round, prepare_answers
 
 FIXED = 1e12  # prior strength that keeps the accuracy at its prior mean
 PRIOR = np.array([[0.6, 0.1, 0.1, 0.2]])
@@ -169,3 +169,94 @@ def test_missed_sign_round_keeps_images_risk_meaningful():
     # the shown box keeps (about) its score: m1's silence there is not a vote against it
     shown = after_model.boxes_[(after_model.boxes_["image_id"] == "b")]["score"].iloc[0]
     assert shown > 0.9
+
+
+# ---- lazy "yes" and the misplaced share of the loose state (same checker and prior as above)
+
+def test_a_lazy_checker_answers_yes_whatever_the_state():
+    # pi = 0.2: given T, yes = 0.2 + 0.8 * 0.85 = 0.88, each other 0.8 * 0.05 = 0.04; given N, yes =
+    # 0.2 + 0.8 * 0.075 = 0.26, no_sign 0.8 * 0.85 = 0.68, loose and wrong_class 0.8 * 0.0375 = 0.03
+    c = confusion(np.array([0.85]), 2.0, lazy=np.array([0.2]))[0]
+    assert c[0] == pytest.approx([0.88, 0.04, 0.04, 0.04])
+    assert c[3] == pytest.approx([0.26, 0.03, 0.03, 0.68])
+    assert c.sum(axis=1) == pytest.approx(np.ones(4))
+    # one "yes": T .6 * .88 = .528, W = L = .1 * .26 = .026, N .2 * .26 = .052 -> .528 / .632 (0.835 < 0.944)
+    got = state_posterior(PRIOR, np.zeros(1, dtype=np.int64), np.array([0]), np.array([0]), np.array([0.85]),
+                          2.0, lazy=np.array([0.2]))[0]
+    assert got == pytest.approx([0.528 / 0.632, 0.026 / 0.632, 0.026 / 0.632, 0.052 / 0.632])
+
+
+def test_loose_verdict_on_a_box_that_may_be_a_sign_boxed_far_off():
+    # phi = 0.5 (held): L = .8 * .125 + .2 * .5 = .2, N = .2 * .5 = .1; "loose": T .6 * .05 = .03,
+    # W .1 * .0375 = .00375, L .2 * .85 = .17, N .1 * .0375 = .00375 -> total .2075
+    prep, arrays = one_candidate()
+    folded = fold_checks(checks(("a", 10, 10, "stop", "c1", "loose", None)), prep, **arrays, strength=FIXED,
+                         misplaced_prior=0.5)
+    stop = folded.score[(folded.obj == 0) & (folded.label == 1)]
+    assert stop == pytest.approx([0.03 / 0.2075])  # 0.145; without phi 0.238 (test_one_checker)
+    # existence: T + W + the real part of L (.1 of its .2 prior)
+    assert folded.existence == pytest.approx([(0.03 + 0.00375 + 0.17 * 0.1 / 0.2) / 0.2075])
+    assert folded.checkers.loc["c1", "lazy"] == 0.0
+
+
+def test_a_checker_who_always_says_yes_is_found_lazy():
+    n = 20
+    prep = prepare_answers(answers([(f"i{k}", w, 10, 10, 20, 20, "stop") for k in range(n) for w in ("w1", "w2")]))
+    half = dict(obj_image=np.arange(n), obj_boxes=np.tile([10.0, 10.0, 20.0, 20.0], (n, 1)),
+                p=np.where(np.arange(n) < 10, 0.9, 0.1), q=np.ones((n, 1)), loose=np.zeros(n),
+                obj=np.arange(n), label=np.zeros(n, dtype=np.int64), score=np.zeros(n))
+    truthful = [(f"i{k}", 10, 10, "stop", "good", "yes" if k < 10 else "no_sign", None) for k in range(n)]
+    yea = [(f"i{k}", 10, 10, "stop", "yea", "yes", None) for k in range(n)]
+    folded = fold_checks(checks(*truthful, *yea), prep, **half, lazy_prior=0.1)
+    lazy = folded.checkers["lazy"]
+    assert lazy["yea"] > 0.5 > 0.1 > lazy["good"]
+    # the boxes the truthful checker rejected stay unlikely despite the other's "yes"
+    assert folded.score[folded.obj >= 10].max() < 0.05
+
+
+# ---- what the missed-sign worker was shown
+
+def test_first_round_part_keeps_the_codes():
+    data = answers([("a", "w1", 10, 10, 20, 20, "stop"), ("a", "m1", 50, 50, 20, 20, "yield"),
+                    ("b", "w1", None, None, None, None, None)]).assign(round=["drawing", "missed_signs", "drawing"])
+    prep = prepare_answers(data)
+    sub = first_round(prep)
+    assert sub.n_boxes == 1 and list(sub.label_names) == ["stop", "yield"]
+    assert list(sub.worker_names) == list(prep.worker_names) and list(sub.offsets) == [0, 1, 1]
+    assert list(sub.n_seen) == [1, 1] and not sub.seen_later.any() and len(sub.later) == 1
+
+
+def test_shown_boxes_are_those_the_first_round_model_kept_and_their_overlaps():
+    rows = [("a", "w1", 10, 10, 20, 20, "stop"), ("a", "w2", 10, 10, 20, 20, "stop"),  # A: both (0.975)
+            ("a", "w1", 60, 60, 20, 20, "stop"),  # B: w1 alone (0.547 in the first-round fit)
+            ("a", "w2", 14, 14, 20, 20, "stop"),  # C: w2 alone (0.547) but IoU 256 / 544 = 0.47 with A
+            ("a", "m1", 100, 100, 15, 15, "stop")]
+    data = answers(rows).assign(round=["drawing"] * 4 + ["missed_signs"])
+    prep = prepare_answers(data)
+    corners = np.column_stack([prep.boxes[:, :2], prep.boxes[:, :2] + prep.boxes[:, 2:]])
+    model = LeanEM(shown_min_score=0.6)
+    model.n_iter_ = 0
+    shown = model._shown_boxes(prep, corners)
+    assert dict(zip(map(tuple, prep.boxes[:, :2]), shown)) == {
+        (10, 10): True, (60, 60): False, (14, 14): True, (100, 100): False}
+    assert LeanEM(shown_min_score=None)._shown_boxes(prep, corners) is None
+
+
+def test_missed_sign_silence_counts_at_a_first_round_box_not_shown():
+    rows = [("a", "w1", 10, 10, 20, 20, "stop"), ("a", "w2", 10, 10, 20, 20, "stop"),  # A: shown
+            ("a", "w1", 50, 50, 20, 20, "stop"),  # B: w1 alone, not shown
+            ("a", "m1", 80, 10, 15, 15, "stop")]
+    prep = prepare_answers(answers(rows).assign(round=["drawing", "drawing", "drawing", "missed_signs"]))
+    cluster, nc = cluster_boxes(prep)
+    ev = _Evidence.build(prep, cluster, nc, np.zeros(nc, dtype=np.int64), shown_box=prep.boxes[:, 0] != 50)
+    code = {w: prep.worker_names.get_loc(w) for w in ("w1", "w2", "m1")}
+    miss, lam = np.zeros(3), np.zeros(3)
+    for w, m, fp in (("w1", 0.2, 0.2), ("w2", 0.1, 0.4), ("m1", 0.3, 0.5)):
+        miss[code[w]], lam[code[w]] = m, fp
+    got = ev.logit(miss, lam, kappa=0.05, nu=2.0)
+    b = cluster[prep.boxes[:, 0] == 50][0]
+    log = np.log
+    # w1 drew; w2 and m1 silent (m 0.1 and 0.3), two non-coincidences
+    assert got[b] == pytest.approx(log(2) + log(0.8) + log(0.1) + log(0.3) - log(0.2) - 2 * log(0.95))
+    a = cluster[prep.boxes[:, 0] == 10][0]
+    assert got[a] == pytest.approx(log(2) + log(0.8) + log(0.9) - log(0.2 + 0.4) - log(0.05))
