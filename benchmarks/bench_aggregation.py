@@ -232,19 +232,25 @@ def replay_rounds(coco: dict, team: list, img: pd.DataFrame, args) -> tuple[pd.D
     shown = model.boxes_[model.boxes_["score"] >= 0.5]
     answers = first
     if n_missed:
-        added = crowd.simulate_additions(coco, team, shown, list(wanted.index[:n_missed]), args.seed, exclude=drew)
-        answers = pd.concat([first, added.rename(columns={"worker_id": "worker"})], ignore_index=True)
+        # anyone may take a task (Toloka cannot keep one worker from one task); a drawer's additions are paid
+        # and dropped, as Wait Pool drops them
+        added = crowd.simulate_additions(coco, team, shown, list(wanted.index[:n_missed]), args.seed)
+        added = added.rename(columns={"worker_id": "worker"})
+        added = added[[w not in drew.get(i, set()) for i, w in zip(added["image_id"], added["worker"])]]
+        answers = pd.concat([first, added], ignore_index=True)
         model = get_aggregator("lean_em", min_score=0.01).fit(answers, img)
     boxes = model.boxes_
-    band = boxes[(boxes["score"] >= args.check_low) & (boxes["score"] <= args.check_high)]
+    places = boxes.sort_values("score", ascending=False, kind="stable").drop_duplicates(["image_id", "x", "y", "w", "h"])
+    band = places[(places["score"] >= args.check_low) & (places["score"] <= args.check_high)]  # one per place
     band = band.iloc[np.argsort(np.abs(band["score"].to_numpy() - 0.5), kind="stable")]
     n_boxes = min(len(band), int(args.check_budget * draw_cost * n_img / (check_cost * args.checkers) + 1e-9))
     band = band.iloc[:n_boxes].assign(box_id=[f"b{n}" for n in range(n_boxes)])
     checks = None
     if n_boxes:
-        verdicts = crowd.simulate_checks(coco, team, band, args.checkers, args.seed, exclude=drew)
+        verdicts = crowd.simulate_checks(coco, team, band, args.checkers, args.seed)
         checks = verdicts.merge(band[["box_id", "x", "y", "w", "h", "label"]], on="box_id", how="left")
         checks = checks.rename(columns={"worker_id": "worker"})
+        checks = checks[[w not in drew.get(i, set()) for i, w in zip(checks["image_id"], checks["worker"])]]
     final = get_aggregator("lean_em", min_score=0.01).fit(answers, img, checks=checks).boxes_
     cost = (drawings * draw_cost + n_missed * missed_cost
             + n_boxes * args.checkers * check_cost) / n_img
@@ -358,15 +364,16 @@ def verdicts(table: pd.DataFrame) -> list[str]:
         if len(ks) and not ours.empty:
             ours, hi = ours.iloc[0], ks[-1]
             base = g[(g["drawers"] == hi) & g["method"].isin(BASELINES)]
-            best = base.loc[base["AP50"].idxmax()]
+            best = base.loc[base["AP50"].idxmax()]  # the best baseline: its money is the yardstick
+            best_ap, best_ap50 = base["AP"].max(), base["AP50"].max()
             share = ours["cost_per_image"] / best["cost_per_image"]
-            ok = (ours["AP"] >= best["AP"] and ours["AP50"] >= best["AP50"] and share <= MONEY_SHARE
+            ok = (ours["AP"] >= best_ap and ours["AP50"] >= best_ap50 and share <= MONEY_SHARE
                   and ours["ECE"] <= MAX_ECE and ours["tied"] < MAX_TIED)
             all_ok &= ok
             lines.append(
                 f"{ds:6} spam {spam:4.0%}: lean_em rounds ({ours['drawers']}: {ours['missed_tasks']:.2f} missed-sign "
                 f"tasks, {ours['checks']:.2f} checks per image; {share:.0%} of {best['method']} k={hi}'s money) "
-                f"AP/AP50 {ours['AP']:.3f}/{ours['AP50']:.3f} vs {best['AP']:.3f}/{best['AP50']:.3f}, ECE "
+                f"AP/AP50 {ours['AP']:.3f}/{ours['AP50']:.3f} vs the baselines' best {best_ap:.3f}/{best_ap50:.3f}, ECE "
                 f"{ours['ECE']:.3f}, tied {ours['tied']:.1%} -> {'meets' if ok else 'DOES NOT meet'} "
                 f"(>= AP and AP50, <= {MONEY_SHARE:.0%} of the money, ECE <= {MAX_ECE}, tied < {MAX_TIED:.0%})")
         lean = g[g["method"] == "lean_em"]
@@ -490,10 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds-max-overlap", type=int, default=3,
                         help="rounds mode: adaptive overlap up to this many drawers before the rounds "
                              "(--risk-threshold), as Wait Pool's --max_overlap (0: none)")
-    parser.add_argument("--missed-threshold", type=float, default=0.3,
+    parser.add_argument("--missed-threshold", type=float, default=0.1,
                         help="rounds mode: expected missed signs above which an image gets a missed-sign task")
-    parser.add_argument("--check-low", type=float, default=0.1, help="rounds mode: lowest score checked")
-    parser.add_argument("--check-high", type=float, default=0.9, help="rounds mode: highest score checked")
+    parser.add_argument("--check-low", type=float, default=0.05, help="rounds mode: lowest score checked")
+    parser.add_argument("--check-high", type=float, default=0.97, help="rounds mode: highest score checked")
     parser.add_argument("--checkers", type=int, default=1, help="rounds mode: checkers per box")
     parser.add_argument("--missed-budget", type=float, default=0.5,
                         help="rounds mode: the missed-sign round's budget per image, in drawings' money")

@@ -62,6 +62,7 @@ from crowdboxes.cnvrg.stepkit import StepArgumentParser, run_step, step_parser  
 
 from crowdboxes.params import none_or, none_or_value  # noqa: E402
 from crowdboxes.steps.wait_pool import WaitPoolOptions, wait_pool  # noqa: E402
+from crowdboxes.toloka.rounds.runner import RoundSettings  # noqa: E402
 from crowdboxes.toloka.quality import VERDICT_METHODS  # noqa: E402
 
 
@@ -93,16 +94,16 @@ def build_parser() -> StepArgumentParser:
     parser.add_argument("--risk_threshold", type=float, default=0.3,
                         help="mode overlap with --max_overlap: expected box errors above which an image gets "
                              "one more drawer")
-    parser.add_argument("--missed_threshold", type=none_or(float), default=0.1,
+    parser.add_argument("--missed_threshold", type=none_or(float), default=RoundSettings.missed_threshold,
                         help="mode overlap, with a missed_signs row in pool.csv: images whose expected number of "
                              "missed signs (LeanEM, signs per image) is above this get a missed-sign task; "
                              "none: no missed-sign round")
-    parser.add_argument("--check_low", type=float, default=0.05,
+    parser.add_argument("--check_low", type=float, default=RoundSettings.check_low,
                         help="mode overlap, with a box_check row in pool.csv: output boxes with a score (0..1) "
                              "from this ...")
-    parser.add_argument("--check_high", type=float, default=0.97,
+    parser.add_argument("--check_high", type=float, default=RoundSettings.check_high,
                         help="... up to this (0..1, inclusive) get a per-box check task")
-    parser.add_argument("--checkers", type=int, default=1, help="checkers (workers) per checked box")
+    parser.add_argument("--checkers", type=int, default=RoundSettings.checkers, help="checkers (workers) per checked box")
     return parser
 
 

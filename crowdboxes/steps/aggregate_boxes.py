@@ -179,6 +179,9 @@ def aggregate_boxes(options: AggregateBoxesOptions) -> int:
     images = read_images(options.images_csv)
     used = answers[answers["status"].isin(USED_STATUSES)]
     frame, image_frame = aggregator_frames(used, images)
+    if method != "lean_em" and "round" in frame.columns and (frame["round"] == "missed_signs").any():
+        print(f"warning: --method {method} counts the missed-sign round's additions as full drawings (the adder's "
+              f"silence at the boxes shown counts against them); lean_em models them", file=sys.stderr)
     extra = fit_options(aggregator, method, options, answers)
     try:
         aggregator.fit(frame, image_frame, **extra)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from crowdboxes.artifacts import (ANSWERS, CONTROL, POOL, TASKS, WAIT_SUMMARY, read_csv, read_images,
+from crowdboxes.artifacts import (ANSWERS, CHECKS, CONTROL, POOL, TASKS, WAIT_SUMMARY, read_csv, read_images,
                                   require_numeric, write_csv)
 from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.cnvrg.stepkit import output_dir
@@ -30,6 +30,8 @@ from crowdboxes.toloka.collection.snapshots import iso, now_utc
 from crowdboxes.toloka.collection.solutions import answers_frame
 from crowdboxes.toloka.collection.wait import WaitOutcome, wait_for_pool
 from crowdboxes.toloka.fields import DetectionFields
+from crowdboxes.toloka.rounds.collect import BOX_CHECK
+from crowdboxes.toloka.rounds.runner import RoundSettings
 from crowdboxes.toloka.spending import money_spent, recorded_cost, toloka_spent_budget
 
 if TYPE_CHECKING:
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 
     from crowdboxes.toloka.known_boxes import ControlSet
     from crowdboxes.toloka.overlap import AdaptiveOverlap
-    from crowdboxes.toloka.rounds.runner import RoundPool, RoundSettings
+    from crowdboxes.toloka.rounds.runner import RoundPool
     from crowdboxes.toloka.verification import LoopOutcome, VerificationRun
 
 LOCAL_LAG_SECONDS, TOLOKA_LAG_SECONDS = 1.0, 60.0  # --cursor_lag_seconds auto: a local Toloka is consistent
@@ -63,10 +65,10 @@ class WaitPoolOptions:
     budget: float | None
     max_overlap: int | None
     risk_threshold: float
-    missed_threshold: float | None = 0.1
-    check_low: float = 0.05
-    check_high: float = 0.97
-    checkers: int = 1
+    missed_threshold: float | None = RoundSettings.missed_threshold
+    check_low: float = RoundSettings.check_low
+    check_high: float = RoundSettings.check_high
+    checkers: int = RoundSettings.checkers
 
 
 @dataclass(frozen=True)
@@ -164,8 +166,6 @@ def rounds_wanted(options: WaitPoolOptions, plan: PoolPlan) -> dict[str, RoundPo
 
 def round_settings(options: WaitPoolOptions, deadline: float | None, lag: float) -> RoundSettings:
     """The rounds' params (``--missed_threshold``, ``--check_low``, ``--check_high``, ``--checkers``)."""
-    from crowdboxes.toloka.rounds.runner import RoundSettings
-
     return RoundSettings(missed_threshold=options.missed_threshold, check_low=options.check_low,
                          check_high=options.check_high, checkers=options.checkers, poll_seconds=options.poll_seconds,
                          lag_seconds=lag, deadline=deadline)
@@ -281,7 +281,13 @@ class _Run:
         return frame, problems
 
     def run_rounds(self, outcome: WaitOutcome | LoopOutcome, frame: pd.DataFrame) -> pd.DataFrame:
-        """The missed-sign and check rounds (when pool.csv has their rows); answers.csv's rows with ``round``."""
+        """The missed-sign and check rounds (when pool.csv has their rows); answers.csv's rows with ``round``.
+
+        Without a check round, a checks.csv left in the folder by an earlier run goes: Aggregate Boxes would fold
+        it into scores of answers it was never about.
+        """
+        if BOX_CHECK not in self.rounds:
+            CHECKS.path(self.out).unlink(missing_ok=True)
         if not self.rounds or not outcome.done:
             return frame
         from crowdboxes.toloka.rounds.runner import Rounds

@@ -50,7 +50,7 @@ SECONDS_PER_BOX = 25.0
 CHECK_SECONDS = 6.0
 BOXES_PER_IMAGE = 1.5  # signs per image of the road-sign sample, the drawing's expected work
 # An image reaches the missed-sign round because LeanEM expects a missed sign on it (above --missed_threshold,
-# 0.3 by default), and most such images have none or one: half a box is the expected drawing on it.
+# 0.1 by default), and most such images have none or one: half a box is the expected drawing on it.
 MISSING_BOXES_PER_TASK = 0.5
 REWARD_STEP = 0.001  # rewards are rounded up to a tenth of a cent
 

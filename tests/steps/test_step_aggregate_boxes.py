@@ -225,4 +225,6 @@ def test_other_methods_ignore_checks_with_one_warning(tmp_path, run_in_process):
     code, _, err = run_in_process(ROUND_ANSWERS, "--method", "iou_cluster")
     assert code == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "does not use per-box checks" in warnings[0]
+    # one line for the checks, one for the missed-sign additions it counts as full drawings
+    assert len(warnings) == 2 and "does not use per-box checks" in warnings[1]
+    assert "counts the missed-sign round's additions as full drawings" in warnings[0]

@@ -229,11 +229,15 @@ def test_impossible_round_settings_are_refused_in_one_line(settings, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_round_pools_reads_the_round_rows_and_refuses_two_of_a_role():
+def test_round_pools_reads_the_round_rows_and_refuses_two_of_a_role_or_a_round_without_a_budget():
     pools = pd.DataFrame({"pool_id": ["1", "2", "3"], "role": ["detection", "missed_signs", "box_check"],
-                          "reward_per_assignment": [0.02, 0.03, 0.01], "estimated_cost": [1.0, 0.5, float("nan")]})
+                          "reward_per_assignment": [0.02, 0.03, 0.01], "estimated_cost": [1.0, 0.5, 0.25]})
     got = round_pools(pools)
     assert got["missed_signs"].pool_id == "2" and got["missed_signs"].budget == 0.5
-    assert got["box_check"].budget is None and got["box_check"].reward == 0.01
+    assert got["box_check"].budget == 0.25 and got["box_check"].reward == 0.01
     with pytest.raises(CrowdboxesError, match="2 rows with role 'box_check'"):
         round_pools(pd.concat([pools, pools.iloc[[2]]]))
+    # a round is capped by its budget: a row without one would spend without a cap
+    with pytest.raises(CrowdboxesError, match="role 'box_check': estimated_cost .* is not a budget") as err:
+        round_pools(pools.assign(estimated_cost=[1.0, 0.5, float("nan")]))
+    assert "\n" not in str(err.value)

@@ -58,9 +58,11 @@ ROLES = (MISSED_SIGNS, BOX_CHECK)
 class RoundSettings:
     """Wait Pool's round params (``steps/wait_pool.py`` has their meanings) and the wait's pacing."""
 
-    missed_threshold: float | None = 0.3
-    check_low: float = 0.1
-    check_high: float = 0.9
+    # the defaults of Wait Pool's params (the step parser and WaitPoolOptions take them from here), chosen with
+    # benchmarks/bench_aggregation.py's rounds replay
+    missed_threshold: float | None = 0.1
+    check_low: float = 0.05
+    check_high: float = 0.97
     checkers: int = 1
     poll_seconds: float = 60.0
     lag_seconds: float = 60.0
@@ -103,7 +105,10 @@ def round_pools(pools: pd.DataFrame, path: str | Path = "pool.csv") -> dict[str,
         except (TypeError, ValueError):
             raise CrowdboxesError(f"{path}: role {role!r}: reward_per_assignment and estimated_cost must be "
                                   "numbers") from None
-        out[role] = RoundPool(role, str(row["pool_id"]), reward, cost if math.isfinite(cost) else None)
+        if not (math.isfinite(cost) and cost >= 0):
+            raise CrowdboxesError(f"{path}: role {role!r}: estimated_cost {row['estimated_cost']!r} is not a budget "
+                                  "(USD, 0 or more: Launch Pool writes the round's budget there)")
+        out[role] = RoundPool(role, str(row["pool_id"]), reward, cost)
     return out
 
 
