@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     verification_workers = args.workers // 2 if args.verification_workers is None else args.verification_workers
     if verification_workers < 0:
         raise CrowdboxesError(f"--verification-workers {verification_workers}: must be 0 or more")
+    if args.rounds not in (None, "none") and args.mode.strip() != "overlap":
+        raise CrowdboxesError(f"--rounds {args.rounds}: the rounds run in --mode overlap only, not {args.mode}")
     from crowdboxes.toloka.fields import inverse_label_map, read_label_map
 
     label_map = read_label_map(args.label_map)

@@ -33,9 +33,10 @@ Outputs (in --output_dir):
   checks.csv         with a check round: image_id, box_id, label, x, y, w, h, worker_id, verdict (yes |
                      no_sign | loose | wrong_class), right_label, assignment_id, status, submitted_at
   wait_summary.json  pools, counts, spent money, start/end time, duration, timed_out, detection_fields (the
-                     detection project's image input and output field names and its labels, read from Toloka)
-  wait_pool_journal.jsonl  the resumable collection state (append-only); rounds/<round>/ the rounds'
-  wait_summary.json's rounds section: per round tasks made, answers, money spent, skipped for budget
+                     detection project's image input and output field names and its labels, read from Toloka);
+                     with rounds a rounds section: per round tasks made, answers, money spent, skipped for budget
+  wait_pool_journal.jsonl  the resumable collection state (append-only)
+  rounds/<round>/wait_pool_journal.jsonl  each round's collection state
   adaptive_overlap.json    with --max_overlap: the overlap target per image (restart state)
   stdout: ``cnvrg_linechart_Progress``/``cnvrg_linechart_Spent`` per poll and ``cnvrg_tag_*`` at the end.
 Sample command:

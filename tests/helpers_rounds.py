@@ -88,11 +88,16 @@ class Local:
     def crowd_running(self) -> Iterator[None]:
         """Step the crowd from a thread while the block runs (for code that waits with ``time.sleep``)."""
         stop = threading.Event()
+        failed: list[BaseException] = []
 
         def loop() -> None:
-            while not stop.is_set():
-                self.step(1)
-                stop.wait(0.002)
+            try:
+                while not stop.is_set():
+                    self.step(1)
+                    stop.wait(0.002)
+            except BaseException as exc:  # the waiting code would wait forever: fail the test instead
+                failed.append(exc)
+                stop.set()
 
         thread = threading.Thread(target=loop, daemon=True)
         thread.start()
@@ -101,6 +106,8 @@ class Local:
         finally:
             stop.set()
             thread.join(10)
+        if failed:
+            raise RuntimeError(f"the simulated crowd failed: {failed[0]!r}") from failed[0]
 
 
 @contextlib.contextmanager

@@ -86,7 +86,7 @@ def _pool(client, project_id, overlap):
         toloka.Pool))
 
 
-def _solutions(client, pool_id, expected, timeout=90.0):
+def _solutions(client, pool_id, expected, timeout=600.0):  # a hang guard, not a speed bound (CI is loaded)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         done = [a for a in client.get_assignments(pool_id=pool_id) if a.status.value in ("SUBMITTED", "ACCEPTED")]
