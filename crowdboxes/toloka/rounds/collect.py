@@ -16,10 +16,12 @@ import pandas as pd
 
 from crowdboxes.artifacts import CHECKS
 from crowdboxes.toloka.collection.solutions import answers_frame
+from crowdboxes.toloka.fields import CHECK_VERDICTS as VERDICTS
+from crowdboxes.toloka.pools import BOX_CHECK_POOL_ROLE as BOX_CHECK, MISSED_SIGNS_POOL_ROLE as MISSED_SIGNS
 from crowdboxes.toloka.rounds.tasks import IMAGE, IMAGE_ID, MISSED_OUTPUT, BOX_ID, RIGHT_LABEL, VERDICT
 
-VERDICTS = ("yes", "no_sign", "loose", "wrong_class")
-DRAWING, MISSED_SIGNS, BOX_CHECK = "drawing", "missed_signs", "box_check"  # answers.csv ``round`` / pool roles
+# answers.csv ``round`` of the first-round drawings; the additions' is the missed-sign pool's role
+DRAWING = "drawing"
 
 
 def round_tasks_frame(tasks: Iterable[Any], pool_id: str) -> pd.DataFrame:

@@ -41,6 +41,7 @@ from crowdboxes.errors import CrowdboxesError
 from crowdboxes.toloka.collection.collector import AnswerCollector
 from crowdboxes.toloka.collection.progress import Progress
 from crowdboxes.toloka.collection.wait import MAX_POLL_FAILURES, pool_state
+from crowdboxes.toloka.pools import ROUND_POOL_ROLES
 from crowdboxes.toloka.pricing import assignment_price
 from crowdboxes.toloka.rounds import selection, tasks as round_tasks
 from crowdboxes.toloka.rounds.collect import (BOX_CHECK, DRAWING, MISSED_SIGNS, check_rows, missed_sign_rows,
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
     from crowdboxes.aggregation import LeanEM
 
 MIN_SCORE = 0.01  # LeanEM keeps every candidate down to this, so the uncertain boxes are there to check
-ROLES = (MISSED_SIGNS, BOX_CHECK)
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class RoundPool:
 def round_pools(pools: pd.DataFrame, path: str | Path = "pool.csv") -> dict[str, RoundPool]:
     """The rounds pool.csv has a row for (role ``missed_signs`` / ``box_check``; at most one each)."""
     out = {}
-    for role in ROLES:
+    for role in ROUND_POOL_ROLES:
         rows = pools[pools["role"].astype(str).str.startswith(role)]
         if len(rows) > 1:
             raise CrowdboxesError(f"{path}: {len(rows)} rows with role {role!r}, expected one")
