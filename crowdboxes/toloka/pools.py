@@ -169,8 +169,6 @@ def _rule_count(config: dict) -> int:
 def build_detection_pool(config: dict, settings: PoolSettings, *, project_id: str, skill_ids: dict[str, str],
                          key: str, will_expire: datetime, config_path: str = DETECTION_POOL_CONFIG.file_name) -> Any:
     """A ``toloka.client.Pool`` ready for ``create_pool``: the config with the settings applied."""
-    from toloka.client.pool import Pool
-
     data = resolve_skill_placeholders(copy.deepcopy(config), skill_ids)
     if "verify" in settings.mode:
         before = _rule_count(data)
@@ -195,7 +193,15 @@ def build_detection_pool(config: dict, settings: PoolSettings, *, project_id: st
         mixer_config={"golden_tasks_count": 0, "training_tasks_count": 0, **(data.get("mixer_config") or {}),
                       "real_tasks_count": settings.tasks_per_suite},
     )
-    languages_filter = with_languages(data.get("filter"), settings.languages)
+    return structured_pool(data, settings.languages, will_expire, config_path)
+
+
+def structured_pool(data: dict, languages: tuple[str, ...], will_expire: datetime, config_path: str) -> Any:
+    """The toloka-kit Pool of a config's ``data`` with the params applied: the languages filter, the expiry
+    (UTC, naive as toloka-kit sends it); a config toloka-kit cannot read is refused in one line."""
+    from toloka.client.pool import Pool
+
+    languages_filter = with_languages(data.get("filter"), languages)
     if languages_filter is None:
         data.pop("filter", None)
     else:
@@ -204,8 +210,8 @@ def build_detection_pool(config: dict, settings: PoolSettings, *, project_id: st
         pool = Pool.structure(data)
     except Exception as exc:
         raise CrowdboxesError(f"{config_path}: not a valid toloka-kit Pool after applying the params "
-                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    pool.will_expire = will_expire.astimezone(timezone.utc).replace(tzinfo=None)
+                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    pool.will_expire = will_expire.astimezone(timezone.utc).replace(tzinfo=None) if will_expire.tzinfo else will_expire
     return pool
 
 
@@ -443,8 +449,6 @@ def build_round_pool(config: dict, *, project_id: str, key: str, reward: float, 
     project, the key, the reward and suite size (:mod:`crowdboxes.toloka.pricing` or the config's own), the
     expiry of the detection pool, its languages and adult-content flag. It is created closed and empty.
     """
-    from toloka.client.pool import Pool
-
     data = resolve_skill_placeholders(copy.deepcopy(config), skill_ids)
     for field in _SERVER_FIELDS:
         data.pop(field, None)
@@ -454,18 +458,7 @@ def build_round_pool(config: dict, *, project_id: str, key: str, reward: float, 
                               **(data.get("mixer_config") or {}), "real_tasks_count": int(tasks_per_suite)})
     data.setdefault("defaults", {"default_overlap_for_new_task_suites": 1, "default_overlap_for_new_tasks": 1})
     data.setdefault("assignment_max_duration_seconds", 600)
-    languages_filter = with_languages(data.get("filter"), languages)
-    if languages_filter is None:
-        data.pop("filter", None)
-    else:
-        data["filter"] = languages_filter
-    try:
-        pool = Pool.structure(data)
-    except Exception as exc:
-        raise CrowdboxesError(f"{config_path}: not a valid toloka-kit Pool after applying the params "
-                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    pool.will_expire = will_expire.astimezone(timezone.utc).replace(tzinfo=None) if will_expire.tzinfo else will_expire
-    return pool
+    return structured_pool(data, languages, will_expire, config_path)
 
 
 def default_overlap(config: dict) -> int:
