@@ -10,12 +10,15 @@ import pandas as pd
 
 from .base import BaseBoxAggregator
 from .checks import empty_checkers, fold_checks, unmatched_checks
+from .evidence import TINY as _TINY
+from .evidence import Evidence as _Evidence
+from .labels import dawid_skene_labels, label_m_step, label_posterior
+from .localisation import locate, loose_chance, sides, sigma2_m_step
 from .utils import (PreparedAnswers, Problem, aggregated_boxes, candidate_pairs, cluster_boxes, first_round,
                     majority_label)
 
 __all__ = ["LeanEM"]
 
-_TINY = 1e-12
 #: IoU from which a first-round box counts as marking the same sign as a shown box (*Missed-sign round*).
 SHOWN_OVERLAP_IOU = 0.1
 
@@ -43,71 +46,6 @@ class _EMResult(NamedTuple):
     loose: np.ndarray  # per object: P(IoU with the true box < 0.5)
     shown: np.ndarray  # per object: has a first-round box (shown to a missed-sign worker)
     visible: np.ndarray  # per size group: h_g
-
-
-class _Evidence(NamedTuple):
-    """Who drew and who was silent at each candidate, as the existence posterior needs it (fixed during EM).
-
-    ``counts[b]`` is 0 for a missed-sign worker's box at a candidate that was shown to it (its silence there is
-    no evidence, so its box there is not a "drew instead of silent" either); ``asked[c]`` is the number of
-    workers whose answer at ``c`` is evidence (first-round workers of the image, plus missed-sign workers when
-    ``c`` was not shown).
-    """
-
-    prep: PreparedAnswers
-    cluster: np.ndarray
-    nc: int
-    obj_image: np.ndarray
-    shown: np.ndarray
-    counts: np.ndarray
-    asked: np.ndarray
-    support: np.ndarray
-    group: np.ndarray  # per candidate: its size group (0 = smallest)
-
-    @staticmethod
-    def build(prep: PreparedAnswers, cluster: np.ndarray, nc: int, obj_image: np.ndarray,
-              group: np.ndarray | None = None, shown_box: np.ndarray | None = None) -> "_Evidence":
-        """Shown candidates, per-box counts and per-candidate asked workers of ``prep``'s clustering;
-        ``shown_box`` flags the first-round boxes the missed-sign worker saw (None: all of them)."""
-        later = prep.later if len(prep.later) == prep.n_boxes else np.zeros(prep.n_boxes, dtype=bool)
-        was_shown = ~later if shown_box is None else ~later & shown_box
-        shown = np.bincount(cluster, weights=was_shown.astype(np.float64), minlength=nc) > 0
-        counts = (~(later & shown[cluster])).astype(np.float64)
-        ni = prep.n_images
-        first = np.bincount(prep.seen_image, weights=(~prep.seen_later).astype(np.float64), minlength=ni)
-        second = np.bincount(prep.seen_image, weights=prep.seen_later.astype(np.float64), minlength=ni)
-        asked = first[obj_image] + np.where(shown, 0.0, second[obj_image])
-        group = np.zeros(nc, dtype=np.int64) if group is None else group
-        return _Evidence(prep, cluster, nc, obj_image, shown, counts, asked, np.bincount(cluster, minlength=nc),
-                         group)
-
-    def logit(self, miss: np.ndarray, lam: np.ndarray, kappa: float, nu: float,
-              visible: np.ndarray | None = None) -> np.ndarray:
-        """log-odds real : false of every candidate (class docstring, *Model*); ``visible`` = $h_g$ per size
-        group (all 1 when None)."""
-        prep, cluster, nc = self.prep, self.cluster, self.nc
-        ni = prep.n_images
-        bw = prep.worker
-        h = np.ones(int(self.group.max(initial=0)) + 1) if visible is None else visible
-        silent = np.zeros(nc)
-        drew = np.zeros(nc)
-        for g in range(len(h)):
-            mine = self.group == g
-            hit_wg = np.clip((1 - miss) * h[g], _TINY, 1 - 1e-12)
-            log_m, log_hit = np.log1p(-hit_wg), np.log(hit_wg)
-            by_pair = log_m[prep.seen_worker]
-            first = np.bincount(prep.seen_image, weights=by_pair * ~prep.seen_later, minlength=ni)
-            second = np.bincount(prep.seen_image, weights=by_pair * prep.seen_later, minlength=ni)
-            box_in = mine[cluster]
-            silent[mine] = (first[self.obj_image] + np.where(self.shown, 0.0, second[self.obj_image])
-                            - np.bincount(cluster, weights=self.counts * log_m[bw] * box_in, minlength=nc))[mine]
-            drew[mine] = np.bincount(cluster, weights=log_hit[bw] * box_in, minlength=nc)[mine]
-        makers = np.bincount(cluster, weights=lam[bw], minlength=nc)
-        quiet = np.maximum(self.asked - np.bincount(cluster, weights=self.counts, minlength=nc), 0.0)
-        kappa = float(np.clip(kappa, _TINY, 1 - 1e-9))
-        logit: np.ndarray = (np.log(nu) + drew + silent - np.log(np.maximum(makers, _TINY))
-                             - (self.support - 1) * np.log(kappa) - quiet * np.log1p(-kappa))
-        return logit
 
 
 @attr.s
@@ -393,7 +331,7 @@ class LeanEM(BaseBoxAggregator):
         obj_image = state.obj_image
         support = np.bincount(cluster, minlength=nc)
         if self.label_method == "dawid_skene":
-            label = self._dawid_skene_labels(prep, cluster, nc, p >= 0.5, q.argmax(axis=1))
+            label = dawid_skene_labels(prep, cluster, nc, p >= 0.5, q.argmax(axis=1))
             q = q.copy()
             q[np.arange(nc), label] = np.maximum(q[np.arange(nc), label], q.max(axis=1))
         else:
@@ -556,10 +494,10 @@ class LeanEM(BaseBoxAggregator):
                 log_miss = np.log(np.clip(1 - (1 - miss) * h, _TINY, 1.0))[prep.seen_worker] * first_pair
                 all_miss += np.exp(np.bincount(prep.seen_image, weights=log_miss, minlength=ni)) / n_groups
             nu = (1 + p.sum()) / (1 + (1 - all_miss).sum())
-            acc, rho = self._label_m_step(prep, cluster, nl, nw, p_box, p, q)
+            acc, rho = label_m_step(prep, cluster, nl, nw, p_box, p, q)
             fake_labels = (1 + np.bincount(prep.label, weights=1 - p_box, minlength=nl)) / (nl + (1 - p_box).sum())
             # ---- E-step
-            q, label_llr = self._label_posterior(prep, cluster, nc, nl, acc, rho, fake_labels)
+            q, label_llr = label_posterior(prep, cluster, nc, nl, acc, rho, fake_labels)
             p_new = _expit(self.temper * ev.logit(miss, lam, kappa, nu, visible))
             change = np.abs(p_new - p).max() if nc else 0.0
             p = p_new
@@ -579,17 +517,18 @@ class LeanEM(BaseBoxAggregator):
         delta = corners - ref[cluster]
         sigma2 = np.full(nw, self.prior_sigma ** 2)
         wgt = p[cluster] * multi
-        mu, prec, psum = self._locate(ref, delta, cluster, nc, side_b, sigma2[bw], px2)
-        side_b = self._sides(mu, cluster)
+        mu, prec, psum = locate(ref, delta, cluster, nc, side_b, sigma2[bw], px2)
+        side_b = sides(mu, cluster)
         for it in range(self.n_iter):
-            new = self._sigma2(corners, cluster, bw, nw, mu, prec, psum, side_b, wgt, px2)
-            mu, prec, psum = self._locate(ref, delta, cluster, nc, side_b, new[bw], px2)
-            side_b = self._sides(mu, cluster)
+            new = sigma2_m_step(corners, cluster, bw, nw, mu, prec, psum, side_b, wgt, px2, self.prior_sigma,
+                                self.sigma_strength)
+            mu, prec, psum = locate(ref, delta, cluster, nc, side_b, new[bw], px2)
+            side_b = sides(mu, cluster)
             moved = np.abs(np.sqrt(new) - np.sqrt(sigma2)).max() if nw else 0.0
             sigma2 = new
             if moved <= self.tol:
                 break
-        loose = self._loose(mu, psum)
+        loose = loose_chance(mu, psum, self.edge_dof)
         return _EMResult(p=p, mu=mu, q=q, obj_image=obj_image, miss=miss, fp=lam, sigma2=sigma2, acc=acc,
                          kappa=float(kappa), nu=float(nu), rho=rho, loose=loose, shown=ev.shown,
                          visible=visible)
@@ -624,105 +563,3 @@ class LeanEM(BaseBoxAggregator):
         fake = 1 + np.bincount(cell, weights=1 - p, minlength=25)
         llr: np.ndarray = (np.log(real / real.sum()) - np.log(fake / fake.sum()))[cell]
         return llr
-
-    def _loose(self, mu: np.ndarray, psum: np.ndarray) -> np.ndarray:
-        """P(the object's box misses IoU 0.5 with the true one): one edge off by half the side inwards or a
-        whole side outwards, under a Student-t posterior of each edge (class docstring, *Output*)."""
-        from scipy.stats import t as student
-
-        side = np.maximum(np.column_stack([mu[:, 2] - mu[:, 0], mu[:, 3] - mu[:, 1]]), 1.0)[:, [0, 1, 0, 1]]
-        rel = np.sqrt(1.0 / psum) / side  # posterior sd of each edge as a fraction of its side
-        tail = student.sf(0.5 / rel, self.edge_dof) + student.sf(1.0 / rel, self.edge_dof)
-        loose: np.ndarray = np.minimum(tail.sum(axis=1), 1.0)
-        return loose
-
-    # ------------------------------------------------------------------------------------------------ pieces
-    @staticmethod
-    def _sides(mu: np.ndarray, cluster: np.ndarray) -> np.ndarray:
-        """Width and height of each box's object, at least 1 px."""
-        sides: np.ndarray = np.maximum(np.column_stack([mu[:, 2] - mu[:, 0], mu[:, 3] - mu[:, 1]]), 1.0)
-        per_box: np.ndarray = sides[cluster]
-        return per_box
-
-    @staticmethod
-    def _locate(ref: np.ndarray, delta: np.ndarray, cluster: np.ndarray, nc: int, side_b: np.ndarray,
-                s2_b: np.ndarray, px2: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Precision-weighted object corners: ``(mu, prec per box edge, summed prec per object edge)``.
-
-        Means are taken as ``ref + weighted mean of (corner - ref)`` with ``ref`` one member's corners, so
-        identical boxes give back exactly that box (no rounding drift).
-        """
-        prec = 1.0 / (s2_b[:, None] * side_b[:, [0, 1, 0, 1]] ** 2 + px2)
-        psum = np.empty((nc, 4))
-        mu = np.empty((nc, 4))
-        for k in range(4):
-            psum[:, k] = np.bincount(cluster, weights=prec[:, k], minlength=nc)
-            mu[:, k] = ref[:, k] + np.bincount(cluster, weights=prec[:, k] * delta[:, k], minlength=nc) / psum[:, k]
-        return mu, prec, psum
-
-    def _sigma2(self, corners: np.ndarray, cluster: np.ndarray, bw: np.ndarray, nw: int, mu: np.ndarray,
-                prec: np.ndarray, psum: np.ndarray, side_b: np.ndarray, wgt: np.ndarray, px2: float) -> np.ndarray:
-        """M-step for the boundary scale (formula in the class docstring); in place to spare memory."""
-        lam = prec / psum[cluster]
-        np.minimum(lam, 0.95, out=lam)
-        np.subtract(1.0, lam, out=lam)
-        r2 = corners - mu[cluster]
-        np.square(r2, out=r2)
-        r2 /= lam
-        r2 -= px2
-        np.maximum(r2, 0.0, out=r2)
-        r2 /= np.square(side_b)[:, [0, 1, 0, 1]]
-        frac2 = r2.sum(axis=1)
-        num = np.bincount(bw, weights=wgt * frac2, minlength=nw)
-        den = np.bincount(bw, weights=wgt, minlength=nw) * 4
-        nu = self.sigma_strength
-        return np.maximum((nu * self.prior_sigma ** 2 + num) / (nu + den), 0.005 ** 2)
-
-    @staticmethod
-    def _label_m_step(prep: PreparedAnswers, cluster: np.ndarray, nl: int, nw: int, wgt: np.ndarray, p: np.ndarray,
-                      q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """M-step of the label model: per-worker accuracy $a_w$ and class prior $\\rho$ (class docstring)."""
-        agree = q[cluster, prep.label]
-        acc = (1.6 + np.bincount(prep.worker, weights=wgt * agree, minlength=nw)) / (
-            2.0 + np.bincount(prep.worker, weights=wgt, minlength=nw))
-        rho = (1.0 + (p[:, None] * q).sum(axis=0)) / (nl + p.sum())
-        return acc, rho
-
-    @staticmethod
-    def _label_posterior(prep: PreparedAnswers, cluster: np.ndarray, nc: int, nl: int, acc: np.ndarray,
-                         rho: np.ndarray, fake_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class posterior per object and the log-likelihood ratio of its labels, real vs false positive.
-
-        Real: $\\sum_k \\rho_k \\prod_b P(l_b \\mid k)$ (one-coin); false positive: $\\prod_b u_{l_b}$.
-        """
-        if nl == 1:
-            return np.ones((nc, 1)), np.zeros(nc)
-        acc = np.clip(acc, 1e-6, 1 - 1e-6)
-        wrong = np.log((1 - acc) / (nl - 1))
-        bonus = np.log(acc) - wrong
-        logq = np.bincount(cluster, weights=wrong[prep.worker], minlength=nc)[:, None] + np.log(rho)[None, :]
-        logq += np.bincount(cluster * nl + prep.label, weights=bonus[prep.worker],
-                            minlength=nc * nl).reshape(nc, nl)
-        top = logq.max(axis=1, keepdims=True)
-        q = np.exp(logq - top)
-        total = q.sum(axis=1, keepdims=True)
-        evidence = np.log(total[:, 0]) + top[:, 0]
-        fake = np.bincount(cluster, weights=np.log(fake_labels)[prep.label], minlength=nc)
-        return q / total, evidence - fake
-
-    @staticmethod
-    def _dawid_skene_labels(prep: PreparedAnswers, cluster: np.ndarray, nc: int, keep: np.ndarray,
-                            fallback: np.ndarray) -> np.ndarray:
-        """Class of each kept object by crowd-kit's DawidSkene over its boxes' labels; others keep ``fallback``."""
-        from crowdkit.aggregation import DawidSkene
-
-        label = fallback.copy()
-        box_keep = keep[cluster]
-        if not box_keep.any():
-            return label
-        # crowd-kit's "task" is the item labelled: here one object (a cluster of boxes)
-        data = pd.DataFrame({"task": cluster[box_keep], "worker": prep.worker[box_keep],
-                             "label": prep.label[box_keep]})
-        agg = DawidSkene(n_iter=100).fit_predict(data)
-        label[agg.index.to_numpy(dtype=np.int64)] = agg.to_numpy(dtype=np.int64)
-        return label
