@@ -3,23 +3,16 @@ the image-annotation format, verdicts on outlines, all driven through toloka-kit
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
-import hashlib
-import http.server
-import io
 import json
-import threading
-import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from crowdboxes.classes import class_by_name, coco_categories
+from crowdboxes.classes import coco_categories
 from crowdboxes.geometry import iou_matrix, normalized_to_pixels
 
 from helpers_local_toloka import start_local_toloka
+from helpers_scenes import plain_pool, served_scenes, submitted
 
 pytestmark = pytest.mark.server  # every test runs the crowd on a local Toloka subprocess
 
@@ -28,34 +21,10 @@ SIGNS = {"a.png": [(60, 40, 120, 120, "stop"), (400, 250, 90, 90, "parking")],
          "b.png": [(200, 100, 150, 150, "yield")]}
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture()
 def scenes(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    truth = {"images": [], "annotations": [], "categories": coco_categories()}
-    for n, (name, boxes) in enumerate(SIGNS.items()):
-        buf = io.BytesIO()
-        Image.new("RGB", (640, 480), (40 + 50 * n, 100, 90)).save(buf, format="PNG")
-        (folder / name).write_bytes(buf.getvalue())
-        truth["images"].append({"id": n + 1, "file_name": name, "width": 640, "height": 480,
-                                "sha256": hashlib.sha256(buf.getvalue()).hexdigest()})
-        for x, y, w, h, label in boxes:
-            truth["annotations"].append({"id": len(truth["annotations"]) + 1, "image_id": n + 1, "iscrowd": 0,
-                                         "category_id": class_by_name(label).id, "bbox": [x, y, w, h],
-                                         "area": w * h})
-    truth_path = tmp_path / "truth.coco.json"
-    truth_path.write_text(json.dumps(truth))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_QuietHandler, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", truth_path
-    server.shutdown()
-    server.server_close()
+    with served_scenes(tmp_path, SIGNS, coco_categories()) as served:
+        yield served
 
 
 def _project(client, spec):
@@ -64,30 +33,6 @@ def _project(client, spec):
 
     return client.create_project(structure({"public_name": "p", "public_description": "d", "task_spec": spec},
                                            toloka.Project))
-
-
-def _pool(client, project_id, overlap):
-    import toloka.client as toloka
-    from toloka.client import structure
-
-    will_expire = (dt.datetime.utcnow() + dt.timedelta(days=2)).isoformat()
-    return client.create_pool(structure({
-        "project_id": project_id, "private_name": "p", "reward_per_assignment": 0.02,
-        "assignment_max_duration_seconds": 3600, "will_expire": will_expire, "auto_accept_solutions": True,
-        "defaults": {"default_overlap_for_new_task_suites": overlap},
-        "mixer_config": {"real_tasks_count": 1, "golden_tasks_count": 0, "training_tasks_count": 0}},
-        toloka.Pool))
-
-
-def _solutions(client, pool_id, expected, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = [a for a in client.get_assignments(pool_id=pool_id)
-                if a.status.value in ("SUBMITTED", "ACCEPTED")]
-        if len(done) >= expected:
-            return done
-        time.sleep(0.2)
-    raise AssertionError(f"pool {pool_id}: fewer than {expected} assignments submitted in {timeout} s")
 
 
 def test_real_crowd_draws_and_judges_through_the_local_toloka(tmp_path, scenes):
@@ -102,11 +47,11 @@ def test_real_crowd_draws_and_judges_through_the_local_toloka(tmp_path, scenes):
             "input_spec": {"image": {"type": "url", "required": True}},
             "output_spec": {"result": {"type": "json", "required": True}},
             "view_spec": {"type": "classic", "markup": "x", "script": "", "styles": ""}})
-        pool = _pool(client, detection.id, overlap)
+        pool = plain_pool(client, detection.id, overlap)
         client.create_tasks([toloka.Task(pool_id=pool.id, input_values={"image": f"{url}/{name}"}) for name in SIGNS],
                             allow_defaults=True)
         client.open_pool(pool.id)
-        done = _solutions(client, pool.id, overlap * len(SIGNS))
+        done = submitted(client, pool.id, overlap * len(SIGNS))
 
         found = {name: 0 for name in SIGNS}
         for assignment in done:
@@ -130,14 +75,14 @@ def test_real_crowd_draws_and_judges_through_the_local_toloka(tmp_path, scenes):
             "output_spec": {"verdict": {"type": "string", "required": True, "allowed_values": ["OK", "BAD"]},
                             "reason": {"type": "string", "required": False}},
             "view_spec": {"type": "classic", "markup": "x", "script": "", "styles": ""}})
-        vpool = _pool(client, verification.id, overlap)
+        vpool = plain_pool(client, verification.id, overlap)
         # the stop sign's exact outline, but the parking sign left out: a BAD outline (missed_sign)
         stop = {"shape": "rectangle", "left": 60 / 640, "top": 40 / 480, "width": 120 / 640, "height": 120 / 480,
                 "label": "stop"}
         client.create_tasks([toloka.Task(pool_id=vpool.id, input_values={
             "image": f"{url}/a.png", "outlines": [stop], "assignment_id": "x1"})], allow_defaults=True)
         client.open_pool(vpool.id)
-        verdicts = [a.solutions[0].output_values for a in _solutions(client, vpool.id, overlap)]
+        verdicts = [a.solutions[0].output_values for a in submitted(client, vpool.id, overlap)]
         assert all(v["verdict"] in ("OK", "BAD") for v in verdicts)
         # ~78 % say BAD (careful 0.9, sloppy 0.75, spammers 0.5, always-OK 0): expect ~8 of 10
         assert sum(v["verdict"] == "BAD" for v in verdicts) >= 4
@@ -180,16 +125,16 @@ def test_projects_of_any_spec_complete_through_the_local_toloka(tmp_path, scenes
         pools = {}
         for project, inputs in ((classify, [{"image_url": f"{url}/{name}"} for name in SIGNS]),
                                 (text, [{"question": "What colour is the sky?"}])):
-            pool = _pool(client, project.id, 5)
+            pool = plain_pool(client, project.id, 5)
             client.create_tasks([toloka.Task(pool_id=pool.id, input_values=v) for v in inputs], allow_defaults=True)
             client.open_pool(pool.id)
             pools[project.id] = (pool, len(inputs))
         signs = [(a.tasks[0].input_values["image_url"].rsplit("/", 1)[1], a.solutions[0].output_values["sign"])
-                 for a in _solutions(client, pools[classify.id][0].id, 5 * 2)]
+                 for a in submitted(client, pools[classify.id][0].id, 5 * 2)]
         assert all(sign in ("stop", "yield", "other") for _, sign in signs)
         right = {"a.png": "stop", "b.png": "yield"}
         assert sum(sign == right[name] for name, sign in signs) >= 5  # ~8.5 of 10 expected
-        answers = [a.solutions[0].output_values["answer"] for a in _solutions(client, pools[text.id][0].id, 5)]
+        answers = [a.solutions[0].output_values["answer"] for a in submitted(client, pools[text.id][0].id, 5)]
         assert all(isinstance(x, str) and 0 < len(x) <= 80 for x in answers)
         log = handle.log()
         assert log.count(f"project {text.id} has no truth for its tasks; answers are uninformed") == 1

@@ -3,24 +3,17 @@ toloka-kit on the real local Toloka: its crowd answers their tasks by their spec
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
-import hashlib
-import http.server
-import io
 import json
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from crowdboxes.local_toloka.crowd import iou_matrix, make_workforce
 
 from helpers_local_toloka import start_local_toloka
+from helpers_scenes import plain_pool, served_scenes, submitted
 
 pytestmark = pytest.mark.server
 
@@ -36,34 +29,11 @@ WORKERS, SEED = 40, 5
 COPIES = 3
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture()
 def scenes(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    truth = {"images": [], "annotations": [],
-             "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]}
-    for n, (name, boxes) in enumerate(SIGNS.items()):
-        buf = io.BytesIO()
-        Image.new("RGB", (640, 480), (60 + 40 * n, 110, 80)).save(buf, format="PNG")
-        (folder / name).write_bytes(buf.getvalue())
-        truth["images"].append({"id": n + 1, "file_name": name, "width": 640, "height": 480,
-                                "sha256": hashlib.sha256(buf.getvalue()).hexdigest()})
-        for x, y, w, h, label in boxes:
-            truth["annotations"].append({"id": len(truth["annotations"]) + 1, "image_id": n + 1,
-                                         "category_id": CLASSES.index(label) + 1, "bbox": [x, y, w, h]})
-    truth_path = tmp_path / "truth.coco.json"
-    truth_path.write_text(json.dumps(truth))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_QuietHandler, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", truth_path
-    server.shutdown()
-    server.server_close()
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]
+    with served_scenes(tmp_path, SIGNS, categories, colour=(60, 110, 80)) as served:
+        yield served
 
 
 def _project(client, name):
@@ -71,29 +41,6 @@ def _project(client, name):
     from toloka.client import structure
 
     return client.create_project(structure(json.loads((CONFIGS / f"{name}.json").read_text()), toloka.Project))
-
-
-def _pool(client, project_id, overlap):
-    import toloka.client as toloka
-    from toloka.client import structure
-
-    will_expire = (dt.datetime.utcnow() + dt.timedelta(days=2)).isoformat()
-    return client.create_pool(structure({
-        "project_id": project_id, "private_name": "p", "reward_per_assignment": 0.01,
-        "assignment_max_duration_seconds": 3600, "will_expire": will_expire, "auto_accept_solutions": True,
-        "defaults": {"default_overlap_for_new_task_suites": overlap},
-        "mixer_config": {"real_tasks_count": 1, "golden_tasks_count": 0, "training_tasks_count": 0}},
-        toloka.Pool))
-
-
-def _solutions(client, pool_id, expected, timeout=600.0):  # a hang guard, not a speed bound (CI is loaded)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = [a for a in client.get_assignments(pool_id=pool_id) if a.status.value in ("SUBMITTED", "ACCEPTED")]
-        if len(done) >= expected:
-            return done
-        time.sleep(0.2)
-    raise AssertionError(f"pool {pool_id}: fewer than {expected} assignments submitted in {timeout} s")
 
 
 def _rect(x, y, w, h, label):
@@ -114,7 +61,7 @@ def test_box_checks_and_missed_signs_of_the_configs_through_the_local_toloka(tmp
                   "no_sign": ("b.png", (450, 300, 60, 60, "yield")),
                   "wrong_class": ("b.png", (200, 100, 150, 150, "stop"))}
         overlap = 30
-        pool = _pool(client, _project(client, "box_check_project").id, overlap)
+        pool = plain_pool(client, _project(client, "box_check_project").id, overlap, reward=0.01)
         client.create_tasks([toloka.Task(pool_id=pool.id, input_values={
             "image": f"{url}/{image}?copy={k}", "box": [_rect(*box)], "box_id": state, "image_id": image,
             "label_text": box[4].title()}) for state, (image, box) in checks.items() for k in range(COPIES)],
@@ -122,7 +69,7 @@ def test_box_checks_and_missed_signs_of_the_configs_through_the_local_toloka(tmp
         client.open_pool(pool.id)
         said: dict[str, Counter] = {state: Counter() for state in checks}
         named = Counter()
-        for a in _solutions(client, pool.id, overlap * len(checks) * COPIES):
+        for a in submitted(client, pool.id, overlap * len(checks) * COPIES):
             state, out = a.tasks[0].input_values["box_id"], a.solutions[0].output_values
             assert out["verdict"] in ("yes", "no_sign", "loose", "wrong_class")
             assert ("right_label" in out) == (out["verdict"] == "wrong_class")
@@ -137,14 +84,14 @@ def test_box_checks_and_missed_signs_of_the_configs_through_the_local_toloka(tmp
 
         # missed signs: a.png shows the stop sign, so the parking sign is missing; b.png shows its only sign
         overlap = 20
-        pool = _pool(client, _project(client, "missed_signs_project").id, overlap)
+        pool = plain_pool(client, _project(client, "missed_signs_project").id, overlap, reward=0.01)
         shown = {"a.png": [_rect(60, 40, 120, 120, "stop")], "b.png": [_rect(200, 100, 150, 150, "yield")]}
         client.create_tasks([toloka.Task(pool_id=pool.id, input_values={
             "image": f"{url}/{image}?copy={k}", "shown": boxes, "image_id": image})
             for image, boxes in shown.items() for k in range(COPIES)], allow_defaults=True)
         client.open_pool(pool.id)
         found = Counter()
-        for a in _solutions(client, pool.id, overlap * len(shown) * COPIES):
+        for a in submitted(client, pool.id, overlap * len(shown) * COPIES):
             image = a.tasks[0].input_values["image"].rsplit("/", 1)[1].split("?")[0]
             result = a.solutions[0].output_values["result"]
             assert isinstance(result, list)
