@@ -64,11 +64,14 @@ def test_step_writes_collected_answers_when_the_wait_breaks(tmp_path, monkeypatc
      "no row with role 'detection'"),
     ("pool_id,role,project_id,tasks,overlap,reward_per_assignment,estimated_cost\n1,detection_pool,1,two,1,0.01,1\n",
      "row 2, field 'tasks': 'two' is not a number"),
+    ("pool_id,role,project_id,tasks,overlap,reward_per_assignment,estimated_cost,mode\n"
+     "1,detection,1,2,1,0.01,1,overlap+verify\n2,verification,1,2,3,0.01,1,\n3,box_check,4,0,1,0.01,0.5,\n",
+     "the box_check round(s) run in mode overlap only, not in mode overlap+verify"),
 ])
 def test_bad_pool_csv_fails_with_one_line(tmp_path, run_step_in_process, pool_csv, message):
     (tmp_path / "pool.csv").write_text(pool_csv)
     (tmp_path / "tasks.csv").write_text("task_id,pool_id,image_id,url\n")
-    (tmp_path / "images.csv").write_text("image_id,file_name,url,width,height,sha256\n")
+    IMAGES.to_csv(tmp_path / "images.csv", index=False)
     done = run_step_in_process(STEP, ["--toloka_env", "http://127.0.0.1:9", "--token_env", TOKEN_ENV,
                                       "--pool_csv", str(tmp_path / "pool.csv"), "--tasks_csv",
                                       str(tmp_path / "tasks.csv"), "--images_csv", str(tmp_path / "images.csv"),
@@ -314,20 +317,6 @@ def test_timeout_keeps_what_was_collected_and_fails_with_one_line(toloka, tmp_pa
 # ------------------------------------------------------------------ the missed-sign and check rounds (mode overlap)
 
 ROUND_HEADER = "pool_id,role,project_id,tasks,overlap,reward_per_assignment,estimated_cost,mode\n"
-
-
-def test_rounds_are_refused_in_a_verify_mode_with_one_line(tmp_path, run_step_in_process):
-    (tmp_path / "pool.csv").write_text(ROUND_HEADER + "1,detection,1,2,1,0.01,1,overlap+verify\n"
-                                       "2,verification,1,2,3,0.01,1,\n3,box_check,4,0,1,0.01,0.5,\n")
-    (tmp_path / "tasks.csv").write_text("task_id,pool_id,image_id,url\n")
-    IMAGES.to_csv(tmp_path / "images.csv", index=False)
-    done = run_step_in_process(STEP, ["--toloka_env", "http://127.0.0.1:9", "--token_env", TOKEN_ENV,
-                                      "--pool_csv", str(tmp_path / "pool.csv"), "--tasks_csv",
-                                      str(tmp_path / "tasks.csv"), "--images_csv", str(tmp_path / "images.csv"),
-                                      "--output_dir", str(tmp_path / "out")])
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "the box_check round(s) run in mode overlap only, not in mode overlap+verify" in lines[0]
 
 
 def test_both_rounds_run_after_the_drawings_and_a_rerun_creates_and_pays_nothing_twice(tmp_path,
