@@ -46,6 +46,9 @@ VERIFICATIONS = Contract("verifications.csv", ("image_id", "assignment_id", "wor
                                                "bad_votes", "attempt", "outcome"))
 BOXES = Contract("boxes.csv", ("image_id", "label", "x", "y", "w", "h", "score", "support"))
 WORKERS = Contract("workers.csv", ("worker_id", "answers", "skill"))
+# Aggregate Boxes: one row per image, the riskiest first (review the doubtful images first)
+IMAGES_REVIEW = Contract("images_review.csv", ("image_id", "file_name", "risk", "expected_missed",
+                                               "expected_spurious", "n_boxes", "min_score"))
 # Launch Pool copies --control_csv here (beside tasks.csv) so Wait Pool can score control drawings.
 CONTROL = Contract("control.csv", ("url", "width", "height", "label", "x", "y", "w", "h"))
 
