@@ -24,6 +24,9 @@ Outputs (in --output_dir):
                a user keeps
   workers.csv  worker_id, answers (images answered), skill, then boxes, empty_answers, rejected_assignments
                and the method's own per-worker estimates (lean_em: miss_rate, fp_rate, sigma, label_accuracy)
+  images_review.csv  image_id, file_name, risk, expected_missed, expected_spurious, n_boxes, min_score: one row
+               per image, the riskiest first (lean_em's expected wrong, missing or mislabelled boxes), to review
+               the doubtful images first; n_boxes, min_score and expected_spurious are of the boxes scored >= 0.5
   stdout: cnvrg_tag_boxes, cnvrg_tag_images_with_boxes, cnvrg_tag_workers, cnvrg_tag_problem_rows (and with
           checks: cnvrg_tag_checks, cnvrg_tag_checks_skipped)
 Sample command:

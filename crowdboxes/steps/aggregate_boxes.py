@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from crowdboxes.artifacts import (ANSWERS, BOXES, CHECKS, VERIFICATIONS, WAIT_SUMMARY, WORKERS, read_csv,
-                                  read_images, require_numeric, write_csv)
+from crowdboxes.artifacts import (ANSWERS, BOXES, CHECKS, IMAGES_REVIEW, VERIFICATIONS, WAIT_SUMMARY, WORKERS,
+                                  read_csv, read_images, require_numeric, write_csv)
 from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.params import is_none
 from crowdboxes.cnvrg.stepkit import output_dir
@@ -156,6 +156,37 @@ def fit_options(aggregator: Any, method: str, options: AggregateBoxesOptions,
     return {"verifications": read_verifications(path, answers)}
 
 
+REVIEW_SCORE = 0.5  # the boxes a user keeps by default (Export's --min_score)
+
+
+def review_frame(boxes: pd.DataFrame, images: pd.DataFrame, risk: pd.DataFrame | None) -> pd.DataFrame:
+    """images_review.csv (``artifacts.IMAGES_REVIEW``): per image, the riskiest first.
+
+    ``n_boxes`` and ``min_score`` are of the boxes scored at least :data:`REVIEW_SCORE` (what Export keeps by
+    default); ``expected_spurious`` = the sum of ``1 - score`` over them (a score is the probability that a box
+    is right, so this is the expected number of wrong ones among them); ``expected_missed`` is the method's
+    expected number of signs nobody drew (LeanEM's ``images_``; empty for methods that do not estimate it);
+    ``risk`` is LeanEM's expected number of wrong, missing or mislabelled boxes, or ``expected_spurious`` for
+    other methods. Ties keep images.csv's order.
+    """
+    kept = boxes[boxes["score"] >= REVIEW_SCORE].assign(image_id=lambda f: f["image_id"].astype(str))
+    per_image = kept.groupby("image_id")["score"].agg(n_boxes="size", min_score="min",
+                                                      expected_spurious=lambda s: float((1 - s).sum()))
+    frame = images[["image_id", "file_name"]].astype({"image_id": str}).set_index("image_id")
+    frame = frame.join(per_image, how="left")
+    frame["n_boxes"] = frame["n_boxes"].fillna(0).astype(int)
+    frame["expected_spurious"] = frame["expected_spurious"].fillna(0.0)
+    if risk is not None and {"risk", "expected_missed"} <= set(risk.columns):
+        by_image = risk.set_axis(risk.index.astype(str))
+        frame["expected_missed"] = by_image["expected_missed"].reindex(frame.index)
+        frame["risk"] = by_image["risk"].reindex(frame.index)
+    else:
+        frame["expected_missed"] = np.nan
+        frame["risk"] = frame["expected_spurious"]
+    frame = frame.reset_index().sort_values("risk", ascending=False, kind="stable", na_position="last")
+    return frame[list(IMAGES_REVIEW.columns)]
+
+
 def report_problems(problems: list[tuple[int, str]], used: pd.DataFrame, answers_csv: str) -> None:
     """A warning per skipped row (the first MAX_WARNINGS), naming its line in answers.csv."""
     csv_lines = used.index.to_numpy() + 2  # header is line 1
@@ -198,6 +229,7 @@ def aggregate_boxes(options: AggregateBoxesOptions) -> int:
     write_csv(boxes, out, BOXES)
     workers = workers_frame(answers, used, aggregator.skills_, getattr(aggregator, "workers_", None))
     write_csv(workers, out, WORKERS)
+    write_csv(review_frame(boxes, images, getattr(aggregator, "images_", None)), out, IMAGES_REVIEW)
 
     cnvrg_tag("boxes", len(boxes))
     cnvrg_tag("images_with_boxes", boxes["image_id"].nunique())

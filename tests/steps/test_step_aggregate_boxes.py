@@ -228,3 +228,34 @@ def test_other_methods_ignore_checks_with_one_warning(tmp_path, run_in_process):
     # one line for the checks, one for the missed-sign additions it counts as full drawings
     assert len(warnings) == 2 and "does not use per-box checks" in warnings[1]
     assert "counts the missed-sign round's additions as full drawings" in warnings[0]
+
+
+def test_images_review_lists_every_image_riskiest_first_with_hand_computed_columns():
+    from crowdboxes.steps.aggregate_boxes import review_frame
+
+    boxes = pd.DataFrame({"image_id": ["a", "a", "a", "b"], "label": ["stop"] * 4, "x": [0.0] * 4, "y": [0.0] * 4,
+                          "w": [5.0] * 4, "h": [5.0] * 4, "score": [0.9, 0.6, 0.2, 0.99], "support": [3, 2, 1, 3]})
+    images = pd.DataFrame({"image_id": ["a", "b", "c"], "file_name": ["a.jpg", "b.jpg", "c.jpg"]})
+    risk = pd.DataFrame({"expected_missed": [0.1, 0.05, 0.4], "risk": [0.7, 0.06, 0.9]},
+                        index=pd.Index(["a", "b", "c"], name="image_id"))
+    review = review_frame(boxes, images, risk)
+    assert list(review.columns) == ["image_id", "file_name", "risk", "expected_missed", "expected_spurious",
+                                    "n_boxes", "min_score"]
+    assert review["image_id"].tolist() == ["c", "a", "b"]  # riskiest first; c has no box at all
+    a = review.set_index("image_id").loc["a"]
+    # the boxes kept at 0.5: scores 0.9 and 0.6 -> 2 boxes, lowest 0.6, expected wrong (1-0.9)+(1-0.6) = 0.5
+    assert (a["n_boxes"], a["min_score"]) == (2, 0.6) and a["expected_spurious"] == pytest.approx(0.5)
+    c = review.set_index("image_id").loc["c"]
+    assert c["n_boxes"] == 0 and pd.isna(c["min_score"]) and c["expected_spurious"] == 0
+    # without a risk model (other methods): risk is the expected number of wrong boxes kept
+    plain = review_frame(boxes, images, None).set_index("image_id")
+    assert plain["risk"].to_dict() == pytest.approx({"a": 0.5, "b": 0.01, "c": 0.0})
+    assert plain["expected_missed"].isna().all()
+
+
+def test_the_step_writes_images_review_csv(run):
+    proc, out = run(ANSWERS)
+    assert proc.returncode == 0, proc.stderr
+    review = pd.read_csv(out / "images_review.csv", dtype={"image_id": str})
+    assert sorted(review["image_id"]) == ["a", "b"] and review["risk"].is_monotonic_decreasing
+    assert review.set_index("image_id").loc["a", "file_name"] == "a.jpg"
