@@ -48,7 +48,7 @@ def build_parser() -> StepArgumentParser:
     parser = step_parser("upload_images", "Validate images and upload them to S3 for the crowd.")
     parser.add_argument("--images_dir", default="/data/road_signs",
                         help="folder of images, searched recursively (the cnvrg dataset)")
-    parser.add_argument("--s3_bucket", default=None, help="bucket the crowd loads the images from (required)")
+    parser.add_argument("--s3_bucket", default=None, help="bucket the crowd loads the images from; must be given")
     parser.add_argument("--s3_prefix", default="road-signs/", help="key prefix in the bucket (none: bucket root)")
     parser.add_argument("--s3_endpoint_url", default="none",
                         help="S3-compatible endpoint, e.g. MinIO or the local store (none: AWS)")

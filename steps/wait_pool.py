@@ -38,7 +38,9 @@ Outputs (in --output_dir):
   wait_pool_journal.jsonl  the resumable collection state (append-only)
   rounds/<round>/wait_pool_journal.jsonl  each round's collection state
   adaptive_overlap.json    with --max_overlap: the overlap target per image (restart state)
-  stdout: ``cnvrg_linechart_Progress``/``cnvrg_linechart_Spent`` per poll and ``cnvrg_tag_*`` at the end.
+  stdout: ``cnvrg_linechart_Progress``/``cnvrg_linechart_Spent`` per poll (key: minutes since the start; a
+          round's points in group '<round>') and ``cnvrg_tag_*`` at the end.
+  stderr: a progress line per poll: done/total, rate per minute, ETA, counts, spent and projected spend.
 Sample command:
   toloka_token=... python steps/wait_pool.py --toloka_env http://127.0.0.1:8765 \
       --pool_csv out/launch_pool/pool.csv --tasks_csv out/launch_pool/tasks.csv \
@@ -100,10 +102,10 @@ def build_parser() -> StepArgumentParser:
                              "missed signs (LeanEM, signs per image) is above this get a missed-sign task; "
                              "none: no missed-sign round")
     parser.add_argument("--check_low", type=float, default=RoundSettings.check_low,
-                        help="mode overlap, with a box_check row in pool.csv: output boxes with a score (0..1) "
-                             "from this ...")
+                        help="mode overlap, with a box_check row in pool.csv: output boxes scored (0..1) from "
+                             "--check_low to --check_high (inclusive) get a per-box check task")
     parser.add_argument("--check_high", type=float, default=RoundSettings.check_high,
-                        help="... up to this (0..1, inclusive) get a per-box check task")
+                        help="the upper end of --check_low's score band (0..1, inclusive)")
     parser.add_argument("--checkers", type=int, default=RoundSettings.checkers, help="checkers (workers) per checked box")
     return parser
 

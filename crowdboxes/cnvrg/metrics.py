@@ -1,4 +1,9 @@
-"""cnvrg's stdout protocol: tag and line-chart lines that the cnvrg UI (and the local runner) parse."""
+"""cnvrg's stdout protocol: tag and line-chart lines that the cnvrg UI (and the local runner) parse.
+
+A line-chart point is ``cnvrg_linechart_<chart> [key: <x>] [group: '<series>'] value: <y>``: ``key`` is the
+point's x value (without it cnvrg numbers the points), ``group`` the series inside the chart. The local
+runner reads these lines back with :func:`crowdboxes.cnvrg.runner.parse_linechart`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,13 @@ def cnvrg_tag(key: str, value: Any) -> None:
     print(f"cnvrg_tag_{key}: {value}", flush=True)
 
 
-def cnvrg_linechart(chart: str, value: Any, key: str | None = None) -> None:
-    """A point of line chart ``chart`` (series ``key`` when given), drawn by the cnvrg UI."""
+def linechart_line(chart: str, value: Any, key: Any = None, group: str | None = None) -> str:
+    """The stdout line of one point of line chart ``chart``: x = ``key`` (when given), series ``group``."""
     key_part = f" key: {key}" if key is not None else ""
-    print(f"cnvrg_linechart_{chart}{key_part} value: {value}", flush=True)
+    group_part = f" group: '{group}'" if group is not None else ""
+    return f"cnvrg_linechart_{chart}{key_part}{group_part} value: {value}"
+
+
+def cnvrg_linechart(chart: str, value: Any, key: Any = None, group: str | None = None) -> None:
+    """Print a point of line chart ``chart`` (x = ``key`` when given, series ``group``) for the cnvrg UI."""
+    print(linechart_line(chart, value, key, group), flush=True)

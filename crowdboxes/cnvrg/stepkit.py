@@ -44,8 +44,28 @@ class StepArgumentParser(argparse.ArgumentParser):
         raise CrowdboxesError(f"{self.prog}: {message}")
 
 
+def shown_default(value: object) -> str:
+    """A default as a flow param spells it: ``none`` for None, else the value as text."""
+    return "none" if value is None else str(value)
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's help line ends with ``(default: ...)``, unless its help already says its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if not action.option_strings or action.default is argparse.SUPPRESS or "(default" in text:
+            return text
+        # argparse %-formats help strings: a % in a default must reach the screen as itself
+        return f"{text} (default: {shown_default(action.default).replace('%', '%%')})"
+
+
 def step_parser(prog: str, description: str) -> StepArgumentParser:
-    parser = StepArgumentParser(prog=prog, description=description)
+    """A step's parser with the params every step has (Toloka env, token variable, output folder).
+
+    ``--help`` shows each option's default (:class:`DefaultsHelpFormatter`).
+    """
+    parser = StepArgumentParser(prog=prog, description=description, formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--toloka_env", default="production",
                         help="production, sandbox, or the URL of a Toloka API (e.g. the local Toloka)")
     parser.add_argument("--token_env", default=DEFAULT_TOKEN_ENV,

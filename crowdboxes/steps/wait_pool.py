@@ -296,7 +296,8 @@ class _Run:
         runner = Rounds(self.client, self.rounds, round_settings(self.options, self.deadline, self.collector.lag
                                                                  .total_seconds()),
                         images=self.images, tasks=self.tasks, out=self.out, labels=labels,
-                        total_budget=self.options.budget, all_pool_ids=list(self.plan.pool_ids.values()))
+                        total_budget=self.options.budget, all_pool_ids=list(self.plan.pool_ids.values()),
+                        origin=self.started)
         frame, self.rounds_summary = runner.run(frame)
         self.spent = self.final_spend(outcome)  # the rounds' pools too
         return frame
@@ -365,7 +366,7 @@ def _start(options: WaitPoolOptions) -> _Run:
     if collector.resumed:
         print(f"wait_pool: resuming from {collector.journal.path} "
               f"({len(collector.snapshots)} assignments collected before)", file=sys.stderr, flush=True)
-    progress = Progress(expected, f"wait_pool {plan.pool_id}")
+    progress = Progress(expected, f"wait_pool {plan.pool_id}", origin=started)
     return _Run(options, client, plan, tasks, images, out, fields, collector, progress, expected, adaptive, rounds,
                 deadline, started_wall, started)
 

@@ -19,6 +19,7 @@ import pytest
 from toloka.client import Pool, Project, Task
 
 from crowdboxes.artifacts import ANSWERS, COCO_EXPORT, EXPORT_SUMMARY, OVERLAP_STATE, WAIT_JOURNAL, WAIT_SUMMARY
+from crowdboxes.cnvrg.runner import parse_linechart
 from helpers_collection import IMAGES, TASKS, FlakyApi, make_assignment
 from helpers_local_toloka import start_local_toloka
 
@@ -189,9 +190,11 @@ def test_small_pool_end_to_end(toloka, tmp_path, wait_step, run_step):
     assert summary["spent_usd"] == pytest.approx(12 * (0.01 + 0.005))
     assert summary["pool_ids"] == {"detection": pool_id} and summary["images_answered"] == 6
     assert summary["images_accepted"] == 6
-    charts = [line for line in proc.stdout.splitlines() if line.startswith("cnvrg_linechart_Progress value: ")]
-    assert charts and float(charts[-1].split(": ")[1]) == 100.0
-    assert "cnvrg_tag_submitted: 12" in proc.stdout and "cnvrg_linechart_Spent value: " in proc.stdout
+    charts = [parse_linechart(line) for line in proc.stdout.splitlines()]
+    progress = [point for name, point in filter(None, charts) if name == "Progress"]
+    assert progress and progress[-1]["value"] == 100.0  # x = minutes since the start, never going back
+    assert [p["key"] for p in progress] == sorted(p["key"] for p in progress)
+    assert "cnvrg_tag_submitted: 12" in proc.stdout and "cnvrg_linechart_Spent key: " in proc.stdout
     assert any("answers (" in line for line in proc.stderr.splitlines())  # the progress line without a TTY
 
     # downstream, as the flow chains them: aggregate, then export; each image gets the good workers' box

@@ -152,19 +152,24 @@ def test_pool_state_done_reasons():
 def test_progress_bar_on_a_terminal_and_lines_otherwise(capsys):
     counts = {"submitted": 3, "accepted": 2, "rejected": 1}
     terminal = Terminal(True)
-    bar = Progress(8, "wait_pool 7", stream=terminal)
+    now = [0.0]
+    bar = Progress(8, "wait_pool 7", stream=terminal, clock=lambda: now[0])
     bar.update(2, counts, 0.03, "OPEN")
     bar.close()
     assert "wait_pool 7:  25%" in terminal.text and "2/8" in terminal.text and "spent=$0.03" in terminal.text
+    assert "projected=$0.12" in terminal.text  # 0.03 for 2 of 8 answers
     log = Terminal(False)
-    lines = Progress(8, "wait_pool 7", stream=log)
+    lines = Progress(8, "wait_pool 7", stream=log, clock=lambda: now[0])
     lines.update(2, counts, 0.03, "OPEN")
+    now[0] = 90.0
     lines.update(8, counts, 0.045, "CLOSED COMPLETED")
-    assert log.text.splitlines()[1].startswith("wait_pool 7: 8/8 answers (100.0%), submitted 3, accepted 2, "
-                                               "rejected 1, spent $0.04, pool CLOSED COMPLETED")
+    assert log.text.splitlines()[1] == ("wait_pool 7: 8/8 answers (100.0%), 4.0 answers/min, ETA 0 s, submitted 3, "
+                                        "accepted 2, rejected 1, spent $0.04 (projected $0.04), "
+                                        "pool CLOSED COMPLETED, 2 min")
     stdout = capsys.readouterr().out.splitlines()
-    assert stdout == ["cnvrg_linechart_Progress value: 25.0", "cnvrg_linechart_Spent value: 0.03"] * 2 + [
-        "cnvrg_linechart_Progress value: 100.0", "cnvrg_linechart_Spent value: 0.045"]
+    assert stdout == ["cnvrg_linechart_Progress key: 0.0 value: 25.0", "cnvrg_linechart_Spent key: 0.0 value: 0.03"
+                      ] * 2 + ["cnvrg_linechart_Progress key: 1.5 value: 100.0",
+                               "cnvrg_linechart_Spent key: 1.5 value: 0.045"]
 
 
 def test_failed_page_does_not_advance_the_cursor(tmp_path, monkeypatch):

@@ -132,13 +132,14 @@ def aggregate(answers: pd.DataFrame, images: pd.DataFrame) -> LeanEM:
 class Rounds:
     """Runs the rounds pool.csv has rows for; :meth:`run` returns answers.csv's frame and the summary section.
 
-    ``sleep`` and ``clock`` pace the waits (tests inject ones that step a simulated crowd).
+    ``sleep`` and ``clock`` pace the waits (tests inject ones that step a simulated crowd); ``origin`` (a
+    ``clock()`` value, default: each round's start) is where the progress charts' time axis starts.
     """
 
     def __init__(self, client: Any, pools: dict[str, RoundPool], settings: RoundSettings, *, images: pd.DataFrame,
                  tasks: pd.DataFrame, out: Path, labels: dict[str, str], total_budget: float | None = None,
                  all_pool_ids: Sequence[str] = (), sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, origin: float | None = None) -> None:
         self.client, self.pools, self.settings, self.out = client, pools, settings, Path(out)
         self.images = images.assign(image_id=images["image_id"].astype(str))
         self.sizes = {i: (float(w), float(h)) for i, w, h in
@@ -150,6 +151,7 @@ class Rounds:
         # Wait Pool's --budget over every pool of pool.csv (all_pool_ids), rounds included
         self.total_budget, self.all_pool_ids = total_budget, [str(p) for p in all_pool_ids]
         self.sleep, self.clock = sleep, clock
+        self.origin = origin  # the clock reading the progress charts' time axis starts at (the step's start)
 
     # ------------------------------------------------------------------ the whole
 
@@ -268,7 +270,8 @@ class Rounds:
         collector = AnswerCollector(self.client, [pool.pool_id], ROUND_JOURNALS.path(self.out) / pool.role,
                                     lag_seconds=self.settings.lag_seconds)
         expected = sum(int(t.overlap or 0) for t in round_tasks.list_tasks(self.client, pool.pool_id))
-        progress = Progress(expected, f"wait_pool round {pool.role} (pool {pool.pool_id})")
+        progress = Progress(expected, f"wait_pool round {pool.role} (pool {pool.pool_id})", clock=self.clock,
+                            origin=self.origin, group=pool.role)
         guard = BudgetGuard(self.client, pool.budget)
         guard.add_pool(pool.pool_id, pool.reward)
         guard.reserving = True  # the tasks were cut to the budget: only a real overshoot closes the pool
