@@ -257,7 +257,8 @@ class _Run:
         self.collector.rescan()
         final = self.collector.counts(plan.pool_id)
         self.spent = self.final_spend(outcome)
-        self.progress.update(final["task_answers"], final, self.spent, outcome.state)
+        if "verify" not in plan.mode:  # the verify loop's line counts images done, not answers: it had its last word
+            self.progress.update(final["task_answers"], final, self.spent, outcome.state)
         return outcome
 
     def final_spend(self, outcome: WaitOutcome | LoopOutcome) -> float:
