@@ -76,6 +76,14 @@ VERIFICATION_CURSORS = Artifact("verification_cursors.json", "Wait Pool", "how f
 QC_SUMMARY = Artifact("qc_summary.json", "Wait Pool", "verification-loop counts and bans")
 COCO_EXPORT = Artifact("annotations.coco.json", "Export", "boxes in COCO detection format")
 FLAT_EXPORT = Artifact("annotations.csv", "Export", "one row per box, with image URL and class")
+DETECTIONS_EXPORT = Artifact("detections.json", "Export",
+                             "a plain list of COCO detections (image_id, category_id, bbox, score) for loadRes")
+YOLO_EXPORT = Artifact("yolo", "Export", "a folder: labels/<file_name stem>.txt (class cx cy w h, normalised) "
+                       "and data.yaml with the class names")
+VOC_EXPORT = Artifact("voc", "Export", "a folder: Pascal VOC Annotations/<stem>.xml, ImageSets/Main/default.txt, "
+                      "labelmap.txt")
+CVAT_EXPORT = Artifact("cvat/annotations.xml", "Export", "CVAT for images 1.1 XML, score a declared box attribute")
+FORMATS_ARCHIVE = Artifact("formats.zip", "Export", "the yolo, voc and cvat exports in one archive (published)")
 EXPORT_SUMMARY = Artifact("summary.json", "Export", "counts, cost and the dataset version published")
 
 # configs/ (--config_dir): Toloka objects as JSON, edited by users, read by Create Project and Launch Pool

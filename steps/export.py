@@ -1,4 +1,4 @@
-"""Export: COCO JSON, a flat CSV and a summary of the run, published as a new dataset version.
+"""Export: COCO JSON, a flat CSV, YOLO, Pascal VOC, CVAT XML and a run summary, published as a dataset version.
 
 Inputs:
   --boxes_csv     boxes.csv of Aggregate Boxes (image_id, label, x, y, w, h, score, support)
@@ -11,10 +11,17 @@ Inputs:
   --min_score     drop boxes whose score is below this (0..1, default 0.5). A score is the probability that the
                   box is right (a sign of that class, boxed within IoU 0.5); boxes.csv keeps every candidate
                   down to 0.01, so 0 exports the whole ranked list (for AP, or to review the doubtful ones)
+  --formats       comma list of coco, detections, yolo, voc, cvat, or all (default all five; coco is always
+                  written)
 Outputs (in --output_dir):
   annotations.coco.json  COCO detection file (pixel bbox, area, category_id, score, support)
   annotations.csv        one row per box: image_id, file_name, url, width, height, label, category_id, x, y, w,
-                         h, score, support
+                         h, score, support (url: the images.csv URL without its query string, never presigned)
+  detections.json        COCO results list (image_id, category_id, bbox, score) for pycocotools' loadRes
+  yolo/                  labels/<file_name stem>.txt (class cx cy w h, normalised) and data.yaml (class names)
+  voc/                   Pascal VOC Annotations/<stem>.xml (score as an attribute), ImageSets/Main/default.txt
+  cvat/annotations.xml   CVAT for images 1.1, with score declared as a label attribute and set on each box
+  formats.zip            yolo/, voc/ and cvat/ in one archive (a dataset version holds flat files)
   summary.json           images, images with boxes, boxes per class, cost, cost per accepted image, wall time,
                          and where the dataset version went
   stdout: cnvrg_tag_images, _images_with_boxes, _boxes, _cost_usd, _cost_per_image_usd, _dataset_version
@@ -25,9 +32,11 @@ Sample command:
 Troubleshooting:
   * "boxes.csv line N: image_id ... is not in images.csv": boxes and images come from different runs.
   * On cnvrg the dataset is created when missing; publishing needs the cnvrgv2 SDK (extra ``cnvrg``).
-    A failed publish leaves the three files in the output folder.
+    A failed publish leaves the files in the output folder.
   * "boxes.csv line N: unknown class ... (skipped; known: ...)": a label that is not one of the COCO
     categories (the detection project's labels recorded in wait_summary.json); the box is left out.
+  * "images.csv: 'a/x.jpg' and 'a/x.png' would share the label file a/x": YOLO and VOC name a label file
+    after the image's file name without its extension; rename one image.
   * "dataset name ...: use letters, digits, '-', '_' or '.'": pick a name cnvrg accepts as a dataset slug.
 """
 
@@ -41,6 +50,7 @@ if __package__ in (None, ""):
 
 from crowdboxes.cnvrg.datasets import ROOT_ENV  # noqa: E402
 from crowdboxes.cnvrg.stepkit import StepArgumentParser, run_step, step_parser  # noqa: E402
+from crowdboxes.export.formats import DEFAULT_FORMATS  # noqa: E402
 from crowdboxes.params import none_or_value  # noqa: E402
 from crowdboxes.steps.export import ExportOptions, export  # noqa: E402
 
@@ -61,6 +71,8 @@ def build_parser() -> StepArgumentParser:
     parser.add_argument("--min_score", type=float, default=0.5,
                         help="drop boxes scored below this (0..1; a score is the probability the box is right; "
                              "0 keeps every ranked candidate)")
+    parser.add_argument("--formats", default=DEFAULT_FORMATS,
+                        help="comma list of coco, detections, yolo, voc, cvat, or all (coco is always written)")
     return parser
 
 

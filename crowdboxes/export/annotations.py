@@ -1,8 +1,10 @@
 """Turning aggregated boxes into deliverables: COCO JSON, a flat CSV, and a run summary.
 
 COCO (``annotations.coco.json``): ``images`` carry ``id`` (1-based, images.csv order),
-``file_name, width, height, sha256, url`` and our ``image_key`` (the image_id of the CSVs);
+``file_name, width, height, sha256, url`` (the images.csv URL without its query string: no presigned,
+expiring URL or key id in an export) and our ``image_key`` (the image_id of the CSVs);
 ``annotations`` carry the pixel ``bbox`` [x, y, w, h], ``area`` = w*h, ``category_id``, ``iscrowd`` 0,
+``segmentation`` [] (readers such as datumaro expect the field),
 and the aggregator's ``score`` and ``support``. Categories are the detection project's label values
 (:func:`categories`): a value that is a class of :mod:`crowdboxes.classes` keeps that class's id, any
 other value (a project whose view names its labels differently) gets the next id after them, in the
@@ -21,6 +23,7 @@ import pandas as pd
 from collections.abc import Sequence
 
 from crowdboxes.classes import CLASS_BY_NAME, SIGN_CLASSES, coco_categories
+from crowdboxes.export.formats import public_url
 
 FLAT_COLUMNS = ("image_id", "file_name", "url", "width", "height", "label", "category_id", "x", "y", "w", "h",
                 "score", "support")
@@ -85,7 +88,7 @@ def coco_document(boxes: pd.DataFrame, images: pd.DataFrame, description: str = 
     for n, row in enumerate(images.itertuples(index=False), start=1):
         number[str(row.image_id)] = n
         coco_images.append({"id": n, "file_name": str(row.file_name), "width": _number(row.width),
-                            "height": _number(row.height), "sha256": str(row.sha256), "url": str(row.url),
+                            "height": _number(row.height), "sha256": str(row.sha256), "url": public_url(row.url),
                             "image_key": str(row.image_id)})
     annotations = []
     ordered = boxes.assign(coco_image=boxes["image_id"].astype(str).map(number)).sort_values(
@@ -95,7 +98,7 @@ def coco_document(boxes: pd.DataFrame, images: pd.DataFrame, description: str = 
         annotations.append({
             "id": k, "image_id": int(row.coco_image), "category_id": ids[str(row.label)],
             "bbox": [_number(row.x), _number(row.y), _number(w), _number(h)], "area": _number(w * h),
-            "iscrowd": 0, "score": float(row.score), "support": int(row.support),
+            "iscrowd": 0, "segmentation": [], "score": float(row.score), "support": int(row.support),
         })
     return {
         "info": {"description": description, "version": "1.0",
@@ -111,6 +114,7 @@ def flat_frame(boxes: pd.DataFrame, images: pd.DataFrame, cats: list[dict] | Non
     """One row per box with its image's file name, URL and size and the category id."""
     ids = _category_ids(cats)
     info = images[["image_id", "file_name", "url", "width", "height"]].astype({"image_id": str})
+    info["url"] = info["url"].map(public_url)
     flat = boxes.astype({"image_id": str}).merge(info, on="image_id", how="left")
     flat["category_id"] = flat["label"].map(lambda name: ids[str(name)]).astype("int64")
     return flat[list(FLAT_COLUMNS)].sort_values(["image_id", "score"], ascending=[True, False], kind="stable")

@@ -1,13 +1,16 @@
-"""Export's logic: read the boxes, images and wait summary, write the three export files, publish them.
+"""Export's logic: read the boxes, images and wait summary, write the export files, publish them.
 
 ``steps/export.py`` parses the params into :class:`ExportOptions` and calls :func:`export`. The COCO
-document, flat CSV and summary are built by :mod:`crowdboxes.export.annotations`; dataset versions (cnvrg
-or the local store) by :mod:`crowdboxes.cnvrg.datasets`.
+document, flat CSV and summary are built by :mod:`crowdboxes.export.annotations`, the other formats
+(``--formats``: detections.json, YOLO, Pascal VOC, CVAT XML) by :mod:`crowdboxes.export.formats`; dataset
+versions (cnvrg or the local store) by :mod:`crowdboxes.cnvrg.datasets`. A dataset version holds flat files
+only, so the folder formats are published as one archive, formats.zip.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +18,15 @@ from typing import Any
 
 import pandas as pd
 
-from crowdboxes.artifacts import (BOXES, COCO_EXPORT, EXPORT_SUMMARY, FLAT_EXPORT, IMAGES, read_csv,
+from crowdboxes.artifacts import (BOXES, COCO_EXPORT, CVAT_EXPORT, DETECTIONS_EXPORT, EXPORT_SUMMARY,
+                                  FLAT_EXPORT, FORMATS_ARCHIVE, IMAGES, VOC_EXPORT, YOLO_EXPORT, read_csv,
                                   require_numeric)
 from crowdboxes.cnvrg.datasets import check_slug, publish
 from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.export import annotations as ex
+from crowdboxes.export import formats as fm
 from crowdboxes.files import atomic_path, read_json_object, write_text_atomic
 
 MAX_WARNINGS = 20
@@ -40,6 +45,7 @@ class ExportOptions:
     dataset: str | None
     dataset_root: str | None
     min_score: float
+    formats: str = fm.DEFAULT_FORMATS
 
 
 def read_wait_summary(path: str | Path | None) -> dict[str, Any] | None:
@@ -69,20 +75,52 @@ def read_inputs(options: ExportOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def write_exports(out: Path, boxes: pd.DataFrame, images: pd.DataFrame, wait_summary: dict[str, Any] | None,
                   options: ExportOptions) -> dict[str, Any]:
-    """Write annotations.coco.json, annotations.csv and summary.json (each atomically); the summary."""
+    """Write annotations.coco.json, annotations.csv, the chosen ``--formats`` and summary.json (each file
+    atomically, each folder format swapped in whole); the summary."""
     cats = ex.categories(ex.project_labels(wait_summary, options.wait_summary))
     kept, problems = ex.select_boxes(boxes, options.min_score, cats)
     for problem in problems[:MAX_WARNINGS]:
         print(f"warning: {problem}", file=sys.stderr)
     coco = ex.coco_document(kept, images, cats=cats)
+    chosen = fm.parse_formats(options.formats)
+    if "yolo" in chosen or "voc" in chosen:
+        fm.label_stems(coco)  # two images sharing a label file fail before any file is rewritten
     write_text_atomic(COCO_EXPORT.path(out), json.dumps(coco, indent=1) + "\n")
     with atomic_path(FLAT_EXPORT.path(out)) as tmp:
         ex.flat_frame(kept, images, cats).to_csv(tmp, index=False)
+    written = write_formats(out, coco, chosen)
     summary = ex.summary(kept, images, wait_summary, options.min_score)
     summary["dropped_low_score"] = int((boxes["score"] < options.min_score).sum())
     summary["dropped_unknown_class"] = len(problems)
+    summary["formats"] = written
     write_summary(out, summary)
     return summary
+
+
+def write_formats(out: Path, coco: dict[str, Any], chosen: tuple[str, ...]) -> dict[str, str]:
+    """The chosen formats beside the COCO file (format -> its path relative to ``out``); YOLO, VOC and CVAT
+    also go into formats.zip for the dataset version. A format left out leaves no old copy behind."""
+    written = {"coco": COCO_EXPORT.file_name}
+    targets = {"detections": DETECTIONS_EXPORT, "yolo": YOLO_EXPORT, "voc": VOC_EXPORT, "cvat": CVAT_EXPORT}
+    for name, artifact in targets.items():
+        path = artifact.path(out)
+        if name not in chosen:
+            if path.is_dir():
+                shutil.rmtree(path)
+            path.unlink(missing_ok=True)
+        elif name in ("yolo", "voc"):
+            with fm.fresh_folder(path) as staging:
+                (fm.write_yolo if name == "yolo" else fm.write_voc)(coco, staging)
+        else:
+            (fm.write_detections if name == "detections" else fm.write_cvat)(coco, path)
+        if name in chosen:
+            written[name] = artifact.file_name
+    packed = [targets[name].file_name for name in ("yolo", "voc", "cvat") if name in chosen]
+    if packed:
+        fm.zip_paths(out, packed, FORMATS_ARCHIVE.path(out))
+    else:
+        FORMATS_ARCHIVE.path(out).unlink(missing_ok=True)
+    return written
 
 
 def write_summary(out: Path, summary: dict[str, Any]) -> None:
@@ -98,6 +136,7 @@ def publish_exports(out: Path, summary: dict[str, Any], options: ExportOptions) 
     if options.dataset is None:
         return "not published (--dataset none)"
     files = [COCO_EXPORT.path(out), FLAT_EXPORT.path(out), EXPORT_SUMMARY.path(out)]
+    files += [path for path in (DETECTIONS_EXPORT.path(out), FORMATS_ARCHIVE.path(out)) if path.is_file()]
     published = publish(options.dataset, files, root=options.dataset_root,
                         message=f"{summary['boxes']} boxes on {summary['images']} images")
     summary["dataset"] = published.as_dict()
@@ -111,6 +150,9 @@ def tell(out: Path, summary: dict[str, Any], where: str) -> None:
     for line in ex.summary_lines(summary):
         print(line)
     print(f"export: {COCO_EXPORT.path(out)}; {where}", flush=True)
+    others = [name for name in summary.get("formats", {}) if name != "coco"]
+    if others:
+        print(f"formats: {', '.join(others)} beside it ({', '.join(summary['formats'][n] for n in others)})")
     cnvrg_tag("images", summary["images"])
     cnvrg_tag("images_with_boxes", summary["images_with_boxes"])
     cnvrg_tag("boxes", summary["boxes"])
@@ -123,7 +165,8 @@ def tell(out: Path, summary: dict[str, Any], where: str) -> None:
 
 
 def export(options: ExportOptions) -> int:
-    """Run the step: the three export files in the output folder, published unless --dataset none."""
+    """Run the step: the export files in the output folder, published unless --dataset none."""
+    fm.parse_formats(options.formats)  # a bad --formats fails before anything is read or written
     if not 0.0 <= options.min_score <= 1.0:
         raise CrowdboxesError(f"--min_score {options.min_score}: must be between 0 and 1")
     if options.dataset is not None:

@@ -108,8 +108,8 @@ def test_min_score_filters_and_dataset_versions_increment(tmp_path, run):
     store = datasets.LocalDatasetStore(tmp_path / "datasets")
     assert store.versions("road_signs_annotations") == [1, 2]
     v2 = store.path("road_signs_annotations", 2)
-    assert sorted(p.name for p in v2.iterdir()) == ["annotations.coco.json", "annotations.csv", "manifest.json",
-                                                   "summary.json"]
+    assert sorted(p.name for p in v2.iterdir()) == ["annotations.coco.json", "annotations.csv", "detections.json",
+                                                   "formats.zip", "manifest.json", "summary.json"]
     assert (v2 / "annotations.coco.json").read_bytes() == (out / "annotations.coco.json").read_bytes()
     manifest = store.manifest("road_signs_annotations", 2)
     assert manifest["version"] == 2 and [f["name"] for f in manifest["files"]][0] == "annotations.coco.json"
