@@ -106,6 +106,12 @@ def zip_paths(root: Path, names: list[str], archive: Path) -> Path:
     return archive
 
 
+def _write(path: Path, text: str) -> None:
+    """A file of a folder format: plain writes, as the folder is staged whole by :func:`fresh_folder`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
 def detections(coco: dict[str, Any]) -> list[dict[str, Any]]:
     """The COCO annotations as the plain results list ``loadRes`` accepts."""
     return [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]),
@@ -149,23 +155,28 @@ def _boxes_by_image(coco: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
 
 
 def write_yolo(coco: dict[str, Any], folder: Path) -> Path:
-    """YOLO labels and data.yaml under ``folder`` (see the module docstring); returns data.yaml's path."""
+    """YOLO labels and data.yaml under ``folder`` (a :func:`fresh_folder`; see the module docstring);
+    returns data.yaml's path."""
     index = {c["id"]: k for k, c in enumerate(coco["categories"])}
     stems = label_stems(coco)
     boxes = _boxes_by_image(coco)
     for image in coco["images"]:
         width, height = float(image["width"]), float(image["height"])
+        if not (width > 0 and height > 0):
+            raise CrowdboxesError(f"images.csv: {image['file_name']!r} has size {width:g}x{height:g}; YOLO "
+                                  "needs a positive width and height")
         lines = []
         for a in boxes[image["id"]]:
             x, y, w, h = (float(v) for v in a["bbox"])
             values = ((x + w / 2) / width, (y + h / 2) / height, w / width, h / height)
             lines.append(" ".join([str(index[a["category_id"]])] + [f"{v:.6f}" for v in values]))
-        write_text_atomic(folder / "labels" / f"{stems[image['id']]}.txt", "".join(f"{line}\n" for line in lines))
+        _write(folder / "labels" / f"{stems[image['id']]}.txt", "".join(f"{line}\n" for line in lines))
     data = {"path": ".", "train": "images", "val": "images", "nc": len(coco["categories"]),
             "names": {k: str(c["name"]) for k, c in enumerate(coco["categories"])}}
     header = ("# crowdboxes export: put the images at images/<file_name> beside labels/ (YOLO finds a label\n"
               "# file by swapping images/ for labels/ and the extension for .txt)\n")
-    return write_text_atomic(folder / "data.yaml", header + yaml.safe_dump(data, sort_keys=False))
+    _write(folder / "data.yaml", header + yaml.safe_dump(data, sort_keys=False))
+    return folder / "data.yaml"
 
 
 def _sub(parent: ET.Element, tag: str, text: Any = None, **attrib: str) -> ET.Element:
@@ -181,7 +192,8 @@ def _xml(root: ET.Element) -> str:
 
 
 def write_voc(coco: dict[str, Any], folder: Path) -> Path:
-    """Pascal VOC XML under ``folder`` (see the module docstring); returns the Annotations folder."""
+    """Pascal VOC XML under ``folder`` (a :func:`fresh_folder`; see the module docstring); returns the
+    Annotations folder."""
     names = {c["id"]: str(c["name"]) for c in coco["categories"]}
     stems = label_stems(coco)
     boxes = _boxes_by_image(coco)
@@ -210,11 +222,11 @@ def write_voc(coco: dict[str, Any], folder: Path) -> Path:
             attribute = _sub(_sub(obj, "attributes"), "attribute")
             _sub(attribute, "name", "score")
             _sub(attribute, "value", repr(float(a["score"])))
-        write_text_atomic(folder / "Annotations" / f"{stems[image['id']]}.xml", _xml(root))
-    write_text_atomic(folder / "ImageSets" / "Main" / "default.txt",
+        _write(folder / "Annotations" / f"{stems[image['id']]}.xml", _xml(root))
+    _write(folder / "ImageSets" / "Main" / "default.txt",
                       "".join(f"{stems[image['id']]}\n" for image in coco["images"]))
     # datumaro's VOC labelmap: name:color:parts:actions (no colour, parts or actions here)
-    write_text_atomic(folder / "labelmap.txt", "# label:color_rgb:parts:actions\n"
+    _write(folder / "labelmap.txt", "# label:color_rgb:parts:actions\n"
                       + "".join(f"{c['name']}:::\n" for c in coco["categories"]))
     return folder / "Annotations"
 
