@@ -17,9 +17,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CNVRG_WORKDIR=/cnvrg
 
-# Pinned dependencies first: this layer is rebuilt only when requirements.txt changes.
-COPY requirements.txt /opt/crowdboxes/requirements.txt
-RUN pip install --no-cache-dir -r /opt/crowdboxes/requirements.txt
+# Pinned dependencies first: this layer is rebuilt only when the requirements change. crowd-kit goes in
+# with --no-deps: its declared dependencies pull transformers and pyarrow, which nothing here imports;
+# requirements.txt pins what its aggregation methods do import (README, "Dependencies").
+COPY requirements.txt requirements-crowdkit.txt /opt/crowdboxes/
+RUN pip install --no-cache-dir -r /opt/crowdboxes/requirements.txt \
+    && pip install --no-cache-dir --no-deps -r /opt/crowdboxes/requirements-crowdkit.txt
+
+# cnvrg's SDK in its own environment: cnvrgv2 1.1.8 pins attrs~=22.1 and pytest~=7.0, which cannot sit
+# next to toloka-kit's cattrs 25 (attrs>=24.3). Export publishes the dataset version by running
+# crowdboxes/cnvrg/cnvrg_put.py with this interpreter (crowdboxes/cnvrg/datasets.py says why).
+RUN python -m venv /opt/cnvrg-sdk \
+    && /opt/cnvrg-sdk/bin/pip install --no-cache-dir cnvrgv2==1.1.8 \
+    && /opt/cnvrg-sdk/bin/python -c "import cnvrgv2"
 
 # Then the package itself, without touching the pinned dependencies.
 COPY pyproject.toml README.md /opt/crowdboxes/

@@ -6,10 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast typecheck flake-check bench lint clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# crowd-kit goes in with --no-deps after the rest, as the step image installs it: its declared dependencies
+# pull transformers and pyarrow, which nothing imports (requirements.txt pins what its aggregation imports).
+$(STAMP): requirements.txt requirements-crowdkit.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-crowdkit.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -c "import toloka.client, crowdkit.aggregation"
 	touch $(STAMP)

@@ -1,9 +1,20 @@
 """Publishing result files as a new version of a dataset: cnvrg's datasets, or a local folder store.
 
 On cnvrg (``CNVRG_URL`` with ``CNVRG_TOKEN``/``CNVRG_JWT_TOKEN`` in the environment, or the SDK's
-``~/.cnvrg/cnvrg.config``) the files go through the cnvrgv2 SDK, an optional extra imported only
-there. Everywhere else they go to :class:`LocalDatasetStore`, which keeps the same idea of
-versions on disk::
+``~/.cnvrg/cnvrg.config``) the files go through the cnvrgv2 SDK's documented dataset calls
+(:mod:`crowdboxes.cnvrg.cnvrg_put`). **Which route, and why:** cnvrgv2 1.1.8 cannot be installed next to
+the steps' packages: it pins ``attrs~=22.1``, while our ``cattrs>=25.1,<26`` (toloka-kit) needs
+``attrs>=24.3``, so ``pip install -r requirements.txt cnvrgv2`` stops with ResolutionImpossible (tried);
+it also pins ``pytest~=7.0`` as a run-time dependency, against the test tools' ``pytest>=8``.
+So the step image installs cnvrgv2 into its own virtual environment, ``/opt/cnvrg-sdk``, and Export runs
+``cnvrg_put.py`` with that interpreter (a subprocess that inherits the job's environment, so the
+credentials are never passed, written or printed by us). cnvrg's REST upload protocol (start commit,
+upload to the bucket, end commit) is undocumented, and the CLI (``cnvrgv2 dataset put``) is the same
+SDK with fewer options (no commit message, no sha1 printed), so the SDK's Python calls are the route.
+Where cnvrgv2 imports in this process (a user's own ``pip install 'crowdboxes[cnvrg]'``), it is used
+in-process. ``$CROWDBOXES_CNVRG_PYTHON`` names another interpreter that has cnvrgv2.
+
+Everywhere else the files go to :class:`LocalDatasetStore`, which keeps the same idea of versions on disk::
 
     <root>/<slug>/v1/annotations.coco.json ... manifest.json
     <root>/<slug>/v2/...
@@ -12,27 +23,34 @@ A version is staged in a hidden folder and renamed into place, so readers never 
 version and two concurrent writers get different numbers. Like cnvrg (``override=False``),
 publishing files identical to the latest version creates no new version.
 """
-
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from crowdboxes.cnvrg.cnvrg_put import put_files_with_sdk
 from crowdboxes.errors import CrowdboxesError
-
 from crowdboxes.files import sha256_file
 
 MANIFEST = "manifest.json"
 ROOT_ENV = "CROWDBOXES_DATASETS"
 SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _VERSION_RE = re.compile(r"^v(\d+)$")
+# cnvrgv2 lives in its own environment in the step image (module docs); this names its interpreter
+SDK_PYTHON = "/opt/cnvrg-sdk/bin/python"
+SDK_PYTHON_ENV = "CROWDBOXES_CNVRG_PYTHON"
+PUT_SCRIPT = Path(__file__).with_name("cnvrg_put.py")
 
 
 def check_slug(slug: str) -> str:
@@ -139,30 +157,71 @@ def on_cnvrg(environ: Mapping[str, str] | None = None, home: str | os.PathLike[s
     return (home / ".cnvrg" / "cnvrg.config").is_file()
 
 
-def publish_cnvrg(slug: str, files: Iterable[str | os.PathLike], message: str = "") -> Published:
-    """A new commit of cnvrg dataset ``slug`` (created if missing) with ``files`` at its top level."""
+def sdk_python(environ: Mapping[str, str] | None = None) -> str | None:
+    """The interpreter to run :mod:`crowdboxes.cnvrg.cnvrg_put` with, when cnvrgv2 is not importable here.
+
+    ``$CROWDBOXES_CNVRG_PYTHON`` when set, else the step image's SDK environment
+    (``/opt/cnvrg-sdk/bin/python``) when it exists, else None.
+    """
+    env = os.environ if environ is None else environ
+    chosen = env.get(SDK_PYTHON_ENV) or (SDK_PYTHON if Path(SDK_PYTHON).is_file() else "")
+    return chosen or None
+
+
+def _sdk_in_process() -> bool:
+    if "cnvrgv2" in sys.modules:
+        return True
     try:
-        from cnvrgv2 import Cnvrg
-    except ImportError:
-        raise CrowdboxesError("running on cnvrg but the cnvrgv2 SDK is not installed "
-                        "(pip install 'crowdboxes[cnvrg]'); the files are in the output folder") from None
+        return importlib.util.find_spec("cnvrgv2") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def publish_cnvrg(slug: str, files: Iterable[str | os.PathLike[str]], message: str = "", *,
+                  environ: Mapping[str, str] | None = None, timeout: float = 1800) -> Published:
+    """A new commit of cnvrg dataset ``slug`` (created if missing) with ``files`` at its top level.
+
+    Through cnvrgv2 in this process when it imports here, else through :mod:`crowdboxes.cnvrg.cnvrg_put`
+    run by the SDK's own interpreter (:func:`sdk_python`; the step image has one, see the module docs).
+    The credentials stay in the environment: nothing here reads, passes or prints them.
+    """
     paths = [Path(f).resolve() for f in files]
     folders = {p.parent for p in paths}
     if len(folders) != 1:
         raise CrowdboxesError("files to publish must share one folder")
-    cnvrg = Cnvrg()
-    dataset = cnvrg.datasets.get(slug)
+    folder, names = str(folders.pop()), [p.name for p in paths]
+    if _sdk_in_process():
+        import cnvrgv2
+        sha1, created = put_files_with_sdk(cnvrgv2, slug, folder, names, message)
+        return Published("cnvrg", slug, sha1, f"cnvrg dataset {slug}", created)
+    python = sdk_python(environ)
+    if python is None:
+        raise CrowdboxesError(f"running on cnvrg but the cnvrgv2 SDK is not installed: use the step image (its "
+                              f"{SDK_PYTHON} has it) or set {SDK_PYTHON_ENV} to a Python that has cnvrgv2; "
+                              "the files are in the output folder")
+    command = [python, "-P", str(PUT_SCRIPT), "--slug", slug, "--folder", folder, "--message", message, *names]
     try:
-        dataset.reload()  # raises when the dataset does not exist yet
-    except Exception:
-        dataset = cnvrg.datasets.create(name=slug)
-    cwd = os.getcwd()
-    os.chdir(folders.pop())  # the SDK stores paths relative to the working directory
-    try:
-        sha1 = dataset.put_files(paths=[p.name for p in paths], message=message)
-    finally:
-        os.chdir(cwd)
-    return Published("cnvrg", slug, str(sha1), f"cnvrg dataset {slug}", True)
+        done = subprocess.run(command, env=dict(os.environ if environ is None else environ), capture_output=True,
+                              text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CrowdboxesError(f"publishing to cnvrg dataset {slug} with {python} failed: {exc}") from None
+    result = _last_json_line(done.stdout)
+    if done.returncode != 0 or result is None:
+        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}, no result"])[-1][:300]
+        raise CrowdboxesError(f"publishing to cnvrg dataset {slug} failed: {why}; the files are in the output folder")
+    return Published("cnvrg", slug, str(result["sha1"]), f"cnvrg dataset {slug}", bool(result["created"]))
+
+
+def _last_json_line(text: str) -> dict[str, Any] | None:
+    """The last stdout line that is a JSON object with a ``sha1`` (the SDK may log before it)."""
+    for line in reversed(text.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "sha1" in value:
+            return value
+    return None
 
 
 def publish(slug: str, files: Iterable[str | os.PathLike], *, root: str | os.PathLike | None = None,
