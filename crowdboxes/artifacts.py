@@ -85,6 +85,8 @@ VOC_EXPORT = Artifact("voc", "Export", "a folder: Pascal VOC Annotations/<stem>.
 CVAT_EXPORT = Artifact("cvat/annotations.xml", "Export", "CVAT for images 1.1 XML, score a declared box attribute")
 FORMATS_ARCHIVE = Artifact("formats.zip", "Export", "the yolo, voc and cvat exports in one archive (published)")
 EXPORT_SUMMARY = Artifact("summary.json", "Export", "counts, cost and the dataset version published")
+REPORT = Artifact("report.html", "Export", "a self-contained page: cost, scores and calibration, the riskiest images "
+                  "with every worker's boxes, the workers")
 
 # configs/ (--config_dir): Toloka objects as JSON, edited by users, read by Create Project and Launch Pool
 DETECTION_PROJECT_CONFIG = Artifact("detection_project.json", "the user", "the detection project and its view")

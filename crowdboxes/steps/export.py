@@ -18,9 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from crowdboxes.artifacts import (BOXES, COCO_EXPORT, CVAT_EXPORT, DETECTIONS_EXPORT, EXPORT_SUMMARY,
-                                  FLAT_EXPORT, FORMATS_ARCHIVE, IMAGES, VOC_EXPORT, YOLO_EXPORT, read_csv,
-                                  require_numeric)
+from crowdboxes.artifacts import (ANSWERS, BOXES, COCO_EXPORT, CVAT_EXPORT, DETECTIONS_EXPORT, EXPORT_SUMMARY,
+                                  FLAT_EXPORT, FORMATS_ARCHIVE, IMAGES, IMAGES_REVIEW, QC_SUMMARY, REPORT,
+                                  VOC_EXPORT, WORKERS, YOLO_EXPORT, read_csv, require_numeric)
 from crowdboxes.cnvrg.datasets import check_slug, publish
 from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.cnvrg.stepkit import output_dir
@@ -128,6 +128,45 @@ def write_summary(out: Path, summary: dict[str, Any]) -> None:
     write_text_atomic(EXPORT_SUMMARY.path(out), json.dumps(summary, indent=2) + "\n")
 
 
+def _beside(path: Path, what: str) -> pd.DataFrame | None:
+    """A CSV another step wrote (for the report only): None when it is absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, dtype={"image_id": str, "worker_id": str, "file_name": str})
+    except Exception as exc:  # noqa: BLE001 - the report shows less; the export itself goes on
+        print(f"warning: report: {what} {path} unreadable ({type(exc).__name__}); left out", file=sys.stderr)
+        return None
+
+
+def write_run_report(out: Path, boxes: pd.DataFrame, images: pd.DataFrame, wait_summary: dict[str, Any] | None,
+                     options: ExportOptions) -> Path | None:
+    """report.html (:func:`crowdboxes.export.report.write_report`) from every candidate box and what the
+    other steps left beside their outputs: answers.csv and qc_summary.json beside wait_summary.json,
+    workers.csv and images_review.csv beside boxes.csv. A report that cannot be written is one warning:
+    the export files are already written and stay."""
+    from crowdboxes.export.report import write_report
+
+    REPORT.path(out).unlink(missing_ok=True)  # a report that fails now must not leave an older run's behind
+    aggregate_dir = Path(options.boxes_csv).parent
+    wait_dir = Path(options.wait_summary).parent if options.wait_summary is not None else None
+    answers = _beside(ANSWERS.path(wait_dir), "answers") if wait_dir is not None else None
+    banned = None
+    if wait_dir is not None and QC_SUMMARY.path(wait_dir).is_file():
+        try:
+            banned = dict(read_json_object(QC_SUMMARY.path(wait_dir)).get("banned_workers") or {})
+        except (CrowdboxesError, TypeError, ValueError):
+            banned = None
+    try:
+        return write_report(REPORT.path(out), boxes=boxes, images=images, answers=answers,
+                            workers=_beside(WORKERS.path(aggregate_dir), "workers"),
+                            review=_beside(IMAGES_REVIEW.path(aggregate_dir), "images review"),
+                            wait_summary=wait_summary, banned=banned, min_score=options.min_score)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        print(f"warning: report: {REPORT.path(out)} not written ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return None
+
+
 def publish_exports(out: Path, summary: dict[str, Any], options: ExportOptions) -> str:
     """Publish the three files as a new version of ``--dataset`` (not with ``none``); where they went.
 
@@ -136,7 +175,8 @@ def publish_exports(out: Path, summary: dict[str, Any], options: ExportOptions) 
     if options.dataset is None:
         return "not published (--dataset none)"
     files = [COCO_EXPORT.path(out), FLAT_EXPORT.path(out), EXPORT_SUMMARY.path(out)]
-    files += [path for path in (DETECTIONS_EXPORT.path(out), FORMATS_ARCHIVE.path(out)) if path.is_file()]
+    files += [path for path in (DETECTIONS_EXPORT.path(out), FORMATS_ARCHIVE.path(out), REPORT.path(out))
+              if path.is_file()]
     published = publish(options.dataset, files, root=options.dataset_root,
                         message=f"{summary['boxes']} boxes on {summary['images']} images")
     summary["dataset"] = published.as_dict()
@@ -173,7 +213,11 @@ def export(options: ExportOptions) -> int:
         check_slug(options.dataset)
     out = output_dir(options.output_dir)
     boxes, images = read_inputs(options)
-    summary = write_exports(out, boxes, images, read_wait_summary(options.wait_summary), options)
+    wait_summary = read_wait_summary(options.wait_summary)
+    summary = write_exports(out, boxes, images, wait_summary, options)
+    report = write_run_report(out, boxes, images, wait_summary, options)
     where = publish_exports(out, summary, options)
     tell(out, summary, where)
+    if report is not None:
+        print(f"report: {report}", flush=True)
     return 0

@@ -109,7 +109,7 @@ def test_min_score_filters_and_dataset_versions_increment(tmp_path, run):
     assert store.versions("road_signs_annotations") == [1, 2]
     v2 = store.path("road_signs_annotations", 2)
     assert sorted(p.name for p in v2.iterdir()) == ["annotations.coco.json", "annotations.csv", "detections.json",
-                                                   "formats.zip", "manifest.json", "summary.json"]
+                                                   "formats.zip", "manifest.json", "report.html", "summary.json"]
     assert (v2 / "annotations.coco.json").read_bytes() == (out / "annotations.coco.json").read_bytes()
     manifest = store.manifest("road_signs_annotations", 2)
     assert manifest["version"] == 2 and [f["name"] for f in manifest["files"]][0] == "annotations.coco.json"
@@ -246,3 +246,11 @@ def test_wait_summary_must_be_an_object_with_a_numeric_cost(tmp_path):
         read_wait_summary(path)
     path.write_text(json.dumps(WAIT))
     assert read_wait_summary(str(path)) == WAIT
+
+
+def test_export_writes_and_publishes_a_self_contained_report_and_names_it(tmp_path, run):
+    proc, out = run("--min_score", "0.5", out="out_report")
+    assert proc.returncode == 0, proc.stderr
+    page = (out / "report.html").read_text()
+    assert f"report: {out / 'report.html'}" in proc.stdout
+    assert "<section" in page and "http://" not in page and "https://" not in page  # no network: URLs never appear
