@@ -22,6 +22,9 @@ Outputs (in --output_dir):
   voc/                   Pascal VOC Annotations/<stem>.xml (score as an attribute), ImageSets/Main/default.txt
   cvat/annotations.xml   CVAT for images 1.1, with score declared as a label attribute and set on each box
   formats.zip            yolo/, voc/ and cvat/ in one archive (a dataset version holds flat files)
+  report.html            one self-contained page (no network): cost, score histogram and calibration, the
+                         riskiest images (images_review.csv beside boxes.csv) with kept boxes, low-score
+                         candidates and every worker's raw boxes (answers.csv beside wait_summary.json), workers
   summary.json           images, images with boxes, boxes per class, cost, cost per accepted image, wall time,
                          and where the dataset version went
   stdout: cnvrg_tag_images, _images_with_boxes, _boxes, _cost_usd, _cost_per_image_usd, _dataset_version
