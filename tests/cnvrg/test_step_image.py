@@ -1,7 +1,8 @@
 """The step image's Python environment, rebuilt the way the Dockerfile builds it, in a clean venv: only
 requirements.txt, crowd-kit with --no-deps from requirements-crowdkit.txt, then the package with --no-deps.
 Every step's ``--help`` and a real Aggregate Boxes -> Export run work there, crowd-kit's aggregation runs,
-and the learning extras the cut left out (transformers, pyarrow, torch) are not installed.
+and the learning extras the cut left out (transformers, pyarrow, torch) are not installed. cnvrgv2, in a
+venv of its own as the image's /opt/cnvrg-sdk, has the calls Export's cnvrg_put.py makes.
 
 Building the venv takes about 45 s with pip's cache warm (83 s for the old, uncut requirements), so it
 stays in the default suite, marked ``slow``; deselect it with ``-m "not slow"``."""
@@ -117,3 +118,47 @@ def test_every_step_runs_in_a_clean_venv_made_as_the_image_makes_it(tmp_path):
     coco = json.loads((work / "export" / "annotations.coco.json").read_text())
     assert {a["image_id"] for a in coco["annotations"]} == {1, 2}
     assert (work / "datasets" / "ds" / "v1" / "annotations.coco.json").is_file()
+
+
+def test_the_sdk_environment_is_where_export_looks_for_it():
+    from crowdboxes.cnvrg import datasets
+    text = " ".join((REPO_ROOT / "Dockerfile").read_text().split())
+    assert f"python -m venv {Path(datasets.SDK_PYTHON).parent.parent}" in text
+    assert f"{datasets.SDK_PYTHON} -c \"import cnvrgv2\"" in text
+
+
+# The calls cnvrg_put.py makes, against the real SDK's signatures (the fake in test_publish_cnvrg.py copies them)
+SDK_SURFACE = """
+import inspect, cnvrgv2
+from cnvrgv2.modules.datasets_client import DatasetsClient
+from cnvrgv2.modules.dataset import Dataset
+assert callable(cnvrgv2.Cnvrg)
+assert {"slug"} <= set(inspect.signature(DatasetsClient.get).parameters)
+assert {"name"} <= set(inspect.signature(DatasetsClient.create).parameters)
+assert {"paths", "message"} <= set(inspect.signature(Dataset.put_files).parameters)
+assert callable(Dataset.reload) and "last_commit" in Dataset.available_attributes
+print("sdk ok")
+"""
+
+
+@pytest.mark.slow
+def test_cnvrg_put_runs_under_the_real_sdk_as_the_image_installs_it(tmp_path):
+    """cnvrgv2 1.1.8 in a venv of its own (the Dockerfile's /opt/cnvrg-sdk): the SDK has the calls we make, and
+    cnvrg_put.py runs under it up to the first HTTP call, which a closed loopback port refuses: exit 1 and
+    one line on stderr, no result line."""
+    from crowdboxes.cnvrg import datasets
+    venv = tmp_path / "cnvrg-sdk"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    _pip(venv, "cnvrgv2==1.1.8")
+    python = str(venv / "bin" / "python")
+    surface = subprocess.run([python, "-c", SDK_SURFACE], capture_output=True, text=True, timeout=120)
+    assert surface.returncode == 0 and "sdk ok" in surface.stdout, surface.stderr[-2000:]
+
+    (tmp_path / "a.json").write_text("{}")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home"), "CNVRG_URL": "http://127.0.0.1:9",
+           "CNVRG_JWT_TOKEN": "not-a-token", "CNVRG_EMAIL": "ci@example.com", "CNVRG_ORGANIZATION": "org"}
+    done = subprocess.run([python, "-P", str(datasets.PUT_SCRIPT), "--slug", "ds", "--folder", str(tmp_path),
+                           "a.json"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == "", (done.stdout, done.stderr)
+    assert done.stderr.startswith("ConnectionError") and len(done.stderr.strip().splitlines()) == 1
+    assert "not-a-token" not in done.stderr
