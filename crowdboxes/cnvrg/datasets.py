@@ -192,7 +192,12 @@ def publish_cnvrg(slug: str, files: Iterable[str | os.PathLike[str]], message: s
     folder, names = str(folders.pop()), [p.name for p in paths]
     if _sdk_in_process():
         import cnvrgv2
-        sha1, created = put_files_with_sdk(cnvrgv2, slug, folder, names, message)
+        try:
+            sha1, created = put_files_with_sdk(cnvrgv2, slug, folder, names, message)
+        except Exception as exc:  # the SDK raises its own types: one line, as from the subprocess
+            why = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+            raise CrowdboxesError(f"publishing to cnvrg dataset {slug} failed: {why}; the files are in the output "
+                                  "folder") from None
         return Published("cnvrg", slug, sha1, f"cnvrg dataset {slug}", created)
     python = sdk_python(environ)
     if python is None:

@@ -192,3 +192,17 @@ def test_put_files_with_sdk_reports_an_unchanged_commit(tmp_path):
                 self.datasets = type("D", (), {"get": lambda self, slug: Dataset()})()
 
     assert put_files_with_sdk(Sdk, "ds", str(tmp_path), ["a.json"]) == ("abc", False)
+
+
+def test_an_sdk_failure_in_process_is_one_clear_line(tmp_path, monkeypatch):
+    import types
+
+    def refuse() -> None:
+        raise ConnectionError("HTTPConnectionPool(host='127.0.0.1', port=9): Max retries exceeded\nmore")
+
+    monkeypatch.setitem(sys.modules, "cnvrgv2", types.SimpleNamespace(Cnvrg=refuse))
+    files = _files(tmp_path / "out", a_json="{}")
+    with pytest.raises(CrowdboxesError, match=r"^publishing to cnvrg dataset ds failed: ConnectionError: "
+                                              r"HTTPConnectionPool.*retries exceeded; the files are in") as caught:
+        datasets.publish_cnvrg("ds", files)
+    assert "\n" not in str(caught.value)
