@@ -34,7 +34,8 @@ Sample command:
       --output_dir out/export
 Troubleshooting:
   * "boxes.csv line N: image_id ... is not in images.csv": boxes and images come from different runs.
-  * On cnvrg the dataset is created when missing; publishing needs the cnvrgv2 SDK (extra ``cnvrg``).
+  * On cnvrg the dataset is created when missing; publishing needs the cnvrgv2 SDK, which the step image keeps in
+    its own environment (/opt/cnvrg-sdk; elsewhere point $CROWDBOXES_CNVRG_PYTHON at a Python that has it).
     A failed publish leaves the files in the output folder.
   * "boxes.csv line N: unknown class ... (skipped; known: ...)": a label that is not one of the COCO
     categories (the detection project's labels recorded in wait_summary.json); the box is left out.

@@ -1,7 +1,7 @@
 """Put files into a cnvrg dataset with the cnvrgv2 SDK: one home for the calls, usable two ways.
 
 * In-process, by :func:`crowdboxes.cnvrg.datasets.publish_cnvrg` when ``cnvrgv2`` imports next to the
-  steps' own packages (a user's environment with ``pip install 'crowdboxes[cnvrg]'``).
+  steps' own packages (a user's own environment with cnvrgv2).
 * As a script, run by the interpreter of the step image's separate SDK environment (``/opt/cnvrg-sdk``;
   see the Dockerfile): cnvrgv2 1.1.8 pins ``attrs~=22.1`` while toloka-kit's ``cattrs>=25.1`` needs
   ``attrs>=24.3``, so pip cannot install both into one environment. The script imports nothing but the

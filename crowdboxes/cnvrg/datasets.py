@@ -11,7 +11,7 @@ So the step image installs cnvrgv2 into its own virtual environment, ``/opt/cnvr
 credentials are never passed, written or printed by us). cnvrg's REST upload protocol (start commit,
 upload to the bucket, end commit) is undocumented, and the CLI (``cnvrgv2 dataset put``) is the same
 SDK with fewer options (no commit message, no sha1 printed), so the SDK's Python calls are the route.
-Where cnvrgv2 imports in this process (a user's own ``pip install 'crowdboxes[cnvrg]'``), it is used
+Where cnvrgv2 imports in this process (a user's own environment), it is used
 in-process. ``$CROWDBOXES_CNVRG_PYTHON`` names another interpreter that has cnvrgv2.
 
 Everywhere else the files go to :class:`LocalDatasetStore`, which keeps the same idea of versions on disk::

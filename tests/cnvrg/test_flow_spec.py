@@ -270,3 +270,16 @@ def test_argv_matches_what_bash_makes_of_the_shipped_lines():
         line = t.argv_line()
         done = subprocess.run(["bash", "-c", f"printf '%s\\n' {line}"], capture_output=True, text=True, check=True)
         assert done.stdout.splitlines() == t.argv(), t.title
+
+
+def test_every_task_runs_in_the_projects_step_image():
+    """The flow's default image is the one the Dockerfile builds (its labels' title:version), not a bare Python
+    that would install requirements.txt before each task."""
+    import re
+
+    dockerfile = (REPO / "Dockerfile").read_text()
+    title = re.search(r'org\.opencontainers\.image\.title="([^"]+)"', dockerfile).group(1)
+    version = re.search(r'org\.opencontainers\.image\.version="([^"]+)"', dockerfile).group(1)
+    flow = yaml.safe_load((REPO / "traffic_signs_annotation.yaml").read_text())
+    images = {task["title"]: task.get("image") for task in flow["tasks"] if task.get("type") != "data"}
+    assert images and set(images.values()) == {f"{title}:{version}"}, images
