@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             "s3_prefix": f"demo/{run_tag}/", "mode": args.mode,
             "overlap": args.overlap or ("3" if args.mode.strip() == "overlap+verify" else "7"),
             "method": args.method, "poll_seconds": "1", "project_key": f"demo-{run_tag}",
-            "budget": args.budget,
+            "budget": args.budget, "truth": str(truth_path),  # the report shows quality against it
         }
         if config_dir is not None:
             overrides["config_dir"] = str(config_dir)

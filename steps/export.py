@@ -13,6 +13,8 @@ Inputs:
                   down to 0.01, so 0 exports the whole ranked list (for AP, or to review the doubtful ones)
   --formats       comma list of coco, detections, yolo, voc, cvat, or all (default all five; coco is always
                   written)
+  --truth         none (default), or a COCO file of the true boxes (a rehearsal, or a checked sample): the
+                  report then shows AP, precision, recall and calibration against it
 Outputs (in --output_dir):
   annotations.coco.json  COCO detection file (pixel bbox, area, category_id, score, support)
   annotations.csv        one row per box: image_id, file_name, url, width, height, label, category_id, x, y, w,
@@ -77,6 +79,9 @@ def build_parser() -> StepArgumentParser:
                              "0 keeps every ranked candidate)")
     parser.add_argument("--formats", default=DEFAULT_FORMATS,
                         help="comma list of coco, detections, yolo, voc, cvat, or all (coco is always written)")
+    parser.add_argument("--truth", type=none_or_value, default=None,
+                        help="none, or a COCO file of the true boxes (images matched by file_name): report.html "
+                             "then shows quality and calibration against it")
     return parser
 
 

@@ -46,6 +46,7 @@ class ExportOptions:
     dataset_root: str | None
     min_score: float
     formats: str = fm.DEFAULT_FORMATS
+    truth: str | None = None
 
 
 def read_wait_summary(path: str | Path | None) -> dict[str, Any] | None:
@@ -139,8 +140,22 @@ def _beside(path: Path, what: str) -> pd.DataFrame | None:
         return None
 
 
+def read_truth(path: str | None) -> pd.DataFrame | None:
+    """``--truth``'s true boxes (``image_id, file_name, label, x, y, w, h``), or None; one line if unreadable."""
+    if path is None:
+        return None
+    from crowdboxes.evaluation.truth import load_coco, truth_boxes
+
+    try:
+        return truth_boxes(load_coco(path))
+    except CrowdboxesError:
+        raise
+    except Exception as exc:  # a file that is not a COCO document: say which and why, in one line
+        raise CrowdboxesError(f"--truth {path}: not a COCO file of true boxes ({type(exc).__name__}: {exc})") from None
+
+
 def write_run_report(out: Path, boxes: pd.DataFrame, images: pd.DataFrame, wait_summary: dict[str, Any] | None,
-                     options: ExportOptions) -> Path | None:
+                     options: ExportOptions, truth: pd.DataFrame | None = None) -> Path | None:
     """report.html (:func:`crowdboxes.export.report.write_report`) from every candidate box and what the
     other steps left beside their outputs: answers.csv and qc_summary.json beside wait_summary.json,
     workers.csv and images_review.csv beside boxes.csv. A report that cannot be written is one warning:
@@ -161,7 +176,7 @@ def write_run_report(out: Path, boxes: pd.DataFrame, images: pd.DataFrame, wait_
         return write_report(REPORT.path(out), boxes=boxes, images=images, answers=answers,
                             workers=_beside(WORKERS.path(aggregate_dir), "workers"),
                             review=_beside(IMAGES_REVIEW.path(aggregate_dir), "images review"),
-                            wait_summary=wait_summary, banned=banned, min_score=options.min_score)
+                            wait_summary=wait_summary, banned=banned, truth=truth, min_score=options.min_score)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         print(f"warning: report: {REPORT.path(out)} not written ({type(exc).__name__}: {exc})", file=sys.stderr)
         return None
@@ -211,11 +226,12 @@ def export(options: ExportOptions) -> int:
         raise CrowdboxesError(f"--min_score {options.min_score}: must be between 0 and 1")
     if options.dataset is not None:
         check_slug(options.dataset)
+    truth = read_truth(options.truth)  # a bad --truth fails before anything is written
     out = output_dir(options.output_dir)
     boxes, images = read_inputs(options)
     wait_summary = read_wait_summary(options.wait_summary)
     summary = write_exports(out, boxes, images, wait_summary, options)
-    report = write_run_report(out, boxes, images, wait_summary, options)
+    report = write_run_report(out, boxes, images, wait_summary, options, truth)
     where = publish_exports(out, summary, options)
     tell(out, summary, where)
     if report is not None:

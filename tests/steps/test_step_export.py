@@ -254,3 +254,19 @@ def test_export_writes_and_publishes_a_self_contained_report_and_names_it(tmp_pa
     page = (out / "report.html").read_text()
     assert f"report: {out / 'report.html'}" in proc.stdout
     assert "<section" in page and "http://" not in page and "https://" not in page  # no network: URLs never appear
+
+
+def test_a_truth_puts_quality_into_the_report_and_a_bad_one_fails_before_anything_is_written(tmp_path, run):
+    truth = {"images": [{"id": 7, "file_name": "a.jpg", "width": 100, "height": 100}],
+             "categories": [{"id": 1, "name": "stop"}],
+             "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [10, 10, 20, 20]}]}
+    (tmp_path / "truth.coco.json").write_text(json.dumps(truth))
+    proc, out = run("--truth", str(tmp_path / "truth.coco.json"), out="out_truth")
+    assert proc.returncode == 0, proc.stderr
+    page = (out / "report.html").read_text()
+    assert "Quality against truth" in page and "<th>AP50</th>" in page
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    proc, out = run("--truth", str(tmp_path / "bad.json"), out="out_bad")
+    assert proc.returncode == 2 and not (out / "annotations.coco.json").exists()
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.json" in lines[0], lines
