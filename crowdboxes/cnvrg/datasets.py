@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from crowdboxes.cnvrg.cnvrg_put import put_files_with_sdk
+from crowdboxes.credentials import redact
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.files import sha256_file
 
@@ -209,10 +210,11 @@ def publish_cnvrg(slug: str, files: Iterable[str | os.PathLike[str]], message: s
         done = subprocess.run(command, env=dict(os.environ if environ is None else environ), capture_output=True,
                               text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise CrowdboxesError(f"publishing to cnvrg dataset {slug} with {python} failed: {exc}") from None
+        raise CrowdboxesError(f"publishing to cnvrg dataset {slug} with {python} failed: {redact(str(exc))}") from None
     result = _last_json_line(done.stdout)
     if done.returncode != 0 or result is None:
-        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}, no result"])[-1][:300]
+        # the SDK's own error text may quote a request: never let a cnvrg or cloud secret through
+        why = redact((done.stderr.strip().splitlines() or [f"exit {done.returncode}, no result"])[-1])[:300]
         raise CrowdboxesError(f"publishing to cnvrg dataset {slug} failed: {why}; the files are in the output folder")
     return Published("cnvrg", slug, str(result["sha1"]), f"cnvrg dataset {slug}", bool(result["created"]))
 

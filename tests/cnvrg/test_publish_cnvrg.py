@@ -46,6 +46,8 @@ class Dataset:
         return _load()["datasets"][self.slug][-1] if _load()["datasets"][self.slug] else None
 
     def put_files(self, paths, message=""):
+        if os.environ.get("FAKE_CNVRG_ECHO_TOKEN"):  # an SDK error that quotes its credentials
+            raise RuntimeError(f"401 Unauthorized for token {os.environ['CNVRG_TOKEN']}")
         state = _load()
         digest = hashlib.sha1()
         for p in paths:  # relative to the working folder, as the SDK stores them
@@ -206,3 +208,12 @@ def test_an_sdk_failure_in_process_is_one_clear_line(tmp_path, monkeypatch):
                                               r"HTTPConnectionPool.*retries exceeded; the files are in") as caught:
         datasets.publish_cnvrg("ds", files)
     assert "\n" not in str(caught.value)
+
+
+def test_an_sdk_error_that_quotes_the_token_reaches_the_log_redacted(tmp_path, fake_sdk, monkeypatch):
+    monkeypatch.setenv("FAKE_CNVRG_ECHO_TOKEN", "1")
+    files = _files(tmp_path / "out", a_json="{}")
+    with pytest.raises(CrowdboxesError) as caught:
+        datasets.publish("ds", files)
+    message = str(caught.value)
+    assert "401 Unauthorized" in message and "fake-token-for-tests" not in message and "***" in message
