@@ -87,6 +87,12 @@ FORMATS_ARCHIVE = Artifact("formats.zip", "Export", "the yolo, voc and cvat expo
 EXPORT_SUMMARY = Artifact("summary.json", "Export", "counts, cost and the dataset version published")
 REPORT = Artifact("report.html", "Export", "a self-contained page: cost, scores and calibration, the riskiest images "
                   "with every worker's boxes, the workers")
+FIFTYONE_EXPORT = Artifact("fiftyone", "Export", "a folder FiftyOne loads as fo.types.FiftyOneImageDetectionDataset: "
+                           "labels.json (boxes with confidence), images found by relative file name")
+# python -m crowdboxes review / import-corrections: the CVAT round trip of the riskiest images
+REVIEW_TASK = Artifact("review", "python -m crowdboxes review", "a folder to import into CVAT as one task: "
+                       "annotations.xml (CVAT for images 1.1), images/ (the riskiest images), review.json (what was packed)")
+CORRECTED_BOXES_SOURCE = "source"  # boxes.csv column added by import-corrections: crowd | review
 
 # configs/ (--config_dir): Toloka objects as JSON, edited by users, read by Create Project and Launch Pool
 DETECTION_PROJECT_CONFIG = Artifact("detection_project.json", "the user", "the detection project and its view")
