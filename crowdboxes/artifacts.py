@@ -4,6 +4,10 @@ Each :class:`Contract` names a CSV file and its columns. Columns may be added in
 renamed or removed. Readers check required columns and report the file, row and field of a bad value.
 Each :class:`Artifact` names a non-CSV file (JSON summaries, restart state, exports). A step finds
 every file through these declarations, never by a literal name of its own.
+
+Every CSV the product writes goes through :func:`write_frame_csv` (``write_csv`` for the contracts): a text
+cell that a spreadsheet would run as a formula is written with a leading ``'`` (:func:`crowdboxes.files.escape_cell`),
+and :func:`read_csv` undoes it, so a file named ``=1+2.jpg`` reads back as itself.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from crowdboxes.errors import CrowdboxesError
-from crowdboxes.files import atomic_path
+from crowdboxes.files import CELL_ESCAPE, atomic_path, escape_cell, unescape_cell
 
 
 @dataclass(frozen=True)
@@ -110,13 +114,49 @@ MISSED_SIGNS_POOL_CONFIG = Artifact("missed_signs_pool.json", "the user",
                                     "the missed-sign pool's settings (no reward: crowdboxes.toloka.pricing derives it)")
 
 
+def _text_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns that may hold text (object or string dtype); numeric columns never do."""
+    return [c for c in frame.columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])]
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every text cell escaped by :func:`crowdboxes.files.escape_cell` (numbers, also negative
+    ones in numeric columns, and empty cells stay as they are); ``frame`` itself is not changed."""
+    changed = {c: frame[c].map(lambda v: escape_cell(v) if isinstance(v, str) else v) for c in _text_columns(frame)}
+    return frame.assign(**changed) if changed else frame
+
+
+def restore_text_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Undo :func:`spreadsheet_safe` in place (a text cell that begins with ``'`` loses that quote); ``frame``."""
+    for column in _text_columns(frame):
+        values = frame[column]
+        quoted = values.map(lambda v: isinstance(v, str) and v.startswith(CELL_ESCAPE))
+        if quoted.any():
+            frame[column] = values.map(lambda v: unescape_cell(v) if isinstance(v, str) else v)
+    return frame
+
+
+def write_frame_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``frame`` (no index) to ``path`` atomically, text cells made spreadsheet-safe (:func:`spreadsheet_safe`)."""
+    with atomic_path(path) as tmp:
+        spreadsheet_safe(frame).to_csv(tmp, index=False)
+    return Path(path)
+
+
+def read_frame_csv(path: str | os.PathLike, **kwargs) -> pd.DataFrame:
+    """``pd.read_csv`` of a CSV the product wrote, with the spreadsheet escapes undone (:func:`restore_text_cells`)."""
+    return restore_text_cells(pd.read_csv(path, **kwargs))
+
+
 def read_csv(path: str | os.PathLike, contract: Contract, **kwargs) -> pd.DataFrame:
-    """Read ``path`` and check it has the contract's columns; CrowdboxesError naming what is missing."""
+    """Read ``path`` and check it has the contract's columns; CrowdboxesError naming what is missing.
+
+    Text cells that begin with ``'`` lose that quote (the escape :func:`write_csv` adds, see the module docs)."""
     path = Path(path)
     if not path.is_file():
         raise CrowdboxesError(f"input file {path} does not exist")
     try:
-        frame = pd.read_csv(path, keep_default_na=True, **kwargs)
+        frame = read_frame_csv(path, keep_default_na=True, **kwargs)
     except pd.errors.EmptyDataError:
         raise CrowdboxesError(f"{path}: file is empty (expected header {','.join(contract.columns)})") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -159,12 +199,10 @@ def read_images(path: str | Path) -> pd.DataFrame:
 
 
 def write_csv(frame: pd.DataFrame, folder: str | os.PathLike, contract: Contract) -> Path:
-    """Write ``frame`` atomically with the contract's columns first, then any extra ones."""
+    """Write ``frame`` atomically with the contract's columns first, then any extra ones; text cells are
+    spreadsheet-safe (:func:`write_frame_csv`)."""
     missing = [c for c in contract.columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{contract.file_name}: frame lacks column(s) {', '.join(missing)}")
     extra = [c for c in frame.columns if c not in contract.columns]
-    target = contract.path(folder)
-    with atomic_path(target) as tmp:
-        frame[list(contract.columns) + extra].to_csv(tmp, index=False)
-    return target
+    return write_frame_csv(frame[list(contract.columns) + extra], contract.path(folder))

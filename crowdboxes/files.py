@@ -1,4 +1,5 @@
-"""Reading and writing files safely: atomic replacement, hashes and JSON with one-line errors."""
+"""Reading and writing files safely: atomic replacement, hashes, JSON with one-line errors, and text cells
+that a spreadsheet will not run as formulas."""
 
 from __future__ import annotations
 
@@ -31,6 +32,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# A spreadsheet runs a cell that begins with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CELL_ESCAPE = "'"  # what spreadsheets show as "this cell is text"; also escapes itself, so it can be undone
+
+
+def escape_cell(text: str) -> str:
+    """A text cell as the product writes it to CSV: ``'`` + ``text`` when ``text`` begins with a formula
+    character (``= + - @``, tab, CR) or with ``'`` itself, else ``text`` unchanged.
+
+    Escaping a leading quote too makes the rule one-to-one: :func:`unescape_cell` (drop one leading ``'``)
+    gives back exactly what was escaped, whatever the text.
+    """
+    if text and (text[0] in FORMULA_STARTS or text[0] == CELL_ESCAPE):
+        return CELL_ESCAPE + text
+    return text
+
+
+def unescape_cell(text: str) -> str:
+    """The inverse of :func:`escape_cell`: a cell that begins with ``'`` loses that one quote."""
+    return text[1:] if text.startswith(CELL_ESCAPE) else text
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -20,14 +20,15 @@ import pandas as pd
 
 from crowdboxes.artifacts import (ANSWERS, BOXES, COCO_EXPORT, CVAT_EXPORT, DETECTIONS_EXPORT, EXPORT_SUMMARY,
                                   FLAT_EXPORT, FORMATS_ARCHIVE, IMAGES, IMAGES_REVIEW, QC_SUMMARY, REPORT,
-                                  VOC_EXPORT, WORKERS, YOLO_EXPORT, read_csv, require_numeric)
+                                  VOC_EXPORT, WORKERS, YOLO_EXPORT, read_csv, read_frame_csv, require_numeric,
+                                  write_frame_csv)
 from crowdboxes.cnvrg.datasets import check_slug, publish
 from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.export import annotations as ex
 from crowdboxes.export import formats as fm
-from crowdboxes.files import atomic_path, read_json_object, write_text_atomic
+from crowdboxes.files import read_json_object, write_text_atomic
 
 MAX_WARNINGS = 20
 
@@ -87,8 +88,7 @@ def write_exports(out: Path, boxes: pd.DataFrame, images: pd.DataFrame, wait_sum
     if "yolo" in chosen or "voc" in chosen:
         fm.label_stems(coco)  # two images sharing a label file fail before any file is rewritten
     write_text_atomic(COCO_EXPORT.path(out), json.dumps(coco, indent=1) + "\n")
-    with atomic_path(FLAT_EXPORT.path(out)) as tmp:
-        ex.flat_frame(kept, images, cats).to_csv(tmp, index=False)
+    write_frame_csv(ex.flat_frame(kept, images, cats), FLAT_EXPORT.path(out))
     written = write_formats(out, coco, chosen)
     summary = ex.summary(kept, images, wait_summary, options.min_score)
     summary["dropped_low_score"] = int((boxes["score"] < options.min_score).sum())
@@ -134,7 +134,7 @@ def _beside(path: Path, what: str) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path, dtype={"image_id": str, "worker_id": str, "file_name": str})
+        return read_frame_csv(path, dtype={"image_id": str, "worker_id": str, "file_name": str})
     except Exception as exc:  # noqa: BLE001 - the report shows less; the export itself goes on
         print(f"warning: report: {what} {path} unreadable ({type(exc).__name__}); left out", file=sys.stderr)
         return None
