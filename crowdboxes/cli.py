@@ -19,6 +19,8 @@ COMMANDS = {
     "flow": ("crowdboxes.cnvrg.cli", "validate or run a cnvrg flow YAML locally"),
     "demo": ("crowdboxes.demo", "run the whole flow on the local Toloka and score it"),
     "evaluate": ("crowdboxes.evaluation.metrics", "score a COCO file of boxes against a COCO ground truth"),
+    "review": ("crowdboxes.review.pack", "pack the riskiest images with their boxes as a CVAT task to correct"),
+    "import-corrections": ("crowdboxes.review.corrections", "merge a corrected CVAT XML back and export again"),
 }
 
 

@@ -1,0 +1,264 @@
+"""The CVAT round trip as a user meets it: ``python -m crowdboxes review`` packs the riskiest images, an
+independent reader (datumaro) reads the task, a reviewer's edits are made in the XML, and
+``python -m crowdboxes import-corrections`` merges them back; the re-exported COCO is read with pycocotools.
+
+The aggregate output is hand-written (boxes.csv, images.csv, images_review.csv) so every expected box is
+known; one packed image is only reachable by its URL, served on loopback by a thread of this test.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import subprocess
+import sys
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from crowdboxes.cli import main as cli_main
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SIZES = {"a": (100, 80), "b": (120, 90), "c": (90, 60), "d": (80, 80), "e": (110, 70)}
+COLOURS = {"a": "red", "b": "green", "c": "blue", "d": "white", "e": "yellow"}
+# image_id, label, x, y, w, h, score, support
+BOXES = [
+    ("a", "stop", 10, 10, 20, 20, 0.9, 3), ("a", "yield", 50, 40, 15, 15, 0.6, 2),
+    ("a", "parking", 5, 50, 10, 10, 0.2, 1),  # a low-score candidate: not packed
+    ("b", "stop", 1, 1, 10, 10, 0.95, 3), ("b", "yield", 30, 30, 10, 10, 0.3, 1),
+    ("c", "stop", 20, 20, 10, 10, 0.4, 1),  # c has no kept box: the crowd may have missed its sign
+    ("d", "parking", 3, 4, 20, 20, 0.8, 3),
+    ("e", "yield", 10, 5, 30, 30, 0.7, 2), ("e", "stop", 40, 40, 20, 20, 0.55, 2),
+]
+# riskiest first, as Aggregate Boxes writes it; review --top 3 packs c, a, e
+RISK = {"c": 1.4, "a": 0.7, "e": 0.5, "b": 0.2, "d": 0.1}
+
+
+def _name(image_id: str) -> str:
+    return f"scenes/{image_id}.png"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        """No access log on the test's stderr (the refusals check it holds one line)."""
+
+
+@pytest.fixture()
+def remote(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A loopback HTTP server of a folder (where images.csv's URLs point): (folder, base URL)."""
+    folder = tmp_path / "remote"
+    folder.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture()
+def run_dir(tmp_path: Path, remote: tuple[Path, str]) -> Path:
+    """The aggregate output and the images: every image in images/ except e, which only its URL serves."""
+    from PIL import Image
+
+    folder, base = remote
+    rows = []
+    for image_id, size in SIZES.items():
+        target = (folder if image_id == "e" else tmp_path / "images") / _name(image_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, COLOURS[image_id]).save(target)
+        rows.append((image_id, _name(image_id), f"{base}/{_name(image_id)}", *size,
+                     hashlib.sha256(target.read_bytes()).hexdigest()))
+    agg = tmp_path / "aggregate"
+    agg.mkdir()
+    pd.DataFrame(rows, columns=["image_id", "file_name", "url", "width", "height", "sha256"]).to_csv(
+        tmp_path / "images.csv", index=False)
+    pd.DataFrame(BOXES, columns=["image_id", "label", "x", "y", "w", "h", "score", "support"]).to_csv(
+        agg / "boxes.csv", index=False)
+    pd.DataFrame([(i, _name(i), r, 0.0, 0.0, 0, None) for i, r in RISK.items()],
+                 columns=["image_id", "file_name", "risk", "expected_missed", "expected_spurious", "n_boxes",
+                          "min_score"]).to_csv(agg / "images_review.csv", index=False)
+    return tmp_path
+
+
+def _review_args(run_dir: Path, top: int = 3) -> list[str]:
+    return ["review", "--top", str(top), "--boxes_csv", str(run_dir / "aggregate" / "boxes.csv"),
+            "--images_csv", str(run_dir / "images.csv"), "--images_dir", str(run_dir / "images"),
+            "--output_dir", str(run_dir / "packed")]
+
+
+def _cli(args: list[str]) -> subprocess.CompletedProcess:
+    """``python -m crowdboxes <args>`` as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "crowdboxes", *args], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=120)
+
+
+def _in_process(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """The same command in this process (the refusals): exit code and stderr."""
+    code = cli_main(args)
+    return code, capsys.readouterr().err
+
+
+def _edit(xml: Path, target: Path) -> None:
+    """A reviewer's session in CVAT, then its 'CVAT for images 1.1' export: on a, the yield box deleted and
+    the stop box relabelled no_entry; on c, a stop box drawn (no score attribute, source manual); on e, the
+    yield box moved by (+2, +1)."""
+    root = ET.parse(xml).getroot()
+    images = {image.get("name"): image for image in root.iter("image")}
+    a = images[_name("a")]
+    for box in list(a.iter("box")):
+        if box.get("label") == "yield":
+            a.remove(box)
+        else:
+            box.set("label", "no_entry")
+    ET.SubElement(images[_name("c")], "box", label="stop", source="manual", occluded="0", xtl="21", ytl="19",
+                  xbr="32", ybr="31", z_order="0")
+    for box in images[_name("e")].iter("box"):
+        if box.get("label") == "yield":
+            box.attrib.update(xtl="12", ytl="6", xbr="42", ybr="36")
+    target.write_text(ET.tostring(root, encoding="unicode"), encoding="utf-8")
+
+
+def _import_args(run_dir: Path, xml: Path, out: str = "corrected") -> list[str]:
+    return ["import-corrections", str(xml), "--review_dir", str(run_dir / "packed" / "review"),
+            "--output_dir", str(run_dir / out)]
+
+
+def test_review_packs_the_riskiest_images_with_their_kept_boxes(run_dir: Path) -> None:
+    proc = _cli(_review_args(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    task = run_dir / "packed" / "review"
+    record = json.loads((task / "review.json").read_text())
+    assert [i["image_id"] for i in record["images"]] == ["c", "a", "e"]
+    assert [i["boxes"] for i in record["images"]] == [0, 2, 2] and record["min_score"] == 0.5
+    assert record["boxes_sha256"] == hashlib.sha256((run_dir / "aggregate" / "boxes.csv").read_bytes()).hexdigest()
+    # e came from its URL, the others from --images_dir: the same bytes either way
+    assert (task / "images" / _name("e")).read_bytes() == (run_dir / "remote" / _name("e")).read_bytes()
+    import zipfile
+    with zipfile.ZipFile(task / "images.zip") as pack:
+        assert sorted(pack.namelist()) == [_name("a"), _name("c"), _name("e")]
+    labels = json.loads((task / "labels.json").read_text())
+    assert labels[0]["name"] == "stop" and labels[0]["attributes"][0]["name"] == "score"
+    dm = pytest.importorskip("datumaro")
+    dataset = dm.Dataset.import_from(str(task), "cvat")
+    names = dataset.categories()[dm.AnnotationType.label]
+    got = sorted((item.id, names[b.label].name, *map(float, b.get_bbox()), float(b.attributes["score"]))
+                 for item in dataset for b in item.annotations if b.type == dm.AnnotationType.bbox)
+    assert got == [("scenes/a", "stop", 10.0, 10.0, 20.0, 20.0, 0.9), ("scenes/a", "yield", 50.0, 40.0, 15.0, 15.0, 0.6),
+                   ("scenes/e", "stop", 40.0, 40.0, 20.0, 20.0, 0.55), ("scenes/e", "yield", 10.0, 5.0, 30.0, 30.0, 0.7)]
+    assert sorted(item.id for item in dataset) == ["scenes/a", "scenes/c", "scenes/e"]
+    assert all(item.media.has_data for item in dataset)  # datumaro finds every image in images/
+    # a re-run packs the same bytes
+    before = {p.relative_to(task): p.read_bytes() for p in task.rglob("*") if p.is_file()}
+    assert _cli(_review_args(run_dir)).returncode == 0
+    assert {p.relative_to(task): p.read_bytes() for p in task.rglob("*") if p.is_file()} == before
+
+
+def test_import_corrections_merges_the_review_and_exports_again(run_dir: Path) -> None:
+    from pycocotools.coco import COCO
+
+    assert _cli(_review_args(run_dir)).returncode == 0
+    edited = run_dir / "cvat_export.xml"
+    _edit(run_dir / "packed" / "review" / "annotations.xml", edited)
+    proc = _cli(_import_args(run_dir, edited))
+    assert proc.returncode == 0, proc.stderr
+    out = run_dir / "corrected"
+    boxes = pd.read_csv(out / "boxes.csv", dtype={"image_id": str})
+    assert list(boxes.columns) == ["image_id", "label", "x", "y", "w", "h", "score", "support", "source"]
+    rows = [tuple(r) for r in boxes.itertuples(index=False)]
+    assert rows == [  # the crowd's rows of b and d as they were, then c, a, e in review order
+        ("b", "stop", 1, 1, 10, 10, 0.95, 3, "crowd"), ("b", "yield", 30, 30, 10, 10, 0.3, 1, "crowd"),
+        ("d", "parking", 3, 4, 20, 20, 0.8, 3, "crowd"),
+        ("c", "stop", 21, 19, 11, 12, 1.0, 1, "review"), ("a", "no_entry", 10, 10, 20, 20, 1.0, 1, "review"),
+        ("e", "yield", 12, 6, 30, 30, 1.0, 1, "review"), ("e", "stop", 40, 40, 20, 20, 1.0, 1, "review")]
+    coco = COCO(str(out / "annotations.coco.json"))
+    got = sorted((coco.imgs[a["image_id"]]["file_name"], coco.cats[a["category_id"]]["name"], *a["bbox"], a["score"])
+                 for a in coco.dataset["annotations"])
+    assert got == sorted([  # Export at 0.5: b's yield (0.3) stays out; a's parking candidate is gone
+        (_name("a"), "no_entry", 10, 10, 20, 20, 1.0), (_name("b"), "stop", 1, 1, 10, 10, 0.95),
+        (_name("c"), "stop", 21, 19, 11, 12, 1.0), (_name("d"), "parking", 3, 4, 20, 20, 0.8),
+        (_name("e"), "stop", 40, 40, 20, 20, 1.0), (_name("e"), "yield", 12, 6, 30, 30, 1.0)])
+    assert (out / "cvat" / "annotations.xml").is_file() and (out / "summary.json").is_file()
+
+
+def test_import_corrections_is_idempotent(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _cli(_review_args(run_dir)).returncode == 0
+    edited = run_dir / "cvat_export.xml"
+    _edit(run_dir / "packed" / "review" / "annotations.xml", edited)
+    out = run_dir / "corrected"
+
+    def files() -> dict[str, bytes]:
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    assert _in_process(_import_args(run_dir, edited), capsys)[0] == 0
+    first = files()
+    assert _in_process(_import_args(run_dir, edited), capsys)[0] == 0
+    second = files()
+    assert sorted(first) == sorted(second)
+    # Export stamps the COCO file's info.date_created; apart from that every file is the same bytes
+    first_coco = json.loads(first.pop("annotations.coco.json"))
+    second_coco = json.loads(second.pop("annotations.coco.json"))
+    for coco in (first_coco, second_coco):
+        coco["info"].pop("date_created")
+    assert first_coco == second_coco
+    assert first["boxes.csv"] == second["boxes.csv"]
+    assert {k: v for k, v in first.items() if k != "report.html"} == {k: v for k, v in second.items()
+                                                                      if k != "report.html"}
+
+
+def _refused(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    code, err = _in_process(args, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_import_corrections_refuses_in_one_line(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _in_process(_review_args(run_dir), capsys)[0] == 0
+    packed = run_dir / "packed" / "review" / "annotations.xml"
+    text = packed.read_text()
+    bad = run_dir / "bad.xml"
+
+    # an image that was not packed: b is not among the riskiest three
+    bad.write_text(text.replace(f'name="{_name("e")}"', f'name="{_name("b")}"'))
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if f'name="{_name("e")}"' in t)
+    assert _refused(_import_args(run_dir, bad), capsys) == (
+        f"error: {bad}: line {line}: image '{_name('b')}' was not packed for this review (not in its review.json)")
+
+    # a label that is not a class
+    bad.write_text(text.replace('label="yield"', 'label="unicorn"', 1))
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if 'label="yield"' in t)
+    assert _refused(_import_args(run_dir, bad), capsys).startswith(
+        f"error: {bad}: line {line}, image '{_name('a')}': label 'unicorn' is not a class (classes: stop, yield, ")
+
+    # malformed XML: a <box> left open on line 6; expat stops at the '<' that starts line 7
+    lines = text.splitlines()
+    lines.insert(5, "<box label='stop' xtl='1'")
+    bad.write_text("\n".join(lines))
+    assert _refused(_import_args(run_dir, bad), capsys).startswith(f"error: {bad}: line 7: malformed XML (")
+
+    # boxes.csv changed after packing
+    crowd = run_dir / "aggregate" / "boxes.csv"
+    crowd.write_text(crowd.read_text() + "d,stop,1,1,5,5,0.9,2\n")
+    message = _refused(_import_args(run_dir, packed), capsys)
+    assert message == (f"error: boxes.csv {crowd.resolve()} changed since it was packed for review (sha256 differs "
+                       f"from {run_dir / 'packed' / 'review' / 'review.json'}); pack the review again from the new file")
+    assert not (run_dir / "corrected").exists()  # nothing was written by any refusal
+
+
+def test_review_names_an_image_it_cannot_get(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    (run_dir / "remote" / _name("e")).unlink()
+    message = _refused(_review_args(run_dir), capsys)
+    assert message == (f"error: image e ({_name('e')}): not in {run_dir / 'images'} and its images.csv url failed "
+                       "(HTTP 404; an expired presigned URL? pass --images_dir)")
+    assert not (run_dir / "packed" / "review").exists()
