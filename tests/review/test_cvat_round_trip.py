@@ -210,9 +210,8 @@ def test_import_corrections_is_idempotent(run_dir: Path, capsys: pytest.CaptureF
     for coco in (first_coco, second_coco):
         coco["info"].pop("date_created")
     assert first_coco == second_coco
-    assert first["boxes.csv"] == second["boxes.csv"]
-    assert {k: v for k, v in first.items() if k != "report.html"} == {k: v for k, v in second.items()
-                                                                      if k != "report.html"}
+    assert first == second  # boxes.csv, detections.json, yolo/, voc/, cvat/, formats.zip, report.html, ...
+    assert {"boxes.csv", "detections.json", "report.html", "summary.json", "cvat/annotations.xml"} <= set(first)
 
 
 def _refused(args: list[str], capsys: pytest.CaptureFixture) -> str:
@@ -262,3 +261,111 @@ def test_review_names_an_image_it_cannot_get(run_dir: Path, capsys: pytest.Captu
     assert message == (f"error: image e ({_name('e')}): not in {run_dir / 'images'} and its images.csv url failed "
                        "(HTTP 404; an expired presigned URL? pass --images_dir)")
     assert not (run_dir / "packed" / "review").exists()
+
+
+ANSWERS = "assignment_id,task_id,image_id,worker_id,status,submitted_at,label,x,y,w,h\n" + "".join([
+    # image a: three workers agree on a stop sign; image b: one worker of three drew a yield sign
+    "as1,t1,a,w1,ACCEPTED,2026-11-23T09:00:00Z,stop,10,10,20,20\n",
+    "as2,t1,a,w2,ACCEPTED,2026-11-23T09:00:01Z,stop,12,10,20,20\n",
+    "as3,t1,a,w3,ACCEPTED,2026-11-23T09:00:02Z,stop,11,10,20,20\n",
+    "as4,t2,b,w1,ACCEPTED,2026-11-23T09:00:03Z,yield,30,20,16,16\n",
+    "as5,t2,b,w2,ACCEPTED,2026-11-23T09:00:04Z,,,,,\n",
+    "as6,t2,b,w3,ACCEPTED,2026-11-23T09:00:05Z,,,,,\n",
+])
+
+
+def test_round_trip_from_the_real_aggregate_boxes_step(run_dir: Path, run_step, tmp_path: Path) -> None:
+    """Aggregate Boxes' own boxes.csv and images_review.csv (its default method, which ranks images by risk),
+    packed at --min_score 0 (every candidate) and sent back unedited: the reviewed image's box becomes a score
+    1.0 box at the same place, the other image keeps its crowd row."""
+    images = pd.read_csv(run_dir / "images.csv").head(2)  # a and b, both in images/
+    images.to_csv(tmp_path / "two_images.csv", index=False)
+    (tmp_path / "answers.csv").write_text(ANSWERS)
+    agg = tmp_path / "real_aggregate"
+    proc = run_step("aggregate_boxes.py", ["--answers_csv", str(tmp_path / "answers.csv"), "--images_csv",
+                                           str(tmp_path / "two_images.csv"),
+                                           "--output_dir", str(agg)], {"PATH": "/usr/bin:/bin"}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    crowd = pd.read_csv(agg / "boxes.csv", dtype={"image_id": str})
+    riskiest = pd.read_csv(agg / "images_review.csv", dtype={"image_id": str})["image_id"].iloc[0]
+    assert riskiest == "b"  # one worker of three drew its only box; a's stop sign has three drawings
+    assert crowd.set_index("image_id").loc["b", "score"] < 0.5  # a low-score candidate: --min_score 0 packs it
+    proc = _cli(["review", "--top", "1", "--min_score", "0", "--boxes_csv", str(agg / "boxes.csv"), "--images_csv",
+                 str(tmp_path / "two_images.csv"), "--images_dir", str(run_dir / "images"), "--output_dir",
+                 str(tmp_path / "packed")])
+    assert proc.returncode == 0, proc.stderr
+    task = tmp_path / "packed" / "review"
+    assert [i["image_id"] for i in json.loads((task / "review.json").read_text())["images"]] == [riskiest]
+    proc = _cli(["import-corrections", str(task / "annotations.xml"), "--review_dir", str(task), "--output_dir",
+                 str(tmp_path / "corrected"), "--min_score", "0"])
+    assert proc.returncode == 0, proc.stderr
+    merged = pd.read_csv(tmp_path / "corrected" / "boxes.csv", dtype={"image_id": str})
+    mine, others = merged[merged["image_id"] == riskiest], merged[merged["image_id"] != riskiest]
+    assert set(mine["source"]) == {"review"} and set(mine["score"]) == {1.0}
+    assert sorted(map(tuple, mine[["label", "x", "y", "w", "h"]].to_numpy().tolist())) == sorted(
+        map(tuple, crowd.loc[crowd["image_id"] == riskiest, ["label", "x", "y", "w", "h"]].to_numpy().tolist()))
+    assert others.drop(columns="source").reset_index(drop=True).equals(
+        crowd[crowd["image_id"] != riskiest].reset_index(drop=True))
+
+
+# What CVAT 2.x writes on "Export task dataset -> CVAT for images 1.1" (abridged from its XML format docs):
+# meta with ids, dates, segments and owner; boxes with rotation and attributes, or with none at all.
+CVAT_EXPORT = """<?xml version="1.0" encoding="utf-8"?>
+<annotations>
+  <version>1.1</version>
+  <meta>
+    <task>
+      <id>42</id><name>crowdboxes review</name><size>2</size><mode>annotation</mode><overlap>0</overlap>
+      <created>2026-11-26 10:00:00.000000+00:00</created>
+      <labels><label><name>stop</name><color>#fa3253</color><type>rectangle</type><attributes>
+        <attribute><name>score</name><mutable>False</mutable><input_type>text</input_type>
+          <default_value></default_value><values></values></attribute></attributes></label></labels>
+      <segments><segment><id>7</id><start>0</start><stop>1</stop><url>https://cvat/?id=7</url></segment></segments>
+      <owner><username>me</username><email>me@example.com</email></owner>
+    </task>
+    <dumped>2026-11-26 11:00:00.000000+00:00</dumped>
+  </meta>
+  <image id="0" name="scenes/a.png" width="100" height="80">
+    <box label="stop" source="manual" occluded="0" xtl="10.50" ytl="10.00" xbr="30.25" ybr="30.00" z_order="0"
+         rotation="0.0">
+      <attribute name="score">0.9</attribute>
+    </box>
+    <box label="stop" source="manual" occluded="1" xtl="1" ytl="2" xbr="5" ybr="9" z_order="0">
+    </box>
+  </image>
+  <image id="1" name="scenes/c.png" width="90" height="60">
+  </image>
+</annotations>
+"""
+
+
+def test_the_reader_takes_cvat_s_own_export_and_refuses_what_it_cannot_merge(tmp_path: Path) -> None:
+    from crowdboxes.errors import CrowdboxesError
+    from crowdboxes.review.cvat_xml import CvatBox, read_cvat_images
+
+    def line(needle: str) -> int:
+        """The 1-based line of CVAT_EXPORT where ``needle`` is (where the element's start tag begins)."""
+        return next(n for n, text in enumerate(CVAT_EXPORT.splitlines(), 1) if needle in text)
+
+    a, c, first, second = (line('name="scenes/a.png"'), line('name="scenes/c.png"'), line('occluded="0"'),
+                           line('occluded="1"'))
+    path = tmp_path / "annotations.xml"
+    path.write_text(CVAT_EXPORT)
+    images = read_cvat_images(path)
+    assert [(i.name, i.line) for i in images] == [("scenes/a.png", a), ("scenes/c.png", c)]
+    # x = xtl, y = ytl, w = xbr - xtl, h = ybr - ytl; the second box has no score attribute at all
+    assert images[0].boxes == [CvatBox("stop", 10.5, 10.0, 19.75, 20.0, first), CvatBox("stop", 1, 2, 4, 7, second)]
+    assert images[1].boxes == []
+    refusals = {
+        'rotation="0.0"': ('rotation="30"', f"line {first}, image 'scenes/a.png': <box> is rotated by 30 degrees"),
+        '<image id="1" name="scenes/c.png" width="90" height="60">': (
+            '<image id="1" name="scenes/c.png" width="90" height="60"><polygon label="stop" points="1,1;5,5;1,5"/>',
+            f"line {c}, image 'scenes/c.png': <polygon> is not a box"),
+        'xbr="5"': ('xbr="1"', f"line {second}, image 'scenes/a.png': <box> has no area"),
+        '<version>1.1</version>': ('<track id="0" label="stop"></track>', "line 3: <track> is the 'CVAT for video'"),
+    }
+    for old, (new, message) in refusals.items():
+        path.write_text(CVAT_EXPORT.replace(old, new))
+        with pytest.raises(CrowdboxesError) as caught:
+            read_cvat_images(path)
+        assert str(caught.value).startswith(f"{path}: {message}"), str(caught.value)
