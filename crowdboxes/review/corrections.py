@@ -1,7 +1,9 @@
 """``python -m crowdboxes import-corrections CVAT.xml``: merge a CVAT review back and export again.
 
-Input: the XML CVAT exports ("CVAT for images 1.1") from the task ``review`` packed, after the reviewer
-added, deleted, moved or relabelled boxes, and the review folder (its review.json says what was packed).
+Input: the XML CVAT exports ("CVAT for images 1.1", the XML or the zip CVAT downloads) from the task
+``review`` packed, after the reviewer added, deleted, moved or relabelled boxes, and the review folder (its
+review.json says what was packed, and where boxes.csv and images.csv were; ``--boxes_csv`` and
+``--images_csv`` point elsewhere when the files moved, e.g. packed on cnvrg and merged on a laptop).
 
 The merge, into ``--output_dir``:
 
@@ -55,6 +57,7 @@ class CorrectionOptions:
     cvat_xml: str
     review_dir: str
     output_dir: str | None
+    boxes_csv: str | None
     images_csv: str | None
     wait_summary: str | None
     dataset: str | None
@@ -125,15 +128,17 @@ def import_corrections(options: CorrectionOptions) -> int:
     """Check, merge, write boxes.csv, then run Export on it (see the module docstring)."""
     review_json = Path(options.review_dir) / REVIEW_JSON
     record = read_review(options.review_dir)
-    check_unchanged(record["boxes_csv"], record["boxes_sha256"], "boxes.csv", review_json)
+    boxes_csv = options.boxes_csv or record["boxes_csv"]
+    check_unchanged(boxes_csv, record["boxes_sha256"], "boxes.csv", review_json)
     if options.images_csv is None:
         check_unchanged(record["images_csv"], record["images_sha256"], "images.csv", review_json)
     images_csv = options.images_csv or record["images_csv"]
-    corrected = reviewed_images(record, read_cvat_images(options.cvat_xml), options.cvat_xml)
-    crowd = read_csv(record["boxes_csv"], BOXES, dtype={"image_id": str, "label": str})
-    require_numeric(crowd, record["boxes_csv"], ("x", "y", "w", "h", "score", "support"))
+    xml_name, cvat = read_cvat_images(options.cvat_xml)
+    corrected = reviewed_images(record, cvat, xml_name)
+    crowd = read_csv(boxes_csv, BOXES, dtype={"image_id": str, "label": str})
+    require_numeric(crowd, boxes_csv, ("x", "y", "w", "h", "score", "support"))
     out = output_dir(options.output_dir)
-    if BOXES.path(out).resolve() == Path(record["boxes_csv"]).resolve():
+    if BOXES.path(out).resolve() == Path(boxes_csv).resolve():
         raise CrowdboxesError(f"--output_dir {out} holds the crowd's boxes.csv; write the corrected one elsewhere")
     missing = [str(item["file_name"]) for item in record["images"] if str(item["image_id"]) not in corrected]
     if missing:
@@ -155,12 +160,16 @@ def build_parser() -> StepArgumentParser:
     parser = StepArgumentParser(prog="python -m crowdboxes import-corrections", formatter_class=DefaultsHelpFormatter,
                                 description="Merge a corrected CVAT XML of a review back into boxes.csv and "
                                             "export again.")
-    parser.add_argument("cvat_xml", help="the XML CVAT exported as 'CVAT for images 1.1' after the review")
+    parser.add_argument("cvat_xml", help="the XML CVAT exported as 'CVAT for images 1.1' after the review, or "
+                                         "the zip CVAT downloads (its annotations.xml is read)")
     parser.add_argument("--review_dir", default=str(REVIEW_TASK.path("output")),
                         help="the folder 'python -m crowdboxes review' packed (its review.json)")
     parser.add_argument("--output_dir", default=None,
                         help="where the new boxes.csv and the export files go (default: $CNVRG_OUTPUT_DIR or "
                              "./output; not the folder of the crowd's boxes.csv)")
+    parser.add_argument("--boxes_csv", type=none_or_value, default=None,
+                        help="the crowd's boxes.csv that was packed (none: the path recorded in review.json; "
+                             "either way its sha256 must be the recorded one)")
     parser.add_argument("--images_csv", type=none_or_value, default=None,
                         help="images.csv for the export (none: the one recorded in review.json, checked unchanged)")
     parser.add_argument("--wait_summary", type=none_or_value, default=None,

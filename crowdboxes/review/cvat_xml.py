@@ -6,17 +6,22 @@ any other) are ignored, so a box the reviewer drew, whose ``score`` is missing, 
 Anything that cannot be merged back as a box is refused in one line naming the file and line: malformed
 XML, a ``<track>`` (the "CVAT for video" export), another shape (polygon, points, tag, ...), a rotated box,
 a box of zero size or with a coordinate that is not a number.
+
+The file may also be the zip CVAT downloads ("Export task dataset"): its ``annotations.xml`` is read, and
+errors name it as ``<zip> (annotations.xml)``.
 """
 
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.parsers import expat
 
 from crowdboxes.errors import CrowdboxesError
 
+ZIPPED_XML = "annotations.xml"  # where CVAT's export zip keeps the XML
 SHAPES = frozenset({"polygon", "polyline", "points", "cuboid", "mask", "ellipse", "skeleton", "tag"})
 
 
@@ -53,11 +58,27 @@ def _coordinate(attrs: dict[str, str], key: str, where: str) -> float:
     return value
 
 
-def read_cvat_images(path: str | Path) -> list[CvatImage]:
-    """The images and boxes of the CVAT XML at ``path`` (see the module docstring)."""
-    path = Path(path)
+def _xml_bytes(path: Path) -> tuple[bytes, str]:
+    """The XML's bytes and the name errors give it: the file itself, or the annotations.xml of CVAT's zip."""
     if not path.is_file():
         raise CrowdboxesError(f"CVAT XML {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        return path.read_bytes(), str(path)
+    try:
+        with zipfile.ZipFile(path) as pack:
+            found = [n for n in pack.namelist() if n.rsplit("/", 1)[-1] == ZIPPED_XML]
+            if len(found) != 1:
+                raise CrowdboxesError(f"{path}: a zip needs exactly one {ZIPPED_XML} (CVAT's 'CVAT for images 1.1' "
+                                      f"export); found {len(found)}")
+            return pack.read(found[0]), f"{path} ({found[0]})"
+    except zipfile.BadZipFile as exc:
+        raise CrowdboxesError(f"{path}: not a readable zip ({exc})") from None
+
+
+def read_cvat_images(path: str | Path) -> tuple[str, list[CvatImage]]:
+    """The images and boxes of the CVAT XML at ``path``, or in CVAT's export zip (see the module docstring),
+    with the name errors give the XML."""
+    data, name = _xml_bytes(Path(path))
     images: list[CvatImage] = []
     current: list[CvatImage | None] = [None]  # the open <image>, if any (set by the handlers)
     roots: list[str] = []
@@ -65,7 +86,7 @@ def read_cvat_images(path: str | Path) -> list[CvatImage]:
 
     def start(tag: str, attrs: dict[str, str]) -> None:
         line = parser.CurrentLineNumber
-        where = f"{path}: line {line}"
+        where = f"{name}: line {line}"
         if not roots:
             roots.append(tag)
             if tag != "annotations":
@@ -104,9 +125,8 @@ def read_cvat_images(path: str | Path) -> list[CvatImage]:
     parser.StartElementHandler = start
     parser.EndElementHandler = end
     try:
-        with path.open("rb") as handle:
-            parser.ParseFile(handle)
+        parser.Parse(data, True)
     except expat.ExpatError as exc:
         reason = expat.ErrorString(exc.code) if exc.code is not None else str(exc)
-        raise CrowdboxesError(f"{path}: line {exc.lineno}: malformed XML ({reason})") from None
-    return images
+        raise CrowdboxesError(f"{name}: line {exc.lineno}: malformed XML ({reason})") from None
+    return name, images

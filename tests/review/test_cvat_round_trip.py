@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,7 +144,6 @@ def test_review_packs_the_riskiest_images_with_their_kept_boxes(run_dir: Path) -
     assert record["boxes_sha256"] == hashlib.sha256((run_dir / "aggregate" / "boxes.csv").read_bytes()).hexdigest()
     # e came from its URL, the others from --images_dir: the same bytes either way
     assert (task / "images" / _name("e")).read_bytes() == (run_dir / "remote" / _name("e")).read_bytes()
-    import zipfile
     with zipfile.ZipFile(task / "images.zip") as pack:
         assert sorted(pack.namelist()) == [_name("a"), _name("c"), _name("e")]
     labels = json.loads((task / "labels.json").read_text())
@@ -169,7 +169,15 @@ def test_import_corrections_merges_the_review_and_exports_again(run_dir: Path) -
     assert _cli(_review_args(run_dir)).returncode == 0
     edited = run_dir / "cvat_export.xml"
     _edit(run_dir / "packed" / "review" / "annotations.xml", edited)
-    proc = _cli(_import_args(run_dir, edited))
+    # what CVAT downloads: a zip of annotations.xml and images/
+    download = run_dir / "task_export.zip"
+    with zipfile.ZipFile(download, "w") as pack:
+        pack.write(edited, "annotations.xml")
+        for image in sorted((run_dir / "packed" / "review" / "images").rglob("*.png")):
+            pack.write(image, f"images/{image.relative_to(run_dir / 'packed' / 'review' / 'images')}")
+    # the crowd's files moved since packing (packed on cnvrg, merged elsewhere): --boxes_csv says where
+    (run_dir / "aggregate").rename(run_dir / "moved")
+    proc = _cli([*_import_args(run_dir, download), "--boxes_csv", str(run_dir / "moved" / "boxes.csv")])
     assert proc.returncode == 0, proc.stderr
     out = run_dir / "corrected"
     boxes = pd.read_csv(out / "boxes.csv", dtype={"image_id": str})
@@ -351,7 +359,8 @@ def test_the_reader_takes_cvat_s_own_export_and_refuses_what_it_cannot_merge(tmp
                            line('occluded="1"'))
     path = tmp_path / "annotations.xml"
     path.write_text(CVAT_EXPORT)
-    images = read_cvat_images(path)
+    name, images = read_cvat_images(path)
+    assert name == str(path)
     assert [(i.name, i.line) for i in images] == [("scenes/a.png", a), ("scenes/c.png", c)]
     # x = xtl, y = ytl, w = xbr - xtl, h = ybr - ytl; the second box has no score attribute at all
     assert images[0].boxes == [CvatBox("stop", 10.5, 10.0, 19.75, 20.0, first), CvatBox("stop", 1, 2, 4, 7, second)]
