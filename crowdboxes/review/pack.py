@@ -42,7 +42,7 @@ from crowdboxes.export import annotations as ex
 from crowdboxes.export import formats as fm
 from crowdboxes.files import sha256_file, write_text_atomic
 from crowdboxes.params import none_or_value
-from crowdboxes.steps.export import read_wait_summary
+from crowdboxes.steps.export import MAX_WARNINGS, read_wait_summary
 
 REVIEW_JSON = "review.json"
 ANNOTATIONS_XML = "annotations.xml"
@@ -140,12 +140,14 @@ def pack(options: PackOptions) -> Path:
     review_path = review_csv_path(options)
     review = read_csv(review_path, IMAGES_REVIEW, dtype={"image_id": str, "file_name": str})
     require_numeric(review, review_path, ("risk",), allow_empty=True)
+    if review.empty:
+        raise CrowdboxesError(f"{review_path}: no images to review")
     wait_summary = read_wait_summary(options.wait_summary)
     chosen = riskiest(review, images, options.top, review_path, options.images_csv)
     cats = ex.categories(ex.project_labels(wait_summary, options.wait_summary))
     mine = boxes[boxes["image_id"].isin(set(chosen["image_id"]))]
     kept, problems = ex.select_boxes(mine, options.min_score, cats)
-    for problem in problems[:20]:
+    for problem in problems[:MAX_WARNINGS]:
         print(f"warning: {problem}", file=sys.stderr)
     coco = ex.coco_document(kept, chosen, description=f"crowdboxes review: {len(chosen)} riskiest images",
                             cats=cats)

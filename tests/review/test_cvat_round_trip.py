@@ -378,3 +378,23 @@ def test_the_reader_takes_cvat_s_own_export_and_refuses_what_it_cannot_merge(tmp
         with pytest.raises(CrowdboxesError) as caught:
             read_cvat_images(path)
         assert str(caught.value).startswith(f"{path}: {message}"), str(caught.value)
+
+
+@pytest.mark.parametrize("command", ["review", "import-corrections"])
+def test_help_shows_every_default(command: str, capsys: pytest.CaptureFixture) -> None:
+    import importlib
+
+    from crowdboxes.cli import COMMANDS
+
+    assert cli_main(["--help"]) == 0
+    assert COMMANDS[command][1] in capsys.readouterr().out  # listed with its one-line help
+    with pytest.raises(SystemExit) as done:
+        cli_main([command, "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    parser = importlib.import_module(COMMANDS[command][0]).build_parser()
+    options = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert len(options) >= 7 and text.count("(default: ") == len(options)
+    for default in (["--top TOP how many of the riskiest images to pack (default: 50)", "(default: 0.5)"]
+                    if command == "review" else ["(default: output/review)", "(default: 0.5)"]):
+        assert default in text
