@@ -134,7 +134,8 @@ def _import_args(run_dir: Path, xml: Path, out: str = "corrected") -> list[str]:
             "--output_dir", str(run_dir / out)]
 
 
-def test_review_packs_the_riskiest_images_with_their_kept_boxes(run_dir: Path) -> None:
+def test_review_packs_the_riskiest_images_with_their_kept_boxes(run_dir: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
     proc = _cli(_review_args(run_dir))
     assert proc.returncode == 0, proc.stderr
     task = run_dir / "packed" / "review"
@@ -149,10 +150,12 @@ def test_review_packs_the_riskiest_images_with_their_kept_boxes(run_dir: Path) -
     labels = json.loads((task / "labels.json").read_text())
     assert labels[0]["name"] == "stop" and labels[0]["attributes"][0]["name"] == "score"
     dm = pytest.importorskip("datumaro")
-    dataset = dm.Dataset.import_from(str(task), "cvat")
-    names = dataset.categories()[dm.AnnotationType.label]
-    got = sorted((item.id, names[b.label].name, *map(float, b.get_bbox()), float(b.attributes["score"]))
-                 for item in dataset for b in item.annotations if b.type == dm.AnnotationType.bbox)
+    with caplog.at_level("WARNING"):
+        dataset = dm.Dataset.import_from(str(task), "cvat")
+        names = dataset.categories()[dm.AnnotationType.label]
+        got = sorted((item.id, names[b.label].name, *map(float, b.get_bbox()), float(b.attributes["score"]))
+                     for item in dataset for b in item.annotations if b.type == dm.AnnotationType.bbox)
+    assert "undeclared" not in caplog.text  # score is a declared attribute: datumaro keeps it
     assert got == [("scenes/a", "stop", 10.0, 10.0, 20.0, 20.0, 0.9), ("scenes/a", "yield", 50.0, 40.0, 15.0, 15.0, 0.6),
                    ("scenes/e", "stop", 40.0, 40.0, 20.0, 20.0, 0.55), ("scenes/e", "yield", 10.0, 5.0, 30.0, 30.0, 0.7)]
     assert sorted(item.id for item in dataset) == ["scenes/a", "scenes/c", "scenes/e"]
