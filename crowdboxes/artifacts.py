@@ -95,7 +95,8 @@ FIFTYONE_EXPORT = Artifact("fiftyone", "Export", "a folder FiftyOne loads as fo.
                            "labels.json (boxes with confidence), images found by relative file name")
 # python -m crowdboxes review / import-corrections: the CVAT round trip of the riskiest images
 REVIEW_TASK = Artifact("review", "python -m crowdboxes review", "a folder to import into CVAT as one task: "
-                       "annotations.xml (CVAT for images 1.1), images/ (the riskiest images), review.json (what was packed)")
+                       "annotations.xml (CVAT for images 1.1), images/ and images.zip (the riskiest images, "
+                       "for CVAT's create task), labels.json (CVAT's Raw labels), review.json (what was packed)")
 CORRECTED_BOXES_SOURCE = "source"  # boxes.csv column added by import-corrections: crowd | review
 
 # configs/ (--config_dir): Toloka objects as JSON, edited by users, read by Create Project and Launch Pool

@@ -26,7 +26,7 @@ COMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: python -m crowdboxes <command> [options]", "", "commands:"]
-    lines += [f"  {name:<14} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<19} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 

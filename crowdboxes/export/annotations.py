@@ -80,9 +80,10 @@ def select_boxes(boxes: pd.DataFrame, min_score: float,
 
 
 def coco_document(boxes: pd.DataFrame, images: pd.DataFrame, description: str = "crowdboxes road signs",
-                  cats: list[dict] | None = None) -> dict:
+                  cats: list[dict] | None = None, created: str | None = None) -> dict:
     """The COCO dict of ``boxes`` (image_id, label, x, y, w, h, score, support) on ``images``;
-    ``cats`` from :func:`categories` (default: crowdboxes/classes.py)."""
+    ``cats`` from :func:`categories` (default: crowdboxes/classes.py). ``created`` is ``info.date_created``
+    (default: now); pass a time taken from the inputs to make a re-export byte-identical."""
     ids = _category_ids(cats)
     coco_images, number = [], {}
     for n, row in enumerate(images.itertuples(index=False), start=1):
@@ -102,7 +103,7 @@ def coco_document(boxes: pd.DataFrame, images: pd.DataFrame, description: str = 
         })
     return {
         "info": {"description": description, "version": "1.0",
-                 "date_created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
+                 "date_created": created or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")},
         "licenses": [],
         "images": coco_images,
         "annotations": annotations,
