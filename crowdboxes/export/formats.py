@@ -17,6 +17,10 @@ truth: the same boxes, categories and file names in every format) and a folder:
   ``voc/ImageSets/Main/default.txt`` and ``voc/labelmap.txt`` so readers find the images and classes.
 * CVAT for images 1.1 (:func:`write_cvat`): ``cvat/annotations.xml``; every label declares a ``score``
   attribute and every ``<box>`` sets it.
+* FiftyOne (:func:`write_fiftyone`): ``fiftyone/labels.json`` in the layout of FiftyOne's
+  ``FiftyOneImageDetectionDataset`` (plain JSON, no FiftyOne needed to write it): ``classes`` and, per image
+  keyed by its file name without extension, ``{label, bounding_box, confidence}`` with ``label`` the
+  0-based class index and the box relative to the image, ``[x/W, y/H, w/W, h/H]``.
 
 Scores are written at full precision (``repr`` of the float); file names are the images.csv ``file_name``
 (relative). The image's URL is not in these formats; see :func:`public_url` for COCO and the flat CSV.
@@ -44,17 +48,26 @@ from crowdboxes.files import atomic_path, write_text_atomic
 # In the order written; ``coco`` is always written (detections.json's image ids refer to it).
 FORMATS = ("coco", "detections", "yolo", "voc", "cvat")
 DEFAULT_FORMATS = ",".join(FORMATS)
+# Written only when named (``--formats all,fiftyone``): not part of ``all``, the default.
+OPT_IN_FORMATS = ("fiftyone",)
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
-    """``--formats``: a comma list of :data:`FORMATS` or ``all``; ``coco`` is added when missing."""
+    """``--formats``: a comma list of :data:`FORMATS` and :data:`OPT_IN_FORMATS`, where ``all`` stands for
+    every one of :data:`FORMATS`; ``coco`` is added when missing.
+
+    >>> parse_formats("yolo")
+    ('coco', 'yolo')
+    >>> parse_formats("all,fiftyone")
+    ('coco', 'detections', 'yolo', 'voc', 'cvat', 'fiftyone')
+    """
     words = [w.strip().lower() for w in str(text).split(",") if w.strip()]
-    if words == ["all"]:
-        return FORMATS
-    unknown = [w for w in words if w not in FORMATS]
+    if "all" in words:
+        words = [w for w in words if w != "all"] + list(FORMATS)
+    unknown = [w for w in words if w not in FORMATS + OPT_IN_FORMATS]
     if unknown or not words:
         raise CrowdboxesError(f"--formats {text!r}: use a comma list of {', '.join(FORMATS)}, or all")
-    return tuple(f for f in FORMATS if f in words or f == "coco")
+    return tuple(f for f in FORMATS + OPT_IN_FORMATS if f in words or f == "coco")
 
 
 def public_url(url: Any) -> str:
@@ -264,3 +277,27 @@ def write_cvat(coco: dict[str, Any], path: Path) -> Path:
             _sub(box, "attribute", repr(float(a["score"])), name="score")
     write_text_atomic(path, _xml(root))
     return path
+
+
+def write_fiftyone(coco: dict[str, Any], folder: Path) -> Path:
+    """FiftyOne's ``labels.json`` under ``folder`` (a :func:`fresh_folder`; see the module docstring); returns
+    its path. ``fo.Dataset.from_dir(dataset_type=fo.types.FiftyOneImageDetectionDataset, data_path=<images>,
+    labels_path=<this file>)`` loads it: FiftyOne finds each image by its relative name without extension."""
+    index = {c["id"]: k for k, c in enumerate(coco["categories"])}
+    stems = label_stems(coco)
+    boxes = _boxes_by_image(coco)
+    labels: dict[str, list[dict[str, Any]]] = {}
+    for image in coco["images"]:
+        width, height = float(image["width"]), float(image["height"])
+        if not (width > 0 and height > 0):
+            raise CrowdboxesError(f"images.csv: {image['file_name']!r} has size {width:g}x{height:g}; FiftyOne's "
+                                  "relative boxes need a positive width and height")
+        labels[str(stems[image["id"]])] = [
+            {"label": index[a["category_id"]],
+             "bounding_box": [float(a["bbox"][0]) / width, float(a["bbox"][1]) / height,
+                              float(a["bbox"][2]) / width, float(a["bbox"][3]) / height],
+             "confidence": float(a["score"])}
+            for a in boxes[image["id"]]]
+    document = {"classes": [str(c["name"]) for c in coco["categories"]], "labels": labels}
+    _write(folder / "labels.json", json.dumps(document, indent=1) + "\n")
+    return folder / "labels.json"
