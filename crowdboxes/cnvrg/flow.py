@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from crowdboxes.errors import CrowdboxesError
+from crowdboxes.credentials import names_a_secret
 
 TASK_TYPES = ("exec", "data", "deploy")
 PARAM_TYPES = ("categorical", "discrete", "float", "integer")
@@ -346,11 +347,13 @@ def _check_task(flow: Flow, task: Task, base: Path, check_steps: bool) -> list[s
             problems.append(f"{at}: {len(param.values)} values make a grid of jobs; give exactly one")
         plain = TEMPLATE_RE.sub("x", param.value)  # templates are filled in before the shell sees the line
         bad = sorted({c for c in plain if c in SHELL_META})
+        # a value meant as a variable's name may be the secret itself: such values are never quoted
+        shown = "(not shown)" if names_a_secret(param.key) else repr(param.value)
         if bad:
-            problems.append(f"{at}: value {param.value!r} has {''.join(bad)!r}, which cnvrg's shell line would "
+            problems.append(f"{at}: value {shown} has {''.join(bad)!r}, which cnvrg's shell line would "
                             "interpret; use plain words")
         if plain != plain.strip() or len(plain.split()) > 1:
-            problems.append(f"{at}: value {param.value!r} has whitespace, which splits it into several arguments")
+            problems.append(f"{at}: value {shown} has whitespace, which splits it into several arguments")
         for match in TEMPLATE_RE.finditer(param.value):
             if match.group(1) not in parent_slugs:
                 problems.append(f"{at}: template {match.group(0)!r} names {match.group(1)!r}, "

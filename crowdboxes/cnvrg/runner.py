@@ -12,7 +12,10 @@ Per exec task, in topological order (serially: the steps mostly wait on Toloka):
 * stdout/stderr are streamed with a ``[slug]`` prefix and kept in ``log.txt``; ``cnvrg_tag_*`` lines
   go to ``tags.json``, ``cnvrg_linechart_*`` lines to ``metrics.json``, the outcome to ``result.json``.
 
-Secret values never reach the console, the logs or the JSON files: every line is redacted first.
+Secret values never reach the console, the logs or the JSON files: every line is redacted first. The
+secrets are the values in ``.env``, the environment's variables whose names say secret (``credentials.redact``),
+and, whatever its name, the variable a ``--token_env``-like param names; a value of such a param that is not a
+variable name (a token pasted in its place) is masked as a secret too.
 A failed task skips its descendants; independent tasks still run. ``runs/latest.json`` maps each
 slug to its latest successful work folder, which ``--only`` uses as the parents' artifacts, like
 cnvrg's "latest end commit" of a task.
@@ -36,7 +39,7 @@ from pathlib import Path
 from typing import IO, TextIO
 
 from crowdboxes.cnvrg.flow import MOUNT_RE, PYTHON_RE, TEMPLATE_RE, Flow, FlowError, Task, check_flow
-from crowdboxes.credentials import redact
+from crowdboxes.credentials import is_variable_name, names_a_secret, redact
 from crowdboxes.files import write_text_atomic
 
 SECRET_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # cnvrg's secret-key rule
@@ -200,7 +203,7 @@ class FlowRunner:
             assert param is not None  # parse_overrides keeps only the tasks that have the param
             param.values = [value]
         self.secrets = self._load_secrets(env_file)
-        self.redact = Redactor(self.secrets)
+        self.redact = Redactor({**self.secrets, **self._param_secrets()})
         self._lock = threading.Lock()
         self._index_lock = threading.Lock()
         self._entries: list[str] | None = None
@@ -215,6 +218,23 @@ class FlowRunner:
         if _git_ignored(path.resolve()) is False:
             raise FlowError(f"{path}: the secrets file is not git-ignored; add it to .gitignore first")
         return read_env_file(path)
+
+    def _param_secrets(self) -> dict[str, str]:
+        """Secrets the params point at, whatever their names: for every param that names a secret's variable
+        (``credentials.names_a_secret``: token_env ...), that variable's value; and the param's own value when
+        it is not a variable that is set and not a plausible name (a token pasted into ``--token_env``)."""
+        found: dict[str, str] = {}
+        for task in self.flow.tasks:
+            for param in task.params:
+                value = param.value
+                if not names_a_secret(param.key) or not value or TEMPLATE_RE.search(value):
+                    continue
+                held = os.environ.get(value) or self.secrets.get(value)
+                if held:
+                    found[f"{task.slug}.{param.key}"] = held
+                elif not is_variable_name(value):
+                    found[f"{task.slug}.{param.key}.value"] = value
+        return found
 
     # -- output ----------------------------------------------------------------------------------
     def say(self, text: str, stream: TextIO | None = None) -> None:
@@ -419,7 +439,7 @@ class FlowRunner:
                      for t in self.flow.tasks for p in t.params if p.values and self.redact(p.value) != p.value]
         if problems:
             more = f" (and {len(problems) - 1} more; see `flow validate`)" if len(problems) > 1 else ""
-            raise FlowError(f"{problems[0]}{more}")
+            raise FlowError(self.redact(f"{problems[0]}{more}"))
         return self.flow.order()
 
     def _new_run_dir(self) -> tuple[str, Path]:

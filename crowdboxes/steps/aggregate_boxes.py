@@ -19,7 +19,7 @@ import pandas as pd
 
 from crowdboxes.artifacts import (ANSWERS, BOXES, CHECKS, IMAGES_REVIEW, VERIFICATIONS, WAIT_SUMMARY, WORKERS,
                                   read_csv, read_images, require_numeric, write_csv)
-from crowdboxes.cnvrg.metrics import cnvrg_tag
+from crowdboxes.cnvrg.metrics import cnvrg_tag, one_line
 from crowdboxes.params import is_none
 from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.errors import CrowdboxesError
@@ -146,7 +146,8 @@ def fit_options(aggregator: Any, method: str, options: AggregateBoxesOptions,
     if checks_file.is_file():
         if "checks" in parameters:
             return {"checks": read_checks(checks_file)}
-        print(f"warning: --method {method} does not use per-box checks: {checks_file} ignored", file=sys.stderr)
+        print(one_line(f"warning: --method {method} does not use per-box checks: {checks_file} ignored"),
+              file=sys.stderr)
     if "verifications" not in parameters:
         return {}
     path = verifications_path(options.verifications_csv, options.answers_csv)
@@ -191,9 +192,9 @@ def report_problems(problems: list[tuple[int, str]], used: pd.DataFrame, answers
     """A warning per skipped row (the first MAX_WARNINGS), naming its line in answers.csv."""
     csv_lines = used.index.to_numpy() + 2  # header is line 1
     for row, reason in problems[:MAX_WARNINGS]:
-        print(f"warning: {answers_csv} line {int(csv_lines[row])}: {reason} (skipped)", file=sys.stderr)
+        print(one_line(f"warning: {answers_csv} line {int(csv_lines[row])}: {reason} (skipped)"), file=sys.stderr)
     if len(problems) > MAX_WARNINGS:
-        print(f"warning: {len(problems) - MAX_WARNINGS} more skipped rows in {answers_csv}", file=sys.stderr)
+        print(one_line(f"warning: {len(problems) - MAX_WARNINGS} more skipped rows in {answers_csv}"), file=sys.stderr)
 
 
 def aggregate_boxes(options: AggregateBoxesOptions) -> int:

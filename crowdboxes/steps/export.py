@@ -23,7 +23,7 @@ from crowdboxes.artifacts import (ANSWERS, BOXES, COCO_EXPORT, CVAT_EXPORT, DETE
                                   VOC_EXPORT, WORKERS, YOLO_EXPORT, read_csv, read_frame_csv, require_numeric,
                                   write_frame_csv)
 from crowdboxes.cnvrg.datasets import check_slug, publish
-from crowdboxes.cnvrg.metrics import cnvrg_tag
+from crowdboxes.cnvrg.metrics import cnvrg_tag, one_line
 from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.export import annotations as ex
@@ -82,7 +82,7 @@ def write_exports(out: Path, boxes: pd.DataFrame, images: pd.DataFrame, wait_sum
     cats = ex.categories(ex.project_labels(wait_summary, options.wait_summary))
     kept, problems = ex.select_boxes(boxes, options.min_score, cats)
     for problem in problems[:MAX_WARNINGS]:
-        print(f"warning: {problem}", file=sys.stderr)
+        print(f"warning: {one_line(problem)}", file=sys.stderr)
     coco = ex.coco_document(kept, images, cats=cats)
     chosen = fm.parse_formats(options.formats)
     if "yolo" in chosen or "voc" in chosen:
@@ -136,7 +136,7 @@ def _beside(path: Path, what: str) -> pd.DataFrame | None:
     try:
         return read_frame_csv(path, dtype={"image_id": str, "worker_id": str, "file_name": str})
     except Exception as exc:  # noqa: BLE001 - the report shows less; the export itself goes on
-        print(f"warning: report: {what} {path} unreadable ({type(exc).__name__}); left out", file=sys.stderr)
+        print(one_line(f"warning: report: {what} {path} unreadable ({type(exc).__name__}); left out"), file=sys.stderr)
         return None
 
 
@@ -178,7 +178,8 @@ def write_run_report(out: Path, boxes: pd.DataFrame, images: pd.DataFrame, wait_
                             review=_beside(IMAGES_REVIEW.path(aggregate_dir), "images review"),
                             wait_summary=wait_summary, banned=banned, truth=truth, min_score=options.min_score)
     except Exception as exc:  # noqa: BLE001 - see the docstring
-        print(f"warning: report: {REPORT.path(out)} not written ({type(exc).__name__}: {exc})", file=sys.stderr)
+        print(one_line(f"warning: report: {REPORT.path(out)} not written ({type(exc).__name__}: {exc})"),
+              file=sys.stderr)
         return None
 
 
@@ -203,8 +204,8 @@ def publish_exports(out: Path, summary: dict[str, Any], options: ExportOptions) 
 def tell(out: Path, summary: dict[str, Any], where: str) -> None:
     """The summary as readable lines, then the cnvrg tags."""
     for line in ex.summary_lines(summary):
-        print(line)
-    print(f"export: {COCO_EXPORT.path(out)}; {where}", flush=True)
+        print(one_line(line))
+    print(one_line(f"export: {COCO_EXPORT.path(out)}; {where}"), flush=True)
     others = [name for name in summary.get("formats", {}) if name != "coco"]
     if others:
         print(f"formats: {', '.join(others)} beside it ({', '.join(summary['formats'][n] for n in others)})")
@@ -235,5 +236,5 @@ def export(options: ExportOptions) -> int:
     where = publish_exports(out, summary, options)
     tell(out, summary, where)
     if report is not None:
-        print(f"report: {report}", flush=True)
+        print(one_line(f"report: {report}"), flush=True)
     return 0
