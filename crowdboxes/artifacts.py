@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from crowdboxes.errors import CrowdboxesError
@@ -182,9 +183,23 @@ def require_numeric(frame: pd.DataFrame, path: str | os.PathLike, columns: tuple
     return frame
 
 
+def require_finite(frame: pd.DataFrame, path: str | os.PathLike, columns: tuple[str, ...],
+                   positive: bool = False) -> pd.DataFrame:
+    """Check numeric ``columns`` (after :func:`require_numeric`) are finite (and ``> 0`` with ``positive``),
+    empty cells aside; CrowdboxesError naming the first bad row (1-based data row) and field."""
+    for column in columns:
+        values = frame[column].to_numpy(dtype=float)
+        bad = np.isinf(values) | ((values <= 0) if positive else False)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            what = "a positive number" if positive else "a finite number"
+            raise CrowdboxesError(f"{path}: row {row + 2}, field {column!r}: {frame[column].iloc[row]:g} is not {what}")
+    return frame
+
+
 def read_images(path: str | Path) -> pd.DataFrame:
-    """images.csv with non-empty ``image_id``, ``url``, ``sha256``, http(s) URLs and numeric sizes, else
-    CrowdboxesError naming the row and field."""
+    """images.csv with non-empty ``image_id``, ``url``, ``sha256``, http(s) URLs and positive finite sizes,
+    else CrowdboxesError naming the row and field (a width of 0 would zero every box scaled by it)."""
     images = read_csv(path, IMAGES, dtype={"image_id": str, "url": str, "sha256": str, "file_name": str})
     if images.empty:
         raise CrowdboxesError(f"{path}: no images (every image was rejected by Upload Images?)")
@@ -196,7 +211,8 @@ def read_images(path: str | Path) -> pd.DataFrame:
     if bad.any():
         row = int(bad.to_numpy().nonzero()[0][0])
         raise CrowdboxesError(f"{path}: row {row + 2}, field 'url': {images['url'].iloc[row]!r} is not an http(s) URL")
-    return require_numeric(images, path, ("width", "height"))
+    require_numeric(images, path, ("width", "height"))
+    return require_finite(images, path, ("width", "height"), positive=True)
 
 
 def write_csv(frame: pd.DataFrame, folder: str | os.PathLike, contract: Contract) -> Path:

@@ -80,6 +80,17 @@ def read_checks(path: str | Path) -> pd.DataFrame:
     return frame[status != "REJECTED"].rename(columns={"worker_id": "worker"})
 
 
+def require_usable_answers(path: str | Path, answers: pd.DataFrame, used: pd.DataFrame) -> None:
+    """CrowdboxesError (one line, file and counts) when no answer row can be aggregated: a header-only file,
+    or every row REJECTED. Nothing is written then: an empty boxes.csv would read as "no signs anywhere"."""
+    if answers.empty:
+        raise CrowdboxesError(f"{path}: no answer rows (header only): nothing to aggregate; did Wait Pool collect "
+                              "any assignments?")
+    if used.empty:
+        raise CrowdboxesError(f"{path}: all {len(answers)} answer rows are REJECTED (0 SUBMITTED or ACCEPTED, "
+                              f"{answers['assignment_id'].nunique()} assignments): nothing to aggregate")
+
+
 def verifications_path(verifications_csv: str, answers_csv: str | Path) -> Path:
     """``--verifications_csv``, or (none) the verifications.csv beside answers.csv."""
     if is_none(verifications_csv):
@@ -206,10 +217,11 @@ def aggregate_boxes(options: AggregateBoxesOptions) -> int:
         aggregator = get_aggregator(method)
     except ValueError as exc:
         raise CrowdboxesError(f"--method: {exc}") from None
-    out = output_dir(options.output_dir)
     answers = read_answers(options.answers_csv)
     images = read_images(options.images_csv)
     used = answers[answers["status"].isin(USED_STATUSES)]
+    require_usable_answers(options.answers_csv, answers, used)
+    out = output_dir(options.output_dir)  # made only once the inputs are known to be usable
     frame, image_frame = aggregator_frames(used, images)
     if method != "lean_em" and "round" in frame.columns and (frame["round"] == "missed_signs").any():
         print(f"warning: --method {method} counts the missed-sign round's additions as full drawings (the adder's "

@@ -10,6 +10,7 @@ only, so the folder formats are published as one archive, formats.zip.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from dataclasses import dataclass
@@ -19,9 +20,9 @@ from typing import Any
 import pandas as pd
 
 from crowdboxes.artifacts import (ANSWERS, BOXES, COCO_EXPORT, CVAT_EXPORT, DETECTIONS_EXPORT, EXPORT_SUMMARY,
-                                  FLAT_EXPORT, FORMATS_ARCHIVE, IMAGES, IMAGES_REVIEW, QC_SUMMARY, REPORT,
-                                  VOC_EXPORT, WORKERS, YOLO_EXPORT, read_csv, read_frame_csv, require_numeric,
-                                  write_frame_csv)
+                                  FLAT_EXPORT, FORMATS_ARCHIVE, IMAGES_REVIEW, QC_SUMMARY, REPORT,
+                                  VOC_EXPORT, WORKERS, YOLO_EXPORT, read_csv, read_frame_csv, read_images,
+                                  require_finite, require_numeric, write_frame_csv)
 from crowdboxes.cnvrg.datasets import check_slug, publish
 from crowdboxes.cnvrg.metrics import cnvrg_tag, one_line
 from crowdboxes.cnvrg.stepkit import output_dir
@@ -56,17 +57,19 @@ def read_wait_summary(path: str | Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
     data = read_json_object(path)
-    if data.get("spent_usd") is not None and not isinstance(data["spent_usd"], (int, float)):
+    spent = data.get("spent_usd")
+    if spent is not None and (not isinstance(spent, (int, float)) or not math.isfinite(spent)):
         raise CrowdboxesError(f"{path}: field 'spent_usd': {data['spent_usd']!r} is not a number")
     return data
 
 
 def read_inputs(options: ExportOptions) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """boxes.csv and images.csv, numbers checked, every box on an image of images.csv."""
+    """boxes.csv and images.csv (:func:`crowdboxes.artifacts.read_images`), numbers checked (finite), every box
+    on an image of images.csv."""
     boxes = read_csv(options.boxes_csv, BOXES, dtype={"image_id": str, "label": str})
     require_numeric(boxes, options.boxes_csv, ("x", "y", "w", "h", "score", "support"))
-    images = read_csv(options.images_csv, IMAGES, dtype={"image_id": str, "sha256": str})
-    require_numeric(images, options.images_csv, ("width", "height"))
+    require_finite(boxes, options.boxes_csv, ("x", "y", "w", "h", "score", "support"))  # JSON has no Infinity
+    images = read_images(options.images_csv)
     unknown = ~boxes["image_id"].isin(set(images["image_id"]))
     if unknown.any():
         row = int(unknown.to_numpy().nonzero()[0][0])
@@ -87,7 +90,7 @@ def write_exports(out: Path, boxes: pd.DataFrame, images: pd.DataFrame, wait_sum
     chosen = fm.parse_formats(options.formats)
     if "yolo" in chosen or "voc" in chosen:
         fm.label_stems(coco)  # two images sharing a label file fail before any file is rewritten
-    write_text_atomic(COCO_EXPORT.path(out), json.dumps(coco, indent=1) + "\n")
+    write_json(COCO_EXPORT.path(out), coco, indent=1)
     write_frame_csv(ex.flat_frame(kept, images, cats), FLAT_EXPORT.path(out))
     written = write_formats(out, coco, chosen)
     summary = ex.summary(kept, images, wait_summary, options.min_score)
@@ -96,6 +99,16 @@ def write_exports(out: Path, boxes: pd.DataFrame, images: pd.DataFrame, wait_sum
     summary["formats"] = written
     write_summary(out, summary)
     return summary
+
+
+def write_json(path: Path, data: Any, indent: int) -> None:
+    """``data`` as strict JSON (no NaN or Infinity, which JSON readers refuse), atomically; CrowdboxesError
+    naming the file otherwise."""
+    try:
+        text = json.dumps(data, indent=indent, allow_nan=False)
+    except ValueError as exc:
+        raise CrowdboxesError(f"{path}: not written: {exc} (a NaN or infinite number reached it)") from None
+    write_text_atomic(path, text + "\n")
 
 
 def write_formats(out: Path, coco: dict[str, Any], chosen: tuple[str, ...]) -> dict[str, str]:
@@ -126,7 +139,7 @@ def write_formats(out: Path, coco: dict[str, Any], chosen: tuple[str, ...]) -> d
 
 def write_summary(out: Path, summary: dict[str, Any]) -> None:
     """summary.json in the output folder."""
-    write_text_atomic(EXPORT_SUMMARY.path(out), json.dumps(summary, indent=2) + "\n")
+    write_json(EXPORT_SUMMARY.path(out), summary, indent=2)
 
 
 def _beside(path: Path, what: str) -> pd.DataFrame | None:

@@ -259,3 +259,33 @@ def test_the_step_writes_images_review_csv(run):
     review = pd.read_csv(out / "images_review.csv", dtype={"image_id": str})
     assert sorted(review["image_id"]) == ["a", "b"] and review["risk"].is_monotonic_decreasing
     assert review.set_index("image_id").loc["a", "file_name"] == "a.jpg"
+
+
+@pytest.mark.parametrize("answers, message", [
+    (HEADER, "answers.csv: no answer rows (header only): nothing to aggregate"),
+    (HEADER + "as1,t1,a,w1,REJECTED,2026,stop,1,1,20,20\nas1,t1,a,w1,REJECTED,2026,stop,30,30,20,20\n"
+     "as2,t1,a,w2,rejected,2026,,,,,\n",
+     "answers.csv: all 3 answer rows are REJECTED (0 SUBMITTED or ACCEPTED, 2 assignments): nothing to aggregate"),
+])
+@pytest.mark.parametrize("method", ["lean_em", "iou_cluster"])
+def test_nothing_to_aggregate_fails_in_one_line_before_anything_is_written(tmp_path, answers, message, method,
+                                                                           run_in_process):
+    code, out_text, err = run_in_process(answers, "--method", method)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not (tmp_path / "out").exists() and "cnvrg_tag" not in out_text
+
+
+@pytest.mark.parametrize("row, message", [
+    ("a,a.jpg,http://x/a.jpg,0,100,s1", "row 2, field 'width': 0 is not a positive number"),
+    ("a,a.jpg,http://x/a.jpg,100,-5,s1", "row 2, field 'height': -5 is not a positive number"),
+    ("a,a.jpg,http://x/a.jpg,inf,100,s1", "row 2, field 'width': inf is not a positive number"),
+    ("a,a.jpg,http://x/a.jpg,100,nan,s1", "row 2, field 'height': "),  # require_numeric: "... is not a number"
+])
+def test_images_with_a_size_that_is_not_positive_and_finite_are_refused(tmp_path, row, message, run_in_process):
+    (tmp_path / "bad_images.csv").write_text("image_id,file_name,url,width,height,sha256\n" + row + "\n")
+    code, _, err = run_in_process(ANSWERS, "--method", "iou_cluster", images_csv=tmp_path / "bad_images.csv")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "bad_images.csv: " + message in lines[0], lines
+    assert not (tmp_path / "out").exists()

@@ -128,6 +128,14 @@ def test_dataset_none_does_not_publish(tmp_path, run):
     ({"images": IMAGES.replace(",sha256", "")}, "images.csv: missing column(s) sha256"),
     ({"boxes": BOXES + "zz,stop,1,1,2,2,0.5,1\n"}, "boxes.csv: row 5, field 'image_id': 'zz' is not in"),
     ({"boxes": BOXES.replace("0.75", "high")}, "row 4, field 'score': 'high' is not a number"),
+    # JSON has no Infinity: an infinite coordinate fails in one line instead of an invalid COCO file
+    ({"boxes": BOXES.replace("100.5", "inf")}, "boxes.csv: row 3, field 'x': inf is not a finite number"),
+    ({"boxes": BOXES.replace("30,40", "30,-Infinity")}, "boxes.csv: row 2, field 'h': -inf is not a finite number"),
+    ({"boxes": BOXES.replace("0,0,80", "nan,0,80")}, "boxes.csv: row 4, field 'x': "),
+    ({"images": IMAGES.replace("800,600", "0,600")}, "images.csv: row 3, field 'width': 0 is not a positive number"),
+    ({"images": IMAGES.replace("320,240", "320,inf")},
+     "images.csv: row 4, field 'height': inf is not a positive number"),
+    ({"wait": {**WAIT, "spent_usd": float("nan")}}, "field 'spent_usd': nan is not a number"),
 ])
 def test_bad_inputs_fail_with_one_line(change, message, run_in_process):
     proc, out = run_in_process(**change)
