@@ -21,11 +21,15 @@ Everywhere else the files go to :class:`LocalDatasetStore`, which keeps the same
 
 A version is staged in a hidden folder and renamed into place, so readers never see half a
 version and two concurrent writers get different numbers. Like cnvrg (``override=False``),
-publishing files identical to the latest version creates no new version.
+publishing files identical to the latest version creates no new version. "Identical" is the version's
+**content digest** (``manifest.json``'s ``content_digest``): by default :func:`content_digest` of the files'
+names and bytes; a publisher whose files carry volatile fields (Export's summary holds the time since the run
+started) passes a digest of what matters instead, so a re-run with identical inputs adds no version.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib.util
 import json
 import os
@@ -52,6 +56,16 @@ _VERSION_RE = re.compile(r"^v(\d+)$")
 SDK_PYTHON = "/opt/cnvrg-sdk/bin/python"
 SDK_PYTHON_ENV = "CROWDBOXES_CNVRG_PYTHON"
 PUT_SCRIPT = Path(__file__).with_name("cnvrg_put.py")
+
+
+def content_digest(files: Iterable[str | os.PathLike], hashes: Mapping[str, str] | None = None) -> str:
+    """sha256 over the files in name order: ``name NUL sha256(bytes) LF`` per file; ``hashes`` (base name ->
+    hex digest) replaces a file's byte hash with one of its content, for files with volatile fields."""
+    digest = hashlib.sha256()
+    for path in sorted((Path(f) for f in files), key=lambda p: p.name):
+        file_hash = (hashes or {}).get(path.name) or sha256_file(path)
+        digest.update(f"{path.name}\0{file_hash}\n".encode())
+    return digest.hexdigest()
 
 
 def check_slug(slug: str) -> str:
@@ -101,7 +115,10 @@ class LocalDatasetStore:
         """Copy ``files`` (by base name) into a new version and return its number."""
         return self.publish(slug, files, message).version_number
 
-    def publish(self, slug: str, files: Iterable[str | os.PathLike], message: str = "") -> "_LocalResult":
+    def publish(self, slug: str, files: Iterable[str | os.PathLike], message: str = "",
+                digest: str | None = None) -> "_LocalResult":
+        """A new version holding ``files``, unless the latest version's content digest equals ``digest``
+        (default :func:`content_digest` of the files); then the latest version, ``created`` False."""
         check_slug(slug)
         paths = [Path(f) for f in files]
         names = [p.name for p in paths]
@@ -111,9 +128,12 @@ class LocalDatasetStore:
         if MANIFEST in names or len(set(names)) != len(names):
             raise CrowdboxesError(f"cannot publish {', '.join(names)}: file names must be unique and not {MANIFEST}")
         entries = [{"name": p.name, "size": p.stat().st_size, "sha256": sha256_file(p)} for p in paths]
+        digest = digest or content_digest(paths)
         latest = self.latest(slug)
-        if latest is not None and self.manifest(slug, latest).get("files") == entries:
-            return _LocalResult(latest, self.path(slug, latest), False)
+        if latest is not None:
+            before = self.manifest(slug, latest)
+            if before.get("content_digest", "") == digest or before.get("files") == entries:
+                return _LocalResult(latest, self.path(slug, latest), False)
 
         folder = self.root / slug
         try:
@@ -127,6 +147,7 @@ class LocalDatasetStore:
             version = (latest or 0) + 1
             while True:
                 manifest = {"slug": slug, "version": version, "message": message, "files": entries,
+                            "content_digest": digest,
                             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
                 (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
                 try:
@@ -232,12 +253,15 @@ def _last_json_line(text: str) -> dict[str, Any] | None:
 
 
 def publish(slug: str, files: Iterable[str | os.PathLike], *, root: str | os.PathLike | None = None,
-            message: str = "") -> Published:
-    """Publish ``files`` as a new version of dataset ``slug``: on cnvrg when running there, else locally."""
+            message: str = "", digest: str | None = None) -> Published:
+    """Publish ``files`` as a new version of dataset ``slug``: on cnvrg when running there, else locally.
+
+    No new version when the latest local version has the same content ``digest`` (see the module docs); on
+    cnvrg, cnvrg's ``override=False`` makes no commit for byte-identical files (``digest`` is not used there)."""
     check_slug(slug)
     files = list(files)
     if on_cnvrg():
         return publish_cnvrg(slug, files, message)
     store = LocalDatasetStore(root)
-    result = store.publish(slug, files, message)
+    result = store.publish(slug, files, message, digest)
     return Published("local", slug, str(result.version_number), str(result.path), result.created)

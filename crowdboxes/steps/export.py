@@ -9,6 +9,8 @@ only, so the folder formats are published as one archive, formats.zip.
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import math
 import shutil
@@ -23,7 +25,7 @@ from crowdboxes.artifacts import (ANSWERS, BOXES, COCO_EXPORT, CVAT_EXPORT, DETE
                                   FLAT_EXPORT, FORMATS_ARCHIVE, IMAGES_REVIEW, QC_SUMMARY, REPORT,
                                   VOC_EXPORT, WORKERS, YOLO_EXPORT, read_csv, read_frame_csv, read_images,
                                   require_finite, require_numeric, write_frame_csv)
-from crowdboxes.cnvrg.datasets import check_slug, publish
+from crowdboxes.cnvrg.datasets import check_slug, content_digest, publish
 from crowdboxes.cnvrg.metrics import cnvrg_tag, one_line
 from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.errors import CrowdboxesError
@@ -86,7 +88,7 @@ def write_exports(out: Path, boxes: pd.DataFrame, images: pd.DataFrame, wait_sum
     kept, problems = ex.select_boxes(boxes, options.min_score, cats)
     for problem in problems[:MAX_WARNINGS]:
         print(f"warning: {one_line(problem)}", file=sys.stderr)
-    coco = ex.coco_document(kept, images, cats=cats)
+    coco = ex.coco_document(kept, images, cats=cats, created=inputs_time(options, wait_summary))
     chosen = fm.parse_formats(options.formats)
     if "yolo" in chosen or "voc" in chosen:
         fm.label_stems(coco)  # two images sharing a label file fail before any file is rewritten
@@ -99,6 +101,29 @@ def write_exports(out: Path, boxes: pd.DataFrame, images: pd.DataFrame, wait_sum
     summary["formats"] = written
     write_summary(out, summary)
     return summary
+
+
+def inputs_time(options: ExportOptions, wait_summary: dict[str, Any] | None) -> str:
+    """COCO's ``date_created``, taken from the inputs so that a re-export of the same inputs is byte-identical:
+    when Wait Pool finished (its summary's ``finished_at``), else boxes.csv's modification time (UTC)."""
+    finished = (wait_summary or {}).get("finished_at")
+    if isinstance(finished, str) and finished:
+        return finished
+    stamp = Path(options.boxes_csv).stat().st_mtime
+    return dt.datetime.fromtimestamp(int(stamp), dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# summary.json fields that change on every run of the same inputs: left out of the published content digest
+VOLATILE_SUMMARY_FIELDS = ("wall_time_seconds", "dataset")
+
+
+def publish_digest(files: list[Path]) -> str:
+    """The content digest Export publishes under (:func:`crowdboxes.cnvrg.datasets.content_digest`), with
+    summary.json hashed without :data:`VOLATILE_SUMMARY_FIELDS`: identical inputs, identical digest."""
+    summary_path = EXPORT_SUMMARY.path(files[0].parent)
+    steady = {k: v for k, v in read_json_object(summary_path).items() if k not in VOLATILE_SUMMARY_FIELDS}
+    text = json.dumps(steady, sort_keys=True, allow_nan=False).encode()
+    return content_digest(files, {summary_path.name: hashlib.sha256(text).hexdigest()})
 
 
 def write_json(path: Path, data: Any, indent: int) -> None:
@@ -206,7 +231,7 @@ def publish_exports(out: Path, summary: dict[str, Any], options: ExportOptions) 
     files = [COCO_EXPORT.path(out), FLAT_EXPORT.path(out), EXPORT_SUMMARY.path(out)]
     files += [path for path in (DETECTIONS_EXPORT.path(out), FORMATS_ARCHIVE.path(out), REPORT.path(out))
               if path.is_file()]
-    published = publish(options.dataset, files, root=options.dataset_root,
+    published = publish(options.dataset, files, root=options.dataset_root, digest=publish_digest(files),
                         message=f"{summary['boxes']} boxes on {summary['images']} images")
     summary["dataset"] = published.as_dict()
     write_summary(out, summary)

@@ -278,3 +278,25 @@ def test_a_truth_puts_quality_into_the_report_and_a_bad_one_fails_before_anythin
     assert proc.returncode == 2 and not (out / "annotations.coco.json").exists()
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "bad.json" in lines[0], lines
+
+
+def test_a_rerun_with_identical_inputs_publishes_no_new_version(tmp_path, run):
+    """summary.json's wall time differs on every run; the content digest leaves it out, COCO's date_created
+    comes from the inputs (Wait Pool's finished_at), so only a change of content makes a version."""
+    wait = {**WAIT, "finished_at": "2026-11-23T09:02:00Z"}
+    first, out = run(wait=wait)
+    assert first.returncode == 0, first.stderr
+    again, out2 = run(wait=wait, out="out_again")
+    assert again.returncode == 0, again.stderr
+    store = datasets.LocalDatasetStore(tmp_path / "datasets")
+    assert store.versions("road_signs_annotations") == [1]
+    assert "dataset road_signs_annotations version 1" in again.stdout and ", unchanged" in again.stdout
+    assert json.loads((out2 / "summary.json").read_text())["dataset"]["new_version"] is False
+    coco = json.loads((out2 / "annotations.coco.json").read_text())
+    assert coco["info"]["date_created"] == "2026-11-23T09:02:00Z"
+    assert (out / "annotations.coco.json").read_bytes() == (out2 / "annotations.coco.json").read_bytes()
+    changed, _ = run("--min_score", "0.5", wait=wait, out="out_changed")
+    assert changed.returncode == 0, changed.stderr
+    assert store.versions("road_signs_annotations") == [1, 2]
+    assert store.manifest("road_signs_annotations", 2)["content_digest"] != \
+        store.manifest("road_signs_annotations", 1)["content_digest"]
