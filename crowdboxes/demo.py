@@ -11,6 +11,11 @@ What it does, in order:
 4. stops the servers and prints where the COCO file is and its quality against the truth.
 
 Nothing here is needed on cnvrg; it is the rehearsal and the product's end-to-end check.
+
+Two demos may share one ``--workdir``: each has its own run tag (:func:`run_tag`: time, process id and a
+random suffix), so its own servers' ready files and state (``logs/<tag>``, ``toloka-state/<tag>``), its own
+flow runs (``runs/<tag>``, whose index is copied to ``runs/latest.json`` when the flow is done), project key
+and S3 prefix. Synthetic scenes are generated beside their folder and renamed into place.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +34,7 @@ from pathlib import Path
 
 from crowdboxes.artifacts import COCO_EXPORT
 from crowdboxes.errors import CrowdboxesError
+from crowdboxes.files import write_text_atomic
 
 from crowdboxes.cnvrg.stepkit import run_step
 
@@ -154,6 +161,33 @@ def _voc_subset(folder: Path, out_root: Path, count: int) -> tuple[Path, Path]:
     return subset, truth_path
 
 
+def run_tag(now: float | None = None, pid: int | None = None, suffix: str | None = None) -> str:
+    """This demo's tag, ``YYYYmmdd-HHMMSS-<pid>-<6 hex>`` (UTC): unique to the run even when two demos start
+    in the same second in one workdir (the pid), or on two machines sharing it (the random suffix)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+    return f"{stamp}-{os.getpid() if pid is None else pid}-{suffix if suffix is not None else secrets.token_hex(3)}"
+
+
+def _generate_scenes(scenes: Path, count: int, seed: int, tag: str) -> None:
+    """``crowdboxes synth`` into a staging folder renamed to ``scenes``: a concurrent demo never reads half."""
+    staging = scenes.parent / f".{scenes.name}.{tag}"
+    subprocess.run([sys.executable, "-m", "crowdboxes", "synth", "--count", str(count), "--seed", str(seed),
+                    "--out", str(staging)], check=True, cwd=REPO_ROOT)
+    try:
+        os.rename(staging, scenes)
+    except OSError:  # another demo renamed the same scenes into place first: use those
+        if not (scenes / "truth.coco.json").is_file():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish_index(own_runs: Path, shared_runs: Path) -> None:
+    """Copy this demo's ``latest.json`` to ``runs/latest.json`` (where tools and ``flow run --only`` look)."""
+    index = own_runs / "latest.json"
+    if index.is_file():
+        write_text_atomic(shared_runs / "latest.json", index.read_text())
+
+
 def _latest_output(runs_dir: Path, slug: str) -> Path:
     index = runs_dir / "latest.json"
     if not index.is_file():
@@ -184,11 +218,11 @@ def main(argv: list[str] | None = None) -> int:
             raise CrowdboxesError(f"--config-dir {args.config_dir}: not a folder")
     started = time.monotonic()
     workdir = (REPO_ROOT / args.workdir).resolve() if not Path(args.workdir).is_absolute() else Path(args.workdir)
-    run_tag = time.strftime("%Y%m%d-%H%M%S")
+    tag = run_tag()
     scenes = workdir / "scenes" / f"seed{args.seed}-n{args.count}"
-    runs_dir = workdir / "runs"
-    state_dir = workdir / "toloka-state" / run_tag
-    logs = workdir / "logs" / run_tag
+    runs_dir = workdir / "runs" / tag
+    state_dir = workdir / "toloka-state" / tag
+    logs = workdir / "logs" / tag
     for folder in (runs_dir, state_dir, logs):
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -197,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         scenes, truth_path = _voc_subset(Path(args.images), workdir / "scenes", args.count)
     elif not truth_path.is_file():
         print(f"[demo] generating {args.count} synthetic scenes in {scenes}", flush=True)
-        subprocess.run([sys.executable, "-m", "crowdboxes", "synth", "--count", str(args.count),
-                        "--seed", str(args.seed), "--out", str(scenes)], check=True, cwd=REPO_ROOT)
+        scenes.parent.mkdir(parents=True, exist_ok=True)
+        _generate_scenes(scenes, args.count, args.seed, tag)
 
     # The local Toloka accepts whatever token it is started with: reuse the caller's or make a throwaway
     # one. It travels by environment only, never as an argument.
@@ -226,9 +260,9 @@ def main(argv: list[str] | None = None) -> int:
 
         overrides = {
             "toloka_env": toloka_url, "s3_endpoint_url": s3_url, "s3_bucket": DEMO_BUCKET,
-            "s3_prefix": f"demo/{run_tag}/", "mode": args.mode,
+            "s3_prefix": f"demo/{tag}/", "mode": args.mode,
             "overlap": args.overlap or ("3" if args.mode.strip() == "overlap+verify" else "7"),
-            "method": args.method, "poll_seconds": "1", "project_key": f"demo-{run_tag}",
+            "method": args.method, "poll_seconds": "1", "project_key": f"demo-{tag}",
             "budget": args.budget, "truth": str(truth_path),  # the report shows quality against it
         }
         if config_dir is not None:
@@ -245,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in overrides.items():
             command += ["--set", f"{key}={value}"]
         flow = subprocess.run(command, env=env, cwd=REPO_ROOT)
+        _publish_index(runs_dir, runs_dir.parent)
         if flow.returncode != 0:
             raise CrowdboxesError(f"the flow failed (exit {flow.returncode}); logs under {runs_dir}")
 
@@ -261,10 +296,11 @@ def main(argv: list[str] | None = None) -> int:
           f"AP50 {metrics['AP50']:.3f}  AP {metrics['AP']:.3f}  mean IoU {metrics['mean_iou']:.3f}  "
           f"recall {metrics['recall']:.3f}  precision {metrics['precision']:.3f}")
     print(f"wall time {minutes:.1f} min")
-    (workdir / "last_demo.json").write_text(json.dumps({"coco": str(coco_path), "truth": str(truth_path),
-                                                        "config_dir": str(config_dir or REPO_ROOT / "configs"),
-                                                        "label_map": label_map, **metrics},
-                                                       indent=2, default=float))
+    summary = json.dumps({"coco": str(coco_path), "truth": str(truth_path), "run_tag": tag,
+                          "config_dir": str(config_dir or REPO_ROOT / "configs"), "label_map": label_map, **metrics},
+                         indent=2, default=float)
+    write_text_atomic(logs / "last_demo.json", summary)  # this demo's own; the workdir's is the latest demo's
+    write_text_atomic(workdir / "last_demo.json", summary)
     if args.min_ap50 is not None and metrics["AP50"] < args.min_ap50:
         raise CrowdboxesError(f"AP50 {metrics['AP50']:.3f} is below the required {args.min_ap50}")
     return 0
