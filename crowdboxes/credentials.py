@@ -61,8 +61,24 @@ def _secrets_to_mask() -> list[str]:
     return sorted({v for n in names if len(v := os.environ.get(n, "")) >= 4}, key=len, reverse=True)
 
 
-def redact(text: str) -> str:
-    """``text`` with every secret value from the environment replaced by ``***``."""
-    for secret in _secrets_to_mask():
+def param_secrets(argv: list[str]) -> list[str]:
+    """Secrets a step's command line points at (``--token_env NAME`` and the like, :func:`names_a_secret`):
+    the value of the variable it names, whatever that name, or the value itself when it is not a name
+    (a token pasted in its place)."""
+    found: list[str] = []
+    for flag, value in zip(argv, argv[1:]):
+        if not (flag.startswith("--") and names_a_secret(flag[2:])):
+            continue
+        held = os.environ.get(value, "") if _VARIABLE_RE.match(value) else ""
+        if held:
+            found.append(held)
+        elif not is_variable_name(value):
+            found.append(value)
+    return found
+
+
+def redact(text: str, extra: list[str] | None = None) -> str:
+    """``text`` with every secret value from the environment (and ``extra``) replaced by ``***``."""
+    for secret in sorted({*_secrets_to_mask(), *(v for v in extra or [] if len(v) >= 4)}, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import NoReturn
 from pathlib import Path
 
-from crowdboxes.credentials import DEFAULT_TOKEN_ENV, redact
+from crowdboxes.credentials import DEFAULT_TOKEN_ENV, param_secrets, redact
 from crowdboxes.errors import CrowdboxesError
 
 EXIT_STEP_ERROR = 2
@@ -75,7 +75,8 @@ def step_parser(prog: str, description: str) -> StepArgumentParser:
 
 
 def run_step(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run a step's ``main``; any failure becomes one redacted ``error:`` line and exit code 2."""
+    """Run a step's ``main``; any failure becomes one redacted ``error:`` line and exit code 2 (redacted also of
+    the secrets its ``--token_env``-like params point at, :func:`crowdboxes.credentials.param_secrets`)."""
     try:
         return int(main(argv) or 0)
     except CrowdboxesError as exc:
@@ -86,5 +87,6 @@ def run_step(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         if os.environ.get("CROWDBOXES_TRACEBACK"):
             traceback.print_exc()
         message = f"{type(exc).__name__}: {exc}"
-    print(f"error: {redact(message).splitlines()[0] if message else 'failed'}", file=sys.stderr, flush=True)
+    shown = redact(message, param_secrets(list(sys.argv[1:] if argv is None else argv)))
+    print(f"error: {shown.splitlines()[0] if shown else 'failed'}", file=sys.stderr, flush=True)
     return EXIT_STEP_ERROR

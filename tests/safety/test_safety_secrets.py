@@ -88,3 +88,9 @@ def test_the_step_alone_never_quotes_a_token_env_that_is_not_a_name(value, run_s
 def test_what_reads_as_a_variable_name():
     assert is_variable_name("toloka_token") and is_variable_name("MY_TOLOKA") and is_variable_name("_X1")
     assert not any(map(is_variable_name, [PLANTED, "y0_AgAAAAB", "1abc", "a-b", "", "x" * 65]))
+
+
+def test_the_step_alone_masks_the_token_its_token_env_names_in_whatever_param_it_lands(run_step_in_process):
+    proc = run_step_in_process("create_project.py", ["--token_env", "TOLOKA_OAUTH", "--toloka_env", DEAD_TOLOKA,
+                                                     "--config_dir", PLANTED], {"TOLOKA_OAUTH": PLANTED})
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --config_dir *** is not a folder"
