@@ -12,9 +12,9 @@ import threading
 
 import pytest
 
-from crowdboxes.cnvrg.flow import FlowError
+from crowdboxes.cnvrg.flow import FlowError, check_flow
 from crowdboxes.credentials import is_variable_name
-from helpers_safety import every_text, runner
+from helpers_safety import REPO_ROOT, every_text, runner
 
 PLANTED = "AQAAAAAplantedTokenQ7x9Zk"  # shaped like a Toloka OAuth token (mixed case: not a variable's name)
 DEAD_TOLOKA = "http://127.0.0.1:9"  # nothing listens: no step may get further than reading its token
@@ -94,3 +94,13 @@ def test_the_step_alone_masks_the_token_its_token_env_names_in_whatever_param_it
     proc = run_step_in_process("create_project.py", ["--token_env", "TOLOKA_OAUTH", "--toloka_env", DEAD_TOLOKA,
                                                      "--config_dir", PLANTED], {"TOLOKA_OAUTH": PLANTED})
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --config_dir *** is not a folder"
+
+
+def test_flow_checks_never_quote_a_token_env_value(tmp_path):
+    run, _, _ = runner(tmp_path, ["Create Project"], overrides=[f"token_env={PLANTED}|x y"])
+    with pytest.raises(FlowError) as caught:
+        run.run()
+    assert "param 'token_env'" in str(caught.value) and PLANTED not in str(caught.value)
+    problems = check_flow(run.flow, REPO_ROOT, check_steps=False)
+    assert any("param 'token_env': value (not shown) has" in p for p in problems), problems
+    assert not any(PLANTED in p for p in problems)
