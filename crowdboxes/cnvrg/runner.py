@@ -124,7 +124,8 @@ def parse_overrides(items: list[str], flow: Flow) -> list[tuple[Task, str, str]]
     for item in items:
         target, sep, value = item.partition("=")
         if not sep or not target.strip():
-            raise FlowError(f"--set {item!r}: expected key=value or \"Title.key=value\"")
+            shown = repr(item) if is_variable_name(item.rsplit(".", 1)[-1].strip()) else "(not shown)"
+            raise FlowError(f"--set {shown}: expected key=value or \"Title.key=value\"")  # a pasted secret?
         target = target.strip()
         if "." in target:
             title, key = target.rsplit(".", 1)

@@ -104,3 +104,11 @@ def test_flow_checks_never_quote_a_token_env_value(tmp_path):
     problems = check_flow(run.flow, REPO_ROOT, check_steps=False)
     assert any("param 'token_env': value (not shown) has" in p for p in problems), problems
     assert not any(PLANTED in p for p in problems)
+
+
+def test_a_set_item_without_a_value_is_quoted_only_when_it_reads_as_a_param(tmp_path):
+    for item, shown in [(PLANTED, "(not shown)"), ("toloka_env", "'toloka_env'"),
+                        ("Create Project.toloka_env", "'Create Project.toloka_env'")]:
+        with pytest.raises(FlowError) as caught:
+            runner(tmp_path, ["Create Project"], overrides=[item])
+        assert str(caught.value).startswith(f"--set {shown}: expected key=value")
