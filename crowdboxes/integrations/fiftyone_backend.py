@@ -194,6 +194,9 @@ class CrowdboxesBackend(foua.AnnotationBackend):
         classes = list(label_info.get("classes") or [])
         if not classes or not all(isinstance(c, str) for c in classes):
             raise ValueError(f"the {config.name} backend needs `classes`, a list of class names (got {classes!r})")
+        if config.toloka_env != flow_job.LOCAL and not config.s3_bucket:
+            raise ValueError(f"toloka_env {config.toloka_env!r}: give s3_bucket, the bucket Toloka's workers load "
+                             "the images from")
         workers_field = config.workers_field or f"{label_field}_workers"
         for field in (label_field, workers_field):
             if samples.has_field(field) and samples.count(f"{field}.detections"):

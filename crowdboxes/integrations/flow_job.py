@@ -10,7 +10,7 @@ A job lives in one folder::
     <job>/truth.coco.json    (optional) true boxes the local Toloka's simulated crowd draws from
     <job>/runs/              the local flow runner's runs (``runs/latest.json``: each task's last good run)
     <job>/logs/, flow.log    the servers' and the flow's output
-    <job>/status.json        running | succeeded | failed, with the error line
+    <job>/status.json        starting | running | succeeded | failed, with the error line
 
 :func:`run_job` runs ``traffic_signs_annotation.yaml`` with the local flow runner (``python -m crowdboxes
 flow run``) on ``images/``: with ``toloka_env="local"`` beside a local S3 store and a local Toloka started as
@@ -239,9 +239,27 @@ def _write_status(job_dir: Path, status: str, error: str = "") -> None:
 
 
 def job_status(job_dir: Path) -> dict[str, Any]:
-    """status.json (``{"status": "not started"}`` before the first run)."""
+    """status.json: ``status`` not started | starting | running | succeeded | failed, ``error`` (the failure's
+    one line), ``pid`` (the process that wrote it) and ``time``. A job whose process died without a word
+    (``kill -9``, a reboot) is ``stopped``: run it again."""
     path = job_dir / STATUS
-    return read_json(path, "job status") if path.is_file() else {"status": "not started"}
+    status = read_json(path, "job status") if path.is_file() else {"status": "not started"}
+    if status["status"] in ("starting", "running") and not _alive(int(status.get("pid") or 0)):
+        status["status"] = "stopped"
+    return status
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def run_job(job_dir: Path) -> None:
@@ -250,15 +268,15 @@ def run_job(job_dir: Path) -> None:
     from crowdboxes import demo
 
     job_dir = job_dir.resolve()
-    settings, _ = load_settings(job_dir)
-    if not settings.local and not settings.s3_bucket:
-        raise CrowdboxesError("toloka_env " + settings.toloka_env + ": give s3_bucket, the bucket Toloka's workers "
-                              "load the images from")
     _write_status(job_dir, "running")
-    logs = job_dir / "logs"
-    logs.mkdir(exist_ok=True)
-    env = dict(os.environ)
     try:
+        settings, _ = load_settings(job_dir)
+        if not settings.local and not settings.s3_bucket:
+            raise CrowdboxesError(f"toloka_env {settings.toloka_env}: give s3_bucket, the bucket Toloka's workers "
+                                  "load the images from")
+        logs = job_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        env = dict(os.environ)
         with ExitStack() as stack:
             toloka_url = s3_url = None
             bucket = settings.s3_bucket
@@ -297,11 +315,12 @@ def run_job(job_dir: Path) -> None:
 
 def start_job(job_dir: Path, wait: bool = True) -> int | None:
     """Run the job: in this process (``wait``), or as ``python -m crowdboxes.integrations.flow_job`` in the
-    background, returning its pid (the flow then outlives the caller; :func:`job_status` tells when it ended)."""
+    background, returning its pid (the flow then outlives the caller; :func:`job_status` is ``starting`` until
+    that process runs, then ``running``, then ``succeeded`` or ``failed``)."""
     if wait:
         run_job(job_dir)
         return None
-    _write_status(job_dir, "running")
+    _write_status(job_dir, "starting")
     with open(job_dir / FLOW_LOG, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "crowdboxes.integrations.flow_job", str(job_dir.resolve())],
                                 cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -146,7 +146,30 @@ def test_flow_params_of_a_local_and_a_real_job(tmp_path):
     assert local["toloka_env"] == "http://127.0.0.1:1" and local["s3_endpoint_url"] == "http://127.0.0.1:2"
     assert (local["budget"], local["poll_seconds"], local["reward"], local["dataset"]) == ("none", "1", "0.05", "none")
     real = flow_overrides(tmp_path, JobSettings(project_key="k", toloka_env="sandbox", s3_bucket="b"), None, None, "b")
-    assert real["toloka_env"] == "sandbox" and real["s3_bucket"] == "b" and real["config_dir"] == str(tmp_path / "configs")
+    assert real["toloka_env"] == "sandbox" and real["s3_bucket"] == "b"
+    assert real["config_dir"] == str(tmp_path / "configs")
     assert "budget" not in real and "poll_seconds" not in real and "s3_endpoint_url" not in real
     capped = flow_overrides(tmp_path, JobSettings(project_key="k", toloka_env="sandbox", budget="20"), None, None, "b")
     assert capped["budget"] == "20"
+
+
+def test_a_job_in_the_background_reports_how_it_ended(tmp_path):
+    """``wait=False``: the job runs as ``python -m crowdboxes.integrations.flow_job`` on its own; here it fails
+    before reaching Toloka (no bucket for real Toloka), and status.json carries the one error line."""
+    from crowdboxes.integrations.flow_job import JobSettings, job_status, prepare_job, start_job
+
+    from PIL import Image
+
+    Image.new("RGB", (320, 240)).save(tmp_path / "photo.png")
+    job = tmp_path / "job"
+    prepare_job(job, JobSettings(project_key="k", toloka_env="sandbox"), ["stop"],
+                [("s1", str(tmp_path / "photo.png"))])
+    assert job_status(job)["status"] == "not started"
+    pid = start_job(job, wait=False)
+    assert isinstance(pid, int)
+    deadline = time.monotonic() + 120  # guards a hang only: the job ends in about a second
+    while job_status(job)["status"] in ("starting", "running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    status = job_status(job)
+    assert status["status"] == "failed" and status["pid"] == pid
+    assert status["error"] == "toloka_env sandbox: give s3_bucket, the bucket Toloka's workers load the images from"
