@@ -50,6 +50,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from crowdboxes.artifacts import read_frame_csv  # noqa: E402
 from crowdboxes.evaluation.metrics import evaluate  # noqa: E402
 from crowdboxes.evaluation.truth import images_frame, load_coco, truth_boxes  # noqa: E402
 
@@ -98,7 +99,7 @@ def toloka_charges(state_dir: Path) -> float:
 
 def score_boxes(boxes_csv: Path, truth: dict) -> dict:
     """evaluate() of an aggregate_boxes output against the truth (images matched by sha256)."""
-    pred = pd.read_csv(boxes_csv, dtype={"image_id": str})
+    pred = read_frame_csv(boxes_csv, dtype={"image_id": str})
     key = {str(r.image_id): str(r.sha256)[:16] for r in images_frame(truth).itertuples(index=False)}
     true = truth_boxes(truth)
     true["image_id"] = true["image_id"].astype(str).map(key)

@@ -16,9 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from crowdboxes.artifacts import ANSWERS, BOXES, IMAGES, IMAGES_REVIEW, QC_SUMMARY, WAIT_SUMMARY, WORKERS
+from crowdboxes.artifacts import (ANSWERS, BOXES, IMAGES, IMAGES_REVIEW, QC_SUMMARY, WAIT_SUMMARY, WORKERS,
+                                  read_frame_csv)
 from crowdboxes.evaluation.truth import load_coco, truth_boxes
 from crowdboxes.export.report import render_in_chromium, write_report
 
@@ -40,11 +39,11 @@ def make_report(workdir: Path, report: Path) -> Path:
     read = {"dtype": {"image_id": str, "worker_id": str}}
     return write_report(
         report,
-        boxes=pd.read_csv(BOXES.path(out["aggregate_boxes"]), **read),
-        images=pd.read_csv(IMAGES.path(out["upload_images"]), **read),
-        answers=pd.read_csv(ANSWERS.path(out["wait_pool"]), **read),
-        workers=pd.read_csv(WORKERS.path(out["aggregate_boxes"]), **read),
-        review=pd.read_csv(IMAGES_REVIEW.path(out["aggregate_boxes"]), **read),
+        boxes=read_frame_csv(BOXES.path(out["aggregate_boxes"]), **read),
+        images=read_frame_csv(IMAGES.path(out["upload_images"]), **read),
+        answers=read_frame_csv(ANSWERS.path(out["wait_pool"]), **read),
+        workers=read_frame_csv(WORKERS.path(out["aggregate_boxes"]), **read),
+        review=read_frame_csv(IMAGES_REVIEW.path(out["aggregate_boxes"]), **read),
         wait_summary=json.loads(WAIT_SUMMARY.path(out["wait_pool"]).read_text()),
         truth=truth_boxes(load_coco(scenes / "truth.coco.json")),
         banned=json.loads(qc.read_text()).get("banned_workers") if qc.is_file() else None,

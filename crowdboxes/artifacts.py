@@ -177,8 +177,9 @@ def require_numeric(frame: pd.DataFrame, path: str | os.PathLike, columns: tuple
         bad = values.isna() & (frame[column].notna() if allow_empty else True)
         if bad.any():
             row = int(bad.to_numpy().nonzero()[0][0])
-            raise CrowdboxesError(f"{path}: row {row + 2}, field {column!r}: "
-                            f"{frame[column].iloc[row]!r} is not a number")
+            value = frame[column].iloc[row]
+            shown = "empty or NaN, not a number" if pd.isna(value) else f"{value!r} is not a number"
+            raise CrowdboxesError(f"{path}: row {row + 2}, field {column!r}: {shown}")
         frame[column] = values
     return frame
 

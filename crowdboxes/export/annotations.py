@@ -149,11 +149,17 @@ def summary(boxes: pd.DataFrame, images: pd.DataFrame, wait_summary: dict | None
         result["crowd_wait_seconds"] = wait_summary.get("duration_seconds")
         started = wait_summary.get("first_started_at") or wait_summary.get("started_at")
         if started:
-            begin = dt.datetime.fromisoformat(str(started).replace("Z", "+00:00"))
-            if begin.tzinfo is None:
-                begin = begin.replace(tzinfo=dt.timezone.utc)
-            result["wall_time_seconds"] = round((dt.datetime.now(dt.timezone.utc) - begin).total_seconds(), 1)
+            # to Wait Pool's finish, not to now: a re-export of the same inputs writes the same summary
+            end = _utc(wait_summary["finished_at"]) if wait_summary.get("finished_at") else \
+                dt.datetime.now(dt.timezone.utc)
+            result["wall_time_seconds"] = round((end - _utc(started)).total_seconds(), 1)
     return result
+
+
+def _utc(stamp: object) -> dt.datetime:
+    """An ISO time (``Z`` or an offset; none means UTC) as an aware datetime."""
+    when = dt.datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
 
 
 def summary_lines(s: dict) -> list[str]:
@@ -169,5 +175,5 @@ def summary_lines(s: dict) -> list[str]:
     lines += [f"  {name:<20} {n}" for name, n in s["boxes_per_class"].items()]
     lines.append(f"cost: {money(s['cost_usd'])}, per accepted image: {money(s['cost_per_accepted_image_usd'])}")
     lines.append(f"crowd wait: {seconds(s['crowd_wait_seconds'])}, "
-                 f"wall time since Wait Pool started: {seconds(s['wall_time_seconds'])}")
+                 f"wall time from Wait Pool's first start to its finish: {seconds(s['wall_time_seconds'])}")
     return lines

@@ -281,7 +281,7 @@ def test_nothing_to_aggregate_fails_in_one_line_before_anything_is_written(tmp_p
     ("a,a.jpg,http://x/a.jpg,0,100,s1", "row 2, field 'width': 0 is not a positive number"),
     ("a,a.jpg,http://x/a.jpg,100,-5,s1", "row 2, field 'height': -5 is not a positive number"),
     ("a,a.jpg,http://x/a.jpg,inf,100,s1", "row 2, field 'width': inf is not a positive number"),
-    ("a,a.jpg,http://x/a.jpg,100,nan,s1", "row 2, field 'height': "),  # require_numeric: "... is not a number"
+    ("a,a.jpg,http://x/a.jpg,100,nan,s1", "row 2, field 'height': empty or NaN, not a number"),
 ])
 def test_images_with_a_size_that_is_not_positive_and_finite_are_refused(tmp_path, row, message, run_in_process):
     (tmp_path / "bad_images.csv").write_text("image_id,file_name,url,width,height,sha256\n" + row + "\n")

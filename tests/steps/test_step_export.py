@@ -281,8 +281,8 @@ def test_a_truth_puts_quality_into_the_report_and_a_bad_one_fails_before_anythin
 
 
 def test_a_rerun_with_identical_inputs_publishes_no_new_version(tmp_path, run):
-    """summary.json's wall time differs on every run; the content digest leaves it out, COCO's date_created
-    comes from the inputs (Wait Pool's finished_at), so only a change of content makes a version."""
+    """COCO's date_created and summary.json's wall time come from the inputs (Wait Pool's finished_at), the
+    content digest leaves out the dataset record, so only a change of content makes a version."""
     wait = {**WAIT, "finished_at": "2026-11-23T09:02:00Z"}
     first, out = run(wait=wait)
     assert first.returncode == 0, first.stderr
@@ -295,6 +295,8 @@ def test_a_rerun_with_identical_inputs_publishes_no_new_version(tmp_path, run):
     coco = json.loads((out2 / "annotations.coco.json").read_text())
     assert coco["info"]["date_created"] == "2026-11-23T09:02:00Z"
     assert (out / "annotations.coco.json").read_bytes() == (out2 / "annotations.coco.json").read_bytes()
+    summaries = [json.loads((o / "summary.json").read_text()) for o in (out, out2)]
+    assert [s["wall_time_seconds"] for s in summaries] == [120.0, 120.0]  # 09:00 to 09:02
     changed, _ = run("--min_score", "0.5", wait=wait, out="out_changed")
     assert changed.returncode == 0, changed.stderr
     assert store.versions("road_signs_annotations") == [1, 2]
