@@ -25,6 +25,12 @@ Inputs:
   --check_low/--check_high (default 0.05/0.97) the boxes for the check round, --checkers (default 1) per box.
   Each round spends at most its pool.csv row's estimated_cost (and what --budget leaves after the other
   pools); a re-run creates and pays nothing twice.
+  Re-runs and concurrent runs: the exactly-once state is read back from Toloka when --output_dir is fresh
+  (drawings, decisions and redraws from the pools' tasks and assignments); a pool this step completed is
+  marked finished in its metadata, and a later run collects its answers and buys nothing. One run at a time
+  per pool: a lease in the pool's metadata (plus a lock file on this machine); a second run waits up to
+  --lease_wait_seconds (default 360, longer than the 300 s a killed run's lease lasts) and then stops in
+  one line naming the run that holds it.
   The Toloka token comes from the environment variable named by --token_env.
 Outputs (in --output_dir):
   answers.csv        assignment_id, task_id, image_id, worker_id, status, submitted_at, label, x, y, w, h
@@ -106,6 +112,9 @@ def build_parser() -> StepArgumentParser:
                              "--check_low to --check_high (inclusive) get a per-box check task")
     parser.add_argument("--check_high", type=float, default=RoundSettings.check_high,
                         help="the upper end of --check_low's score band (0..1, inclusive)")
+    parser.add_argument("--lease_wait_seconds", type=float, default=360.0,
+                        help="another run of Wait Pool on the same pool holds its lease: wait this long for it, "
+                             "then stop in one line naming it (0: refuse at once)")
     parser.add_argument("--checkers", type=int, default=RoundSettings.checkers, help="checkers (workers) per checked box")
     return parser
 

@@ -69,6 +69,7 @@ class WaitPoolOptions:
     check_low: float = RoundSettings.check_low
     check_high: float = RoundSettings.check_high
     checkers: int = RoundSettings.checkers
+    lease_wait_seconds: float = 360.0
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,8 @@ class _Run:
     deadline: float | None
     started_wall: str | None
     started: float
+    completed: bool = False  # this run ended with every image resolved (then the pool is marked finished)
+    finished: str | None = None  # when an earlier run completed this pool: its marker (crowdboxes.toloka.lease)
     adaptive: AdaptiveOverlap | None = None
     spent: float = 0.0  # USD on every pool of pool.csv, measured on Toloka once the wait is over
     rounds_summary: dict[str, Any] | None = None
@@ -235,7 +238,7 @@ class _Run:
                                   verdict_method=options.verdict_method, budget=options.budget),
             skill_ids=skill_ids_from_projects(options.projects_csv) if options.projects_csv is not None else {},
             control=control_set(options.tasks_csv), cursor_lag=self.collector.lag, period=options.poll_seconds,
-            deadline=self.deadline)
+            deadline=self.deadline, finished=self.finished is not None)
 
     def wait(self) -> WaitOutcome | LoopOutcome:
         """Wait (verification loop or polling), then read the final state of every assignment."""
@@ -246,7 +249,7 @@ class _Run:
 
             outcome = run_verification_loop(self.client, self.verification_run(), progress=self.progress)
         else:
-            if self.adaptive_on:
+            if self.adaptive_on and self.finished is None:
                 self.adaptive = start_adaptive_overlap(options, self.client, plan, self.tasks, self.images, self.out,
                                                        self.fields)
                 self.expected = self.progress.total = self.adaptive.expected_answers
@@ -331,6 +334,8 @@ class _Run:
                 "mean_overlap": round(float(adaptive.targets.mean()), 3)}} if adaptive is not None else {}),
             **({"rounds": self.rounds_summary} if self.rounds_summary is not None else {}),
             "timed_out": not outcome.done,
+            # set when an earlier run had completed the pool (its marker on Toloka): this run bought nothing
+            "finished_earlier": self.finished,
             "polls": outcome.polls,
             "problems": problems[:100],
             "problem_count": len(problems),
@@ -345,6 +350,10 @@ def _start(options: WaitPoolOptions) -> _Run:
     """Check the params and inputs (before anything is asked of Toloka), connect and open the journal."""
     if options.poll_seconds <= 0:
         raise CrowdboxesError(f"--poll_seconds {options.poll_seconds}: must be positive")
+    if options.timeout_hours is not None and not options.timeout_hours > 0:
+        raise CrowdboxesError(f"--timeout_hours {options.timeout_hours}: must be positive (none: wait forever)")
+    if not options.lease_wait_seconds >= 0:
+        raise CrowdboxesError(f"--lease_wait_seconds {options.lease_wait_seconds}: must be 0 or more")
     out = output_dir(options.output_dir)
     plan = read_pools(options.pool_csv)
     tasks = read_csv(options.tasks_csv, TASKS, dtype={"task_id": str, "pool_id": str, "image_id": str})
@@ -411,6 +420,40 @@ def wait_pool(options: WaitPoolOptions) -> int:
     what was collected so far; a re-run with the same output folder resumes from the journal.
     """
     run = _start(options)
+    from crowdboxes.toloka.lease import MetadataTarget, job_lease
+
+    pool = MetadataTarget(run.client, "pool", run.plan.pool_id)
+    with job_lease(pool, "wait_pool", options.lease_wait_seconds):
+        run.finished = finished_marker(pool)
+        if run.finished is not None:
+            print(f"wait_pool: pool {run.plan.pool_id} was completed by an earlier run ({run.finished}); "
+                  f"collecting its answers, buying nothing", file=sys.stderr, flush=True)
+        code = _wait_and_write(run, options)
+        if run.finished is None and run.completed:
+            mark_finished(pool, run.plan.mode)
+        return code
+
+
+def finished_marker(pool: Any) -> str | None:
+    """The pool's ``crowdboxes_finished`` marker (``<time> <mode>``), written when a wait completed it."""
+    from crowdboxes.toloka.lease import FINISHED_KEY
+
+    value = pool.read().get(FINISHED_KEY)
+    return " ".join(value) if value else None
+
+
+def mark_finished(pool: Any, mode: str) -> None:
+    """Mark the pool completed on Toloka: a later run (fresh folder or not) collects and buys nothing."""
+    from crowdboxes.toloka.lease import FINISHED_KEY
+
+    try:
+        pool.update(lambda m: m.__setitem__(FINISHED_KEY, [iso(now_utc()), mode]))
+    except Exception as exc:  # noqa: BLE001 - the answers are written; a re-run then rebuilds instead
+        print(f"warning: could not mark {pool.name} finished on Toloka ({type(exc).__name__})", file=sys.stderr)
+
+
+def _wait_and_write(run: _Run, options: WaitPoolOptions) -> int:
+    """The wait, answers.csv, the rounds and the summary (under the lease)."""
     answers_csv = ANSWERS.path(run.out)
     try:
         outcome = run.wait()
@@ -434,6 +477,7 @@ def wait_pool(options: WaitPoolOptions) -> int:
         raise CrowdboxesError(f"wait_pool: timed out after {options.timeout_hours} h with pool {pool_id} "
                               f"{outcome.state}: {counts['task_answers']}/{run.expected} answers collected, "
                               f"written to {answers_csv}; re-run with the same --output_dir to resume")
+    run.completed = outcome.state not in ("incomplete", "timed_out")
     print(f"wait_pool: pool {pool_id} done ({outcome.state}): {counts['submitted']} assignments, "
           f"{len(frame)} answer rows, spent ${summary['spent_usd']:.2f} in {summary['duration_seconds']:.0f} s",
           file=sys.stderr, flush=True)

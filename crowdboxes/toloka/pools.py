@@ -236,10 +236,23 @@ def find_pool(client: Any, project_id: str, key: str) -> Any:
 def ensure_detection_pool(client: Any, spec: Any, *, project_id: str, key: str) -> tuple[Any, bool]:
     """``(pool, created)``: the pool whose ``private_comment`` is ``key`` (:func:`find_pool`), else ``spec``
     (:func:`build_detection_pool`, :func:`build_round_pool`) created on Toloka (closed, without tasks)."""
+    return _find_or_create_pool(client, spec, project_id=project_id, key=key)
+
+
+def _find_or_create_pool(client: Any, spec: Any, *, project_id: str, key: str) -> tuple[Any, bool]:
+    """Find the pool by ``key``; if missing, create it under the job's lease on its project
+    (:mod:`crowdboxes.toloka.lease`: one creator at a time; a run that waited finds the other's pool)."""
     pool = find_pool(client, project_id, key)
     if pool is not None:
         return pool, False
-    return client.create_pool(spec), True
+    from crowdboxes.toloka.lease import DEFAULT_WAIT_SECONDS, WAIT_ENV, MetadataTarget, env_seconds, job_lease
+
+    scope = "pool-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    with job_lease(MetadataTarget(client, "project", project_id), scope, env_seconds(WAIT_ENV, DEFAULT_WAIT_SECONDS)):
+        pool = find_pool(client, project_id, key)
+        if pool is not None:
+            return pool, False
+        return client.create_pool(spec), True
 
 
 def url_identity(url: str) -> str:
@@ -284,10 +297,6 @@ def upload_tasks(client: Any, pool_id: str, wanted: pd.DataFrame, *, batch_size:
     ``tasks`` frame is read back from Toloka, so it is what the pool really holds. The URL goes in the
     project's image input field ``image_field`` (:class:`crowdboxes.toloka.fields.DetectionFields`).
     """
-    from toloka.client import Task
-    from toloka.client.batch_create_results import TaskBatchCreateResult
-    from toloka.client.exceptions import FailedOperation, ValidationApiError
-
     def existing_by_key() -> dict[str, Any]:
         found = {}
         for task in client.get_tasks(pool_id=str(pool_id), batch_size=TASK_PAGE):
@@ -302,6 +311,28 @@ def upload_tasks(client: Any, pool_id: str, wanted: pd.DataFrame, *, batch_size:
     keys = [k for k, keep in zip(keys, first) if keep]
     present = existing_by_key()
     missing = [i for i, key in enumerate(keys) if key not in present]
+    if not missing:
+        return _upload(client, pool_id, wanted, keys, present, [], existing_by_key, batch_size, use_image_id,
+                       image_field, log)
+    # tasks to create: one uploader per pool at a time (a rival run's half-done upload would be sent again
+    # under other batch ids); after the wait, the list is read again
+    from crowdboxes.toloka.lease import DEFAULT_WAIT_SECONDS, WAIT_ENV, MetadataTarget, env_seconds, job_lease
+
+    with job_lease(MetadataTarget(client, "pool", pool_id), "upload", env_seconds(WAIT_ENV, DEFAULT_WAIT_SECONDS)):
+        present = existing_by_key()
+        missing = [i for i, key in enumerate(keys) if key not in present]
+        return _upload(client, pool_id, wanted, keys, present, missing, existing_by_key, batch_size, use_image_id,
+                       image_field, log)
+
+
+def _upload(client: Any, pool_id: str, wanted: pd.DataFrame, keys: list[str], present: dict[str, Any],
+            missing: list[int], existing_by_key: Callable[[], dict[str, Any]], batch_size: int, use_image_id: bool,
+            image_field: str, log: Callable[[str], None]) -> TaskUploadResult:
+    """:func:`upload_tasks` once the pool's tasks are listed: send the ``missing`` rows in batches."""
+    from toloka.client import Task
+    from toloka.client.batch_create_results import TaskBatchCreateResult
+    from toloka.client.exceptions import FailedOperation, ValidationApiError
+
     already = len(wanted) - len(missing)
     reasons: dict[str, str] = {}
     for batch_index, start in enumerate(range(0, len(missing), batch_size)):
@@ -506,7 +537,4 @@ def ensure_verification_pool(client: Any, settings: QualitySettings, *, project_
     """
     spec = build_verification_pool(settings, project_id=project_id, skill_ids=skill_ids, key=key,
                                    will_expire=will_expire)
-    pool = find_pool(client, project_id, key)
-    if pool is not None:
-        return pool, False
-    return client.create_pool(spec), True
+    return _find_or_create_pool(client, spec, project_id=project_id, key=key)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -309,7 +310,46 @@ def ensure_projects(client: Any, config_dir: str | Path, project_key: str,
     wanted = load_project_configs(config_dir)
     skills = load_skill_configs(SKILLS_CONFIG.path(config_dir), project_key)
 
-    # 1. plan: look everything up and decide, without writing
+    plans = _plan(client, config_dir, project_key, keys, paths, wanted, skills)  # refusals before any write
+    made_now: set[str] = set()
+    if any(existing is None for _, _, _, _, existing, _ in plans):
+        # something will be created: one run of this job at a time (crowdboxes.toloka.lease), and a run that
+        # waited finds what the other made (updates need none: two runs write the same config)
+        from crowdboxes.toloka.lease import DEFAULT_WAIT_SECONDS, WAIT_ENV, Lease, MetadataTarget, env_seconds, local_lock
+
+        wait = env_seconds(WAIT_ENV, DEFAULT_WAIT_SECONDS)
+        with local_lock(f"create_project-{project_key}", wait):
+            detection = find_project(client, keys["detection_project"])
+            if detection is None:
+                detection = _create_first(client, wanted["detection_project"], keys["detection_project"], log)
+                made_now.add(str(detection.id))
+            with Lease(MetadataTarget(client, "project", detection.id), "create_project", wait_seconds=wait):
+                plans = _plan(client, config_dir, project_key, keys, paths, wanted, skills)
+                return _apply(client, plans, made_now, log)
+    return _apply(client, plans, made_now, log)
+
+
+def _create_first(client: Any, config: Any, key: str, log: Callable[[str], Any]) -> Any:
+    """Create the detection project (the object the job's lease lives on), then look again: when runs on
+    two machines raced, every run keeps the lowest id and the others archive their own at once (it has no
+    pool yet). Returns the project to use."""
+    from crowdboxes.toloka.lease import DEFAULT_SETTLE_SECONDS, SETTLE_ENV, env_seconds
+
+    config.private_comment = key
+    mine = client.create_project(config)
+    time.sleep(env_seconds(SETTLE_ENV, DEFAULT_SETTLE_SECONDS))  # a rival's create is listed by now
+    winner = find_project(client, key)
+    if winner is not None and str(winner.id) != str(mine.id):
+        client.archive_project(mine.id)
+        log(f"detection_project: another run created project {winner.id} at the same time; archived ours ({mine.id})")
+        return winner
+    return mine
+
+
+def _plan(client: Any, config_dir: Path, project_key: str, keys: dict[str, str], paths: dict[str, Path],
+          wanted: dict[str, Any], skills: dict[str, Any]) -> list[tuple[str, str, str, Any, Any, list[str]]]:
+    """Look everything up and decide, without writing: (kind, role, key, config, existing or None, changed
+    fields); a change Toloka cannot make in place is refused in one line naming the file and field."""
     plans = []  # (kind, role, key, wanted, existing or None, changed fields)
     for role, project in wanted.items():
         existing = find_project(client, keys[role])
@@ -335,13 +375,17 @@ def ensure_projects(client: Any, config_dir: str | Path, project_key: str,
                             f"skill {existing.id} (Toloka edits only {', '.join(SKILL_EDITABLE_FIELDS)}); "
                             f"put the old value back or use a new --project_key (nothing was changed)")
         plans.append(("skill", role, key, skills[role], existing, changed))
+    return plans
 
-    # 2. apply
+
+def _apply(client: Any, plans: list[tuple[str, str, str, Any, Any, list[str]]], made_now: set[str],
+           log: Callable[[str], Any]) -> pd.DataFrame:
+    """Create or update what ``plans`` says; projects.csv's rows (``made_now``: ids created before the plan)."""
     rows = []
     for kind, role, key, config, existing, changed in plans:
-        created = existing is None
+        created = existing is None or str(existing.id) in made_now
         if kind == "project":
-            if created:
+            if existing is None:
                 config.private_comment = key
                 result = client.create_project(config)
             elif changed:
@@ -350,7 +394,7 @@ def ensure_projects(client: Any, config_dir: str | Path, project_key: str,
                 result = existing
             name = result.public_name
         else:
-            if created:
+            if existing is None:
                 config.private_comment = key
                 result = client.create_skill(config)
             elif changed:

@@ -6,6 +6,7 @@ The collection logic itself (cursors, journal, pixels, the wait loop) is tested 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -35,7 +36,9 @@ def test_step_writes_collected_answers_when_the_wait_breaks(tmp_path, monkeypatc
     """The step's main with a stand-in client whose token is revoked after the first poll."""
     from toloka.client.exceptions import AuthenticationApiError
 
+    import crowdboxes.steps.wait_pool
     import crowdboxes.toloka.client
+    import crowdboxes.toloka.lease
 
     def revoked(message):
         return AuthenticationApiError(status_code=401, code="AUTHENTICATION_ERROR", message=message)
@@ -43,6 +46,9 @@ def test_step_writes_collected_answers_when_the_wait_breaks(tmp_path, monkeypatc
     api = FlakyApi([make_assignment(i, submitted_s=i) for i in (1, 2, 3)], fail_calls=set(range(5, 50)),
                    error=revoked)
     monkeypatch.setattr(crowdboxes.toloka.client, "connect", lambda env, token_env: api)
+    # the stand-in has no pool metadata: no lease, no finished marker (tests/reliability covers them)
+    monkeypatch.setattr(crowdboxes.toloka.lease, "job_lease", lambda *args, **kwargs: contextlib.nullcontext())
+    monkeypatch.setattr(crowdboxes.steps.wait_pool, "finished_marker", lambda pool: None)
     TASKS.to_csv(tmp_path / "tasks.csv", index=False)
     IMAGES.to_csv(tmp_path / "images.csv", index=False)
     (tmp_path / "pool.csv").write_text("pool_id,role,project_id,tasks,overlap,reward_per_assignment,estimated_cost\n"
@@ -80,6 +86,26 @@ def test_bad_pool_csv_fails_with_one_line(tmp_path, run_step_in_process, pool_cs
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines
+
+
+@pytest.mark.parametrize("param, value, message", [
+    ("--timeout_hours", "-1", "--timeout_hours -1.0: must be positive (none: wait forever)"),
+    ("--timeout_hours", "0", "--timeout_hours 0.0: must be positive"),
+    ("--lease_wait_seconds", "-5", "--lease_wait_seconds -5.0: must be 0 or more"),
+])
+def test_impossible_waits_fail_with_one_line_before_toloka_is_asked(tmp_path, run_step_in_process, param, value,
+                                                                   message):
+    (tmp_path / "pool.csv").write_text("pool_id,role,project_id,tasks,overlap,reward_per_assignment,estimated_cost\n"
+                                       "7,detection_pool,1,2,3,0.01,0.09\n")
+    TASKS.to_csv(tmp_path / "tasks.csv", index=False)
+    IMAGES.to_csv(tmp_path / "images.csv", index=False)
+    done = run_step_in_process(STEP, ["--toloka_env", "http://127.0.0.1:9", "--token_env", TOKEN_ENV,
+                                      "--pool_csv", str(tmp_path / "pool.csv"), "--tasks_csv",
+                                      str(tmp_path / "tasks.csv"), "--images_csv", str(tmp_path / "images.csv"),
+                                      "--output_dir", str(tmp_path / "out"), param, value])
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines == [f"error: {message}"] or (len(lines) == 1 and message in lines[0]), lines
 
 
 # ------------------------------------------------------------------ end to end against the local Toloka

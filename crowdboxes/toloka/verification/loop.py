@@ -1,5 +1,5 @@
-"""The verification loop's handlers and decisions: :class:`VerificationLoop`, its stall warnings
-(:class:`StallWatch`) and what a run ends with (:class:`LoopOutcome`).
+"""The verification loop's handlers and decisions: :class:`VerificationLoop` and what a run ends with
+(:class:`LoopOutcome`); its stall warnings (:class:`StallWatch`) live in ``stalls``.
 
 Each drawn image becomes a verification task ``{image, outlines, assignment_id}`` (named as the
 verification project names them; the drawing is read from the detection project's output,
@@ -14,7 +14,8 @@ task overlap so another worker redraws it, at most ``max_attempts`` drawings per
 Replayed events are recognised by assignment id; before accepting or rejecting, the assignment's
 status is read from Toloka and a non-SUBMITTED one is only recorded; verification tasks already in
 the pool are found by their ``assignment_id`` input at start; the raised overlap is an absolute
-target (base + rejected drawings), so re-applying it is harmless.
+target (base = the pool's default overlap, + rejected drawings), so re-applying it is harmless; a
+fresh state folder is filled from Toloka first (:mod:`crowdboxes.toloka.verification.rebuild`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,11 @@ import datetime as dt
 import json
 import logging
 import os
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import attr
 import pandas as pd
@@ -46,82 +45,7 @@ from crowdboxes.toloka.verification.verdicts import (ACCEPT_COMMENT, CONTROL_REJ
                                                      aggregate_verdicts)
 
 logger = logging.getLogger(__name__)
-
 SPLIT_VERIFIERS = 2  # more verdicts when the first --verifiers disagree
-
-
-class StallWatch:
-    """Says, in one line, when work waits in a pool and no worker has taken a task there for a while.
-
-    Toloka shows no error when nobody is left who may take a pool's tasks; the pool just stays open.
-    In ``verification``: drawings wait for verdicts, but the pool's filter excludes everyone holding the
-    drawer skill, and in a small or private crowd every worker may soon have drawn. In ``detection``:
-    images wait for another drawing, but a worker draws an image only once and banned workers draw
-    nothing, so a high overlap with many redraws can use up the crowd. Activity is a new assignment in
-    the pool (or a new entry in the ledger) or an ACTIVE one. The warning is printed once per stall
-    (again after workers came back and left again).
-    """
-
-    def __init__(self, loop: VerificationLoop, kind: str, stall_seconds: float, stream: TextIO | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.loop, self.kind, self.stall_seconds, self.clock = loop, kind, float(stall_seconds), clock
-        self.stream = stream
-        self.last: tuple[int, str | None] | None = None
-        self.since = clock()
-        self.warned = False
-        self.warnings = 0
-
-    @property
-    def pool_id(self) -> str:
-        return self.loop.verification_pool_id if self.kind == "verification" else self.loop.detection_pool_id
-
-    def _seen(self) -> int:
-        return len(self.loop.ledger.votes if self.kind == "verification" else self.loop.ledger.assignments)
-
-    def waiting(self) -> int:
-        """Verification: drawings whose task exists and lacks verdicts. Detection: unresolved images with
-        nothing under review, i.e. waiting for a drawing."""
-        ledger = self.loop.ledger
-        if self.kind == "verification":
-            return sum(1 for it in ledger.items.values()
-                       if it["kind"] == "verify" and it.get("vtask_id") and not it.get("decided")
-                       and ledger.assignments.get(it["assignment_id"], {}).get("outcome") is None)
-        reviewing = {it["task_id"] for it in ledger.items.values()
-                     if ledger.assignments.get(it["assignment_id"], {}).get("outcome") is None}
-        return sum(1 for task, state in self.loop.image_status().items()
-                   if state == "pending" and task not in reviewing)
-
-    def check(self) -> str | None:
-        """The warning line if a stall has just lasted ``stall_seconds``, else None."""
-        now = self.clock()
-        client, pool_id = self.loop.client, self.pool_id
-        newest = client.find_assignments(pool_id=pool_id, sort=["-created"], limit=1).items
-        marker = (self._seen(), newest[0].id if newest else None)
-        waiting = self.waiting() if marker == self.last else 0
-        if waiting and client.find_assignments(pool_id=pool_id, status=["ACTIVE"], limit=1).items:
-            waiting = 0  # someone is at work
-        if not waiting:
-            self.last, self.since, self.warned = marker, now, False
-            return None
-        if self.warned or now - self.since < self.stall_seconds:
-            return None
-        self.warned = True
-        self.warnings += 1
-        seconds = now - self.since
-        idle = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-        ledger = self.loop.ledger
-        if self.kind == "verification":
-            line = (f"warning: verification pool {pool_id}: {waiting} drawings wait for verdicts but no verifier "
-                    f"has taken a task for {idle}; its filter excludes the {len(ledger.drawers)} workers who drew "
-                    f"(drawer skill), so the crowd may have nobody left to verify: widen the pool's filter or "
-                    f"lower --verifiers")
-        else:
-            line = (f"warning: detection pool {pool_id}: {waiting} images wait for another drawing but no drawer "
-                    f"has taken a task for {idle}; a worker draws an image only once and {len(ledger.banned)} "
-                    f"workers are banned, so the crowd may have nobody left to draw them: lower --overlap or "
-                    f"--max_attempts, or widen the pool's filter")
-        print(line, file=self.stream or sys.stderr, flush=True)
-        return line
 
 
 @attr.s(auto_attribs=True)
@@ -140,8 +64,6 @@ class LoopOutcome:
     budget_stopped: bool = False
     verifier_stalls: int = 0
     drawer_stalls: int = 0
-
-
 
 
 def _outlines(solution: Any, output_field: str = "result") -> list[Any]:
@@ -195,6 +117,10 @@ class VerificationLoop:
         self.changed = False
         self.slot_price = 0.0
         self.vtask_index: dict[tuple[str, str | None], str] = {}  # (detection assignment, image url) -> verification task on Toloka
+        self.vtask_overlap: dict[str, int] = {}  # verification task -> its overlap on Toloka (reconcile)
+        self.base_overlap: int | None = None  # the detection pool's default overlap (reconcile)
+        self.read_only = False  # the pool is marked finished: record and report, buy nothing
+        self.rebuilt: dict[str, int] | None = None  # what rebuild_from_toloka found, when the ledger was fresh
 
     @property
     def pool_ids(self) -> list[str]:
@@ -204,9 +130,15 @@ class VerificationLoop:
     # ----------------------------------------------------------------- start-up reconciliation
 
     def reconcile(self) -> None:
-        """Index verification tasks already in the pool (a crash may have lost their ledger entry);
+        """Index verification tasks already in the pool (a crash may have lost their ledger entry); with a
+        fresh state folder, rebuild the ledger from Toloka (:mod:`~crowdboxes.toloka.verification.rebuild`);
         reserve the budget for what the detection pool may still issue (cutting what does not fit)."""
+        from crowdboxes.toloka.verification.rebuild import rebuild_from_toloka
+
         det_pool = self.client.get_pool(self.detection_pool_id)
+        defaults = det_pool.defaults
+        default = getattr(defaults, "default_overlap_for_new_tasks", None) if defaults is not None else None
+        self.base_overlap = int(default) if default else None
         self.project_id = str(det_pool.project_id)
         self.verification_project_id = str(self.client.get_pool(self.verification_pool_id).project_id)
         if self.fields is None:
@@ -227,10 +159,13 @@ class VerificationLoop:
             aid, url = str(values.get(self._vfields().assignment_input, "")), values.get(self._vfields().image_input)
             # a crash after create_tasks but before the ledger was saved: the replayed drawing finds it here
             self.vtask_index[(aid, url)] = task.id
+            self.vtask_overlap[task.id] = int(task.overlap or 0)
             for key, item in self.ledger.items.items():
                 if item["assignment_id"] == aid and item["url"] == url and not item.get("vtask_id"):
                     item["vtask_id"] = task.id
                     self.ledger.vtask_items[task.id] = key
+        if not self.ledger.resumed:
+            self.rebuilt = rebuild_from_toloka(self)
         self.ledger.save()
 
     # ----------------------------------------------------------------- detection submitted
@@ -241,42 +176,63 @@ class VerificationLoop:
 
     def handle_detection(self, assignments: Iterable[Any]) -> None:
         """Record drawn images, score control drawings, send the others to verification, decide what is ready."""
+        new_items = []
+        for a in assignments:
+            if a.id not in self.ledger.assignments:  # else a replayed event
+                new_items += self.record_drawing(a)
+        self.send_to_verification(new_items)
+        self._control_bans()
+        self.decide_ready()
+        self.ledger.save()
+
+    def _base(self, task: Any) -> int:
+        """A task's overlap before any redraw: the pool's default for real images (``task.overlap`` may
+        already hold raises), else what the task says."""
+        if self.base_overlap is not None and task.id in self.real_tasks:
+            return self.base_overlap
+        return int(task.overlap or 1)
+
+    def record_drawing(self, a: Any) -> list[str]:
+        """Put one detection assignment in the ledger (items, attempt numbers, control scores); the keys of
+        its drawings that need verdicts."""
+        worker = str(a.user_id)
+        keys, new_items = [], []
+        for task, solution in zip(a.tasks, a.solutions or [None] * len(a.tasks)):
+            url = (task.input_values or {}).get(self._fields().image_input)
+            key = item_key(a.id, task.id)
+            meta = self.ledger.tasks.setdefault(task.id, {"base": self._base(task), "rejected": 0,
+                                                          "drawings": 0, "url": url})
+            meta["drawings"] += 1
+            outlines = _outlines(solution, self._fields().output)
+            item = {"assignment_id": a.id, "task_id": task.id, "url": url, "worker_id": worker,
+                    "image_id": self.task_image.get(task.id) or self._image_id(url), "attempt": meta["drawings"],
+                    "outlines": outlines, "kind": "control" if url in self.control else "verify",
+                    "verdict": None, "reason": "", "ok_votes": 0, "bad_votes": 0, "vtask_id": None}
+            if item["kind"] == "control":
+                score = self.control.score(str(url), outlines)  # a control url: a string
+                item.update(verdict="OK" if score.f1 >= self.control_threshold else "BAD", f1=score.f1,
+                            reason="" if score.f1 >= self.control_threshold else
+                            ("missed_sign" if score.fn else "wrong_object" if score.fp else "loose_box"))
+                self.ledger.control.append([worker, a.id, score.f1, score.tp, score.fp, score.fn])
+            else:
+                new_items.append(key)
+            self.ledger.items[key] = item
+            keys.append(key)
+        self.ledger.assignments[a.id] = {"worker_id": worker, "items": keys, "outcome": None,
+                                         "status_seen": str(getattr(a.status, "value", a.status))}
+        if new_items:
+            self._mark_drawer(worker)  # controls are nobody's work under review: they may still verify
+        self.changed = True
+        return new_items
+
+    def send_to_verification(self, keys: Iterable[str]) -> None:
+        """A verification task for each drawing of ``keys`` that has none on Toloka yet (found by its
+        ``assignment_id`` input, so one created by a run that crashed before saving is reused)."""
         from toloka.client import Task
 
-        new_vtasks, new_items = [], []
-        for a in assignments:
-            if a.id in self.ledger.assignments:
-                continue  # a replayed event
-            worker = str(a.user_id)
-            keys = []
-            for task, solution in zip(a.tasks, a.solutions or [None] * len(a.tasks)):
-                url = (task.input_values or {}).get(self._fields().image_input)
-                key = item_key(a.id, task.id)
-                meta = self.ledger.tasks.setdefault(task.id, {"base": int(task.overlap or 1), "rejected": 0,
-                                                              "drawings": 0, "url": url})
-                meta["drawings"] += 1
-                outlines = _outlines(solution, self._fields().output)
-                item = {"assignment_id": a.id, "task_id": task.id, "url": url, "worker_id": worker,
-                        "image_id": self.task_image.get(task.id) or self._image_id(url), "attempt": meta["drawings"],
-                        "outlines": outlines, "kind": "control" if url in self.control else "verify",
-                        "verdict": None, "reason": "", "ok_votes": 0, "bad_votes": 0, "vtask_id": None}
-                if item["kind"] == "control":
-                    score = self.control.score(str(url), outlines)  # a control url: a string
-                    item.update(verdict="OK" if score.f1 >= self.control_threshold else "BAD", f1=score.f1,
-                                reason="" if score.f1 >= self.control_threshold else
-                                ("missed_sign" if score.fn else "wrong_object" if score.fp else "loose_box"))
-                    self.ledger.control.append([worker, a.id, score.f1, score.tp, score.fp, score.fn])
-                else:
-                    new_items.append(key)
-                self.ledger.items[key] = item
-                keys.append(key)
-            self.ledger.assignments[a.id] = {"worker_id": worker, "items": keys, "outcome": None,
-                                             "status_seen": str(getattr(a.status, "value", a.status))}
-            if any(self.ledger.items[k]["kind"] == "verify" for k in keys):
-                self._mark_drawer(worker)  # controls are nobody's work under review: they may still verify
-            self.changed = True
+        new_vtasks = []
         existing = {(it["assignment_id"], it["url"]) for it in self.ledger.items.values() if it.get("vtask_id")}
-        for key in new_items:
+        for key in keys:
             item = self.ledger.items[key]
             if (item["assignment_id"], item["url"]) in existing:
                 continue
@@ -300,10 +256,7 @@ class VerificationLoop:
                 self.ledger.items[key]["vtask_id"] = task.id
                 self.ledger.vtask_items[task.id] = key
                 self.vtask_index[(self.ledger.items[key]["assignment_id"], self.ledger.items[key]["url"])] = task.id
-            self.ledger.save()  # before the decisions below: a crash there must not lose these tasks
-        self._control_bans()
-        self.decide_ready()
-        self.ledger.save()
+            self.ledger.save()  # before the decisions: a crash there must not lose these tasks
 
     def _fields(self) -> DetectionFields:
         return self.fields if self.fields is not None else DetectionFields()
@@ -333,25 +286,28 @@ class VerificationLoop:
     def handle_verification(self, assignments: Iterable[Any]) -> None:
         """Record the verdicts, then decide the drawings and assignments that are ready."""
         for va in assignments:
-            if va.id in self.ledger.votes:
-                continue
-            rows = []
-            for task, solution in zip(va.tasks, va.solutions or []):
-                key = self.ledger.vtask_items.get(task.id)
-                if key is None:  # created by a run whose ledger was lost: find the item by its inputs
-                    values = task.input_values or {}
-                    key = next((k for k, it in self.ledger.items.items()
-                                if it["assignment_id"] == values.get(self._vfields().assignment_input)
-                                and it["url"] == values.get(self._vfields().image_input)), None)
-                if key is None:
-                    continue
-                out = solution.output_values or {}
-                rows.append([key, str(va.user_id), str(out.get(self._vfields().verdict, "")),
-                             str(out.get(self._vfields().reason) or "")])
-            self.ledger.votes[va.id] = rows
-            self.changed = True
+            if va.id not in self.ledger.votes:
+                self.record_votes(va)
         self.decide_ready()
         self.ledger.save()
+
+    def record_votes(self, va: Any) -> None:
+        """Put one verification assignment's verdicts in the ledger (the drawing found by its task)."""
+        rows = []
+        for task, solution in zip(va.tasks, va.solutions or []):
+            key = self.ledger.vtask_items.get(task.id)
+            if key is None:  # created by a run whose ledger was lost: find the item by its inputs
+                values = task.input_values or {}
+                key = next((k for k, it in self.ledger.items.items()
+                            if it["assignment_id"] == values.get(self._vfields().assignment_input)
+                            and it["url"] == values.get(self._vfields().image_input)), None)
+            if key is None:
+                continue
+            out = solution.output_values or {}
+            rows.append([key, str(va.user_id), str(out.get(self._vfields().verdict, "")),
+                         str(out.get(self._vfields().reason) or "")])
+        self.ledger.votes[va.id] = rows
+        self.changed = True
 
     # ----------------------------------------------------------------- decisions
 

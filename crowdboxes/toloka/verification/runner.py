@@ -27,7 +27,8 @@ from crowdboxes.toloka.fields import DetectionFields
 from crowdboxes.toloka.known_boxes import ControlSet
 from crowdboxes.toloka.quality import QualitySettings
 from crowdboxes.toloka.spending import BudgetGuard
-from crowdboxes.toloka.verification.loop import SPLIT_VERIFIERS, LoopOutcome, StallWatch, VerificationLoop
+from crowdboxes.toloka.verification.loop import SPLIT_VERIFIERS, LoopOutcome, VerificationLoop
+from crowdboxes.toloka.verification.stalls import StallWatch
 from crowdboxes.toloka.verification.state import CursorStorage
 
 DEFAULT_LAG = dt.timedelta(seconds=60)  # toloka-kit's default: the API is eventually consistent
@@ -68,6 +69,8 @@ class VerificationRun:
             line on stderr (:class:`~crowdboxes.toloka.verification.loop.StallWatch`, per pool); default
             15 periods, at least a minute.
         max_rounds: pipeline runs at most (each ends when both pools are closed).
+        finished: the detection pool is marked finished on Toloka (an earlier run completed it): the ledger
+            is rebuilt and reported, and nothing is decided, created or bought.
     """
 
     detection_pool_id: str = attr.ib(converter=str)
@@ -87,6 +90,7 @@ class VerificationRun:
     split_verifiers: int = SPLIT_VERIFIERS
     stall_seconds: float | None = None
     max_rounds: int = 20
+    finished: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.state_dir is None and self.output_dir is None:
@@ -141,11 +145,14 @@ def run_verification_loop(client: Any, run: VerificationRun, *, progress: Any = 
                             run.state_folder, tasks=run.tasks, skill_ids=dict(run.skill_ids), control=run.control,
                             control_threshold=run.control_threshold, budget_guard=guard,
                             split_verifiers=run.split_verifiers, fields=run.fields)
+    loop.read_only = run.finished
     loop.reconcile()
     watches = {kind: StallWatch(loop, kind, run.stall_after) for kind in ("verification", "detection")}
     supervisor = Supervisor(loop, guard, progress, watches, run.deadline)
     timed_out = False
-    for _ in range(run.max_rounds):
+    # nothing to wait for: marked finished, or every image resolved with both pools closed (a re-run)
+    idle = run.finished or (loop.complete() and not anything_open(client, loop.pool_ids))
+    for _ in range(0 if idle else run.max_rounds):
         # CursorStorage is duck-typed to toloka-kit's storage protocol (its BaseStorage would pickle the client)
         pipeline = Pipeline(period=run.period, storage=CursorStorage(run.state_folder),  # type: ignore[arg-type]
                             name="crowdboxes-verification")
@@ -172,7 +179,7 @@ def run_verification_loop(client: Any, run: VerificationRun, *, progress: Any = 
             loop.ledger.save()
             if not loop.sweep() and not anything_open(client, loop.pool_ids):
                 break
-    if loop.complete() or loop.ledger.budget_stopped:
+    if (loop.complete() or loop.ledger.budget_stopped) and not run.finished:
         close_open_pools(client, loop.pool_ids)
     spent = report(loop, guard, progress)
     outcome = _outcome(loop, spent, supervisor.polls, timed_out, watches)

@@ -17,7 +17,8 @@ from toloka.streaming import AssignmentsObserver
 from toloka.streaming.observer import BaseObserver
 
 from crowdboxes.toloka.spending import BudgetGuard, money_spent
-from crowdboxes.toloka.verification.loop import StallWatch, VerificationLoop
+from crowdboxes.toloka.verification.loop import VerificationLoop
+from crowdboxes.toloka.verification.stalls import StallWatch
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,285 @@
+"""One run at a time per job: a lease on a Toloka object, and a lock file on this machine.
+
+Toloka has no compare-and-swap, so the lease is the classic write-then-re-read protocol on an object's
+``metadata`` (a ``{key: [str, ...]}`` map that projects and pools carry and nothing else of ours uses):
+
+1. read the object; if ``metadata[crowdboxes_lease:<scope>]`` names another owner whose expiry is in the
+   future (and who is not a dead process on this very machine), wait (up to ``wait_seconds``) or refuse;
+2. write ``[owner, expiry]`` there (``PUT`` of the object with its metadata changed, nothing else);
+3. wait ``settle_seconds`` (longer than one write takes) and read again: whoever's marker is there owns
+   the lease; a run that lost the race goes back to 1.
+
+While held it is renewed every ``ttl / 3`` seconds by a daemon thread, and released (the key removed) at
+the end; a run killed with ``kill -9`` leaves a marker that expires after ``ttl`` seconds, or at once for
+a run on the same machine (its pid is gone). Before the lease, an ``fcntl`` lock on
+``<lock dir>/<scope>.lock`` (``$CROWDBOXES_LOCK_DIR``, else ``<tmp>/crowdboxes-locks``) makes two runs on
+one machine queue without asking Toloka; the kernel drops it when a process dies.
+
+What a second run does: it waits for the first (bounded), then continues as a re-run does, finding on
+Toloka what the first made and buying nothing twice; past the wait it stops with one line naming the
+owner and the expiry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import fcntl
+import os
+import re
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from crowdboxes.errors import CrowdboxesError
+
+LEASE_PREFIX = "crowdboxes_lease:"  # metadata key: LEASE_PREFIX + scope -> [owner, expiry ISO]
+FINISHED_KEY = "crowdboxes_finished"  # pool metadata: [finished ISO, mode] once a wait ended completed
+LOCK_DIR_ENV = "CROWDBOXES_LOCK_DIR"
+WAIT_ENV = "CROWDBOXES_LEASE_WAIT_SECONDS"  # the wait of the steps without a param of their own
+SETTLE_ENV = "CROWDBOXES_LEASE_SETTLE_SECONDS"
+DEFAULT_WAIT_SECONDS = 600.0
+DEFAULT_TTL_SECONDS = 300.0
+DEFAULT_SETTLE_SECONDS = 1.0
+POLL_SECONDS = 1.0
+_HOST = socket.gethostname()
+_RUN = uuid.uuid4().hex[:8]
+
+
+def owner_id() -> str:
+    """This process's owner name: ``host:pid:run`` (the pid lets a run on the same host see a dead owner)."""
+    return f"{_HOST}:{os.getpid()}:{_RUN}"
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A non-negative number of seconds from environment variable ``name`` (``default`` when unset)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise CrowdboxesError(f"environment variable {name}={value!r}: expected a number of seconds") from None
+    if seconds < 0:
+        raise CrowdboxesError(f"environment variable {name}={value!r}: must be 0 or more")
+    return seconds
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lease (``host:pid:run``) and until when."""
+
+    owner: str
+    expires: dt.datetime
+
+    @classmethod
+    def parse(cls, value: Any) -> Holder | None:
+        """The holder in a metadata value ``[owner, expiry]``; None when absent or unreadable."""
+        if not isinstance(value, (list, tuple)) or len(value) < 2:
+            return None
+        try:
+            expires = dt.datetime.strptime(str(value[1]), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+        except ValueError:
+            return None
+        return cls(str(value[0]), expires)
+
+    def dead_here(self) -> bool:
+        """Whether the owner was a process on this host that is gone (a killed run)."""
+        host, _, rest = self.owner.partition(":")
+        pid = rest.partition(":")[0]
+        if host != _HOST or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def alive(self, now: dt.datetime) -> bool:
+        """Held: not expired and not a dead process of this host."""
+        return self.expires > now and not self.dead_here()
+
+
+class MetadataTarget:
+    """A project or pool whose ``metadata`` carries leases and markers (read, then ``PUT`` back whole)."""
+
+    def __init__(self, client: Any, kind: str, object_id: str) -> None:
+        if kind not in ("project", "pool"):
+            raise ValueError(kind)
+        self.client, self.kind, self.object_id = client, kind, str(object_id)
+
+    @property
+    def name(self) -> str:
+        """``project 12`` / ``pool 34``, for messages."""
+        return f"{self.kind} {self.object_id}"
+
+    def _get(self) -> Any:
+        return getattr(self.client, f"get_{self.kind}")(self.object_id)
+
+    def read(self) -> dict[str, list[str]]:
+        """The object's metadata now."""
+        return {str(k): [str(x) for x in v] for k, v in (self._get().metadata or {}).items()}
+
+    def update(self, change: Callable[[dict[str, list[str]]], None]) -> dict[str, list[str]]:
+        """Read, apply ``change`` to the metadata, write the object back; returns the metadata written."""
+        obj = self._get()
+        metadata = {str(k): [str(x) for x in v] for k, v in (obj.metadata or {}).items()}
+        change(metadata)
+        obj.metadata = metadata or None
+        getattr(self.client, f"update_{self.kind}")(self.object_id, obj)
+        return metadata
+
+
+def _lock_path(scope: str) -> Path:
+    folder = Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "crowdboxes-locks")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / (re.sub(r"[^A-Za-z0-9_.-]+", "_", scope)[:150] + ".lock")
+
+
+@contextmanager
+def local_lock(scope: str, wait_seconds: float, *, sleep: Callable[[float], None] = time.sleep,
+               clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
+    """An exclusive ``fcntl`` lock on this machine for ``scope``: waits up to ``wait_seconds``, then one line
+    naming the process that holds it."""
+    path = _lock_path(scope)
+    handle: IO[str] = open(path, "a+", encoding="utf-8")
+    deadline = clock() + wait_seconds
+    try:
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if clock() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    raise CrowdboxesError(f"another run of this job ({holder}) holds the lock {path} until it "
+                                          f"exits; waited {wait_seconds:.0f} s: let it finish, or stop it, then "
+                                          f"run again") from None
+                sleep(min(POLL_SECONDS, max(0.01, deadline - clock())))
+        handle.seek(0)
+        handle.truncate()
+        handle.write(owner_id() + "\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing drops the lock
+
+
+class Lease:
+    """The Toloka side: ``acquire`` / ``release`` (or ``with``), renewed by a daemon thread while held."""
+
+    def __init__(self, target: MetadataTarget, scope: str, *, wait_seconds: float, ttl_seconds: float | None = None,
+                 settle_seconds: float | None = None, owner: str | None = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 now: Callable[[], dt.datetime] = _utcnow) -> None:
+        self.target, self.scope, self.key = target, scope, LEASE_PREFIX + scope
+        self.wait_seconds = float(wait_seconds)
+        self.ttl = float(ttl_seconds if ttl_seconds is not None else DEFAULT_TTL_SECONDS)
+        self.settle = float(settle_seconds if settle_seconds is not None
+                            else env_seconds(SETTLE_ENV, DEFAULT_SETTLE_SECONDS))
+        self.owner = owner or owner_id()
+        self.sleep, self.clock, self.now = sleep, clock, now
+        self.held = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.lost = False  # a renewal found another owner's marker (printed once)
+
+    def holder(self) -> Holder | None:
+        """Who holds it on Toloka now (alive or not)."""
+        return Holder.parse(self.target.read().get(self.key))
+
+    def _write(self) -> None:
+        value = [self.owner, _iso(self.now() + dt.timedelta(seconds=self.ttl))]
+        self.target.update(lambda m: m.__setitem__(self.key, value))
+
+    def acquire(self) -> Lease:
+        """Take the lease, waiting up to ``wait_seconds`` for a live holder; a CrowdboxesError past that."""
+        deadline = self.clock() + self.wait_seconds
+        while True:
+            holder = self.holder()
+            if holder is not None and holder.owner != self.owner and holder.alive(self.now()):
+                if self.clock() >= deadline:
+                    raise CrowdboxesError(
+                        f"{self.target.name} is leased to another run of this job ({self.scope}: {holder.owner}, "
+                        f"until {_iso(holder.expires)}); waited {self.wait_seconds:.0f} s: let it finish, or "
+                        f"stop it and run again after the expiry")
+                self.sleep(min(POLL_SECONDS, max(0.01, deadline - self.clock())))
+                continue
+            self._write()
+            self.sleep(self.settle)  # a rival that read before our write has written by now
+            holder = self.holder()
+            if holder is not None and holder.owner == self.owner:
+                break
+        self.held = True
+        self._thread = threading.Thread(target=self._renew_loop, name=f"lease-{self.scope}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                holder = self.holder()
+                if holder is not None and holder.owner != self.owner and holder.alive(self.now()):
+                    if not self.lost:
+                        print(f"warning: {self.target.name}: the lease {self.scope} was taken by {holder.owner}",
+                              file=sys.stderr, flush=True)
+                    self.lost = True
+                    continue
+                self._write()
+            except Exception as exc:  # noqa: BLE001 - a failed renewal is retried at the next tick
+                print(f"warning: {self.target.name}: could not renew the lease ({type(exc).__name__})",
+                      file=sys.stderr, flush=True)
+
+    def release(self) -> None:
+        """Stop renewing and remove our marker (a marker of someone else stays)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if not self.held:
+            return
+        self.held = False
+
+        def drop(metadata: dict[str, list[str]]) -> None:
+            holder = Holder.parse(metadata.get(self.key))
+            if holder is not None and holder.owner == self.owner:
+                metadata.pop(self.key)
+        try:
+            self.target.update(drop)
+        except Exception as exc:  # noqa: BLE001 - the marker expires by itself
+            print(f"warning: {self.target.name}: could not release the lease ({type(exc).__name__}); it expires "
+                  f"in {self.ttl:.0f} s", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> Lease:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@contextmanager
+def job_lease(target: MetadataTarget, scope: str, wait_seconds: float, **options: Any) -> Iterator[Lease]:
+    """The lock file of ``scope`` on this machine, then the lease on ``target``; both released on exit."""
+    with local_lock(f"{target.kind}-{target.object_id}-{scope}", wait_seconds):
+        with Lease(target, scope, wait_seconds=wait_seconds, **options) as lease:
+            yield lease
