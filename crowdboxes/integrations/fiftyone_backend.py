@@ -219,7 +219,11 @@ class CrowdboxesBackend(foua.AnnotationBackend):
             config_dir=config.config_dir, flow_params=dict(config.flow_params),
             workers=int(config.workers), verification_workers=config.verification_workers,
             speed=float(config.speed), seed=int(config.seed))
-        staged = flow_job.prepare_job(job_dir, settings, classes, list(zip(ids, paths)), truth)
+        try:
+            staged = flow_job.prepare_job(job_dir, settings, classes, list(zip(ids, paths)), truth)
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)  # nothing half-staged blocks the next try
+            raise
         results = CrowdboxesAnnotationResults(samples, config, anno_key, {}, str(job_dir), staged, label_field,
                                               workers_field, backend=self)
         # The workers' boxes and the risk are loaded like the label field, by FiftyOne's own merge; the
@@ -237,6 +241,11 @@ class CrowdboxesBackend(foua.AnnotationBackend):
         if launch_editor:
             results.launch_editor()
         return results
+
+    def cleanup(self, samples: Any, key: str) -> None:
+        """``dataset.delete_annotation_run(key)``: delete the run's job folder (the Toloka projects and pools
+        stay on Toloka)."""
+        shutil.rmtree(self.job_dir(samples, key), ignore_errors=True)
 
     def download_annotations(self, results: Any) -> dict[str, Any]:
         """The job's outputs as FiftyOne's results dict: ``{field: {"detections": {sample id: {label id:
@@ -305,14 +314,14 @@ class CrowdboxesAnnotationResults(foua.AnnotationResults):
 
     def launch_editor(self) -> None:
         """Open the run's report.html (Export's page of the riskiest images, the workers and the cost)."""
-        index = Path(self.job_dir) / "runs" / "latest.json"
-        if index.is_file():
-            report = REPORT.path(Path(flow_job.read_json(index)["export"]) / "output") \
-                if "export" in flow_job.read_json(index) else None
-            if report is not None and report.is_file():
-                webbrowser.open(report.as_uri())
-                return
-        logger.warning("annotation run %r has no report.html yet", self.key)
+        try:
+            report = REPORT.path(flow_job.task_output(Path(self.job_dir), "export"))
+        except CrowdboxesError:
+            report = None
+        if report is None or not report.is_file():
+            logger.warning("annotation run %r has no report.html yet", self.key)
+            return
+        webbrowser.open(report.as_uri())
 
     def cleanup(self) -> None:
         """Delete the job folder (staged images, runs). The Toloka projects and pools stay on Toloka."""

@@ -339,7 +339,7 @@ class ImageResult:
     review: dict[str, float] = field(default_factory=dict)  # risk, expected_missed, expected_spurious
 
 
-def _output(job_dir: Path, slug: str) -> Path:
+def task_output(job_dir: Path, slug: str) -> Path:
     """The output folder of the task ``slug``'s last successful run."""
     index = job_dir / "runs" / "latest.json"
     latest = read_json(index, "flow runs index") if index.is_file() else {}
@@ -362,14 +362,14 @@ def _text(value: Any, default: str) -> str:
 def read_outputs(job_dir: Path) -> tuple[dict[str, ImageResult], dict[str, str]]:
     """``(results, rejected)``: each uploaded image's :class:`ImageResult` by staged file name, and the
     reasons of the images Upload Images refused, by staged file name."""
-    images = art.read_images(_output(job_dir, "upload_images") / art.IMAGES.file_name)
-    upload = _output(job_dir, "upload_images")
+    upload = task_output(job_dir, "upload_images")
+    images = art.read_images(art.IMAGES.path(upload))
     rejected_path = art.REJECTED_IMAGES.path(upload)
     rejected = {} if not rejected_path.is_file() else {
         str(r.file_name): str(r.reason) for r in art.read_csv(rejected_path, art.REJECTED_IMAGES).itertuples()}
     name_of = {str(r.image_id): str(r.file_name) for r in images.itertuples()}
     results = {str(r.file_name): ImageResult(float(r.width), float(r.height)) for r in images.itertuples()}
-    aggregate = _output(job_dir, "aggregate_boxes")
+    aggregate = task_output(job_dir, "aggregate_boxes")
     boxes = art.read_csv(art.BOXES.path(aggregate), art.BOXES, dtype={"image_id": str, "label": str})
     for b in boxes.itertuples():
         if str(b.image_id) in name_of:
@@ -382,7 +382,7 @@ def read_outputs(job_dir: Path) -> tuple[dict[str, ImageResult], dict[str, str]]
             results[name_of[str(r.image_id)]].review = {
                 k: v for k in ("risk", "expected_missed", "expected_spurious")
                 if (v := _number(getattr(r, k))) is not None}
-    answers = art.read_csv(art.ANSWERS.path(_output(job_dir, "wait_pool")), art.ANSWERS,
+    answers = art.read_csv(art.ANSWERS.path(task_output(job_dir, "wait_pool")), art.ANSWERS,
                            dtype={"image_id": str, "worker_id": str, "label": str})
     for a in answers.dropna(subset=["x", "y", "w", "h"]).itertuples():
         if str(a.image_id) in name_of:

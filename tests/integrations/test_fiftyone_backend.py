@@ -92,6 +92,9 @@ def test_annotate_and_load_through_the_local_toloka(tmp_path, fiftyone):
         dataset.load_annotations("crowd_run")
         assert dataset.count("crowd.detections") == n_boxes
         assert dataset.count("crowd_workers.detections") == n_worker_boxes
+
+        dataset.delete_annotation_run("crowd_run")  # FiftyOne's cleanup deletes the job folder
+        assert not Path(results.job_dir).exists() and dataset.count("crowd.detections") == n_boxes
     finally:
         dataset.delete()
 
@@ -173,3 +176,25 @@ def test_a_job_in_the_background_reports_how_it_ended(tmp_path):
     status = job_status(job)
     assert status["status"] == "failed" and status["pid"] == pid
     assert status["error"] == "toloka_env sandbox: give s3_bucket, the bucket Toloka's workers load the images from"
+
+
+def test_a_run_that_cannot_start_leaves_no_job_folder(tmp_path, fiftyone):
+    """A config folder without the detection project fails in annotate, before any flow runs, and leaves
+    nothing half-staged behind."""
+    fo = fiftyone
+    from PIL import Image
+
+    from crowdboxes.integrations.fiftyone_backend import register
+
+    register(work_dir=str(tmp_path / "jobs"))
+    Image.new("RGB", (320, 240)).save(tmp_path / "photo.png")
+    dataset = fo.Dataset(f"crowdboxes-bad-{time.monotonic_ns()}")
+    dataset.add_sample(fo.Sample(filepath=str(tmp_path / "photo.png")))
+    (tmp_path / "configs").mkdir()
+    try:
+        with pytest.raises(Exception, match="detection_project.json"):
+            dataset.annotate("bad", backend="crowdboxes", label_field="crowd", label_type="detections",
+                             classes=["stop"], config_dir=str(tmp_path / "configs"))
+        assert not (tmp_path / "jobs").exists() or not any((tmp_path / "jobs").iterdir())
+    finally:
+        dataset.delete()
