@@ -322,6 +322,15 @@ def test_adaptive_overlap_reopens_the_closed_pool_until_every_image_has_its_rais
     state = json.loads(OVERLAP_STATE.path(tmp_path / "out").read_text())
     assert state["targets"] == {f"im{i}": 3 for i in range(5)}
 
+    # re-run from cnvrg's UI (a fresh folder), even with a higher --max_overlap: the pool is marked finished on
+    # Toloka, so nothing more is bought and the same answers are written
+    again = wait_step(handle, tmp_path / "in", tmp_path / "again", "--max_overlap", "4", "--risk_threshold", "0")
+    assert again.returncode == 0, again.stderr
+    assert f"pool {pool_id} was completed by an earlier run" in again.stderr
+    assert {t.overlap for t in client.get_tasks(pool_id=pool_id)} == {3}
+    assert len(list(client.get_assignments(pool_id=pool_id))) == 15
+    assert ANSWERS.path(tmp_path / "again").read_text() == ANSWERS.path(tmp_path / "out").read_text()
+
     # settings that cannot work are refused before Toloka is asked anything
     bad = wait_step(handle, tmp_path / "in", tmp_path / "bad", "--max_overlap", "1")
     assert bad.returncode == 2
