@@ -52,6 +52,13 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout:
     pytest.fail(f"mongod did not listen on port {port} within {timeout:.0f} s; see {log}")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test on the FiftyOne database starts a mongod: it is a ``server`` test (left out of make test-fast)."""
+    for item in items:
+        if "fiftyone" in getattr(item, "fixturenames", ()) and item.get_closest_marker("server") is None:
+            item.add_marker(pytest.mark.server)
+
+
 @pytest.fixture(scope="session")
 def fiftyone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The ``fiftyone`` module, connected to a fresh mongod of its own."""
