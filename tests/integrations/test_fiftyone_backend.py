@@ -198,3 +198,23 @@ def test_a_run_that_cannot_start_leaves_no_job_folder(tmp_path, fiftyone):
         assert not (tmp_path / "jobs").exists() or not any((tmp_path / "jobs").iterdir())
     finally:
         dataset.delete()
+
+
+def test_the_backend_registers_from_the_environment(tmp_path):
+    """Without code: FIFTYONE_ANNOTATION_BACKENDS and FIFTYONE_CROWDBOXES_* make ``backend="crowdboxes"``
+    build this backend, with FIFTYONE_CROWDBOXES_WORK_DIR as a default parameter."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("fiftyone")
+    env = {**os.environ, "FIFTYONE_ANNOTATION_BACKENDS": "*,crowdboxes",
+           "FIFTYONE_CROWDBOXES_CONFIG_CLS": "crowdboxes.integrations.fiftyone_backend.CrowdboxesBackendConfig",
+           "FIFTYONE_CROWDBOXES_WORK_DIR": str(tmp_path / "jobs"), "FIFTYONE_DO_NOT_TRACK": "true",
+           "FIFTYONE_CONFIG_PATH": str(tmp_path / "config.json"),
+           "FIFTYONE_ANNOTATION_CONFIG_PATH": str(tmp_path / "annotation_config.json")}
+    code = ("import fiftyone.utils.annotations as foua; c = foua._parse_config('crowdboxes', None); "
+            "print(type(c.build()).__name__, c.work_dir)")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["CrowdboxesBackend", str(tmp_path / "jobs")]
