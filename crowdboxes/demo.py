@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _start_server(stack: ExitStack, name: str, args: list[str], env: dict, ready_file: Path,
+def start_server(stack: ExitStack, name: str, args: list[str], env: dict, ready_file: Path,
                   log_path: Path, timeout: float = 60.0) -> str:
     """Start ``python -m crowdboxes <args>`` and return the URL it writes into ``ready_file``."""
     ready_file.unlink(missing_ok=True)
@@ -123,7 +123,7 @@ def _start_server(stack: ExitStack, name: str, args: list[str], env: dict, ready
     raise CrowdboxesError(f"{name} was not ready after {timeout:.0f} s; see {log_path}")
 
 
-def _create_bucket(endpoint_url: str) -> None:
+def create_bucket(endpoint_url: str) -> None:
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=endpoint_url, **{k.lower(): v for k, v in FAKE_AWS.items()
@@ -246,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         serve_extra = ["--label-map", str(map_path)]
     with ExitStack() as stack:
         print("[demo] starting the local S3 store and the local Toloka", flush=True)
-        s3_url = _start_server(stack, "local S3", ["local-s3", "--port", "0"], env,
+        s3_url = start_server(stack, "local S3", ["local-s3", "--port", "0"], env,
                                logs / "s3.ready", logs / "local_s3.log")
-        _create_bucket(s3_url)
-        toloka_url = _start_server(
+        create_bucket(s3_url)
+        toloka_url = start_server(
             stack, "local Toloka",
             ["local-toloka", "serve", "--host", "127.0.0.1", "--port", "0", "--state", str(state_dir),
              "--token-env", "toloka_token", "--ground-truth", str(truth_path), "--seed", str(args.seed),

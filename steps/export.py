@@ -12,7 +12,7 @@ Inputs:
                   box is right (a sign of that class, boxed within IoU 0.5); boxes.csv keeps every candidate
                   down to 0.01, so 0 exports the whole ranked list (for AP, or to review the doubtful ones)
   --formats       comma list of coco, detections, yolo, voc, cvat, or all (default all five; coco is always
-                  written)
+                  written); opt-in: fiftyone (a folder FiftyOne loads), e.g. all,fiftyone
   --truth         none (default), or a COCO file of the true boxes (a rehearsal, or a checked sample): the
                   report then shows AP, precision, recall and calibration against it
 Outputs (in --output_dir):
@@ -78,7 +78,8 @@ def build_parser() -> StepArgumentParser:
                         help="drop boxes scored below this (0..1; a score is the probability the box is right; "
                              "0 keeps every ranked candidate)")
     parser.add_argument("--formats", default=DEFAULT_FORMATS,
-                        help="comma list of coco, detections, yolo, voc, cvat, or all (coco is always written)")
+                        help="comma list of coco, detections, yolo, voc, cvat, or all (coco is always written); "
+                             "opt-in: fiftyone, e.g. all,fiftyone")
     parser.add_argument("--truth", type=none_or_value, default=None,
                         help="none, or a COCO file of the true boxes (images matched by file_name): report.html "
                              "then shows quality and calibration against it")

@@ -66,7 +66,8 @@ def parse_formats(text: str) -> tuple[str, ...]:
         words = [w for w in words if w != "all"] + list(FORMATS)
     unknown = [w for w in words if w not in FORMATS + OPT_IN_FORMATS]
     if unknown or not words:
-        raise CrowdboxesError(f"--formats {text!r}: use a comma list of {', '.join(FORMATS)}, or all")
+        raise CrowdboxesError(f"--formats {text!r}: use a comma list of {', '.join(FORMATS)}, or all; "
+                              f"opt-in: {', '.join(OPT_IN_FORMATS)}")
     return tuple(f for f in FORMATS + OPT_IN_FORMATS if f in words or f == "coco")
 
 
@@ -133,7 +134,7 @@ def detections(coco: dict[str, Any]) -> list[dict[str, Any]]:
 
 def write_detections(coco: dict[str, Any], path: Path) -> Path:
     """``detections.json`` at ``path``."""
-    write_text_atomic(path, json.dumps(detections(coco), indent=1) + "\n")
+    write_text_atomic(path, json.dumps(detections(coco), indent=1, allow_nan=False) + "\n")
     return path
 
 
@@ -299,5 +300,5 @@ def write_fiftyone(coco: dict[str, Any], folder: Path) -> Path:
              "confidence": float(a["score"])}
             for a in boxes[image["id"]]]
     document = {"classes": [str(c["name"]) for c in coco["categories"]], "labels": labels}
-    _write(folder / "labels.json", json.dumps(document, indent=1) + "\n")
+    _write(folder / "labels.json", json.dumps(document, indent=1, allow_nan=False) + "\n")
     return folder / "labels.json"

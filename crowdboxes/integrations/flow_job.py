@@ -285,13 +285,13 @@ def run_job(job_dir: Path) -> None:
                 env.update(demo.FAKE_AWS)
                 env[settings.token_env] = env.get(settings.token_env) or f"local-{secrets.token_hex(16)}"
                 env["CROWDBOXES_DATASETS"] = str(job_dir / "datasets")
-                s3_url = demo._start_server(stack, "local S3", ["local-s3", "--port", "0"], env,
+                s3_url = demo.start_server(stack, "local S3", ["local-s3", "--port", "0"], env,
                                             logs / "s3.ready", logs / "local_s3.log")
-                demo._create_bucket(s3_url)
+                demo.create_bucket(s3_url)
                 bucket = demo.DEMO_BUCKET
                 verifiers = settings.verification_workers
                 truth = ["--ground-truth", str(job_dir / TRUTH)] if (job_dir / TRUTH).is_file() else []
-                toloka_url = demo._start_server(
+                toloka_url = demo.start_server(
                     stack, "local Toloka",
                     ["local-toloka", "serve", "--host", "127.0.0.1", "--port", "0",
                      "--state", str(job_dir / "toloka-state" / time.strftime("%Y%m%d-%H%M%S")),

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from crowdboxes.artifacts import (ANSWERS, BOXES, COCO_EXPORT, CVAT_EXPORT, DETECTIONS_EXPORT, EXPORT_SUMMARY,
-                                  FLAT_EXPORT, FORMATS_ARCHIVE, IMAGES_REVIEW, QC_SUMMARY, REPORT,
+                                  FIFTYONE_EXPORT, FLAT_EXPORT, FORMATS_ARCHIVE, IMAGES_REVIEW, QC_SUMMARY, REPORT,
                                   VOC_EXPORT, WORKERS, YOLO_EXPORT, read_csv, read_frame_csv, read_images,
                                   require_finite, require_numeric, write_frame_csv)
 from crowdboxes.cnvrg.datasets import check_slug, content_digest, publish
@@ -90,7 +90,7 @@ def write_exports(out: Path, boxes: pd.DataFrame, images: pd.DataFrame, wait_sum
         print(f"warning: {one_line(problem)}", file=sys.stderr)
     coco = ex.coco_document(kept, images, cats=cats, created=inputs_time(options, wait_summary))
     chosen = fm.parse_formats(options.formats)
-    if "yolo" in chosen or "voc" in chosen:
+    if {"yolo", "voc", "fiftyone"} & set(chosen):
         fm.label_stems(coco)  # two images sharing a label file fail before any file is rewritten
     write_json(COCO_EXPORT.path(out), coco, indent=1)
     write_frame_csv(ex.flat_frame(kept, images, cats), FLAT_EXPORT.path(out))
@@ -140,21 +140,23 @@ def write_formats(out: Path, coco: dict[str, Any], chosen: tuple[str, ...]) -> d
     """The chosen formats beside the COCO file (format -> its path relative to ``out``); YOLO, VOC and CVAT
     also go into formats.zip for the dataset version. A format left out leaves no old copy behind."""
     written = {"coco": COCO_EXPORT.file_name}
-    targets = {"detections": DETECTIONS_EXPORT, "yolo": YOLO_EXPORT, "voc": VOC_EXPORT, "cvat": CVAT_EXPORT}
+    targets = {"detections": DETECTIONS_EXPORT, "yolo": YOLO_EXPORT, "voc": VOC_EXPORT, "cvat": CVAT_EXPORT,
+               "fiftyone": FIFTYONE_EXPORT}
+    folders = {"yolo": fm.write_yolo, "voc": fm.write_voc, "fiftyone": fm.write_fiftyone}
     for name, artifact in targets.items():
         path = artifact.path(out)
         if name not in chosen:
             if path.is_dir():
                 shutil.rmtree(path)
             path.unlink(missing_ok=True)
-        elif name in ("yolo", "voc"):
+        elif name in folders:
             with fm.fresh_folder(path) as staging:
-                (fm.write_yolo if name == "yolo" else fm.write_voc)(coco, staging)
+                folders[name](coco, staging)
         else:
             (fm.write_detections if name == "detections" else fm.write_cvat)(coco, path)
         if name in chosen:
             written[name] = artifact.file_name
-    packed = [targets[name].file_name for name in ("yolo", "voc", "cvat") if name in chosen]
+    packed = [targets[name].file_name for name in ("yolo", "voc", "cvat", "fiftyone") if name in chosen]
     if packed:
         fm.zip_paths(out, packed, FORMATS_ARCHIVE.path(out))
     else:

@@ -169,7 +169,8 @@ def test_formats_param_chooses_and_removes_what_was_left_out(export):
     assert (out / "voc" / "labelmap.txt").is_file() and (out / "detections.json").is_file()
     proc = export("--formats", "coco,shapefile", out="bad", expect=2)
     assert proc.stderr.strip().splitlines() == [
-        "error: --formats 'coco,shapefile': use a comma list of coco, detections, yolo, voc, cvat, or all"]
+        "error: --formats 'coco,shapefile': use a comma list of coco, detections, yolo, voc, cvat, or all; "
+        "opt-in: fiftyone"]
 
 
 def test_two_images_that_would_share_a_label_file_fail_with_one_line(export, tmp_path):

@@ -85,3 +85,35 @@ def test_formats_param_takes_fiftyone_only_when_named():
     assert "fiftyone" not in fm.parse_formats("all")
     assert fm.parse_formats("yolo,fiftyone") == ("coco", "yolo", "fiftyone")
     assert fm.parse_formats("all,fiftyone")[-1] == "fiftyone"
+
+
+def test_export_step_writes_the_fiftyone_folder_when_named(tmp_path, run_step_in_process, fiftyone):
+    """``--formats coco,fiftyone``: Export itself writes fiftyone/labels.json (also into formats.zip), and
+    FiftyOne loads it; left out again, the folder goes."""
+    import zipfile
+
+    fo = fiftyone
+    _coco(tmp_path, run_step_in_process)  # boxes.csv and images.csv in place
+    args = ["--boxes_csv", str(tmp_path / "boxes.csv"), "--images_csv", str(tmp_path / "images.csv"),
+            "--wait_summary", "none", "--dataset", "none", "--min_score", "0", "--output_dir", str(tmp_path / "out")]
+    proc = run_step_in_process("export.py", [*args, "--formats", "coco,fiftyone"])
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out"
+    assert json.loads((out / "summary.json").read_text())["formats"]["fiftyone"] == "fiftyone"
+    with zipfile.ZipFile(out / "formats.zip") as pack:
+        assert pack.namelist() == ["fiftyone/labels.json"]
+    images = tmp_path / "images"
+    for name, size in SIZES.items():
+        (images / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size).save(images / name)
+    dataset = fo.Dataset.from_dir(dataset_type=fo.types.FiftyOneImageDetectionDataset, data_path=str(images),
+                                  labels_path=str(out / "fiftyone" / "labels.json"), label_field="crowd")
+    try:
+        assert dataset.count("crowd.detections") == 4
+        assert sorted(dataset.values("crowd.detections.confidence", unwind=True)) == sorted(
+            float(row.split(",")[6]) for row in BOXES.splitlines()[1:])
+    finally:
+        dataset.delete()
+    proc = run_step_in_process("export.py", [*args, "--formats", "coco"])
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / "fiftyone").exists()
