@@ -27,6 +27,7 @@ the crowd's boxes, with a warning.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any
 import pandas as pd
 
 from crowdboxes.artifacts import BOXES, CORRECTED_BOXES_SOURCE, REVIEW_TASK, read_csv, require_numeric, write_csv
+from crowdboxes.cnvrg.metrics import one_line
 from crowdboxes.cnvrg.stepkit import DefaultsHelpFormatter, StepArgumentParser, output_dir
 from crowdboxes.credentials import DEFAULT_TOKEN_ENV
 from crowdboxes.errors import CrowdboxesError
@@ -142,10 +144,14 @@ def import_corrections(options: CorrectionOptions) -> int:
         raise CrowdboxesError(f"--output_dir {out} holds the crowd's boxes.csv; write the corrected one elsewhere")
     missing = [str(item["file_name"]) for item in record["images"] if str(item["image_id"]) not in corrected]
     if missing:
-        print(f"warning: {len(missing)} packed image(s) not in {options.cvat_xml} keep the crowd's boxes: "
-              f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", file=sys.stderr)
+        print(one_line(f"warning: {len(missing)} packed image(s) not in {options.cvat_xml} keep the crowd's "
+                       f"boxes: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"), file=sys.stderr)
     merged = merge(crowd, record, corrected)
     path = write_csv(merged, out, BOXES)
+    # the corrections are as old as the reviewer's file: without a wait summary Export dates the COCO file
+    # by boxes.csv's time, so a re-run of the same corrections writes the same bytes
+    xml_time = Path(options.cvat_xml).stat().st_mtime
+    os.utime(path, (xml_time, xml_time))
     reviewed = int((merged[CORRECTED_BOXES_SOURCE] == REVIEW).sum())
     print(f"corrections: {len(corrected)} reviewed images now hold {reviewed} boxes "
           f"(the crowd had {int(crowd['image_id'].isin(set(corrected)).sum())} rows there) -> {path}", flush=True)
