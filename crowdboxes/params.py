@@ -54,3 +54,16 @@ def parse_number(name: str, value: object, *, minimum: float | None = None, maxi
     if maximum is not None and number > maximum:
         raise CrowdboxesError(f"--{name} {value!r} must be at most {maximum:g}")
     return int(number) if integer else number
+
+
+def number_type(name: str, *, minimum: float | None = None, maximum: float | None = None, integer: bool = False,
+                allow_none: bool = False) -> Callable[[str], float | int | None]:
+    """argparse ``type=`` checking like :func:`parse_number` (``allow_none``: the unset words give None); a bad
+    value is the step's one ``error:`` line naming the param (argparse lets CrowdboxesError through)."""
+    def parse(value: str) -> float | int | None:
+        if allow_none and is_none(value):
+            return None
+        return parse_number(name, value, minimum=minimum, maximum=maximum, integer=integer)
+
+    parse.__name__ = "number"
+    return parse

@@ -2,8 +2,10 @@
 
 ``steps/launch_pool.py`` parses the params into :class:`LaunchPoolOptions` and calls :func:`launch_pool`.
 First :func:`plan_launch` checks every param, projects.csv, images.csv, the control images, the pool
-configs and the budget and builds the detection pool, with nothing created on Toloka. Then
-:func:`launch_pool` finds or creates the detection pool (:func:`crowdboxes.toloka.pools.ensure_detection_pool`),
+configs and the budget and builds the detection pool, with nothing created on Toloka; an images.csv
+that is not the one Upload Images wrote (cut or edited: :func:`crowdboxes.steps.upload_images.check_images_csv`)
+is refused there. Before the first write :func:`launch_pool` checks that every skill the pools filter on
+or set exists on Toloka (:mod:`crowdboxes.toloka.preflight`). Then it finds or creates the detection pool (:func:`crowdboxes.toloka.pools.ensure_detection_pool`),
 uploads the missing tasks, prepares quality control (the verification pool, control.csv, the budget
 cut of overlaps the cap cannot pay for) and opens the pool. With ``--rounds`` (mode overlap) it also finds or
 creates the empty, closed pools of the missed-sign and per-box check rounds, which Wait Pool fills; their
@@ -22,13 +24,15 @@ from typing import Any
 import pandas as pd
 
 from crowdboxes.artifacts import (BOX_CHECK_POOL_CONFIG, CONTROL, DETECTION_POOL_CONFIG, MISSED_SIGNS_POOL_CONFIG, POOL,
-                                  PROJECTS, TASKS, Artifact, read_csv, read_images, write_csv)
+                                  PROJECTS, TASKS, VERIFICATION_POOL_CONFIG, Artifact, read_csv, read_images,
+                                  write_csv)
 from crowdboxes.cnvrg.metrics import cnvrg_tag
 from crowdboxes.params import is_none, parse_number
 from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.credentials import read_token
 from crowdboxes.errors import CrowdboxesError
-from crowdboxes.toloka import pools, projects
+from crowdboxes.steps.upload_images import check_images_csv
+from crowdboxes.toloka import pools, preflight, projects
 from crowdboxes.toloka.known_boxes import load_control_csv
 from crowdboxes.toloka.pricing import MIN_REWARD, RoundPrice, assignment_price, check_price, missed_sign_price
 from crowdboxes.toloka.quality import QualitySettings, parse_settings
@@ -99,6 +103,20 @@ class LaunchPlan:
     estimate: CostEstimate
     skill_ids: dict[str, str] = field(default_factory=dict)
     rounds: tuple[RoundPlan, ...] = ()
+    verification_spec: Any = None  # the verification pool to create (modes with verify), built and checked
+
+    def skill_references(self) -> dict[str, str]:
+        """Every Toloka skill id the job uses, with where it is named: projects.csv's skill rows, and each
+        pool's filters and quality-control actions."""
+        found = {skill_id: f"projects.csv role {role}" for role, skill_id in sorted(self.skill_ids.items())}
+        specs = [(self.pool_spec, DETECTION_POOL_CONFIG.file_name)]
+        if self.verification_spec is not None:
+            specs.append((self.verification_spec, VERIFICATION_POOL_CONFIG.file_name))
+        specs += [(r.pool_spec, ROUND_POOL_CONFIGS[r.role].file_name) for r in self.rounds]
+        for spec, where in specs:
+            for skill_id, place in preflight.skill_references(spec, where).items():
+                found.setdefault(skill_id, place)
+        return found
 
     @property
     def rounds_budget(self) -> float:
@@ -183,6 +201,7 @@ def plan_launch(options: LaunchPoolOptions) -> LaunchPlan:
         raise CrowdboxesError(f"{options.projects_csv}: no row with role 'detection_project'")
     detection_key = str(project_rows.loc[project_rows["role"] == "detection_project", "key"].iloc[0])
     skill_ids = {role: toloka_id for role, toloka_id in ids.items() if role.endswith("_skill")}
+    check_images_csv(options.images_csv)  # a cut images.csv must not launch a smaller pool
     images = read_images(options.images_csv)
     wanted = images[["image_id", "url"]].assign(control=False)
     control_urls: list[str] = []
@@ -207,9 +226,18 @@ def plan_launch(options: LaunchPoolOptions) -> LaunchPlan:
                              verification_reward=quality.verification_reward)
     rounds = plan_rounds(options, budgets=round_budgets, settings=settings, ids=ids, detection_key=key,
                          n_images=int(images["image_id"].nunique()), will_expire=will_expire)
+    verification_spec = None
+    if quality.verifies:  # checked here, not after the detection pool was made
+        if "verification_project" not in ids:
+            raise CrowdboxesError(f"{options.projects_csv}: --mode {quality.mode} needs a row with role "
+                                  f"'verification_project' (add verification_project.json to --config_dir and re-run "
+                                  f"Create Project)")
+        verification_spec = pools.build_verification_pool(quality, project_id=ids["verification_project"],
+                                                          skill_ids=skill_ids, key=f"{key}:verification",
+                                                          will_expire=will_expire)
     plan = LaunchPlan(quality=quality, settings=settings, batch_size=batch_size, project_ids=ids, wanted=wanted,
                       control_urls=control_urls, will_expire=will_expire, key=key, pool_spec=pool_spec,
-                      estimate=estimate, skill_ids=skill_ids, rounds=rounds)
+                      estimate=estimate, skill_ids=skill_ids, rounds=rounds, verification_spec=verification_spec)
     if rounds and quality.budget is not None and plan.total > quality.budget:
         parts = " + ".join(f"{ROUND_NAMES[r.role]} ${r.budget:.2f}" for r in rounds)
         raise CrowdboxesError(f"--budget {quality.budget:g} is below the estimate ${plan.total:.2f} (pools "
@@ -326,6 +354,7 @@ def launch_pool(options: LaunchPoolOptions) -> int:
     # the field names the pool runs on are the project's as Toloka has it, not a copy of configs/
     fields = detection_fields(project, f"detection project {project_id} on Toloka", strict=False)
     use_image_id = "image_id" in (project.task_spec.input_spec or {}) and fields.image_input != "image_id"
+    preflight.check_skills_exist(client, plan.skill_references())  # GETs only: before the first write
     balance = getattr(client.get_requester(), "balance", None)
     if balance is not None and float(balance) < plan.total:
         print(f"warning: the account balance ${float(balance):.2f} is below the estimate ${plan.total:.2f}",

@@ -2,23 +2,35 @@
 
 ``steps/upload_images.py`` parses the params into :class:`UploadImagesOptions` and calls
 :func:`upload_images`. Checking one image, S3 and URLs are :mod:`crowdboxes.storage.images`.
+
+Beside images.csv the step writes :data:`UPLOAD_SUMMARY` (its row count and sha256), so that Launch Pool
+refuses an images.csv that was cut or edited since (:func:`check_images_csv`) instead of launching a
+smaller pool.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from crowdboxes.artifacts import IMAGES, REJECTED_IMAGES, write_csv
+from crowdboxes.artifacts import IMAGES, REJECTED_IMAGES, Artifact, write_csv
 from crowdboxes.cnvrg.metrics import cnvrg_tag
-from crowdboxes.params import is_none
 from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.errors import CrowdboxesError
+from crowdboxes.files import read_json_object, sha256_file, write_text_atomic
+from crowdboxes.params import is_none, parse_number
 from crowdboxes.storage import images as img
-from crowdboxes.params import parse_number
 
 SHOWN_REJECTIONS = 10  # the rest are in rejected_images.csv
+# Declared here until crowdboxes/artifacts.py lists it beside IMAGES (the contract's home); Launch Pool finds it
+# beside the images.csv it is given.
+UPLOAD_SUMMARY = Artifact("upload_summary.json", "Upload Images",
+                          "images.csv's row count and sha256 (Launch Pool refuses a cut or edited images.csv), "
+                          "rejected, uploaded and already-in-S3 counts; found beside images.csv")
 
 
 @dataclass(frozen=True)
@@ -83,14 +95,43 @@ def images_frame(good: list[img.ImageInfo], expires: str) -> pd.DataFrame:
     """images.csv: one row per uploaded image (its URL set), in scan order."""
     return pd.DataFrame([{"image_id": i.image_id, "file_name": i.file_name, "url": i.url, "width": i.width,
                           "height": i.height, "sha256": i.sha256, "format": i.format, "bytes": i.size_bytes,
-                          "orientation": i.orientation, "s3_key": i.key, "url_expires_at": expires}
+                          "orientation": i.orientation, "s3_key": i.key, "url_expires_at": expires,
+                          "orientation_applied": i.upright}
                          for i in good], columns=list(IMAGES.columns) + ["format", "bytes", "orientation", "s3_key",
-                                                                         "url_expires_at"])
+                                                                         "url_expires_at", "orientation_applied"])
+
+
+def write_upload_summary(images_csv: Path, rows: int, counts: dict[str, int]) -> Path:
+    """:data:`UPLOAD_SUMMARY` beside ``images_csv``: its row count and sha256, and ``counts``."""
+    summary = {"images": rows, "images_csv_sha256": sha256_file(images_csv), **counts}
+    return write_text_atomic(UPLOAD_SUMMARY.path(images_csv.parent), json.dumps(summary, indent=2) + "\n")
+
+
+def check_images_csv(images_csv: str | Path) -> None:
+    """Refuse (CrowdboxesError, one line naming both row counts) an images.csv that is not the one Upload Images
+    wrote: its sha256 is not the one in the :data:`UPLOAD_SUMMARY` beside it (cut, or edited). Without a
+    summary beside it (an images.csv made by hand, or by an older Upload Images) there is nothing to compare
+    with, and the file is taken as it is."""
+    path = Path(images_csv)
+    summary_path = UPLOAD_SUMMARY.path(path.parent)
+    if not summary_path.exists() or not path.is_file():
+        return  # a missing images.csv is read_images' one line
+    summary: dict[str, Any] = read_json_object(summary_path)
+    if sha256_file(path) == summary.get("images_csv_sha256"):
+        return
+    try:
+        rows: int | str = len(pd.read_csv(path, dtype=str))
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        rows = "no readable"
+    raise CrowdboxesError(f"{path} has {rows} image rows but Upload Images wrote {summary.get('images')!r} "
+                          f"({summary_path} holds its count and sha256): the file was cut or edited since; re-run "
+                          f"Upload Images, or delete {summary_path.name} to launch the edited file (nothing was "
+                          f"created)")
 
 
 def _report_rejected(rejected: pd.DataFrame) -> None:
     for row in rejected.head(SHOWN_REJECTIONS).itertuples(index=False):
-        print(f"rejected {row.file_name}: {row.reason}")
+        print(f"rejected {img.shown_name(str(row.file_name))}: {row.reason}")
     if len(rejected) > SHOWN_REJECTIONS:
         print(f"... {len(rejected) - SHOWN_REJECTIONS} more in {REJECTED_IMAGES.file_name}")
 
@@ -125,6 +166,9 @@ def upload_images(options: UploadImagesOptions) -> int:
     img.check_url_reachable(good[0].url)
 
     path = write_csv(images_frame(good, img.url_expiry(plan.url_mode, plan.expiry_days)), out, IMAGES)
+    write_upload_summary(path, len(good), {"rejected": len(rejected), "uploaded": stats.uploaded,
+                                           "already_in_s3": stats.already_there,
+                                           "orientation_applied": sum(i.upright for i in good)})
     print(f"wrote {path}: {len(good)} images ({stats.uploaded} uploaded, {stats.already_there} already in S3), "
           f"{len(rejected)} rejected")
     cnvrg_tag("images", len(good))

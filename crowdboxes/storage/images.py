@@ -1,12 +1,20 @@
 """Images from a folder to S3 URLs the crowd can open: validate, de-duplicate, upload once.
 
 1. :func:`scan_folder` lists ``.jpg .jpeg .png .webp`` files (recursively, sorted, case-insensitive).
-2. :func:`inspect_image` decodes each with Pillow (``verify`` then a full ``load``) and checks size
-   limits; a failure becomes a reason for rejected_images.csv.
+   Nothing outside the folder is ever read: a symbolic link whose target lies outside it, and every
+   linked folder, become rejected rows without being opened; so does a file name with a control character.
+2. :func:`inspect_image` opens each file once without following links, refuses anything but a regular
+   file and anything larger than ``--max_image_mb`` from its size on disk (``fstat``) before reading a
+   byte, reads at most that many bytes, then decodes with Pillow (``verify`` then a full ``load``) only
+   after the header's width and height passed ``--max_side``: the memory of one image is bounded by
+   ``max_image_mb`` + ``max_side`` ** 2 x 4 bytes. A failure becomes a reason for rejected_images.csv.
 3. Files with the same sha256 are uploaded once: the first in sorted order wins, the rest are
    rejected as ``duplicate of <file>``.
 4. :class:`S3Uploader` puts each image at ``<prefix><sha256>.<ext>`` with its content type, after a
-   ``head_object`` so a re-run uploads nothing that is already there, in parallel threads.
+   ``head_object`` so a re-run uploads nothing that is already there, in parallel threads. A photo whose
+   EXIF orientation is not 1 is uploaded upright instead (:func:`upright_bytes`: the orientation applied to
+   the pixels, the tag removed) at ``<prefix><sha256>-upright.<ext>``, so workers, images.csv's width and
+   height, and every export see the same picture; ``sha256`` stays the source file's digest.
 5. URLs are either public (the bucket must allow anonymous reads) or presigned GET URLs that expire.
 
 S3 credentials come from boto3's standard chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
@@ -18,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +36,7 @@ from typing import Any
 from urllib.parse import quote
 
 from crowdboxes.errors import CrowdboxesError
+from crowdboxes.params import is_none
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png"), "WEBP": ("webp", "image/webp")}
@@ -35,6 +45,12 @@ URL_MODES = ("presigned", "public")
 MAX_PRESIGNED_DAYS = 7
 # EXIF orientations 5-8 turn the picture by 90 degrees: browsers (and so workers) see it transposed.
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
+EXIF_ORIENTATION = 0x0112
+UPRIGHT_JPEG_QUALITY = 95  # re-encoding an upright copy: visually lossless, about the size of a camera JPEG
+# S3 allows 1024 bytes per key; the prefix leaves room for "<sha256>-upright.webp".
+MAX_PREFIX_BYTES = 900
+# os.open flags: never follow a link at the last step, never block on a FIFO named .jpg
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 @dataclass(frozen=True)
@@ -65,41 +81,114 @@ class ImageInfo:
 
     @property
     def image_id(self) -> str:
+        """images.csv's ``image_id``: the first 16 hex digits of the source file's sha256."""
         return self.sha256[:16]
+
+    @property
+    def upright(self) -> bool:
+        """True when the uploaded pixels are an upright copy (EXIF orientation applied), not the file's bytes."""
+        return self.orientation != 1
+
+
+def has_control_character(text: str) -> bool:
+    """True when ``text`` holds a character that is not printable (line breaks, tabs, escapes, bidi marks)."""
+    return any(not c.isprintable() for c in text)
+
+
+def shown_name(text: str) -> str:
+    """``text`` for one line of stdout/stderr: each non-printable character as its Python escape."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def scan_folder(folder: str | os.PathLike) -> list[ImageInfo]:
-    """Image files under ``folder`` (recursive; hidden files and folders skipped), sorted by path."""
+    """Image files under ``folder`` (recursive; hidden files and folders skipped), sorted by path.
+
+    Links are not trusted: a linked folder is not walked (a rejected row ``<name>/``), a linked file is
+    read through its real path only when that lies inside ``folder`` (else a rejected row), and a file
+    name with a control character is rejected. ``info.path`` is the real path of every accepted file.
+    """
     root = Path(folder)
     if not root.is_dir():
         raise CrowdboxesError(f"--images_dir {root} is not a folder")
+    real_root = Path(os.path.realpath(root))
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for dirpath, dirnames, filenames in os.walk(root):  # followlinks=False: linked folders are not entered
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                found.append(ImageInfo(path=path, file_name=path.relative_to(root).as_posix() + "/",
+                                       reason="symbolic link to a folder: not followed"))
+            else:
+                kept.append(name)
+        dirnames[:] = kept
         for name in filenames:
             if name.startswith(".") or not name.lower().endswith(EXTENSIONS):
                 continue
             path = Path(dirpath) / name
-            found.append(ImageInfo(path=path, file_name=path.relative_to(root).as_posix()))
+            found.append(_scanned(path, path.relative_to(root).as_posix(), real_root))
     return sorted(found, key=lambda info: info.file_name)
+
+
+def _scanned(path: Path, file_name: str, real_root: Path) -> ImageInfo:
+    """One listed file: its real path, or the reason it will not be read."""
+    if has_control_character(file_name):
+        return ImageInfo(path=path, file_name=file_name,
+                         reason="file name has a control character (a line break, tab or escape): rename the file")
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(real_root):
+        return ImageInfo(path=path, file_name=file_name,
+                         reason="symbolic link to a file outside --images_dir: not read")
+    return ImageInfo(path=real, file_name=file_name)
+
+
+def read_image_file(info: ImageInfo, max_mb: float) -> bytes | None:
+    """The file's bytes, or None with ``info.reason`` set: not a regular file, or above ``max_mb`` MB (1024 x
+    1024 bytes) by its size on disk (then not one byte is read). Reads at most that many bytes + 1 whatever
+    the size said, so a file that grows while it is read cannot exhaust memory either."""
+    max_bytes = int(max_mb * 1024 * 1024)
+    try:
+        fd = os.open(info.path, _OPEN_FLAGS)
+    except OSError as exc:
+        info.reason = f"cannot read file: {exc.strerror or exc}"
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            info.reason = "not a regular file"
+            return None
+        if status.st_size > max_bytes:
+            info.size_bytes = status.st_size
+            info.reason = _too_large(status.st_size, max_mb)
+            return None
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as exc:
+            info.reason = f"cannot read file: {exc.strerror or exc}"
+            return None
+    if len(data) > max_bytes:
+        info.reason = _too_large(len(data), max_mb)
+        return None
+    return data
+
+
+def _too_large(size: int, max_mb: float) -> str:
+    return f"file is {size / 1024 / 1024:.1f} MB, above --max_image_mb {max_mb:g}"
 
 
 def inspect_image(info: ImageInfo, rules: ImageRules) -> ImageInfo:
     """Fill ``info`` with sha256, format and displayed size, or set ``info.reason``."""
     from PIL import Image, UnidentifiedImageError
 
-    try:
-        data = info.path.read_bytes()
-    except OSError as exc:
-        info.reason = f"cannot read file: {exc.strerror or exc}"
+    if info.reason:  # refused while scanning: never opened
+        return info
+    data = read_image_file(info, rules.max_image_mb)
+    if data is None:
         return info
     info.size_bytes = len(data)
     info.sha256 = hashlib.sha256(data).hexdigest()
     if not data:
         info.reason = "empty file"
-        return info
-    if len(data) > rules.max_image_mb * 1024 * 1024:
-        info.reason = f"file is {len(data) / 1024 / 1024:.1f} MB, above --max_image_mb {rules.max_image_mb:g}"
         return info
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -118,7 +207,7 @@ def inspect_image(info: ImageInfo, rules: ImageRules) -> ImageInfo:
             image.verify()
         with Image.open(io.BytesIO(data)) as image:
             image.load()  # verify() does not decode pixels; truncated data only fails here
-            orientation = image.getexif().get(0x0112, 1)
+            orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     except UnidentifiedImageError:
         info.reason = "not an image (Pillow cannot identify it)"
         return info
@@ -133,6 +222,26 @@ def inspect_image(info: ImageInfo, rules: ImageRules) -> ImageInfo:
     return info
 
 
+def upright_bytes(info: ImageInfo, data: bytes) -> bytes:
+    """``data`` (the file's bytes) re-encoded in its format with the EXIF orientation applied to the pixels and
+    the orientation tag removed (the other EXIF tags and the ICC profile kept): what a browser shows, stored
+    as it is shown. JPEGs are re-encoded at quality :data:`UPRIGHT_JPEG_QUALITY`."""
+    from PIL import Image, ImageOps
+
+    with Image.open(io.BytesIO(data)) as image:
+        upright = ImageOps.exif_transpose(image)
+        exif = upright.getexif()
+        exif.pop(EXIF_ORIENTATION, None)
+        options: dict[str, Any] = {"exif": exif.tobytes()}
+        if image.info.get("icc_profile"):
+            options["icc_profile"] = image.info["icc_profile"]
+        if info.format == "JPEG":
+            options["quality"] = UPRIGHT_JPEG_QUALITY
+        out = io.BytesIO()
+        upright.save(out, format=info.format, **options)
+    return out.getvalue()
+
+
 def mark_duplicates(infos: list[ImageInfo]) -> None:
     """Reject every valid file whose sha256 was already seen earlier in the list."""
     first: dict[str, str] = {}
@@ -145,16 +254,44 @@ def mark_duplicates(infos: list[ImageInfo]) -> None:
             first[info.sha256] = info.file_name
 
 
+def prefix_problem(prefix: str) -> str | None:
+    """Why ``prefix`` could put objects outside the folder it names, or be read two ways; None when it is fine.
+
+    Refused: control characters, backslashes (a separator to some tools), a leading ``/`` (absolute),
+    ``//`` (an empty folder name), ``.`` or ``..`` folders, more than :data:`MAX_PREFIX_BYTES` bytes.
+    """
+    if has_control_character(prefix):
+        return "has a control character"
+    if "\\" in prefix:
+        return "has a backslash"
+    if prefix.startswith("/"):
+        return "is absolute (starts with /)"
+    if "//" in prefix:
+        return "has an empty folder name (//)"
+    if any(part in {".", ".."} for part in prefix.split("/")):
+        return "has a '.' or '..' folder"
+    if len(prefix.encode("utf-8")) > MAX_PREFIX_BYTES:
+        return f"is longer than {MAX_PREFIX_BYTES} bytes"
+    return None
+
+
 def normalize_prefix(prefix: str | None) -> str:
-    """``road-signs`` -> ``road-signs/``; ``none``/empty -> ``''``; leading slashes dropped."""
-    prefix = (prefix or "").strip().lstrip("/")
-    if prefix.lower() == "none":
+    """``road-signs`` -> ``road-signs/``; ``none``/empty -> ``''``; CrowdboxesError (one line, before anything is
+    uploaded) for a prefix :func:`prefix_problem` refuses, such as ``../evil/`` or ``/abs/``."""
+    if is_none(prefix):
         return ""
-    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+    text = str(prefix).strip()
+    problem = prefix_problem(text)
+    if problem:
+        raise CrowdboxesError(f"--s3_prefix {shown_name(text)!r} {problem}; use folder names such as road-signs/ "
+                              f"(or none for the bucket root)")
+    return text if text.endswith("/") else text + "/"
 
 
 def object_key(prefix: str, info: ImageInfo) -> str:
-    return f"{prefix}{info.sha256}.{FORMATS[info.format][0]}"
+    """Where ``info`` goes in the bucket: ``<prefix><sha256>.<ext>``, or ``<prefix><sha256>-upright.<ext>``
+    for an upright copy (a different object than an earlier upload of the file's own bytes)."""
+    return f"{prefix}{info.sha256}{'-upright' if info.upright else ''}.{FORMATS[info.format][0]}"
 
 
 @dataclass
@@ -230,14 +367,26 @@ class S3Uploader:
             except ClientError as exc:
                 if str(exc.response.get("Error", {}).get("Code")) not in {"404", "NoSuchKey", "NotFound"}:
                     raise
-            self.client.put_object(Bucket=self.bucket, Key=info.key, Body=info.path.read_bytes(),
-                                   ContentType=FORMATS[info.format][1],
-                                   Metadata={"sha256": info.sha256, "file-name": quote(info.file_name)})
+            body = self.body(info)
+            metadata = {"sha256": info.sha256, "file-name": quote(info.file_name)}
+            if info.upright:
+                metadata["source-orientation"] = str(info.orientation)
+            self.client.put_object(Bucket=self.bucket, Key=info.key, Body=body, ContentType=FORMATS[info.format][1],
+                                   Metadata=metadata)
             with self._lock:
                 stats.uploaded += 1
         except (ClientError, BotoCoreError, OSError) as exc:
             with self._lock:
                 stats.failed.append((info.file_name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+
+    @staticmethod
+    def body(info: ImageInfo) -> bytes:
+        """What is uploaded for ``info``: the file's bytes again (checked to be the ones inspected), or their
+        upright copy. OSError when the file changed since it was inspected."""
+        data = read_image_file(ImageInfo(path=info.path, file_name=info.file_name), info.size_bytes / 1024 / 1024)
+        if data is None or hashlib.sha256(data).hexdigest() != info.sha256:
+            raise OSError("the file changed since it was checked; re-run the step")
+        return upright_bytes(info, data) if info.upright else data
 
     def upload(self, infos: list[ImageInfo], prefix: str) -> UploadStats:
         """Upload every image (skipping those already in the bucket) with ``max_workers`` threads."""

@@ -36,11 +36,13 @@ SKILL_ROLES = (DRAWER_SKILL_ROLE, VERIFIER_SKILL_ROLE, CONTROL_SKILL_ROLE)  # th
 
 
 
-def parse_mode(value: object) -> str:
-    """The QC mode; unknown values fail with one line listing the modes."""
+def parse_mode(value: object, source: str | None = None) -> str:
+    """The QC mode; unknown values fail with one line listing the modes. ``source`` names where a mode read
+    from a file came from (e.g. ``"out/pool.csv: row 2, field 'mode'"``); without it the error names ``--mode``."""
     mode = str(value).strip().lower() if value is not None else ""
     if mode not in MODES:
-        raise CrowdboxesError(f"--mode {value!r} is not a mode; choose one of {', '.join(MODES)}")
+        where = f"{source}: mode" if source else "--mode"
+        raise CrowdboxesError(f"{where} {value!r} is not a mode; choose one of {', '.join(MODES)}")
     return mode
 
 

@@ -382,3 +382,38 @@ def test_what_toloka_adds_on_its_side_is_not_a_change():
     assert changed(lambda d: d["task_spec"]["input_spec"]["image"].update(type="string")) == ["task_spec.input_spec"]
     assert changed(lambda d: d.update(public_instructions="old")) == ["public_instructions"]
     assert changed(lambda d: d["task_spec"]["view_spec"].update(config="{}")) == ["task_spec.view_spec"]
+
+
+# --- the flow: a bad dataset stops before Create Project ---------------------------------------------------
+
+def test_an_empty_dataset_creates_nothing_on_toloka_in_the_flow(toloka, tmp_path):
+    """The shipped flow runs Upload Images before Create Project (the relation Upload Images -> Create Project):
+    an empty dataset fails in one line and not one project or skill is made (they were 2 and 3 before)."""
+    import io
+
+    from crowdboxes.cnvrg.flow import load_flow
+    from crowdboxes.cnvrg.runner import FlowRunner
+
+    images = tmp_path / "road_signs"
+    images.mkdir()
+    (images / "notes.txt").write_text("no image in here")
+    (tmp_path / "empty.env").write_text("")
+    runner = FlowRunner(load_flow(REPO / "traffic_signs_annotation.yaml"), runs_dir=tmp_path / "runs",
+                        data={"road_signs": images}, env_file=tmp_path / "empty.env", out=io.StringIO(),
+                        err=io.StringIO(),
+                        overrides=[f"toloka_env={toloka.url}", "s3_endpoint_url=http://127.0.0.1:9",
+                                   "project_key=empty-dataset"])
+    toloka.admin("POST", "/_local/stats/reset")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("toloka_token", TOKEN)
+        for name, value in {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "key", "AWS_MAX_ATTEMPTS": "1",
+                            "AWS_EC2_METADATA_DISABLED": "true"}.items():
+            patch.setenv(name, value)
+        report = runner.run()
+    status = {r.title: r for r in report.results}
+    assert status["Upload Images"].status == "failed" and status["Upload Images"].returncode == 2
+    assert "no .jpg/.jpeg/.png/.webp files found" in status["Upload Images"].error
+    assert status["Create Project"].status == "skipped"
+    assert _writes(toloka) == {}
+    assert not [p for p in toloka.client().get_projects() if p.private_comment
+                and p.private_comment.startswith("crowdboxes:empty-dataset:")]

@@ -396,3 +396,73 @@ def test_rounds_need_their_projects(toloka, tmp_path, run_step_in_process):
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert f"{old}: --rounds missed_signs needs a row with role 'missed_signs'" in result.stderr
     assert len(all_pools(toloka)) == before
+
+
+# --- inputs checked on Toloka and against their parents before anything is created ----------------------
+
+def _writes(toloka) -> dict:
+    """Write requests the server saw since the last reset (``{"POST create_pool": n, ...}``)."""
+    stats = toloka.admin("GET", "/_local/stats")["requests"]
+    return {k: v for k, v in stats.items() if k.split()[0] in {"POST", "PUT", "PATCH", "DELETE"}
+            and not k.split()[1].startswith("local_")}
+
+
+def _refused_with_no_write(toloka, run_step_in_process, args) -> str:
+    """Run the step; it must fail in one line and send Toloka no write request. Returns the line."""
+    toloka.admin("POST", "/_local/stats/reset")
+    result = run_step_in_process(STEP, args + ["--expiry_days", "3"], {"toloka_token": TOKEN})  # within the URLs' life
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert _writes(toloka) == {}
+    return result.stderr
+
+
+def test_a_cut_images_csv_is_refused_naming_both_counts(toloka, tmp_path, run_step_in_process):
+    from crowdboxes.steps.upload_images import write_upload_summary
+
+    images_csv = tmp_path / "upload" / "images.csv"
+    write_images(images_csv, "cut")
+    write_upload_summary(images_csv, N_IMAGES, {})  # as Upload Images leaves it
+    lines = images_csv.read_text().splitlines(keepends=True)
+    images_csv.write_text("".join(lines[:-2]))  # two rows lost, the rest a valid CSV
+    line = _refused_with_no_write(toloka, run_step_in_process, launch_args(toloka, images_csv, tmp_path / "out"))
+    assert f"has {N_IMAGES - 2} image rows but Upload Images wrote {N_IMAGES}" in line
+    assert not (tmp_path / "out" / "pool.csv").exists()
+    images_csv.write_text("".join(lines))  # the file as written launches
+    toloka.admin("POST", "/_local/stats/reset")
+    result = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "out"), {"toloka_token": TOKEN})
+    assert result.returncode == 0, result.stderr
+
+
+def test_skills_that_do_not_exist_are_refused_before_anything_is_created(toloka, tmp_path, run_step_in_process):
+    images_csv = tmp_path / "images.csv"
+    write_images(images_csv, "skills", n=2)
+    projects = pd.read_csv(toloka.projects_csv, dtype=str)
+    projects.loc[projects["role"] == "control_skill", "toloka_id"] = "990001"
+    stale = tmp_path / "stale" / "projects.csv"
+    stale.parent.mkdir()
+    projects.to_csv(stale, index=False)
+    line = _refused_with_no_write(toloka, run_step_in_process,
+                                  launch_args(toloka, images_csv, tmp_path / "out", projects_csv=str(stale)))
+    assert "skill 990001 (projects.csv role control_skill) does not exist on Toloka" in line
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for path in CONFIGS.glob("*.json"):
+        (configs / path.name).write_text(path.read_text())
+    config = json.loads((configs / "detection_pool.json").read_text())
+    config["filter"]["and"].append({"or": [{"category": "skill", "key": "990002", "operator": "GTE", "value": 70}]})
+    (configs / "detection_pool.json").write_text(json.dumps(config))
+    line = _refused_with_no_write(toloka, run_step_in_process,
+                                  launch_args(toloka, images_csv, tmp_path / "out", config_dir=str(configs)))
+    assert "skill 990002 (detection_pool.json filter) does not exist on Toloka" in line
+    assert not (tmp_path / "out" / "pool.csv").exists()
+
+
+def test_a_mode_read_from_a_file_names_the_file():
+    from crowdboxes.toloka.quality import parse_mode
+
+    with pytest.raises(StepError) as info:
+        parse_mode("bogus", source="out/pool.csv: row 2, field 'mode'")
+    assert str(info.value) == ("out/pool.csv: row 2, field 'mode': mode 'bogus' is not a mode; choose one of "
+                               "overlap, verify, overlap+verify")
+    assert parse_mode(" Overlap+Verify ", source="x") == "overlap+verify"

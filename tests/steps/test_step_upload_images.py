@@ -1,8 +1,12 @@
-"""Upload Images: validation reasons, duplicates, S3 keys/URLs, and re-runs that upload nothing twice."""
+"""Upload Images: validation reasons, duplicates, S3 keys/URLs, and re-runs that upload nothing twice; paths that
+cannot leave their folder, size checks before reading, EXIF-rotated photos uploaded upright."""
 
 import hashlib
+import io
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,8 +18,10 @@ from PIL import Image
 
 from crowdboxes.storage import images as img
 from crowdboxes.cnvrg.stepkit import StepError
-from crowdboxes.steps.upload_images import UploadImagesOptions, images_frame, plan_upload
+from crowdboxes.steps.upload_images import UPLOAD_SUMMARY, UploadImagesOptions, images_frame, plan_upload
 from helpers_s3 import FAKE_AWS_ENV, start_local_s3
+
+REPO = Path(__file__).resolve().parents[2]
 
 BUCKET = "test-images"
 PUBLIC_BUCKET = "test-public-images"
@@ -101,8 +107,16 @@ def test_exif_rotation_gives_displayed_size(tmp_path):
 
 def test_prefix_and_url_mode_rules():
     assert img.normalize_prefix("road-signs") == "road-signs/"
-    assert img.normalize_prefix("/a/b/") == "a/b/"
-    assert img.normalize_prefix("none") == ""
+    assert img.normalize_prefix("a/b.c/") == "a/b.c/"
+    assert img.normalize_prefix("none") == "" and img.normalize_prefix(None) == ""
+    for prefix, problem in [("../evil/", "has a '.' or '..' folder"), ("a/../../b", "has a '.' or '..' folder"),
+                            ("./a", "has a '.' or '..' folder"), ("/a/b/", "is absolute (starts with /)"),
+                            ("a//b", "has an empty folder name (//)"), ("a\\b", "has a backslash"),
+                            ("a\nb", "has a control character"), ("a\x1b[31m", "has a control character"),
+                            ("x" * 901, "is longer than 900 bytes")]:
+        with pytest.raises(StepError) as info:
+            img.normalize_prefix(prefix)
+        assert problem in str(info.value) and "\n" not in str(info.value), prefix
     with pytest.raises(StepError, match="at most 7 days"):
         img.check_url_mode("presigned", 8)
     with pytest.raises(StepError, match="--url_mode 'signed'"):
@@ -264,3 +278,131 @@ def test_failed_uploads_are_reported_and_retried_alone(dataset, s3, monkeypatch)
     final = uploader.upload(good, "retry/")
     assert (final.uploaded, final.already_there, final.failed) == (1, 3, [])
     assert len([k for k in s3.objects(BUCKET) if k.startswith("retry/")]) == 4
+
+
+# --- paths cannot leave their folder; sizes are checked before reading; EXIF orientation -----------------
+
+def _step_args(dataset: Path, s3, bucket: str, out: Path, *extra: str) -> list[str]:
+    return ["--images_dir", str(dataset), "--s3_bucket", bucket, "--s3_endpoint_url", s3.url,
+            "--output_dir", str(out), *extra]
+
+
+@pytest.mark.parametrize("prefix, problem", [
+    ("../evil/", "has a '.' or '..' folder"), ("/abs/", "is absolute"), ("a//b/", "has an empty folder name"),
+    ("a\\b/", "has a backslash"), ("a\ncnvrg_tag_images: 31337\n", "has a control character"),
+])
+def test_a_prefix_out_of_its_folder_is_refused_before_any_upload(dataset, s3, tmp_path, prefix, problem,
+                                                                   run_step_in_process):
+    bucket = "test-prefix-" + hashlib.sha256(prefix.encode()).hexdigest()[:12]
+    s3.client().create_bucket(Bucket=bucket)
+    out = tmp_path / "out"
+    result = run_step_in_process("upload_images.py", _step_args(dataset, s3, bucket, out, "--s3_prefix", prefix),
+                                 {**FAKE_AWS_ENV, "AWS_EC2_METADATA_DISABLED": "true"})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: --s3_prefix ") and problem in result.stderr
+    assert not [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("cnvrg_tag")]
+    assert s3.objects(bucket) == {}
+    assert not out.exists() or not any(out.iterdir())
+
+
+def _outside_links(tmp_path: Path, root: Path, fifo: bool = True) -> Path:
+    """``root`` gets: a link to an image outside it, a link to a folder outside it, a link to an image inside
+    it, a FIFO named .jpg (``fifo``), and an image whose name would inject a cnvrg tag line; returns the
+    outside image."""
+    outside = _png(tmp_path / "private" / "secret.png", 50, 50, seed=21)
+    _png(tmp_path / "private" / "more" / "other.png", 50, 50, seed=22)
+    (root / "leak.png").symlink_to(outside)
+    (root / "linked_folder").symlink_to(tmp_path / "private" / "more", target_is_directory=True)
+    (root / "alias_of_b.png").symlink_to(root / "b.png")
+    if fifo:
+        os.mkfifo(root / "pipe.jpg")
+    _png(root / "x\ncnvrg_tag_images_uploaded: 31337.png", 40, 40, seed=23)
+    return outside
+
+
+def test_links_out_of_the_folder_are_rejected_and_never_opened(dataset, tmp_path, monkeypatch):
+    outside = _outside_links(tmp_path, dataset, fifo=False)  # a FIFO read in-process would block: the step test has it
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(os.fspath(path)) or real_open(path, *a, **k))
+    infos = img.inspect_all(img.scan_folder(dataset), img.ImageRules(min_side=32), max_workers=2)
+    img.mark_duplicates(infos)
+    reasons = {i.file_name: i.reason for i in infos}
+    assert reasons["leak.png"] == "symbolic link to a file outside --images_dir: not read"
+    assert reasons["linked_folder/"] == "symbolic link to a folder: not followed"
+    # a link inside the folder is read (through its real path): the same bytes as b.png, found first
+    assert reasons["alias_of_b.png"] == "" and reasons["b.png"] == "duplicate of alias_of_b.png"
+    assert reasons["x\ncnvrg_tag_images_uploaded: 31337.png"].startswith("file name has a control character")
+    private = str(outside.parent)
+    assert opened and not [p for p in opened if p.startswith(private)]
+
+
+def test_the_step_reports_links_and_hostile_names_on_safe_lines(dataset, s3, tmp_path, run_step):
+    _outside_links(tmp_path, dataset)
+    out = tmp_path / "out"
+    result = run_step("upload_images.py", _step_args(dataset, s3, BUCKET, out, "--s3_prefix", "links"), _env(),
+                      timeout=300)  # a FIFO read as a file would block: the timeout turns that into a failure
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "cnvrg_tag_images_uploaded: 4" in lines and not any(line.startswith("cnvrg_tag_images_uploaded: 3133")
+                                                               for line in lines)
+    assert "rejected x\\ncnvrg_tag_images_uploaded: 31337.png: file name has a control character" in result.stdout
+    rejected = dict(pd.read_csv(out / "rejected_images.csv").itertuples(index=False))
+    assert rejected["pipe.jpg"] == "not a regular file"
+    assert rejected["leak.png"] == "symbolic link to a file outside --images_dir: not read"
+    assert rejected["linked_folder/"] == "symbolic link to a folder: not followed"
+    images = pd.read_csv(out / "images.csv", dtype=str)
+    assert "leak.png" not in set(images.file_name) and not images.file_name.str.startswith("linked_folder").any()
+    secret = hashlib.sha256((tmp_path / "private" / "secret.png").read_bytes()).hexdigest()
+    assert not [k for k in s3.objects(BUCKET) if secret in k]
+
+
+# The step in a child process of a fresh interpreter, which reports its child's peak resident memory (kB).
+PEAK_RSS = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(done.returncode)")
+
+
+def test_a_huge_file_is_refused_by_its_size_without_reading_it(dataset, s3, tmp_path):
+    """A 1.5 GB file named .jpg (sparse: no disk used) is rejected from its size on disk. Reading it whole made
+    the step's peak memory 1.6 GB; now about 150 MB. The bound is wide so a slow or busy machine cannot fail it."""
+    with open(dataset / "huge.jpg", "wb") as handle:
+        handle.truncate(1500 * 1024 * 1024)
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "steps/upload_images.py",
+                           *_step_args(dataset, s3, BUCKET, out, "--s3_prefix", "huge")],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    peak_mb = int(done.stdout.splitlines()[-1]) / 1024
+    assert peak_mb < 700, f"peak RSS {peak_mb:.0f} MB: the file was read"
+    rejected = dict(pd.read_csv(out / "rejected_images.csv").itertuples(index=False))
+    assert rejected["huge.jpg"] == "file is 1500.0 MB, above --max_image_mb 20"
+
+
+def test_exif_rotated_photo_is_uploaded_upright(s3, tmp_path, run_step):
+    """Stored 120 x 60 with orientation 6 (turn 90 degrees clockwise to view): the object in S3 is 60 x 120
+    pixels with no orientation tag, as images.csv says; sha256 stays the source file's."""
+    root = tmp_path / "photos"
+    source = _jpeg(root / "turned.jpg", 120, 60, seed=31, orientation=6)
+    _jpeg(root / "plain.jpg", 80, 40, seed=32)
+    out = tmp_path / "out"
+    args = _step_args(root, s3, BUCKET, out, "--s3_prefix", "upright")
+    result = run_step("upload_images.py", args, _env())
+    assert result.returncode == 0, result.stderr
+    images = pd.read_csv(out / "images.csv", dtype=str).set_index("file_name")
+    turned, plain = images.loc["turned.jpg"], images.loc["plain.jpg"]
+    assert (turned.width, turned.height, turned.orientation, turned.orientation_applied) == ("60", "120", "6", "True")
+    assert turned.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert turned.s3_key == f"upright/{turned.sha256}-upright.jpg"
+    body = requests.get(turned.url, timeout=10).content
+    with Image.open(io.BytesIO(body)) as shown:
+        assert shown.size == (60, 120) and shown.getexif().get(0x0112) is None
+        with Image.open(source) as original:
+            from PIL import ImageOps
+            expected = np.asarray(ImageOps.exif_transpose(original), dtype=float)
+        assert np.abs(np.asarray(shown, dtype=float) - expected).mean() < 8  # the same picture, re-encoded
+    assert (plain.orientation_applied, plain.s3_key) == ("False", f"upright/{plain.sha256}.jpg")
+    assert requests.get(plain.url, timeout=10).content == (root / "plain.jpg").read_bytes()
+    summary = json.loads(UPLOAD_SUMMARY.path(out).read_text())
+    assert (summary["images"], summary["orientation_applied"]) == (2, 1)
+    again = run_step("upload_images.py", args, _env())
+    assert again.returncode == 0 and "cnvrg_tag_images_uploaded: 0" in again.stdout
