@@ -7,6 +7,8 @@ object again by its stable key (``crowdboxes:<project_key>:<role>`` in the proje
 skills by exact name, then by that key) or creates it. Re-running the step never creates anything twice. After an edit of a
 config, the re-run updates that project or skill in Toloka (names, descriptions, instructions, the
 task interface apply to running pools at once); with unchanged configs it writes nothing to Toloka.
+In the flow it runs after Upload Images, so an empty or unusable dataset stops the job before any project
+or skill exists.
 
 Inputs:
   --config_dir   folder with detection_project.json, skills.json [, verification_project.json,

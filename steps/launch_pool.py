@@ -55,6 +55,10 @@ Troubleshooting:
   * "the pool will expire at ..., when the presigned image URLs do": the pool never outlives its images;
     for pools longer than 7 days use --url_mode public in Upload Images.
   * "image URLs expire ... less than 1 h from now": re-run Upload Images to sign fresh URLs.
+  * "images.csv has N image rows but Upload Images wrote M": the file was cut or edited after Upload Images
+    (its upload_summary.json disagrees); re-run Upload Images. Nothing was created.
+  * "skill N (projects.csv role drawer_skill / detection_pool.json filter) does not exist on Toloka": re-run
+    Create Project, or fix the skill id in the config. Checked before anything is created.
   * "N images were rejected by Toloka": the created tasks are kept; fix the URLs and re-run, only the
     missing tasks are sent.
   * Changing any setting creates a NEW pool on the next run (the old one stays; close it in Toloka).

@@ -4,12 +4,15 @@ Scans --images_dir recursively for .jpg/.jpeg/.png/.webp files, decodes each wit
 its size, skips files whose bytes duplicate an earlier one (sha256), and uploads the rest in
 parallel to ``s3://<bucket>/<prefix><sha256>.<ext>`` with the right content type. An object that
 is already there is not uploaded again, so a re-run costs only the new images. No Toloka token is
-needed.
+needed. Nothing outside --images_dir is read: links out of it, linked folders, FIFOs and file names
+with control characters are rejected unread; a file above --max_image_mb is rejected by its size on disk
+before a byte is read. A photo with an EXIF orientation is uploaded upright (``<sha256>-upright.<ext>``).
 
 Inputs:
   --images_dir       folder of images (the cnvrg dataset, e.g. /data/road_signs)
   --s3_bucket        bucket name; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (cnvrg secrets)
-  --s3_prefix        key prefix, e.g. road-signs/ (none = bucket root)
+  --s3_prefix        key prefix, e.g. road-signs/ (none = bucket root); refused before any upload: .., ., a
+                     leading /, //, backslashes, control characters
   --s3_endpoint_url  S3-compatible endpoint (MinIO, local store); none = AWS
   --url_mode         presigned (signed GET URLs that expire; at most 7 days) | public (bucket must allow
                      anonymous reads)
@@ -17,8 +20,11 @@ Inputs:
   --max_workers      parallel uploads; --max_image_mb, --min_side, --max_side: limits per image
 Outputs (in --output_dir):
   images.csv           image_id (first 16 hex of sha256), file_name (relative to --images_dir), url, width,
-                       height (pixels as displayed, EXIF rotation applied), sha256, then format, bytes,
-                       orientation, s3_key, url_expires_at (ISO UTC; empty for public URLs)
+                       height (pixels as displayed and as uploaded), sha256 (of the source file), then format,
+                       bytes, orientation (the source's EXIF tag, 1-8), s3_key, url_expires_at (ISO UTC; empty for
+                       public URLs), orientation_applied (true: the object is an upright copy, tag removed)
+  upload_summary.json  images (images.csv's rows), images_csv_sha256, rejected, uploaded, already_in_s3,
+                       orientation_applied: Launch Pool refuses an images.csv that no longer matches it
   rejected_images.csv  file_name, reason (not an image, corrupt, too small/large, format, duplicate of <file>)
   stdout: cnvrg_tag_images, cnvrg_tag_images_rejected, cnvrg_tag_images_uploaded, cnvrg_tag_images_already_in_s3
 Sample command:
@@ -29,6 +35,7 @@ Troubleshooting:
   * "image URL ... answered HTTP 403": in public mode the bucket needs a public-read policy; or use presigned.
   * "N of M uploads failed": nothing is lost; re-run the step, it uploads only what is missing.
   * Many "duplicate of" rows: the dataset holds the same photo under several names; only the first is used.
+  * "symbolic link to a file outside --images_dir: not read": copy the file into the dataset instead.
 """
 
 from __future__ import annotations
