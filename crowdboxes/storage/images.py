@@ -7,7 +7,8 @@
    file and anything larger than ``--max_image_mb`` from its size on disk (``fstat``) before reading a
    byte, reads at most that many bytes, then decodes with Pillow (``verify`` then a full ``load``) only
    after the header's width and height passed ``--max_side``: the memory of one image is bounded by
-   ``max_image_mb`` + ``max_side`` ** 2 x 4 bytes. A failure becomes a reason for rejected_images.csv.
+   ``max_image_mb`` + ``max_side`` ** 2 x 4 bytes, and the threads together decode at most
+   :data:`DECODE_BUDGET` pixels at once (:class:`PixelBudget`). A failure becomes a reason for rejected_images.csv.
 3. Files with the same sha256 are uploaded once: the first in sorted order wins, the rest are
    rejected as ``duplicate of <file>``.
 4. :class:`S3Uploader` puts each image at ``<prefix><sha256>.<ext>`` with its content type, after a
@@ -28,7 +29,9 @@ import io
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -51,6 +54,36 @@ UPRIGHT_JPEG_QUALITY = 95  # re-encoding an upright copy: visually lossless, abo
 MAX_PREFIX_BYTES = 900
 # os.open flags: never follow a link at the last step, never block on a FIFO named .jpg
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+class PixelBudget:
+    """At most ``limit`` pixels decoded at once across threads; an image larger than ``limit`` runs alone.
+
+    A decoded image holds about 4 bytes per pixel, so with the default budget (:data:`DECODE_BUDGET`) the
+    step's pixel memory stays under 2 x 8192^2 x 4 B = 512 MiB whatever ``--max_workers`` is, instead of
+    ``max_workers`` x ``max_side``^2 x 4 B (2 GiB for 8 workers at 8192 px).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Wait until ``pixels`` fit in what is left (or nothing is held), hold them for the ``with`` block."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.used == 0 or self.used + pixels <= self.limit)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.used -= pixels
+                self._changed.notify_all()
+
+
+DECODE_BUDGET = PixelBudget(2 * 8192 * 8192)
 
 
 @dataclass(frozen=True)
@@ -205,7 +238,7 @@ def inspect_image(info: ImageInfo, rules: ImageRules) -> ImageInfo:
                 info.reason = f"image is {width}x{height} px, shorter side below --min_side {rules.min_side}"
                 return info
             image.verify()
-        with Image.open(io.BytesIO(data)) as image:
+        with DECODE_BUDGET.hold(width * height), Image.open(io.BytesIO(data)) as image:
             image.load()  # verify() does not decode pixels; truncated data only fails here
             orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     except UnidentifiedImageError:
@@ -228,7 +261,7 @@ def upright_bytes(info: ImageInfo, data: bytes) -> bytes:
     as it is shown. JPEGs are re-encoded at quality :data:`UPRIGHT_JPEG_QUALITY`."""
     from PIL import Image, ImageOps
 
-    with Image.open(io.BytesIO(data)) as image:
+    with DECODE_BUDGET.hold(info.width * info.height), Image.open(io.BytesIO(data)) as image:
         upright = ImageOps.exif_transpose(image)
         exif = upright.getexif()
         exif.pop(EXIF_ORIENTATION, None)

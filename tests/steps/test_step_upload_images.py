@@ -406,3 +406,25 @@ def test_exif_rotated_photo_is_uploaded_upright(s3, tmp_path, run_step):
     assert (summary["images"], summary["orientation_applied"]) == (2, 1)
     again = run_step("upload_images.py", args, _env())
     assert again.returncode == 0 and "cnvrg_tag_images_uploaded: 0" in again.stdout
+
+
+def test_threads_decode_at_most_the_pixel_budget_at_once():
+    import threading
+
+    budget = img.PixelBudget(10)
+    entered = threading.Event()
+
+    def second():
+        with budget.hold(6):
+            entered.set()
+
+    with budget.hold(6):
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        waiting.join(0.2)
+        assert waiting.is_alive() and not entered.is_set() and budget.used == 6  # 6 + 6 > 10: it waits
+    waiting.join(10)
+    assert entered.is_set() and budget.used == 0
+    with budget.hold(25):  # larger than the budget: runs alone rather than never
+        assert budget.used == 25
+    assert img.DECODE_BUDGET.limit == 2 * 8192 * 8192
