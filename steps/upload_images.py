@@ -26,7 +26,8 @@ Outputs (in --output_dir):
   upload_summary.json  images (images.csv's rows), images_csv_sha256, rejected, uploaded, already_in_s3,
                        orientation_applied: Launch Pool refuses an images.csv that no longer matches it
   rejected_images.csv  file_name, reason (not an image, corrupt, too small/large, format, duplicate of <file>)
-  stdout: cnvrg_tag_images, cnvrg_tag_images_rejected, cnvrg_tag_images_uploaded, cnvrg_tag_images_already_in_s3
+  stdout: cnvrg_tag_images, cnvrg_tag_images_rejected, cnvrg_tag_images_uploaded, cnvrg_tag_images_already_in_s3,
+          cnvrg_tag_images_orientation_applied
 Sample command:
   AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... python steps/upload_images.py --images_dir data/road_signs \
       --s3_bucket my-bucket --s3_prefix road-signs/ --url_mode presigned --url_expiry_days 7 --output_dir out/upload

@@ -166,13 +166,14 @@ def upload_images(options: UploadImagesOptions) -> int:
     img.check_url_reachable(good[0].url)
 
     path = write_csv(images_frame(good, img.url_expiry(plan.url_mode, plan.expiry_days)), out, IMAGES)
+    upright = sum(i.upright for i in good)
     write_upload_summary(path, len(good), {"rejected": len(rejected), "uploaded": stats.uploaded,
-                                           "already_in_s3": stats.already_there,
-                                           "orientation_applied": sum(i.upright for i in good)})
-    print(f"wrote {path}: {len(good)} images ({stats.uploaded} uploaded, {stats.already_there} already in S3), "
-          f"{len(rejected)} rejected")
+                                           "already_in_s3": stats.already_there, "orientation_applied": upright})
+    print(f"wrote {path}: {len(good)} images ({stats.uploaded} uploaded, {stats.already_there} already in S3, "
+          f"{upright} turned upright by their EXIF orientation), {len(rejected)} rejected")
     cnvrg_tag("images", len(good))
     cnvrg_tag("images_rejected", len(rejected))
     cnvrg_tag("images_uploaded", stats.uploaded)
     cnvrg_tag("images_already_in_s3", stats.already_there)
+    cnvrg_tag("images_orientation_applied", upright)
     return 0

@@ -408,7 +408,7 @@ class S3Uploader:
                                    Metadata=metadata)
             with self._lock:
                 stats.uploaded += 1
-        except (ClientError, BotoCoreError, OSError) as exc:
+        except (ClientError, BotoCoreError, OSError, ValueError) as exc:  # ValueError: Pillow re-encoding an upright copy
             with self._lock:
                 stats.failed.append((info.file_name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
 

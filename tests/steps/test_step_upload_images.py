@@ -404,6 +404,7 @@ def test_exif_rotated_photo_is_uploaded_upright(s3, tmp_path, run_step):
     assert requests.get(plain.url, timeout=10).content == (root / "plain.jpg").read_bytes()
     summary = json.loads(UPLOAD_SUMMARY.path(out).read_text())
     assert (summary["images"], summary["orientation_applied"]) == (2, 1)
+    assert "cnvrg_tag_images_orientation_applied: 1" in result.stdout
     again = run_step("upload_images.py", args, _env())
     assert again.returncode == 0 and "cnvrg_tag_images_uploaded: 0" in again.stdout
 
