@@ -422,34 +422,35 @@ def wait_pool(options: WaitPoolOptions) -> int:
     run = _start(options)
     from crowdboxes.toloka.lease import MetadataTarget, job_lease
 
-    pool = MetadataTarget(run.client, "pool", run.plan.pool_id)
-    with job_lease(pool, "wait_pool", options.lease_wait_seconds):
-        run.finished = finished_marker(pool)
+    # the lease and the finished marker live on the detection project: Toloka edits a pool only while closed
+    project = MetadataTarget(run.client, "project", str(run.plan.detection["project_id"]))
+    with job_lease(project, f"wait_pool-{run.plan.pool_id}", options.lease_wait_seconds):
+        run.finished = finished_marker(project, run.plan.pool_id)
         if run.finished is not None:
             print(f"wait_pool: pool {run.plan.pool_id} was completed by an earlier run ({run.finished}); "
                   f"collecting its answers, buying nothing", file=sys.stderr, flush=True)
         code = _wait_and_write(run, options)
         if run.finished is None and run.completed:
-            mark_finished(pool, run.plan.mode)
+            mark_finished(project, run.plan.pool_id, run.plan.mode)
         return code
 
 
-def finished_marker(pool: Any) -> str | None:
-    """The pool's ``crowdboxes_finished`` marker (``<time> <mode>``), written when a wait completed it."""
-    from crowdboxes.toloka.lease import FINISHED_KEY
+def finished_marker(project: Any, pool_id: str) -> str | None:
+    """The marker (``<time> <mode>``) a wait left on the project when it completed pool ``pool_id``."""
+    from crowdboxes.toloka.lease import finished_key
 
-    value = pool.read().get(FINISHED_KEY)
+    value = project.read().get(finished_key(pool_id))
     return " ".join(value) if value else None
 
 
-def mark_finished(pool: Any, mode: str) -> None:
-    """Mark the pool completed on Toloka: a later run (fresh folder or not) collects and buys nothing."""
-    from crowdboxes.toloka.lease import FINISHED_KEY
+def mark_finished(project: Any, pool_id: str, mode: str) -> None:
+    """Mark pool ``pool_id`` completed (project metadata): a later run, fresh folder or not, buys nothing."""
+    from crowdboxes.toloka.lease import finished_key
 
     try:
-        pool.update(lambda m: m.__setitem__(FINISHED_KEY, [iso(now_utc()), mode]))
+        project.update(lambda m: m.__setitem__(finished_key(pool_id), [iso(now_utc()), mode]))
     except Exception as exc:  # noqa: BLE001 - the answers are written; a re-run then rebuilds instead
-        print(f"warning: could not mark {pool.name} finished on Toloka ({type(exc).__name__})", file=sys.stderr)
+        print(f"warning: could not mark pool {pool_id} finished on Toloka ({type(exc).__name__})", file=sys.stderr)
 
 
 def _wait_and_write(run: _Run, options: WaitPoolOptions) -> int:

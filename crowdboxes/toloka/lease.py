@@ -1,7 +1,9 @@
 """One run at a time per job: a lease on a Toloka object, and a lock file on this machine.
 
-Toloka has no compare-and-swap, so the lease is the classic write-then-re-read protocol on an object's
-``metadata`` (a ``{key: [str, ...]}`` map that projects and pools carry and nothing else of ours uses):
+Toloka has no compare-and-swap, so the lease is the classic write-then-re-read protocol on a project's
+``metadata`` (a ``{key: [str, ...]}`` map nothing else of ours uses). A project, not a pool: Toloka edits a
+pool only while it is closed (``PUT /pools/{id}``: "a pool cannot be edited while it is open"), and a
+project at any time:
 
 1. read the object; if ``metadata[crowdboxes_lease:<scope>]`` names another owner whose expiry is in the
    future (and who is not a dead process on this very machine), wait (up to ``wait_seconds``) or refuse;
@@ -25,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import fcntl
+import json
 import os
 import re
 import socket
@@ -42,7 +45,7 @@ from typing import IO, Any
 from crowdboxes.errors import CrowdboxesError
 
 LEASE_PREFIX = "crowdboxes_lease:"  # metadata key: LEASE_PREFIX + scope -> [owner, expiry ISO]
-FINISHED_KEY = "crowdboxes_finished"  # pool metadata: [finished ISO, mode] once a wait ended completed
+FINISHED_PREFIX = "crowdboxes_finished:"  # + pool id -> [finished ISO, mode] once a wait completed the pool
 LOCK_DIR_ENV = "CROWDBOXES_LOCK_DIR"
 WAIT_ENV = "CROWDBOXES_LEASE_WAIT_SECONDS"  # the wait of the steps without a param of their own
 SETTLE_ENV = "CROWDBOXES_LEASE_SETTLE_SECONDS"
@@ -118,12 +121,22 @@ class Holder:
         return self.expires > now and not self.dead_here()
 
 
+def finished_key(pool_id: str) -> str:
+    """The project metadata key that says Wait Pool completed pool ``pool_id``."""
+    return FINISHED_PREFIX + str(pool_id)
+
+
+# what GET /projects/{id} answers but a PUT does not take (as crowdboxes.toloka.projects sends it)
+PROJECT_SERVER_FIELDS = ("id", "status", "created", "owner")
+
+
 class MetadataTarget:
-    """A project or pool whose ``metadata`` carries leases and markers (read, then ``PUT`` back whole)."""
+    """A project whose ``metadata`` carries leases and markers (read, then ``PUT`` back whole, only the
+    metadata changed). ``kind`` is ``project``: pools are not editable while open."""
 
     def __init__(self, client: Any, kind: str, object_id: str) -> None:
-        if kind not in ("project", "pool"):
-            raise ValueError(kind)
+        if kind != "project":
+            raise ValueError(f"leases live on projects, not on a {kind}")
         self.client, self.kind, self.object_id = client, kind, str(object_id)
 
     @property
@@ -143,8 +156,13 @@ class MetadataTarget:
         obj = self._get()
         metadata = {str(k): [str(x) for x in v] for k, v in (obj.metadata or {}).items()}
         change(metadata)
-        obj.metadata = metadata or None
-        getattr(self.client, f"update_{self.kind}")(self.object_id, obj)
+        if hasattr(obj, "to_json"):  # a toloka-kit Project: send it without the fields only Toloka sets
+            body = {k: v for k, v in json.loads(obj.to_json()).items() if k not in PROJECT_SERVER_FIELDS}
+            body["metadata"] = metadata
+            obj = type(obj).structure(body)
+        else:
+            obj.metadata = metadata
+        self.client.update_project(self.object_id, obj)
         return metadata
 
 

@@ -318,7 +318,8 @@ def upload_tasks(client: Any, pool_id: str, wanted: pd.DataFrame, *, batch_size:
     # under other batch ids); after the wait, the list is read again
     from crowdboxes.toloka.lease import DEFAULT_WAIT_SECONDS, WAIT_ENV, MetadataTarget, env_seconds, job_lease
 
-    with job_lease(MetadataTarget(client, "pool", pool_id), "upload", env_seconds(WAIT_ENV, DEFAULT_WAIT_SECONDS)):
+    project = MetadataTarget(client, "project", str(client.get_pool(str(pool_id)).project_id))
+    with job_lease(project, f"upload-{pool_id}", env_seconds(WAIT_ENV, DEFAULT_WAIT_SECONDS)):
         present = existing_by_key()
         missing = [i for i, key in enumerate(keys) if key not in present]
         return _upload(client, pool_id, wanted, keys, present, missing, existing_by_key, batch_size, use_image_id,

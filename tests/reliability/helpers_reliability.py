@@ -161,6 +161,7 @@ class Job:
     tasks_csv: Path
     detection: str
     verification: str
+    detection_project: str
 
 
 def write_images(path: Path, n: int = N_IMAGES) -> pd.DataFrame:
@@ -218,7 +219,7 @@ def launch_job(world: World, key: str) -> Job:
     pools = pd.read_csv(folder / "launch_pool" / "pool.csv", dtype=str).set_index("role")
     return Job(folder, projects_csv, images_csv, folder / "launch_pool" / "pool.csv",
                folder / "launch_pool" / "tasks.csv", pools.loc["detection_pool", "pool_id"],
-               pools.loc["verification_pool", "pool_id"])
+               pools.loc["verification_pool", "pool_id"], pools.loc["detection_pool", "project_id"])
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import threading
 import pandas as pd
 import pytest
 
-from crowdboxes.toloka.lease import FINISHED_KEY, LEASE_PREFIX, MetadataTarget
+from crowdboxes.toloka.lease import LEASE_PREFIX, MetadataTarget, finished_key
 from crowdboxes.toloka.pricing import assignment_price
 from helpers_reliability import (MAX_ATTEMPTS, N_IMAGES, VERIFIERS, answers_text, bought, launch_job, start_world,
                                  summary, wait_for, write_images)
@@ -52,8 +52,8 @@ def test_a_finished_verify_wait_rerun_into_a_fresh_folder_buys_nothing(world):
     before = bought(world, job)
     assert before.drawings > N_IMAGES, first.stderr[-3000:]  # the bad drawers' images were redrawn: the case the old state got wrong
     _check_exactly_once(before)
-    pool = MetadataTarget(world.client, "pool", job.detection)
-    assert FINISHED_KEY in pool.read() and not any(k.startswith(LEASE_PREFIX) for k in pool.read())
+    project = MetadataTarget(world.client, "project", job.detection_project)
+    assert finished_key(job.detection) in project.read() and not any(k.startswith(LEASE_PREFIX) for k in project.read())
     started = world.client.get_pool(job.detection).last_started
 
     with world.crowd_running():
@@ -66,7 +66,7 @@ def test_a_finished_verify_wait_rerun_into_a_fresh_folder_buys_nothing(world):
     assert world.client.get_pool(job.detection).last_started == started  # never re-opened
 
     # the same when the run that completed the pool died before marking it: the ledger comes back from Toloka
-    pool.update(lambda metadata: metadata.pop(FINISHED_KEY))
+    project.update(lambda metadata: metadata.pop(finished_key(job.detection)))
     with world.crowd_running():
         rebuilt = world.run("wait_pool", job.folder / "wait3", **world.wait_params(job))
     assert rebuilt.returncode == 0, rebuilt.stderr
@@ -164,10 +164,10 @@ def test_two_create_project_and_launch_pool_runs_at_once_make_each_object_once(w
 
 def test_a_second_wait_pool_during_a_verify_run_waits_or_refuses_and_duplicates_nothing(world):
     job = launch_job(world, "twowaits")
-    pool = MetadataTarget(world.client, "pool", job.detection)
+    project = MetadataTarget(world.client, "project", job.detection_project)
     # the crowd stands still until both later runs have met the first one's lease
     first = world.start("wait_pool", job.folder / "wait1", **world.wait_params(job))
-    wait_for(lambda: any(k.startswith(LEASE_PREFIX) for k in pool.read()) or first.poll() is not None,
+    wait_for(lambda: any(k.startswith(LEASE_PREFIX) for k in project.read()) or first.poll() is not None,
              what="the first run's lease")
     refused = world.run("wait_pool", job.folder / "wait_refused", **world.wait_params(job, lease_wait_seconds=0))
     elsewhere = world.run("wait_pool", job.folder / "wait_elsewhere", env={"CROWDBOXES_LOCK_DIR": str(world.tmp / "m2")},
