@@ -123,10 +123,12 @@ def check_images_csv(images_csv: str | Path) -> None:
         rows: int | str = len(pd.read_csv(path, dtype=str))
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
         rows = "no readable"
-    raise CrowdboxesError(f"{path} has {rows} image rows but Upload Images wrote {summary.get('images')!r} "
-                          f"({summary_path} holds its count and sha256): the file was cut or edited since; re-run "
-                          f"Upload Images, or delete {summary_path.name} to launch the edited file (nothing was "
-                          f"created)")
+    expected = summary.get("images")
+    change = (f"has {rows} image rows but Upload Images wrote {expected!r}" if rows != expected else
+              f"has the {rows} image rows Upload Images wrote, but other bytes")
+    raise CrowdboxesError(f"{path} {change} ({summary_path} holds its count and sha256): the file was cut or edited "
+                          f"since; re-run Upload Images, or delete {summary_path.name} to launch the edited file "
+                          f"(nothing was created)")
 
 
 def _report_rejected(rejected: pd.DataFrame) -> None:

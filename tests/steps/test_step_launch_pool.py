@@ -427,6 +427,9 @@ def test_a_cut_images_csv_is_refused_naming_both_counts(toloka, tmp_path, run_st
     line = _refused_with_no_write(toloka, run_step_in_process, launch_args(toloka, images_csv, tmp_path / "out"))
     assert f"has {N_IMAGES - 2} image rows but Upload Images wrote {N_IMAGES}" in line
     assert not (tmp_path / "out" / "pool.csv").exists()
+    images_csv.write_text("".join(lines).replace(",640,", ",0,", 1))  # edited in place: same count
+    line = _refused_with_no_write(toloka, run_step_in_process, launch_args(toloka, images_csv, tmp_path / "out"))
+    assert f"has the {N_IMAGES} image rows Upload Images wrote, but other bytes" in line
     images_csv.write_text("".join(lines))  # the file as written launches
     toloka.admin("POST", "/_local/stats/reset")
     result = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "out"), {"toloka_token": TOKEN})
