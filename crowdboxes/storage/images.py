@@ -123,9 +123,17 @@ class ImageInfo:
         return self.orientation != 1
 
 
+# Text-direction overrides and isolates: they make a name read differently from what it is ("Trojan Source").
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def has_control_character(text: str) -> bool:
-    """True when ``text`` holds a character that is not printable (line breaks, tabs, escapes, bidi marks)."""
-    return any(not c.isprintable() for c in text)
+    """True when ``text`` holds a control character (Unicode Cc: tabs, line breaks, escapes, NEL), a line or
+    paragraph separator, or a text-direction override; other characters (accents, no-break spaces, emoji)
+    are fine."""
+    import unicodedata
+
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI_CONTROLS for c in text)
 
 
 def shown_name(text: str) -> str:

@@ -117,6 +117,9 @@ def test_prefix_and_url_mode_rules():
         with pytest.raises(StepError) as info:
             img.normalize_prefix(prefix)
         assert problem in str(info.value) and "\n" not in str(info.value), prefix
+    assert img.normalize_prefix("fotos/straße\u00a01") == "fotos/straße\u00a01/"  # accents, no-break space: fine
+    for name in ("a\u2028b", "a\u202eb", "a\x85b", "a\tb"):
+        assert img.has_control_character(name), repr(name)
     with pytest.raises(StepError, match="at most 7 days"):
         img.check_url_mode("presigned", 8)
     with pytest.raises(StepError, match="--url_mode 'signed'"):
