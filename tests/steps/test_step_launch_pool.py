@@ -408,12 +408,14 @@ def _writes(toloka) -> dict:
 
 
 def _refused_with_no_write(toloka, run_step_in_process, args) -> str:
-    """Run the step; it must fail in one line and send Toloka no write request. Returns the line."""
+    """Run the step; it must fail with one ``error:`` line, its last (notes may come before), and send Toloka
+    no write request. Returns the line."""
     toloka.admin("POST", "/_local/stats/reset")
     result = run_step_in_process(STEP, args + ["--expiry_days", "3"], {"toloka_token": TOKEN})  # within the URLs' life
-    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and [line for line in lines if line.startswith("error:")] == lines[-1:], lines
     assert _writes(toloka) == {}
-    return result.stderr
+    return lines[-1]
 
 
 def test_a_cut_images_csv_is_refused_naming_both_counts(toloka, tmp_path, run_step_in_process):
@@ -469,3 +471,15 @@ def test_a_mode_read_from_a_file_names_the_file():
     assert str(info.value) == ("out/pool.csv: row 2, field 'mode': mode 'bogus' is not a mode; choose one of "
                                "overlap, verify, overlap+verify")
     assert parse_mode(" Overlap+Verify ", source="x") == "overlap+verify"
+
+
+def test_verify_mode_without_its_project_is_refused_before_the_detection_pool(toloka, tmp_path, run_step_in_process):
+    images_csv = tmp_path / "images.csv"
+    write_images(images_csv, "noverify", n=2)
+    projects = pd.read_csv(toloka.projects_csv, dtype=str)
+    partial = tmp_path / "partial" / "projects.csv"
+    partial.parent.mkdir()
+    projects[projects["role"] != "verification_project"].to_csv(partial, index=False)
+    line = _refused_with_no_write(toloka, run_step_in_process, launch_args(
+        toloka, images_csv, tmp_path / "out", mode="verify", projects_csv=str(partial)))
+    assert "--mode verify needs a row with role 'verification_project'" in line
