@@ -70,6 +70,9 @@ class Artifact:
         return Path(folder) / self.file_name
 
 
+UPLOAD_SUMMARY = Artifact("upload_summary.json", "Upload Images",
+                          "images.csv's row count and sha256 (Launch Pool refuses a cut or edited images.csv), "
+                          "rejected, uploaded and already-in-S3 counts; found beside images.csv")
 WAIT_SUMMARY = Artifact("wait_summary.json", "Wait Pool",
                         "pools, counts, money spent, timing, detection_fields; found beside answers.csv")
 WAIT_JOURNAL = Artifact("wait_pool_journal.jsonl", "Wait Pool", "append-only collection state for re-runs")

@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from crowdboxes.artifacts import IMAGES, REJECTED_IMAGES, Artifact, write_csv
-from crowdboxes.cnvrg.metrics import cnvrg_tag
+from crowdboxes.artifacts import IMAGES, REJECTED_IMAGES, UPLOAD_SUMMARY, write_csv
+from crowdboxes.cnvrg.metrics import cnvrg_tag, one_line
 from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.files import read_json_object, sha256_file, write_text_atomic
@@ -26,11 +26,6 @@ from crowdboxes.params import is_none, parse_number
 from crowdboxes.storage import images as img
 
 SHOWN_REJECTIONS = 10  # the rest are in rejected_images.csv
-# Declared here until crowdboxes/artifacts.py lists it beside IMAGES (the contract's home); Launch Pool finds it
-# beside the images.csv it is given.
-UPLOAD_SUMMARY = Artifact("upload_summary.json", "Upload Images",
-                          "images.csv's row count and sha256 (Launch Pool refuses a cut or edited images.csv), "
-                          "rejected, uploaded and already-in-S3 counts; found beside images.csv")
 
 
 @dataclass(frozen=True)
@@ -133,7 +128,7 @@ def check_images_csv(images_csv: str | Path) -> None:
 
 def _report_rejected(rejected: pd.DataFrame) -> None:
     for row in rejected.head(SHOWN_REJECTIONS).itertuples(index=False):
-        print(f"rejected {img.shown_name(str(row.file_name))}: {row.reason}")
+        print(one_line(f"rejected {row.file_name}: {row.reason}"))
     if len(rejected) > SHOWN_REJECTIONS:
         print(f"... {len(rejected) - SHOWN_REJECTIONS} more in {REJECTED_IMAGES.file_name}")
 

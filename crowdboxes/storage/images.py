@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from crowdboxes.cnvrg.metrics import one_line
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.params import is_none
 
@@ -134,11 +135,6 @@ def has_control_character(text: str) -> bool:
     import unicodedata
 
     return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI_CONTROLS for c in text)
-
-
-def shown_name(text: str) -> str:
-    """``text`` for one line of stdout/stderr: each non-printable character as its Python escape."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def scan_folder(folder: str | os.PathLike) -> list[ImageInfo]:
@@ -324,7 +320,7 @@ def normalize_prefix(prefix: str | None) -> str:
     text = str(prefix).strip()
     problem = prefix_problem(text)
     if problem:
-        raise CrowdboxesError(f"--s3_prefix {shown_name(text)!r} {problem}; use folder names such as road-signs/ "
+        raise CrowdboxesError(f"--s3_prefix {one_line(text)!r} {problem}; use folder names such as road-signs/ "
                               f"(or none for the bucket root)")
     return text if text.endswith("/") else text + "/"
 

@@ -18,7 +18,8 @@ from PIL import Image
 
 from crowdboxes.storage import images as img
 from crowdboxes.cnvrg.stepkit import StepError
-from crowdboxes.steps.upload_images import UPLOAD_SUMMARY, UploadImagesOptions, images_frame, plan_upload
+from crowdboxes.artifacts import UPLOAD_SUMMARY
+from crowdboxes.steps.upload_images import UploadImagesOptions, images_frame, plan_upload
 from helpers_s3 import FAKE_AWS_ENV, start_local_s3
 
 REPO = Path(__file__).resolve().parents[2]
