@@ -79,13 +79,14 @@ def test_a_finished_verify_wait_rerun_into_a_fresh_folder_buys_nothing(world):
           f"fresh-folder re-runs {now.drawings} drawings, {now.verdicts} verdicts, ${now.spent:.4f}")
 
 
-def test_kill_9_at_a_third_then_a_rerun_into_a_fresh_folder_stays_within_plan(world):
+@pytest.mark.parametrize("at", [0.3, 0.6])
+def test_kill_9_mid_way_then_a_rerun_into_a_fresh_folder_stays_within_plan(world, at):
     job = launch_job(world, "killed")
     with world.crowd_running():
         proc = world.start("wait_pool", job.folder / "wait1", **world.wait_params(job))
         decided = lambda: sum(a.status.value in ("ACCEPTED", "REJECTED")  # noqa: E731
                               for a in world.assignments(job.detection))
-        wait_for(lambda: decided() >= N_IMAGES * 0.3 or proc.poll() is not None, what="a third decided")
+        wait_for(lambda: decided() >= N_IMAGES * at or proc.poll() is not None, what=f"{at:.0%} decided")
         assert proc.poll() is None, "the wait finished before it could be killed"
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=10)
@@ -99,7 +100,7 @@ def test_kill_9_at_a_third_then_a_rerun_into_a_fresh_folder_stays_within_plan(wo
     answers = pd.read_csv(job.folder / "wait2" / "answers.csv", dtype=str)
     assert set(answers["assignment_id"]) == {a.id for a in world.assignments(job.detection)
                                             if a.status.value in ("SUBMITTED", "ACCEPTED", "REJECTED")}
-    print(f"\nkill -9: at the kill {at_kill.drawings} drawings ${at_kill.spent:.4f}; after the re-run "
+    print(f"\nkill -9 at {at:.0%}: at the kill {at_kill.drawings} drawings ${at_kill.spent:.4f}; after the re-run "
           f"{after.drawings} drawings, {after.verdicts} verdicts, ${after.spent:.4f} (plan ${_plan_usd():.2f})")
 
 
