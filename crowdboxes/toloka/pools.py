@@ -17,6 +17,9 @@ Idempotence rests on two keys:
   ``operation_id`` (uuid5 of pool, batch index and batch content), so a retried request is
   recognised by Toloka as the same operation.
 
+Two runs at once: a pool that is missing is created, and missing tasks are uploaded, under the job's lease
+on the project (:mod:`crowdboxes.toloka.lease`); a run that waited looks again and finds the other's work.
+
 Money and modes are :mod:`crowdboxes.toloka.pricing` / :mod:`crowdboxes.toloka.spending` /
 :mod:`crowdboxes.toloka.quality` concepts; this module only applies them to the pools. Both pools
 are found again by their key (:func:`find_pool`, a look-up that never creates).

@@ -15,6 +15,11 @@ is refused before any write, in one line naming the file and field: a data-spec 
 (``task_spec.input_spec``/``output_spec``) while the project has pools that are not archived (Toloka
 keeps those pools on the old spec), and skill fields other than name, comment and access.
 
+Two runs of one job at once: when anything is to be created, the detection project is found or created
+first and everything else is created under the job's lease on it (:mod:`crowdboxes.toloka.lease`); two
+runs on two machines that create the detection project at the same moment keep the lowest id and the
+other archives its own.
+
 Configs are toloka-kit JSON (``Project.from_json`` / ``Skill.from_json``), so anything Toloka's
 API accepts can be set there. The Template Builder ``view_spec.config`` may be given either as
 Toloka stores it (a JSON string) or, easier to edit, as a JSON object.
