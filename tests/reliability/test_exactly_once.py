@@ -82,15 +82,18 @@ def test_a_finished_verify_wait_rerun_into_a_fresh_folder_buys_nothing(world):
 @pytest.mark.parametrize("at", [0.3, 0.6])
 def test_kill_9_mid_way_then_a_rerun_into_a_fresh_folder_stays_within_plan(world, at):
     job = launch_job(world, "killed")
+    proc = world.start("wait_pool", job.folder / "wait1", **world.wait_params(job))
+    decided = lambda: sum(a.status.value in ("ACCEPTED", "REJECTED")  # noqa: E731
+                          for a in world.assignments(job.detection))
+    # the crowd moves one step at a time, and stands still once the share is decided: the wait cannot finish
+    # before the kill, whatever the machine's load
+    wait_for(lambda: decided() >= N_IMAGES * at or world.step() or proc.poll() is not None, timeout=180,
+             what=f"{at:.0%} decided")
+    assert proc.poll() is None, "the wait finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=10)
+    at_kill = bought(world, job)
     with world.crowd_running():
-        proc = world.start("wait_pool", job.folder / "wait1", **world.wait_params(job))
-        decided = lambda: sum(a.status.value in ("ACCEPTED", "REJECTED")  # noqa: E731
-                              for a in world.assignments(job.detection))
-        wait_for(lambda: decided() >= N_IMAGES * at or proc.poll() is not None, what=f"{at:.0%} decided")
-        assert proc.poll() is None, "the wait finished before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=10)
-        at_kill = bought(world, job)
         rerun = world.run("wait_pool", job.folder / "wait2", **world.wait_params(job))
     assert rerun.returncode == 0, rerun.stderr
     assert "rebuilt from Toloka" in rerun.stderr
