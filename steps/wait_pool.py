@@ -69,7 +69,7 @@ if __package__ in (None, ""):
 
 from crowdboxes.cnvrg.stepkit import StepArgumentParser, run_step, step_parser  # noqa: E402
 
-from crowdboxes.params import none_or, none_or_value  # noqa: E402
+from crowdboxes.params import none_or, none_or_value, number_type  # noqa: E402
 from crowdboxes.steps.wait_pool import WaitPoolOptions, wait_pool  # noqa: E402
 from crowdboxes.toloka.rounds.runner import RoundSettings  # noqa: E402
 from crowdboxes.toloka.quality import VERDICT_METHODS  # noqa: E402
@@ -86,7 +86,8 @@ def build_parser() -> StepArgumentParser:
                         help="pool.csv of Launch Pool (detection row; optional verification row and mode)")
     parser.add_argument("--tasks_csv", default="/input/launch_pool/output/tasks.csv",
                         help="tasks.csv of Launch Pool (task_id -> image_id); control.csv is read beside it")
-    parser.add_argument("--poll_seconds", type=float, default=60.0, help="seconds between two polls of Toloka")
+    parser.add_argument("--poll_seconds", type=number_type("poll_seconds", minimum=0.01), default=60.0,
+                        help="seconds between two polls of Toloka")
     parser.add_argument("--timeout_hours", type=none_or(float), default=None,
                         help="give up after this long (answers so far are kept; re-run to resume); none: wait forever")
     parser.add_argument("--cursor_lag_seconds", default="auto",

@@ -26,7 +26,7 @@ import pandas as pd
 from crowdboxes.artifacts import (BOX_CHECK_POOL_CONFIG, CONTROL, DETECTION_POOL_CONFIG, MISSED_SIGNS_POOL_CONFIG, POOL,
                                   PROJECTS, TASKS, VERIFICATION_POOL_CONFIG, Artifact, read_csv, read_images,
                                   write_csv)
-from crowdboxes.cnvrg.metrics import cnvrg_tag
+from crowdboxes.cnvrg.metrics import cnvrg_tag, one_line
 from crowdboxes.params import is_none, parse_number
 from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.credentials import read_token
@@ -216,7 +216,7 @@ def plan_launch(options: LaunchPoolOptions) -> LaunchPlan:
     config = pools.load_pool_config(config_path)
     will_expire = pools.fit_expiry_to_urls(pools.will_expire_at(settings.expiry_days),
                                            pools.url_expiry_limit(images, options.images_csv), options.images_csv,
-                                           log=lambda m: print(m, file=sys.stderr))
+                                           log=lambda m: print(one_line(m), file=sys.stderr))
     digest = pools.images_digest(list(images["sha256"]) + [f"control:{pools.url_identity(u)}" for u in control_urls])
     key = pools.pool_key(detection_key, ids["detection_project"], digest, config, settings)
     pool_spec = pools.build_detection_pool(config, settings, project_id=ids["detection_project"], skill_ids=skill_ids,

@@ -20,7 +20,7 @@ import pandas as pd
 
 from crowdboxes.artifacts import (ANSWERS, CHECKS, CONTROL, POOL, TASKS, WAIT_SUMMARY, read_csv, read_images,
                                   require_numeric, write_csv)
-from crowdboxes.cnvrg.metrics import cnvrg_tag
+from crowdboxes.cnvrg.metrics import cnvrg_tag, one_line
 from crowdboxes.cnvrg.stepkit import output_dir
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.files import write_text_atomic
@@ -30,6 +30,7 @@ from crowdboxes.toloka.collection.snapshots import iso, now_utc
 from crowdboxes.toloka.collection.solutions import answers_frame
 from crowdboxes.toloka.collection.wait import WaitOutcome, wait_for_pool
 from crowdboxes.toloka.fields import DetectionFields
+from crowdboxes.toloka.quality import parse_mode
 from crowdboxes.toloka.rounds.collect import BOX_CHECK
 from crowdboxes.toloka.rounds.runner import RoundSettings
 from crowdboxes.toloka.spending import money_spent, recorded_cost, toloka_spent_budget
@@ -115,7 +116,7 @@ def read_pools(path: str | Path) -> PoolPlan:
         raise CrowdboxesError(f"{path}: no row with role 'detection'")
     verification = _pool_row(pools, "verification", path)
     if "mode" in pools.columns and str(detection.get("mode", "")).strip() not in ("", "nan"):
-        mode = str(detection["mode"]).strip()
+        mode = parse_mode(detection["mode"], source=f"{path}: row {int(detection.name) + 2}, field 'mode'")
     else:
         mode = "overlap+verify" if verification is not None else "overlap"
     if "verify" in mode and verification is None:
@@ -394,7 +395,7 @@ def _failed(exc: BaseException, collected: int, answers_csv: Path) -> Crowdboxes
 def _tell(summary: dict[str, Any], problems: list[str]) -> None:
     """The problems on stderr (the first ten), the end figures as cnvrg tags on stdout."""
     for problem in problems[:10]:
-        print(f"warning: {problem}", file=sys.stderr)
+        print(one_line(f"warning: {problem}"), file=sys.stderr)
     if len(problems) > 10:
         print(f"warning: {len(problems) - 10} more problems in {WAIT_SUMMARY.file_name}", file=sys.stderr)
     for key in ("submitted", "accepted", "rejected"):

@@ -74,6 +74,10 @@ def test_step_writes_collected_answers_when_the_wait_breaks(tmp_path, monkeypatc
     ("pool_id,role,project_id,tasks,overlap,reward_per_assignment,estimated_cost,mode\n"
      "1,detection,1,2,1,0.01,1,overlap+verify\n2,verification,1,2,3,0.01,1,\n3,box_check,4,0,1,0.01,0.5,\n",
      "the box_check round(s) run in mode overlap only, not in mode overlap+verify"),
+    # an unknown mode is refused (it used to run as overlap); Toloka is never asked (a closed port here)
+    ("pool_id,role,project_id,tasks,overlap,reward_per_assignment,estimated_cost,mode\n"
+     "1,detection,1,2,1,0.01,1,bogus\n",
+     "pool.csv: row 2, field 'mode': mode 'bogus' is not a mode; choose one of"),
 ])
 def test_bad_pool_csv_fails_with_one_line(tmp_path, run_step_in_process, pool_csv, message):
     (tmp_path / "pool.csv").write_text(pool_csv)
@@ -92,6 +96,8 @@ def test_bad_pool_csv_fails_with_one_line(tmp_path, run_step_in_process, pool_cs
     ("--timeout_hours", "-1", "--timeout_hours -1.0: must be positive (none: wait forever)"),
     ("--timeout_hours", "0", "--timeout_hours 0.0: must be positive"),
     ("--lease_wait_seconds", "-5", "--lease_wait_seconds -5.0: must be 0 or more"),
+    ("--poll_seconds", "-1", "--poll_seconds '-1' must be at least 0.01"),
+    ("--poll_seconds", "nan", "--poll_seconds 'nan'"),
 ])
 def test_impossible_waits_fail_with_one_line_before_toloka_is_asked(tmp_path, run_step_in_process, param, value,
                                                                    message):
