@@ -23,9 +23,10 @@ the view) is read by :func:`read_label_map`.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from crowdboxes.errors import CrowdboxesError
 
@@ -75,14 +76,15 @@ def default_fields() -> DetectionFields:
 # ------------------------------------------------------------------------------------------------- derivation
 
 
-def _walk(node) -> Iterable[dict]:
+def walk_dicts(node: Any) -> Iterator[dict[str, Any]]:
+    """Every dict inside ``node`` (JSON-like: a view config, a pool spec), ``node`` itself first."""
     if isinstance(node, dict):
         yield node
         for value in node.values():
-            yield from _walk(value)
+            yield from walk_dicts(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _walk(value)
+            yield from walk_dicts(value)
 
 
 def _spec_type(spec) -> str:
@@ -147,7 +149,7 @@ def detection_fields(project, where: str | Path, strict: bool = True) -> Detecti
         if not strict:
             return _from_spec(inputs, outputs, where)
         raise CrowdboxesError(f"{where}: task_spec.view_spec must be a Template Builder view (type tb) with a {ANNOTATION}")
-    found = [c for c in _walk(config) if c.get("type") == ANNOTATION and _data_path(c.get("data"), "data.output")]
+    found = [c for c in walk_dicts(config) if c.get("type") == ANNOTATION and _data_path(c.get("data"), "data.output")]
     if not found:
         if not strict:
             return _from_spec(inputs, outputs, where)
@@ -191,7 +193,7 @@ def detection_fields(project, where: str | Path, strict: bool = True) -> Detecti
 def view_label_values(project) -> tuple[str, ...]:
     """Label values of the first image-annotation in a project's view (any project; () if none)."""
     config = view_config(project)
-    annotation = next((c for c in _walk(config) if c.get("type") == ANNOTATION), None) if config else None
+    annotation = next((c for c in walk_dicts(config) if c.get("type") == ANNOTATION), None) if config else None
     return tuple(str(i.get("value")) for i in (annotation or {}).get("labels") or [] if isinstance(i, dict))
 
 
@@ -227,7 +229,7 @@ def verification_fields(project) -> VerificationFields:
     found = VerificationFields()
     names: dict[str, str] = {}
     config = view_config(data)
-    annotation = next((c for c in _walk(config) if c.get("type") == ANNOTATION), None) if config else None
+    annotation = next((c for c in walk_dicts(config) if c.get("type") == ANNOTATION), None) if config else None
     if annotation is not None:
         image = _data_path(annotation.get("image"), "data.input")
         shown = annotation.get("data") or {}
@@ -310,7 +312,7 @@ def check_round_project(project, role: str, where: str | Path) -> None:
     config = view_config(data)
     if config is None:
         raise CrowdboxesError(f"{where}: task_spec.view_spec must be a Template Builder view (type tb)")
-    writers = {path: c for c in _walk(config) if (path := _data_path(c.get("data"), "data.output")) is not None}
+    writers = {path: c for c in walk_dicts(config) if (path := _data_path(c.get("data"), "data.output")) is not None}
     for name in wanted_out:
         if name not in writers:
             raise CrowdboxesError(f"{where}: the view has no component whose 'data' is data.output {name!r}")

@@ -12,23 +12,13 @@ job that names an object Toloka does not have fails in one line while the accoun
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from crowdboxes.errors import CrowdboxesError
+from crowdboxes.toloka.fields import walk_dicts
 
 SKILL_CATEGORY = "skill"  # a filter condition on a worker's skill: {"category": "skill", "key": <id>, ...}
-
-
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
-    """Every dict inside ``node`` (JSON-like), ``node`` itself first."""
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
 
 
 def spec_json(spec: Any) -> Any:
@@ -42,7 +32,7 @@ def skill_references(spec: Any, where: str) -> dict[str, str]:
     Ids still written as a ``$<role>`` placeholder (an unresolved config) are not Toloka ids and are left out.
     """
     found: dict[str, str] = {}
-    for node in _walk(spec_json(spec)):
+    for node in walk_dicts(spec_json(spec)):
         if node.get("category") == SKILL_CATEGORY and node.get("key") is not None:
             found.setdefault(str(node["key"]), f"{where} filter")
         if node.get("skill_id") is not None:
