@@ -10,7 +10,6 @@ stays in the default suite, marked ``slow``; deselect it with ``-m "not slow"``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
