@@ -118,6 +118,16 @@ BOX_CHECK_POOL_CONFIG = Artifact("box_check_pool.json", "the user",
 MISSED_SIGNS_POOL_CONFIG = Artifact("missed_signs_pool.json", "the user",
                                     "the missed-sign pool's settings (no reward: crowdboxes.toloka.pricing derives it)")
 
+# python -m crowdboxes decide: decisions on SUBMITTED assignments, written by hand, by a review or by --policy
+# (decision: accept | reject; comment: the public comment the worker sees, required to reject)
+DECISIONS = Contract("decisions.csv", ("assignment_id", "decision", "comment"))
+DECISIONS_SUMMARY = Artifact("decisions_summary.json", "python -m crowdboxes decide",
+                             "accepted, rejected, skipped and refused counts, money released and kept, one line per "
+                             "refusal")
+# python -m crowdboxes archive, and Export --archive: what was archived and what blocks the rest
+ARCHIVE_SUMMARY = Artifact("archive_summary.json", "python -m crowdboxes archive / Export --archive",
+                           "pools and projects archived, already archived, and one line per blocked object")
+
 
 def _text_columns(frame: pd.DataFrame) -> list[str]:
     """The columns that may hold text (object or string dtype); numeric columns never do."""
