@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -30,9 +31,10 @@ def finished_job(world: World, mode: str, cache: dict[str, Job]) -> tuple[Job | 
     if mode in cache:
         return cache[mode], ""
     job = world.new_job(mode)
-    started = time.monotonic()
+    started, calls = time.monotonic(), world.requests()
     done = job.run()
     job.wall = time.monotonic() - started  # type: ignore[attr-defined]
+    job.calls = tuple(b - a for a, b in zip(calls, world.requests()))  # type: ignore[attr-defined]
     if done.returncode != 0:
         return None, f"the first run failed: {last_line(done.stdout)}"
     cache[mode] = job
@@ -61,10 +63,23 @@ def rerun_probes(world: World, modes: list[str], titles: list[str], cache: dict[
             problems = [] if done.returncode == 0 else [f"exit {done.returncode}: {last_line(done.stdout)}"]
             if change:
                 problems.append("new " + ", ".join(f"{k} {v:+g}" for k, v in change.items()))
+            if change.get("versions"):
+                problems.append(_version_change(world))
             probes.append(verdict(GROUP_RERUN, name, problems, "nothing new on Toloka, S3 or the dataset store",
                                   duplicates=new, over_usd=max(0.0, change.get("usd", 0.0)),
                                   seconds=time.monotonic() - started))
     return probes
+
+
+def _version_change(world: World) -> str:
+    """Which files of the newest dataset version differ from the one before (their manifests' sha256)."""
+    versions = sorted((p for p in (world.work / "datasets").glob("*/v*") if (p / "manifest.json").is_file()),
+                      key=lambda p: p.stat().st_mtime)[-2:]
+    if len(versions) < 2:
+        return "a first version"
+    old, new = ({f["name"]: f["sha256"] for f in json.loads((v / "manifest.json").read_text())["files"]}
+                for v in versions)
+    return "it differs in " + ", ".join(sorted(name for name in new if old.get(name) != new[name]))
 
 
 def _progress(job: Job, title: str) -> float:

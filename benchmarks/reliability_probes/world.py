@@ -158,6 +158,12 @@ class World:
         return sum(n for key, n in stats.items() if key.startswith(WRITE_METHODS)
                    and not key.split(" ", 1)[1].startswith("local_") and not key.startswith(READ_LIKE_POSTS))
 
+    def requests(self) -> tuple[int, int]:
+        """(Toloka API requests answered so far, of which injected faults)."""
+        stats = self.admin("GET", "/_local/stats")
+        api = sum(n for key, n in stats["requests"].items() if " local_" not in key)
+        return api, sum(stats["injected_faults"].values())
+
     def snapshot(self) -> dict[str, float]:
         """Global counts: Toloka objects, assignments by status, money charged, S3 objects, write requests,
         dataset versions published."""
