@@ -1,0 +1,102 @@
+"""``python -m crowdboxes decide``: accept or reject SUBMITTED assignments from decisions.csv, or by a policy.
+
+By hand::
+
+    python -m crowdboxes decide --decisions decisions.csv --toloka_env production --output_dir out/decide
+
+By the ``disagree`` policy (:mod:`crowdboxes.decisions.policy`; ``--dry_run`` writes decisions.csv only)::
+
+    python -m crowdboxes decide --policy disagree --answers out/wait_pool/answers.csv \\
+        --boxes out/aggregate_boxes/boxes.csv --threshold 0.5 --output_dir out/decide
+
+Writes decisions_summary.json (``artifacts.DECISIONS_SUMMARY``) in ``--output_dir`` and prints it in one
+line; each refusal is one ``refused:`` line on stderr. Exit code 0: every decision applied or already so; 1:
+some were refused (the others were applied); 2: an error (one ``error:`` line).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from crowdboxes.artifacts import DECISIONS, DECISIONS_SUMMARY, write_frame_csv
+from crowdboxes.cnvrg.metrics import cnvrg_tag, one_line
+from crowdboxes.cnvrg.stepkit import StepArgumentParser, output_dir, step_parser
+from crowdboxes.decisions.apply import apply_decisions, read_decisions
+from crowdboxes.decisions.policy import ACCEPT, POLICIES, disagree_policy, read_kept_boxes
+from crowdboxes.errors import CrowdboxesError
+from crowdboxes.files import write_text_atomic
+from crowdboxes.params import none_or_value
+from crowdboxes.toloka.collection.snapshots import iso, now_utc
+
+EXIT_REFUSED = 1
+
+
+def build_parser() -> StepArgumentParser:
+    """``decide``'s params; ``--help`` shows each default."""
+    parser = step_parser("python -m crowdboxes decide",
+                         "Accept or reject SUBMITTED assignments on Toloka from decisions.csv, or by a policy.")
+    parser.add_argument("--decisions", type=none_or_value, default=None,
+                        help="decisions.csv (assignment_id, decision accept|reject, comment: the public comment, "
+                             "required to reject); with --policy it is written there (none: "
+                             f"<output_dir>/{DECISIONS.file_name})")
+    parser.add_argument("--policy", type=none_or_value, default=None,
+                        help="none (apply --decisions as written) or disagree: reject assignments whose boxes "
+                             "disagree with the aggregate (F1 at IoU 0.5 below --threshold), accept the rest")
+    parser.add_argument("--answers", default="/input/wait_pool/output/answers.csv",
+                        help="answers.csv of Wait Pool (--policy disagree)")
+    parser.add_argument("--boxes", default="/input/aggregate_boxes/output/boxes.csv",
+                        help="boxes.csv of Aggregate Boxes, the aggregate (--policy disagree)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="reject an assignment whose F1 against the kept boxes is below this (0..1)")
+    parser.add_argument("--min_score", type=float, default=0.5,
+                        help="the kept boxes: boxes.csv rows scored at least this (Export's --min_score)")
+    parser.add_argument("--dry_run", action="store_true",
+                        help="with --policy: write decisions.csv and stop (review it, then run without --policy)")
+    return parser
+
+
+def write_policy_decisions(args: object, target: Path) -> None:
+    """Run ``--policy disagree`` and write its decisions.csv to ``target``."""
+    from crowdboxes.steps.aggregate_boxes import read_answers
+
+    options = vars(args)
+    if not 0.0 <= options["min_score"] <= 1.0:
+        raise CrowdboxesError(f"--min_score {options['min_score']}: must be between 0 and 1")
+    frame = disagree_policy(read_answers(options["answers"]), read_kept_boxes(options["boxes"], options["min_score"]),
+                            options["threshold"])
+    write_frame_csv(frame, target)
+    accepts = int((frame["decision"] == ACCEPT).sum())
+    print(f"decide: policy {options['policy']}: {len(frame)} submitted assignments, {accepts} to accept, "
+          f"{len(frame) - accepts} to reject (F1 below {options['threshold']:g}) -> {target}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the params, write the policy's decisions (``--policy``), apply them, write and print the summary."""
+    args = build_parser().parse_args(argv)
+    out = output_dir(args.output_dir)
+    target = Path(args.decisions) if args.decisions is not None else DECISIONS.path(out)
+    if args.policy is not None and args.policy not in POLICIES:
+        raise CrowdboxesError(f"--policy {args.policy!r}: use none or {', '.join(POLICIES)}")
+    if args.policy is not None:
+        write_policy_decisions(args, target)
+        if args.dry_run:
+            return 0
+    elif args.decisions is None:
+        raise CrowdboxesError("--decisions: give decisions.csv, or --policy disagree to write it")
+    decisions = read_decisions(target)  # a bad file fails before Toloka is asked anything
+
+    from crowdboxes.toloka.client import connect
+
+    client = connect(args.toloka_env, args.token_env)
+    summary = apply_decisions(client, decisions)
+    record = {"decisions_csv": str(target), "policy": args.policy, "decisions": len(decisions), **summary.as_dict(),
+              "finished_at": iso(now_utc())}
+    write_text_atomic(DECISIONS_SUMMARY.path(out), json.dumps(record, indent=2) + "\n")
+    for line in summary.refusals:
+        print(one_line(f"refused: {line}"), file=sys.stderr)
+    print(summary.line(), flush=True)
+    for key in ("accepted", "rejected", "skipped", "refused", "released_usd", "kept_usd"):
+        cnvrg_tag(key, record[key])
+    return EXIT_REFUSED if summary.refused else 0

@@ -1,0 +1,213 @@
+"""``python -m crowdboxes decide`` on the local Toloka over real HTTP: by policy and by CSV, money right, re-run
+idempotent, refusals past the review period and for conflicting statuses.
+
+The server runs in this process on a ManualClock with helpers_rounds' deterministic crowd: every drawer outlines
+sign A (stop); on even images the "full" workers (w1, w3) also outline sign B (yield) and the "partial" ones
+(w2, w4) miss it. The aggregate (boxes.csv) is written by hand: A everywhere, B on even images. So a partial
+worker's drawing of an even image scores TP 1, FN 1: F1 = 2/3, every other drawing F1 = 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from crowdboxes.artifacts import ANSWERS, BOXES, DECISIONS, DECISIONS_SUMMARY, read_frame_csv, write_csv
+from crowdboxes.cli import main as cli_main
+from crowdboxes.toloka.collection.collector import AnswerCollector
+from crowdboxes.toloka.collection.solutions import answers_frame
+from helpers_rounds import SIGN_A, SIGN_B, TOKEN, Local, project_from_config, start_local
+
+TOKEN_ENV = "DECIDE_TEST_TOKEN"
+N_IMAGES = 4
+WIDTH, HEIGHT = 200.0, 100.0
+PRICE = Decimal("0.026")  # reward 0.02 + Toloka's fee 0.006
+
+
+@pytest.fixture()
+def local(tmp_path, monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    with start_local(tmp_path) as handle:
+        yield handle
+
+
+def review_pool(client, project_id: str, review_days: int = 7) -> str:
+    """A drawing pool that waits for the requester's review (``--auto_accept false``), overlap 2."""
+    import datetime as dt
+
+    from toloka.client import Pool
+
+    data = {"project_id": project_id, "private_name": "drawing", "reward_per_assignment": 0.02,
+            "assignment_max_duration_seconds": 600, "auto_accept_solutions": False,
+            "auto_accept_period_day": review_days,
+            "will_expire": (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=365)).isoformat(),
+            "defaults": {"default_overlap_for_new_task_suites": 2, "default_overlap_for_new_tasks": 2},
+            "mixer_config": {"real_tasks_count": 1, "golden_tasks_count": 0, "training_tasks_count": 0}}
+    return client.create_pool(Pool.structure(data)).id
+
+
+def drawn(local: Local, tmp_path: Path, review_days: int = 7) -> tuple[str, Path, pd.DataFrame]:
+    """Every image drawn twice and collected (all SUBMITTED): (pool id, answers.csv, its frame)."""
+    from toloka.client import Task
+
+    client = local.client
+    pool_id = review_pool(client, project_from_config(client, "detection_project.json"), review_days)
+    urls = [f"http://127.0.0.1:9/decide/im{i}.jpg" for i in range(N_IMAGES)]
+    created = client.create_tasks([Task(pool_id=pool_id, input_values={"image": u}) for u in urls],
+                                  allow_defaults=True, open_pool=True)
+    by_url = {t.input_values["image"]: t.id for t in created.items.values()}
+    images = pd.DataFrame({"image_id": [f"im{i}" for i in range(N_IMAGES)], "url": urls, "width": WIDTH,
+                           "height": HEIGHT, "file_name": [f"im{i}.jpg" for i in range(N_IMAGES)], "sha256": "0" * 64})
+    tasks = pd.DataFrame({"task_id": [by_url[u] for u in urls], "pool_id": pool_id, "image_id": images["image_id"],
+                          "url": urls})
+    for _ in range(200):
+        local.step(1)
+        if len(list(client.get_assignments(pool_id=pool_id, status=["SUBMITTED"]))) == 2 * N_IMAGES:
+            break
+    collector = AnswerCollector(client, [pool_id], tmp_path / "wait", lag_seconds=0)
+    collector.rescan()
+    frame, problems = answers_frame(collector.records(pool_id), tasks, images)
+    assert problems == [] and set(frame["status"]) == {"SUBMITTED"} and frame["assignment_id"].nunique() == 8
+    answers_csv = write_csv(frame, tmp_path / "wait", ANSWERS)
+    return pool_id, answers_csv, frame
+
+
+def aggregate(tmp_path: Path) -> Path:
+    """boxes.csv by hand: sign A on every image, sign B on even ones, all kept (score 0.9)."""
+    def box(image: int, sign: dict) -> dict:
+        return {"image_id": f"im{image}", "label": sign["label"], "x": sign["left"] * WIDTH,
+                "y": sign["top"] * HEIGHT, "w": sign["width"] * WIDTH, "h": sign["height"] * HEIGHT,
+                "score": 0.9, "support": 2}
+    rows = [box(i, SIGN_A) for i in range(N_IMAGES)] + [box(i, SIGN_B) for i in range(0, N_IMAGES, 2)]
+    rows.append({**box(1, SIGN_B), "score": 0.2})  # below --min_score: not in the aggregate
+    return write_csv(pd.DataFrame(rows), tmp_path / "aggregate", BOXES)
+
+
+def decide(local: Local, *args: str) -> int:
+    return cli_main(["decide", "--toloka_env", local.backend.base_url, "--token_env", TOKEN_ENV, *args])
+
+
+def charges(local: Local) -> dict[str, Decimal]:
+    """Assignment id -> what the local Toloka charged the requester for it (its sqlite charges table)."""
+    with sqlite3.connect(f"file:{Path(local.backend.state_dir) / 'toloka.sqlite3'}?mode=ro", uri=True) as conn:
+        return {aid: Decimal(amount) for aid, amount in conn.execute("SELECT assignment_id, amount FROM charges")}
+
+
+def worker_earnings(local: Local) -> dict[str, Decimal]:
+    """Worker -> what the requester was charged for their accepted work (charges joined to assignments)."""
+    with sqlite3.connect(f"file:{Path(local.backend.state_dir) / 'toloka.sqlite3'}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT a.user_id, c.amount FROM charges c JOIN assignments a ON a.id = c.assignment_id")
+        earned: dict[str, Decimal] = {}
+        for user, amount in rows:
+            earned[user] = earned.get(user, Decimal(0)) + Decimal(amount)
+        return earned
+
+
+def statuses(local: Local, pool_id: str) -> dict[str, str]:
+    return {a.id: a.status.value for a in local.client.get_assignments(pool_id=pool_id)}
+
+
+def test_policy_rejects_the_missed_signs_pays_the_rest_and_a_rerun_changes_nothing(local, tmp_path, capsys):
+    pool_id, answers_csv, frame = drawn(local, tmp_path)
+    balance_before = Decimal(str(local.client.get_requester().balance))
+    out = tmp_path / "decide"
+    code = decide(local, "--policy", "disagree", "--answers", str(answers_csv), "--boxes", str(aggregate(tmp_path)),
+                  "--threshold", "0.8", "--output_dir", str(out))
+    assert code == 0, capsys.readouterr().err
+
+    # the partial workers' drawings of even images (sign B missed) are rejected, named by class; the rest accepted
+    first = frame.drop_duplicates("assignment_id")
+    partial_even = set(first.loc[first["worker_id"].isin(["w2", "w4"]) & first["image_id"].isin(["im0", "im2"]),
+                                 "assignment_id"])
+    assert partial_even, "the crowd gave no even image to a partial worker"
+    decisions = read_frame_csv(DECISIONS.path(out), dtype=str).set_index("assignment_id")
+    assert set(decisions.index[decisions["decision"] == "reject"]) == partial_even
+    for aid in partial_even:
+        assert decisions.loc[aid, "comment"] == ("Rejected: your boxes disagree with the other workers' on 1 image "
+                                                 "(F1 0.67, below 0.80): missed 1 sign (yield x1).")
+    assert statuses(local, pool_id) == {aid: ("REJECTED" if aid in partial_even else "ACCEPTED")
+                                        for aid in first["assignment_id"]}
+    rejected = {a.id: a.public_comment for a in local.client.get_assignments(pool_id=pool_id, status=["REJECTED"])}
+    assert all("missed 1 sign (yield x1)" in c for c in rejected.values())
+
+    # money: every accepted assignment charged reward + fee once, nothing for the rejected ones
+    accepted = set(first["assignment_id"]) - partial_even
+    assert charges(local) == {aid: PRICE for aid in accepted}
+    workers = first.set_index("assignment_id")["worker_id"]
+    expected = {w: PRICE * sum(1 for aid in accepted if workers[aid] == w) for w in set(workers)}
+    assert worker_earnings(local) == {w: v for w, v in expected.items() if v}
+    assert expected["w1"] == PRICE * int((workers == "w1").sum())  # a full worker: every assignment paid
+    assert Decimal(str(local.client.get_requester().balance)) == balance_before - PRICE * len(accepted)
+    summary = json.loads(DECISIONS_SUMMARY.path(out).read_text())
+    assert (summary["accepted"], summary["rejected"], summary["skipped"], summary["refused"]) == (
+        len(accepted), len(partial_even), 0, 0)
+    assert summary["released_usd"] == float(PRICE * len(accepted))
+    assert summary["kept_usd"] == float(PRICE * len(partial_even))
+    assert f"accepted {len(accepted)} (${PRICE * len(accepted):.4f} released)" in capsys.readouterr().out
+
+    # a re-run (the same stale answers.csv) decides nothing again and charges nothing more
+    code = decide(local, "--policy", "disagree", "--answers", str(answers_csv), "--boxes",
+                  str(tmp_path / "aggregate" / "boxes.csv"), "--threshold", "0.8", "--output_dir", str(out))
+    assert code == 0
+    again = json.loads(DECISIONS_SUMMARY.path(out).read_text())
+    assert (again["accepted"], again["rejected"], again["skipped"], again["refused"]) == (0, 0, 8, 0)
+    assert charges(local) == {aid: PRICE for aid in accepted}
+    assert TOKEN not in capsys.readouterr().out
+
+
+def test_csv_decisions_refuse_conflicts_one_line_each_and_say_so_in_the_exit_code(local, tmp_path, capsys):
+    pool_id, _, frame = drawn(local, tmp_path)
+    ids = list(frame.drop_duplicates("assignment_id")["assignment_id"])
+    path = tmp_path / "decisions.csv"
+    pd.DataFrame({"assignment_id": [ids[0], ids[1], ids[2], ids[2], "no-such-id"],
+                  "decision": ["accept", "REJECT", "accept", "accept", "accept"],
+                  "comment": ["", "Sign B is missing.", "ok", "ok", ""]}).to_csv(path, index=False)
+    out = tmp_path / "decide"
+    assert decide(local, "--decisions", str(path), "--output_dir", str(out)) == 1  # the unknown id is refused
+    assert statuses(local, pool_id)[ids[1]] == "REJECTED"
+    assert local.client.get_assignment(ids[1]).public_comment == "Sign B is missing."
+    summary = json.loads(DECISIONS_SUMMARY.path(out).read_text())
+    assert (summary["accepted"], summary["rejected"], summary["refused"]) == (2, 1, 1)
+    assert summary["refusals"] == ["assignment no-such-id (row 6): cannot accept: no such assignment on this Toloka"]
+    capsys.readouterr()
+
+    # the opposite decisions now: a conflict each, refused in one line each, nothing changes on Toloka
+    pd.DataFrame({"assignment_id": [ids[0], ids[1]], "decision": ["reject", "accept"],
+                  "comment": ["changed my mind", ""]}).to_csv(path, index=False)
+    before = charges(local)
+    assert decide(local, "--decisions", str(path), "--output_dir", str(out)) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith(f"refused: assignment {ids[0]} (row 2): cannot reject: already ACCEPTED")
+    assert err[1].startswith(f"refused: assignment {ids[1]} (row 3): cannot accept: already REJECTED")
+    assert charges(local) == before and statuses(local, pool_id)[ids[0]] == "ACCEPTED"
+
+
+def test_a_bad_decisions_csv_fails_before_toloka_is_asked(local, tmp_path, capsys):
+    path = tmp_path / "decisions.csv"
+    path.write_text("assignment_id,decision,comment\na1,accept,\na2,reject,\n")
+    assert decide(local, "--decisions", str(path), "--output_dir", str(tmp_path / "out")) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {path}: row 3, field 'comment' is empty: a rejection needs a "
+                                               "public comment that tells the worker why")
+
+
+def test_past_the_review_period_a_rejection_is_refused_and_an_acceptance_skipped(local, tmp_path, capsys):
+    pool_id, _, frame = drawn(local, tmp_path, review_days=1)
+    ids = list(frame.drop_duplicates("assignment_id")["assignment_id"])
+    local.backend.clock.advance(3600)  # a day is 0.0864 s at speed 1e6: the review period is long over
+    local.step(1)  # the scheduler accepts what the period left undecided
+    path = tmp_path / "decisions.csv"
+    pd.DataFrame({"assignment_id": [ids[0], ids[1]], "decision": ["reject", "accept"],
+                  "comment": ["too late", ""]}).to_csv(path, index=False)
+    out = tmp_path / "decide"
+    assert decide(local, "--decisions", str(path), "--output_dir", str(out)) == 1
+    summary = json.loads(DECISIONS_SUMMARY.path(out).read_text())
+    assert (summary["accepted"], summary["rejected"], summary["skipped"], summary["refused"]) == (0, 0, 1, 1)
+    assert "review period" in summary["refusals"][0] and "cannot reject" in summary["refusals"][0]
+    assert summary["released_usd"] == 0 and summary["skipped_accepted_usd"] == float(PRICE)
+    assert statuses(local, pool_id)[ids[0]] == "ACCEPTED"
+
