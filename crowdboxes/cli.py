@@ -21,6 +21,8 @@ COMMANDS = {
     "evaluate": ("crowdboxes.evaluation.metrics", "score a COCO file of boxes against a COCO ground truth"),
     "review": ("crowdboxes.review.pack", "pack the riskiest images with their boxes as a CVAT task to correct"),
     "import-corrections": ("crowdboxes.review.corrections", "merge a corrected CVAT XML back and export again"),
+    "decide": ("crowdboxes.decisions.cli", "accept or reject submitted assignments from a CSV or by a policy"),
+    "archive": ("crowdboxes.toloka.archive", "archive the job's finished pools (and projects) on Toloka"),
 }
 
 

@@ -15,6 +15,10 @@ Inputs:
                   written); opt-in: fiftyone (a folder FiftyOne loads), e.g. all,fiftyone
   --truth         none (default), or a COCO file of the true boxes (a rehearsal, or a checked sample): the
                   report then shows AP, precision, recall and calibration against it
+  --archive       none (default), pools or pools,projects: once the export is published, archive the job's pools
+                  (wait_summary.json's pool_ids) and their projects on Toloka (--toloka_env, --token_env). Toloka
+                  archives a pool only when closed with nothing ACTIVE or awaiting review, a project only when all
+                  its pools are archived; what blocks is one warning line each, in archive_summary.json too
 Outputs (in --output_dir):
   annotations.coco.json  COCO detection file (pixel bbox, area, category_id, score, support)
   annotations.csv        one row per box: image_id, file_name, url, width, height, label, category_id, x, y, w,
@@ -29,6 +33,7 @@ Outputs (in --output_dir):
                          candidates and every worker's raw boxes (answers.csv beside wait_summary.json), workers
   summary.json           images, images with boxes, boxes per class, cost, cost per accepted image, wall time,
                          and where the dataset version went
+  archive_summary.json   with --archive: pools and projects archived now, archived before, blocked (and why)
   stdout: cnvrg_tag_images, _images_with_boxes, _boxes, _cost_usd, _cost_per_image_usd, _dataset_version
 Sample command:
   python steps/export.py --boxes_csv out/aggregate_boxes/boxes.csv --images_csv out/upload_images/images.csv \
@@ -44,6 +49,8 @@ Troubleshooting:
   * "images.csv: 'a/x.jpg' and 'a/x.png' would share the label file a/x": YOLO and VOC name a label file
     after the image's file name without its extension; rename one image.
   * "dataset name ...: use letters, digits, '-', '_' or '.'": pick a name cnvrg accepts as a dataset slug.
+  * "blocked: pool N: 3 assignments SUBMITTED await review until ...": decide them (python -m crowdboxes
+    decide) or wait for the review period to end, then run python -m crowdboxes archive --pool_csv pool.csv.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ from crowdboxes.steps.export import ExportOptions, export  # noqa: E402
 def build_parser() -> StepArgumentParser:
     """Export's params (the flow YAML passes each as ``--key value``; no Toloka token is used)."""
     parser = step_parser("export", "Export the aggregated boxes and publish them as a dataset version.")
+    # --toloka_env/--token_env (step_parser's) are read only with --archive
     parser.add_argument("--boxes_csv", default="/input/aggregate_boxes/output/boxes.csv",
                         help="boxes.csv of Aggregate Boxes")
     parser.add_argument("--images_csv", default="/input/upload_images/output/images.csv",
@@ -83,6 +91,9 @@ def build_parser() -> StepArgumentParser:
     parser.add_argument("--truth", type=none_or_value, default=None,
                         help="none, or a COCO file of the true boxes (images matched by file_name): report.html "
                              "then shows quality and calibration against it")
+    parser.add_argument("--archive", default="none",
+                        help="none, pools or pools,projects: after publishing, archive the job's pools (and their "
+                             "projects) on Toloka; what blocks is a warning line each")
     return parser
 
 

@@ -51,6 +51,7 @@ class ExportOptions:
     min_score: float
     formats: str = fm.DEFAULT_FORMATS
     truth: str | None = None
+    archive: str = "none"
 
 
 def read_wait_summary(path: str | Path | None) -> dict[str, Any] | None:
@@ -260,9 +261,36 @@ def tell(out: Path, summary: dict[str, Any], where: str) -> None:
         cnvrg_tag("dataset_version", summary["dataset"]["version"])
 
 
+def job_pool_ids(wait_summary: dict[str, Any] | None, options: ExportOptions) -> list[str]:
+    """The pools ``--archive`` archives: wait_summary.json's ``pool_ids`` (detection, verification, rounds)."""
+    pool_ids = (wait_summary or {}).get("pool_ids")
+    if options.wait_summary is None:
+        raise CrowdboxesError(f"--archive {options.archive}: needs --wait_summary (the job's pools are named there)")
+    if not isinstance(pool_ids, dict) or not pool_ids:
+        raise CrowdboxesError(f"{options.wait_summary}: field 'pool_ids' is missing or empty (needed by --archive)")
+    return [str(p) for p in pool_ids.values()]
+
+
+def archive_job_pools(out: Path, pool_ids: list[str], options: ExportOptions) -> None:
+    """``--archive``: archive the job's pools (and their projects) now that the export is written and published;
+    what blocks is one warning line each (the export stands), archive_summary.json says what was done."""
+    from crowdboxes.toloka.archive import archive_job, parse_archive, projects_of_pools
+    from crowdboxes.toloka.archive import tell as tell_archive
+    from crowdboxes.toloka.client import connect
+
+    _, projects = parse_archive(options.archive)
+    client = connect(options.toloka_env, options.token_env)
+    report = archive_job(client, pool_ids, projects_of_pools(client, pool_ids) if projects else None)
+    tell_archive(report, out)
+
+
 def export(options: ExportOptions) -> int:
-    """Run the step: the export files in the output folder, published unless --dataset none."""
+    """Run the step: the export files in the output folder, published unless --dataset none; with ``--archive``,
+    the job's pools (and projects) archived on Toloka after that."""
+    from crowdboxes.toloka.archive import parse_archive
+
     fm.parse_formats(options.formats)  # a bad --formats fails before anything is read or written
+    archive_pools, _ = parse_archive(options.archive)
     if not 0.0 <= options.min_score <= 1.0:
         raise CrowdboxesError(f"--min_score {options.min_score}: must be between 0 and 1")
     if options.dataset is not None:
@@ -271,10 +299,13 @@ def export(options: ExportOptions) -> int:
     out = output_dir(options.output_dir)
     boxes, images = read_inputs(options)
     wait_summary = read_wait_summary(options.wait_summary)
+    pool_ids = job_pool_ids(wait_summary, options) if archive_pools else []  # refused before anything is written
     summary = write_exports(out, boxes, images, wait_summary, options)
     report = write_run_report(out, boxes, images, wait_summary, options, truth)
     where = publish_exports(out, summary, options)
     tell(out, summary, where)
     if report is not None:
         print(one_line(f"report: {report}"), flush=True)
+    if archive_pools:
+        archive_job_pools(out, pool_ids, options)
     return 0

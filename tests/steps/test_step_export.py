@@ -302,3 +302,60 @@ def test_a_rerun_with_identical_inputs_publishes_no_new_version(tmp_path, run):
     assert store.versions("road_signs_annotations") == [1, 2]
     assert store.manifest("road_signs_annotations", 2)["content_digest"] != \
         store.manifest("road_signs_annotations", 1)["content_digest"]
+
+
+# ------------------------------------------------------------------ --archive (issue 15: archive when done)
+
+ARCHIVE_TOKEN_ENV = "EXPORT_ARCHIVE_TEST_TOKEN"
+
+
+def test_a_bad_archive_param_fails_before_anything_is_written(tmp_path, run_in_process):
+    proc, out = run_in_process("--archive", "all")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: --archive 'all': use one of none, pools, pools,projects"]
+    proc, out = run_in_process("--archive", "pools")  # WAIT names no pools
+    assert proc.returncode == 2 and not (out / "annotations.coco.json").exists()
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'wait_summary.json'}: field 'pool_ids' is "
+                                                "missing or empty (needed by --archive)"]
+
+
+def test_export_archives_the_finished_pools_and_projects_and_says_what_blocks(tmp_path, run_step_in_process):
+    from toloka.client import Task
+
+    from helpers_rounds import TOKEN, pool_from_config, project_from_config, start_local
+
+    with start_local(tmp_path / "toloka") as local:
+        client = local.client
+        project_id = project_from_config(client, "detection_project.json")
+        pools = [pool_from_config(client, project_id, None) for _ in range(2)]
+        for pool_id in pools:
+            client.create_tasks([Task(pool_id=pool_id, input_values={"image": "http://127.0.0.1:9/x/im0.jpg"})],
+                                allow_defaults=True, open_pool=pool_id == pools[0])
+        for _ in range(200):  # the first pool's work is done (auto-accepted)
+            local.step(1)
+            if client.get_pool(pools[0]).status.value == "CLOSED":
+                break
+        client.open_pool(pools[1])  # the second is open (the crowd does not move again)
+
+        def export(pool_ids: dict, out: str):
+            args = _args(tmp_path, ("--archive", "pools,projects", "--toloka_env", local.backend.base_url,
+                                    "--token_env", ARCHIVE_TOKEN_ENV), BOXES, IMAGES, {**WAIT, "pool_ids": pool_ids},
+                         out)
+            return run_step_in_process("export.py", args, {ARCHIVE_TOKEN_ENV: TOKEN}), tmp_path / out
+
+        proc, out = export({"detection": pools[0], "verification": pools[1]}, "blocked")
+        assert proc.returncode == 0, proc.stderr  # the export stands; what blocks is a warning each
+        assert (out / "annotations.coco.json").is_file()
+        assert [line for line in proc.stderr.splitlines() if line.startswith("blocked:")] == [
+            f"blocked: pool {pools[1]}: OPEN: close it (or let it complete) first",
+            f"blocked: project {project_id}: 1 pool not archived: {pools[1]} (OPEN)"]
+        assert client.get_pool(pools[0]).status.value == "ARCHIVED"
+        summary = json.loads((out / "archive_summary.json").read_text())
+        assert summary["archived"] == [f"pool {pools[0]}"] and len(summary["blocked"]) == 2
+
+        client.close_pool(pools[1])
+        proc, out = export({"detection": pools[0], "verification": pools[1]}, "done")
+        assert proc.returncode == 0, proc.stderr
+        assert "archive: 2 archived now" in proc.stdout and TOKEN not in proc.stdout + proc.stderr
+        assert client.get_project(project_id).status.value == "ARCHIVED"
+        assert json.loads((out / "archive_summary.json").read_text())["already_archived"] == [f"pool {pools[0]}"]
