@@ -26,6 +26,7 @@ from .world import ROOT, BUCKET, Job, Probe, World, created_objects, diff, last_
 GROUP = "bad inputs"
 HOSTILE = ["=1+2.jpg", "+1+1.jpg", "@SUM(1+1).jpg", "-2+3.jpg"]
 NEWLINE_NAME = "a\ncnvrg_tag_images_uploaded: 31337\ncnvrg_linechart_x value: 5\n.jpg"
+NEWLINE_BAD = "b\ncnvrg_tag_images_rejected: 31337\ncnvrg_linechart_y value: 5\n.jpg"
 RSS_LIMIT_MB = 500.0
 FORMULA_START = ("=", "+", "@", "\t", "\r")
 
@@ -119,7 +120,8 @@ def bad_files(cat: Catalogue, name: str, make: Callable[[Path], str], rss: bool 
     code, text, peak = run_step(world, "upload_images", out, **upload_params(world, cat.base, folder, prefix))
     keys = world.s3_keys(prefix)
     problems = []
-    rejected = (out / "rejected_images.csv").read_text(errors="replace") if (out / "rejected_images.csv").is_file() else ""
+    listed = out / "rejected_images.csv"
+    rejected = listed.read_text(errors="replace") if listed.is_file() else ""
     if code == 0:
         if len(keys) != 2:
             problems.append(f"{len(keys)} S3 objects for 2 good images")
@@ -133,7 +135,8 @@ def bad_files(cat: Catalogue, name: str, make: Callable[[Path], str], rss: bool 
         (folder / bad).unlink()  # the sparse file: no later sweep reads it
     if rss and peak > RSS_LIMIT_MB:
         problems.append(f"peak memory {peak:.0f} MB")
-    reason = (f"rejected: {last_line(rejected)}" if code == 0 else last_line(text)) + (f"; peak {peak:.0f} MB" if rss else "")
+    reason = f"rejected: {last_line(rejected)}" if code == 0 else last_line(text)
+    reason += f"; peak {peak:.0f} MB" if rss else ""
     return verdict(GROUP, name, problems, reason, seconds=time.monotonic() - started)
 
 
@@ -144,6 +147,7 @@ def hostile_names(cat: Catalogue) -> list[Probe]:
     if folder.exists():
         shutil.rmtree(folder)
     _images(folder, world, [*HOSTILE, NEWLINE_NAME])
+    (folder / NEWLINE_BAD).write_text("not an image\n")  # rejected: its name goes into a warning line
     job = world.new_job("overlap", data=folder)
     done = job.run(timeout=300)
     seconds = time.monotonic() - started
@@ -171,7 +175,8 @@ def hostile_names(cat: Catalogue) -> list[Probe]:
                 if "31337" in line and line.split("] ", 1)[-1].startswith(("cnvrg_tag_", "cnvrg_linechart_"))]
     injected += [str(p.relative_to(job.runs)) for p in job.runs.rglob("*.json")
                  if p.name in ("tags.json", "metrics.json") and "31337" in p.read_text(errors="replace")]
-    rejected = "31337" in (job.output("upload_images") / "rejected_images.csv").read_text(errors="replace")
+    rejections = (job.output("upload_images") / "rejected_images.csv").read_text(errors="replace")
+    rejected = "images_uploaded: 31337" in rejections
     second = verdict(GROUP, "file name with line breaks", [f"injected: {injected[0][:100]}"] if injected else [],
                      "no tag or chart line from the name" + (" (Upload Images rejected it)" if rejected else ""))
     return [first, second]
@@ -220,11 +225,14 @@ def artifact_probes(cat: Catalogue, fresh_projects: Path | None) -> list[Probe]:
         probes.append(Probe(GROUP, "Launch Pool probes", "skipped", "no fresh projects.csv"))
     else:
         launch = {**toloka, "projects_csv": str(fresh_projects), "config_dir": "configs", "budget": "none"}
-        probes.append(cat.refusal("Launch Pool: width=0 in images.csv", "launch_pool", {**launch, "images_csv": str(zero)}))
+        probes.append(cat.refusal("Launch Pool: width=0 in images.csv", "launch_pool",
+                                  {**launch, "images_csv": str(zero)}))
         half = spoiled(cat, up, "images.csv", lambda t: "\n".join(t.splitlines()[:1 + world.count // 2]) + "\n")
-        probes.append(cat.refusal("Launch Pool: truncated images.csv", "launch_pool", {**launch, "images_csv": str(half)}))
+        probes.append(cat.refusal("Launch Pool: truncated images.csv", "launch_pool",
+                                  {**launch, "images_csv": str(half)}))
         cut = spoiled(cat, up, "images.csv", lambda t: t[:len(t) * 2 // 3])
-        probes.append(cat.refusal("Launch Pool: images.csv cut mid-row", "launch_pool", {**launch, "images_csv": str(cut)}))
+        probes.append(cat.refusal("Launch Pool: images.csv cut mid-row", "launch_pool",
+                                  {**launch, "images_csv": str(cut)}))
         skills = fresh_projects.parent / "projects-unknown-skills.csv"
         rows = list(csv.reader(io.StringIO(fresh_projects.read_text())))
         for row in rows[1:]:

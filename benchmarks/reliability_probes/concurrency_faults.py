@@ -3,9 +3,9 @@
 * concurrency: two runs of one job at once must make each object once: two Create Project runs with one
   project key; two Launch Pool runs on one job's artifacts; a second Wait Pool started during a verify run;
   two whole flows of one job; two demos in one workdir (distinct run tags, state and servers).
-* faults: the whole flow (overlap mode, 5 drawers: a steadier AP50) under the local Toloka's fault injection (30 % 5xx; 50 % 5xx in
-  streaks of up to 8; a 2 requests/s rate limit; 300 ms latency per request) completes, makes nothing twice
-  and scores an AP50 within :data:`AP50_NOISE` of the clean run's; and verify mode under 30 % 5xx takes at
+* faults: the whole flow (overlap mode, 5 drawers: a steadier AP50) under the local Toloka's fault
+  injection (30 % 5xx; 50 % 5xx in streaks of up to 8; a 2 requests/s rate limit; 300 ms latency per
+  request) completes, makes nothing twice and scores an AP50 within :data:`AP50_NOISE` of the clean run's; and verify mode under 30 % 5xx takes at
   most :data:`TIME_RATIO` times the clean verify run's wall time.
 """
 
@@ -25,8 +25,9 @@ GROUP_FAULTS = "faults"
 AP50_NOISE = 0.15
 FAULT_OVERLAP = 5
 TIME_RATIO = 2.0
-PROFILES: dict[str, dict[str, float]] = {"30% 5xx": {"error_rate": 0.3}, "50% 5xx, streaks of 8": {"error_rate": 0.5, "max_streak": 8},
-            "rate limit 2/s": {"rate_limit": 2}, "latency 300 ms": {"latency_ms": 300}}
+PROFILES: dict[str, dict[str, float]] = {
+    "30% 5xx": {"error_rate": 0.3}, "50% 5xx, streaks of 8": {"error_rate": 0.5, "max_streak": 8},
+    "rate limit 2/s": {"rate_limit": 2}, "latency 300 ms": {"latency_ms": 300}}
 
 
 def _once(job: Job, pools: int) -> list[str]:

@@ -19,8 +19,8 @@ import os
 import signal
 import time
 
-from .world import (SLUGS, TITLES, MAX_ATTEMPTS, VERIFIERS, Job, Probe, World, created_objects, diff, last_line, step_pid,
-                    verdict, wait_until)
+from .world import (MAX_ATTEMPTS, SLUGS, TITLES, VERIFIERS, Job, Probe, World, created_objects, diff, last_line,
+                    step_pid, verdict, wait_until)
 
 GROUP_RERUN = "re-runs"
 GROUP_KILL = "kill points"
