@@ -91,6 +91,13 @@ def inappropriate_status(appropriate: list[str], code: str = "INAPPROPRIATE_STAT
         {"appropriate_statuses": appropriate}, code=code)
 
 
+class EmptyConflict(IncorrectAction):
+    """A 409 that Toloka sends with an empty body (``PATCH /pools/{id}`` on an archived pool, OpenAPI
+    ``patchPool``); the handler answers ``(409, None)``, so toloka-kit meets it as an HTTP error, not an API one."""
+
+    code = "POOL_INAPPROPRIATE_STATUS"
+
+
 class TooManyRequests(TolokaError):
     # No payload.interval on purpose: toloka-kit 1.2.3 crashes on interval=MIN (toloka-api.md 3.2).
     status = 429

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request
 
-from crowdboxes.local_toloka.exceptions import ValidationError
+from crowdboxes.local_toloka.exceptions import EmptyConflict, ValidationError
 
 
 if TYPE_CHECKING:  # server.py imports this module
@@ -109,7 +109,10 @@ def update_pool(ctx: LocalToloka, request: Request, pool_id: str) -> Reply:
 
 
 def patch_pool(ctx: LocalToloka, request: Request, pool_id: str) -> Reply:
-    return 200, ctx.backend.patch_pool(pool_id, _json(request))
+    try:
+        return 200, ctx.backend.patch_pool(pool_id, _json(request))
+    except EmptyConflict:  # Toloka's answer for an archived pool: 409 with no body (OpenAPI patchPool)
+        return 409, None
 
 
 def open_pool(ctx: LocalToloka, request: Request, pool_id: str) -> Reply:
@@ -351,6 +354,11 @@ def local_set_balance(ctx: LocalToloka, request: Request) -> Reply:
     except Exception:
         raise ValidationError.field("balance", "FLOAT_EXPECTED", "A number is expected") from None
     return 200, ctx.backend.set_balance(value)
+
+
+def local_earnings(ctx: LocalToloka, request: Request) -> Reply:
+    """Workers' earnings from reviewed assignments and the requester's balance and charges (``Backend.earnings``)."""
+    return 200, ctx.backend.earnings()
 
 
 def local_readers(ctx: LocalToloka, request: Request) -> Reply:

@@ -82,6 +82,7 @@ ROUTES = [
     ("/_local/crowd", ["GET"], "local_crowd"),
     ("/_local/crowd", ["POST"], "local_set_crowd"),
     ("/_local/balance", ["POST"], "local_set_balance"),
+    ("/_local/earnings", ["GET"], "local_earnings"),
     ("/_local/faults", ["GET"], "local_faults"),
     ("/_local/faults", ["POST"], "local_set_faults"),
     ("/_local/readers", ["GET"], "local_readers"),

@@ -199,9 +199,18 @@ def test_detection_verification_streaming_loop(server):
     op = client.wait_operation(op)
     assert op.details["value"][0]["result"]["value"] == 100
 
-    client.archive_pool(det_pool.id)
-    client.archive_pool(ver_pool.id)
-    assert client.archive_project(det_project.id).status == toloka.Project.ProjectStatus.ARCHIVED
+    assert client.archive_pool(ver_pool.id).status == toloka.Pool.Status.ARCHIVED
+    if not rejected:
+        client.archive_pool(det_pool.id)
+        assert client.archive_project(det_project.id).status == toloka.Project.ProjectStatus.ARCHIVED
+        return
+    # a rejection may be appealed for 9 days: until then the detection pool, and so its project, stay out
+    with pytest.raises(IncorrectActionsApiError) as err:
+        client.archive_pool(det_pool.id)
+    assert err.value.code == "THERE_IS_REJECTED_ASSIGNMENT"
+    with pytest.raises(IncorrectActionsApiError) as err:
+        client.archive_project(det_project.id)
+    assert err.value.code == "UNARCHIVED_POOLS_CONFLICT"
 
 
 def test_errors_map_to_toloka_kit_exceptions(server, tmp_path):

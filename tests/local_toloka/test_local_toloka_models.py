@@ -189,7 +189,9 @@ def test_crowd_mixer_overlap_and_no_repeats(backend):
     assert backend.get_pool(pool["id"])["status"] == "OPEN"  # a partial suite waits for more tasks
     spec = backend.get_pool(pool["id"])
     spec["mixer_config"]["force_last_assignment"] = True
+    backend.close_pool(pool["id"], reason="FOR_UPDATE")  # Toloka edits closed pools only
     backend.update_pool(pool["id"], spec)
+    backend.open_pool(pool["id"])
     run_crowd(backend, workers=3, until=lambda: backend.get_pool(pool["id"])["status"] == "CLOSED")
     final = backend.get_pool(pool["id"])
     assert final["status"] == "CLOSED" and final["last_close_reason"] == "COMPLETED"

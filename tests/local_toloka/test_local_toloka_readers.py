@@ -311,6 +311,7 @@ def test_an_acceptance_reader_waits_for_the_reviews_still_to_come(world):
     """No auto-acceptance: SUBMITTED assignments will be accepted or rejected, events an ``accepted``
     reader must still see (a Pipeline that reviews what it is shown reads its own acceptances)."""
     backend, clock = world
+    backend.speed = 1e3  # the review period (21 days = 30 real minutes) outlasts the test: the requester decides
     pool = completed_pool(backend, clock, submit_at=2.0, auto_accept_solutions=False)
     read(backend, clock, pool["id"], at=2.5, field="accepted", lag=dt.timedelta(0))  # nothing accepted yet
     read(backend, clock, pool["id"], at=2.5, field="submitted", lag=dt.timedelta(0))  # past the submits

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import sqlite3
 from decimal import Decimal
 from typing import Any
 
-from crowdboxes.local_toloka.db import fmt_ts, out_ts
-from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError, inappropriate_status
-from crowdboxes.local_toloka.models.base import (ASSIGNMENT_TIME_FIELDS, ASSIGNMENTS, JSON_ENCODER, OWNER, TSV_STATUS,
+from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
+from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError
+from crowdboxes.local_toloka.models.base import (APPEAL_DAYS, ASSIGNMENT_TIME_FIELDS, ASSIGNMENTS, MAX_PUBLIC_COMMENT, JSON_ENCODER, OWNER, TSV_STATUS,
                                                  CoreMixin, Doc, ObjectId, Params, RawJSON, _convert, _doc, _dumps,
                                                  _num, build_search, golden_sql)
 from crowdboxes.local_toloka.models.validation import _require_object
@@ -89,19 +90,49 @@ class AssignmentsMixin(CoreMixin):
         return RawJSON('{"items":[' + ",".join(parts) + '],"has_more":' + ("true" if has_more else "false") + "}")
 
     def patch_assignment(self, assignment_id: str, body: Any) -> dict:
+        """The requester's review (API ``patchAssignment``): ``{"status": ACCEPTED|REJECTED, "public_comment"}``.
+
+        Toloka's rules: SUBMITTED -> ACCEPTED or REJECTED, and REJECTED -> ACCEPTED while the Toloker may
+        still appeal (:data:`APPEAL_DAYS` after the rejection); a rejection needs a comment (at most 2048
+        characters). A SUBMITTED assignment not decided within its pool's ``auto_accept_period_day`` is
+        accepted when the period ends, so a decision after that meets an ACCEPTED one. Nothing is decided in
+        an archived pool. Accepting charges ``reward + fee`` (:func:`cost_for`); rejecting charges nothing.
+        Refusals: 400 VALIDATION_ERROR (body), 409 INAPPROPRIATE_STATUS (the assignment's status or a
+        period that ended), 409 POOL_INAPPROPRIATE_STATUS (archived pool), 409 NOT_ENOUGH_BALANCE.
+        """
         body = _require_object(body)
         status = body.get("status")
         if status not in {"ACCEPTED", "REJECTED"}:
             raise ValidationError.field("status", "VALUE_NOT_ALLOWED", "status must be ACCEPTED or REJECTED",
                                         ["ACCEPTED", "REJECTED"])
         comment = body.get("public_comment")
-        if status == "REJECTED" and not (isinstance(comment, str) and comment.strip()):
+        if comment is not None and not isinstance(comment, str):
+            raise ValidationError.field("public_comment", "STRING_EXPECTED", "public_comment must be a string")
+        if comment is not None and len(comment) > MAX_PUBLIC_COMMENT:
+            raise ValidationError.field("public_comment", "STRING_LENGTH_GREATER_THAN_MAX",
+                                        f"public_comment is longer than {MAX_PUBLIC_COMMENT} characters",
+                                        [MAX_PUBLIC_COMMENT])
+        if status == "REJECTED" and not (comment and comment.strip()):
             raise ValidationError.field("public_comment", "VALUE_REQUIRED", "A rejection needs a public_comment")
+        # Its own transaction: an acceptance the period made stays even when the decision below is refused.
+        with self.transaction():
+            self._settle_review(self._assignment_row(assignment_id))
         with self.transaction():
             row = self._assignment_row(assignment_id)
-            allowed = {"ACCEPTED": ("SUBMITTED", "REJECTED"), "REJECTED": ("SUBMITTED",)}[status]
+            if self._pool_row(row["pool_id"])["status"] == "ARCHIVED":
+                raise IncorrectAction("The pool is archived: its assignments can no longer be reviewed",
+                                      {"appropriate_statuses": ["OPEN", "CLOSED"]}, code="POOL_INAPPROPRIATE_STATUS")
+            allowed = ["SUBMITTED", "REJECTED"] if status == "ACCEPTED" else ["SUBMITTED"]
             if row["status"] not in allowed:
-                raise inappropriate_status(list(allowed))
+                raise IncorrectAction(self._why_not_decidable(row, status), {"appropriate_statuses": allowed},
+                                      code="INAPPROPRIATE_STATUS")
+            if self._review_ended(row):  # the period ended but the balance could not pay the acceptance
+                raise IncorrectAction(f"The review period ended at {out_ts(row['auto_accept_at'])}",
+                                      {"appropriate_statuses": allowed}, code="INAPPROPRIATE_STATUS")
+            if row["status"] == "REJECTED" and parse_ts(row["rejected"]) + self._appeal_period() <= self.now():
+                raise IncorrectAction(f"A rejection can be changed for {APPEAL_DAYS} days only (rejected at "
+                                      f"{out_ts(row['rejected'])})", {"appropriate_statuses": ["SUBMITTED"]},
+                                      code="INAPPROPRIATE_STATUS")
             if status == "ACCEPTED":
                 if not self._accept(row, comment):
                     raise IncorrectAction("Not enough money on the balance to accept the assignment",
@@ -110,6 +141,27 @@ class AssignmentsMixin(CoreMixin):
             else:
                 self._reject(row, comment)
             return self._render_assignments([self._assignment_row(assignment_id)])[0]
+
+    def _review_ended(self, row: sqlite3.Row) -> bool:
+        """A SUBMITTED assignment whose review period is over (Toloka deems it accepted)."""
+        return (row["status"] == "SUBMITTED" and bool(row["auto_accept_at"])
+                and row["auto_accept_at"] <= fmt_ts(self.now()))
+
+    def _settle_review(self, row: sqlite3.Row) -> None:
+        """Accept ``row`` now when its review period is over and the scheduler has not done it yet."""
+        if self._review_ended(row):
+            self._accept(row)
+
+    def _appeal_period(self) -> dt.timedelta:
+        return self.sim_to_real(APPEAL_DAYS * 86400)
+
+    def _why_not_decidable(self, row: sqlite3.Row, wanted: str) -> str:
+        """One line on why ``row`` cannot become ``wanted``."""
+        if row["status"] == "ACCEPTED" and row["submitted"] and row["auto_accept_at"] \
+                and row["accepted"] and row["accepted"] >= row["auto_accept_at"] > row["submitted"]:
+            return (f"The review period ended at {out_ts(row['auto_accept_at'])}: the assignment was accepted "
+                    f"automatically and cannot become {wanted}")
+        return f"Assignment {row['id']} is {row['status']}: it cannot become {wanted}"
 
     def _accept(self, row: sqlite3.Row, comment: str | None = None, at: str | None = None) -> bool:
         """SUBMITTED/REJECTED -> ACCEPTED and pay; False (nothing changed) when the balance is short."""
@@ -127,8 +179,9 @@ class AssignmentsMixin(CoreMixin):
         # Instant auto-accept shares the submit stamp (as in the real API); anything later is "now", so a
         # streaming cursor that already moved past the submit time still sees the acceptance.
         accepted = at or fmt_ts(self.now())
-        self.conn.execute("UPDATE assignments SET status = 'ACCEPTED', accepted = ?, paid = 1, auto_accept_at = NULL, "
-                          "doc = ? WHERE seq = ?", (accepted, _dumps(doc), row["seq"]))
+        # auto_accept_at stays: it tells an acceptance by the end of the review period from the requester's
+        self.conn.execute("UPDATE assignments SET status = 'ACCEPTED', accepted = ?, paid = 1, doc = ? WHERE seq = ?",
+                          (accepted, _dumps(doc), row["seq"]))
         self._quality_control(row["pool_id"], row["user_id"], "ACCEPT_AFTER_REJECT" if previous == "REJECTED" else "ACCEPT",
                               self._assignment_row(row["id"]))
         return True
@@ -139,6 +192,26 @@ class AssignmentsMixin(CoreMixin):
         self.conn.execute("UPDATE assignments SET status = 'REJECTED', rejected = ?, auto_accept_at = NULL, doc = ? "
                           "WHERE seq = ?", (fmt_ts(self.now()), _dumps(doc), row["seq"]))
         self._quality_control(row["pool_id"], row["user_id"], "REJECT", self._assignment_row(row["id"]))
+
+    def earnings(self) -> Doc:
+        """The money side of reviews (``GET /_local/earnings``; Toloka shows it to nobody in one place).
+
+        ``workers``: per worker, assignments accepted and rejected and ``earned`` = the sum of the accepted
+        ones' ``reward`` (a rejected one earns nothing; Toloka keeps the fee). ``requester``: ``balance`` and
+        ``charged`` = the sum of the charges, ``reward + fee`` once per accepted assignment."""
+        with self.transaction():
+            workers: dict[str, Doc] = {}
+            for row in self.conn.execute("SELECT user_id, status, doc FROM assignments WHERE status IN "
+                                         "('ACCEPTED', 'REJECTED') ORDER BY user_id, seq"):
+                entry = workers.setdefault(row["user_id"], {"accepted": 0, "rejected": 0, "earned": Decimal(0)})
+                if row["status"] == "ACCEPTED":
+                    entry["accepted"] += 1
+                    entry["earned"] += Decimal(str(json.loads(row["doc"]).get("reward", 0)))
+                else:
+                    entry["rejected"] += 1
+            charged = sum((Decimal(r[0]) for r in self.conn.execute("SELECT amount FROM charges")), Decimal(0))
+            return {"workers": {w: {**e, "earned": _num(e["earned"])} for w, e in workers.items()},
+                    "requester": {"balance": _num(self.balance()), "charged": _num(charged)}}
 
     # ---- assignments TSV (get_assignments_df) -------------------------------------------------------
 

@@ -52,6 +52,10 @@ ASSIGNMENT_TIME_FIELDS = ("created", "submitted", "accepted", "rejected", "skipp
 TSV_STATUS = {"ACCEPTED": "APPROVED"}
 MAX_BATCH = 100_000
 MAX_OVERLAP = 30_000  # OpenAPI Defaults and Task.overlap maximum
+# Days after a rejection during which the Toloker may appeal and the requester may still accept; a pool with
+# a younger rejection cannot be archived (guide "Reviewing responses", API "Archive pool").
+APPEAL_DAYS = 9
+MAX_PUBLIC_COMMENT = 2048  # AssignmentPatchV1.public_comment
 
 
 def golden_sql(alias: str = "") -> str:

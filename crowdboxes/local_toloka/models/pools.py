@@ -10,9 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
-from crowdboxes.local_toloka.exceptions import (DoesNotExist, IncorrectAction, TolokaError, ValidationError,
-                                                inappropriate_status)
-from crowdboxes.local_toloka.models.base import (MAX_OVERLAP, MIN_REWARD, OWNER, POOLS, CoreMixin, Doc, ObjectId,
+from crowdboxes.local_toloka.exceptions import (DoesNotExist, EmptyConflict, IncorrectAction, TolokaError,
+                                                ValidationError, inappropriate_status)
+from crowdboxes.local_toloka.models.base import (APPEAL_DAYS, MAX_OVERLAP, MIN_REWARD, OWNER, POOLS, CoreMixin, Doc, ObjectId,
                                                  Params, _dumps, _num, cost_for)
 from crowdboxes.local_toloka.models.validation import (_decimal, _integer, _referenced, _require_object, _string,
                                                        _timestamp)
@@ -153,9 +153,14 @@ class PoolsMixin(CoreMixin):
         return self._search(POOLS, params, lambda rows: [self._render_pool(r) for r in rows])
 
     def update_pool(self, pool_id: ObjectId, body: Any) -> dict:
-        """PUT: replace the editable settings (not while archived)."""
+        """PUT: replace the settings. Toloka edits a CLOSED pool only ("The pool can't be edited if it's open.
+        Close the pool before editing", API ``updatePool``): an OPEN or ARCHIVED one is 409. Suites issued
+        before keep the reward they were issued with."""
         with self.transaction():
             row = self._pool_row(pool_id)
+            if row["status"] == "OPEN":
+                raise IncorrectAction("The pool is open: close it (close-for-update) before editing, then open it",
+                                      {"appropriate_statuses": ["CLOSED"]}, code="INAPPROPRIATE_STATUS")
             doc = self._validate_pool(self._replacement_body(row, body, "pool"))
             doc.pop("project_id")
             self._replace_doc(row, doc)
@@ -164,7 +169,8 @@ class PoolsMixin(CoreMixin):
     def _replacement_body(self, row: sqlite3.Row, body: Any, what: str) -> dict:
         """A PUT body for ``row`` (a pool or training, ``what``): not while archived; the project stays."""
         if row["status"] == "ARCHIVED":
-            raise inappropriate_status(["OPEN", "CLOSED"], "POOL_INAPPROPRIATE_STATUS")
+            raise IncorrectAction(f"The {what} is archived: archived objects are read-only",
+                                  {"appropriate_statuses": ["CLOSED"]}, code="POOL_INAPPROPRIATE_STATUS")
         body = dict(_require_object(body))
         body.setdefault("project_id", str(row["project_id"]))
         if str(body["project_id"]) != str(row["project_id"]):
@@ -181,10 +187,17 @@ class PoolsMixin(CoreMixin):
         self._notify()
 
     def patch_pool(self, pool_id: ObjectId, body: Any) -> dict:
-        """PATCH: only ``priority`` is patchable in the API."""
+        """PATCH: ``priority`` only (``PoolPatchFormV1``), on an OPEN or CLOSED pool without stopping it; an
+        archived pool answers 409 with an empty body (API ``patchPool``); any other field is refused."""
         with self.transaction():
             row = self._pool_row(pool_id)
+            if row["status"] == "ARCHIVED":
+                raise EmptyConflict("The pool is archived")
             body = _require_object(body)
+            extra = sorted(set(body) - {"priority"})
+            if extra:
+                raise ValidationError.field(extra[0], "VALUE_NOT_ALLOWED",
+                                            f"PATCH changes priority only; {extra[0]} is edited by PUT on a closed pool")
             priority = _integer(body, "priority", minimum=0, maximum=100)
             doc = json.loads(row["doc"])
             doc["priority"] = priority
@@ -268,9 +281,39 @@ class PoolsMixin(CoreMixin):
             return self._clone_row(row, "POOL.CLONE", {"pool_id": str(row["id"])}, "pool_id")
 
     def archive_pool(self, pool_id: ObjectId) -> Doc | None:
+        """Archive a CLOSED pool that is no longer in use (API ``archivePool``, guide "Reviewing responses"):
+        409 INAPPROPRIATE_STATUS while open, THERE_IS_ACTIVE_ASSIGNMENT while a Toloker still works on a
+        suite, SUBMITTED_ASSIGNMENTS_CONFLICT while a response awaits review, THERE_IS_REJECTED_ASSIGNMENT
+        until :data:`APPEAL_DAYS` after its last rejection. ``None`` (204) when already archived."""
+        with self.transaction():  # responses whose review period is over are accepted first
+            for asg in self.conn.execute("SELECT * FROM assignments WHERE pool_id = ? AND status = 'SUBMITTED' "
+                                         "AND auto_accept_at <= ?", (self._pool_row(pool_id)["id"],
+                                                                     fmt_ts(self.now()))).fetchall():
+                self._accept(asg)
         with self.transaction():
             row = self._pool_row(pool_id)
+            if row["status"] == "CLOSED":
+                self._check_no_work_left(row)
             return self._archive_row(row, "POOL.ARCHIVE", {"pool_id": str(row["id"])})
+
+    def _check_no_work_left(self, row: sqlite3.Row) -> None:
+        """What keeps a closed pool from the archive: work in progress, unreviewed or appealable responses."""
+        counts = dict(self.conn.execute("SELECT status, COUNT(*) FROM assignments WHERE pool_id = ? AND status IN "
+                                        "('ACTIVE', 'SUBMITTED') GROUP BY status", (row["id"],)).fetchall())
+        if counts.get("ACTIVE"):
+            raise IncorrectAction(f"{counts['ACTIVE']} assignment(s) of the pool are still being completed",
+                                  {"active": counts["ACTIVE"]}, code="THERE_IS_ACTIVE_ASSIGNMENT")
+        if counts.get("SUBMITTED"):
+            raise IncorrectAction(f"{counts['SUBMITTED']} submitted assignment(s) of the pool await review",
+                                  {"submitted": counts["SUBMITTED"]}, code="SUBMITTED_ASSIGNMENTS_CONFLICT")
+        last = self.conn.execute("SELECT MAX(rejected) FROM assignments WHERE pool_id = ? AND status = 'REJECTED'",
+                                 (row["id"],)).fetchone()[0]
+        if last:
+            until = parse_ts(last) + self.sim_to_real(APPEAL_DAYS * 86400)
+            if until > self.now():
+                raise IncorrectAction(f"A pool with rejected assignments can be archived {APPEAL_DAYS} days after the "
+                                      f"last rejection, from {out_ts(fmt_ts(until))}",
+                                      {"archivable_from": out_ts(fmt_ts(until))}, code="THERE_IS_REJECTED_ASSIGNMENT")
 
     # ---- status actions of any pools row (pool or training): the finished operation, None when no-op ----
 
