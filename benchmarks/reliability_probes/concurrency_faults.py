@@ -5,8 +5,8 @@
   two whole flows of one job; two demos in one workdir (distinct run tags, state and servers).
 * faults: the whole flow (overlap mode, 5 drawers: a steadier AP50) under the local Toloka's fault
   injection (30 % 5xx; 50 % 5xx in streaks of up to 8; a 2 requests/s rate limit; 300 ms latency per
-  request) completes, makes nothing twice and scores an AP50 within :data:`AP50_NOISE` of the clean run's; and verify mode under 30 % 5xx takes at
-  most :data:`TIME_RATIO` times the clean verify run's wall time.
+  request) completes, makes nothing twice and scores an AP50 within :data:`AP50_NOISE` of the clean run's;
+  and verify mode under 30 % 5xx takes at most :data:`TIME_RATIO` times the clean verify run's wall time.
 """
 
 from __future__ import annotations
