@@ -169,7 +169,8 @@ class DecisionApplier:
             self._refuse(decision, self._conflict(decision, assignment, status))
             return
         deadline = review_deadline(assignment, self._pool(str(assignment.pool_id)))
-        if deadline is not None and self.now() >= deadline:
+        now = utc_naive(self.now())
+        if deadline is not None and now is not None and now >= deadline:
             self._refuse(decision, f"past the review period: it ended at {iso(deadline)}; Toloka accepts it")
             return
         try:

@@ -9,6 +9,7 @@ worker's drawing of an even image scores TP 1, FN 1: F1 = 2/3, every other drawi
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from decimal import Decimal
@@ -211,3 +212,20 @@ def test_past_the_review_period_a_rejection_is_refused_and_an_acceptance_skipped
     assert summary["released_usd"] == 0 and summary["skipped_accepted_usd"] == float(PRICE)
     assert statuses(local, pool_id)[ids[0]] == "ACCEPTED"
 
+
+
+def test_a_submitted_assignment_past_the_review_period_on_our_clock_is_refused_before_toloka_is_asked(local, tmp_path):
+    from crowdboxes.decisions.apply import Decision, apply_decisions
+
+    pool_id, _, frame = drawn(local, tmp_path, review_days=7)
+    aid = frame["assignment_id"].iloc[0]
+    submitted = local.client.get_assignment(aid).submitted
+    ended = submitted + dt.timedelta(days=7)
+    summary = apply_decisions(local.client, [Decision(aid, "reject", "late", 2)], now=lambda: ended)
+    assert (summary.rejected, summary.refused) == (0, 1)
+    assert summary.refusals == [f"assignment {aid} (row 2): cannot reject: past the review period: it ended at "
+                                f"{ended.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}; Toloka accepts it"]
+    assert statuses(local, pool_id)[aid] == "SUBMITTED"  # nothing was asked of Toloka
+    summary = apply_decisions(local.client, [Decision(aid, "reject", "in time", 2)],
+                              now=lambda: ended - dt.timedelta(seconds=1))
+    assert (summary.rejected, summary.as_dict()["kept_usd"]) == (1, float(PRICE))
