@@ -192,6 +192,7 @@ class Scheduler:
         with self.backend.transaction():
             self.backend.finish_due(now)
             self.backend.auto_accept_due(now)
+            self.backend.reopen_after_update(now)
             self.backend.close_finished_pools(now)
             issued = 0 if self.paused else self._issue()
         self._plan_new()

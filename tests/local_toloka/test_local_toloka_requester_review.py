@@ -7,7 +7,8 @@
 * Review period (``auto_accept_period_day``, "Acceptance procedure" 1.3): what is not decided within it
   is accepted when it ends; a decision after that is refused.
 * Pool edits (``updatePool``: "The pool can't be edited if it's open"; ``patchPool``: priority only, on
-  an open or closed pool, 409 with an empty body when archived).
+  an open or closed pool, 409 with an empty body when archived; ``closePoolForUpdate``: a pool closed for
+  update and not opened again opens by itself in 15 minutes).
 * Archive (``archivePool``, ``archiveProject``; error codes of toloka-kit's ``InternalErrorCodes``): a
   pool must be CLOSED, with no suite in progress, nothing awaiting review and no rejection younger than
   9 days; a project only once all its pools are archived; archived objects are read-only.
@@ -29,9 +30,11 @@ import requests
 import toloka.client as toloka
 from toloka.client.exceptions import IncorrectActionsApiError, ValidationApiError
 
+import helpers_local_toloka as fake
 from crowdboxes.local_toloka.db import ManualClock, fmt_ts, parse_ts
 from crowdboxes.local_toloka.exceptions import EmptyConflict, IncorrectAction, ValidationError
 from crowdboxes.local_toloka.models import Backend
+from crowdboxes.local_toloka.scheduler import Scheduler
 from crowdboxes.local_toloka.server import LocalToloka, serve
 
 TOKEN = "review-test-token"
@@ -230,6 +233,24 @@ def test_an_open_pool_is_edited_only_after_closing(backend):
     backend.patch_assignment(before, {"status": "ACCEPTED", "public_comment": "ok"})
     backend.patch_assignment(after, {"status": "ACCEPTED", "public_comment": "ok"})
     assert [amount for _, amount in charges(backend)] == [COST, Decimal("0.065")]  # 0.05 + 30 %
+
+
+def test_a_pool_closed_for_update_reopens_by_itself_after_15_minutes(backend):
+    _, edited = open_pool(backend)
+    _, stopped = open_pool(backend)
+    backend.close_pool(edited["id"], reason="FOR_UPDATE")
+    backend.close_pool(stopped["id"])  # a MANUAL close stays closed
+    backend.update_pool(edited["id"], {**backend.get_pool(edited["id"]), "reward_per_assignment": 0.03})
+    sched = Scheduler(backend, fake, workers=1, seed=1, solve_threads=1)
+    backend.clock.advance(15 * 60 - 0.01)  # real minutes: Toloka's timer, not the crowd's simulated time
+    sched.step()
+    assert backend.get_pool(edited["id"])["status"] == "CLOSED"
+    backend.clock.advance(0.02)
+    sched.step()
+    reopened = backend.get_pool(edited["id"])
+    assert reopened["status"] == "OPEN" and "last_close_reason" not in reopened
+    assert reopened["reward_per_assignment"] == 0.03
+    assert backend.get_pool(stopped["id"])["status"] == "CLOSED"
 
 
 # ---- archive: rules ------------------------------------------------------------------------------------------

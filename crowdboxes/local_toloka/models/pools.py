@@ -1,7 +1,13 @@
-"""Pools: validation of the settings, create/edit, open/close/clone/archive."""
+"""Pools: validation of the settings, create/edit, open/close/clone/archive.
+
+Toloka's rules for the requester's hand: PUT edits a CLOSED pool only (close it for update, edit, open it;
+one closed for update and left reopens in 15 minutes), PATCH changes the priority of an open or closed one,
+and a pool is archived once CLOSED with nothing in progress, awaiting review or open to appeal.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import uuid
@@ -19,6 +25,10 @@ from crowdboxes.local_toloka.models.validation import (_decimal, _integer, _refe
 
 
 CLOSE_INFO = ("last_close_reason", "last_stopped")
+# A pool closed for update and not opened again opens by itself after this long. Real minutes, not divided by
+# the crowd's speed: it is Toloka's timer on the requester's edit (a scaled one would reopen a pool between
+# the close and the PUT of a fast test).
+REOPEN_AFTER_UPDATE = dt.timedelta(minutes=15)
 
 
 class PoolsMixin(CoreMixin):
@@ -273,6 +283,20 @@ class PoolsMixin(CoreMixin):
         with self.transaction():
             row = self._pool_row(pool_id)
             return self._close_row(row, reason, "POOL.CLOSE", {"pool_id": str(row["id"])})
+
+    def reopen_after_update(self, now: dt.datetime) -> int:
+        """Open the pools closed for update that nobody reopened within :data:`REOPEN_AFTER_UPDATE` of the close,
+        without the checks an open request makes (OpenAPI ``closePoolForUpdate``); how many. Trainings are not
+        reopened (``closeTrainingForUpdate`` says nothing of it)."""
+        reopened = 0
+        for row in self.conn.execute("SELECT * FROM pools WHERE status = 'CLOSED'").fetchall():
+            doc = self._pool_doc(row)
+            if doc.get("type") == "TRAINING" or doc.get("last_close_reason") != "FOR_UPDATE" \
+                    or not doc.get("last_stopped") or parse_ts(doc["last_stopped"]) + REOPEN_AFTER_UPDATE > now:
+                continue
+            self._mark_open(row, doc)
+            reopened += 1
+        return reopened
 
     def clone_pool(self, pool_id: ObjectId) -> dict:
         """An empty CLOSED pool with the same settings in the same project (POOL.CLONE operation)."""
