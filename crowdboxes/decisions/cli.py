@@ -16,6 +16,7 @@ some were refused (the others were applied); 2: an error (one ``error:`` line).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -57,19 +58,17 @@ def build_parser() -> StepArgumentParser:
     return parser
 
 
-def write_policy_decisions(args: object, target: Path) -> None:
+def write_policy_decisions(args: argparse.Namespace, target: Path) -> None:
     """Run ``--policy disagree`` and write its decisions.csv to ``target``."""
     from crowdboxes.steps.aggregate_boxes import read_answers
 
-    options = vars(args)
-    if not 0.0 <= options["min_score"] <= 1.0:
-        raise CrowdboxesError(f"--min_score {options['min_score']}: must be between 0 and 1")
-    frame = disagree_policy(read_answers(options["answers"]), read_kept_boxes(options["boxes"], options["min_score"]),
-                            options["threshold"])
+    if not 0.0 <= args.min_score <= 1.0:
+        raise CrowdboxesError(f"--min_score {args.min_score}: must be between 0 and 1")
+    frame = disagree_policy(read_answers(args.answers), read_kept_boxes(args.boxes, args.min_score), args.threshold)
     write_frame_csv(frame, target)
     accepts = int((frame["decision"] == ACCEPT).sum())
-    print(f"decide: policy {options['policy']}: {len(frame)} submitted assignments, {accepts} to accept, "
-          f"{len(frame) - accepts} to reject (F1 below {options['threshold']:g}) -> {target}", flush=True)
+    print(f"decide: policy {args.policy}: {len(frame)} submitted assignments, {accepts} to accept, "
+          f"{len(frame) - accepts} to reject (F1 below {args.threshold:g}) -> {target}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

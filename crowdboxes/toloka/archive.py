@@ -190,7 +190,8 @@ def build_parser() -> StepArgumentParser:
     """``archive``'s params; ``--help`` shows each default."""
     parser = step_parser("python -m crowdboxes archive",
                          "Archive the job's finished pools (and, with --projects_csv, its projects) on Toloka.")
-    parser.add_argument("--pool_csv", required=True, help="pool.csv of Launch Pool: every pool in it is archived")
+    parser.add_argument("--pool_csv", default="/input/launch_pool/output/pool.csv",
+                        help="pool.csv of Launch Pool: every pool in it is archived")
     parser.add_argument("--projects_csv", type=none_or_value, default=None,
                         help="projects.csv of Create Project: its projects are archived too, once all their pools "
                              "are (none: pools only)")
