@@ -245,7 +245,7 @@ CONTRACT = {
                  "verdict_method verifiers max_attempts budget max_overlap risk_threshold missed_threshold check_low "
                  "check_high checkers",
     "aggregate_boxes": "answers_csv images_csv method",
-    "export": "boxes_csv images_csv wait_summary dataset min_score formats truth",
+    "export": "toloka_env token_env boxes_csv images_csv wait_summary dataset min_score formats truth archive",
 }
 
 
