@@ -229,3 +229,28 @@ def test_a_submitted_assignment_past_the_review_period_on_our_clock_is_refused_b
     summary = apply_decisions(local.client, [Decision(aid, "reject", "in time", 2)],
                               now=lambda: ended - dt.timedelta(seconds=1))
     assert (summary.rejected, summary.as_dict()["kept_usd"]) == (1, float(PRICE))
+
+
+def test_the_overlap_wait_collects_submitted_work_and_leaves_the_review_to_the_requester(local, tmp_path):
+    """Wait Pool's wait in mode overlap (collection.wait.wait_for_pool) with --auto_accept false ends when the
+    pool completes, with every assignment SUBMITTED: it neither waits for acceptance nor decides anything."""
+    import io
+
+    from toloka.client import Task
+
+    from crowdboxes.toloka.collection.progress import Progress
+    from crowdboxes.toloka.collection.wait import wait_for_pool
+
+    client = local.client
+    pool_id = review_pool(client, project_from_config(client, "detection_project.json"))
+    client.create_tasks([Task(pool_id=pool_id, input_values={"image": f"http://127.0.0.1:9/w/im{i}.jpg"})
+                         for i in range(N_IMAGES)], allow_defaults=True, open_pool=True)
+    collector = AnswerCollector(client, [pool_id], tmp_path / "wait", lag_seconds=0)
+    outcome = wait_for_pool(client, pool_id, collector, Progress(2 * N_IMAGES, "wait", stream=io.StringIO()),
+                            poll_seconds=1, deadline=None, expected_answers=2 * N_IMAGES,
+                            sleep=lambda _: local.step(1))
+    assert outcome.done
+    collector.rescan()
+    assert collector.counts(pool_id) == {"submitted": 8, "accepted": 0, "rejected": 0, "pending_review": 8,
+                                         "task_answers": 8}
+    assert set(statuses(local, pool_id).values()) == {"SUBMITTED"} and charges(local) == {}
