@@ -29,6 +29,7 @@ from crowdboxes.toloka.collection.snapshots import enum_value, iso, now_utc, utc
 from crowdboxes.toloka.pricing import assignment_price
 
 TARGET = {ACCEPT: "ACCEPTED", REJECT: "REJECTED"}
+MAX_PUBLIC_COMMENT = 2048  # characters Toloka takes in a public comment
 
 
 def toloka_refusal(exc: Exception) -> str:
@@ -64,6 +65,9 @@ def read_decisions(path: str | Path) -> list[Decision]:
         if decision == REJECT and not comment:
             raise CrowdboxesError(f"{path}: row {number}, field 'comment' is empty: a rejection needs a public "
                                   "comment that tells the worker why")
+        if len(comment) > MAX_PUBLIC_COMMENT:
+            raise CrowdboxesError(f"{path}: row {number}, field 'comment': {len(comment)} characters, Toloka takes "
+                                  f"at most {MAX_PUBLIC_COMMENT}")
         earlier = seen.get(aid)
         if earlier is not None and earlier.decision != decision:
             raise CrowdboxesError(f"{path}: row {number}, field 'decision': assignment {aid} is to {decision} here "
@@ -144,6 +148,9 @@ class DecisionApplier:
             if deadline is not None and accepted is not None and accepted >= deadline - dt.timedelta(seconds=1):
                 return (f"past the review period: Toloka accepted it at {iso(accepted)}, when the review period "
                         f"(submitted {iso(assignment.submitted)} + {pool.auto_accept_period_day} days) ended")
+            if deadline is None and assignment.submitted is not None and assignment.accepted == assignment.submitted:
+                return (f"already ACCEPTED at {iso(accepted)}: the pool accepts work when it is submitted "
+                        "(auto_accept_solutions; launch with --auto_accept false to review by hand)")
             return (f"already ACCEPTED at {iso(accepted)}, by hand or by Toloka at the end of the review period "
                     "(accepted work is paid and cannot be rejected)")
         if status == "REJECTED":
@@ -153,7 +160,7 @@ class DecisionApplier:
 
     def apply(self, decision: Decision) -> None:
         """Apply one decision (see the module docs); never raises for a refusal, only for a broken connection."""
-        from toloka.client.exceptions import DoesNotExistApiError, IncorrectActionsApiError
+        from toloka.client.exceptions import DoesNotExistApiError, IncorrectActionsApiError, ValidationApiError
 
         try:
             assignment = self.client.get_assignment(decision.assignment_id)
@@ -178,6 +185,9 @@ class DecisionApplier:
                 done = self.client.accept_assignment(decision.assignment_id, decision.comment)
             else:
                 done = self.client.reject_assignment(decision.assignment_id, decision.comment)
+        except ValidationApiError as exc:  # e.g. a comment Toloka does not take: this decision only
+            self._refuse(decision, toloka_refusal(exc))
+            return
         except IncorrectActionsApiError as exc:
             # someone (a hand in Toloka, an auto-accept) got there between the read and the action
             again = self.client.get_assignment(decision.assignment_id)

@@ -254,3 +254,73 @@ def test_the_overlap_wait_collects_submitted_work_and_leaves_the_review_to_the_r
     assert collector.counts(pool_id) == {"submitted": 8, "accepted": 0, "rejected": 0, "pending_review": 8,
                                          "task_answers": 8}
     assert set(statuses(local, pool_id).values()) == {"SUBMITTED"} and charges(local) == {}
+
+
+class LosesTheThirdAnswer:
+    """A toloka-kit client whose third accept reaches Toloka but whose answer is lost (a kill, a dropped
+    connection after the request): the worst moment for a run to stop."""
+
+    def __init__(self, client) -> None:
+        self.client, self.accepts = client, 0
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def accept_assignment(self, assignment_id, public_comment):
+        self.accepts += 1
+        done = self.client.accept_assignment(assignment_id, public_comment)
+        if self.accepts == 3:
+            raise ConnectionError("connection reset by peer")
+        return done
+
+
+def test_a_run_stopped_after_an_action_is_finished_by_a_rerun_paying_each_assignment_once(local, tmp_path, capsys):
+    from crowdboxes.decisions.apply import apply_decisions, read_decisions
+    from crowdboxes.errors import CrowdboxesError
+
+    pool_id, _, frame = drawn(local, tmp_path)
+    ids = list(frame.drop_duplicates("assignment_id")["assignment_id"])
+    path = tmp_path / "decisions.csv"
+    pd.DataFrame({"assignment_id": ids, "decision": "accept", "comment": "ok"}).to_csv(path, index=False)
+    with pytest.raises(CrowdboxesError, match=rf"decide: stopped at assignment {ids[2]} \(row 4\): ConnectionError: "
+                                              r"connection reset by peer \(done so far: accepted 2, rejected 0, "
+                                              r"skipped 0, refused 0; a re-run skips them\)"):
+        apply_decisions(LosesTheThirdAnswer(local.client), read_decisions(path))
+    assert len(charges(local)) == 3  # the third acceptance reached Toloka
+
+    out = tmp_path / "decide"
+    assert decide(local, "--decisions", str(path), "--output_dir", str(out)) == 0
+    summary = json.loads(DECISIONS_SUMMARY.path(out).read_text())
+    assert (summary["accepted"], summary["skipped"]) == (len(ids) - 3, 3)
+    assert charges(local) == {aid: PRICE for aid in ids}  # each paid once
+    assert set(statuses(local, pool_id).values()) == {"ACCEPTED"}
+
+
+def test_a_rejection_in_a_pool_that_accepts_at_submission_is_refused_saying_why(local, tmp_path):
+    from toloka.client import Task
+
+    from crowdboxes.decisions.apply import Decision, apply_decisions
+    from helpers_rounds import pool_from_config
+
+    client = local.client
+    pool_id = pool_from_config(client, project_from_config(client, "detection_project.json"), None)  # auto-accept
+    client.create_tasks([Task(pool_id=pool_id, input_values={"image": "http://127.0.0.1:9/z/im0.jpg"})],
+                        allow_defaults=True, open_pool=True)
+    for _ in range(200):
+        local.step(1)
+        if list(client.get_assignments(pool_id=pool_id, status=["ACCEPTED"])):
+            break
+    assignment, = client.get_assignments(pool_id=pool_id, status=["ACCEPTED"])
+    summary = apply_decisions(client, [Decision(assignment.id, "reject", "no", 2)])
+    assert summary.refusals == [f"assignment {assignment.id} (row 2): cannot reject: already ACCEPTED at "
+                                f"{assignment.accepted.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}: the pool accepts work when "
+                                "it is submitted (auto_accept_solutions; launch with --auto_accept false to review "
+                                "by hand)"]
+
+
+def test_a_comment_longer_than_toloka_takes_is_refused_with_its_row(local, tmp_path, capsys):
+    path = tmp_path / "decisions.csv"
+    pd.DataFrame({"assignment_id": ["a1"], "decision": ["reject"], "comment": ["x" * 2049]}).to_csv(path, index=False)
+    assert decide(local, "--decisions", str(path), "--output_dir", str(tmp_path / "out")) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {path}: row 2, field 'comment': 2049 characters, Toloka "
+                                               "takes at most 2048")
