@@ -24,6 +24,9 @@ GROUP_FAULTS = "faults"
 # AP50 of 10-image runs at 5 drawers moves by up to ~0.15 from run to run (the live crowd's scheduling)
 AP50_NOISE = 0.15
 FAULT_OVERLAP = 5
+# Two runs started together race only while both are between "look up" and "create": 150 ms per request
+# widens that window, so a missing lease shows as duplicates instead of passing by timing luck
+RACE_LATENCY_MS = 150
 TIME_RATIO = 2.0
 PROFILES: dict[str, dict[str, float]] = {
     "30% 5xx": {"error_rate": 0.3}, "50% 5xx, streaks of 8": {"error_rate": 0.5, "max_streak": 8},
@@ -74,9 +77,13 @@ def _both(procs: list[subprocess.Popen[str]], world: World, timeout: float = 240
 def two_create_projects(world: World) -> Probe:
     started = time.monotonic()
     job = world.new_job()
-    procs = [_step(job, "create_project", job.folder / f"cp{i}", config_dir="configs", project_key=job.key)
-             for i in (1, 2)]
-    codes = _both(procs, world)
+    world.faults(latency_ms=RACE_LATENCY_MS)
+    try:
+        procs = [_step(job, "create_project", job.folder / f"cp{i}", config_dir="configs", project_key=job.key)
+                 for i in (1, 2)]
+        codes = _both(procs, world)
+    finally:
+        world.faults()
     problems = _once(job, 0) + ([] if 0 in codes else [f"both runs failed (exits {codes})"])
     return verdict(GROUP_CONC, "two Create Project at once", problems, f"exits {codes}; each object once",
                    duplicates=_extra(job, 0), seconds=time.monotonic() - started)
@@ -96,7 +103,11 @@ def two_launch_pools(world: World) -> Probe:
     # two Launch Pool runs of this job at once, each in a fresh folder, before any pool exists
     params = {"projects_csv": str(projects), "images_csv": str(images), "config_dir": "configs", "mode": "overlap",
               "reward": "0.05", "overlap": "3", "budget": "none", "batch_size": "3"}
-    codes = _both([_step(job, "launch_pool", job.folder / f"lp{i}", **params) for i in (1, 2)], world)
+    world.faults(latency_ms=RACE_LATENCY_MS)
+    try:
+        codes = _both([_step(job, "launch_pool", job.folder / f"lp{i}", **params) for i in (1, 2)], world)
+    finally:
+        world.faults()
     problems = _once(job, 1) + ([] if 0 in codes else [f"both runs failed (exits {codes})"])
     return verdict(GROUP_CONC, "two Launch Pool at once", problems,
                    f"exits {codes}; objects {before} -> {job.objects()}", duplicates=_extra(job, 1),
@@ -141,7 +152,11 @@ def two_flows(world: World) -> Probe:
     twin.runs = job.folder / "runs-twin"
     twin.runs.mkdir(parents=True, exist_ok=True)
     twin.params["s3_prefix"] = job.params["s3_prefix"]
-    codes = [done.returncode for done in (job.finish(p, 300) for p in [job.start(), twin.start()])]
+    world.faults(latency_ms=RACE_LATENCY_MS)
+    try:
+        codes = [done.returncode for done in (job.finish(p, 300) for p in [job.start(), twin.start()])]
+    finally:
+        world.faults()
     problems = _once(job, 1) + ([] if 0 in codes else ["both flows failed"])
     over = max(0.0, job.spent() - job.plan())
     if over:
