@@ -307,6 +307,12 @@ def test_archived_objects_are_read_only(backend):
     refusal(lambda: backend.open_pool(pool["id"]), "INAPPROPRIATE_STATUS")
     refusal(lambda: backend.patch_assignment(first, {"status": "ACCEPTED", "public_comment": "late"}),
             "POOL_INAPPROPRIATE_STATUS")
+    with pytest.raises(ValidationError) as verr:  # no new tasks either
+        backend.create_tasks([{"pool_id": pool["id"], "input_values": {"image": "https://i/new.png"}}], {})
+    assert verr.value.payload["0"]["pool_id"]["code"] == "POOL_INAPPROPRIATE_STATUS"
+    clone = backend.clone_pool(pool["id"])  # Toloka: an archived pool cannot run, but can be cloned
+    assert backend.get_pool(clone["details"]["pool_id"])["status"] == "CLOSED"
+    backend.archive_pool(clone["details"]["pool_id"])
     backend.archive_project(project["id"])
     refusal(lambda: backend.create_pool(pool_spec(project["id"], backend)), "PROJECT_INAPPROPRIATE_STATUS")
     refusal(lambda: backend.update_project(project["id"], {**PROJECT, "public_name": "again"}),
