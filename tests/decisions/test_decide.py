@@ -99,14 +99,15 @@ def charges(local: Local) -> dict[str, Decimal]:
         return {aid: Decimal(amount) for aid, amount in conn.execute("SELECT assignment_id, amount FROM charges")}
 
 
-def worker_earnings(local: Local) -> dict[str, Decimal]:
-    """Worker -> what the requester was charged for their accepted work (charges joined to assignments)."""
-    with sqlite3.connect(f"file:{Path(local.backend.state_dir) / 'toloka.sqlite3'}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT a.user_id, c.amount FROM charges c JOIN assignments a ON a.id = c.assignment_id")
-        earned: dict[str, Decimal] = {}
-        for user, amount in rows:
-            earned[user] = earned.get(user, Decimal(0)) + Decimal(amount)
-        return earned
+def earnings(local: Local) -> dict:
+    """The local Toloka's money side of reviews (GET /_local/earnings): per worker accepted, rejected and
+    earned (rewards of accepted work), and the requester's balance and charges."""
+    import requests
+
+    response = requests.get(f"{local.backend.base_url}/_local/earnings", timeout=30,
+                            headers={"Authorization": f"OAuth {TOKEN}"})
+    response.raise_for_status()
+    return response.json()
 
 
 def statuses(local: Local, pool_id: str) -> dict[str, str]:
@@ -140,10 +141,16 @@ def test_policy_rejects_the_missed_signs_pays_the_rest_and_a_rerun_changes_nothi
     accepted = set(first["assignment_id"]) - partial_even
     assert charges(local) == {aid: PRICE for aid in accepted}
     workers = first.set_index("assignment_id")["worker_id"]
-    expected = {w: PRICE * sum(1 for aid in accepted if workers[aid] == w) for w in set(workers)}
-    assert worker_earnings(local) == {w: v for w, v in expected.items() if v}
-    assert expected["w1"] == PRICE * int((workers == "w1").sum())  # a full worker: every assignment paid
+    money = earnings(local)
+    for worker in set(workers):  # each worker earns the reward (0.02) of their accepted work, nothing for the rest
+        theirs = set(workers.index[workers == worker])
+        paid = len(theirs & accepted)
+        assert money["workers"][worker] == {"accepted": paid, "rejected": len(theirs) - paid,
+                                            "earned": pytest.approx(0.02 * paid)}
+    assert money["workers"]["w1"]["rejected"] == 0 and money["workers"]["w3"]["rejected"] == 0  # the full ones
+    assert money["requester"]["charged"] == pytest.approx(float(PRICE * len(accepted)))
     assert Decimal(str(local.client.get_requester().balance)) == balance_before - PRICE * len(accepted)
+    assert Decimal(str(money["requester"]["balance"])) == balance_before - PRICE * len(accepted)
     summary = json.loads(DECISIONS_SUMMARY.path(out).read_text())
     assert (summary["accepted"], summary["rejected"], summary["skipped"], summary["refused"]) == (
         len(accepted), len(partial_even), 0, 0)

@@ -132,8 +132,6 @@ def test_archive_param_is_checked(local, tmp_path, capsys):
         parse_archive("all")
 
 
-@pytest.mark.xfail(strict=False, reason="needs local Toloka rule: a pool with rejected work is archived only 9 days "
-                                        "after its last rejection (helper H, crowdboxes/local_toloka)")
 def test_a_pool_with_a_fresh_rejection_waits_for_the_appeal_period(local, tmp_path, capsys):
     _, pool_id, pool_csv, _ = job(local, tmp_path)
     for _ in range(200):
