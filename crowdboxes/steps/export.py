@@ -4,7 +4,9 @@
 document, flat CSV and summary are built by :mod:`crowdboxes.export.annotations`, the other formats
 (``--formats``: detections.json, YOLO, Pascal VOC, CVAT XML) by :mod:`crowdboxes.export.formats`; dataset
 versions (cnvrg or the local store) by :mod:`crowdboxes.cnvrg.datasets`. A dataset version holds flat files
-only, so the folder formats are published as one archive, formats.zip.
+only, so the folder formats are published as one archive, formats.zip. With ``--archive`` the job's pools (and
+projects) are archived on Toloka last, by :mod:`crowdboxes.toloka.archive`; what blocks is a warning, the export
+stands.
 """
 
 from __future__ import annotations
