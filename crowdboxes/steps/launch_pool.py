@@ -362,8 +362,9 @@ def launch_pool(options: LaunchPoolOptions) -> int:
     pool, created = pools.ensure_detection_pool(client, plan.pool_spec, project_id=project_id, key=plan.key)
     print(f"created pool {pool.id} ({pool.private_name})" if created else
           f"found pool {pool.id} from an earlier run (status {pools.pool_status(pool)})")
+    archived = pools.pool_status(pool) == "ARCHIVED"  # a finished, archived job: find everything, buy nothing
     upload = pools.upload_tasks(client, str(pool.id), plan.wanted, batch_size=plan.batch_size,
-                                use_image_id=use_image_id, image_field=fields.image_input)
+                                use_image_id=use_image_id, image_field=fields.image_input, archived=archived)
     print(f"tasks: {upload.created} created, {upload.already_there} already in the pool, {len(upload.failed)} rejected")
     if upload.failed:
         status = pools.pool_status(client.get_pool(pool.id))
@@ -377,8 +378,11 @@ def launch_pool(options: LaunchPoolOptions) -> int:
     round_rows = round_pool_rows(client, plan)
     if not is_none(options.control_csv):  # Wait Pool scores control drawings against it
         shutil.copyfile(options.control_csv, CONTROL.path(out))
-    reserve_budget(client, plan, str(pool.id), fields.image_input)
-    print(f"pool {pool.id}: {pools.ensure_open(client, pool, added_tasks=upload.created)}")
+    if archived:
+        print(f"pool {pool.id}: archived earlier (its job is finished; nothing reserved or opened)")
+    else:
+        reserve_budget(client, plan, str(pool.id), fields.image_input)
+        print(f"pool {pool.id}: {pools.ensure_open(client, pool, added_tasks=upload.created)}")
     rows = [detection_pool_row(plan, pool, len(upload.tasks), pools.pool_status(client.get_pool(pool.id)))]
     write_csv(pd.DataFrame(rows + ([verification_row] if verification_row is not None else []) + round_rows), out, POOL)
     write_csv(upload.tasks, out, TASKS)

@@ -10,7 +10,8 @@ Idempotence rests on two keys:
 * the pool's ``private_comment`` is ``<detection project key>:pool:<digest>``, the digest covering
   the project id, the *content* of the images (their sorted sha256, so presigned URLs re-signed by
   a re-run of Upload Images do not count as new images), the pool config and the settings. A re-run
-  with the same inputs finds the pool (unless archived) instead of creating another;
+  with the same inputs finds the pool (archived ones too: a finished job is not bought again) instead of
+  creating another;
 * a task is identified by its image URL without the query string (the object key holds the
   image's sha256), or by ``input_values.image_id`` when the project's input spec has that field.
   Tasks already in the pool are never sent again, and each batch is sent with a deterministic
@@ -230,10 +231,12 @@ def pool_key(detection_key: str, project_id: str, image_digest: str, config: dic
 
 
 def find_pool(client: Any, project_id: str, key: str) -> Any:
-    """The non-archived pool of ``project_id`` whose ``private_comment`` is ``key``, else None."""
-    found = [p for p in client.get_pools(project_id=str(project_id))
-             if (p.private_comment or "") == key and str(getattr(p.status, "value", p.status)) != "ARCHIVED"]
-    return min(found, key=lambda p: int(p.id) if str(p.id).isdigit() else 0) if found else None
+    """The pool of ``project_id`` whose ``private_comment`` is ``key`` (the oldest; a live one before an
+    archived one), else None. An archived pool is still found: the job it ran is finished and paid for, and
+    a re-run must not buy it again in a new pool."""
+    found = [p for p in client.get_pools(project_id=str(project_id)) if (p.private_comment or "") == key]
+    live = [p for p in found if pool_status(p) != "ARCHIVED"]
+    return min(live or found, key=lambda p: int(p.id) if str(p.id).isdigit() else 0) if found else None
 
 
 def ensure_detection_pool(client: Any, spec: Any, *, project_id: str, key: str) -> tuple[Any, bool]:
@@ -291,9 +294,11 @@ def operation_id(pool_id: str, batch_index: int, image_ids: Iterable[object]) ->
 
 
 def upload_tasks(client: Any, pool_id: str, wanted: pd.DataFrame, *, batch_size: int, use_image_id: bool,
-                 image_field: str = "image", log: Callable[[str], None] = print) -> TaskUploadResult:
+                 image_field: str = "image", log: Callable[[str], None] = print,
+                 archived: bool = False) -> TaskUploadResult:
     """Create one task per row of ``wanted`` (image_id, url, control) that the pool does not have yet.
 
+    An ``archived`` pool takes none: a missing task is then one CrowdboxesError line, before any write.
     Existing tasks are listed first; new ones go in batches of ``batch_size`` through toloka-kit's
     async ``create_tasks`` with ``allow_defaults`` (the pool's overlap) and a deterministic
     ``operation_id``. Invalid items are skipped by Toloka and reported in ``failed``. The returned
@@ -314,6 +319,9 @@ def upload_tasks(client: Any, pool_id: str, wanted: pd.DataFrame, *, batch_size:
     keys = [k for k, keep in zip(keys, first) if keep]
     present = existing_by_key()
     missing = [i for i, key in enumerate(keys) if key not in present]
+    if missing and archived:
+        raise CrowdboxesError(f"pool {pool_id} is archived and takes no tasks, but {len(missing)} image(s) are not "
+                              f"in it (first: {keys[missing[0]]}); annotate them as a new job (a new --project_key)")
     if not missing:
         return _upload(client, pool_id, wanted, keys, present, [], existing_by_key, batch_size, use_image_id,
                        image_field, log)
