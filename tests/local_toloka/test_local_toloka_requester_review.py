@@ -109,7 +109,8 @@ def balance(backend):
 
 
 def charges(backend):
-    return [(r[0], Decimal(r[1])) for r in backend.conn.execute("SELECT assignment_id, amount FROM charges ORDER BY seq")]
+    rows = backend.conn.execute("SELECT assignment_id, amount FROM charges ORDER BY seq")
+    return [(r[0], Decimal(r[1])) for r in rows]
 
 
 def refusal(call, code):

@@ -12,9 +12,10 @@ from typing import Any
 
 from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
 from crowdboxes.local_toloka.exceptions import DoesNotExist, IncorrectAction, ValidationError
-from crowdboxes.local_toloka.models.base import (APPEAL_DAYS, ASSIGNMENT_TIME_FIELDS, ASSIGNMENTS, MAX_PUBLIC_COMMENT, JSON_ENCODER, OWNER, TSV_STATUS,
-                                                 CoreMixin, Doc, ObjectId, Params, RawJSON, _convert, _doc, _dumps,
-                                                 _num, build_search, golden_sql)
+from crowdboxes.local_toloka.models.base import (APPEAL_DAYS, ASSIGNMENT_TIME_FIELDS, ASSIGNMENTS, JSON_ENCODER,
+                                                 MAX_PUBLIC_COMMENT, OWNER, TSV_STATUS, CoreMixin, Doc, ObjectId,
+                                                 Params, RawJSON, _convert, _doc, _dumps, _num, build_search,
+                                                 golden_sql)
 from crowdboxes.local_toloka.models.validation import _require_object
 
 

@@ -18,8 +18,8 @@ from typing import Any
 from crowdboxes.local_toloka.db import fmt_ts, out_ts, parse_ts
 from crowdboxes.local_toloka.exceptions import (DoesNotExist, EmptyConflict, IncorrectAction, TolokaError,
                                                 ValidationError, inappropriate_status)
-from crowdboxes.local_toloka.models.base import (APPEAL_DAYS, MAX_OVERLAP, MIN_REWARD, OWNER, POOLS, CoreMixin, Doc, ObjectId,
-                                                 Params, _dumps, _num, cost_for)
+from crowdboxes.local_toloka.models.base import (APPEAL_DAYS, MAX_OVERLAP, MIN_REWARD, OWNER, POOLS, CoreMixin, Doc,
+                                                 ObjectId, Params, _dumps, _num, cost_for)
 from crowdboxes.local_toloka.models.validation import (_decimal, _integer, _referenced, _require_object, _string,
                                                        _timestamp)
 
@@ -207,7 +207,8 @@ class PoolsMixin(CoreMixin):
             extra = sorted(set(body) - {"priority"})
             if extra:
                 raise ValidationError.field(extra[0], "VALUE_NOT_ALLOWED",
-                                            f"PATCH changes priority only; {extra[0]} is edited by PUT on a closed pool")
+                                            f"PATCH changes priority only; {extra[0]} is edited by PUT on a "
+                                            "closed pool")
             priority = _integer(body, "priority", minimum=0, maximum=100)
             doc = json.loads(row["doc"])
             doc["priority"] = priority
