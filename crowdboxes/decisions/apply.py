@@ -27,16 +27,10 @@ from crowdboxes.decisions.policy import ACCEPT, REJECT
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.toloka.collection.snapshots import enum_value, iso, now_utc, utc_naive
 from crowdboxes.toloka.pricing import assignment_price
+from crowdboxes.toloka.client import toloka_refusal
 
 TARGET = {ACCEPT: "ACCEPTED", REJECT: "REJECTED"}
 MAX_PUBLIC_COMMENT = 2048  # characters Toloka takes in a public comment
-
-
-def toloka_refusal(exc: Exception) -> str:
-    """``Toloka refused (CODE: first line of its message)`` for a toloka-kit ApiError."""
-    code = getattr(exc, "code", None) or type(exc).__name__
-    message = str(getattr(exc, "message", "") or "").strip().splitlines()
-    return f"Toloka refused ({code}{': ' + message[0] if message else ''})"
 
 
 @dataclass(frozen=True)

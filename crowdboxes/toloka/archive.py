@@ -34,10 +34,10 @@ from typing import Any
 from crowdboxes.artifacts import ARCHIVE_SUMMARY, POOL, PROJECTS, read_csv
 from crowdboxes.cnvrg.metrics import one_line
 from crowdboxes.cnvrg.stepkit import StepArgumentParser, output_dir, step_parser
-from crowdboxes.decisions.apply import toloka_refusal
 from crowdboxes.errors import CrowdboxesError
 from crowdboxes.files import write_text_atomic
 from crowdboxes.params import none_or_value
+from crowdboxes.toloka.client import toloka_refusal
 from crowdboxes.toloka.collection.snapshots import enum_value, iso, now_utc, utc_naive
 from crowdboxes.toloka.pools import pool_status
 

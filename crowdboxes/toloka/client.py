@@ -72,3 +72,10 @@ def plain_json(value):
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return value
+
+
+def toloka_refusal(exc: Exception) -> str:
+    """``Toloka refused (CODE: first line of its message)`` for a toloka-kit ApiError."""
+    code = getattr(exc, "code", None) or type(exc).__name__
+    message = str(getattr(exc, "message", "") or "").strip().splitlines()
+    return f"Toloka refused ({code}{': ' + message[0] if message else ''})"
