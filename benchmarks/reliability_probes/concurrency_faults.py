@@ -221,19 +221,13 @@ def _flow_under(world: World, mode: str, faults: dict[str, float],
             world.faults()
         wall = time.monotonic() - started
         job.calls = tuple(b - a for a, b in zip(calls, world.requests()))  # type: ignore[attr-defined]
+        job.wait = job.wait_seconds()  # type: ignore[attr-defined]
         if done.returncode != 0:
             return job, wall, None, last_line(done.stdout)
         job.wall = wall  # type: ignore[attr-defined]
     coco = job.output("export") / "annotations.coco.json"
     ap50 = float(evaluate_coco_files(str(coco), str(world.scenes / "truth.coco.json"))["AP50"])
     return job, wall, ap50, ""
-
-
-def _wait_seconds(job: Job) -> float:
-    try:
-        return float(json.loads((job.output("wait_pool") / "wait_summary.json").read_text())["duration_seconds"])
-    except (OSError, KeyError, ValueError):
-        return float("nan")
 
 
 def faults(world: World, quick: bool, clean_runs: dict[str, Job]) -> list[Probe]:
@@ -262,7 +256,7 @@ def faults(world: World, quick: bool, clean_runs: dict[str, Job]) -> list[Probe]
         probes.append(Probe(GROUP_FAULTS, name, "failed", f"a verify flow failed: {failure_clean or failure}"))
     else:
         ratio = verify_faulty / verify_clean
-        waits = (_wait_seconds(job), _wait_seconds(clean_job))
+        waits = (float(getattr(job, "wait", "nan")), float(getattr(clean_job, "wait", "nan")))
         calls = getattr(job, "calls", (0, 0)), getattr(clean_job, "calls", (0, 0))
         detail = (f"{ratio:.2f}x ({verify_faulty:.0f} s vs {verify_clean:.0f} s; Wait Pool {waits[0]:.0f} s vs "
                   f"{waits[1]:.0f} s; {calls[0][0]} API requests, {calls[0][1]} of them injected 5xx, vs "

@@ -35,6 +35,7 @@ def finished_job(world: World, mode: str, cache: dict[str, Job]) -> tuple[Job | 
     done = job.run()
     job.wall = time.monotonic() - started  # type: ignore[attr-defined]
     job.calls = tuple(b - a for a, b in zip(calls, world.requests()))  # type: ignore[attr-defined]
+    job.wait = job.wait_seconds()  # type: ignore[attr-defined]  # before a re-run replaces the latest Wait Pool
     if done.returncode != 0:
         return None, f"the first run failed: {last_line(done.stdout)}"
     cache[mode] = job

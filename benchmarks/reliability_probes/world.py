@@ -245,6 +245,14 @@ class Job:
         assert done is not None
         return done
 
+    def wait_seconds(self) -> float:
+        """Wait Pool's own duration in the latest run of it (``wait_summary.json``), NaN when unknown."""
+        try:
+            summary = json.loads((self.output("wait_pool") / "wait_summary.json").read_text())
+            return float(summary["duration_seconds"])
+        except (OSError, KeyError, ValueError):
+            return float("nan")
+
     def output(self, slug: str) -> Path:
         latest = json.loads((self.runs / "latest.json").read_text())
         return Path(latest[slug]) / "output"
