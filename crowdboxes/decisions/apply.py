@@ -5,9 +5,11 @@ Each decision reads the assignment first, so a re-run (or a run after ``kill -9`
 * already in the requested status: *skipped* and counted (an earlier run, or a hand in Toloka's interface);
 * SUBMITTED and still inside the review period: accepted (``accept_assignment``) or rejected
   (``reject_assignment``, which Toloka refuses without a public comment);
+* REJECTED and asked to be accepted within :data:`APPEAL_DAYS` of the rejection (the worker's appeal period,
+  in which Toloka lets a requester change a rejection): accepted, and paid then;
 * anything else is *refused*, one line each, and the run goes on: SUBMITTED past the review period (the
   pool's ``auto_accept_period_day`` after submission, when Toloka accepts by itself), ACCEPTED (by hand or
-  by that auto-accept) asked to be rejected, REJECTED asked to be accepted, not SUBMITTED yet, unknown.
+  by that auto-accept) asked to be rejected, REJECTED past the appeal period, not SUBMITTED yet, unknown.
 
 Money: an accepted assignment releases ``reward + fee`` (:func:`crowdboxes.toloka.pricing.assignment_price`) to
 its worker and Toloka; a rejected one keeps it.
@@ -30,6 +32,7 @@ from crowdboxes.toloka.pricing import assignment_price
 from crowdboxes.toloka.client import toloka_refusal
 
 TARGET = {ACCEPT: "ACCEPTED", REJECT: "REJECTED"}
+APPEAL_DAYS = 9  # Toloka: a rejection may be changed to an acceptance within 9 days (the worker's appeal)
 MAX_PUBLIC_COMMENT = 2048  # characters Toloka takes in a public comment
 
 
@@ -148,8 +151,8 @@ class DecisionApplier:
             return (f"already ACCEPTED at {iso(accepted)}, by hand or by Toloka at the end of the review period "
                     "(accepted work is paid and cannot be rejected)")
         if status == "REJECTED":
-            return (f"already REJECTED at {iso(assignment.rejected)} (accept it in Toloka's interface if that was a "
-                    "mistake)")
+            return (f"REJECTED at {iso(assignment.rejected)}, more than {APPEAL_DAYS} days ago: past the appeal "
+                    "period, in which Toloka lets a rejection be changed")
         return f"it is {status}, not SUBMITTED (only submitted work can be reviewed)"
 
     def apply(self, decision: Decision) -> None:
@@ -166,12 +169,14 @@ class DecisionApplier:
         if status == target:
             self._skip(decision, assignment)
             return
-        if status != "SUBMITTED":
+        now = utc_naive(self.now())
+        rejected = utc_naive(assignment.rejected) if status == "REJECTED" else None
+        appeal = rejected is not None and now is not None and now < rejected + dt.timedelta(days=APPEAL_DAYS)
+        if status != "SUBMITTED" and not (appeal and decision.decision == ACCEPT):
             self._refuse(decision, self._conflict(decision, assignment, status))
             return
         deadline = review_deadline(assignment, self._pool(str(assignment.pool_id)))
-        now = utc_naive(self.now())
-        if deadline is not None and now is not None and now >= deadline:
+        if status == "SUBMITTED" and deadline is not None and now is not None and now >= deadline:
             self._refuse(decision, f"past the review period: it ended at {iso(deadline)}; Toloka accepts it")
             return
         try:
