@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-REAL_DATA = REPO_ROOT.parent / "shared" / "data" / "road-sign-detection"
+from helpers_paths import REPO_ROOT
+
 TESTS = Path(__file__).resolve().parent
 
 if str(REPO_ROOT) not in sys.path:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from helpers_paths import REPO_ROOT
 TOKEN_ENV = "LOCAL_TOLOKA_TEST_TOKEN"
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from crowdboxes.local_toloka import crowd as _crowd
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from helpers_paths import REPO_ROOT
 CONFIGS = REPO_ROOT / "configs"
 MIX = {"careful": 0.75, "sloppy": 0.10, "spammer_empty": 0.05, "spammer_random": 0.05, "slow": 0.05}
 Crowd = _crowd.Crowd

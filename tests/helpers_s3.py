@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from helpers_paths import REPO_ROOT
 # moto accepts any credentials; these are placeholders, not secrets.
 FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing-key-id", "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
                 "AWS_DEFAULT_REGION": "us-east-1"}

@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from conftest import REPO_ROOT
+from helpers_paths import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"

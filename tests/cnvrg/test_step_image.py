@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
+from helpers_paths import REPO_ROOT
 
 STEPS = sorted(p.name for p in (REPO_ROOT / "steps").glob("*.py"))
 # the Dockerfile's install commands, with the folder it copies the files to; the test repeats them

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REAL_DATA
+from helpers_paths import REAL_DATA
 from crowdboxes.classes import class_by_name, coco_categories
 from crowdboxes.cnvrg.stepkit import StepError
 from crowdboxes.evaluation.truth import (

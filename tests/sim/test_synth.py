@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from scipy.stats import chi2
 
-from conftest import REPO_ROOT
+from helpers_paths import REPO_ROOT
 from crowdboxes import cli
 from crowdboxes.classes import CLASS_NAMES, class_by_name
 from crowdboxes.sim.generate import SynthOptions, generate, parse_class_weights, scene_spec
