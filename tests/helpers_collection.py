@@ -86,7 +86,7 @@ class FakeAssignmentsApi:
                                "defaults": {"default_overlap_for_new_task_suites": 1},
                                "status": self.pool_status, "last_close_reason": self.close_reason})
 
-    def get_tasks(self, pool_id):
+    def get_tasks(self, pool_id, batch_size=None):
         return iter(Task.structure({"id": tid, "pool_id": pool_id, "input_values": {}, "remaining_overlap": left})
                     for tid, left in self.remaining.items())
 

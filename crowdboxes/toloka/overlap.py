@@ -25,6 +25,7 @@ import pandas as pd
 
 from crowdboxes.artifacts import OVERLAP_STATE
 from crowdboxes.files import write_text_atomic
+from crowdboxes.toloka.client import LIST_PAGE
 from crowdboxes.toloka.collection.solutions import answers_frame
 from crowdboxes.toloka.spending import BudgetGuard, grant
 
@@ -101,7 +102,8 @@ class AdaptiveOverlap:
                 for image_id in state.get("last_raised", []):
                     self._apply(self.task_by_image[image_id], int(targets[image_id]))
                 return targets
-        overlap = {str(t.id): int(t.overlap or 0) for t in self.client.get_tasks(pool_id=self.pool_id)}
+        overlap = {str(t.id): int(t.overlap or 0)
+                   for t in self.client.get_tasks(pool_id=self.pool_id, batch_size=LIST_PAGE)}
         targets = pd.Series({image: overlap[task] for image, task in self.task_by_image.items() if task in overlap},
                             dtype=int)
         self._save(targets)

@@ -44,6 +44,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 from crowdboxes.artifacts import DETECTION_POOL_CONFIG, VERIFICATION_POOL_CONFIG
+from crowdboxes.toloka.client import LIST_PAGE
 from crowdboxes.toloka.pricing import MIN_REWARD
 from crowdboxes.toloka.quality import (QualitySettings, check_verification_pool_config, for_verification_loop,
                                        resolve_skill_placeholders)
@@ -61,7 +62,6 @@ _SERVER_FIELDS = ("id", "status", "created", "owner", "last_close_reason", "last
                   "type", "project_id", "private_comment", "will_expire")
 _LANG_RE = re.compile(r"^[A-Z]{2}$")
 MAX_REVIEW_DAYS = 21  # Toloka's limit for auto_accept_period_day
-TASK_PAGE = 1000  # tasks per listing request (Toloka allows up to 100 000; its default is 50)
 
 
 def parse_languages(value: object) -> tuple[str, ...]:
@@ -307,7 +307,7 @@ def upload_tasks(client: Any, pool_id: str, wanted: pd.DataFrame, *, batch_size:
     """
     def existing_by_key() -> dict[str, Any]:
         found = {}
-        for task in client.get_tasks(pool_id=str(pool_id), batch_size=TASK_PAGE):
+        for task in client.get_tasks(pool_id=str(pool_id), batch_size=LIST_PAGE):
             key = _task_image_key(task.input_values or {}, use_image_id, image_field)
             if key is not None and key not in found:
                 found[key] = task
@@ -342,8 +342,7 @@ def _upload(client: Any, pool_id: str, wanted: pd.DataFrame, keys: list[str], pr
             image_field: str, log: Callable[[str], None]) -> TaskUploadResult:
     """:func:`upload_tasks` once the pool's tasks are listed: send the ``missing`` rows in batches."""
     from toloka.client import Task
-    from toloka.client.batch_create_results import TaskBatchCreateResult
-    from toloka.client.exceptions import FailedOperation, ValidationApiError
+    from toloka.client.exceptions import FailedOperation
 
     already = len(wanted) - len(missing)
     reasons: dict[str, str] = {}
@@ -357,25 +356,18 @@ def _upload(client: Any, pool_id: str, wanted: pd.DataFrame, keys: list[str], pr
             tasks.append(Task(pool_id=str(pool_id), input_values=values))
         op_id = operation_id(pool_id, batch_index, [r["image_id"] for r in rows])
         try:
-            result = client.create_tasks(tasks, async_mode=True, allow_defaults=True, skip_invalid_items=True,
-                                         operation_id=op_id)
-        except ValidationApiError as exc:  # toloka-kit raises when no item of the batch was valid
-            result = TaskBatchCreateResult(items={}, validation_errors=exc.payload or {})
+            created, errors_by_index = _send_batch(client, tasks, op_id)
         except FailedOperation:
             # the same batch was sent by an earlier run and its operation failed: nothing of it was
             # created (the listing above found none), so it is safe to send it under a new id
             log(f"tasks: batch {batch_index + 1}: operation {op_id} failed earlier; sending again")
-            for task in tasks:
-                (task._unexpected or {}).pop("__item_idx", None)
-            result = client.create_tasks(tasks, async_mode=True, allow_defaults=True, skip_invalid_items=True,
-                                         operation_id=uuid.uuid4())
-        items = result.items or {}
-        for index, errors in (result.validation_errors or {}).items():
+            created, errors_by_index = _send_batch(client, tasks, uuid.uuid4())
+        for index, errors in errors_by_index.items():
             errors = errors if isinstance(errors, dict) else {"task": errors}
             detail = "; ".join(f"{f}: {getattr(e, 'message', None) or (e.get('message') if isinstance(e, dict) else e)}"
                                for f, e in errors.items())
-            reasons[str(rows[int(index)]["image_id"])] = detail or "rejected by Toloka"
-        log(f"tasks: batch {batch_index + 1}: sent {len(rows)}, {len(items)} created")
+            reasons[str(rows[index]["image_id"])] = detail or "rejected by Toloka"
+        log(f"tasks: batch {batch_index + 1}: sent {len(rows)}, {created} created")
 
     # what the pool really holds decides, not the operation's report
     present = existing_by_key() if missing else present
@@ -390,6 +382,31 @@ def _upload(client: Any, pool_id: str, wanted: pd.DataFrame, keys: list[str], pr
                          "url": str(row["url"]), "control": bool(row.get("control", False))})
     frame = pd.DataFrame(rows, columns=["task_id", "pool_id", "image_id", "url", "control"])
     return TaskUploadResult(created=created, already_there=already, failed=failed, tasks=frame)
+
+
+def _send_batch(client: Any, tasks: list[Any], op_id: uuid.UUID) -> tuple[int, dict[int, Any]]:
+    """Create ``tasks`` in one async operation (``allow_defaults``: the pool's overlap; invalid items skipped):
+    (tasks created, validation errors by index in ``tasks``), both from the operation's log.
+
+    toloka-kit's ``create_tasks(async_mode=True)`` also reads every created task back, 50 per request (500
+    tasks were 10 requests); the caller reads the pool's tasks once at the end instead, so this costs the
+    request, the operation's state while it runs and its log. Each task carries its index in the batch
+    (``__item_idx``, as toloka-kit's own create_tasks sends it) to match log lines to rows.
+    """
+    for position, task in enumerate(tasks):
+        task._unexpected["__item_idx"] = str(position)
+    operation = client.create_tasks_async(tasks, allow_defaults=True, skip_invalid_items=True, operation_id=op_id)
+    operation = client.wait_operation(operation, disable_progress=True)
+    created, errors = 0, {}
+    for item in client.get_operation_log(operation.id):
+        index = (item.input or {}).get("__item_idx")
+        if index is None:
+            continue  # a line that is not about one of the tasks (e.g. the pool opened)
+        if item.success:
+            created += 1
+        else:
+            errors[int(index)] = item.output or {}
+    return created, errors
 
 
 def pool_status(pool: Any) -> str:

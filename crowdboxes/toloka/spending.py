@@ -32,6 +32,7 @@ from typing import Any
 import attr
 
 from crowdboxes.errors import CrowdboxesError
+from crowdboxes.toloka.client import LIST_PAGE
 from crowdboxes.toloka.pricing import assignment_price, toloka_fee
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class PoolPrice:
 
 
 def _count_assignments(client: Any, pool_id: str, statuses: Iterable[str]) -> int:
-    return sum(1 for _ in client.get_assignments(pool_id=pool_id, status=list(statuses)))
+    return sum(1 for _ in client.get_assignments(pool_id=pool_id, status=list(statuses), batch_size=LIST_PAGE))
 
 
 def _assignments_cost(client: Any, pool_ids: Iterable[str], rewards: Mapping[str, float] | None,
@@ -250,7 +251,7 @@ def reserve(client: Any, guard: BudgetGuard, pool_id: str, unit_price: float, co
     after it) is lowered to what was issued (``patch_task_overlap_or_min``). Returns the reserved
     amount (also ``guard.reserved_``); the cut task ids go to ``guard.trimmed_``.
     """
-    tasks = list(client.get_tasks(pool_id=pool_id))
+    tasks = list(client.get_tasks(pool_id=pool_id, batch_size=LIST_PAGE))
     prices = [control_price if (control_price is not None and is_control(t)) else unit_price for t in tasks]
     issued = [int(t.overlap or 0) - int(t.remaining_overlap if t.remaining_overlap is not None else t.overlap or 0)
               for t in tasks]

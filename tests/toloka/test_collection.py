@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections import Counter
 
 import pandas as pd
 import pytest
@@ -187,7 +188,7 @@ def test_wait_survives_transient_failures_but_not_a_rejected_token(tmp_path, cap
     from toloka.client.exceptions import AuthenticationApiError
 
     api = FlakyApi([make_assignment(1, submitted_s=1)], pool_status="CLOSED", close_reason="COMPLETED",
-                   fail_calls={1, 5})  # the first poll's first fetch, the second poll's get_pool
+                   fail_calls={1, 3})  # the first poll's first fetch; the second poll's get_pool (its 2nd call)
     collector = AnswerCollector(api, ["7"], tmp_path, lag_seconds=0)
     progress = Progress(1, "w", stream=Terminal(False))
     outcome = wait_for_pool(api, "7", collector, progress, poll_seconds=5, deadline=None, expected_answers=1,
@@ -219,3 +220,44 @@ def test_wait_stops_at_the_deadline(tmp_path):
                             clock=lambda: now[0])
     assert not outcome.done and outcome.state == "OPEN" and outcome.polls == 4
     assert slept == pytest.approx([0.05, 0.05, 0.02])  # the last sleep ends at the deadline
+
+
+class CountingApi(FakeAssignmentsApi):
+    """Logs each call: the event stream a listing reads (``submitted``...), ``active`` or ``pool``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = []
+
+    def find_assignments(self, sort=None, limit=None, **filters):
+        self.log.append(next((key.split("_")[0] for key in filters if key.endswith("_lte")), "active"))
+        return super().find_assignments(sort=sort, limit=limit, **filters)
+
+    def get_pool(self, pool_id):
+        self.log.append("pool")
+        return super().get_pool(pool_id)
+
+
+def test_a_busy_pool_costs_one_listing_per_poll_until_the_answers_are_in(tmp_path):
+    """21 polls of a pool still short of answers: each lists the new submissions; the status streams and the pool
+    are read at polls 1, 11 and 21 only (FULL_POLL_EVERY = 10): 30 requests, where reading everything was 84."""
+    api = CountingApi([make_assignment(1, submitted_s=1)], pool_status="OPEN")
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    outcome = wait_for_pool(api, "7", AnswerCollector(api, ["7"], tmp_path, lag_seconds=0),
+                            Progress(2, "w", stream=Terminal(False)), poll_seconds=1, deadline=20, expected_answers=2,
+                            sleep=sleep, clock=lambda: now[0])
+    assert (outcome.done, outcome.polls) == (False, 21)
+    assert Counter(api.log) == {"submitted": 21, "accepted": 3, "rejected": 3, "pool": 3}
+
+    # once the answers are all in, the pool is about to complete: it is read at every poll
+    api = CountingApi([make_assignment(1, submitted_s=1)], pool_status="OPEN")
+    api.remaining = {"t1": 1}  # ... but Toloka still has a slot open, so the wait goes on
+    now[0] = 0.0
+    outcome = wait_for_pool(api, "7", AnswerCollector(api, ["7"], tmp_path / "b", lag_seconds=0),
+                            Progress(1, "w", stream=Terminal(False)), poll_seconds=1, deadline=4, expected_answers=1,
+                            sleep=sleep, clock=lambda: now[0])
+    assert (outcome.done, outcome.polls) == (False, 5) and api.log.count("pool") == 5

@@ -75,7 +75,7 @@ class FakePoolApi:
         self.patches, self.opened = [], 0
         self._open, self.close_reason = is_open, close_reason
 
-    def get_tasks(self, pool_id):
+    def get_tasks(self, pool_id, batch_size=None):
         return [types.SimpleNamespace(id=t, overlap=o, remaining_overlap=0) for t, o in self.overlap.items()]
 
     def get_task(self, task_id):

@@ -200,7 +200,7 @@ class _FakeAssignments:
     def __init__(self, counts):
         self.counts, self.closed = counts, []
 
-    def get_assignments(self, pool_id, status):
+    def get_assignments(self, pool_id, status, batch_size=None):
         return iter([object()] * sum(self.counts.get((pool_id, s), 0) for s in status))
 
     def get_pool(self, pool_id):

@@ -82,11 +82,15 @@ class AnswerCollector:
                 changed.append(rec["id"])
         return records, changed
 
-    def poll(self, lag: dt.timedelta | None = None) -> list[str]:
-        """Read new events of every stream; returns ids of assignments that are new or changed."""
+    def poll(self, lag: dt.timedelta | None = None, events: Iterable[str] = EVENT_FIELDS) -> list[str]:
+        """Read new events of every stream (or of the ``events`` streams only: the others keep their place
+        and catch up at their next read); returns ids of assignments that are new or changed."""
         upper = self.now() - (self.lag if lag is None else lag)
         changed = []
+        wanted = set(events)
         for cursor in self.cursors.values():
+            if cursor.event not in wanted:
+                continue
             before = cursor.record()
             saved = (cursor.time, set(cursor.seen), cursor.strictly_after)
             try:

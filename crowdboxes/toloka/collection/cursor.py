@@ -12,13 +12,14 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from crowdboxes.toloka.client import LIST_PAGE
 from crowdboxes.toloka.collection.snapshots import iso, utc_naive
 
 if TYPE_CHECKING:
     from toloka.client import Assignment, TolokaClient
 
 EVENT_FIELDS = ("submitted", "accepted", "rejected")
-BATCH_SIZE = 1000  # what toloka-kit's AssignmentCursor asks for
+BATCH_SIZE = LIST_PAGE  # assignments per request (toloka-kit's AssignmentCursor asks for 1,000)
 
 
 @dataclass

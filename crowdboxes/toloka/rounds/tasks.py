@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from crowdboxes.toloka.client import LIST_PAGE
 from crowdboxes.toloka.rounds.selection import BOX_COLUMNS, empty_boxes
 
 # input fields of configs/missed_signs_project.json and configs/box_check_project.json
@@ -45,7 +46,7 @@ def _shape_list(value: Any) -> list[Any]:
 
 def list_tasks(client: Any, pool_id: str) -> list[Any]:
     """Every task of the round pool (toloka-kit ``Task`` objects)."""
-    return list(client.get_tasks(pool_id=str(pool_id)))
+    return list(client.get_tasks(pool_id=str(pool_id), batch_size=LIST_PAGE))
 
 
 def task_images(tasks: Sequence[Any]) -> set[str]:
