@@ -220,7 +220,8 @@ class _Run:
     started_wall: str | None
     started: float
     completed: bool = False  # this run ended with every image resolved (then the pool is marked finished)
-    finished: str | None = None  # when an earlier run completed this pool: its marker (crowdboxes.toloka.lease)
+    finished: list[str] | None = None  # when an earlier run completed this pool: its marker (finished_marker)
+    timing: dict[str, Any] | None = None  # wait_summary.json's times, set by summary()
     adaptive: AdaptiveOverlap | None = None
     spent: float = 0.0  # USD on every pool of pool.csv, measured on Toloka once the wait is over
     rounds_summary: dict[str, Any] | None = None
@@ -336,15 +337,29 @@ class _Run:
             **({"rounds": self.rounds_summary} if self.rounds_summary is not None else {}),
             "timed_out": not outcome.done,
             # set when an earlier run had completed the pool (its marker on Toloka): this run bought nothing
-            "finished_earlier": self.finished,
+            "finished_earlier": " ".join(self.finished[:2]) if self.finished else None,
             "polls": outcome.polls,
             "problems": problems[:100],
             "problem_count": len(problems),
-            "first_started_at": collector.first_started,
-            "started_at": self.started_wall,
-            "finished_at": iso(now_utc()),
-            "duration_seconds": round(time.monotonic() - self.started, 1),
+            **self.times(),
         }
+
+    def times(self) -> dict[str, Any]:
+        """first_started_at, started_at, finished_at, duration_seconds: this run's, or, when an earlier run
+        completed the pool, that run's (kept in its marker on Toloka): a re-run that buys nothing writes the
+        same times, so Export sees the same inputs and publishes no new version."""
+        if self.timing is None:
+            self.timing = {"first_started_at": self.collector.first_started, "started_at": self.started_wall,
+                           "finished_at": iso(now_utc()), "duration_seconds": round(time.monotonic() - self.started, 1)}
+            earlier = self.finished or []
+            if len(earlier) >= len(FINISHED_MARKER):
+                marked = dict(zip(FINISHED_MARKER, earlier))
+                self.timing = {"first_started_at": marked["first_started_at"] or None,
+                               "started_at": marked["started_at"] or None, "finished_at": marked["finished_at"],
+                               "duration_seconds": float(marked["duration_seconds"])}
+            elif earlier:  # a marker of an older version: its time only
+                self.timing["finished_at"] = earlier[0]
+        return self.timing
 
 
 def _start(options: WaitPoolOptions) -> _Run:
@@ -428,28 +443,34 @@ def wait_pool(options: WaitPoolOptions) -> int:
     with job_lease(project, f"wait_pool-{run.plan.pool_id}", options.lease_wait_seconds):
         run.finished = finished_marker(project, run.plan.pool_id)
         if run.finished is not None:
-            print(f"wait_pool: pool {run.plan.pool_id} was completed by an earlier run ({run.finished}); "
+            print(f"wait_pool: pool {run.plan.pool_id} was completed by an earlier run ({' '.join(run.finished[:2])}); "
                   f"collecting its answers, buying nothing", file=sys.stderr, flush=True)
         code = _wait_and_write(run, options)
         if run.finished is None and run.completed:
-            mark_finished(project, run.plan.pool_id, run.plan.mode)
+            mark_finished(project, run.plan.pool_id, run.plan.mode, run.times())
         return code
 
 
-def finished_marker(project: Any, pool_id: str) -> str | None:
-    """The marker (``<time> <mode>``) a wait left on the project when it completed pool ``pool_id``."""
+# the finished marker's values, in order (Toloka metadata holds lists of strings); older markers hold the first two
+FINISHED_MARKER = ("finished_at", "mode", "first_started_at", "started_at", "duration_seconds")
+
+
+def finished_marker(project: Any, pool_id: str) -> list[str] | None:
+    """The marker (:data:`FINISHED_MARKER`) a wait left on the project when it completed pool ``pool_id``."""
     from crowdboxes.toloka.lease import finished_key
 
     value = project.read().get(finished_key(pool_id))
-    return " ".join(value) if value else None
+    return [str(v) for v in value] if value else None
 
 
-def mark_finished(project: Any, pool_id: str, mode: str) -> None:
-    """Mark pool ``pool_id`` completed (project metadata): a later run, fresh folder or not, buys nothing."""
+def mark_finished(project: Any, pool_id: str, mode: str, times: dict[str, Any]) -> None:
+    """Mark pool ``pool_id`` completed (project metadata): a later run, fresh folder or not, buys nothing and
+    writes this run's ``times`` (:meth:`_Run.times`)."""
     from crowdboxes.toloka.lease import finished_key
 
+    marker = {**{k: "" if times.get(k) is None else str(times[k]) for k in times}, "mode": mode}
     try:
-        project.update(lambda m: m.__setitem__(finished_key(pool_id), [iso(now_utc()), mode]))
+        project.update(lambda m: m.__setitem__(finished_key(pool_id), [marker[k] for k in FINISHED_MARKER]))
     except Exception as exc:  # noqa: BLE001 - the answers are written; a re-run then rebuilds instead
         print(f"warning: could not mark pool {pool_id} finished on Toloka ({type(exc).__name__})", file=sys.stderr)
 

@@ -63,6 +63,9 @@ def test_a_finished_verify_wait_rerun_into_a_fresh_folder_buys_nothing(world):
     assert bought(world, job) == before
     assert answers_text(job.folder / "wait2") == answers_text(job.folder / "wait1")
     assert summary(job.folder / "wait2")["finished_earlier"]
+    # the earlier run's times (kept on Toloka): Export sees the same inputs and publishes no new version
+    times = ("first_started_at", "started_at", "finished_at", "duration_seconds")
+    assert [summary(job.folder / "wait2")[k] for k in times] == [summary(job.folder / "wait1")[k] for k in times]
     assert world.client.get_pool(job.detection).last_started == started  # never re-opened
 
     # the same when the run that completed the pool died before marking it: the ledger comes back from Toloka
