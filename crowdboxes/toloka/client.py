@@ -15,12 +15,16 @@ from crowdboxes.errors import CrowdboxesError
 from crowdboxes.credentials import read_token
 
 NAMED_ENVIRONMENTS = {"production": "PRODUCTION", "sandbox": "SANDBOX"}
-# urllib3's backoff factor between tries of one request: it waits 0, f*2, f*4, f*8, ... s after the 1st, 2nd,
-# 3rd, 4th failure in a row. toloka-kit's default f = 2 waits 4 s after the second 5xx in a row, 8 s after
-# the third: at 30 % 5xx that is ~0.6 s per call on average, which made the verify loop (hundreds of small
-# calls) ~5x slower than clean on the local Toloka. f = 0.5 waits 1, 2, 4, 8 s (15 s over 5 retries),
-# long enough to ride a short outage; 429s still wait what Toloka's Retry-After / quota says.
-RETRY_BACKOFF_FACTOR = 0.5
+# urllib3's backoff between tries of one request: no wait after a first failure, then f*2, f*4, f*8, ... s
+# after the 2nd, 3rd, 4th failure in a row, at most RETRY_BACKOFF_MAX. Waiting does not help against scattered
+# 5xx, only against an outage, so the first waits are short and the later ones long: f = 0.1 with 10 retries
+# waits 0, 0.2, 0.4, ... 12.8, 15, 15 s (55 s in all, about what toloka-kit's own 5 retries at f = 2 ride out),
+# and rides a streak of 8 failures. Measured on the local Toloka (benchmarks/bench_reliability.py, faults):
+# toloka-kit's f = 2 made a verify-mode flow ~5x slower under 30 % 5xx than clean, f = 0.5 with 5 retries 2.4x
+# (and failed a step on a streak of 8). 429s still wait what Toloka's Retry-After / quota says.
+RETRY_BACKOFF_FACTOR = 0.1
+RETRY_BACKOFF_MAX = 15.0
+RETRIES = 10
 # Objects per listing request (tasks, assignments). Toloka allows up to 100,000 and answers 50 when asked
 # for no limit, toloka-kit's default: 300,000 assignments were 6,000 requests at 50 and are 30 at 10,000,
 # while a page of 10,000 assignments (about 10 MB of JSON) stays small next to the step's memory.
@@ -36,10 +40,10 @@ def retryer(retries: int) -> Any:
     return TolokaRetry(retry_quotas=TolokaRetry.Unit.MIN, total=retries,  # type: ignore[attr-defined]  # no stub
                        status_forcelist=statuses,
                        allowed_methods=["HEAD", "GET", "PUT", "DELETE", "OPTIONS", "TRACE", "POST", "PATCH"],
-                       backoff_factor=RETRY_BACKOFF_FACTOR)
+                       backoff_factor=RETRY_BACKOFF_FACTOR, backoff_max=RETRY_BACKOFF_MAX)
 
 
-def connect(toloka_env: str, token_env: str, *, retries: int = 5, timeout: float = 30.0):
+def connect(toloka_env: str, token_env: str, *, retries: int = RETRIES, timeout: float = 30.0):
     """A ``TolokaClient`` for ``toloka_env`` with the token read from env var ``token_env``.
 
     The token is passed to the client and nowhere else; a rejected token fails with one line that
