@@ -96,7 +96,7 @@ def build_parser() -> StepArgumentParser:
     add("--expiry_days", default="7", help="the pool closes after this many days")
     add("--adult_content", default="false", help="true | false")
     add("--budget", default="none", help="USD cap for the whole job, or none")
-    add("--batch_size", default="500", help="tasks per create request")
+    add("--batch_size", default="5000", help="tasks per create request (one async operation each)")
     add("--control_csv", default="none", help="none, or control images with known boxes (url, width, height, "
                                               "label, x, y, w, h[, image_id])")
     add("--rounds", default="none", help="none, or a comma list of missed_signs, box_check (mode overlap)")
