@@ -319,7 +319,7 @@ def test_control_tasks_and_budget_use_the_renamed_image_input():
             self.tasks += tasks
             return types.SimpleNamespace(items={str(n): t for n, t in enumerate(tasks)})
 
-        def get_tasks(self, pool_id):
+        def get_tasks(self, pool_id, **kwargs):  # batch_size, as toloka-kit takes it
             return [types.SimpleNamespace(id=t.id, input_values=t.input_values, overlap=2, remaining_overlap=2)
                     for t in self.tasks]
 
