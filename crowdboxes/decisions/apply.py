@@ -103,7 +103,12 @@ class DecisionsSummary:
 def review_deadline(assignment: Any, pool: Any) -> dt.datetime | None:
     """When Toloka accepts ``assignment`` by itself (naive UTC): submitted + the pool's review period in days;
     None when the pool accepts at submission or the assignment is not submitted."""
-    submitted = utc_naive(assignment.submitted)
+    return review_end(assignment.submitted, pool)
+
+
+def review_end(submitted_at: dt.datetime | str | None, pool: Any) -> dt.datetime | None:
+    """The end of the review period of work submitted at ``submitted_at`` in ``pool`` (:func:`review_deadline`)."""
+    submitted = utc_naive(submitted_at)
     if submitted is None or getattr(pool, "auto_accept_solutions", True) is not False:
         return None
     return submitted + dt.timedelta(days=float(pool.auto_accept_period_day or 21))

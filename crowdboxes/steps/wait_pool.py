@@ -320,7 +320,13 @@ class _Run:
             "counts": collector.counts(plan.pool_id),
             "answer_rows": int(len(frame)),
             "images_answered": int(frame["image_id"].nunique()),
+            # images with an ACCEPTED drawing, as Toloka has them now (the rescan above re-read every status,
+            # decided in the flow, by hand in Toloka, or by Toloka at the end of the review period)
             "images_accepted": int(frame.loc[frame["status"] == "ACCEPTED", "image_id"].nunique()),
+            # --auto_accept false: images with a drawing awaiting the requester's review, and when Toloka
+            # accepts the first of those by itself
+            "images_pending_review": int(frame.loc[frame["status"] == "SUBMITTED", "image_id"].nunique()),
+            "review_ends_at": self.review_ends_at(),
             "expected_task_answers": self.expected,
             # spending.money_spent over pool.csv's pools; the detection part below is the same figure
             # (recorded_cost) from the collected assignments
@@ -343,6 +349,22 @@ class _Run:
             "problem_count": len(problems),
             **self.times(),
         }
+
+    def review_ends_at(self) -> str | None:
+        """When the review period of the oldest SUBMITTED drawing ends (``decisions.apply.review_end``):
+        Toloka accepts it then; None when nothing awaits review or the pool cannot be read now."""
+        pending = [r for r in self.collector.records(self.plan.pool_id) if r["status"] == "SUBMITTED"]
+        if not pending:
+            return None
+        from crowdboxes.decisions.apply import review_end
+
+        try:
+            pool = self.client.get_pool(self.plan.pool_id)
+        except Exception as exc:  # noqa: BLE001 - a reporting nicety: the answers are written
+            print(f"warning: could not read pool {self.plan.pool_id}'s review period ({type(exc).__name__})",
+                  file=sys.stderr)
+            return None
+        return iso(review_end(min(r["submitted"] for r in pending), pool))
 
     def times(self) -> dict[str, Any]:
         """first_started_at, started_at, finished_at, duration_seconds: this run's, or, when an earlier run
