@@ -6,5 +6,6 @@ by itself). One module per job:
 
 * :mod:`.policy`: the ``disagree`` policy, decisions.csv from answers.csv and the aggregate (boxes.csv);
 * :mod:`.apply`: decisions.csv applied to Toloka, idempotent, with a summary of the money released and kept;
+* :mod:`.sync`: answers.csv with each status as Toloka has it now (decided here, by hand, or by the review's end);
 * :mod:`.cli`: the ``decide`` command.
 """

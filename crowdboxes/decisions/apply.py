@@ -86,6 +86,7 @@ class DecisionsSummary:
     skipped_accepted_usd: float = 0.0  # of skipped ones already ACCEPTED (paid before this run)
     refusals: list[str] = field(default_factory=list)
     skips: list[str] = field(default_factory=list)
+    decided: list[str] = field(default_factory=list)  # ids this run accepted or rejected (decisions.sync tells them apart)
 
     def as_dict(self) -> dict[str, Any]:
         """The summary JSON (money rounded to 1/10000 USD)."""
@@ -202,6 +203,7 @@ class DecisionApplier:
                 self._refuse(decision, f"{toloka_refusal(exc)}; it is {now_status}")
             return
         price = assignment_price(float(done.reward if done.reward is not None else assignment.reward or 0))
+        self.summary.decided.append(decision.assignment_id)
         if decision.decision == ACCEPT:
             self.summary.accepted += 1
             self.summary.released_usd += price
