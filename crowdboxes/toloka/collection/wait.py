@@ -30,10 +30,12 @@ DONE_CLOSE_REASONS = ("COMPLETED", "EXPIRED", "MANUAL")
 MAX_POLL_FAILURES = 10  # consecutive failed polls before the step gives up (the journal keeps everything)
 # Requests per poll. Every poll reads the new submissions (one listing from the ``submitted`` cursor); the
 # ``accepted`` and ``rejected`` streams (status changes of answers already collected, which the final rescan
-# reads anyway) and the pool itself (closed by expiry or by hand) only every FULL_POLL_EVERY-th poll, and at
-# every poll once the answers are all in (when the pool is about to complete). A poll of a busy pool is then
-# 1.3 requests on average instead of 4: at the default 60 s, 78 requests per hour of crowd work.
+# reads anyway) and the pool itself (closed by expiry or by hand) only every FULL_POLL_EVERY-th poll, at every
+# poll once the answers are all in (when the pool is about to complete), and at the deadline (a pool closed
+# since the last full poll is done, not timed out). A poll of a busy pool is then 1.3 requests on average
+# instead of 4: at the default 60 s, 78 requests per hour of crowd work.
 FULL_POLL_EVERY = 10
+STATUS_EVENTS = tuple(e for e in EVENT_FIELDS if e != "submitted")  # the status changes: accepted, rejected
 
 
 def pool_state(client: TolokaClient, pool_id: str, expected_answers: int | None,
@@ -86,19 +88,25 @@ def wait_for_pool(client: TolokaClient, pool_id: str, collector: AnswerCollector
 
     ``adaptive`` may raise task overlaps as answers come in; the pool is done only when it has nothing
     more to ask for after a final rescan. The status streams and the pool are read at every
-    :data:`FULL_POLL_EVERY`-th poll only until the answers are all in (see there).
+    :data:`FULL_POLL_EVERY`-th poll, at every poll once the answers are all in, and at the last poll, the one
+    at the deadline (see there).
     """
     polls = failures = 0
     state = "unknown"
     while True:
         polls += 1
+        last = deadline is not None and clock() >= deadline
         try:
-            full = (polls - 1) % FULL_POLL_EVERY == 0
+            full = (polls - 1) % FULL_POLL_EVERY == 0 or last
             collector.poll(events=EVENT_FIELDS if full else ("submitted",))
             if adaptive is not None and adaptive.update(collector.records(pool_id)):
                 expected_answers = progress.total = adaptive.expected_answers
             counts = collector.counts(pool_id)
-            if full or expected_answers is None or counts["task_answers"] >= expected_answers:
+            if not full and (expected_answers is None or counts["task_answers"] >= expected_answers):
+                full = True  # all answers are in and the pool is about to complete: its status changes too
+                collector.poll(events=STATUS_EVENTS)
+                counts = collector.counts(pool_id)
+            if full:
                 done, state = pool_state(client, pool_id, expected_answers, counts["task_answers"])
             else:
                 done = False
@@ -123,7 +131,8 @@ def wait_for_pool(client: TolokaClient, pool_id: str, collector: AnswerCollector
             progress.update(counts["task_answers"], counts, sum(recorded_cost(collector.records(pool_id))), state)
         if done:
             return WaitOutcome(True, state, polls)
-        remaining = None if deadline is None else deadline - clock()
-        if remaining is not None and remaining <= 0:
+        if last:
             return WaitOutcome(False, state, polls)
-        sleep(poll_seconds if remaining is None else min(poll_seconds, remaining))
+        remaining = None if deadline is None else deadline - clock()
+        # past the deadline already: the next poll, at once, is the last one and reads the pool
+        sleep(poll_seconds if remaining is None else max(0.0, min(poll_seconds, remaining)))
