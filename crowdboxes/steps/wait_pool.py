@@ -435,7 +435,7 @@ def _tell(summary: dict[str, Any], problems: list[str]) -> None:
         print(one_line(f"warning: {problem}"), file=sys.stderr)
     if len(problems) > 10:
         print(f"warning: {len(problems) - 10} more problems in {WAIT_SUMMARY.file_name}", file=sys.stderr)
-    for key in ("submitted", "accepted", "rejected"):
+    for key in ("submitted", "accepted", "rejected", "pending_review"):
         cnvrg_tag(key, summary["counts"][key])
     cnvrg_tag("answer_rows", summary["answer_rows"])
     cnvrg_tag("spent_usd", summary["spent_usd"])
@@ -526,4 +526,8 @@ def _wait_and_write(run: _Run, options: WaitPoolOptions) -> int:
     print(f"wait_pool: pool {pool_id} done ({outcome.state}): {counts['submitted']} assignments, "
           f"{len(frame)} answer rows, spent ${summary['spent_usd']:.2f} in {summary['duration_seconds']:.0f} s",
           file=sys.stderr, flush=True)
+    if counts["pending_review"] and "verify" not in run.plan.mode:  # --auto_accept false: the requester decides
+        print(f"wait_pool: {counts['pending_review']} assignments await your review; Toloka accepts them by itself "
+              f"from {summary['review_ends_at'] or 'the end of the review period'} (python -m crowdboxes decide; "
+              "a Wait Pool re-run then shows the new statuses)", file=sys.stderr, flush=True)
     return 0

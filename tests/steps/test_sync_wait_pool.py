@@ -108,6 +108,9 @@ def test_a_wait_pool_rerun_shows_hand_decisions_and_expired_reviews_and_buys_not
     assert summary["images_accepted"] == 0 and summary["images_pending_review"] == N_IMAGES
     submitted = min(a.submitted for a in client.get_assignments(pool_id=pool_id))
     assert summary["review_ends_at"] == iso(submitted + dt.timedelta(days=REVIEW_DAYS))  # Toloka's days
+    assert f"{N_IMAGES * OVERLAP} assignments await your review; Toloka accepts them by itself from " \
+           f"{summary['review_ends_at']}" in first.stderr
+    assert f"cnvrg_tag_pending_review: {N_IMAGES * OVERLAP}" in first.stdout
     bought = set(on_toloka(local, pool_id))
 
     # the requester decides two by hand in Toloka, outside the flow
