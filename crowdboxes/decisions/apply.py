@@ -86,7 +86,7 @@ class DecisionsSummary:
     skipped_accepted_usd: float = 0.0  # of skipped ones already ACCEPTED (paid before this run)
     refusals: list[str] = field(default_factory=list)
     skips: list[str] = field(default_factory=list)
-    decided: list[str] = field(default_factory=list)  # ids this run accepted or rejected (decisions.sync tells them apart)
+    decided: list[str] = field(default_factory=list)  # ids this run accepted or rejected (for decisions.sync)
 
     def as_dict(self) -> dict[str, Any]:
         """The summary JSON (money rounded to 1/10000 USD)."""

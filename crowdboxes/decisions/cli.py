@@ -10,8 +10,9 @@ By the ``disagree`` policy (:mod:`crowdboxes.decisions.policy`; ``--dry_run`` wr
         --boxes out/aggregate_boxes/boxes.csv --threshold 0.5 --output_dir out/decide
 
 Writes decisions_summary.json (``artifacts.DECISIONS_SUMMARY``) in ``--output_dir`` and prints it in one
-line; then answers.csv (``--answers``) with every status as Toloka has it now (:mod:`crowdboxes.decisions.sync`); each refusal is one ``refused:`` line on stderr. Exit code 0: every decision applied or already so; 1:
-some were refused (the others were applied); 2: an error (one ``error:`` line).
+line, and answers.csv there: ``--answers`` with every status as Toloka has it now (:mod:`crowdboxes.decisions.sync`).
+Each refusal is one ``refused:`` line on stderr. Exit code 0: every decision applied or already so; 1: some were
+refused (the others were applied); 2: an error (one ``error:`` line).
 """
 
 from __future__ import annotations

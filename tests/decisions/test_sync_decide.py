@@ -122,7 +122,8 @@ def test_decide_writes_answers_with_its_own_the_hand_made_and_the_expired_review
     assert sorted(synced.values()) == ["ACCEPTED"] * (2 * N_IMAGES - 2) + ["REJECTED"] * 2
     record = json.loads(DECISIONS_SUMMARY.path(later).read_text())
     assert (record["accepted"], record["skipped"]) == (0, 1)
-    assert (record["answers_sync"]["changed"], record["answers_sync"]["changed_outside"]) == (2 * N_IMAGES, 2 * N_IMAGES)
+    synced_record = record["answers_sync"]
+    assert (synced_record["changed"], synced_record["changed_outside"]) == (2 * N_IMAGES, 2 * N_IMAGES)
 
     # a re-run into the first folder: the same answers.csv as the later one
     assert decide(local, "--decisions", str(decisions), "--answers", str(answers_csv), "--output_dir", str(out)) == 0
