@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--fault-seed", type=int, default=0)
     serve.add_argument("--fault-max-streak", type=int, default=3,
                        help="at most this many injected 500/503 in a row (toloka-kit retries 3 times)")
+    serve.add_argument("--fault-lost-reply-rate", type=float, default=0.0,
+                       help="share of writes (POST/PUT/PATCH/DELETE) that take effect and still answer 503")
     serve.add_argument("--tick-seconds", type=float, default=0.05, help="crowd loop period (real seconds)")
     serve.add_argument("--solve-threads", type=int, default=4, help="threads answering tasks (image fetches)")
     serve.add_argument("--crowd-module", default=DEFAULT_CROWD,
@@ -178,6 +180,8 @@ def serve(args: argparse.Namespace) -> int:
             raise ServeError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0 <= args.fault_error_rate <= 1:
         raise ServeError(f"--fault-error-rate must be within 0..1, got {args.fault_error_rate}")
+    if not 0 <= args.fault_lost_reply_rate <= 1:
+        raise ServeError(f"--fault-lost-reply-rate must be within 0..1, got {args.fault_lost_reply_rate}")
     try:
         crowd_module = importlib.import_module(args.crowd_module)
     except ImportError as exc:
@@ -208,7 +212,7 @@ def serve(args: argparse.Namespace) -> int:
         backend.close()
         raise ServeError(f"--crowd-module {args.crowd_module}: {exc}") from None
     faults = Faults(args.fault_error_rate, args.fault_rate_limit, args.fault_latency_ms, args.fault_seed,
-                    args.fault_max_streak)
+                    args.fault_max_streak, args.fault_lost_reply_rate)
     app = LocalToloka(backend, token, scheduler=scheduler, faults=faults)
     server = make_server(app, args.host, args.port)
     url = f"http://{args.host}:{server.server_port}"

@@ -3,8 +3,10 @@
 Middleware order for ``/api/...``: auth (``Authorization: OAuth <token>`` or ``ApiKey <token>``,
 else 401 AUTHENTICATION_ERROR), then fault injection (rate limit -> 429 TOO_MANY_REQUESTS without
 ``Retry-After`` and without ``payload.interval``; a share of 500/503; added latency), then the
-handler. Faults are injected *before* the handler runs, so a failed request changed nothing and a
-client retry is safe. ``/_local/...`` admin endpoints need the token but never get faults.
+handler. Those faults are injected *before* the handler runs, so a failed request changed nothing and a
+client retry is safe. One fault comes *after* it: ``lost_reply_rate``, a share of writes (POST, PUT, PATCH,
+DELETE) that take effect and still answer 503, as when a reply is lost on the way back; the client's retry
+then repeats a write that was made. ``/_local/...`` admin endpoints need the token but never get faults.
 Per-endpoint request counters: ``GET /_local/stats``.
 """
 
@@ -45,23 +47,26 @@ log = logging.getLogger("crowdboxes.local_toloka")
 
 
 class Faults:
-    """Injected failures: ``error_rate`` share of 500/503, ``rate_limit`` requests/s, ``latency_ms``.
+    """Injected failures: ``error_rate`` share of 500/503, ``rate_limit`` requests/s, ``latency_ms``, and
+    ``lost_reply_rate``: a share of writes made and then answered 503.
 
     At most ``max_streak`` 500/503 in a row (default 3): toloka-kit retries 3 times, so with the
     default a single client always gets through, and a test of "retries absorb faults" cannot flake.
     """
 
-    SETTINGS = ("error_rate", "rate_limit", "latency_ms", "max_streak")
+    SETTINGS = ("error_rate", "rate_limit", "latency_ms", "max_streak", "lost_reply_rate")
+    _SHARES = ("error_rate", "lost_reply_rate")
 
     def __init__(self, error_rate: float = 0.0, rate_limit: float = 0.0, latency_ms: float = 0.0, seed: int = 0,
-                 max_streak: float = 3) -> None:
+                 max_streak: float = 3, lost_reply_rate: float = 0.0) -> None:
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
-        self.error_rate = self.rate_limit = self.latency_ms = 0.0
+        self.error_rate = self.rate_limit = self.latency_ms = self.lost_reply_rate = 0.0
         self.max_streak = 3.0
         self._streak = 0
         self._window: collections.deque[float] = collections.deque()
-        self.update(error_rate=error_rate, rate_limit=rate_limit, latency_ms=latency_ms, max_streak=max_streak)
+        self.update(error_rate=error_rate, rate_limit=rate_limit, latency_ms=latency_ms, max_streak=max_streak,
+                    lost_reply_rate=lost_reply_rate)
 
     def update(self, **values: Any) -> None:
         for key, value in values.items():
@@ -71,15 +76,17 @@ class Faults:
                 number = float(value)
             except (TypeError, ValueError):
                 raise TolokaError(f"{key} must be a number", {key: {"code": "FLOAT_EXPECTED"}}) from None
-            if number < 0 or (key == "error_rate" and number > 1):
+            if number < 0 or (key in self._SHARES and number > 1):
                 raise TolokaError(f"{key} out of range", {key: {"code": "VALUE_OUT_OF_BOUNDS"}})
             setattr(self, key, number)
 
     def as_dict(self) -> dict[str, float]:
         return {key: getattr(self, key) for key in self.SETTINGS}
 
-    def check(self) -> None:
-        """Raise the injected error for this request, if any (after the injected latency)."""
+    def check(self, write: bool = False) -> bool:
+        """Raise the injected error for this request, if any (after the injected latency); for a ``write``,
+        True when its reply is to be lost after it is made (``lost_reply_rate``). Both count in one streak
+        of at most ``max_streak``, so a retried request gets through in the end."""
         if self.latency_ms:
             time.sleep(self.latency_ms / 1000.0)
         with self.lock:
@@ -95,7 +102,12 @@ class Faults:
                 if self.rng.random() < 0.5:
                     raise InternalError("Injected internal error")
                 raise ServiceUnavailable("Injected service unavailability")
+            if write and self.lost_reply_rate and self._streak < self.max_streak \
+                    and self.rng.random() < self.lost_reply_rate:
+                self._streak += 1
+                return True
             self._streak = 0
+            return False
 
 
 class LocalToloka:
@@ -165,13 +177,17 @@ class LocalToloka:
                 raise AuthenticationError()
             if endpoint.startswith(NOT_IMPLEMENTED):  # a Toloka operation not emulated: 501 naming it
                 raise NotImplementedOperation.operation(endpoint[len(NOT_IMPLEMENTED):], request.method, request.path)
+            lose_reply = False
             if not endpoint.startswith("local_"):
                 try:
-                    self.faults.check()
+                    lose_reply = self.faults.check(write=request.method in _WRITES)
                 except TolokaError:
                     injected = True
                     raise
             status, body = getattr(responses, endpoint)(self, request, **kwargs)
+            if lose_reply and status < 400:
+                injected = True
+                raise ServiceUnavailable("Injected service unavailability (the write was made)")
         except TolokaError as exc:
             status, body = exc.status, exc.body()
         except Exception as exc:  # a bug: still Toloka's error shape, and the trace in the server log
@@ -187,6 +203,9 @@ class LocalToloka:
         if isinstance(body, str):
             return Response(body, status=status, content_type="text/tab-separated-values; charset=utf-8")
         return Response(_ENCODER.encode(body), status=status, content_type="application/json")
+
+
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _json_default(value: object) -> int | float:

@@ -6,6 +6,7 @@ Switching between them is configuration (``--toloka_env``), never code.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlparse
@@ -87,3 +88,26 @@ def toloka_refusal(exc: Exception) -> str:
     code = getattr(exc, "code", None) or type(exc).__name__
     message = str(getattr(exc, "message", "") or "").strip().splitlines()
     return f"Toloka refused ({code}{': ' + message[0] if message else ''})"
+
+
+def keep_found(made: Any, found: Any, *, archive: Callable[[str], Any] | None, what: str,
+               log: Callable[[str], Any]) -> Any:
+    """The object to use after ``made = create(...)``: ``found``, what a look-up by the job's key finds now
+    (lowest id), so that every run and re-run settles on one object. It differs from ``made`` when a rival
+    run created the same at the same time, or when a create's reply was lost after Toloka made it and the
+    client's retry made a second. Ours is then archived while it is still empty (``archive``), or left unused
+    where Toloka has no archive (a skill)."""
+    if found is None or str(found.id) == str(made.id):
+        return made
+    if archive is None:
+        log(f"{what}: {found.id} already existed (a lost reply's retry or a rival run made {made.id} too); "
+            f"using {found.id}, leaving {made.id} unused")
+        return found
+    try:
+        archive(str(made.id))
+        fate = "archived"
+    except Exception as exc:  # noqa: BLE001 - an empty extra object costs nothing; the next look-up skips it
+        fate = f"could not archive it ({toloka_refusal(exc)})"
+    log(f"{what}: {found.id} already existed (a lost reply's retry or a rival run made {made.id} too); "
+        f"using {found.id}; {made.id}: {fate}")
+    return found

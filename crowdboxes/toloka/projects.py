@@ -328,27 +328,26 @@ def ensure_projects(client: Any, config_dir: str | Path, project_key: str,
             if detection is None:
                 detection = _create_first(client, wanted["detection_project"], keys["detection_project"], log)
                 made_now.add(str(detection.id))
-            with Lease(MetadataTarget(client, "project", detection.id), "create_project", wait_seconds=wait):
+            with Lease(MetadataTarget(client, "project", detection.id), "create_project",
+                       wait_seconds=wait) as lease:
                 plans = _plan(client, config_dir, project_key, keys, paths, wanted, skills)
+                lease.confirm()
                 return _apply(client, plans, made_now, log)
     return _apply(client, plans, made_now, log)
 
 
 def _create_first(client: Any, config: Any, key: str, log: Callable[[str], Any]) -> Any:
     """Create the detection project (the object the job's lease lives on), then look again: when runs on
-    two machines raced, every run keeps the lowest id and the others archive their own at once (it has no
-    pool yet). Returns the project to use."""
+    two machines raced, or a lost reply's retry made two, every run keeps the lowest id and the extra one
+    is archived at once (it has no pool yet). Returns the project to use."""
+    from crowdboxes.toloka.client import keep_found
     from crowdboxes.toloka.lease import DEFAULT_SETTLE_SECONDS, SETTLE_ENV, env_seconds
 
     config.private_comment = key
     mine = client.create_project(config)
     time.sleep(env_seconds(SETTLE_ENV, DEFAULT_SETTLE_SECONDS))  # a rival's create is listed by now
-    winner = find_project(client, key)
-    if winner is not None and str(winner.id) != str(mine.id):
-        client.archive_project(mine.id)
-        log(f"detection_project: another run created project {winner.id} at the same time; archived ours ({mine.id})")
-        return winner
-    return mine
+    return keep_found(mine, find_project(client, key), archive=client.archive_project, what="detection_project",
+                      log=log)
 
 
 def _plan(client: Any, config_dir: Path, project_key: str, keys: dict[str, str], paths: dict[str, Path],
@@ -386,13 +385,16 @@ def _plan(client: Any, config_dir: Path, project_key: str, keys: dict[str, str],
 def _apply(client: Any, plans: list[tuple[str, str, str, Any, Any, list[str]]], made_now: set[str],
            log: Callable[[str], Any]) -> pd.DataFrame:
     """Create or update what ``plans`` says; projects.csv's rows (``made_now``: ids created before the plan)."""
+    from crowdboxes.toloka.client import keep_found
+
     rows = []
     for kind, role, key, config, existing, changed in plans:
         created = existing is None or str(existing.id) in made_now
         if kind == "project":
             if existing is None:
                 config.private_comment = key
-                result = client.create_project(config)
+                result = keep_found(client.create_project(config), find_project(client, key),
+                                    archive=client.archive_project, what=role, log=log)
             elif changed:
                 result = client.update_project(existing.id, updated_project_body(existing, config, key))
             else:
@@ -401,7 +403,8 @@ def _apply(client: Any, plans: list[tuple[str, str, str, Any, Any, list[str]]], 
         else:
             if existing is None:
                 config.private_comment = key
-                result = client.create_skill(config)
+                result = keep_found(client.create_skill(config), find_skill(client, config.name, key),
+                                    archive=None, what=role, log=log)
             elif changed:
                 body = {k: v for k, v in json.loads(existing.to_json()).items() if k not in SKILL_SERVER_FIELDS}
                 body.update({k: v for k, v in json.loads(config.to_json()).items() if k in SKILL_EDITABLE_FIELDS})

@@ -412,6 +412,23 @@ def test_injected_500s_are_absorbed_by_client_retries(tmp_path):
         server.stop()
 
 
+def test_a_lost_reply_to_a_write_makes_the_retry_write_again(server):
+    """``lost_reply_rate``: the write is made, the reply is a 503, toloka-kit's retry writes again: what a
+    requester's code must survive (a create that is not idempotent leaves two objects)."""
+    client = server.client()
+    before = {s.id for s in client.get_skills()}
+    server.admin("POST", "/_local/faults", json={"lost_reply_rate": 1, "max_streak": 1})
+    try:
+        kept = client.create_skill(name="lost-reply")
+        listed = [s for s in client.get_skills() if s.id not in before]  # a GET is never a lost reply
+    finally:
+        server.admin("POST", "/_local/faults", json={"lost_reply_rate": 0, "max_streak": 3})
+    assert [s.name for s in listed] == ["lost-reply", "lost-reply"]
+    assert kept.id == max(s.id for s in listed)  # the client holds the retry's object, the first is orphaned
+    injected = server.admin("GET", "/_local/stats")["injected_faults"]
+    assert injected.get("503", 0) >= 1
+
+
 def test_one_server_per_state_folder(server, tmp_path):
     with pytest.raises(RuntimeError, match="another local Toloka server is using this state folder"):
         start_local_toloka(tmp_path / "second", TOKEN, state_dir=server.state_dir, crowd_module=FAKE)
