@@ -9,7 +9,13 @@ project at any time:
    future (and who is not a dead process on this very machine), wait (up to ``wait_seconds``) or refuse;
 2. write ``[owner, expiry]`` there (``PUT`` of the object with its metadata changed, nothing else);
 3. wait ``settle_seconds`` (longer than one write takes) and read again: whoever's marker is there owns
-   the lease; a run that lost the race goes back to 1.
+   the lease; a run that lost the race goes back to 1. After a write that took longer than the settle
+   (the client retried it), a rival's write may be as late: the wait is then as long as the write took.
+
+Before anything is created under the lease, :meth:`Lease.confirm` reads the marker once more and stops
+with one line if another run's marker replaced ours (or a renewal saw that). Metadata writes are
+read-modify-write of the whole map: one process makes them one at a time (a lock per project), and each
+write is read back and repeated if a rival's write dropped it.
 
 While held it is renewed every ``ttl / 3`` seconds by a daemon thread, and released (the key removed) at
 the end; a run killed with ``kill -9`` leaves a marker that expires after ``ttl`` seconds, or at once for
@@ -51,14 +57,32 @@ WAIT_ENV = "CROWDBOXES_LEASE_WAIT_SECONDS"  # the wait of the steps without a pa
 SETTLE_ENV = "CROWDBOXES_LEASE_SETTLE_SECONDS"
 DEFAULT_WAIT_SECONDS = 600.0
 DEFAULT_TTL_SECONDS = 300.0
-DEFAULT_SETTLE_SECONDS = 1.0
+DEFAULT_SETTLE_SECONDS = 2.0
 POLL_SECONDS = 1.0
-_HOST = socket.gethostname()
+WRITE_ATTEMPTS = 3  # a metadata write read back without our change is made again, this many times in all
 _RUN = uuid.uuid4().hex[:8]
 
 
+def _machine() -> str:
+    """This host as seen by pids: hostname, boot id and pid namespace, so that a pid is only judged dead by
+    a process that shares its pid space (containers of one pod share a hostname, not their pids)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()[:8]
+    except OSError:
+        boot = "noboot"
+    try:
+        pid_space = re.sub(r"\D", "", os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        pid_space = "nons"
+    return f"{socket.gethostname().replace(':', '_')}@{boot}.{pid_space}"
+
+
+_HOST = _machine()
+
+
 def owner_id() -> str:
-    """This process's owner name: ``host:pid:run`` (the pid lets a run on the same host see a dead owner)."""
+    """This process's owner name: ``machine:pid:run`` (:func:`_machine`; the pid lets a run in the same pid
+    space see a dead owner)."""
     return f"{_HOST}:{os.getpid()}:{_RUN}"
 
 
@@ -130,6 +154,15 @@ def finished_key(pool_id: str) -> str:
 PROJECT_SERVER_FIELDS = ("id", "status", "created", "owner")
 
 
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(object_id: str) -> threading.Lock:
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(object_id, threading.Lock())
+
+
 class MetadataTarget:
     """A project whose ``metadata`` carries leases and markers (read, then ``PUT`` back whole, only the
     metadata changed). ``kind`` is ``project``: pools are not editable while open."""
@@ -151,10 +184,29 @@ class MetadataTarget:
         """The object's metadata now."""
         return {str(k): [str(x) for x in v] for k, v in (self._get().metadata or {}).items()}
 
-    def update(self, change: Callable[[dict[str, list[str]]], None]) -> dict[str, list[str]]:
-        """Read, apply ``change`` to the metadata, write the object back; returns the metadata written."""
+    def update(self, change: Callable[[dict[str, list[str]]], None], *,
+               read_back: bool = True) -> dict[str, list[str]]:
+        """Read, apply ``change`` to the metadata, write the object back, and (``read_back``) read it back: a
+        rival process that wrote what it had read before our write dropped our change, which is then made
+        again (up to :data:`WRITE_ATTEMPTS` writes). Writes of one process to one project go one at a time
+        (a lease's renewal thread beside the step's finished marker). Returns the metadata written."""
+        with _write_lock(f"{self.kind}/{self.object_id}"):
+            for _ in range(WRITE_ATTEMPTS):
+                before, written = self._write_once(change)
+                if not read_back:
+                    return written
+                now = self.read()
+                set_now = all(now.get(k) == v for k, v in written.items() if before.get(k) != v)
+                if set_now and not (before.keys() - written.keys()) & now.keys():  # our change holds
+                    return written
+            return written
+
+    def _write_once(self, change: Callable[[dict[str, list[str]]], None]) -> tuple[dict[str, list[str]],
+                                                                                  dict[str, list[str]]]:
+        """One read-change-write: (metadata read, metadata written)."""
         obj = self._get()
-        metadata = {str(k): [str(x) for x in v] for k, v in (obj.metadata or {}).items()}
+        before = {str(k): [str(x) for x in v] for k, v in (obj.metadata or {}).items()}
+        metadata = {k: list(v) for k, v in before.items()}
         change(metadata)
         if hasattr(obj, "to_json"):  # a toloka-kit Project: send it without the fields only Toloka sets
             body = {k: v for k, v in json.loads(obj.to_json()).items() if k not in PROJECT_SERVER_FIELDS}
@@ -163,7 +215,7 @@ class MetadataTarget:
         else:
             obj.metadata = metadata
         self.client.update_project(self.object_id, obj)
-        return metadata
+        return before, metadata
 
 
 def _lock_path(scope: str) -> Path:
@@ -227,9 +279,11 @@ class Lease:
         """Who holds it on Toloka now (alive or not)."""
         return Holder.parse(self.target.read().get(self.key))
 
-    def _write(self) -> None:
+    def _write(self, *, claim: bool = False) -> None:
+        """Our marker with a fresh expiry. A ``claim`` (while acquiring) is written once: if a rival's marker
+        replaced it, the rival won the race and the re-read after the settle says so."""
         value = [self.owner, _iso(self.now() + dt.timedelta(seconds=self.ttl))]
-        self.target.update(lambda m: m.__setitem__(self.key, value))
+        self.target.update(lambda m: m.__setitem__(self.key, value), read_back=not claim)
 
     def acquire(self) -> Lease:
         """Take the lease, waiting up to ``wait_seconds`` for a live holder; a CrowdboxesError past that."""
@@ -244,8 +298,11 @@ class Lease:
                         f"stop it and run again after the expiry")
                 self.sleep(min(POLL_SECONDS, max(0.01, deadline - self.clock())))
                 continue
-            self._write()
-            self.sleep(self.settle)  # a rival that read before our write has written by now
+            started = self.clock()
+            self._write(claim=True)
+            # a rival that read before our write has written by now; one whose write was retried as long as
+            # ours may still be on the way: wait at least what our write took
+            self.sleep(max(self.settle, self.clock() - started))
             holder = self.holder()
             if holder is not None and holder.owner == self.owner:
                 break
@@ -253,6 +310,17 @@ class Lease:
         self._thread = threading.Thread(target=self._renew_loop, name=f"lease-{self.scope}", daemon=True)
         self._thread.start()
         return self
+
+    def confirm(self) -> None:
+        """Stop with one line unless the lease is still ours on Toloka: called right before a create, so a
+        run whose lease was taken over (it expired while the run hung, or a rival's late write replaced it)
+        makes nothing another run may be making too."""
+        holder = self.holder()
+        if self.lost or holder is None or holder.owner != self.owner:
+            self.lost = True
+            taken = f"{holder.owner} holds it" if holder is not None else "our marker is gone"
+            raise CrowdboxesError(f"{self.target.name}: the lease {self.scope} is no longer ours ({taken}); "
+                                  f"stopping before creating anything: run again, and it continues from Toloka")
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.ttl / 3):

@@ -247,18 +247,26 @@ def ensure_detection_pool(client: Any, spec: Any, *, project_id: str, key: str) 
 
 def _find_or_create_pool(client: Any, spec: Any, *, project_id: str, key: str) -> tuple[Any, bool]:
     """Find the pool by ``key``; if missing, create it under the job's lease on its project
-    (:mod:`crowdboxes.toloka.lease`: one creator at a time; a run that waited finds the other's pool)."""
+    (:mod:`crowdboxes.toloka.lease`: one creator at a time; a run that waited finds the other's pool), then
+    look again and use what :func:`find_pool` finds (:func:`~crowdboxes.toloka.client.keep_found`): a create
+    whose reply was lost and was retried made two pools, and every run must use the same one."""
     pool = find_pool(client, project_id, key)
     if pool is not None:
         return pool, False
     from crowdboxes.toloka.lease import DEFAULT_WAIT_SECONDS, WAIT_ENV, MetadataTarget, env_seconds, job_lease
 
     scope = "pool-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-    with job_lease(MetadataTarget(client, "project", project_id), scope, env_seconds(WAIT_ENV, DEFAULT_WAIT_SECONDS)):
+    from crowdboxes.toloka.client import keep_found
+
+    with job_lease(MetadataTarget(client, "project", project_id), scope,
+                   env_seconds(WAIT_ENV, DEFAULT_WAIT_SECONDS)) as lease:
         pool = find_pool(client, project_id, key)
         if pool is not None:
             return pool, False
-        return client.create_pool(spec), True
+        lease.confirm()
+        made = client.create_pool(spec)
+        return keep_found(made, find_pool(client, project_id, key), archive=client.archive_pool, what="pool",
+                          log=lambda line: print(line, file=sys.stderr)), True
 
 
 def url_identity(url: str) -> str:
@@ -330,9 +338,12 @@ def upload_tasks(client: Any, pool_id: str, wanted: pd.DataFrame, *, batch_size:
     from crowdboxes.toloka.lease import DEFAULT_WAIT_SECONDS, WAIT_ENV, MetadataTarget, env_seconds, job_lease
 
     project = MetadataTarget(client, "project", str(client.get_pool(str(pool_id)).project_id))
-    with job_lease(project, f"upload-{pool_id}", env_seconds(WAIT_ENV, DEFAULT_WAIT_SECONDS)):
+    with job_lease(project, f"upload-{pool_id}", env_seconds(WAIT_ENV, DEFAULT_WAIT_SECONDS)) as lease:
+        # a killed run's batch may still be running on Toloka: its tasks are not listed yet
+        _wait_for_running_batches(client, pool_id, wanted, missing, batch_size, log)
         present = existing_by_key()
         missing = [i for i, key in enumerate(keys) if key not in present]
+        lease.confirm()
         return _upload(client, pool_id, wanted, keys, present, missing, existing_by_key, batch_size, use_image_id,
                        image_field, log)
 
@@ -346,8 +357,8 @@ def _upload(client: Any, pool_id: str, wanted: pd.DataFrame, keys: list[str], pr
 
     already = len(wanted) - len(missing)
     reasons: dict[str, str] = {}
-    for batch_index, start in enumerate(range(0, len(missing), batch_size)):
-        rows = [wanted.iloc[i] for i in missing[start:start + batch_size]]
+    for batch_index, indices in _batches(wanted, missing, batch_size):
+        rows = [wanted.iloc[i] for i in indices]
         tasks = []
         for row in rows:
             values = {image_field: str(row["url"])}
@@ -382,6 +393,39 @@ def _upload(client: Any, pool_id: str, wanted: pd.DataFrame, keys: list[str], pr
                          "url": str(row["url"]), "control": bool(row.get("control", False))})
     frame = pd.DataFrame(rows, columns=["task_id", "pool_id", "image_id", "url", "control"])
     return TaskUploadResult(created=created, already_there=already, failed=failed, tasks=frame)
+
+
+def _batches(wanted: pd.DataFrame, missing: list[int], batch_size: int) -> list[tuple[int, list[int]]]:
+    """``(batch index, rows to send)``: batches are cut from the whole wanted list, not from what is missing,
+    so that a re-run after a kill sends a batch that was in flight under the same operation id (Toloka then
+    answers OPERATION_ALREADY_EXISTS and toloka-kit waits for the first one) instead of cutting the rows
+    anew under other ids and creating them twice."""
+    wanted_missing = set(missing)
+    out = []
+    for batch_index, start in enumerate(range(0, len(wanted), batch_size)):
+        rows = [i for i in range(start, min(start + batch_size, len(wanted))) if i in wanted_missing]
+        if rows:
+            out.append((batch_index, rows))
+    return out
+
+
+def _wait_for_running_batches(client: Any, pool_id: str, wanted: pd.DataFrame, missing: list[int], batch_size: int,
+                              log: Callable[[str], None]) -> None:
+    """Wait for running task-creating operations that are batches of this upload (their ids are
+    :func:`operation_id` of the batches :func:`_batches` cuts): one listing of Toloka's running
+    TASK.BATCH_CREATE operations, then a wait on ours."""
+    from toloka.client.operations import Operation, OperationType
+    from toloka.client.search_requests import OperationSearchRequest
+
+    ours = {str(operation_id(pool_id, index, [wanted.iloc[i]["image_id"] for i in rows]))
+            for index, rows in _batches(wanted, missing, batch_size)}
+    running = [op for status in (Operation.Status.PENDING, Operation.Status.RUNNING)
+               for op in client.get_operations(OperationSearchRequest(type=OperationType.TASK_BATCH_CREATE,
+                                                                      status=status))
+               if str(op.id) in ours]
+    for operation in running:
+        log(f"tasks: operation {operation.id} of an earlier run is still creating tasks; waiting for it")
+        client.wait_operation(operation, disable_progress=True)
 
 
 def _send_batch(client: Any, tasks: list[Any], op_id: uuid.UUID) -> tuple[int, dict[int, Any]]:

@@ -87,8 +87,8 @@ def test_the_run_whose_marker_is_there_after_the_settle_wins_the_race():
 
     original = loser._write
 
-    def write_then_rival() -> None:
-        original()
+    def write_then_rival(**kwargs: bool) -> None:
+        original(**kwargs)
         store.on_read = rival_writes
 
     loser._write = write_then_rival  # type: ignore[method-assign]
@@ -121,3 +121,89 @@ def test_the_lock_file_refuses_a_second_holder_on_this_machine(tmp_path, monkeyp
         assert clock.t >= 5
     with local_lock("job-x", 0):
         pass  # released when the first closed
+
+
+def test_confirm_stops_a_run_whose_marker_was_replaced_before_it_creates_anything():
+    store, clock = Store(), Clock()
+    lease = _lease(store, clock, "hostA:11:aaaa").acquire()
+    lease.confirm()  # still ours
+    # a rival whose retried write landed late replaced our marker
+    store.metadata[LEASE_PREFIX + "create_project"] = ["hostB:22:bbbb", "2026-01-01T12:05:00Z"]
+    with pytest.raises(CrowdboxesError) as error:
+        lease.confirm()
+    assert "\n" not in str(error.value) and "hostB:22:bbbb holds it" in str(error.value)
+    assert lease.lost
+    lease.release()
+    assert store.metadata[LEASE_PREFIX + "create_project"][0] == "hostB:22:bbbb"  # the rival's marker stays
+
+
+def test_a_late_write_waits_as_long_as_it_took_before_judging_the_race():
+    store, clock = Store(), Clock()
+    lease = _lease(store, clock, "hostA:11:aaaa")
+    slow = store.update_project
+
+    def retried_write(project_id: str, project: SimpleNamespace) -> None:
+        clock.t += 7.0  # the client retried the PUT for 7 s
+        slow(project_id, project)
+
+    store.update_project = retried_write  # type: ignore[method-assign]
+    before = clock.t
+    lease.acquire()
+    assert clock.t - before >= 14.0  # 7 s writing, then 7 s (not the 1 s settle) for a rival as late
+    store.update_project = slow  # type: ignore[method-assign]
+    lease.release()
+
+
+def test_a_metadata_change_dropped_by_a_rival_write_is_made_again():
+    store = Store()
+    target = MetadataTarget(store, "project", "7")
+    store.metadata = {"other": ["x"]}
+    original = store.update_project
+
+    def rival_overwrites_after_us(project_id: str, project: SimpleNamespace) -> None:
+        original(project_id, project)
+        if store.writes == 1:  # a rival that had read before our write writes its stale copy back
+            store.metadata = {"other": ["x"], "rival": ["y"]}
+
+    store.update_project = rival_overwrites_after_us  # type: ignore[method-assign]
+    target.update(lambda m: m.__setitem__("crowdboxes_finished:5", ["2026-01-01T12:00:00Z", "overlap"]))
+    assert store.metadata == {"other": ["x"], "rival": ["y"], "crowdboxes_finished:5": ["2026-01-01T12:00:00Z",
+                                                                                        "overlap"]}
+    assert store.writes == 2
+
+
+def test_two_threads_of_one_process_write_one_at_a_time_and_keep_both_changes():
+    """The lease's renewal thread and the step's finished marker: without one writer at a time, the second
+    reads before the first writes and its write drops the first's key."""
+    import threading
+
+    store = Store()
+    target = MetadataTarget(store, "project", "8")
+    second_read = threading.Event()
+    reads = []
+    plain_get, plain_put = store.get_project, store.update_project
+
+    def get(project_id: str) -> SimpleNamespace:
+        reads.append(threading.current_thread().name)
+        if threading.current_thread().name == "second":
+            second_read.set()
+        return plain_get(project_id)
+
+    def put(project_id: str, project: SimpleNamespace) -> None:
+        if threading.current_thread().name == "first":
+            second_read.wait(timeout=1.0)  # unlocked, the second thread reads here, before this write
+        plain_put(project_id, project)
+
+    store.get_project, store.update_project = get, put  # type: ignore[method-assign]
+    first = threading.Thread(target=target.update, args=(lambda m: m.__setitem__("finished", ["1"]),),
+                             name="first")
+    second = threading.Thread(target=target.update, args=(lambda m: m.__setitem__("lease", ["2"]),),
+                              name="second")
+    first.start()
+    while not reads:  # the first thread is inside its update before the second starts
+        threading.Event().wait(0.01)
+    second.start()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert store.metadata == {"finished": ["1"], "lease": ["2"]}
+    assert reads.index("second") > reads.index("first") + 1  # the first read back its own write first
