@@ -5,7 +5,9 @@
   two whole flows of one job; two demos in one workdir (distinct run tags, state and servers).
 * faults: the whole flow (overlap mode, 5 drawers: a steadier AP50) under the local Toloka's fault
   injection (30 % 5xx; 50 % 5xx in streaks of up to 8; a 2 requests/s rate limit; 300 ms latency per
-  request) completes, makes nothing twice and scores an AP50 within :data:`AP50_NOISE` of the clean run's;
+  request; 30 % of writes made but their replies lost, so the client's retry repeats them) completes, makes
+  nothing twice and scores an AP50 within :data:`AP50_NOISE` of the clean run's; verify mode completes under
+  the lost replies too;
   and verify mode under 30 % 5xx takes at most :data:`TIME_RATIO` times the clean verify run's wall time.
 """
 
@@ -30,11 +32,25 @@ RACE_LATENCY_MS = 150
 TIME_RATIO = 2.0
 PROFILES: dict[str, dict[str, float]] = {
     "30% 5xx": {"error_rate": 0.3}, "50% 5xx, streaks of 8": {"error_rate": 0.5, "max_streak": 8},
-    "rate limit 2/s": {"rate_limit": 2}, "latency 300 ms": {"latency_ms": 300}}
+    "rate limit 2/s": {"rate_limit": 2}, "latency 300 ms": {"latency_ms": 300},
+    # writes that Toloka made but whose reply was lost: the client's retry repeats them
+    "30% lost replies": {"lost_reply_rate": 0.3}}
 
 
-def _once(job: Job, pools: int) -> list[str]:
+def _counted(job: Job, lost_replies: bool) -> dict[str, int]:
+    """The job's objects. With ``lost_replies`` (a create that Toloka made and whose reply was lost is made
+    again by the client's retry), an extra object the flow archived at once while empty, or an extra skill
+    it left unused, is all the flow can do about it, and is not counted as a duplicate."""
     objects = job.objects()
+    if lost_replies:
+        objects["projects"] -= objects["archived_projects"]
+        objects["pools"] -= objects["empty_archived_pools"]
+        objects["skills"] = min(objects["skills"], 3)
+    return objects
+
+
+def _once(job: Job, pools: int, *, lost_replies: bool = False) -> list[str]:
+    objects = _counted(job, lost_replies)
     problems = []
     expected = {"projects": 4, "skills": 3, "pools": pools}
     for kind, n in expected.items():
@@ -45,8 +61,8 @@ def _once(job: Job, pools: int) -> list[str]:
     return problems
 
 
-def _extra(job: Job, pools: int) -> int:
-    objects = job.objects()
+def _extra(job: Job, pools: int, *, lost_replies: bool = False) -> int:
+    objects = _counted(job, lost_replies)
     return (max(0, objects["projects"] - 4) + max(0, objects["skills"] - 3) + max(0, objects["pools"] - pools)
             + job.duplicate_tasks())
 
@@ -241,14 +257,17 @@ def faults(world: World, quick: bool, clean_runs: dict[str, Job]) -> list[Probe]
         problems = [f"the flow failed: {failure}"] if ap50 is None else []
         if ap50 is not None and ap50 < clean_ap50 - AP50_NOISE:
             problems.append(f"AP50 {ap50:.3f} against {clean_ap50:.3f} clean")
-        problems += _once(job, 1)
+        problems += _once(job, 1, lost_replies="lost_reply_rate" in settings)
         over = max(0.0, job.spent() - job.plan())
         if over:
             problems.append(f"${job.spent():.2f} against a plan of ${job.plan():.2f}")
         probes.append(verdict(GROUP_FAULTS, f"overlap flow under {name}", problems,
                               f"AP50 {ap50 or 0:.3f} vs {clean_ap50:.3f} clean; {wall:.0f} s vs {clean_wall:.0f} s",
-                              duplicates=_extra(job, 1), over_usd=over, seconds=wall,
+                              duplicates=_extra(job, 1, lost_replies="lost_reply_rate" in settings),
+                              over_usd=over, seconds=wall,
                               extra={"ap50": ap50, "clean_ap50": clean_ap50, "wall": wall, "clean_wall": clean_wall}))
+    if not quick:
+        probes.append(_verify_under_lost_replies(world))
     clean_job, verify_clean, ok_clean, failure_clean = _flow_under(world, "verify", {}, clean_runs)
     job, verify_faulty, ok_faulty, failure = _flow_under(world, "verify", PROFILES["30% 5xx"])
     name = "verify flow time, 30% 5xx vs clean"
@@ -265,3 +284,20 @@ def faults(world: World, quick: bool, clean_runs: dict[str, Job]) -> list[Probe]
         probes.append(verdict(GROUP_FAULTS, name, problems, detail, seconds=verify_faulty,
                               extra={"ratio": ratio, "wait_seconds": waits}))
     return probes
+
+
+def _verify_under_lost_replies(world: World) -> Probe:
+    """Verify mode makes the most writes (verification tasks, accepts and rejects, skills, overlaps): under
+    30 % lost replies it completes, makes nothing twice and spends no more than its plan."""
+    name = "verify flow under 30% lost replies"
+    job, wall, ap50, failure = _flow_under(world, "verify", PROFILES["30% lost replies"])
+    problems = [f"the flow failed: {failure}"] if ap50 is None else []
+    problems += _once(job, 2, lost_replies=True)
+    over = max(0.0, job.spent() - job.plan())
+    if over:
+        problems.append(f"${job.spent():.2f} against a plan of ${job.plan():.2f}")
+    objects = job.objects()
+    return verdict(GROUP_FAULTS, name, problems,
+                   f"{wall:.0f} s; ${job.spent():.2f} of a ${job.plan():.2f} plan; extra objects archived empty: "
+                   f"{objects['archived_projects']} project(s), {objects['empty_archived_pools']} pool(s)",
+                   duplicates=_extra(job, 2, lost_replies=True), over_usd=over, seconds=wall)

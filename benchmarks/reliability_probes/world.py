@@ -125,9 +125,10 @@ class World:
         return self.toloka.admin(method, path, body)
 
     def faults(self, error_rate: float = 0.0, rate_limit: float = 0.0, latency_ms: float = 0.0,
-               max_streak: float = 3) -> None:
+               max_streak: float = 3, lost_reply_rate: float = 0.0) -> None:
         self.admin("POST", "/_local/faults", {"error_rate": error_rate, "rate_limit": rate_limit,
-                                              "latency_ms": latency_ms, "max_streak": max_streak})
+                                              "latency_ms": latency_ms, "max_streak": max_streak,
+                                              "lost_reply_rate": lost_reply_rate})
 
     def crowd(self, **settings: Any) -> None:
         """``speed=`` simulated seconds per real second, ``paused=`` bool."""
@@ -270,7 +271,15 @@ class Job:
         pools = self.pools()
         tasks = world.sql(f"SELECT COUNT(*) FROM tasks WHERE pool_id IN ({','.join('?' * len(pools)) or 'NULL'})",
                           tuple(pools))[0][0]
-        return {"projects": len(projects), "skills": skills, "pools": len(pools), "tasks": tasks}
+        archived = '%"status":"ARCHIVED"%'
+        marks = ",".join("?" * len(projects)) or "NULL"
+        archived_projects = world.sql(f"SELECT COUNT(*) FROM projects WHERE id IN ({marks}) AND doc LIKE ?",
+                                      (*projects, archived))[0][0]
+        empty_archived_pools = world.sql(
+            f"SELECT COUNT(*) FROM pools p WHERE p.id IN ({','.join('?' * len(pools)) or 'NULL'}) AND p.doc LIKE ? "
+            "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.pool_id = p.id)", (*pools, archived))[0][0]
+        return {"projects": len(projects), "skills": skills, "pools": len(pools), "tasks": tasks,
+                "archived_projects": archived_projects, "empty_archived_pools": empty_archived_pools}
 
     def pools(self) -> list[int]:
         projects = [r[0] for r in self.world.sql("SELECT id FROM projects WHERE doc LIKE ?", (self.like(),))]
