@@ -26,6 +26,9 @@ N_IMAGES = 4
 REVIEW_DAYS = 1
 DAY_REAL_SECONDS = 86400 / 1e6  # the in-process local Toloka runs at speed 1e6
 
+# a local Toloka served over HTTP in this process: seconds per test, so not in make test-fast
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture()
 def local(tmp_path, monkeypatch):

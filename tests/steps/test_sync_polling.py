@@ -21,6 +21,9 @@ from helpers_rounds import Local, project_from_config, start_local
 
 N_IMAGES = 4
 
+# a local Toloka served over HTTP in this process: seconds per test, so not in make test-fast
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture()
 def local(tmp_path):
