@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 
 from crowdboxes.errors import CrowdboxesError
 
@@ -61,15 +62,22 @@ def _secrets_to_mask() -> list[str]:
     return sorted({v for n in names if len(v := os.environ.get(n, "")) >= 4}, key=len, reverse=True)
 
 
-def param_secrets(argv: list[str]) -> list[str]:
-    """Secrets a step's command line points at (``--token_env NAME`` and the like, :func:`names_a_secret`):
-    the value of the variable it names, whatever that name, or the value itself when it is not a name
-    (a token pasted in its place)."""
+def param_secrets(argv: list[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """Secrets a command line points at (``--token_env NAME``, ``--token_env=NAME`` and the like,
+    :func:`names_a_secret`): the value of the variable it names in ``env`` (default: this process's
+    environment), whatever that name, or the value itself when it is not a name (a token pasted in its place).
+    A separate word that begins with ``-`` is the next option, not the value (argparse reads it so too)."""
+    env = os.environ if env is None else env
     found: list[str] = []
-    for flag, value in zip(argv, argv[1:]):
+    for at, word in enumerate(argv):
+        flag, joined, value = word.partition("=")
         if not (flag.startswith("--") and names_a_secret(flag[2:])):
             continue
-        held = os.environ.get(value, "") if _VARIABLE_RE.match(value) else ""
+        if not joined:
+            value = argv[at + 1] if at + 1 < len(argv) else ""
+        if not value or (not joined and value.startswith("-")):
+            continue
+        held = env.get(value, "") if _VARIABLE_RE.match(value) else ""
         if held:
             found.append(held)
         elif not is_variable_name(value):

@@ -14,8 +14,10 @@ Per exec task, in topological order (serially: the steps mostly wait on Toloka):
 
 Secret values never reach the console, the logs or the JSON files: every line is redacted first. The
 secrets are the values in ``.env``, the environment's variables whose names say secret (``credentials.redact``),
-and, whatever its name, the variable a ``--token_env``-like param names; a value of such a param that is not a
-variable name (a token pasted in its place) is masked as a secret too.
+and, whatever its name, the variable a ``--token_env``-like param names (``--token_env NAME`` or
+``--token_env=NAME``, in a param or in the command); a value of such a param that is not a variable name (a
+token pasted in its place) is masked as a secret too. A command or param that holds a secret is refused
+before anything runs: cnvrg shows both in its UI.
 A failed task skips its descendants; independent tasks still run. ``runs/latest.json`` maps each
 slug to its latest successful work folder, which ``--only`` uses as the parents' artifacts, like
 cnvrg's "latest end commit" of a task.
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import IO, TextIO
 
 from crowdboxes.cnvrg.flow import MOUNT_RE, PYTHON_RE, TEMPLATE_RE, Flow, FlowError, Task, check_flow
-from crowdboxes.credentials import is_variable_name, names_a_secret, redact
+from crowdboxes.credentials import is_variable_name, param_secrets, redact
 from crowdboxes.files import write_text_atomic
 
 SECRET_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # cnvrg's secret-key rule
@@ -221,20 +223,20 @@ class FlowRunner:
         return read_env_file(path)
 
     def _param_secrets(self) -> dict[str, str]:
-        """Secrets the params point at, whatever their names: for every param that names a secret's variable
-        (``credentials.names_a_secret``: token_env ...), that variable's value; and the param's own value when
-        it is not a variable that is set and not a plausible name (a token pasted into ``--token_env``)."""
+        """Secrets the tasks' command lines point at, whatever their names: ``credentials.param_secrets`` over
+        the words of each task's command and params (``--token_env NAME`` and ``--token_env=NAME`` alike), with
+        the variables of the environment and ``.env``. A template stands in as a name that holds nothing: its
+        value is a parent's param or tag, scanned where it is set."""
+        variables = {**self.secrets, **os.environ}  # the real environment wins over .env, as in build_env
         found: dict[str, str] = {}
         for task in self.flow.tasks:
-            for param in task.params:
-                value = param.value
-                if not names_a_secret(param.key) or not value or TEMPLATE_RE.search(value):
-                    continue
-                held = os.environ.get(value) or self.secrets.get(value)
-                if held:
-                    found[f"{task.slug}.{param.key}"] = held
-                elif not is_variable_name(value):
-                    found[f"{task.slug}.{param.key}.value"] = value
+            line = TEMPLATE_RE.sub("flow_template", task.argv_line())
+            try:
+                words = shlex.split(line)
+            except ValueError:  # check_flow names the bad line; its words still count
+                words = line.split()
+            for number, secret in enumerate(param_secrets(words, variables)):
+                found[f"{task.slug}.{number}"] = secret
         return found
 
     # -- output ----------------------------------------------------------------------------------
@@ -434,10 +436,13 @@ class FlowRunner:
     # -- whole runs -------------------------------------------------------------------------------
     def _preflight(self) -> list[Task]:
         problems = check_flow(self.flow, self.project_dir, self.check_steps)
-        # params are shown in cnvrg's UI and exported to children: a secret must travel by env var name
-        problems += [f"task {t.title!r} param {p.key!r}: its value contains a secret ({self.redact(p.value)}); "
+        # commands and params are shown in cnvrg's UI (params are exported to children too): a secret must
+        # travel by env var name
+        shown_texts = [(t, "command: it", t.command) for t in self.flow.tasks]
+        shown_texts += [(t, f"param {p.key!r}: its value", p.value) for t in self.flow.tasks for p in t.params]
+        problems += [f"task {t.title!r} {what} contains a secret ({self.redact(text)}); "
                      "pass the name of the env var that holds it instead (like --token_env)"
-                     for t in self.flow.tasks for p in t.params if p.values and self.redact(p.value) != p.value]
+                     for t, what, text in shown_texts if text and self.redact(text) != text]
         if problems:
             more = f" (and {len(problems) - 1} more; see `flow validate`)" if len(problems) > 1 else ""
             raise FlowError(self.redact(f"{problems[0]}{more}"))
