@@ -304,12 +304,15 @@ class CrowdboxesAnnotationResults(foua.AnnotationResults):
         self.workers_field = workers_field
 
     def status(self) -> dict[str, Any]:
-        """The flow's status: ``{"status": running | succeeded | failed | not started, "error": ...}``."""
+        """The flow's status, :func:`flow_job.job_status`: ``{"status": "not started"}`` before the first run,
+        else ``status`` (starting | running | succeeded | failed, or stopped when its process died without a
+        word), ``error`` (the failure's one line), ``pid``, ``time`` and, while starting, ``parent_pid``."""
         return flow_job.job_status(Path(self.job_dir))
 
     def run_flow(self, wait: bool = True) -> int | None:
         """Run (again) the job's flow; with ``wait=False`` in the background, returning its pid. A re-run
-        finds the same Toloka projects and pools by ``project_key`` and uploads nothing twice."""
+        finds the same Toloka projects and pools by ``project_key`` and uploads nothing twice; while a run is
+        starting or running, another is refused in one line."""
         return flow_job.start_job(Path(self.job_dir), wait=wait)
 
     def launch_editor(self) -> None:

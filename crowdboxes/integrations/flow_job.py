@@ -10,14 +10,16 @@ A job lives in one folder::
     <job>/truth.coco.json    (optional) true boxes the local Toloka's simulated crowd draws from
     <job>/runs/              the local flow runner's runs (``runs/latest.json``: each task's last good run)
     <job>/logs/, flow.log    the servers' and the flow's output
-    <job>/status.json        starting | running | succeeded | failed, with the error line
+    <job>/status.json        starting | running | succeeded | failed, with the error line and the pids
+    <job>/status.lock        held while the status changes (two starts of one job, or a start and its process)
 
 :func:`run_job` runs ``traffic_signs_annotation.yaml`` with the local flow runner (``python -m crowdboxes
 flow run``) on ``images/``: with ``toloka_env="local"`` beside a local S3 store and a local Toloka started as
 ``python -m crowdboxes demo`` starts them; otherwise against Toloka (``sandbox``, ``production`` or an API
 URL) with the token in the environment variable ``token_env`` and the images in a real S3 bucket. The
 projects and pools are found again by ``project_key`` and the images are uploaded once, so running a job
-again after a crash or a failed step spends nothing twice. :func:`read_outputs` gives each staged image its
+again after a crash or a failed step spends nothing twice; while a run of the job is starting or running,
+another start is refused in one line. :func:`read_outputs` gives each staged image its
 aggregated boxes (boxes.csv, with the ``lean_em`` score), every worker's raw boxes (answers.csv) and its risk
 (images_review.csv).
 
@@ -27,6 +29,7 @@ in the background when asked not to wait).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -35,7 +38,8 @@ import shutil
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
@@ -49,6 +53,8 @@ from crowdboxes.files import read_json, sha256_file, write_text_atomic
 JOB = "job.json"
 STAGED = "staged.json"
 STATUS = "status.json"
+STATUS_LOCK = "status.lock"
+ACTIVE = ("starting", "running")  # a run of the job is under way (while its process lives)
 TRUTH = "truth.coco.json"
 FLOW_LOG = "flow.log"
 LOCAL = "local"
@@ -233,24 +239,54 @@ def flow_overrides(job_dir: Path, settings: JobSettings, toloka_url: str | None,
     return overrides
 
 
-def _write_status(job_dir: Path, status: str, error: str = "") -> None:
-    write_text_atomic(job_dir / STATUS, json.dumps({"status": status, "error": error, "pid": os.getpid(),
-                                                    "time": time.time()}) + "\n")
+def _write_status(job_dir: Path, status: str, error: str = "", pid: int | None = None,
+                  parent_pid: int | None = None) -> None:
+    """status.json: ``pid`` (default: this process) is the process the status lives with; ``parent_pid`` the
+    process that started it in the background, while ``starting``."""
+    record: dict[str, Any] = {"status": status, "error": error, "pid": os.getpid() if pid is None else pid,
+                              "time": time.time()}
+    if parent_pid is not None:
+        record["parent_pid"] = parent_pid
+    write_text_atomic(job_dir / STATUS, json.dumps(record) + "\n")
+
+
+@contextmanager
+def _status_lock(job_dir: Path) -> Iterator[None]:
+    """Held while a status is read and changed: two starts of one job, or a start and the process it started,
+    never both act on the same status."""
+    with open(job_dir / STATUS_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
+def _refuse_if_active(job_dir: Path, started_by: int | None = None) -> None:
+    """CrowdboxesError in one line when a run of the job is starting or running; a background run passes
+    ``started_by``, its starter's pid, to take over the ``starting`` record made for it."""
+    current = job_status(job_dir)
+    if current["status"] not in ACTIVE:
+        return
+    if started_by is not None and current["status"] == "starting" and current.get("parent_pid") == started_by:
+        return
+    raise CrowdboxesError(f"{job_dir}: this job is already {current['status']} (pid {current.get('pid')}); "
+                          "wait for it to end, or stop that process, before starting it again")
 
 
 def job_status(job_dir: Path) -> dict[str, Any]:
-    """status.json: ``status`` not started | starting | running | succeeded | failed, ``error`` (the failure's
-    one line), ``pid`` (the process that wrote it) and ``time``. A job whose process died without a word
-    (``kill -9``, a reboot) is ``stopped``: run it again."""
+    """status.json: ``status`` starting | running | succeeded | failed, ``error`` (the failure's one line),
+    ``pid`` (the process the status lives with: while ``starting`` in the background, the process started,
+    once it is known), ``parent_pid`` (``starting`` only: the process that started it) and ``time``; only
+    ``{"status": "not started"}`` before the first run. A job whose process died without a word (``kill -9``,
+    a reboot, a background start that never got going) is ``stopped``: run it again."""
     path = job_dir / STATUS
     status = read_json(path, "job status") if path.is_file() else {"status": "not started"}
-    if status["status"] in ("starting", "running") and not _alive(int(status.get("pid") or 0)):
+    if status["status"] in ACTIVE and not _alive(int(status.get("pid") or 0)):
         status["status"] = "stopped"
     return status
 
 
 def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (on this machine)."""
+    """Whether process ``pid`` exists on this machine and has not exited (a zombie, which its parent has not
+    reaped yet, has)."""
     if pid <= 0:
         return False
     try:
@@ -259,16 +295,24 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc here: kill's answer stands
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # the state follows the ")" that ends the name
 
 
-def run_job(job_dir: Path) -> None:
+def run_job(job_dir: Path, started_by: int | None = None) -> None:
     """Run the flow for a prepared job (see the module docstring) and wait for it; status.json says how it
-    ended. CrowdboxesError naming the log when the flow fails."""
+    ended. CrowdboxesError naming the log when the flow fails, or, changing nothing, when a run of the job is
+    already starting or running (``started_by``: the pid of the :func:`start_job` that started this process
+    in the background, whose ``starting`` record this run takes over)."""
     from crowdboxes import demo
 
     job_dir = job_dir.resolve()
-    _write_status(job_dir, "running")
+    with _status_lock(job_dir):
+        _refuse_if_active(job_dir, started_by)
+        _write_status(job_dir, "running")
     try:
         settings, _ = load_settings(job_dir)
         if not settings.local and not settings.s3_bucket:
@@ -313,17 +357,35 @@ def run_job(job_dir: Path) -> None:
     _write_status(job_dir, "succeeded")
 
 
-def start_job(job_dir: Path, wait: bool = True) -> int | None:
+def start_job(job_dir: Path, wait: bool = True, python: str | None = None) -> int | None:
     """Run the job: in this process (``wait``), or as ``python -m crowdboxes.integrations.flow_job`` in the
-    background, returning its pid (the flow then outlives the caller; :func:`job_status` is ``starting`` until
-    that process runs, then ``running``, then ``succeeded`` or ``failed``)."""
+    background (``python``: the interpreter, default this one), returning its pid (the flow then outlives the
+    caller; :func:`job_status` is ``starting`` until that process runs, then ``running``, then ``succeeded``
+    or ``failed``; ``stopped`` if it died first). CrowdboxesError in one line when a run of the job is already
+    starting or running, or when the process cannot be started."""
     if wait:
         run_job(job_dir)
         return None
-    _write_status(job_dir, "starting")
-    with open(job_dir / FLOW_LOG, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "crowdboxes.integrations.flow_job", str(job_dir.resolve())],
-                                cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    job_dir = job_dir.resolve()
+    starter = os.getpid()
+    with _status_lock(job_dir):
+        _refuse_if_active(job_dir)
+        _write_status(job_dir, "starting", parent_pid=starter)  # lives with this process until the next is known
+    command = [python or sys.executable, "-m", "crowdboxes.integrations.flow_job", str(job_dir),
+               "--started-by", str(starter)]
+    try:
+        with open(job_dir / FLOW_LOG, "ab") as log:
+            proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+    except OSError as exc:
+        error = f"cannot start {command[0]}: {exc.strerror}"
+        with _status_lock(job_dir):
+            _write_status(job_dir, "failed", error)
+        raise CrowdboxesError(error) from None
+    with _status_lock(job_dir):
+        current = read_json(job_dir / STATUS, "job status")
+        if current["status"] == "starting" and current.get("pid") == starter:  # not yet taken over by the run
+            _write_status(job_dir, "starting", pid=proc.pid, parent_pid=starter)
     return proc.pid
 
 
@@ -394,11 +456,13 @@ def read_outputs(job_dir: Path) -> tuple[dict[str, ImageResult], dict[str, str]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m crowdboxes.integrations.flow_job <job folder>``: run a prepared job."""
+    """``python -m crowdboxes.integrations.flow_job <job folder> [--started-by PID]``: run a prepared job
+    (``--started-by``: as :func:`start_job` starts it, taking over the ``starting`` record of process PID)."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        raise CrowdboxesError("usage: python -m crowdboxes.integrations.flow_job <job folder>")
-    run_job(Path(args[0]))
+    usage = "usage: python -m crowdboxes.integrations.flow_job <job folder> [--started-by PID]"
+    if len(args) not in (1, 3) or (len(args) == 3 and (args[1] != "--started-by" or not args[2].isdigit())):
+        raise CrowdboxesError(usage)
+    run_job(Path(args[0]), int(args[2]) if len(args) == 3 else None)
     return 0
 
 
