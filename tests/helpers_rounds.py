@@ -19,7 +19,7 @@ import json
 import re
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,30 +84,37 @@ class Local:
             self.scheduler.step()
             self.backend.clock.advance(STEP_SECONDS)
 
-    @contextlib.contextmanager
-    def crowd_running(self) -> Iterator[None]:
+    def crowd_running(self) -> contextlib.AbstractContextManager[None]:
         """Step the crowd from a thread while the block runs (for code that waits with ``time.sleep``)."""
-        stop = threading.Event()
-        failed: list[BaseException] = []
+        return crowd_thread(lambda: self.step(1), pause=0.002)
 
-        def loop() -> None:
-            try:
-                while not stop.is_set():
-                    self.step(1)
-                    stop.wait(0.002)
-            except BaseException as exc:  # the waiting code would wait forever: fail the test instead
-                failed.append(exc)
-                stop.set()
 
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
+@contextlib.contextmanager
+def crowd_thread(step: Callable[[], None], pause: float) -> Iterator[None]:
+    """Call ``step`` from a thread, ``pause`` real seconds apart, while the block runs (the simulated crowd
+    working while the code under test waits with real sleeps). A failing ``step`` stops the thread, and the
+    block's end raises it: the waiting code would otherwise wait for ever, and the test would hang."""
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def loop() -> None:
         try:
-            yield
-        finally:
+            while not stop.is_set():
+                step()
+                stop.wait(pause)
+        except BaseException as exc:  # noqa: BLE001 - raised when the block ends
+            failed.append(exc)
             stop.set()
-            thread.join(10)
-        if failed:
-            raise RuntimeError(f"the simulated crowd failed: {failed[0]!r}") from failed[0]
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+    if failed:
+        raise RuntimeError(f"the simulated crowd failed: {failed[0]!r}") from failed[0]
 
 
 @contextlib.contextmanager

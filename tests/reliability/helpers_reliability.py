@@ -24,6 +24,8 @@ from typing import Any
 
 import pandas as pd
 
+from helpers_rounds import crowd_thread
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 TOKEN = "reliability-test-token-5150"
@@ -84,29 +86,9 @@ class World:
             self.scheduler.step()
             self.backend.clock.advance(STEP_SECONDS)
 
-    @contextlib.contextmanager
-    def crowd_running(self, pause: float = 0.005) -> Iterator[None]:
+    def crowd_running(self, pause: float = 0.005) -> contextlib.AbstractContextManager[None]:
         """Step the crowd from a thread while the block runs (the steps wait with real sleeps)."""
-        stop = threading.Event()
-        failed: list[BaseException] = []
-
-        def loop() -> None:
-            try:
-                while not stop.is_set():
-                    self.step(1)
-                    stop.wait(pause)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                failed.append(exc)
-
-        thread = threading.Thread(target=loop, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(10)
-        if failed:
-            raise RuntimeError(f"the simulated crowd failed: {failed[0]!r}") from failed[0]
+        return crowd_thread(lambda: self.step(1), pause)
 
     # ------------------------------------------------------------------ the steps, as cnvrg runs them
 
