@@ -37,6 +37,9 @@ pytestmark = pytest.mark.server
 @pytest.fixture()
 def local(tmp_path, monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    # this test's own lock folder: every fresh local Toloka numbers its projects and pools from 1, so another
+    # test process running a Wait Pool at the same time would share the machine's lock of "project 1, pool 1"
+    monkeypatch.setenv("CROWDBOXES_LOCK_DIR", str(tmp_path / "locks"))
     with start_local(tmp_path) as handle:
         yield handle
 
