@@ -23,8 +23,11 @@ A version is staged in a hidden folder and renamed into place, so readers never 
 version and two concurrent writers get different numbers. Like cnvrg (``override=False``),
 publishing files identical to the latest version creates no new version. "Identical" is the version's
 **content digest** (``manifest.json``'s ``content_digest``): by default :func:`content_digest` of the files'
-names and bytes; a publisher whose files carry volatile fields (Export's summary holds the time since the run
-started) passes a digest of what matters instead, so a re-run with identical inputs adds no version.
+names and bytes; a publisher whose files carry fields that may differ between runs of the same inputs passes a
+digest of what matters instead, so a re-run with identical inputs adds no version. Export's summary.json
+leaves out ``dataset`` (the version it was published as) and ``wall_time_seconds``: that runs from Wait Pool's
+first start to its finish (``finished_at``), the same for every re-export, but to the export's own time when
+Wait Pool's summary has no ``finished_at`` (one written before Wait Pool recorded it).
 """
 from __future__ import annotations
 
