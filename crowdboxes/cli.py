@@ -23,6 +23,7 @@ COMMANDS = {
     "import-corrections": ("crowdboxes.review.corrections", "merge a corrected CVAT XML back and export again"),
     "decide": ("crowdboxes.decisions.cli", "accept or reject submitted assignments from a CSV or by a policy"),
     "archive": ("crowdboxes.toloka.archive", "archive the job's finished pools (and projects) on Toloka"),
+    "pool": ("crowdboxes.toloka.pool_control", "stop (close) or start (open) a pool on Toloka by hand"),
 }
 
 

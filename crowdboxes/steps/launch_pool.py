@@ -15,6 +15,8 @@ budgets (USD per image x images) are part of the estimate and of ``--budget``. T
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -98,12 +100,13 @@ class LaunchPlan:
     wanted: pd.DataFrame  # image_id, url, control: one task per row
     control_urls: list[str]
     will_expire: datetime
-    key: str  # the detection pool's idempotency key
+    key: str  # the detection pool's idempotency key (pools.pool_key: the job and its mode)
     pool_spec: Any  # the toloka-kit Pool to create
     estimate: CostEstimate
     skill_ids: dict[str, str] = field(default_factory=dict)
     rounds: tuple[RoundPlan, ...] = ()
     verification_spec: Any = None  # the verification pool to create (modes with verify), built and checked
+    detection_key: str = ""  # the detection project's key: the job
 
     def skill_references(self) -> dict[str, str]:
         """Every Toloka skill id the job uses, with where it is named: projects.csv's skill rows, and each
@@ -217,8 +220,7 @@ def plan_launch(options: LaunchPoolOptions) -> LaunchPlan:
     will_expire = pools.fit_expiry_to_urls(pools.will_expire_at(settings.expiry_days),
                                            pools.url_expiry_limit(images, options.images_csv), options.images_csv,
                                            log=lambda m: print(one_line(m), file=sys.stderr))
-    digest = pools.images_digest(list(images["sha256"]) + [f"control:{pools.url_identity(u)}" for u in control_urls])
-    key = pools.pool_key(detection_key, ids["detection_project"], digest, config, settings)
+    key = pools.pool_key(detection_key, settings.mode)
     pool_spec = pools.build_detection_pool(config, settings, project_id=ids["detection_project"], skill_ids=skill_ids,
                                            key=key, will_expire=will_expire, config_path=str(config_path))
     estimate = estimate_cost(int(wanted["image_id"].nunique()), settings.detection_overlap, settings.reward,
@@ -235,7 +237,8 @@ def plan_launch(options: LaunchPoolOptions) -> LaunchPlan:
         verification_spec = pools.build_verification_pool(quality, project_id=ids["verification_project"],
                                                           skill_ids=skill_ids, key=f"{key}:verification",
                                                           will_expire=will_expire)
-    plan = LaunchPlan(quality=quality, settings=settings, batch_size=batch_size, project_ids=ids, wanted=wanted,
+    plan = LaunchPlan(detection_key=detection_key, quality=quality, settings=settings, batch_size=batch_size,
+                      project_ids=ids, wanted=wanted,
                       control_urls=control_urls, will_expire=will_expire, key=key, pool_spec=pool_spec,
                       estimate=estimate, skill_ids=skill_ids, rounds=rounds, verification_spec=verification_spec)
     if rounds and quality.budget is not None and plan.total > quality.budget:
@@ -286,7 +289,11 @@ def round_pool_rows(client: Any, plan: LaunchPlan) -> list[dict[str, Any]]:
     ``estimated_cost`` is the round's budget, the most Wait Pool may spend on it.
     """
     rows = []
+    planned = pools.pool_key(plan.detection_key, plan.quality.mode)
     for r in plan.rounds:
+        if plan.key != planned:  # the detection pool is an earlier version's: the rounds' keys hang off its key
+            r = dataclasses.replace(r, key=plan.key + r.key[len(planned):], pool_spec=copy.deepcopy(r.pool_spec))
+            r.pool_spec.private_comment = r.key
         pool, created = pools.ensure_detection_pool(client, r.pool_spec, project_id=r.project_id, key=r.key)
         print(f"{'created' if created else 'found'} {ROUND_NAMES[r.role]} pool {pool.id} "
               f"(${r.price.reward:g} per suite of {r.price.tasks_per_suite}, budget ${r.budget:.2f})")
@@ -359,13 +366,26 @@ def launch_pool(options: LaunchPoolOptions) -> int:
     if balance is not None and float(balance) < plan.total:
         print(f"warning: the account balance ${float(balance):.2f} is below the estimate ${plan.total:.2f}",
               file=sys.stderr)
-    pool, created = pools.ensure_detection_pool(client, plan.pool_spec, project_id=project_id, key=plan.key)
+    pools.refuse_other_modes(client, project_id, plan.detection_key, plan.quality.mode)
+    pool, created = pools.ensure_detection_pool(
+        client, plan.pool_spec, project_id=project_id, key=plan.key,
+        earlier=lambda: pools.legacy_job_pool(client, project_id, plan.detection_key, plan.quality.mode))
     print(f"created pool {pool.id} ({pool.private_name})" if created else
           f"found pool {pool.id} from an earlier run (status {pools.pool_status(pool)})")
+    if str(pool.private_comment) != plan.key:  # an earlier version's pool: its key names the other pools
+        plan = dataclasses.replace(plan, key=str(pool.private_comment))
+    edit = pools.PoolEdit((), False) if created else pools.edit_pool(client, pool, plan.pool_spec)
+    if edit.changes:
+        print(edit.line(str(pool.id)))
+        pool = client.get_pool(pool.id)
     archived = pools.pool_status(pool) == "ARCHIVED"  # a finished, archived job: find everything, buy nothing
     upload = pools.upload_tasks(client, str(pool.id), plan.wanted, batch_size=plan.batch_size,
                                 use_image_id=use_image_id, image_field=fields.image_input, archived=archived)
     print(f"tasks: {upload.created} created, {upload.already_there} already in the pool, {len(upload.failed)} rejected")
+    raised = 0
+    if any(name == "overlap" for name, _, _ in edit.changes):
+        raised = pools.set_task_overlaps(client, str(pool.id), plan.settings.detection_overlap)
+        print(f"pool {pool.id}: overlap {plan.settings.detection_overlap} set on the existing tasks ({raised} raised)")
     if upload.failed:
         status = pools.pool_status(client.get_pool(pool.id))
         write_csv(pd.DataFrame([detection_pool_row(plan, pool, len(upload.tasks), status)]), out, POOL)
@@ -382,7 +402,7 @@ def launch_pool(options: LaunchPoolOptions) -> int:
         print(f"pool {pool.id}: archived earlier (its job is finished; nothing reserved or opened)")
     else:
         reserve_budget(client, plan, str(pool.id), fields.image_input)
-        print(f"pool {pool.id}: {pools.ensure_open(client, pool, added_tasks=upload.created)}")
+        print(f"pool {pool.id}: {pools.ensure_open(client, pool, added_tasks=upload.created + raised)}")
     rows = [detection_pool_row(plan, pool, len(upload.tasks), pools.pool_status(client.get_pool(pool.id)))]
     write_csv(pd.DataFrame(rows + ([verification_row] if verification_row is not None else []) + round_rows), out, POOL)
     write_csv(upload.tasks, out, TASKS)

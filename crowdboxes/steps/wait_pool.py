@@ -374,7 +374,7 @@ class _Run:
             self.timing = {"first_started_at": self.collector.first_started, "started_at": self.started_wall,
                            "finished_at": iso(now_utc()), "duration_seconds": round(time.monotonic() - self.started, 1)}
             earlier = self.finished or []
-            if len(earlier) >= len(FINISHED_MARKER):
+            if len(earlier) >= FINISHED_MARKER.index("duration_seconds") + 1:
                 marked = dict(zip(FINISHED_MARKER, earlier))
                 self.timing = {"first_started_at": marked["first_started_at"] or None,
                                "started_at": marked["started_at"] or None, "finished_at": marked["finished_at"],
@@ -463,26 +463,37 @@ def wait_pool(options: WaitPoolOptions) -> int:
     # the lease and the finished marker live on the detection project: Toloka edits a pool only while closed
     project = MetadataTarget(run.client, "project", str(run.plan.detection["project_id"]))
     with job_lease(project, f"wait_pool-{run.plan.pool_id}", options.lease_wait_seconds):
-        run.finished = finished_marker(project, run.plan.pool_id)
+        run.finished = finished_marker(project, run.plan.pool_id, tasks=len(run.tasks))
         if run.finished is not None:
             print(f"wait_pool: pool {run.plan.pool_id} was completed by an earlier run ({' '.join(run.finished[:2])}); "
                   f"collecting its answers, buying nothing", file=sys.stderr, flush=True)
         code = _wait_and_write(run, options)
         if run.finished is None and run.completed:
-            mark_finished(project, run.plan.pool_id, run.plan.mode, run.times())
+            mark_finished(project, run.plan.pool_id, run.plan.mode, {**run.times(), "tasks": len(run.tasks)})
         return code
 
 
-# the finished marker's values, in order (Toloka metadata holds lists of strings); older markers hold the first two
-FINISHED_MARKER = ("finished_at", "mode", "first_started_at", "started_at", "duration_seconds")
+# the finished marker's values, in order (Toloka metadata holds lists of strings); older markers hold the first
+# two, or the first five (no task count)
+FINISHED_MARKER = ("finished_at", "mode", "first_started_at", "started_at", "duration_seconds", "tasks")
 
 
-def finished_marker(project: Any, pool_id: str) -> list[str] | None:
-    """The marker (:data:`FINISHED_MARKER`) a wait left on the project when it completed pool ``pool_id``."""
+def finished_marker(project: Any, pool_id: str, *, tasks: int) -> list[str] | None:
+    """The marker (:data:`FINISHED_MARKER`) a wait left on the project when it completed pool ``pool_id``;
+    None when the pool has another number of ``tasks`` now (tasks.csv's): a Launch Pool re-run added images
+    to the job, and their tasks are still to be waited for."""
     from crowdboxes.toloka.lease import finished_key
 
     value = project.read().get(finished_key(pool_id))
-    return [str(v) for v in value] if value else None
+    if not value:
+        return None
+    marker = [str(v) for v in value]
+    counted = dict(zip(FINISHED_MARKER, marker)).get("tasks", "")
+    if counted.isdigit() and int(counted) != tasks:
+        print(f"wait_pool: pool {pool_id} was completed with {counted} tasks and has {tasks} now (images were "
+              f"added); waiting for the new ones", file=sys.stderr, flush=True)
+        return None
+    return marker
 
 
 def mark_finished(project: Any, pool_id: str, mode: str, times: dict[str, Any]) -> None:

@@ -44,7 +44,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pandas as pd
 
 from crowdboxes.artifacts import DETECTION_POOL_CONFIG, VERIFICATION_POOL_CONFIG
-from crowdboxes.toloka.client import LIST_PAGE
+from crowdboxes.toloka.client import LIST_PAGE, keep_found, toloka_refusal
 from crowdboxes.toloka.pricing import MIN_REWARD
 from crowdboxes.toloka.quality import (QualitySettings, check_verification_pool_config, for_verification_loop,
                                        resolve_skill_placeholders)
@@ -196,8 +196,25 @@ def build_detection_pool(config: dict, settings: PoolSettings, *, project_id: st
                   "default_overlap_for_new_tasks": settings.detection_overlap},
         mixer_config={"golden_tasks_count": 0, "training_tasks_count": 0, **(data.get("mixer_config") or {}),
                       "real_tasks_count": settings.tasks_per_suite},
+        metadata={**(data.get("metadata") or {}), SETTINGS_METADATA: [settings_record(config, settings)]},
     )
     return structured_pool(data, settings.languages, will_expire, config_path)
+
+
+# pool metadata key: the settings and config digest the pool was made or last edited with (JSON), so a re-run
+# can say what the user changed (Toloka's own fields cannot tell a re-computed expiry from a changed one)
+SETTINGS_METADATA = "crowdboxes_settings"
+# PoolSettings fields a re-run may change on an existing pool, with what they are called in messages
+EDITABLE_SETTINGS = {"reward": "reward", "detection_overlap": "overlap", "tasks_per_suite": "tasks per suite",
+                     "time_per_suite": "time per suite", "detection_auto_accept": "auto-accept",
+                     "review_days": "review days", "languages": "languages", "expiry_days": "expiry days",
+                     "adult_content": "adult content", "config": "detection_pool.json"}
+
+
+def settings_record(config: dict, settings: PoolSettings) -> str:
+    """What :data:`SETTINGS_METADATA` holds: the settings and the pool config's digest, as JSON."""
+    config_digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json.dumps({**settings.key_material(), "config": config_digest}, sort_keys=True)
 
 
 def structured_pool(data: dict, languages: tuple[str, ...], will_expire: datetime, config_path: str) -> Any:
@@ -224,10 +241,121 @@ def images_digest(sha256s: Iterable[object]) -> str:
     return hashlib.sha256("\n".join(sorted(str(s) for s in sha256s)).encode()).hexdigest()
 
 
-def pool_key(detection_key: str, project_id: str, image_digest: str, config: dict, settings: PoolSettings) -> str:
-    material = json.dumps({"project_id": str(project_id), "images": image_digest, "config": config,
-                           "settings": settings.key_material()}, sort_keys=True, default=str)
-    return f"{detection_key}:pool:{hashlib.sha256(material.encode()).hexdigest()[:16]}"
+def pool_key(detection_key: str, mode: str) -> str:
+    """The detection pool's key (its ``private_comment``): the job and its mode. Settings and images are not
+    part of it: a re-run with a changed price edits the pool (:func:`edit_pool`), and new images become
+    new tasks in it (:func:`upload_tasks`)."""
+    return f"{detection_key}:pool:{mode}"
+
+
+# keys of pools made before the key named the mode: the job's key, then a digest of images and settings
+_LEGACY_KEY = re.compile(r":pool:[0-9a-f]{16}$")
+
+
+def legacy_job_pool(client: Any, project_id: str, detection_key: str, mode: str) -> Any:
+    """The live pool an earlier version made for this job and mode (its key ended in a digest), else None:
+    a re-run after an upgrade goes on with it instead of buying the job again in a new pool."""
+    found = [p for p in client.get_pools(project_id=str(project_id))
+             if pool_status(p) != "ARCHIVED" and str(p.private_comment or "").startswith(f"{detection_key}:pool:")
+             and _LEGACY_KEY.search(str(p.private_comment)) and f"[mode {mode}," in str(p.private_name or "")]
+    return min(found, key=lambda p: int(p.id) if str(p.id).isdigit() else 0) if found else None
+
+
+def refuse_other_modes(client: Any, project_id: str, detection_key: str, mode: str) -> None:
+    """One line when a live pool runs this job in another mode: a mode is how the job buys its answers, not
+    a setting Toloka edits; a job in a new mode is a new job (a new ``--project_key``)."""
+    for pool in client.get_pools(project_id=str(project_id)):
+        comment = str(pool.private_comment or "")
+        other = comment[len(f"{detection_key}:pool:"):] if comment.startswith(f"{detection_key}:pool:") else ""
+        if other and ":" not in other and other != mode and not _LEGACY_KEY.search(comment) \
+                and pool_status(pool) != "ARCHIVED":
+            raise CrowdboxesError(f"pool {pool.id} runs this job in mode {other}; --mode {mode} would buy the images "
+                                  f"again: keep --mode {other}, or archive pool {pool.id} (python -m crowdboxes "
+                                  f"archive) or use a new --project_key for a new job")
+
+
+@dataclass(frozen=True)
+class PoolEdit:
+    """What :func:`edit_pool` changed: ``(name, before, after)`` per setting, and whether the pool was open."""
+
+    changes: tuple[tuple[str, str, str], ...]
+    was_open: bool
+
+    def line(self, pool_id: str) -> str:
+        """``pool 12: changed reward 0.05 -> 0.06, overlap 3 -> 5 (closed to edit, as Toloka requires)``."""
+        what = ", ".join(f"{name} {before} -> {after}" for name, before, after in self.changes)
+        return f"pool {pool_id}: changed {what}" + (" (closed to edit, as Toloka requires)" if self.was_open else "")
+
+
+def _recorded_settings(pool: Any) -> dict[str, Any] | None:
+    values = (getattr(pool, "metadata", None) or {}).get(SETTINGS_METADATA) or []
+    try:
+        record = json.loads(values[0]) if values else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def edit_pool(client: Any, pool: Any, spec: Any) -> PoolEdit:
+    """Bring the existing ``pool`` to ``spec`` (:func:`build_detection_pool` of this run's settings) where a
+    setting changed since the pool was made or last edited (:data:`SETTINGS_METADATA`).
+
+    Toloka edits a pool only while it is closed (``PUT /pools/{id}``), so an open pool is closed first; the
+    caller reopens it (:func:`ensure_open`). The expiry is kept unless ``expiry_days`` changed; the pool's
+    key stays. An archived pool is refused in one line. A pool without the record (made by an earlier
+    version) is compared on the fields Toloka holds. Returns what changed (nothing: no request made).
+    """
+    before, after = _recorded_settings(pool), _recorded_settings(spec) or {}
+    if before is None:  # an earlier version's pool: what Toloka holds
+        before = {**after, "reward": float(pool.reward_per_assignment),
+                  "time_per_suite": int(pool.assignment_max_duration_seconds or 0),
+                  "detection_overlap": int(getattr(pool.defaults, "default_overlap_for_new_tasks", 0) or 0),
+                  "detection_auto_accept": bool(pool.auto_accept_solutions),
+                  "adult_content": bool(pool.may_contain_adult_content)}
+    changes = tuple((label, _shown(before.get(name)), _shown(after.get(name)))
+                    for name, label in EDITABLE_SETTINGS.items() if before.get(name) != after.get(name))
+    if not changes:
+        return PoolEdit((), False)
+    status = pool_status(pool)
+    what = ", ".join(f"{name} {old} -> {new}" for name, old, new in changes)
+    if status == "ARCHIVED":
+        raise CrowdboxesError(f"pool {pool.id} is archived (its job is finished): {what} cannot be changed; run the "
+                              f"job again as a new job (a new --project_key)")
+    was_open = status == "OPEN"
+    if was_open:
+        client.close_pool(pool.id)
+    body = copy.deepcopy(spec)
+    body.private_comment = pool.private_comment
+    if before.get("expiry_days") == after.get("expiry_days") and pool.will_expire is not None:
+        body.will_expire = pool.will_expire
+    try:
+        client.update_pool(pool.id, body)
+    except Exception as exc:
+        reopened = ""
+        if was_open:
+            client.open_pool(pool.id)
+            reopened = "; the pool was reopened unchanged"
+        raise CrowdboxesError(f"pool {pool.id}: {what}: {toloka_refusal(exc)}{reopened}") from None
+    return PoolEdit(changes, was_open)
+
+
+def set_task_overlaps(client: Any, pool_id: str, overlap: int) -> int:
+    """Give the pool's existing tasks ``overlap`` (a changed ``--overlap``; new tasks take the pool's default):
+    Toloka lowers none below what was already issued (``set-overlap-or-min``). Returns how many were raised."""
+    raised = 0
+    for task in client.get_tasks(pool_id=str(pool_id), batch_size=LIST_PAGE):
+        if int(task.overlap or 0) != overlap:
+            client.patch_task_overlap_or_min(task.id, overlap=overlap, infinite_overlap=False)
+            raised += int(task.overlap or 0) < overlap
+    return raised
 
 
 def find_pool(client: Any, project_id: str, key: str) -> Any:
@@ -239,9 +367,15 @@ def find_pool(client: Any, project_id: str, key: str) -> Any:
     return min(live or found, key=lambda p: int(p.id) if str(p.id).isdigit() else 0) if found else None
 
 
-def ensure_detection_pool(client: Any, spec: Any, *, project_id: str, key: str) -> tuple[Any, bool]:
-    """``(pool, created)``: the pool whose ``private_comment`` is ``key`` (:func:`find_pool`), else ``spec``
-    (:func:`build_detection_pool`, :func:`build_round_pool`) created on Toloka (closed, without tasks)."""
+def ensure_detection_pool(client: Any, spec: Any, *, project_id: str, key: str,
+                          earlier: Callable[[], Any] | None = None) -> tuple[Any, bool]:
+    """``(pool, created)``: the pool whose ``private_comment`` is ``key`` (:func:`find_pool`), else what
+    ``earlier()`` finds (:func:`legacy_job_pool`), else ``spec`` (:func:`build_detection_pool`,
+    :func:`build_round_pool`) created on Toloka (closed, without tasks)."""
+    if earlier is not None and find_pool(client, project_id, key) is None:
+        found = earlier()
+        if found is not None:
+            return found, False
     return _find_or_create_pool(client, spec, project_id=project_id, key=key)
 
 
@@ -256,8 +390,6 @@ def _find_or_create_pool(client: Any, spec: Any, *, project_id: str, key: str) -
     from crowdboxes.toloka.lease import DEFAULT_WAIT_SECONDS, WAIT_ENV, MetadataTarget, env_seconds, job_lease
 
     scope = "pool-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-    from crowdboxes.toloka.client import keep_found
-
     with job_lease(MetadataTarget(client, "project", project_id), scope,
                    env_seconds(WAIT_ENV, DEFAULT_WAIT_SECONDS)) as lease:
         pool = find_pool(client, project_id, key)

@@ -3,6 +3,9 @@ re-runs that reuse the pool and never duplicate or lose tasks."""
 
 import json
 import os
+import re
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -81,14 +84,19 @@ def test_languages_replace_only_language_conditions():
     assert pools.with_languages(other, ()) == {"and": [{"or": [other]}]}
 
 
-def test_pool_key_ignores_resigned_urls_but_not_settings():
+def test_pool_key_is_the_job_and_mode_and_the_settings_ride_in_the_pool_metadata():
+    """Settings and images are not in the key (a re-run edits the pool and adds tasks); the settings record is
+    what tells a re-run which ones the user changed."""
     config = pools.load_pool_config(CONFIGS / "detection_pool.json")
-    digest = pools.images_digest(["b" * 64, "a" * 64])
-    assert digest == pools.images_digest(["a" * 64, "b" * 64])
-    key = pools.pool_key("crowdboxes:x:detection", "1", digest, config, settings())
-    assert key == pools.pool_key("crowdboxes:x:detection", "1", digest, config, settings())
-    assert key != pools.pool_key("crowdboxes:x:detection", "1", digest, config, settings(reward="0.2"))
-    assert key != pools.pool_key("crowdboxes:x:detection", "1", pools.images_digest(["a" * 64]), config, settings())
+    assert pools.pool_key("crowdboxes:x:detection", "overlap") == "crowdboxes:x:detection:pool:overlap"
+    record = json.loads(pools.settings_record(config, settings()))
+    assert record["reward"] == 0.1 and record["detection_overlap"] == 3 and len(record["config"]) == 16
+    assert pools.settings_record(config, settings()) == pools.settings_record(config, settings())
+    assert pools.settings_record(config, settings(reward="0.2")) != pools.settings_record(config, settings())
+    skill_ids = {"drawer_skill": "1", "control_skill": "2", "verifier_skill": "3"}
+    spec = pools.build_detection_pool(config, settings(), project_id="1", skill_ids=skill_ids, key="k",
+                                      will_expire=datetime(2030, 1, 1, tzinfo=timezone.utc))
+    assert spec.metadata[pools.SETTINGS_METADATA] == [pools.settings_record(config, settings())]
     assert pools.url_identity("https://B.s3.amazonaws.com/p/x.png?X-Amz-Signature=1") == \
         pools.url_identity("https://b.s3.amazonaws.com/p/x.png?X-Amz-Signature=2")
 
@@ -140,7 +148,23 @@ def toloka(tmp_path_factory):
         create_project(CreateProjectOptions(toloka_env=handle.url, token_env="toloka_token", output_dir=str(out),
                                             config_dir=str(CONFIGS), project_key="launch-test"))
         handle.projects_csv = out / "projects.csv"
+        handle.folder = folder
         yield handle
+
+
+@pytest.fixture(autouse=True)
+def _job_per_test(request, monkeypatch):
+    """Each test its own job (project key): a job has one detection pool per mode, which takes every image it
+    is given, so tests sharing a job would share a pool."""
+    if "toloka" not in request.fixturenames:
+        return
+    toloka = request.getfixturevalue("toloka")
+    key = "lp-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:61]
+    out = toloka.folder / key
+    monkeypatch.setenv("toloka_token", TOKEN)
+    create_project(CreateProjectOptions(toloka_env=toloka.url, token_env="toloka_token", output_dir=str(out),
+                                        config_dir=str(CONFIGS), project_key=key))
+    toloka.projects_csv = out / "projects.csv"
 
 
 def write_images(path: Path, signature: str, n: int = N_IMAGES, expires_in_days: float = 5) -> pd.DataFrame:
@@ -483,3 +507,144 @@ def test_verify_mode_without_its_project_is_refused_before_the_detection_pool(to
     line = _refused_with_no_write(toloka, run_step_in_process, launch_args(
         toloka, images_csv, tmp_path / "out", mode="verify", projects_csv=str(partial)))
     assert "--mode verify needs a row with role 'verification_project'" in line
+
+
+# --- a hand on the wheel: a re-run edits the job's pool and adds new images to it (issue 15) --------------
+
+def _detection_pools(toloka) -> list:
+    return [p for p in pools_of_project(toloka) if p.status.value != "ARCHIVED"]
+
+
+def test_a_rerun_with_a_changed_price_edits_the_open_pool_and_says_what_changed(toloka, tmp_path,
+                                                                                run_step_in_process):
+    images_csv = tmp_path / "images.csv"
+    write_images(images_csv, "s")
+    env = {"toloka_token": TOKEN}
+    first = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "one"), env)
+    assert first.returncode == 0, first.stderr
+    pool_id = pd.read_csv(tmp_path / "one" / "pool.csv", dtype=str).iloc[0].pool_id
+    client = toloka.client()
+    expiry = client.get_pool(pool_id).will_expire
+
+    changed = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "two", reward="0.12", overlap="4",
+                                                    time_per_suite="900"), env)
+    assert changed.returncode == 0, changed.stderr
+    assert (f"pool {pool_id}: changed reward 0.1 -> 0.12, overlap 3 -> 4, time per suite 600 -> 900 (closed to "
+            f"edit, as Toloka requires)") in changed.stdout
+    assert f"pool {pool_id}: overlap 4 set on the existing tasks" in changed.stdout
+    pool = client.get_pool(pool_id)
+    assert [p.id for p in _detection_pools(toloka)] == [pool_id]  # no second pool
+    assert (pool.reward_per_assignment, pool.defaults.default_overlap_for_new_tasks,
+            pool.assignment_max_duration_seconds, pool.status.value) == (0.12, 4, 900, "OPEN")
+    assert pool.will_expire == expiry  # --expiry_days did not change: the pool's end stays
+    assert all(t.overlap == 4 for t in client.get_tasks(pool_id=pool_id))
+    row = pd.read_csv(tmp_path / "two" / "pool.csv", dtype=str).iloc[0]
+    assert (row.pool_id, row.reward_per_assignment, row.overlap, row.tasks) == (pool_id, "0.12", "4", str(N_IMAGES))
+
+    same = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "three", reward="0.12", overlap="4",
+                                                 time_per_suite="900"), env)
+    assert same.returncode == 0, same.stderr
+    assert "changed" not in same.stdout and f"found pool {pool_id}" in same.stdout
+
+
+def test_new_images_become_new_tasks_in_the_same_open_pool(toloka, tmp_path, run_step_in_process):
+    images_csv = tmp_path / "images.csv"
+    write_images(images_csv, "s", n=4)
+    env = {"toloka_token": TOKEN}
+    assert run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "one"), env).returncode == 0
+    pool_id = pd.read_csv(tmp_path / "one" / "pool.csv", dtype=str).iloc[0].pool_id
+    first_tasks = set(pd.read_csv(tmp_path / "one" / "tasks.csv", dtype=str)["task_id"])
+
+    write_images(images_csv, "resigned", n=N_IMAGES)  # 3 more images, the first 4 with fresh URLs
+    more = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "two"), env)
+    assert more.returncode == 0, more.stderr
+    assert f"tasks: {N_IMAGES - 4} created, 4 already in the pool, 0 rejected" in more.stdout
+    assert "changed" not in more.stdout
+    tasks = pd.read_csv(tmp_path / "two" / "tasks.csv", dtype=str)
+    assert set(tasks["pool_id"]) == {pool_id} and len(tasks) == N_IMAGES and first_tasks < set(tasks["task_id"])
+    assert len(list(toloka.client().get_tasks(pool_id=pool_id))) == N_IMAGES
+    assert [p.id for p in _detection_pools(toloka)] == [pool_id]
+    assert toloka.client().get_pool(pool_id).status.value == "OPEN"
+
+
+@pytest.fixture()
+def crowd_paused(toloka):
+    """No worker takes a task (an archive needs a pool without active assignments)."""
+    toloka.admin("POST", "/_local/crowd", {"paused": True})
+    yield
+    toloka.admin("POST", "/_local/crowd", {"paused": False})
+
+
+def test_a_new_mode_or_an_edit_of_an_archived_pool_is_refused_in_one_line(toloka, tmp_path, run_step_in_process,
+                                                                          crowd_paused):
+    images_csv = tmp_path / "images.csv"
+    write_images(images_csv, "s")
+    env = {"toloka_token": TOKEN}
+    assert run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "one"), env).returncode == 0
+    pool_id = pd.read_csv(tmp_path / "one" / "pool.csv", dtype=str).iloc[0].pool_id
+
+    other_mode = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "two", mode="verify"), env)
+    assert other_mode.returncode == 2
+    line = other_mode.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: pool {pool_id} runs this job in mode overlap; --mode verify would buy the images "
+                           f"again")
+
+    client = toloka.client()
+    client.close_pool(pool_id)
+    client.archive_pool(pool_id)
+    archived = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "three", reward="0.2"), env)
+    assert archived.returncode == 2
+    assert archived.stderr.strip().splitlines()[-1] == (
+        f"error: pool {pool_id} is archived (its job is finished): reward 0.1 -> 0.2 cannot be changed; run the job "
+        f"again as a new job (a new --project_key)")
+    assert len(pools_of_project(toloka)) == 1  # nothing created
+
+
+def test_a_pool_an_earlier_version_made_is_found_by_its_old_key(toloka, tmp_path, run_step_in_process):
+    """Before the key named the mode it ended in a digest of images and settings: a re-run after the upgrade
+    goes on with that pool (and its settings are compared on Toloka's own fields)."""
+    projects = pd.read_csv(toloka.projects_csv, dtype=str).set_index("role")
+    detection_key = projects.loc["detection_project", "key"]
+    config = pools.load_pool_config(CONFIGS / "detection_pool.json")
+    ids = projects["toloka_id"].to_dict()
+    spec = pools.build_detection_pool(config, pools.parse_pool_settings(
+        mode="overlap", reward="0.1", overlap="3", tasks_per_suite="1", time_per_suite="600", auto_accept="true",
+        review_days="1", languages="EN", expiry_days="7", adult_content="false"), project_id=ids["detection_project"],
+        skill_ids=ids, key=f"{detection_key}:pool:0123456789abcdef",
+        will_expire=datetime.now(timezone.utc) + timedelta(days=3))
+    spec.metadata = {}  # an earlier version kept no settings record
+    old = toloka.client().create_pool(spec)
+    images_csv = tmp_path / "images.csv"
+    write_images(images_csv, "s")
+    rerun = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "one"), {"toloka_token": TOKEN})
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"found pool {old.id} from an earlier run" in rerun.stdout and "changed" not in rerun.stdout
+    row = pd.read_csv(tmp_path / "one" / "pool.csv", dtype=str).iloc[0]
+    assert (row.pool_id, row.key) == (old.id, f"{detection_key}:pool:0123456789abcdef")
+    assert [p.id for p in pools_of_project(toloka)] == [old.id]
+
+
+def test_pool_stop_and_start_by_hand(toloka, tmp_path, run_step_in_process):
+    images_csv = tmp_path / "images.csv"
+    write_images(images_csv, "s")
+    env = {"toloka_token": TOKEN}
+    assert run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "one"), env).returncode == 0
+    pool_id = pd.read_csv(tmp_path / "one" / "pool.csv", dtype=str).iloc[0].pool_id
+    command = [sys.executable, "-m", "crowdboxes", "pool"]
+    run_env = {**os.environ, "toloka_token": TOKEN}
+
+    def pool(*args):
+        return subprocess.run([*command, *args, pool_id, "--toloka_env", toloka.url], env=run_env, cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+
+    stopped = pool("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip() == f"pool {pool_id}: stopped (was open, now closed)"
+    assert pool("stop").stdout.strip() == f"pool {pool_id}: already closed"
+    started = pool("start")
+    assert started.stdout.strip() == f"pool {pool_id}: started (was closed, now open)"
+    assert toloka.client().get_pool(pool_id).status.value == "OPEN"
+    missing = subprocess.run([*command, "start", "999999", "--toloka_env", toloka.url], env=run_env, cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.strip().startswith("error: pool 999999: cannot be read (")
+    assert TOKEN not in stopped.stdout + stopped.stderr + missing.stderr

@@ -48,7 +48,7 @@ def test_step_writes_collected_answers_when_the_wait_breaks(tmp_path, monkeypatc
     monkeypatch.setattr(crowdboxes.toloka.client, "connect", lambda env, token_env: api)
     # the stand-in has no pool metadata: no lease, no finished marker (tests/reliability covers them)
     monkeypatch.setattr(crowdboxes.toloka.lease, "job_lease", lambda *args, **kwargs: contextlib.nullcontext())
-    monkeypatch.setattr(crowdboxes.steps.wait_pool, "finished_marker", lambda project, pool_id: None)
+    monkeypatch.setattr(crowdboxes.steps.wait_pool, "finished_marker", lambda project, pool_id, **counts: None)
     TASKS.to_csv(tmp_path / "tasks.csv", index=False)
     IMAGES.to_csv(tmp_path / "images.csv", index=False)
     (tmp_path / "pool.csv").write_text("pool_id,role,project_id,tasks,overlap,reward_per_assignment,estimated_cost\n"
