@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import hashlib
 import fcntl
 import json
 import os
@@ -218,6 +219,13 @@ class MetadataTarget:
         return before, metadata
 
 
+def endpoint_tag(client: Any) -> str:
+    """A short tag of the Toloka API ``client`` talks to, for lock names: ids are per Toloka (every local
+    Toloka numbers its projects from 1), so one machine's runs against two Tolokas must not queue on each
+    other's locks."""
+    return hashlib.sha256(str(getattr(client, "url", "") or "").encode()).hexdigest()[:8]
+
+
 def _lock_path(scope: str) -> Path:
     folder = Path(os.environ.get(LOCK_DIR_ENV) or Path(tempfile.gettempdir()) / "crowdboxes-locks")
     folder.mkdir(parents=True, exist_ok=True)
@@ -366,6 +374,6 @@ class Lease:
 @contextmanager
 def job_lease(target: MetadataTarget, scope: str, wait_seconds: float, **options: Any) -> Iterator[Lease]:
     """The lock file of ``scope`` on this machine, then the lease on ``target``; both released on exit."""
-    with local_lock(f"{target.kind}-{target.object_id}-{scope}", wait_seconds):
+    with local_lock(f"{endpoint_tag(target.client)}-{target.kind}-{target.object_id}-{scope}", wait_seconds):
         with Lease(target, scope, wait_seconds=wait_seconds, **options) as lease:
             yield lease

@@ -320,10 +320,11 @@ def ensure_projects(client: Any, config_dir: str | Path, project_key: str,
     if any(existing is None for _, _, _, _, existing, _ in plans):
         # something will be created: one run of this job at a time (crowdboxes.toloka.lease), and a run that
         # waited finds what the other made (updates need none: two runs write the same config)
-        from crowdboxes.toloka.lease import DEFAULT_WAIT_SECONDS, WAIT_ENV, Lease, MetadataTarget, env_seconds, local_lock
+        from crowdboxes.toloka.lease import (DEFAULT_WAIT_SECONDS, WAIT_ENV, Lease, MetadataTarget, endpoint_tag,
+                                             env_seconds, local_lock)
 
         wait = env_seconds(WAIT_ENV, DEFAULT_WAIT_SECONDS)
-        with local_lock(f"create_project-{project_key}", wait):
+        with local_lock(f"{endpoint_tag(client)}-create_project-{project_key}", wait):
             detection = find_project(client, keys["detection_project"])
             if detection is None:
                 detection = _create_first(client, wanted["detection_project"], keys["detection_project"], log)

@@ -207,3 +207,17 @@ def test_two_threads_of_one_process_write_one_at_a_time_and_keep_both_changes():
     second.join(timeout=30)
     assert store.metadata == {"finished": ["1"], "lease": ["2"]}
     assert reads.index("second") > reads.index("first") + 1  # the first read back its own write first
+
+
+def test_runs_against_two_tolokas_do_not_queue_on_each_others_lock(tmp_path, monkeypatch):
+    """Project 7 of one local Toloka is not project 7 of another: the lock file names the endpoint."""
+    monkeypatch.setenv(lease_module.LOCK_DIR_ENV, str(tmp_path))
+    monkeypatch.setenv(lease_module.SETTLE_ENV, "0")
+    first, second, same = Store(), Store(), Store()
+    first.url, second.url, same.url = "http://127.0.0.1:1001", "http://127.0.0.1:1002", "http://127.0.0.1:1001"
+    with lease_module.job_lease(MetadataTarget(first, "project", "7"), "wait_pool-3", 0):
+        with lease_module.job_lease(MetadataTarget(second, "project", "7"), "wait_pool-3", 0):
+            pass  # another Toloka: no wait
+        with pytest.raises(CrowdboxesError, match="holds the lock"):
+            with lease_module.job_lease(MetadataTarget(same, "project", "7"), "wait_pool-3", 0):
+                pass
