@@ -374,18 +374,18 @@ def launch_pool(options: LaunchPoolOptions) -> int:
           f"found pool {pool.id} from an earlier run (status {pools.pool_status(pool)})")
     if str(pool.private_comment) != plan.key:  # an earlier version's pool: its key names the other pools
         plan = dataclasses.replace(plan, key=str(pool.private_comment))
-    edit = pools.PoolEdit((), False) if created else pools.edit_pool(client, pool, plan.pool_spec)
+    task_overlap = None if plan.quality.verifies else plan.settings.detection_overlap
+    edit = pools.PoolEdit((), False) if created else pools.edit_pool(client, pool, plan.pool_spec,
+                                                                     task_overlap=task_overlap)
     if edit.changes:
         print(edit.line(str(pool.id)))
+        if edit.tasks_raised is not None:
+            print(f"pool {pool.id}: overlap {task_overlap} set on the existing tasks ({edit.tasks_raised} raised)")
         pool = client.get_pool(pool.id)
     archived = pools.pool_status(pool) == "ARCHIVED"  # a finished, archived job: find everything, buy nothing
     upload = pools.upload_tasks(client, str(pool.id), plan.wanted, batch_size=plan.batch_size,
                                 use_image_id=use_image_id, image_field=fields.image_input, archived=archived)
     print(f"tasks: {upload.created} created, {upload.already_there} already in the pool, {len(upload.failed)} rejected")
-    raised = 0
-    if any(name == "overlap" for name, _, _ in edit.changes):
-        raised = pools.set_task_overlaps(client, str(pool.id), plan.settings.detection_overlap)
-        print(f"pool {pool.id}: overlap {plan.settings.detection_overlap} set on the existing tasks ({raised} raised)")
     if upload.failed:
         status = pools.pool_status(client.get_pool(pool.id))
         write_csv(pd.DataFrame([detection_pool_row(plan, pool, len(upload.tasks), status)]), out, POOL)
@@ -402,7 +402,7 @@ def launch_pool(options: LaunchPoolOptions) -> int:
         print(f"pool {pool.id}: archived earlier (its job is finished; nothing reserved or opened)")
     else:
         reserve_budget(client, plan, str(pool.id), fields.image_input)
-        print(f"pool {pool.id}: {pools.ensure_open(client, pool, added_tasks=upload.created + raised)}")
+        print(f"pool {pool.id}: {pools.ensure_open(client, pool, added_tasks=upload.created + (edit.tasks_raised or 0))}")
     rows = [detection_pool_row(plan, pool, len(upload.tasks), pools.pool_status(client.get_pool(pool.id)))]
     write_csv(pd.DataFrame(rows + ([verification_row] if verification_row is not None else []) + round_rows), out, POOL)
     write_csv(upload.tasks, out, TASKS)

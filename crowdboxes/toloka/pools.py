@@ -276,10 +276,12 @@ def refuse_other_modes(client: Any, project_id: str, detection_key: str, mode: s
 
 @dataclass(frozen=True)
 class PoolEdit:
-    """What :func:`edit_pool` changed: ``(name, before, after)`` per setting, and whether the pool was open."""
+    """What :func:`edit_pool` changed: ``(name, before, after)`` per setting, whether the pool was open, and
+    how many existing tasks got a higher overlap (None: their overlap was not touched)."""
 
     changes: tuple[tuple[str, str, str], ...]
     was_open: bool
+    tasks_raised: int | None = None
 
     def line(self, pool_id: str) -> str:
         """``pool 12: changed reward 0.05 -> 0.06, overlap 3 -> 5 (closed to edit, as Toloka requires)``."""
@@ -304,14 +306,17 @@ def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def edit_pool(client: Any, pool: Any, spec: Any) -> PoolEdit:
+def edit_pool(client: Any, pool: Any, spec: Any, *, task_overlap: int | None = None) -> PoolEdit:
     """Bring the existing ``pool`` to ``spec`` (:func:`build_detection_pool` of this run's settings) where a
     setting changed since the pool was made or last edited (:data:`SETTINGS_METADATA`).
 
     Toloka edits a pool only while it is closed (``PUT /pools/{id}``), so an open pool is closed first; the
-    caller reopens it (:func:`ensure_open`). The expiry is kept unless ``expiry_days`` changed; the pool's
-    key stays. An archived pool is refused in one line. A pool without the record (made by an earlier
-    version) is compared on the fields Toloka holds. Returns what changed (nothing: no request made).
+    caller reopens it (:func:`ensure_open`). With ``task_overlap`` (overlap modes: Wait Pool's verification
+    loop sets overlaps itself otherwise), a changed overlap is also set on the existing tasks
+    (:func:`set_task_overlaps`), before the new settings are recorded: a run killed in between changes them
+    again. The expiry is kept unless ``expiry_days`` changed; the pool's key stays. An archived pool is
+    refused in one line. A pool without the record (made by an earlier version) is compared on the fields
+    Toloka holds. Returns what changed (nothing: no request made).
     """
     before, after = _recorded_settings(pool), _recorded_settings(spec) or {}
     if before is None:  # an earlier version's pool: what Toloka holds
@@ -332,6 +337,9 @@ def edit_pool(client: Any, pool: Any, spec: Any) -> PoolEdit:
     was_open = status == "OPEN"
     if was_open:
         client.close_pool(pool.id)
+    raised = None
+    if task_overlap is not None and before.get("detection_overlap") != after.get("detection_overlap"):
+        raised = set_task_overlaps(client, str(pool.id), task_overlap)
     body = copy.deepcopy(spec)
     body.private_comment = pool.private_comment
     if before.get("expiry_days") == after.get("expiry_days") and pool.will_expire is not None:
@@ -344,7 +352,7 @@ def edit_pool(client: Any, pool: Any, spec: Any) -> PoolEdit:
             client.open_pool(pool.id)
             reopened = "; the pool was reopened unchanged"
         raise CrowdboxesError(f"pool {pool.id}: {what}: {toloka_refusal(exc)}{reopened}") from None
-    return PoolEdit(changes, was_open)
+    return PoolEdit(changes, was_open, raised)
 
 
 def set_task_overlaps(client: Any, pool_id: str, overlap: int) -> int:

@@ -648,3 +648,44 @@ def test_pool_stop_and_start_by_hand(toloka, tmp_path, run_step_in_process):
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and missing.stderr.strip().startswith("error: pool 999999: cannot be read (")
     assert TOKEN not in stopped.stdout + stopped.stderr + missing.stderr
+
+
+@pytest.mark.parametrize("killed_at", ["before the PUT", "after the PUT"])
+def test_an_edit_killed_half_way_is_finished_by_the_next_run(toloka, tmp_path, run_step_in_process, killed_at):
+    """Killed after the pool was closed and its tasks got the new overlap, before or after the new settings
+    were written: the next run finishes the change (or finds it made) and reopens the pool."""
+    images_csv = tmp_path / "images.csv"
+    write_images(images_csv, "s")
+    env = {"toloka_token": TOKEN}
+    assert run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "one"), env).returncode == 0
+    pool_id = pd.read_csv(tmp_path / "one" / "pool.csv", dtype=str).iloc[0].pool_id
+    client = toloka.client()
+    pool = client.get_pool(pool_id)
+    config = pools.load_pool_config(CONFIGS / "detection_pool.json")
+    ids = pd.read_csv(toloka.projects_csv, dtype=str).set_index("role")["toloka_id"].to_dict()
+    spec = pools.build_detection_pool(config, pools.parse_pool_settings(
+        mode="overlap", reward="0.1", overlap="5", tasks_per_suite="1", time_per_suite="600", auto_accept="true",
+        review_days="1", languages="EN", expiry_days="7", adult_content="false"), project_id=ids["detection_project"],
+        skill_ids=ids, key=pool.private_comment, will_expire=pool.will_expire)
+
+    class Killed(BaseException):  # not an error edit_pool handles: the process is gone
+        pass
+
+    put = client.update_pool
+
+    def killed(*args, **kwargs):
+        if killed_at == "after the PUT":
+            put(*args, **kwargs)
+        raise Killed()
+
+    client.update_pool = killed
+    with pytest.raises(Killed):
+        pools.edit_pool(client, pool, spec, task_overlap=5)
+    assert client.get_pool(pool_id).status.value == "CLOSED"
+
+    rerun = run_step_in_process(STEP, launch_args(toloka, images_csv, tmp_path / "two", overlap="5"), env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (f"pool {pool_id}: changed overlap 3 -> 5" in rerun.stdout) == (killed_at == "before the PUT")
+    done = toloka.client().get_pool(pool_id)
+    assert (done.defaults.default_overlap_for_new_tasks, done.status.value) == (5, "OPEN")
+    assert all(t.overlap == 5 for t in toloka.client().get_tasks(pool_id=pool_id))
