@@ -30,6 +30,8 @@ TOKEN = "rounds-local-test-token"
 SIGN_A = {"shape": "rectangle", "left": 0.1, "top": 0.2, "width": 0.2, "height": 0.3, "label": "stop"}
 SIGN_B = {"shape": "rectangle", "left": 0.6, "top": 0.5, "width": 0.2, "height": 0.3, "label": "yield"}
 STEP_SECONDS = 0.0001  # real seconds the manual clock moves per crowd step: 100 simulated s at speed 1e6
+SPEED = 1e6  # the in-process local Toloka's simulated seconds per real second
+DAY_REAL_SECONDS = 86400 / SPEED  # how far to advance its ManualClock for one simulated day
 
 
 
@@ -127,7 +129,7 @@ def start_local(tmp_path: Path, workers: int = 4) -> Iterator[Local]:
     from crowdboxes.local_toloka.scheduler import Scheduler
     from crowdboxes.local_toloka.server import LocalToloka, serve
 
-    backend = Backend(tmp_path / "state", speed=1e6, first_reader_seconds=0, clock=ManualClock())
+    backend = Backend(tmp_path / "state", speed=SPEED, first_reader_seconds=0, clock=ManualClock())
     server = serve(LocalToloka(backend, TOKEN))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -138,6 +140,19 @@ def start_local(tmp_path: Path, workers: int = 4) -> Iterator[Local]:
         server.shutdown()
         thread.join(5)
         backend.close()
+
+
+def local_fixture(token_env: str) -> Callable[..., Iterator[Local]]:
+    """A test module's ``local`` fixture: :func:`start_local` in the test's folder, its token in ``token_env``
+    (``local = local_fixture("MY_TEST_TOKEN")``)."""
+    import pytest
+
+    @pytest.fixture()
+    def local(tmp_path: Path, monkeypatch: Any) -> Iterator[Local]:
+        monkeypatch.setenv(token_env, TOKEN)
+        with start_local(tmp_path) as handle:
+            yield handle
+    return local
 
 
 # ------------------------------------------------------------------ Toloka objects from configs/
@@ -164,3 +179,49 @@ def pool_from_config(client: Any, project_id: str, name: str | None, *, reward: 
     if per_suite is not None:
         data["mixer_config"]["real_tasks_count"] = per_suite
     return client.create_pool(Pool.structure(data)).id
+
+
+def review_pool(client: Any, project_id: str, review_days: int = 7) -> str:
+    """A drawing pool that waits for the requester's review (``--auto_accept false``), overlap 2."""
+    from toloka.client import Pool
+
+    data = {"project_id": project_id, "private_name": "drawing", "reward_per_assignment": 0.02,
+            "assignment_max_duration_seconds": 600, "auto_accept_solutions": False,
+            "auto_accept_period_day": review_days,
+            "will_expire": (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=365)).isoformat(),
+            "defaults": {"default_overlap_for_new_task_suites": 2, "default_overlap_for_new_tasks": 2},
+            "mixer_config": {"real_tasks_count": 1, "golden_tasks_count": 0, "training_tasks_count": 0}}
+    return str(client.create_pool(Pool.structure(data)).id)
+
+
+def drawn_for_review(local: Local, tmp_path: Path, n_images: int, review_days: int = 7,
+                     size: tuple[float, float] = (200.0, 100.0)) -> tuple[str, Path, Any]:
+    """A :func:`review_pool` of the detection project with ``n_images`` images (``size`` each), every image drawn
+    twice and collected into answers.csv as Wait Pool writes it (all SUBMITTED): (pool id, answers.csv, frame)."""
+    import pandas as pd
+    from toloka.client import Task
+
+    from crowdboxes.artifacts import ANSWERS, write_csv
+    from crowdboxes.toloka.collection.collector import AnswerCollector
+    from crowdboxes.toloka.collection.solutions import answers_frame
+
+    client = local.client
+    pool_id = review_pool(client, project_from_config(client, "detection_project.json"), review_days)
+    urls = [f"http://127.0.0.1:9/review/im{i}.jpg" for i in range(n_images)]
+    created = client.create_tasks([Task(pool_id=pool_id, input_values={"image": u}) for u in urls],
+                                  allow_defaults=True, open_pool=True)
+    by_url = {t.input_values["image"]: t.id for t in created.items.values()}
+    images = pd.DataFrame({"image_id": [f"im{i}" for i in range(n_images)], "url": urls, "width": size[0],
+                           "height": size[1], "file_name": [f"im{i}.jpg" for i in range(n_images)],
+                           "sha256": "0" * 64})
+    tasks = pd.DataFrame({"task_id": [by_url[u] for u in urls], "pool_id": pool_id, "image_id": images["image_id"],
+                          "url": urls})
+    for _ in range(200):
+        local.step(1)
+        if len(list(client.get_assignments(pool_id=pool_id, status=["SUBMITTED"]))) == 2 * n_images:
+            break
+    collector = AnswerCollector(client, [pool_id], tmp_path / "wait", lag_seconds=0)
+    collector.rescan()
+    frame, problems = answers_frame(collector.records(pool_id), tasks, images)
+    assert problems == [] and set(frame["status"]) == {"SUBMITTED"} and frame["assignment_id"].nunique() == 2 * n_images
+    return pool_id, write_csv(frame, tmp_path / "wait", ANSWERS), frame

@@ -18,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from crowdboxes.artifacts import ANSWERS, BOXES, DECISIONS, DECISIONS_SUMMARY, read_frame_csv, write_csv
+from crowdboxes.artifacts import BOXES, DECISIONS, DECISIONS_SUMMARY, read_frame_csv, write_csv
 from crowdboxes.cli import main as cli_main
 from crowdboxes.toloka.collection.collector import AnswerCollector
-from crowdboxes.toloka.collection.solutions import answers_frame
-from helpers_rounds import SIGN_A, SIGN_B, TOKEN, Local, project_from_config, start_local
+from helpers_rounds import (SIGN_A, SIGN_B, TOKEN, Local, drawn_for_review, pool_from_config, project_from_config,
+                            local_fixture, review_pool)
 
 TOKEN_ENV = "DECIDE_TEST_TOKEN"
 N_IMAGES = 4
@@ -30,52 +30,12 @@ WIDTH, HEIGHT = 200.0, 100.0
 PRICE = Decimal("0.026")  # reward 0.02 + Toloka's fee 0.006
 
 
-@pytest.fixture()
-def local(tmp_path, monkeypatch):
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    with start_local(tmp_path) as handle:
-        yield handle
-
-
-def review_pool(client, project_id: str, review_days: int = 7) -> str:
-    """A drawing pool that waits for the requester's review (``--auto_accept false``), overlap 2."""
-    import datetime as dt
-
-    from toloka.client import Pool
-
-    data = {"project_id": project_id, "private_name": "drawing", "reward_per_assignment": 0.02,
-            "assignment_max_duration_seconds": 600, "auto_accept_solutions": False,
-            "auto_accept_period_day": review_days,
-            "will_expire": (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=365)).isoformat(),
-            "defaults": {"default_overlap_for_new_task_suites": 2, "default_overlap_for_new_tasks": 2},
-            "mixer_config": {"real_tasks_count": 1, "golden_tasks_count": 0, "training_tasks_count": 0}}
-    return client.create_pool(Pool.structure(data)).id
+local = local_fixture(TOKEN_ENV)
 
 
 def drawn(local: Local, tmp_path: Path, review_days: int = 7) -> tuple[str, Path, pd.DataFrame]:
     """Every image drawn twice and collected (all SUBMITTED): (pool id, answers.csv, its frame)."""
-    from toloka.client import Task
-
-    client = local.client
-    pool_id = review_pool(client, project_from_config(client, "detection_project.json"), review_days)
-    urls = [f"http://127.0.0.1:9/decide/im{i}.jpg" for i in range(N_IMAGES)]
-    created = client.create_tasks([Task(pool_id=pool_id, input_values={"image": u}) for u in urls],
-                                  allow_defaults=True, open_pool=True)
-    by_url = {t.input_values["image"]: t.id for t in created.items.values()}
-    images = pd.DataFrame({"image_id": [f"im{i}" for i in range(N_IMAGES)], "url": urls, "width": WIDTH,
-                           "height": HEIGHT, "file_name": [f"im{i}.jpg" for i in range(N_IMAGES)], "sha256": "0" * 64})
-    tasks = pd.DataFrame({"task_id": [by_url[u] for u in urls], "pool_id": pool_id, "image_id": images["image_id"],
-                          "url": urls})
-    for _ in range(200):
-        local.step(1)
-        if len(list(client.get_assignments(pool_id=pool_id, status=["SUBMITTED"]))) == 2 * N_IMAGES:
-            break
-    collector = AnswerCollector(client, [pool_id], tmp_path / "wait", lag_seconds=0)
-    collector.rescan()
-    frame, problems = answers_frame(collector.records(pool_id), tasks, images)
-    assert problems == [] and set(frame["status"]) == {"SUBMITTED"} and frame["assignment_id"].nunique() == 8
-    answers_csv = write_csv(frame, tmp_path / "wait", ANSWERS)
-    return pool_id, answers_csv, frame
+    return drawn_for_review(local, tmp_path, N_IMAGES, review_days, size=(WIDTH, HEIGHT))
 
 
 def aggregate(tmp_path: Path) -> Path:
@@ -308,7 +268,6 @@ def test_a_rejection_in_a_pool_that_accepts_at_submission_is_refused_saying_why(
     from toloka.client import Task
 
     from crowdboxes.decisions.apply import Decision, apply_decisions
-    from helpers_rounds import pool_from_config
 
     client = local.client
     pool_id = pool_from_config(client, project_from_config(client, "detection_project.json"), None)  # auto-accept

@@ -8,7 +8,6 @@ The local Toloka runs in this process on a ManualClock (helpers_rounds) and is r
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
@@ -17,55 +16,24 @@ import pytest
 
 from crowdboxes.artifacts import ANSWERS, DECISIONS_SUMMARY, read_frame_csv, write_csv
 from crowdboxes.cli import main as cli_main
-from crowdboxes.toloka.collection.collector import AnswerCollector
-from crowdboxes.toloka.collection.solutions import answers_frame
-from helpers_rounds import TOKEN, Local, project_from_config, start_local
+from helpers_rounds import DAY_REAL_SECONDS, Local, drawn_for_review, local_fixture
 
 TOKEN_ENV = "SYNC_DECIDE_TEST_TOKEN"
 N_IMAGES = 4
 REVIEW_DAYS = 1
-DAY_REAL_SECONDS = 86400 / 1e6  # the in-process local Toloka runs at speed 1e6
 
 # a local Toloka served over HTTP in this process: seconds per test, so not in make test-fast
 pytestmark = pytest.mark.server
 
 
-@pytest.fixture()
-def local(tmp_path, monkeypatch):
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    with start_local(tmp_path) as handle:
-        yield handle
+local = local_fixture(TOKEN_ENV)
 
 
 def collected(local: Local, tmp_path: Path) -> tuple[str, Path]:
     """A pool with ``--auto_accept false``, every image drawn twice, collected into answers.csv as Wait Pool
     writes it (every assignment SUBMITTED): (pool id, answers.csv)."""
-    from toloka.client import Pool, Task
-
-    client = local.client
-    pool_id = client.create_pool(Pool.structure({
-        "project_id": project_from_config(client, "detection_project.json"), "private_name": "drawing",
-        "reward_per_assignment": 0.02, "assignment_max_duration_seconds": 600, "auto_accept_solutions": False,
-        "auto_accept_period_day": REVIEW_DAYS,
-        "will_expire": (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=365)).isoformat(),
-        "defaults": {"default_overlap_for_new_task_suites": 2, "default_overlap_for_new_tasks": 2},
-        "mixer_config": {"real_tasks_count": 1, "golden_tasks_count": 0, "training_tasks_count": 0}})).id
-    urls = [f"http://127.0.0.1:9/sync/im{i}.jpg" for i in range(N_IMAGES)]
-    created = client.create_tasks([Task(pool_id=pool_id, input_values={"image": u}) for u in urls],
-                                  allow_defaults=True, open_pool=True)
-    by_url = {t.input_values["image"]: t.id for t in created.items.values()}
-    images = pd.DataFrame({"image_id": [f"im{i}" for i in range(N_IMAGES)], "url": urls, "width": 200.0,
-                           "height": 100.0})
-    tasks = pd.DataFrame({"task_id": [by_url[u] for u in urls], "image_id": images["image_id"], "url": urls})
-    for _ in range(200):
-        local.step(1)
-        if len(list(client.get_assignments(pool_id=pool_id, status=["SUBMITTED"]))) == 2 * N_IMAGES:
-            break
-    collector = AnswerCollector(client, [pool_id], tmp_path / "wait", lag_seconds=0)
-    collector.rescan()
-    frame, problems = answers_frame(collector.records(pool_id), tasks, images)
-    assert problems == [] and set(frame["status"]) == {"SUBMITTED"}
-    return pool_id, write_csv(frame, tmp_path / "wait", ANSWERS)
+    pool_id, answers_csv, _ = drawn_for_review(local, tmp_path, N_IMAGES, REVIEW_DAYS)
+    return pool_id, answers_csv
 
 
 def decide(local: Local, *args: str) -> int:

@@ -22,26 +22,18 @@ import pytest
 
 from crowdboxes.artifacts import ANSWERS, WAIT_SUMMARY
 from crowdboxes.toloka.collection.snapshots import iso
-from helpers_rounds import TOKEN, Local, project_from_config, start_local
+from helpers_rounds import DAY_REAL_SECONDS, Local, local_fixture, project_from_config
 
 TOKEN_ENV = "SYNC_WAIT_TEST_TOKEN"
 N_IMAGES = 4
 OVERLAP = 2
 REVIEW_DAYS = 1
-DAY_REAL_SECONDS = 86400 / 1e6  # the in-process local Toloka runs at speed 1e6
 
 # a local Toloka served over HTTP in this process: seconds per test, so not in make test-fast
 pytestmark = pytest.mark.server
 
 
-@pytest.fixture()
-def local(tmp_path, monkeypatch):
-    monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    # this test's own lock folder: every fresh local Toloka numbers its projects and pools from 1, so another
-    # test process running a Wait Pool at the same time would share the machine's lock of "project 1, pool 1"
-    monkeypatch.setenv("CROWDBOXES_LOCK_DIR", str(tmp_path / "locks"))
-    with start_local(tmp_path) as handle:
-        yield handle
+local = local_fixture(TOKEN_ENV)
 
 
 def review_job(local: Local, folder: Path) -> str:
