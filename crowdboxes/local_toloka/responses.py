@@ -378,7 +378,8 @@ def local_faults(ctx: LocalToloka, request: Request) -> Reply:
 
 
 def local_set_faults(ctx: LocalToloka, request: Request) -> Reply:
-    """``{"error_rate": 0..1, "rate_limit": requests/s (0 = off), "latency_ms": n}``."""
+    """``{"error_rate": 0..1, "rate_limit": requests/s (0 = off), "latency_ms": n, "max_streak": n,
+    "lost_reply_rate": 0..1}``, any subset (:class:`~crowdboxes.local_toloka.server.Faults`)."""
     body = _json(request)
     if not isinstance(body, dict):
         raise ValidationError.field("body", "OBJECT_EXPECTED", "A JSON object is expected")

@@ -52,7 +52,7 @@ from typing import IO, Any
 from crowdboxes.errors import CrowdboxesError
 
 LEASE_PREFIX = "crowdboxes_lease:"  # metadata key: LEASE_PREFIX + scope -> [owner, expiry ISO]
-FINISHED_PREFIX = "crowdboxes_finished:"  # + pool id -> [finished ISO, mode] once a wait completed the pool
+FINISHED_PREFIX = "crowdboxes_finished:"  # + pool id -> Wait Pool's FINISHED_MARKER values once it completed the pool
 LOCK_DIR_ENV = "CROWDBOXES_LOCK_DIR"
 WAIT_ENV = "CROWDBOXES_LEASE_WAIT_SECONDS"  # the wait of the steps without a param of their own
 SETTLE_ENV = "CROWDBOXES_LEASE_SETTLE_SECONDS"

@@ -606,14 +606,15 @@ def ensure_open(client: Any, pool: Any, *, added_tasks: int, log: Callable[[str]
     if status == "OPEN":
         return "already open"
     if status == "ARCHIVED":
-        raise CrowdboxesError(f"pool {pool.id} is archived; delete pool.csv's pool or change a setting to create a new one")
+        raise CrowdboxesError(f"pool {pool.id} is archived (its job is finished); run the images again as a new job "
+                              f"(a new --project_key)")
     if reason == "COMPLETED" and added_tasks == 0:
         return "completed earlier (not reopened)"
     if pool.will_expire is not None:
         expires = pool.will_expire if pool.will_expire.tzinfo else pool.will_expire.replace(tzinfo=timezone.utc)
         if expires <= datetime.now(timezone.utc):
-            raise CrowdboxesError(f"pool {pool.id} expired at {expires:%Y-%m-%d %H:%M} UTC; change --expiry_days "
-                            f"(a new pool is created for new settings)")
+            raise CrowdboxesError(f"pool {pool.id} expired at {expires:%Y-%m-%d %H:%M} UTC; re-run Launch Pool with "
+                                  f"another --expiry_days (it edits the pool's expiry)")
     client.open_pool(pool.id)
     return "opened"
 
