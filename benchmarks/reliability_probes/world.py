@@ -271,13 +271,14 @@ class Job:
         pools = self.pools()
         tasks = world.sql(f"SELECT COUNT(*) FROM tasks WHERE pool_id IN ({','.join('?' * len(pools)) or 'NULL'})",
                           tuple(pools))[0][0]
-        archived = '%"status":"ARCHIVED"%'
+        # the local Toloka keeps an object's status in its own column, not in the stored document
         marks = ",".join("?" * len(projects)) or "NULL"
-        archived_projects = world.sql(f"SELECT COUNT(*) FROM projects WHERE id IN ({marks}) AND doc LIKE ?",
-                                      (*projects, archived))[0][0]
+        archived_projects = world.sql(f"SELECT COUNT(*) FROM projects WHERE id IN ({marks}) "
+                                      "AND status = 'ARCHIVED'", tuple(projects))[0][0]
         empty_archived_pools = world.sql(
-            f"SELECT COUNT(*) FROM pools p WHERE p.id IN ({','.join('?' * len(pools)) or 'NULL'}) AND p.doc LIKE ? "
-            "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.pool_id = p.id)", (*pools, archived))[0][0]
+            f"SELECT COUNT(*) FROM pools p WHERE p.id IN ({','.join('?' * len(pools)) or 'NULL'}) "
+            "AND p.status = 'ARCHIVED' AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.pool_id = p.id)",
+            tuple(pools))[0][0]
         return {"projects": len(projects), "skills": skills, "pools": len(pools), "tasks": tasks,
                 "archived_projects": archived_projects, "empty_archived_pools": empty_archived_pools}
 
