@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -134,7 +134,7 @@ class AdaptiveOverlap:
         """The answers the pool delivers if nothing more is raised: the sum of the targets."""
         return int(self.targets.sum())
 
-    def update(self, records: Iterable[dict[str, Any]]) -> int:
+    def update(self, records: Iterable[Mapping[str, Any]]) -> int:
         """Decide on the images whose answers are all in (``records``: the collector's assignment
         snapshots); returns how many were raised now."""
         frame, _ = answers_frame(records, self.tasks, self.images_table, output_field=self.output_field)

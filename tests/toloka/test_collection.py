@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import tracemalloc
 from collections import Counter
 
 import pandas as pd
@@ -20,7 +21,7 @@ from crowdboxes.artifacts import ANSWERS, WAIT_JOURNAL
 from crowdboxes.toloka.collection import cursor
 from crowdboxes.toloka.collection.collector import AnswerCollector
 from crowdboxes.toloka.collection.progress import Progress
-from crowdboxes.toloka.collection.snapshots import snapshot
+from crowdboxes.toloka.collection.snapshots import Snapshot, snapshot
 from crowdboxes.toloka.collection.solutions import answers_frame
 from crowdboxes.toloka.collection.wait import pool_state, wait_for_pool
 from crowdboxes.toloka.spending import recorded_cost
@@ -87,6 +88,48 @@ def test_collector_follows_status_changes_and_survives_restart(tmp_path):
     again = AnswerCollector(api, ["7"], tmp_path, lag_seconds=0)
     assert again.resumed and again.snapshots == collector.snapshots
     assert again.poll() == [] and again.rescan() == []
+
+
+def test_collector_holds_compact_snapshots_that_read_like_journal_records(tmp_path):
+    boxes = [{"shape": "rectangle", "left": 0.1, "top": 0.2, "width": 0.3, "height": 0.4, "label": "stop"}]
+    api = FakeAssignmentsApi([make_assignment(1, status="REJECTED", submitted_s=1, rejected_s=4),
+                              make_assignment(2, tasks=(("t1", boxes), ("t2", [])), submitted_s=2)])
+    collector = AnswerCollector(api, ["7"], tmp_path, lag_seconds=0)
+    collector.poll()
+    journal = [json.loads(line) for line in collector.journal.path.read_text().splitlines()[1:]]
+    records = [r for r in journal if r["k"] == "a"]
+    held = collector.records()
+    assert all(isinstance(r, Snapshot) for r in held)
+    assert [dict(r) for r in held] == records  # every key, nested tasks and outputs included
+    assert held[1]["outputs"] == [{"result": boxes}, {"result": []}] and held[0]["rejected"] == records[0]["rejected"]
+    assert held[1]["tasks"] is not held[1]["tasks"]  # parsed afresh: a caller's edit cannot change what is held
+    with pytest.raises(KeyError):
+        held[0]["missing"]
+    frame_held, _ = answers_frame(held, TASKS, IMAGES)
+    frame_records, _ = answers_frame(records, TASKS, IMAGES)
+    pd.testing.assert_frame_equal(frame_held, frame_records)
+
+
+def test_snapshot_takes_a_fraction_of_the_dicts_memory():
+    """Wait Pool holds every assignment of its pool (300,000 at 100,000 images): a journal record as a dict
+    takes about 4.6 KB, as a Snapshot under 1 KB."""
+    boxes = [{"shape": "rectangle", "left": 0.1 + i / 100, "top": 0.2, "width": 0.05, "height": 0.07,
+              "label": "speed_limit"} for i in range(2)]
+    lines = [json.dumps(snapshot(make_assignment(n, worker=f"w{n % 40}", tasks=((f"t{n}", boxes),))))
+             for n in range(2000)]
+
+    def held_bytes(build):
+        tracemalloc.start()
+        try:
+            held = {str(n): build(json.loads(line)) for n, line in enumerate(lines)}
+            size = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        assert len(held) == len(lines)
+        return size / len(lines)
+
+    as_dicts, as_snapshots = held_bytes(dict), held_bytes(Snapshot)
+    assert as_snapshots < as_dicts / 3, (as_dicts, as_snapshots)
 
 
 def test_cursor_lag_hides_recent_events_until_they_age(tmp_path):

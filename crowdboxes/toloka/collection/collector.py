@@ -17,7 +17,7 @@ from crowdboxes.artifacts import WAIT_JOURNAL
 from crowdboxes.toloka.collection import cursor as cursors
 from crowdboxes.toloka.collection.cursor import EVENT_FIELDS, EventCursor
 from crowdboxes.toloka.collection.journal import JOURNAL_VERSION, Journal
-from crowdboxes.toloka.collection.snapshots import COLLECTED_STATUSES, is_newer, iso, now_utc, snapshot
+from crowdboxes.toloka.collection.snapshots import COLLECTED_STATUSES, Snapshot, is_newer, iso, now_utc, snapshot
 
 if TYPE_CHECKING:
     from toloka.client import Assignment, TolokaClient
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 class AnswerCollector:
     """Assignments of ``pool_ids`` collected incrementally into a journal in ``state_dir``.
 
-    ``snapshots`` maps assignment id -> its newest snapshot. ``poll()`` reads new events up to
+    ``snapshots`` maps assignment id -> its newest snapshot (a compact :class:`Snapshot`). ``poll()`` reads new events up to
     ``now - lag`` (Toloka's API is eventually consistent; toloka-kit uses a 60 s lag),
     ``rescan()`` reads every submitted assignment once more with no lag. A journal of other pools
     found in ``state_dir`` (a new launch into the same folder) is renamed aside, and collection starts afresh.
@@ -41,31 +41,33 @@ class AnswerCollector:
         self.pool_ids = [str(p) for p in pool_ids]
         self.lag = dt.timedelta(seconds=float(lag_seconds))
         self.journal = Journal(WAIT_JOURNAL.path(state_dir))
-        self.snapshots: dict[str, dict[str, Any]] = {}
+        self.snapshots: dict[str, Snapshot] = {}
         self.cursors = {(p, e): EventCursor(p, e) for p in self.pool_ids for e in EVENT_FIELDS}
         self.first_started: str | None = None
         self.resumed = False
         self._load()
 
     def _load(self) -> None:
-        records = self.journal.read()
-        if records and (records[0].get("k") != "h" or records[0].get("version") != JOURNAL_VERSION
-                        or records[0].get("pool_ids") != self.pool_ids):
+        records = self.journal.read()  # streamed: one record in memory at a time
+        header = next(records, None)
+        if header is not None and (header.get("k") != "h" or header.get("version") != JOURNAL_VERSION
+                                   or header.get("pool_ids") != self.pool_ids):
+            records.close()
             # a journal of other pools (a new launch into the same folder): keep it aside, start fresh
             stale = self.journal.path.with_name(f"{self.journal.path.name}.{int(time.time())}.old")
             os.replace(self.journal.path, stale)
-            records = []
-        if not records:
+            header = None
+        if header is None:
             self.first_started = iso(self.now())
             self.journal.append([{"k": "h", "version": JOURNAL_VERSION, "pool_ids": self.pool_ids,
                                   "started": self.first_started}])
             return
         self.resumed = True
-        self.first_started = records[0].get("started")
-        for rec in records[1:]:
+        self.first_started = header.get("started")
+        for rec in records:
             if rec.get("k") == "a":
                 if is_newer(rec, self.snapshots.get(rec["id"])):
-                    self.snapshots[rec["id"]] = rec
+                    self.snapshots[rec["id"]] = Snapshot(rec)
             elif rec.get("k") == "c":
                 cursor = EventCursor.from_record(rec)
                 self.cursors[(cursor.pool_id, cursor.event)] = cursor
@@ -77,7 +79,7 @@ class AnswerCollector:
             if rec["pool_id"] not in self.pool_ids or rec["submitted"] is None:
                 continue
             if is_newer(rec, self.snapshots.get(rec["id"])):
-                self.snapshots[rec["id"]] = rec
+                self.snapshots[rec["id"]] = Snapshot(rec)
                 records.append(rec)
                 changed.append(rec["id"])
         return records, changed
@@ -126,7 +128,7 @@ class AnswerCollector:
 
     # summaries of what was collected
 
-    def records(self, pool_id: str | None = None) -> list[dict[str, Any]]:
+    def records(self, pool_id: str | None = None) -> list[Snapshot]:
         """The newest snapshot of each assignment (of ``pool_id``, else of every pool), oldest submit first."""
         return sorted((r for r in self.snapshots.values() if pool_id is None or r["pool_id"] == str(pool_id)),
                       key=lambda r: (r["submitted"], r["id"]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +23,30 @@ class Journal:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
-    def read(self) -> list[dict[str, Any]]:
-        """Every complete record, oldest first; a torn tail is truncated away on disk."""
+    def read(self) -> Generator[dict[str, Any], None, None]:
+        """Every complete record, oldest first, read line by line (a journal can hold hundreds of thousands).
+
+        A torn tail (a crash mid-write) is truncated away on disk once the reader gets to it, so later
+        appends stay parseable; a caller that stops early should ``close()`` the iterator.
+        """
         if not self.path.is_file():
-            return []
-        data = self.path.read_bytes()
-        records: list[dict[str, Any]] = []
-        good_end = start = 0
-        while start < len(data):
-            end = data.find(b"\n", start)
-            if end < 0:
-                break  # no newline: the write was interrupted
-            try:
-                records.append(json.loads(data[start:end]))
-            except json.JSONDecodeError:
-                break
-            good_end = start = end + 1
-        if good_end < len(data):
-            with open(self.path, "r+b") as fh:  # drop the torn tail so later appends stay parseable
+            return
+        good_end = 0
+        with open(self.path, "rb") as fh:
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    break  # no newline: the write was interrupted
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                good_end += len(line)
+                yield record
+            torn = good_end < fh.seek(0, os.SEEK_END)
+        if torn:
+            with open(self.path, "r+b") as fh:
                 fh.truncate(good_end)
                 os.fsync(fh.fileno())
-        return records
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         """Append ``records`` and fsync before returning (nothing to write: no I/O)."""

@@ -1,12 +1,16 @@
 """An assignment as the journal records it: a JSON-able snapshot stamped with its last change.
 
 Times are naive UTC (as Toloka sends them and toloka-kit reads them) and are written as fixed-width
-ISO-8601 strings, so that comparing the strings compares the times.
+ISO-8601 strings, so that comparing the strings compares the times. In memory the collector holds each
+snapshot as a :class:`Snapshot`, about a fifth of the dict's size (Wait Pool holds every assignment of a pool).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import sys
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from crowdboxes.toloka.client import plain_json
@@ -71,10 +75,60 @@ def snapshot(assignment: Assignment, image_field: str = "image") -> dict[str, An
     return record
 
 
-def is_newer(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
+def is_newer(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
     """Whether snapshot ``new`` replaces ``old`` of the same assignment (the later change wins)."""
     if old is None:
         return True
     if new["modified"] != old["modified"]:
         return bool(new["modified"] > old["modified"])
     return bool(new["status"] != old["status"])
+
+
+class Snapshot(Mapping[str, Any]):
+    """A journal record of :func:`snapshot`, held compactly: the same keys and values, read like the dict.
+
+    The task list and the outputs (the nested part, most of a dict's size) are kept as their compact JSON
+    text and parsed on each read; ids, statuses and pool ids are interned, so a worker's id or a pool's id
+    is stored once. About 0.9 KB per assignment against 4.6 KB as a dict: Wait Pool holds every assignment
+    of its pools (300,000 for 100,000 images at overlap 3).
+    """
+
+    __slots__ = ("id", "pool_id", "user_id", "status", "reward", "submitted", "accepted", "rejected", "modified",
+                 "_tasks", "_outputs")
+    KEYS = ("k", "id", "pool_id", "user_id", "status", "reward", "submitted", "accepted", "rejected", "modified",
+            "tasks", "outputs")
+
+    def __init__(self, record: Mapping[str, Any]) -> None:
+        for key in ("id", "pool_id", "user_id", "status"):
+            setattr(self, key, sys.intern(str(record[key])))
+        self.reward = float(record["reward"])
+        self.submitted, self.accepted, self.rejected = record["submitted"], record["accepted"], record["rejected"]
+        # the newest time: the same string object as one of the three, not a copy
+        self.modified = next((t for t in (self.submitted, self.accepted, self.rejected) if t == record["modified"]),
+                             record["modified"])
+        self._tasks = _compact_json(record["tasks"])
+        self._outputs = _compact_json(record["outputs"])
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "k":
+            return "a"
+        if key == "tasks":
+            return json.loads(self._tasks)
+        if key == "outputs":
+            return json.loads(self._outputs)
+        if key in self.KEYS:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.KEYS)
+
+    def __len__(self) -> int:
+        return len(self.KEYS)
+
+    def __repr__(self) -> str:
+        return f"Snapshot({dict(self)!r})"
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)

@@ -40,7 +40,7 @@ class MissedRows:
     problems: list[str] = field(default_factory=list)
 
 
-def missed_sign_rows(records: Iterable[dict[str, Any]], tasks: pd.DataFrame, images: pd.DataFrame,
+def missed_sign_rows(records: Iterable[Mapping[str, Any]], tasks: pd.DataFrame, images: pd.DataFrame,
                      drawers: Mapping[str, set[str]]) -> MissedRows:
     """The additions as answers.csv rows with ``round = missed_signs`` (one empty row for "nothing missing").
 
@@ -64,7 +64,7 @@ class CheckRows:
     problems: list[str] = field(default_factory=list)
 
 
-def check_rows(records: Iterable[dict[str, Any]], task_inputs: Mapping[str, dict[str, Any]],
+def check_rows(records: Iterable[Mapping[str, Any]], task_inputs: Mapping[str, dict[str, Any]],
                known: pd.DataFrame, labels: Iterable[str] = (), aliases: Mapping[str, str] | None = None,
                drawers: Mapping[str, set[str]] | None = None) -> CheckRows:
     """checks.csv rows (``artifacts.CHECKS``) of the collected check assignments.
