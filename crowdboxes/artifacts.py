@@ -123,7 +123,8 @@ MISSED_SIGNS_POOL_CONFIG = Artifact("missed_signs_pool.json", "the user",
 DECISIONS = Contract("decisions.csv", ("assignment_id", "decision", "comment"))
 DECISIONS_SUMMARY = Artifact("decisions_summary.json", "python -m crowdboxes decide",
                              "accepted, rejected, skipped and refused counts, money released and kept, one line per "
-                             "refusal")
+                             "refusal; answers_sync: answers.csv re-read against Toloka (assignments, status changes "
+                             "by this run and outside it, ids Toloka did not know), null without --answers")
 # python -m crowdboxes archive, and Export --archive: what was archived and what blocks the rest
 ARCHIVE_SUMMARY = Artifact("archive_summary.json", "python -m crowdboxes archive / Export --archive",
                            "pools and projects archived, already archived, and one line per blocked object")
