@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 class AnswerCollector:
     """Assignments of ``pool_ids`` collected incrementally into a journal in ``state_dir``.
 
-    ``snapshots`` maps assignment id -> its newest snapshot (a compact :class:`Snapshot`). ``poll()`` reads new events up to
-    ``now - lag`` (Toloka's API is eventually consistent; toloka-kit uses a 60 s lag),
+    ``snapshots`` maps assignment id -> its newest snapshot (a compact :class:`Snapshot`). ``poll()`` reads
+    new events up to ``now - lag`` (Toloka's API is eventually consistent; toloka-kit uses a 60 s lag),
     ``rescan()`` reads every submitted assignment once more with no lag. A journal of other pools
     found in ``state_dir`` (a new launch into the same folder) is renamed aside, and collection starts afresh.
     ``now`` (naive UTC) is the clock the lag is counted from; tests pass a fixed one.
