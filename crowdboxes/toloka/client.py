@@ -6,7 +6,7 @@ Switching between them is configuration (``--toloka_env``), never code.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlparse
@@ -90,24 +90,34 @@ def toloka_refusal(exc: Exception) -> str:
     return f"Toloka refused ({code}{': ' + message[0] if message else ''})"
 
 
-def keep_found(made: Any, found: Any, *, archive: Callable[[str], Any] | None, what: str,
+def keep_found(made: Any, found: Sequence[Any], *, archive: Callable[[str], Any] | None, what: str,
                log: Callable[[str], Any]) -> Any:
-    """The object to use after ``made = create(...)``: ``found``, what a look-up by the job's key finds now
-    (lowest id), so that every run and re-run settles on one object. It differs from ``made`` when a rival
-    run created the same at the same time, or when a create's reply was lost after Toloka made it and the
-    client's retry made a second. Ours is then archived while it is still empty (``archive``), or left unused
-    where Toloka has no archive (a skill)."""
-    if found is None or str(found.id) == str(made.id):
+    """The object to use after ``made = create(...)``: the first of ``found``, every object a look-up by the
+    job's key finds now, best first (lowest id), so that every run and re-run settles on one object.
+
+    More than one is found when a rival run created the same at the same time, or when a create's reply was
+    lost after Toloka made it and the client's retry made another (a streak of lost replies makes several,
+    and only the last is returned as ``made``). Every object but the one used is then archived while it is
+    still empty (``archive``: nobody uses any but the first), or left unused where Toloka has no archive (a
+    skill)."""
+    if not found:
         return made
-    if archive is None:
-        log(f"{what}: {found.id} already existed (a lost reply's retry or a rival run made {made.id} too); "
-            f"using {found.id}, leaving {made.id} unused")
-        return found
-    try:
-        archive(str(made.id))
-        fate = "archived"
-    except Exception as exc:  # noqa: BLE001 - an empty extra object costs nothing; the next look-up skips it
-        fate = f"could not archive it ({toloka_refusal(exc)})"
-    log(f"{what}: {found.id} already existed (a lost reply's retry or a rival run made {made.id} too); "
-        f"using {found.id}; {made.id}: {fate}")
-    return found
+    keep = found[0]
+    extras = [str(o.id) for o in found[1:]]
+    if str(made.id) != str(keep.id) and str(made.id) not in extras:
+        extras.append(str(made.id))  # not listed yet: archive it all the same
+    if not extras:
+        return keep
+    fates = []
+    for extra in extras:
+        if archive is None:
+            fates.append(f"{extra}: left unused")
+            continue
+        try:
+            archive(extra)
+            fates.append(f"{extra}: archived")
+        except Exception as exc:  # noqa: BLE001 - an empty extra object costs nothing; the next look-up skips it
+            fates.append(f"{extra}: could not archive it ({toloka_refusal(exc)})")
+    log(f"{what}: {keep.id} already existed (a lost reply's retry or a rival run made more); using {keep.id}; "
+        f"{'; '.join(fates)}")
+    return keep

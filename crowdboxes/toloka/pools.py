@@ -366,13 +366,19 @@ def set_task_overlaps(client: Any, pool_id: str, overlap: int) -> int:
     return raised
 
 
+def pools_with_key(client: Any, project_id: str, key: str) -> list[Any]:
+    """The pools of ``project_id`` whose ``private_comment`` is ``key``: the live ones, oldest first, then
+    the archived ones, oldest first."""
+    found = [p for p in client.get_pools(project_id=str(project_id)) if (p.private_comment or "") == key]
+    return sorted(found, key=lambda p: (pool_status(p) == "ARCHIVED", int(p.id) if str(p.id).isdigit() else 0))
+
+
 def find_pool(client: Any, project_id: str, key: str) -> Any:
     """The pool of ``project_id`` whose ``private_comment`` is ``key`` (the oldest; a live one before an
     archived one), else None. An archived pool is still found: the job it ran is finished and paid for, and
     a re-run must not buy it again in a new pool."""
-    found = [p for p in client.get_pools(project_id=str(project_id)) if (p.private_comment or "") == key]
-    live = [p for p in found if pool_status(p) != "ARCHIVED"]
-    return min(live or found, key=lambda p: int(p.id) if str(p.id).isdigit() else 0) if found else None
+    found = pools_with_key(client, project_id, key)
+    return found[0] if found else None
 
 
 def ensure_detection_pool(client: Any, spec: Any, *, project_id: str, key: str,
@@ -405,7 +411,8 @@ def _find_or_create_pool(client: Any, spec: Any, *, project_id: str, key: str) -
             return pool, False
         lease.confirm()
         made = client.create_pool(spec)
-        return keep_found(made, find_pool(client, project_id, key), archive=client.archive_pool, what="pool",
+        live = [p for p in pools_with_key(client, project_id, key) if pool_status(p) != "ARCHIVED"]
+        return keep_found(made, live, archive=client.archive_pool, what="pool",
                           log=lambda line: print(line, file=sys.stderr)), True
 
 

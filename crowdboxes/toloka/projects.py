@@ -183,10 +183,16 @@ def load_skill_configs(path: str | Path, project_key: str) -> dict[str, Any]:
     return skills
 
 
+def projects_with_key(client: Any, key: str) -> list[Any]:
+    """The ACTIVE projects whose ``private_comment`` is ``key``, lowest id first."""
+    found = [p for p in client.get_projects(status="ACTIVE") if (p.private_comment or "") == key]
+    return sorted(found, key=_by_id)
+
+
 def find_project(client: Any, key: str) -> Any:
     """The ACTIVE project whose ``private_comment`` is ``key`` (lowest id if several), else None."""
-    found = [p for p in client.get_projects(status="ACTIVE") if (p.private_comment or "") == key]
-    return min(found, key=lambda p: int(p.id) if str(p.id).isdigit() else 0) if found else None
+    found = projects_with_key(client, key)
+    return found[0] if found else None
 
 
 # --- what a re-run changes -------------------------------------------------------------------------
@@ -274,15 +280,23 @@ def live_pools(client: Any, project_id: str | int) -> list[Any]:
             if str(getattr(p.status, "value", p.status)) != "ARCHIVED"]
 
 
-def find_skill(client: Any, name: str, key: str) -> Any:
-    """The skill named exactly ``name`` (lowest id), else the one whose private comment is ``key``
-    (a skill renamed in skills.json is found again by its key)."""
-    by_id = lambda s: int(s.id) if str(s.id).isdigit() else 0  # noqa: E731
+def skills_named(client: Any, name: str, key: str) -> list[Any]:
+    """The skills named exactly ``name``, else the ones whose private comment is ``key`` (a skill renamed
+    in skills.json is found again by its key), lowest id first."""
     found = [s for s in client.get_skills(name=name) if s.name == name]  # the API filter is exact; keep it so
-    if found:
-        return min(found, key=by_id)
-    found = [s for s in client.get_skills() if (s.private_comment or "") == key]
-    return min(found, key=by_id) if found else None
+    if not found:
+        found = [s for s in client.get_skills() if (s.private_comment or "") == key]
+    return sorted(found, key=_by_id)
+
+
+def find_skill(client: Any, name: str, key: str) -> Any:
+    """The skill :func:`skills_named` finds first (lowest id), else None."""
+    found = skills_named(client, name, key)
+    return found[0] if found else None
+
+
+def _by_id(obj: Any) -> int:
+    return int(obj.id) if str(obj.id).isdigit() else 0
 
 
 def skill_changes(existing: Any, wanted: Any) -> list[str]:
@@ -347,8 +361,8 @@ def _create_first(client: Any, config: Any, key: str, log: Callable[[str], Any])
     config.private_comment = key
     mine = client.create_project(config)
     time.sleep(env_seconds(SETTLE_ENV, DEFAULT_SETTLE_SECONDS))  # a rival's create is listed by now
-    return keep_found(mine, find_project(client, key), archive=client.archive_project, what="detection_project",
-                      log=log)
+    return keep_found(mine, projects_with_key(client, key), archive=client.archive_project,
+                      what="detection_project", log=log)
 
 
 def _plan(client: Any, config_dir: Path, project_key: str, keys: dict[str, str], paths: dict[str, Path],
@@ -394,7 +408,7 @@ def _apply(client: Any, plans: list[tuple[str, str, str, Any, Any, list[str]]], 
         if kind == "project":
             if existing is None:
                 config.private_comment = key
-                result = keep_found(client.create_project(config), find_project(client, key),
+                result = keep_found(client.create_project(config), projects_with_key(client, key),
                                     archive=client.archive_project, what=role, log=log)
             elif changed:
                 result = client.update_project(existing.id, updated_project_body(existing, config, key))
@@ -404,7 +418,7 @@ def _apply(client: Any, plans: list[tuple[str, str, str, Any, Any, list[str]]], 
         else:
             if existing is None:
                 config.private_comment = key
-                result = keep_found(client.create_skill(config), find_skill(client, config.name, key),
+                result = keep_found(client.create_skill(config), skills_named(client, config.name, key),
                                     archive=None, what=role, log=log)
             elif changed:
                 body = {k: v for k, v in json.loads(existing.to_json()).items() if k not in SKILL_SERVER_FIELDS}
