@@ -15,8 +15,9 @@ step ended before the kill point). Groups (``--groups``, comma list; default all
   within the plan, no accepted answer lost;
 * ``concurrency``: two Create Project / two Launch Pool runs of one job at once, a second Wait Pool during a
   verify run, two whole flows of one job, two demos in one workdir: each object once;
-* ``faults``: the flow under 30 % 5xx, 50 % 5xx in streaks of 8, a 2/s rate limit and 300 ms latency
-  completes with AP50 within 0.15 of the clean run's; verify mode under 30 % 5xx within 2x the clean time;
+* ``faults``: the flow under 30 % 5xx, 50 % 5xx in streaks of 8, a 2/s rate limit, 300 ms latency and 30 %
+  lost replies completes, collects every drawing it bought, with AP50 within 0.25 of the clean run's; verify
+  mode under 30 % lost replies completes too, and under 30 % 5xx within 2x the clean time;
 * ``bad inputs``: hostile and broken files, spoiled artifacts and bad params end in one ``error:`` line,
   non-zero, with nothing created; a planted token and AWS secret appear nowhere.
 
