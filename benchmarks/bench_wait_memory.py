@@ -17,7 +17,7 @@ them (1-3 rectangles each, Toloka-length ids and S3 image URLs), handed out one 
 10,000 per page). The same phases run on a baseline commit (``--baseline``, default the last commit before
 the compact snapshots) from a temporary git worktree, side by side, with the ratio.
 
-Usage: ``python benchmarks/bench_wait_memory.py`` (10,000 and 100,000 images, about 6 minutes on 2 cores);
+Usage: ``python benchmarks/bench_wait_memory.py`` (10,000 and 100,000 images, about 10 minutes on 2 cores);
 ``--sizes 10000`` for a quick look; ``--baseline none`` to measure the working tree only.
 """
 
