@@ -17,6 +17,11 @@ from typing import Any
 JOURNAL_VERSION = 1
 
 
+def compact_json(value: Any) -> str:
+    """``value`` as the journal writes it: no spaces, keys sorted."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
 class Journal:
     """Append-only JSON lines, fsynced per batch; a torn last line (crash mid-write) is cut off on open."""
 
@@ -50,7 +55,7 @@ class Journal:
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         """Append ``records`` and fsync before returning (nothing to write: no I/O)."""
-        lines = "".join(json.dumps(r, separators=(",", ":"), sort_keys=True) + "\n" for r in records)
+        lines = "".join(compact_json(r) + "\n" for r in records)
         if not lines:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)

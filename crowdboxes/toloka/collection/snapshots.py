@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from crowdboxes.toloka.client import plain_json
+from crowdboxes.toloka.collection.journal import compact_json
 
 if TYPE_CHECKING:
     from toloka.client import Assignment
@@ -106,8 +107,8 @@ class Snapshot(Mapping[str, Any]):
         # the newest time: the same string object as one of the three, not a copy
         self.modified = next((t for t in (self.submitted, self.accepted, self.rejected) if t == record["modified"]),
                              record["modified"])
-        self._tasks = _compact_json(record["tasks"])
-        self._outputs = _compact_json(record["outputs"])
+        self._tasks = compact_json(record["tasks"])
+        self._outputs = compact_json(record["outputs"])
 
     def __getitem__(self, key: str) -> Any:
         if key == "k":
@@ -128,7 +129,3 @@ class Snapshot(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"Snapshot({dict(self)!r})"
-
-
-def _compact_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
