@@ -22,6 +22,7 @@ Deliberate differences, each also noted where it happens:
   settings are written here as dicts;
 * crowd-kit 1.x names the worker column ``worker`` (the notebooks, written for crowd-kit 0.0.x, say
   ``performer``);
+* object_detection's server has 20 extra workers who only check (``SCENARIO_CROWDS``);
 * every scenario gets its own server: the notebooks' ``ALL_PROJECTS`` restrictions would otherwise ban one
   scenario's workers from the others' pools (the simulated crowd has 40 workers, not Toloka's thousands).
 
@@ -59,6 +60,11 @@ crowdkit = pytest.importorskip("crowdkit.aggregation")
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
+# object_detection keeps anyone with an accepted outline out of its checking pool, and every rejected outline
+# is drawn again by someone new: in one run of ten, 39 of the 40 workers ended up holding an accepted outline and
+# the checking pool stalled with 3 tasks one verdict short (Toloka would stall the same way with 40 workers). On
+# Toloka short checking tasks draw their own crowd; the local Toloka's --verification-workers gives it one.
+SCENARIO_CROWDS = {"object_detection": {"verification_workers": 20}}
 SCENARIO_SECONDS = 8 * 60  # generous: a scenario that is not done by then is stuck, not slow
 # The streaming notebook chains pools through 60 s-lag readers: at least four hops (links -> checks,
 # verdicts -> accept/reject, accepted links -> comparisons, comparisons -> ranking) plus two per round of
@@ -855,8 +861,9 @@ def _run(name: str, folder: Path) -> Outcome:
     server, toloka_server = ImageServer(), None
     try:
         data, truth = _world(name, server, folder)
-        # default settings: only the ground truth (the dataset's answers) is given
-        toloka_server = start_local_toloka(folder, TOKEN, defaults=True, ground_truth=truth)
+        # default settings: only the ground truth (the dataset's answers) is given, and the checking crowd below
+        toloka_server = start_local_toloka(folder, TOKEN, defaults=True, ground_truth=truth,
+                                           **SCENARIO_CROWDS.get(name, {}))
         seconds = STREAMING_SECONDS if name == "streaming_pipelines" else SCENARIO_SECONDS
         outcome.data = SCENARIOS[name](toloka_server.client(), data, Deadline(seconds)) or {}
         outcome.data["world"] = data
