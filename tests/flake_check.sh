@@ -51,16 +51,19 @@ failed=0
 for i in $(seq "$N"); do
     start_neighbour "$i" "$@"
     started=$(date +%s)
-    "$PY" -m pytest -q -p no:cacheprovider --basetemp "$LOGS/run-tmp" "$@" >"$LOGS/run-$i.log" 2>&1
+    # a temp folder of its own per run: tests seeded by a file's path (file:// URLs) draw new coins each run,
+    # as on CI, and a failed run's files stay for reading
+    "$PY" -m pytest -q -p no:cacheprovider --basetemp "$LOGS/run-$i-tmp" "$@" >"$LOGS/run-$i.log" 2>&1
     code=$?
     seconds=$(( $(date +%s) - started ))
     stop_neighbour
     summary=$(tail -n 1 "$LOGS/run-$i.log")
     if [ "$code" -eq 0 ]; then
+        rm -rf "$LOGS/run-$i-tmp"
         echo "run $i/$N: pass ${seconds} s ($summary)"
     else
         failed=$((failed + 1))
-        echo "run $i/$N: FAIL ${seconds} s (exit $code; $summary; log $LOGS/run-$i.log)"
+        echo "run $i/$N: FAIL ${seconds} s (exit $code; $summary; log $LOGS/run-$i.log, files $LOGS/run-$i-tmp)"
     fi
 done
 echo "flake check: $((N - failed)) of $N runs passed (neighbour: $NEIGHBOUR)"
