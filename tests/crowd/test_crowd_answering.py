@@ -268,8 +268,8 @@ def test_text_recognition_from_image_truth_with_typos(world):
     crowd = Crowd(truth, seed=0)
     # 200 each: the coins change with the tmp folder's URL. Exact for a careful worker is 0.99 ** 11 = 0.895
     # (sd 0.022 at 200; 40 drew 0.70 once), for a sloppy one 0.95 ** 11 = 0.57
-    careful = [crowd.solve(w, {"image": urls["b.png"]}, spec)["text"] for w in make_workforce(200, 3, mix={"careful": 1})]
-    sloppy = [crowd.solve(w, {"image": urls["b.png"]}, spec)["text"] for w in make_workforce(200, 3, mix={"sloppy": 1})]
+    careful, sloppy = ([crowd.solve(w, {"image": urls["b.png"]}, spec)["text"]
+                        for w in make_workforce(200, 3, mix={kind: 1})] for kind in ("careful", "sloppy"))
     assert np.mean([t == "Main Street" for t in careful]) > 0.8
     assert np.mean([t == "Main Street" for t in sloppy]) < 0.72
     spam = [crowd.solve(w, {"image": urls["b.png"]}, spec)["text"] for w in make_workforce(10, 3, mix={"spammer_random": 1})]
