@@ -104,7 +104,10 @@ class Outcome:
 
 # ============================================================ 0.getting_started/0.learn_the_basics
 
-ANIMALS = ["cat", "dog"] * 10  # 20 photos, half cats
+# 60 photos, half cats. Enough that the default crowd's spammers (10 %) cannot sink the check: a suite is 10
+# photos seen by the same 3 workers, so two spammers in one suite spoil 10 photos at once. Monte Carlo of that
+# crowd with majority vote: accuracy 0.92, below 0.7 in 5e-5 of runs at 60 photos (below 0.75 in 1.6 % at 20)
+ANIMALS = ["cat", "dog"] * 30
 
 
 def learn_the_basics(client, images, deadline):
@@ -157,6 +160,10 @@ def learn_the_basics(client, images, deadline):
 
 CLASSES = ["cat", "dog", "other"]
 N_GOLDEN = 15
+# 81 tasks in suites of 9 seen by the same 3 workers: as for ANIMALS (majority vote standing in for Dawid-Skene),
+# below 0.7 in none of 20,000 simulated runs (27 tasks fell below 0.75 in 2.9 % of them, and once in a flake
+# check)
+N_TASKS = 81
 
 
 def image_classification(client, images, deadline):
@@ -820,7 +827,7 @@ def _world(name: str, server: ImageServer, folder: Path):
                  for i, animal in enumerate(ANIMALS)]
         data = [server.add(s["name"], animal_picture(i, s["label"])) for i, s in enumerate(specs)]
     elif name == "image_classification":
-        labels = (CLASSES * 14)[:42]  # 15 control tasks + 27 tasks
+        labels = (CLASSES * 32)[:N_GOLDEN + N_TASKS]
         specs = [{"name": f"animal{i:02d}.png", "size": (320, 240), "label": label} for i, label in enumerate(labels)]
         data = [(server.add(s["name"], animal_picture(100 + i, s["label"])), s["label"]) for i, s in enumerate(specs)]
     elif name == "object_detection":
@@ -913,7 +920,7 @@ def test_learn_the_basics(outcomes):
     assert set(aggregated.index) == set(images), "majority vote gives every photo a label"
     truth = dict(zip(images, ANIMALS))
     right = sum(aggregated[url] == truth[url] for url in images)
-    assert right >= 0.75 * len(images), f"answers follow the truth ({right} of {len(images)} right)"
+    assert right >= 0.7 * len(images), f"answers follow the truth ({right} of {len(images)} right)"
 
 
 def test_image_classification(outcomes):
@@ -924,7 +931,7 @@ def test_image_classification(outcomes):
     tasks = dict(world[N_GOLDEN:])
     assert set(tasks) <= set(aggregated.index), "Dawid-Skene labels every task"
     right = sum(aggregated[url] == label for url, label in tasks.items())
-    assert right >= 0.75 * len(tasks), f"answers follow the truth ({right} of {len(tasks)} right)"
+    assert right >= 0.7 * len(tasks), f"answers follow the truth ({right} of {len(tasks)} right)"
 
 
 def _is_rectangle(shape) -> bool:
