@@ -349,7 +349,7 @@ def test_solve_detection_returns_normalised_labelled_rectangles(served):
             if abs(shape["left"] - 40 / 640) < 0.03 and abs(shape["width"] - 120 / 640) < 0.05:
                 hits += 1
                 break
-    assert hits >= 75  # about 87 expected; the URL's random port reseeds the draws, so keep 3.5 sd of slack
+    assert hits >= 70  # about 87 expected; the URL's random port reseeds the draws: below 70 in about 2e-6
 
 
 def test_solve_is_deterministic_per_seed_and_independent_of_order(served):

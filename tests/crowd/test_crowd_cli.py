@@ -94,7 +94,7 @@ def test_served_project_with_renamed_labels_gets_mapped_labels(tmp_path):
     view = {"view": {"type": "field.image-annotation", "data": {"type": "data.output", "path": "objects"},
                      "image": {"type": "data.input", "path": "photo"}, "labels": labels, "shapes": {"rectangle": True}},
             "plugins": []}
-    handle = start_local_toloka(tmp_path, TOKEN, workers=12, speed=5000, seed=2, ground_truth=str(tmp_path / "truth.json"),
+    handle = start_local_toloka(tmp_path, TOKEN, workers=30, speed=5000, seed=2, ground_truth=str(tmp_path / "truth.json"),
                                 label_map=str(tmp_path / "map.json"))
     try:
         client = handle.client()
@@ -107,22 +107,23 @@ def test_served_project_with_renamed_labels_gets_mapped_labels(tmp_path):
             "project_id": project.id, "private_name": "p", "reward_per_assignment": 0.02,
             "assignment_max_duration_seconds": 3600, "auto_accept_solutions": True,
             "will_expire": (dt.datetime.utcnow() + dt.timedelta(days=1)).isoformat(),
-            "defaults": {"default_overlap_for_new_task_suites": 12},
+            "defaults": {"default_overlap_for_new_task_suites": 30},
             "mixer_config": {"real_tasks_count": 1, "golden_tasks_count": 0, "training_tasks_count": 0}}, toloka.Pool))
         client.create_tasks([toloka.Task(pool_id=pool.id, input_values={"photo": url})], allow_defaults=True)
         client.open_pool(pool.id)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             done = [a for a in client.get_assignments(pool_id=pool.id) if a.status.value in ("SUBMITTED", "ACCEPTED")]
-            if len(done) >= 12:
+            if len(done) >= 30:
                 break
             time.sleep(0.2)
-        assert len(done) >= 12
+        assert len(done) >= 30
         drawn = [s for a in done for s in a.solutions[0].output_values["objects"]]
         assert drawn and {s["label"] for s in drawn} <= {"S1", "P9", "X"}
         count = {v: sum(s["label"] == v for s in drawn) for v in ("S1", "P9", "X")}
-        # ~8 of 12 workers draw each sign with its mapped label (spammers draw at random): 2.5 sd of slack
-        assert count["S1"] >= 4 and count["P9"] >= 4 and count["X"] < count["S1"] + count["P9"]
+        # ~19 of 30 workers or more draw each sign with its mapped label (spammers draw at random): either
+        # count below 10 in about 3e-5 of runs (with 12 workers and a bound of 4, about 1e-2)
+        assert count["S1"] >= 10 and count["P9"] >= 10 and count["X"] < count["S1"] + count["P9"]
         assert "matches no label" not in handle.log()
     finally:
         handle.stop()

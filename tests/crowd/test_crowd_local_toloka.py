@@ -65,9 +65,9 @@ def test_real_crowd_draws_and_judges_through_the_local_toloka(tmp_path, scenes):
                 drawn = normalized_to_pixels([[s["left"], s["top"], s["width"], s["height"]] for s in result], 640, 480)
                 true = np.array([b[:4] for b in SIGNS[name]], dtype=float)
                 found[name] += int((iou_matrix(drawn, true).max(axis=0) >= 0.5).sum())
-        # default mix: ~77 % of workers find a given large sign (10 % spammers, 25 % sloppy-ish); expect ~23
-        # of 30, and the bound leaves > 3 sd for the scheduler's choice of workers
-        assert sum(found.values()) >= 15
+        # default mix: ~77 % of workers find a given large sign (10 % spammers, 25 % sloppy-ish); expect ~22.5
+        # of 30 (sd 2.0 with the scheduler's choice of workers): below 13 in about 5e-6 of runs
+        assert sum(found.values()) >= 13
 
         verification = _project(client, {
             "input_spec": {"image": {"type": "url", "required": True}, "outlines": {"type": "json", "required": True},
@@ -84,8 +84,9 @@ def test_real_crowd_draws_and_judges_through_the_local_toloka(tmp_path, scenes):
         client.open_pool(vpool.id)
         verdicts = [a.solutions[0].output_values for a in submitted(client, vpool.id, overlap)]
         assert all(v["verdict"] in ("OK", "BAD") for v in verdicts)
-        # ~78 % say BAD (careful 0.9, sloppy 0.75, spammers 0.5, always-OK 0): expect ~8 of 10
-        assert sum(v["verdict"] == "BAD" for v in verdicts) >= 4
+        # ~78 % say BAD (careful 0.9, sloppy 0.75, spammers 0.5, always-OK 0): expect ~8 of 10, below 3 in
+        # about 2e-5 of runs
+        assert sum(v["verdict"] == "BAD" for v in verdicts) >= 3
         assert any(v.get("reason") == "missed_sign" for v in verdicts)
     finally:
         handle.stop()
@@ -123,17 +124,19 @@ def test_projects_of_any_spec_complete_through_the_local_toloka(tmp_path, scenes
                 {"type": "view.text", "content": {"type": "data.input", "path": "question"}},
                 {"type": "field.textarea", "data": {"type": "data.output", "path": "answer"}}]})})
         pools = {}
-        for project, inputs in ((classify, [{"image_url": f"{url}/{name}"} for name in SIGNS]),
-                                (text, [{"question": "What colour is the sky?"}])):
-            pool = plain_pool(client, project.id, 5)
+        for project, overlap, inputs in ((classify, 10, [{"image_url": f"{url}/{name}"} for name in SIGNS]),
+                                         (text, 5, [{"question": "What colour is the sky?"}])):
+            pool = plain_pool(client, project.id, overlap)
             client.create_tasks([toloka.Task(pool_id=pool.id, input_values=v) for v in inputs], allow_defaults=True)
             client.open_pool(pool.id)
             pools[project.id] = (pool, len(inputs))
         signs = [(a.tasks[0].input_values["image_url"].rsplit("/", 1)[1], a.solutions[0].output_values["sign"])
-                 for a in submitted(client, pools[classify.id][0].id, 5 * 2)]
+                 for a in submitted(client, pools[classify.id][0].id, 10 * 2)]
         assert all(sign in ("stop", "yield", "other") for _, sign in signs)
         right = {"a.png": "stop", "b.png": "yield"}
-        assert sum(sign == right[name] for name, sign in signs) >= 5  # ~8.5 of 10 expected
+        # 10 of the 20 workers per image (2 of them spammers): ~16.4 of 20 right, below 10 in about 1e-4 of
+        # runs (simulated); answers that ignore the truth would get ~6.7
+        assert sum(sign == right[name] for name, sign in signs) >= 10
         answers = [a.solutions[0].output_values["answer"] for a in submitted(client, pools[text.id][0].id, 5)]
         assert all(isinstance(x, str) and 0 < len(x) <= 80 for x in answers)
         log = handle.log()

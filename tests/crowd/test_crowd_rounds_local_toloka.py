@@ -80,7 +80,9 @@ def test_box_checks_and_missed_signs_of_the_configs_through_the_local_toloka(tmp
         right = sum(c[True] for c in said.values()) / sum(sum(c.values()) for c in said.values())
         # careful checkers: accuracy ~N(0.9, 0.03), so ~90 % right over ~15 x 4 x 3 answers (sd 0.02)
         assert right >= 0.8, said
-        assert named[True] >= 0.75 * sum(named.values()), named
+        # ~41 wrong-class verdicts from careful checkers, each naming the right class at ~0.9: below 0.65 in
+        # about 2.5e-6 of runs (0.75 was a coin of about 2e-3); a checker naming at random gets 0.5 or less
+        assert named[True] >= 0.65 * sum(named.values()), named
 
         # missed signs: a.png shows the stop sign, so the parking sign is missing; b.png shows its only sign
         overlap = 20

@@ -21,8 +21,9 @@ from crowdboxes.sim.generate import SynthOptions, generate
 REPO = Path(__file__).resolve().parents[2]
 # Measured on the 2-core machine (8 scenes, 3 drawers, 20 workers, min_score 0.5): mAP 0.54-0.80 in 6 runs
 # (FiftyOne's COCO-style mAP, IoU 0.50:0.95; 0.00 with the samples' boxes swapped); the bound leaves room for the
-# live crowd's scheduling, which is not deterministic. The test takes about 30 s.
-MIN_MAP = 0.35
+# live crowd's scheduling, which is not deterministic: with a spread of about 0.1 it sits 4 sd below the mean
+# (0.35 was about 3 sd). The test takes about 30 s.
+MIN_MAP = 0.25
 
 
 def _scenes(tmp_path: Path, fo):
