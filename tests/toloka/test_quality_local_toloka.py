@@ -92,13 +92,16 @@ def test_verify_mode_accepts_complete_drawings_and_bans_spammers_early(env):
         if missed:
             incomplete.add(item["image_id"])
     # Verification filters: an accepted drawing misses a sign of >= 20 px (IoU >= 0.5) on far fewer images
-    # than the crowd's drawings do. Measured in 5 runs: 35-39 % of the crowd's drawings miss one; 0 or 1 of 30
-    # images end with an accepted drawing that does (2 in about 1 run of 7). The bound of 4 of 30 keeps the test
-    # from failing on that noise (a 2 % rate gives 5 or more of 30 in under 1 run in 1,000), while a loop that
-    # accepted drawings unjudged would miss on about 11 of 30.
-    assert misses >= 0.2 * drawings, (misses, drawings)  # the crowd is sloppy enough to need the loop
+    # than the crowd's drawings do. Measured in 11 runs: 10-32 of 55-81 drawings miss one (18-40 %: a good
+    # first round means few redraws, and redraws go to the hard images); 0 or 1 of 30 images end with an
+    # accepted drawing that does (2 in about 1 run of 7). An image has at most one accepted drawing, so
+    # `incomplete` counts the missing drawings the loop let through; a loop that accepted drawings unjudged
+    # would let every one through and fail the last bound. The bound of 4 keeps the test from failing on
+    # noise (a 2 % rate gives 5 or more of 30 in under 1 run in 1,000). A bound on the crowd's miss rate
+    # (20 %) was a coin: one flake-check run drew 10 of 55.
+    assert misses >= 3, (misses, drawings)  # the crowd misses signs: the loop has something to catch
     assert len(incomplete) <= 4, (incomplete, outcome)
-    assert len(incomplete) / len(images) <= 0.5 * misses / drawings, (incomplete, misses, drawings)
+    assert len(incomplete) <= misses / 2, (incomplete, misses, drawings)
     # ... and that is not because nothing was accepted: most images end with an accepted drawing (at least 24
     # of 30 in the passing runs, 23 in one flake-check run under load, whose other images used up their 5
     # attempts); none would if the loop rejected everything
