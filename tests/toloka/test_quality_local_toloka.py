@@ -92,9 +92,9 @@ def test_verify_mode_accepts_complete_drawings_and_bans_spammers_early(env):
         if missed:
             incomplete.add(item["image_id"])
     # Verification filters: an accepted drawing misses a sign of >= 20 px (IoU >= 0.5) on far fewer images
-    # than the crowd's drawings do. Measured in 11 runs: 10-32 of 55-81 drawings miss one (18-40 %: a good
+    # than the crowd's drawings do. Measured in 15 runs: 10-35 of 55-81 drawings miss one (18-46 %: a good
     # first round means few redraws, and redraws go to the hard images); 0 or 1 of 30 images end with an
-    # accepted drawing that does (2 in about 1 run of 7). An image has at most one accepted drawing, so
+    # accepted drawing that does (2 in about 1 run of 7 earlier). An image has at most one accepted drawing, so
     # `incomplete` counts the missing drawings the loop let through; a loop that accepted drawings unjudged
     # would let every one through and fail the last bound. The bound of 4 keeps the test from failing on
     # noise (a 2 % rate gives 5 or more of 30 in under 1 run in 1,000). A bound on the crowd's miss rate
