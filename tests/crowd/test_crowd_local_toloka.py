@@ -134,8 +134,8 @@ def test_projects_of_any_spec_complete_through_the_local_toloka(tmp_path, scenes
                  for a in submitted(client, pools[classify.id][0].id, 10 * 2)]
         assert all(sign in ("stop", "yield", "other") for _, sign in signs)
         right = {"a.png": "stop", "b.png": "yield"}
-        # 10 of the 20 workers per image (2 of them spammers): ~16.4 of 20 right, below 10 in about 1e-4 of
-        # runs (simulated); answers that ignore the truth would get ~6.7
+        # 10 of the 20 workers (2 of the 20 spammers) per image: ~16.4 of 20 right, below 10 in about 1e-4
+        # of runs (simulated); answers that ignore the truth would get ~6.7
         assert sum(sign == right[name] for name, sign in signs) >= 10
         answers = [a.solutions[0].output_values["answer"] for a in submitted(client, pools[text.id][0].id, 5)]
         assert all(isinstance(x, str) and 0 < len(x) <= 80 for x in answers)
