@@ -242,12 +242,6 @@ COUNT, SEED = 60, 7
 E2E_ARGS = ["--count", str(COUNT), "--overlap", "11", "--seed", str(SEED), "--speed", "200"]
 
 
-def _serve_has_label_map() -> bool:
-    out = subprocess.run([sys.executable, "-m", "crowdboxes", "local-toloka", "serve", "--help"], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
-    return "--label-map" in out.stdout
-
-
 def _demos(runs: dict[str, tuple[Path, list[str]]], scenes: Path) -> dict[str, tuple[dict, str]]:
     """Run the demo once per entry ``name: (workdir, extra args)`` concurrently, on the same scenes."""
     env = {**os.environ, "toloka_token": "config-fields-test-token"}
@@ -276,8 +270,6 @@ def _demos(runs: dict[str, tuple[Path, list[str]]], scenes: Path) -> dict[str, t
 
 @pytest.mark.slow
 def test_renamed_fields_and_labels_end_with_the_stock_ap50(tmp_path):
-    if not _serve_has_label_map():
-        pytest.skip("local-toloka serve has no --label-map yet (issue 10, the local Toloka's part)")
     configs = renamed_configs(tmp_path / "my-configs", labels=RENAMED_LABELS)
     label_map = tmp_path / "label_map.json"
     label_map.write_text(json.dumps(RENAMED_LABELS))
