@@ -269,7 +269,7 @@ def _demos(runs: dict[str, tuple[Path, list[str]]], scenes: Path) -> dict[str, t
 
 
 @pytest.mark.slow
-def test_renamed_fields_and_labels_end_with_the_stock_ap50(tmp_path):
+def test_stock_and_renamed_fields_and_labels_both_reach_ap50_090(tmp_path):
     configs = renamed_configs(tmp_path / "my-configs", labels=RENAMED_LABELS)
     label_map = tmp_path / "label_map.json"
     label_map.write_text(json.dumps(RENAMED_LABELS))
